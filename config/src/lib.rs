@@ -1,0 +1,623 @@
+//! Causeway's configuration: typed, documented, with defaults that run with no file at all.
+//!
+//! [`Config::default`] is what `causeway serve` uses without `--config`. [`load`] reads a TOML
+//! file; every key is optional and unknown keys are refused, so a typo never passes silently.
+//! [`EXAMPLE`] is the fully commented configuration that `causeway config example` prints; a
+//! test keeps it equal to the defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+/// The commented example configuration. Every value in it is the default.
+pub const EXAMPLE: &str = include_str!("../example.toml");
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub client_api: ClientApiConfig,
+    pub federation: FederationConfig,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub media: MediaConfig,
+    pub limits: LimitsConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Config {
+    /// Where the SQLite database lives when `database.url` is not set.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.server.data_dir.join("causeway.sqlite3")
+    }
+
+    /// The database URL to connect to: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.sqlite_path().display()),
+        }
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text).map_err(|error| error.with_path(path))
+}
+
+/// An error of [`parse`], before it is tied to a file.
+#[derive(Debug)]
+pub struct ParseError {
+    key: Option<String>,
+    message: String,
+}
+
+impl ParseError {
+    fn with_path(self, path: &Path) -> ConfigError {
+        match self.key {
+            Some(key) => ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message: self.message,
+            },
+            None => ConfigError::Syntax {
+                path: path.to_owned(),
+                message: self.message,
+            },
+        }
+    }
+
+    /// The dotted key the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "`{key}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Parses configuration text.
+pub fn parse(text: &str) -> Result<Config, ParseError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| ParseError {
+        key: None,
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let key = error.path().to_string();
+        let message = error.into_inner().message().to_owned();
+        ParseError {
+            key: Some(key),
+            message,
+        }
+    })?;
+    config.validate().map_err(|(key, message)| ParseError {
+        key: Some(key.to_owned()),
+        message,
+    })?;
+    Ok(config)
+}
+
+impl Config {
+    /// Checks relations between keys that serde cannot express.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
+        {
+            return Err((
+                "registration.tokens",
+                "registration mode `token` needs at least one token".to_owned(),
+            ));
+        }
+        if self.registration.tokens.iter().any(String::is_empty) {
+            return Err((
+                "registration.tokens",
+                "a registration token must not be empty".to_owned(),
+            ));
+        }
+        match (
+            &self.federation.tls_certificate,
+            &self.federation.tls_private_key,
+        ) {
+            (Some(_), None) => {
+                return Err((
+                    "federation.tls_private_key",
+                    "set together with federation.tls_certificate".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "federation.tls_certificate",
+                    "set together with federation.tls_private_key".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if self.database.max_connections == 0 {
+            return Err(("database.max_connections", "must be at least 1".to_owned()));
+        }
+        for (key, limit) in [
+            ("rate_limits.login", &self.rate_limits.login),
+            ("rate_limits.registration", &self.rate_limits.registration),
+            ("rate_limits.message", &self.rate_limits.message),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) {
+                return Err((key, "per_second must be a positive number".to_owned()));
+            }
+            if limit.burst == 0 {
+                return Err((key, "burst must be at least 1".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A server name as the Matrix specification defines it: a DNS name, an IPv4 address or a
+/// bracketed IPv6 address, optionally followed by `:port`. It is also the XMPP domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerName(String);
+
+impl ServerName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part, without the port.
+    pub fn host(&self) -> &str {
+        if self.0.starts_with('[') {
+            match self.0.find(']') {
+                Some(end) => &self.0[..=end],
+                None => &self.0,
+            }
+        } else {
+            self.0.split(':').next().unwrap_or(&self.0)
+        }
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a text is not a server name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServerNameError {
+    #[error("a server name must not be empty")]
+    Empty,
+    #[error("a server name must be at most 255 bytes")]
+    TooLong,
+    #[error("the port must be a number from 1 to 65535")]
+    InvalidPort,
+    #[error("invalid IPv6 literal")]
+    InvalidIpv6,
+    #[error("invalid character {0:?} in server name (allowed: letters, digits, `-` and `.`)")]
+    InvalidCharacter(char),
+}
+
+impl TryFrom<&str> for ServerName {
+    type Error = ServerNameError;
+
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        if value.is_empty() {
+            return Err(ServerNameError::Empty);
+        }
+        if value.len() > 255 {
+            return Err(ServerNameError::TooLong);
+        }
+        let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+            let end = rest.find(']').ok_or(ServerNameError::InvalidIpv6)?;
+            let (address, after) = rest.split_at(end);
+            address
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| ServerNameError::InvalidIpv6)?;
+            let after = &after[1..];
+            let port = match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None if after.is_empty() => None,
+                None => return Err(ServerNameError::InvalidIpv6),
+            };
+            (None, port)
+        } else {
+            match value.split_once(':') {
+                Some((host, port)) => (Some(host), Some(port)),
+                None => (Some(value), None),
+            }
+        };
+        if let Some(host) = host {
+            if host.is_empty() {
+                return Err(ServerNameError::Empty);
+            }
+            if let Some(bad) = host
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
+            {
+                return Err(ServerNameError::InvalidCharacter(bad));
+            }
+        }
+        if let Some(port) = port {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 && !port.starts_with('+') => {}
+                _ => return Err(ServerNameError::InvalidPort),
+            }
+        }
+        Ok(ServerName(value.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ServerName::try_from(text.as_str()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub name: ServerName,
+    pub data_dir: PathBuf,
+    pub public_baseurl: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            name: ServerName("localhost".to_owned()),
+            data_dir: PathBuf::from("./causeway-data"),
+            public_baseurl: None,
+        }
+    }
+}
+
+/// `[client_api]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientApiConfig {
+    pub bind: SocketAddr,
+}
+
+impl Default for ClientApiConfig {
+    fn default() -> Self {
+        ClientApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8008)),
+        }
+    }
+}
+
+/// `[federation]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            tls_certificate: None,
+            tls_private_key: None,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: 8,
+        }
+    }
+}
+
+/// Who may create an account through the client API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Only administrators create accounts (`causeway user add`).
+    #[default]
+    Disabled,
+    /// Anyone may register.
+    Open,
+    /// Registration needs one of the configured tokens (`m.login.registration_token`).
+    Token,
+}
+
+/// `[registration]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub mode: RegistrationMode,
+    pub tokens: Vec<String>,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    pub max_upload_size: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_upload_size: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_json_body: u64,
+    pub max_sync_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_json_body: 1024 * 1024,
+            max_sync_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// One token bucket: `burst` actions at once, refilled at `per_second`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// `[rate_limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    pub login: RateLimit,
+    pub registration: RateLimit,
+    pub message: RateLimit,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            login: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+            registration: RateLimit {
+                per_second: 0.1,
+                burst: 3,
+            },
+            message: RateLimit {
+                per_second: 10.0,
+                burst: 50,
+            },
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_is_the_default() {
+        assert_eq!(parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_documents_every_key() {
+        // Every key of the example must be commented: a line of `key = value` follows a `#` line.
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            if line.contains(" = ") && !line.starts_with('#') {
+                assert!(
+                    index > 0 && lines[index - 1].starts_with('#'),
+                    "undocumented key: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = parse(
+            r#"
+            [server]
+            name = "example.org:8448"
+            data_dir = "/var/lib/causeway"
+            [client_api]
+            bind = "0.0.0.0:9000"
+            [registration]
+            mode = "token"
+            tokens = ["abc"]
+            [rate_limits.message]
+            per_second = 1000.0
+            burst = 1000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.name.as_str(), "example.org:8448");
+        assert_eq!(config.server.name.host(), "example.org");
+        assert_eq!(config.client_api.bind.port(), 9000);
+        assert_eq!(config.registration.mode, RegistrationMode::Token);
+        assert_eq!(config.rate_limits.message.burst, 1000);
+        assert_eq!(config.rate_limits.login, RateLimitsConfig::default().login);
+        assert_eq!(
+            config.sqlite_path(),
+            PathBuf::from("/var/lib/causeway/causeway.sqlite3")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let error = parse("[server]\nnmae = \"x\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("server.nmae"));
+        assert!(
+            error.to_string().contains("unknown field `nmae`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let error = parse("[client_api]\nbind = 8008\n").unwrap_err();
+        assert_eq!(error.key(), Some("client_api.bind"));
+        let error = parse("[media]\nmax_upload_size = \"big\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("media.max_upload_size"));
+    }
+
+    #[test]
+    fn bad_server_name_is_named() {
+        let error = parse("[server]\nname = \"exa mple.org\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("server.name"));
+        assert!(error.to_string().contains("invalid character"), "{error}");
+        let error = parse("[server]\nname = \"example.org:99999\"\n").unwrap_err();
+        assert!(error.to_string().contains("port"), "{error}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let error = parse("[registration]\nmode = \"sometimes\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("registration.mode"));
+        assert!(error.to_string().contains("open"), "{error}");
+    }
+
+    #[test]
+    fn relations_between_keys_are_checked() {
+        let error = parse("[registration]\nmode = \"token\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("registration.tokens"));
+        let error = parse("[federation]\ntls_certificate = \"a.pem\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("federation.tls_private_key"));
+        let error = parse("[rate_limits.login]\nper_second = 0.0\nburst = 1\n").unwrap_err();
+        assert_eq!(error.key(), Some("rate_limits.login"));
+        let error = parse("[database]\nmax_connections = 0\n").unwrap_err();
+        assert_eq!(error.key(), Some("database.max_connections"));
+    }
+
+    #[test]
+    fn syntax_error_has_no_key_but_a_position() {
+        let error = parse("[server\nname = 1").unwrap_err();
+        assert_eq!(error.key(), None);
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "[server]\nname = \"\"\n").unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("causeway.toml"), "{error}");
+        assert!(error.contains("`server.name`"), "{error}");
+        let missing = load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn server_names() {
+        for good in [
+            "localhost",
+            "example.org",
+            "example.org:8448",
+            "127.0.0.1:8481",
+            "[::1]",
+            "[::1]:8448",
+            "a-b.c",
+        ] {
+            assert!(ServerName::try_from(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ":8448",
+            "exa_mple.org",
+            "example.org:",
+            "example.org:0",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+        ] {
+            assert!(ServerName::try_from(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ServerName::try_from("[::1]:80").unwrap().host(), "[::1]");
+    }
+}

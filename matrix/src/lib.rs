@@ -1,0 +1,5 @@
+//! Causeway's Matrix homeserver.
+
+pub mod error;
+pub mod pdu;
+pub mod store;

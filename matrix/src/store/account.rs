@@ -1,0 +1,350 @@
+//! Accounts, devices and access tokens.
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Store, StoreError, now_ms};
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub created_ts: i64,
+}
+
+/// A stored device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ts: Option<i64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// Who an access token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenInfo {
+    pub user_id: String,
+    pub device_id: String,
+    pub deactivated: bool,
+}
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        user_id: row.try_get("user_id")?,
+        password_hash: row.try_get("password_hash")?,
+        displayname: row.try_get("displayname")?,
+        avatar_url: row.try_get("avatar_url")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+        created_ts: row.try_get("created_ts")?,
+    })
+}
+
+fn device_from_row(row: &AnyRow) -> Result<DeviceRecord, sqlx::Error> {
+    Ok(DeviceRecord {
+        user_id: row.try_get("user_id")?,
+        device_id: row.try_get("device_id")?,
+        display_name: row.try_get("display_name")?,
+        last_seen_ts: row.try_get("last_seen_ts")?,
+        last_seen_ip: row.try_get("last_seen_ip")?,
+    })
+}
+
+const USER_COLUMNS: &str =
+    "user_id, password_hash, displayname, avatar_url, is_admin, deactivated, created_ts";
+
+impl Store {
+    /// Creates an account; returns `false` when the id is taken.
+    pub async fn create_user(
+        &self,
+        user_id: &str,
+        password_hash: Option<&str>,
+        displayname: Option<&str>,
+        is_admin: bool,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (user_id, password_hash, displayname, is_admin, created_ts) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .bind(displayname)
+        .bind(i64::from(is_admin))
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let query = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        let row = sqlx::query(AssertSqlSafe(query))
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let query = format!("SELECT {USER_COLUMNS} FROM users ORDER BY user_id");
+        let rows = sqlx::query(AssertSqlSafe(query))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
+            .bind(hash)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn set_displayname(
+        &self,
+        user_id: &str,
+        displayname: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
+            .bind(displayname)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_avatar_url(
+        &self,
+        user_id: &str,
+        avatar_url: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
+            .bind(avatar_url)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the account deactivated, removes its password, devices and tokens.
+    pub async fn deactivate_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut transaction = self.pool().begin().await?;
+        let result = sqlx::query(
+            "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Creates (or refreshes the name of) a device and issues an access token for it.
+    pub async fn create_device_and_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        token: &str,
+        ip: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool().begin().await?;
+        // Logging in again with an existing device id replaces the device's old tokens.
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id) DO UPDATE SET \
+             display_name = COALESCE(excluded.display_name, devices.display_name), \
+             last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(display_name)
+        .bind(now_ms())
+        .bind(ip)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
+            .bind(token)
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.user_id, t.device_id, u.deactivated FROM access_tokens t \
+             JOIN users u ON u.user_id = t.user_id WHERE t.token = $1",
+        )
+        .bind(token)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| -> Result<AccessTokenInfo, StoreError> {
+            Ok(AccessTokenInfo {
+                user_id: row.try_get("user_id")?,
+                device_id: row.try_get("device_id")?,
+                deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a device and every token of it.
+    pub async fn delete_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        let mut transaction = self.pool().begin().await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *transaction)
+            .await?;
+        let result = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes every device of a user except `keep`, with their tokens.
+    pub async fn delete_devices_except(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let keep = keep.unwrap_or("");
+        let mut transaction = self.pool().begin().await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices \
+             WHERE user_id = $1 ORDER BY device_id",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(device_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices \
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(device_from_row).transpose()?)
+    }
+
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(display_name)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::testing::both_backends;
+
+    both_backends!(accounts_devices_tokens, |store: Store| async move {
+        assert!(
+            store
+                .create_user("@a:x", Some("hash"), None, false)
+                .await
+                .unwrap()
+        );
+        assert!(!store.create_user("@a:x", None, None, false).await.unwrap());
+        let user = store.user("@a:x").await.unwrap().unwrap();
+        assert_eq!(user.password_hash.as_deref(), Some("hash"));
+        assert!(!user.deactivated);
+        store
+            .create_device_and_token("@a:x", "DEV1", Some("phone"), "tok1", None)
+            .await
+            .unwrap();
+        store
+            .create_device_and_token("@a:x", "DEV2", None, "tok2", Some("127.0.0.1"))
+            .await
+            .unwrap();
+        let info = store.access_token("tok1").await.unwrap().unwrap();
+        assert_eq!(
+            (info.user_id.as_str(), info.device_id.as_str()),
+            ("@a:x", "DEV1")
+        );
+        // A new login on the same device replaces its token but keeps its name.
+        store
+            .create_device_and_token("@a:x", "DEV1", None, "tok3", None)
+            .await
+            .unwrap();
+        assert!(store.access_token("tok1").await.unwrap().is_none());
+        let device = store.device("@a:x", "DEV1").await.unwrap().unwrap();
+        assert_eq!(device.display_name.as_deref(), Some("phone"));
+        assert_eq!(store.devices("@a:x").await.unwrap().len(), 2);
+        store
+            .delete_devices_except("@a:x", Some("DEV2"))
+            .await
+            .unwrap();
+        assert!(store.access_token("tok3").await.unwrap().is_none());
+        assert!(store.access_token("tok2").await.unwrap().is_some());
+        assert!(store.deactivate_user("@a:x").await.unwrap());
+        assert!(store.access_token("tok2").await.unwrap().is_none());
+        let user = store.user("@a:x").await.unwrap().unwrap();
+        assert!(user.deactivated);
+        assert!(user.password_hash.is_none());
+    });
+}

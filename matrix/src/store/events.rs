@@ -1,0 +1,563 @@
+//! Events, state groups, forward extremities and transaction ids.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Store, StoreError, StreamWriter};
+
+/// The longest chain of state-group deltas before a full snapshot is written again.
+pub const MAX_STATE_CHAIN: i64 = 64;
+
+/// `(event type, state key)`.
+pub type StateKey = (String, String);
+/// A full room state: `(type, state_key)` → event id.
+pub type StateMap = BTreeMap<StateKey, String>;
+
+/// An event to persist, built and authorised by the room engine.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub json: String,
+    /// The events this one references, which stop being forward extremities.
+    pub prev_events: Vec<String>,
+    /// The state group before this event.
+    pub state_group_before: i64,
+    /// For a membership event: the target's new membership.
+    pub membership: Option<String>,
+    /// `(user, device, txn id)` for client sends.
+    pub transaction: Option<(String, String, String)>,
+}
+
+/// What [`Store::persist_event`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Persisted {
+    pub stream_ordering: i64,
+    /// The state group after the event.
+    pub state_group: i64,
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub state_group: i64,
+    pub json: String,
+    pub redacted_by: Option<String>,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, \
+                             state_group, json, redacted_by";
+
+fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
+    Ok(EventRow {
+        stream_ordering: row.try_get("stream_ordering")?,
+        event_id: row.try_get("event_id")?,
+        room_id: row.try_get("room_id")?,
+        sender: row.try_get("sender")?,
+        event_type: row.try_get("event_type")?,
+        state_key: row.try_get("state_key")?,
+        state_group: row.try_get("state_group")?,
+        json: row.try_get("json")?,
+        redacted_by: row.try_get("redacted_by")?,
+    })
+}
+
+/// Which way to read a room's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+impl Store {
+    /// Persists one event in one transaction: its state group (when it changes state), the
+    /// event, the forward extremities, the membership table and the transaction id. The caller
+    /// holds the stream writer; the new position becomes visible when the writer publishes.
+    pub async fn persist_event(
+        &self,
+        writer: &mut StreamWriter<'_>,
+        event: &NewEvent,
+    ) -> Result<Persisted, StoreError> {
+        let stream_ordering = writer.next_position();
+        let mut transaction = self.pool().begin().await?;
+        let state_group = match &event.state_key {
+            None => event.state_group_before,
+            Some(state_key) => {
+                // The new group is numbered by the event's position, which is unique.
+                let new_group = stream_ordering;
+                let previous: Option<(Option<i64>, i64)> = if event.state_group_before == 0 {
+                    None
+                } else {
+                    let row = sqlx::query(
+                        "SELECT prev_group, chain_length FROM state_groups WHERE state_group = $1",
+                    )
+                    .bind(event.state_group_before)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                    match row {
+                        Some(row) => {
+                            Some((row.try_get("prev_group")?, row.try_get("chain_length")?))
+                        }
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "state group {} is missing",
+                                event.state_group_before
+                            )));
+                        }
+                    }
+                };
+                let chain_length = previous.map(|(_, length)| length + 1).unwrap_or(0);
+                if previous.is_some() && chain_length <= MAX_STATE_CHAIN {
+                    sqlx::query(
+                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(new_group)
+                    .bind(&event.room_id)
+                    .bind(event.state_group_before)
+                    .bind(chain_length)
+                    .execute(&mut *transaction)
+                    .await?;
+                } else {
+                    // Start a new chain with a full snapshot of the state before the event.
+                    let mut full = if event.state_group_before == 0 {
+                        StateMap::new()
+                    } else {
+                        load_state_group(&mut transaction, event.state_group_before).await?
+                    };
+                    full.remove(&(event.event_type.clone(), state_key.clone()));
+                    sqlx::query(
+                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                         VALUES ($1, $2, NULL, 0)",
+                    )
+                    .bind(new_group)
+                    .bind(&event.room_id)
+                    .execute(&mut *transaction)
+                    .await?;
+                    for ((event_type, key), event_id) in &full {
+                        insert_state_entry(&mut transaction, new_group, event_type, key, event_id)
+                            .await?;
+                    }
+                }
+                insert_state_entry(
+                    &mut transaction,
+                    new_group,
+                    &event.event_type,
+                    state_key,
+                    &event.event_id,
+                )
+                .await?;
+                new_group
+            }
+        };
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
+             state_key, depth, origin_server_ts, state_group, json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(stream_ordering)
+        .bind(&event.event_id)
+        .bind(&event.room_id)
+        .bind(&event.sender)
+        .bind(&event.event_type)
+        .bind(event.state_key.as_deref())
+        .bind(event.depth)
+        .bind(event.origin_server_ts)
+        .bind(state_group)
+        .bind(&event.json)
+        .execute(&mut *transaction)
+        .await?;
+        for prev in &event.prev_events {
+            sqlx::query(
+                "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2",
+            )
+            .bind(&event.room_id)
+            .bind(prev)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        sqlx::query("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(&event.room_id)
+            .bind(&event.event_id)
+            .execute(&mut *transaction)
+            .await?;
+        if let (Some(membership), Some(target)) = (&event.membership, &event.state_key) {
+            sqlx::query(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, \
+                 stream_ordering, forgotten) VALUES ($1, $2, $3, $4, $5, 0) \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, \
+                 event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, \
+                 forgotten = 0",
+            )
+            .bind(&event.room_id)
+            .bind(target)
+            .bind(membership)
+            .bind(&event.event_id)
+            .bind(stream_ordering)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        if let Some((user_id, device_id, txn_id)) = &event.transaction {
+            sqlx::query(
+                "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .bind(&event.event_id)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(Persisted {
+            stream_ordering,
+            state_group,
+        })
+    }
+
+    /// The full state of a state group.
+    pub async fn state_group(&self, state_group: i64) -> Result<StateMap, StoreError> {
+        if state_group == 0 {
+            return Ok(StateMap::new());
+        }
+        let mut connection = self.pool().acquire().await?;
+        load_state_group(&mut connection, state_group).await
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>, StoreError> {
+        let query = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = sqlx::query(AssertSqlSafe(query))
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(event_from_row).transpose()?)
+    }
+
+    /// Several events by id; the ones not found are left out.
+    pub async fn events(&self, event_ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+        let mut rows = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let query = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({}) \
+                 ORDER BY stream_ordering",
+                placeholders.join(", ")
+            );
+            let mut statement = sqlx::query(AssertSqlSafe(query));
+            for id in chunk {
+                statement = statement.bind(id);
+            }
+            for row in statement.fetch_all(self.pool()).await? {
+                rows.push(event_from_row(&row)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Events of a room with `after < stream_ordering <= until`, in the given direction (the
+    /// backward direction starts at `until`), at most `limit`.
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        after: i64,
+        until: i64,
+        direction: Direction,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let order = match direction {
+            Direction::Forward => "ASC",
+            Direction::Backward => "DESC",
+        };
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+             AND stream_ordering <= $3 ORDER BY stream_ordering {order} LIMIT $4"
+        );
+        let rows = sqlx::query(AssertSqlSafe(query))
+            .bind(room_id)
+            .bind(after)
+            .bind(until)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The last event of a room at or before a position.
+    pub async fn last_room_event_at(
+        &self,
+        room_id: &str,
+        position: i64,
+    ) -> Result<Option<EventRow>, StoreError> {
+        Ok(self
+            .room_events(room_id, 0, position, Direction::Backward, 1)
+            .await?
+            .pop())
+    }
+
+    /// Replaces an event's JSON by its redacted form.
+    pub async fn redact_event(
+        &self,
+        event_id: &str,
+        redacted_json: &str,
+        redacted_by: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
+            .bind(redacted_json)
+            .bind(redacted_by)
+            .bind(event_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM room_forward_extremities WHERE room_id = $1 ORDER BY event_id",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The depth of the deepest event of a room.
+    pub async fn max_depth(&self, room_id: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(depth), 0) FROM events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn transaction_event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM event_transactions WHERE user_id = $1 AND device_id = $2 \
+             AND txn_id = $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Transaction ids of events sent by one device, for `unsigned.transaction_id`.
+    pub async fn transaction_ids(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        event_ids: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut map = HashMap::new();
+        if event_ids.is_empty() {
+            return Ok(map);
+        }
+        for chunk in event_ids.chunks(200) {
+            let placeholders: Vec<String> = (3..chunk.len() + 3).map(|i| format!("${i}")).collect();
+            let query = format!(
+                "SELECT event_id, txn_id FROM event_transactions WHERE user_id = $1 AND \
+                 device_id = $2 AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut statement = sqlx::query(AssertSqlSafe(query))
+                .bind(user_id)
+                .bind(device_id);
+            for id in chunk {
+                statement = statement.bind(*id);
+            }
+            for row in statement.fetch_all(self.pool()).await? {
+                map.insert(row.try_get("event_id")?, row.try_get("txn_id")?);
+            }
+        }
+        Ok(map)
+    }
+}
+
+async fn insert_state_entry(
+    connection: &mut sqlx::AnyConnection,
+    state_group: i64,
+    event_type: &str,
+    state_key: &str,
+    event_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(state_group)
+    .bind(event_type)
+    .bind(state_key)
+    .bind(event_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn load_state_group(
+    connection: &mut sqlx::AnyConnection,
+    state_group: i64,
+) -> Result<StateMap, StoreError> {
+    // Walk the chain up to its full snapshot, then apply the deltas from the oldest.
+    let mut chain = Vec::new();
+    let mut current = Some(state_group);
+    while let Some(group) = current {
+        if chain.len() as i64 > MAX_STATE_CHAIN + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "state group chain from {state_group} is too long"
+            )));
+        }
+        chain.push(group);
+        current = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT prev_group FROM state_groups WHERE state_group = $1",
+        )
+        .bind(group)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("state group {group} is missing")))?;
+    }
+    let placeholders: Vec<String> = (1..=chain.len()).map(|i| format!("${i}")).collect();
+    let query = format!(
+        "SELECT state_group, event_type, state_key, event_id FROM state_group_entries \
+         WHERE state_group IN ({})",
+        placeholders.join(", ")
+    );
+    let mut statement = sqlx::query(AssertSqlSafe(query));
+    for group in &chain {
+        statement = statement.bind(*group);
+    }
+    let rows = statement.fetch_all(&mut *connection).await?;
+    let mut by_group: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+    for row in rows {
+        by_group
+            .entry(row.try_get("state_group")?)
+            .or_default()
+            .push((
+                row.try_get("event_type")?,
+                row.try_get("state_key")?,
+                row.try_get("event_id")?,
+            ));
+    }
+    let mut state = StateMap::new();
+    for group in chain.iter().rev() {
+        for (event_type, state_key, event_id) in by_group.remove(group).unwrap_or_default() {
+            state.insert((event_type, state_key), event_id);
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::both_backends;
+
+    fn event(id: &str, state_key: Option<&str>, before: i64, prev: &[&str]) -> NewEvent {
+        NewEvent {
+            event_id: id.to_owned(),
+            room_id: "!r:x".to_owned(),
+            sender: "@a:x".to_owned(),
+            event_type: if state_key.is_some() {
+                "m.room.member".to_owned()
+            } else {
+                "m.room.message".to_owned()
+            },
+            state_key: state_key.map(str::to_owned),
+            depth: 1,
+            origin_server_ts: 0,
+            json: "{}".to_owned(),
+            prev_events: prev.iter().map(|s| (*s).to_owned()).collect(),
+            state_group_before: before,
+            membership: state_key.map(|_| "join".to_owned()),
+            transaction: None,
+        }
+    }
+
+    both_backends!(state_groups_share_and_chain, |store: Store| async move {
+        let mut writer = store.stream_writer().await;
+        let first = store
+            .persist_event(&mut writer, &event("$1", Some("@a:x"), 0, &[]))
+            .await
+            .unwrap();
+        let message = store
+            .persist_event(&mut writer, &event("$2", None, first.state_group, &["$1"]))
+            .await
+            .unwrap();
+        // A message shares the state group of the event before it.
+        assert_eq!(message.state_group, first.state_group);
+        let mut group = first.state_group;
+        let mut prev = "$2".to_owned();
+        // Enough state changes to cut the chain at least once.
+        for i in 0..(MAX_STATE_CHAIN * 2 + 3) {
+            let id = format!("$s{i}");
+            let key = format!("@u{i}:x");
+            let persisted = store
+                .persist_event(&mut writer, &event(&id, Some(&key), group, &[&prev]))
+                .await
+                .unwrap();
+            group = persisted.state_group;
+            prev = id;
+        }
+        writer.publish();
+        let state = store.state_group(group).await.unwrap();
+        assert_eq!(state.len() as i64, MAX_STATE_CHAIN * 2 + 4);
+        assert_eq!(
+            state.get(&("m.room.member".to_owned(), "@a:x".to_owned())),
+            Some(&"$1".to_owned())
+        );
+        // Older groups still answer their own state.
+        assert_eq!(store.state_group(first.state_group).await.unwrap().len(), 1);
+        assert_eq!(store.forward_extremities("!r:x").await.unwrap(), vec![prev]);
+        assert_eq!(
+            store.current_position(),
+            store.max_stream_position().await.unwrap()
+        );
+        let backward = store
+            .room_events("!r:x", 0, i64::MAX, Direction::Backward, 2)
+            .await
+            .unwrap();
+        assert_eq!(backward.len(), 2);
+        assert!(backward[0].stream_ordering > backward[1].stream_ordering);
+    });
+
+    both_backends!(transactions_are_unique, |store: Store| async move {
+        let mut writer = store.stream_writer().await;
+        let mut first = event("$t1", None, 0, &[]);
+        first.transaction = Some(("@a:x".into(), "D".into(), "txn".into()));
+        store.persist_event(&mut writer, &first).await.unwrap();
+        let mut again = event("$t2", None, 0, &[]);
+        again.transaction = first.transaction.clone();
+        assert!(store.persist_event(&mut writer, &again).await.is_err());
+        writer.publish();
+        // The failed write left nothing behind.
+        assert!(store.event("$t2").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .transaction_event("@a:x", "D", "txn")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("$t1")
+        );
+        let ids = store.transaction_ids("@a:x", "D", &["$t1"]).await.unwrap();
+        assert_eq!(ids.get("$t1").map(String::as_str), Some("txn"));
+    });
+}

@@ -1,0 +1,295 @@
+//! The homeserver's storage: SQLite or PostgreSQL through `sqlx`'s `Any` driver.
+//!
+//! All SQL of the homeserver lives in this module and its children; one file per table group.
+//! The schema (`matrix/migrations`) is portable SQL that runs unchanged on both backends, and
+//! migrations run forward only at start-up.
+//!
+//! Writes that take a position in the server's stream go through [`Store::stream_writer`]: the
+//! lock is held from the allocation of the position to the commit, so positions become visible
+//! in order and a reader that has seen position `n` has seen everything below it.
+
+mod account;
+mod events;
+mod misc;
+mod rooms;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Executor};
+use tokio::sync::{Mutex, MutexGuard, watch};
+
+pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
+pub use events::{EventRow, NewEvent};
+pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
+pub use rooms::{MembershipRow, RoomRecord};
+
+/// A failure of the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The shared handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    stream: Arc<StreamState>,
+}
+
+struct StreamState {
+    /// The last position handed out.
+    allocated: AtomicI64,
+    /// Serialises writers of the stream (see the module documentation).
+    writer: Mutex<()>,
+    /// The last position whose write has committed.
+    visible: watch::Sender<i64>,
+}
+
+/// Proof that the caller holds the stream writer lock; hands out positions.
+pub struct StreamWriter<'a> {
+    _guard: MutexGuard<'a, ()>,
+    stream: &'a StreamState,
+    last: Option<i64>,
+}
+
+impl StreamWriter<'_> {
+    /// The next position in the stream.
+    pub fn next_position(&mut self) -> i64 {
+        let position = self.stream.allocated.fetch_add(1, Ordering::SeqCst) + 1;
+        self.last = Some(position);
+        position
+    }
+
+    /// Makes the positions handed out so far visible to readers. Call after the commit.
+    pub fn publish(mut self) {
+        if let Some(last) = self.last.take() {
+            self.stream.visible.send_replace(last);
+        }
+    }
+}
+
+impl Drop for StreamWriter<'_> {
+    fn drop(&mut self) {
+        // A writer dropped without publishing has failed its transaction: the positions it took
+        // are gaps, which readers never notice. Later positions still become visible.
+        if let Some(last) = self.last {
+            self.stream.visible.send_if_modified(|visible| {
+                if *visible < last {
+                    *visible = last;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+impl Store {
+    /// Connects, applies pending migrations and reads the stream position.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        if backend == Backend::Sqlite {
+            create_sqlite_parent(url)?;
+        }
+        let options: AnyConnectOptions = url.parse()?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|connection, _| {
+                Box::pin(async move {
+                    // WAL with synchronous=NORMAL keeps every committed transaction across a
+                    // crash of the process; foreign writers wait instead of failing.
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        let store = Store {
+            pool,
+            backend,
+            stream: Arc::new(StreamState {
+                allocated: AtomicI64::new(0),
+                writer: Mutex::new(()),
+                visible: watch::channel(0).0,
+            }),
+        };
+        let position = store.max_stream_position().await?;
+        store.stream.allocated.store(position, Ordering::SeqCst);
+        store.stream.visible.send_replace(position);
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Takes the stream writer lock.
+    pub async fn stream_writer(&self) -> StreamWriter<'_> {
+        StreamWriter {
+            _guard: self.stream.writer.lock().await,
+            stream: &self.stream,
+            last: None,
+        }
+    }
+
+    /// The last position whose write is visible.
+    pub fn current_position(&self) -> i64 {
+        *self.stream.visible.borrow()
+    }
+
+    /// A receiver that changes whenever a new position becomes visible.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.stream.visible.subscribe()
+    }
+
+    async fn max_stream_position(&self) -> Result<i64, StoreError> {
+        let mut max = 0;
+        for table in ["events", "account_data", "receipts", "presence"] {
+            let query = format!("SELECT COALESCE(MAX(stream_ordering), 0) FROM {table}");
+            let value: i64 = sqlx::query_scalar(AssertSqlSafe(query))
+                .fetch_one(&self.pool)
+                .await?;
+            max = max.max(value);
+        }
+        Ok(max)
+    }
+}
+
+fn create_sqlite_parent(url: &str) -> Result<(), StoreError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::DataDir {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    /// A store for a test: a fresh SQLite file, or a fresh schema on the PostgreSQL named by
+    /// `CAUSEWAY_TEST_POSTGRES_URL` when `postgres` is asked for.
+    pub struct TestStore {
+        pub store: Store,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    pub async fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}/test.sqlite3?mode=rwc", dir.path().display());
+        TestStore {
+            store: Store::connect(&url, 4).await.expect("sqlite store"),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A PostgreSQL store in a schema of its own, or `None` when no server is configured.
+    pub async fn postgres() -> Option<TestStore> {
+        let base = std::env::var("CAUSEWAY_TEST_POSTGRES_URL").ok()?;
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let schema = format!(
+            "causeway_test_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("postgres reachable");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .await
+            .expect("create schema");
+        admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(TestStore {
+            store: Store::connect(&url, 4).await.expect("postgres store"),
+            _dir: None,
+        })
+    }
+
+    /// Runs a storage test against SQLite and, when configured, PostgreSQL.
+    macro_rules! both_backends {
+        ($name:ident, $body:expr) => {
+            mod $name {
+                use super::*;
+                #[tokio::test]
+                async fn sqlite() {
+                    let test = $crate::store::testing::sqlite().await;
+                    ($body)(test.store.clone()).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(test) = $crate::store::testing::postgres().await else {
+                        eprintln!("CAUSEWAY_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+                        return;
+                    };
+                    ($body)(test.store.clone()).await;
+                }
+            }
+        };
+    }
+    pub(crate) use both_backends;
+}
