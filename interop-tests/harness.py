@@ -470,10 +470,11 @@ class Checks:
                 print(f"       {line}")
         self.failed_steps.add(self.step_name)
 
-    def check(self, cond: bool, what: str, detail: str | None = None) -> bool:
+    def check(self, cond: bool, what: str, detail: str | None = None, quiet: bool = False) -> bool:
         if cond:
             self.passed += 1
-            print(f"  ok   {what}", flush=True)
+            if not quiet:
+                print(f"  ok   {what}", flush=True)
         else:
             self._fail(what, detail)
         return bool(cond)
@@ -485,9 +486,9 @@ class Checks:
             msg += "\n" + detail
         return self.check(ok, what, None if ok else msg)
 
-    def require(self, cond: bool, what: str, detail: str | None = None) -> None:
+    def require(self, cond: bool, what: str, detail: str | None = None, quiet: bool = False) -> None:
         """A check whose failure ends the current step."""
-        if not self.check(cond, what, detail):
+        if not self.check(cond, what, detail, quiet):
             raise StepFailed(what)
 
     async def step(

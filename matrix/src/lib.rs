@@ -1,5 +1,12 @@
-//! Causeway's Matrix homeserver.
+//! Causeway's Matrix homeserver: the client-server API, the event format and authorization
+//! rules, the room engine, sync, media and storage. It knows nothing of XMPP.
 
+pub mod api;
 pub mod error;
+pub mod keys;
 pub mod pdu;
+pub mod rooms;
+pub mod services;
 pub mod store;
+
+pub use services::Services;

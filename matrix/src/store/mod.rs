@@ -23,7 +23,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
-pub use events::{EventRow, NewEvent};
+pub use events::{Direction, EventRow, NewEvent, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use rooms::{MembershipRow, RoomRecord};
 

@@ -1,0 +1,502 @@
+//! Registration, login, logout, whoami, passwords, deactivation and devices.
+
+use std::sync::Arc;
+
+use causeway_config::RegistrationMode;
+use ruma::api::client::account::{
+    ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability, register,
+    whoami,
+};
+use ruma::api::client::device::{self, delete_device, get_device, get_devices, update_device};
+use ruma::api::client::session::{get_login_types, login, logout, logout_all};
+use ruma::api::client::uiaa::{AuthData, UserIdentifier};
+use ruma::{MilliSecondsSinceUnixEpoch, OwnedUserId, UInt, UserId};
+use serde_json::json;
+
+use crate::Services;
+use crate::api::ruma_wrapper::Ruma;
+use crate::error::Error;
+use crate::services::{UiaaSession, hash_password, random_string, verify_password};
+use crate::store::DeviceRecord;
+
+/// Localparts of this namespace are reserved for users of the XMPP side (ghosts).
+pub const RESERVED_PREFIX: &str = "_xmpp_";
+
+/// Checks a localpart asked for at registration.
+pub fn validate_localpart(
+    server_name: &ruma::ServerName,
+    localpart: &str,
+) -> Result<OwnedUserId, Error> {
+    if localpart.is_empty() {
+        return Err(Error::InvalidUsername(
+            "the user name must not be empty".into(),
+        ));
+    }
+    if let Some(bad) = localpart
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'))
+    {
+        return Err(Error::InvalidUsername(format!(
+            "the user name may only contain a-z, 0-9, and . _ = - / +; found {bad:?}"
+        )));
+    }
+    if localpart.starts_with(RESERVED_PREFIX) {
+        return Err(Error::Exclusive(format!(
+            "user names starting with {RESERVED_PREFIX} are reserved for XMPP users"
+        )));
+    }
+    let user_id = UserId::parse(format!("@{localpart}:{server_name}"))
+        .map_err(|e| Error::InvalidUsername(e.to_string()))?;
+    if user_id.as_str().len() > 255 {
+        return Err(Error::InvalidUsername(
+            "the user id is longer than 255 bytes".into(),
+        ));
+    }
+    Ok(user_id)
+}
+
+fn uiaa_flows(services: &Services) -> Vec<&'static str> {
+    match services.config.registration.mode {
+        RegistrationMode::Token => vec!["m.login.registration_token"],
+        _ => vec!["m.login.dummy"],
+    }
+}
+
+/// Asks for (or checks) user-interactive authentication; `Ok` once a flow is complete.
+fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(), Error> {
+    let flows = uiaa_flows(services);
+    let session_id = auth
+        .and_then(AuthData::session)
+        .map(str::to_owned)
+        .unwrap_or_else(|| random_string(24));
+    let mut sessions = services
+        .uiaa
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let session = sessions.entry(session_id.clone()).or_default();
+    let mut auth_error = None;
+    match auth {
+        Some(AuthData::Dummy(_)) if flows.contains(&"m.login.dummy") => {
+            session.completed.push("m.login.dummy".into());
+        }
+        Some(AuthData::RegistrationToken(token))
+            if flows.contains(&"m.login.registration_token") =>
+        {
+            if services
+                .config
+                .registration
+                .tokens
+                .iter()
+                .any(|valid| valid == &token.token)
+            {
+                session.completed.push("m.login.registration_token".into());
+            } else {
+                auth_error = Some(("M_FORBIDDEN", "invalid registration token"));
+            }
+        }
+        Some(_) => auth_error = Some(("M_UNRECOGNIZED", "unsupported authentication type")),
+        None => {}
+    }
+    if flows
+        .iter()
+        .all(|stage| session.completed.iter().any(|done| done == stage))
+    {
+        sessions.remove(&session_id);
+        return Ok(());
+    }
+    let completed = session.completed.clone();
+    let mut body = json!({
+        "flows": flows.iter().map(|stage| json!({"stages": [stage]})).collect::<Vec<_>>(),
+        "params": {},
+        "session": session_id,
+        "completed": completed,
+    });
+    if let Some((errcode, error)) = auth_error {
+        body["errcode"] = json!(errcode);
+        body["error"] = json!(error);
+    }
+    Err(Error::Uiaa(Box::new(body)))
+}
+
+/// Asks for the user's password through user-interactive authentication.
+fn password_uiaa(
+    services: &Services,
+    user_id: &UserId,
+    password_hash: Option<&str>,
+    auth: Option<&AuthData>,
+) -> Result<(), Error> {
+    let mut auth_error = None;
+    if let Some(AuthData::Password(password)) = auth {
+        let claimed = match &password.identifier {
+            UserIdentifier::Matrix(id) => Some(id.user.as_str()),
+            _ => None,
+        };
+        let same_user = claimed
+            .is_some_and(|claimed| claimed == user_id.as_str() || claimed == user_id.localpart());
+        if same_user && password_hash.is_some_and(|hash| verify_password(&password.password, hash))
+        {
+            return Ok(());
+        }
+        auth_error = Some("invalid password");
+    }
+    let session_id = auth
+        .and_then(AuthData::session)
+        .map(str::to_owned)
+        .unwrap_or_else(|| random_string(24));
+    services
+        .uiaa
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            session_id.clone(),
+            UiaaSession {
+                completed: vec![],
+                user_id: Some(user_id.to_string()),
+            },
+        );
+    let mut body = json!({
+        "flows": [{"stages": ["m.login.password"]}],
+        "params": {},
+        "session": session_id,
+    });
+    if let Some(error) = auth_error {
+        body["errcode"] = json!("M_FORBIDDEN");
+        body["error"] = json!(error);
+    }
+    Err(Error::Uiaa(Box::new(body)))
+}
+
+/// # `POST /_matrix/client/v3/register`
+pub async fn register_route(
+    services: Arc<Services>,
+    request: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response, Error> {
+    if services.config.registration.mode == RegistrationMode::Disabled {
+        return Err(Error::Forbidden(
+            "registration is disabled on this server".into(),
+        ));
+    }
+    let body = &request.body;
+    if body.kind == register::RegistrationKind::Guest {
+        return Err(Error::Forbidden("guest access is disabled".into()));
+    }
+    let localpart = match &body.username {
+        Some(name) => name.to_lowercase(),
+        None => random_string(12).to_lowercase(),
+    };
+    let user_id = validate_localpart(&services.server_name, &localpart)?;
+    if services.store.user(user_id.as_str()).await?.is_some() {
+        return Err(Error::UserInUse);
+    }
+    registration_uiaa(&services, body.auth.as_ref())?;
+    let ip = request.client_ip.map(|ip| ip.to_string());
+    services
+        .limits
+        .registration
+        .check(ip.as_deref().unwrap_or("unknown"))?;
+    let password = body
+        .password
+        .as_deref()
+        .ok_or_else(|| Error::MissingParam("a password is required".into()))?;
+    let hash = hash_password(password)?;
+    if !services
+        .store
+        .create_user(user_id.as_str(), Some(&hash), Some(&localpart), false)
+        .await?
+    {
+        return Err(Error::UserInUse);
+    }
+    tracing::info!(user_id = %user_id, "registered a new account");
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !body.inhibit_login {
+        let (token, device_id) = services
+            .login_device(
+                &user_id,
+                body.device_id.as_deref(),
+                body.initial_device_display_name.as_deref(),
+                ip,
+            )
+            .await?;
+        response.access_token = Some(token);
+        response.device_id = Some(device_id);
+    }
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/register/available`
+pub async fn get_username_availability_route(
+    services: Arc<Services>,
+    request: Ruma<get_username_availability::v3::Request>,
+) -> Result<get_username_availability::v3::Response, Error> {
+    let user_id = validate_localpart(&services.server_name, &request.body.username.to_lowercase())?;
+    if services.store.user(user_id.as_str()).await?.is_some() {
+        return Err(Error::UserInUse);
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// # `GET /_matrix/client/v3/login`
+pub async fn get_login_types_route(
+    _services: Arc<Services>,
+    _request: Ruma<get_login_types::v3::Request>,
+) -> Result<get_login_types::v3::Response, Error> {
+    Ok(get_login_types::v3::Response::new(vec![
+        get_login_types::v3::LoginType::Password(get_login_types::v3::PasswordLoginType::new()),
+    ]))
+}
+
+/// # `POST /_matrix/client/v3/login`
+pub async fn login_route(
+    services: Arc<Services>,
+    request: Ruma<login::v3::Request>,
+) -> Result<login::v3::Response, Error> {
+    let ip = request.client_ip.map(|ip| ip.to_string());
+    services
+        .limits
+        .login
+        .check(ip.as_deref().unwrap_or("unknown"))?;
+    let login::v3::LoginInfo::Password(password) = &request.body.login_info else {
+        return Err(Error::Unsupported(
+            "only m.login.password is supported".into(),
+        ));
+    };
+    #[allow(deprecated)]
+    let claimed = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        (Some(_), _) => {
+            return Err(Error::Unsupported(
+                "only user identifiers are supported".into(),
+            ));
+        }
+        (None, None) => return Err(Error::MissingParam("no user identifier given".into())),
+    };
+    let user_id = if claimed.starts_with('@') {
+        UserId::parse(claimed.to_lowercase()).map_err(|e| Error::InvalidParam(e.to_string()))?
+    } else {
+        UserId::parse(format!(
+            "@{}:{}",
+            claimed.to_lowercase(),
+            services.server_name
+        ))
+        .map_err(|_| Error::Forbidden("invalid user name or password".into()))?
+    };
+    let forbidden = || Error::Forbidden("invalid user name or password".into());
+    if !services.is_local(&user_id) {
+        return Err(forbidden());
+    }
+    let user = services
+        .store
+        .user(user_id.as_str())
+        .await?
+        .ok_or_else(forbidden)?;
+    if user.deactivated {
+        return Err(Error::UserDeactivated(
+            "this account has been deactivated".into(),
+        ));
+    }
+    let hash = user.password_hash.as_deref().ok_or_else(forbidden)?;
+    if !verify_password(&password.password, hash) {
+        return Err(forbidden());
+    }
+    let (token, device_id) = services
+        .login_device(
+            &user_id,
+            request.body.device_id.as_deref(),
+            request.body.initial_device_display_name.as_deref(),
+            ip,
+        )
+        .await?;
+    tracing::info!(user_id = %user_id, device_id = %device_id, "logged in");
+    Ok(login::v3::Response::new(user_id, token, device_id))
+}
+
+/// # `POST /_matrix/client/v3/logout`
+pub async fn logout_route(
+    services: Arc<Services>,
+    request: Ruma<logout::v3::Request>,
+) -> Result<logout::v3::Response, Error> {
+    let sender = request.sender()?;
+    services
+        .store
+        .delete_device(sender.user_id.as_str(), sender.device_id.as_str())
+        .await?;
+    Ok(logout::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/logout/all`
+pub async fn logout_all_route(
+    services: Arc<Services>,
+    request: Ruma<logout_all::v3::Request>,
+) -> Result<logout_all::v3::Response, Error> {
+    let sender = request.sender()?;
+    services
+        .store
+        .delete_devices_except(sender.user_id.as_str(), None)
+        .await?;
+    Ok(logout_all::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/account/whoami`
+pub async fn whoami_route(
+    _services: Arc<Services>,
+    request: Ruma<whoami::v3::Request>,
+) -> Result<whoami::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut response = whoami::v3::Response::new(sender.user_id.clone(), false);
+    response.device_id = Some(sender.device_id.clone());
+    Ok(response)
+}
+
+/// # `POST /_matrix/client/v3/account/password`
+pub async fn change_password_route(
+    services: Arc<Services>,
+    request: Ruma<change_password::v3::Request>,
+) -> Result<change_password::v3::Response, Error> {
+    let sender = request.sender()?;
+    let user = services
+        .store
+        .user(sender.user_id.as_str())
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        user.password_hash.as_deref(),
+        request.body.auth.as_ref(),
+    )?;
+    if request.body.new_password.is_empty() {
+        return Err(Error::WeakPassword(
+            "the new password must not be empty".into(),
+        ));
+    }
+    let hash = hash_password(&request.body.new_password)?;
+    services
+        .store
+        .set_password_hash(sender.user_id.as_str(), &hash)
+        .await?;
+    if request.body.logout_devices {
+        services
+            .store
+            .delete_devices_except(sender.user_id.as_str(), Some(sender.device_id.as_str()))
+            .await?;
+    }
+    Ok(change_password::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/account/deactivate`
+pub async fn deactivate_route(
+    services: Arc<Services>,
+    request: Ruma<deactivate::v3::Request>,
+) -> Result<deactivate::v3::Response, Error> {
+    let sender = request.sender()?.clone();
+    let user = services
+        .store
+        .user(sender.user_id.as_str())
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        user.password_hash.as_deref(),
+        request.body.auth.as_ref(),
+    )?;
+    crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
+    services
+        .store
+        .deactivate_user(sender.user_id.as_str())
+        .await?;
+    tracing::info!(user_id = %sender.user_id, "deactivated an account");
+    Ok(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
+}
+
+fn device_response(record: DeviceRecord) -> device::Device {
+    let mut device = device::Device::new(record.device_id.as_str().into());
+    device.display_name = record.display_name;
+    device.last_seen_ip = record.last_seen_ip;
+    device.last_seen_ts = record
+        .last_seen_ts
+        .and_then(|ts| UInt::try_from(ts).ok())
+        .map(MilliSecondsSinceUnixEpoch);
+    device
+}
+
+/// # `GET /_matrix/client/v3/devices`
+pub async fn get_devices_route(
+    services: Arc<Services>,
+    request: Ruma<get_devices::v3::Request>,
+) -> Result<get_devices::v3::Response, Error> {
+    let sender = request.sender()?;
+    let devices = services.store.devices(sender.user_id.as_str()).await?;
+    Ok(get_devices::v3::Response::new(
+        devices.into_iter().map(device_response).collect(),
+    ))
+}
+
+/// # `GET /_matrix/client/v3/devices/{deviceId}`
+pub async fn get_device_route(
+    services: Arc<Services>,
+    request: Ruma<get_device::v3::Request>,
+) -> Result<get_device::v3::Response, Error> {
+    let sender = request.sender()?;
+    let device = services
+        .store
+        .device(sender.user_id.as_str(), request.body.device_id.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound("no such device".into()))?;
+    Ok(get_device::v3::Response::new(device_response(device)))
+}
+
+/// # `PUT /_matrix/client/v3/devices/{deviceId}`
+pub async fn update_device_route(
+    services: Arc<Services>,
+    request: Ruma<update_device::v3::Request>,
+) -> Result<update_device::v3::Response, Error> {
+    let sender = request.sender()?;
+    if !services
+        .store
+        .set_device_display_name(
+            sender.user_id.as_str(),
+            request.body.device_id.as_str(),
+            request.body.display_name.as_deref(),
+        )
+        .await?
+    {
+        return Err(Error::NotFound("no such device".into()));
+    }
+    Ok(update_device::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/devices/{deviceId}`
+pub async fn delete_device_route(
+    services: Arc<Services>,
+    request: Ruma<delete_device::v3::Request>,
+) -> Result<delete_device::v3::Response, Error> {
+    let sender = request.sender()?;
+    if services
+        .store
+        .device(sender.user_id.as_str(), request.body.device_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(Error::NotFound("no such device".into()));
+    }
+    let user = services
+        .store
+        .user(sender.user_id.as_str())
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        user.password_hash.as_deref(),
+        request.body.auth.as_ref(),
+    )?;
+    services
+        .store
+        .delete_device(sender.user_id.as_str(), request.body.device_id.as_str())
+        .await?;
+    Ok(delete_device::v3::Response::new())
+}

@@ -1,0 +1,207 @@
+//! Versions, `.well-known`, capabilities and profiles.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::api::client::discovery::discover_homeserver::{self, HomeserverInfo};
+use ruma::api::client::discovery::get_capabilities::v3 as capabilities;
+use ruma::api::client::discovery::get_supported_versions;
+use ruma::api::client::profile::{get_profile, get_profile_field, set_profile_field};
+use ruma::profile::{ProfileFieldName, ProfileFieldValue};
+use ruma::{OwnedMxcUri, RoomVersionId, UserId};
+use serde_json::{Value, json};
+
+use crate::Services;
+use crate::api::ruma_wrapper::Ruma;
+use crate::error::Error;
+use crate::pdu::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
+use crate::rooms::NewLocalEvent;
+
+/// # `GET /_matrix/client/versions`
+pub async fn get_supported_versions_route(
+    _services: Arc<Services>,
+    _request: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response, Error> {
+    let versions = [
+        "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7",
+        "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+    ];
+    let mut response =
+        get_supported_versions::Response::new(versions.iter().map(|v| (*v).to_owned()).collect());
+    response.unstable_features = BTreeMap::new();
+    Ok(response)
+}
+
+/// The base URL clients reach the client API at.
+pub fn client_base_url(services: &Services) -> String {
+    match &services.config.server.public_baseurl {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", services.config.client_api.bind),
+    }
+}
+
+/// # `GET /.well-known/matrix/client`
+pub async fn discover_homeserver_route(
+    services: Arc<Services>,
+    _request: Ruma<discover_homeserver::Request>,
+) -> Result<discover_homeserver::Response, Error> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(
+        client_base_url(&services),
+    )))
+}
+
+/// # `GET /.well-known/matrix/server`
+pub async fn well_known_server_route(State(services): State<Arc<Services>>) -> Json<Value> {
+    let server = if services.config.server.name.as_str().contains(':') {
+        services.config.server.name.to_string()
+    } else {
+        format!(
+            "{}:{}",
+            services.config.server.name.host(),
+            services.config.federation.bind.port()
+        )
+    };
+    Json(json!({ "m.server": server }))
+}
+
+/// # `GET /_matrix/client/v3/capabilities`
+pub async fn get_capabilities_route(
+    _services: Arc<Services>,
+    _request: Ruma<capabilities::Request>,
+) -> Result<capabilities::Response, Error> {
+    let mut caps = capabilities::Capabilities::new();
+    caps.change_password = capabilities::ChangePasswordCapability::new(true);
+    let available: BTreeMap<RoomVersionId, capabilities::RoomVersionStability> =
+        SUPPORTED_ROOM_VERSIONS
+            .iter()
+            .map(|version| (version.clone(), capabilities::RoomVersionStability::Stable))
+            .collect();
+    caps.room_versions = capabilities::RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
+    Ok(capabilities::Response::new(caps))
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}`
+pub async fn get_profile_route(
+    services: Arc<Services>,
+    request: Ruma<get_profile::v3::Request>,
+) -> Result<get_profile::v3::Response, Error> {
+    let user = services
+        .store
+        .user(request.body.user_id.as_str())
+        .await?
+        .filter(|user| !user.deactivated)
+        .ok_or_else(|| Error::NotFound("profile not found".into()))?;
+    let mut response = get_profile::v3::Response::new();
+    if let Some(name) = user.displayname {
+        response.data.set("displayname".into(), json!(name));
+    }
+    if let Some(avatar) = user.avatar_url {
+        response.data.set("avatar_url".into(), json!(avatar));
+    }
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/profile/{userId}/{keyName}`
+pub async fn get_profile_field_route(
+    services: Arc<Services>,
+    request: Ruma<get_profile_field::v3::Request>,
+) -> Result<get_profile_field::v3::Response, Error> {
+    let user = services
+        .store
+        .user(request.body.user_id.as_str())
+        .await?
+        .filter(|user| !user.deactivated)
+        .ok_or_else(|| Error::NotFound("profile not found".into()))?;
+    let value = match request.body.field {
+        ProfileFieldName::DisplayName => user.displayname.map(ProfileFieldValue::DisplayName),
+        ProfileFieldName::AvatarUrl => user
+            .avatar_url
+            .map(|url| ProfileFieldValue::AvatarUrl(OwnedMxcUri::from(url))),
+        _ => None,
+    };
+    match value {
+        Some(value) => Ok(get_profile_field::v3::Response::new(value)),
+        None => Err(Error::NotFound("the profile field is not set".into())),
+    }
+}
+
+/// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
+pub async fn set_profile_field_route(
+    services: Arc<Services>,
+    request: Ruma<set_profile_field::v3::Request>,
+) -> Result<set_profile_field::v3::Response, Error> {
+    let sender = request.sender()?;
+    if sender.user_id != request.body.user_id {
+        return Err(Error::Forbidden(
+            "you can only change your own profile".into(),
+        ));
+    }
+    match &request.body.value {
+        ProfileFieldValue::DisplayName(name) => {
+            let name = (!name.is_empty()).then_some(name.as_str());
+            services
+                .store
+                .set_displayname(sender.user_id.as_str(), name)
+                .await?;
+        }
+        ProfileFieldValue::AvatarUrl(url) => {
+            let url = (!url.as_str().is_empty()).then_some(url.as_str());
+            services
+                .store
+                .set_avatar_url(sender.user_id.as_str(), url)
+                .await?;
+        }
+        _ => {
+            return Err(Error::Unsupported(
+                "only displayname and avatar_url are supported".into(),
+            ));
+        }
+    }
+    propagate_profile(&services, &sender.user_id).await?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+/// Sends a new member event with the user's profile to every room they are joined to.
+pub async fn propagate_profile(services: &Services, user_id: &UserId) -> Result<(), Error> {
+    let user = services
+        .store
+        .user(user_id.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound("no such user".into()))?;
+    for room_id in services.joined_rooms(user_id).await? {
+        let Some(current) = services
+            .rooms
+            .state_event(&room_id, "m.room.member", user_id.as_str())
+            .await?
+        else {
+            continue;
+        };
+        let mut content = current.content_value();
+        let Some(object) = content.as_object_mut() else {
+            continue;
+        };
+        for (key, value) in [
+            ("displayname", &user.displayname),
+            ("avatar_url", &user.avatar_url),
+        ] {
+            match value {
+                Some(value) => object.insert(key.into(), json!(value)),
+                None => object.remove(key),
+            };
+        }
+        let content = crate::pdu::canonical_content(content)?;
+        if let Err(error) = services
+            .rooms
+            .append(
+                &room_id,
+                NewLocalEvent::new(user_id, "m.room.member", Some(user_id.as_str()), content),
+            )
+            .await
+        {
+            tracing::warn!(room_id = %room_id, %error, "could not update the member event");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The content repository: upload, download and thumbnails, under authenticated media
+//! (`/_matrix/client/v1/media/…`) and the legacy `/_matrix/media/v3/…` paths.
+
+// The legacy endpoints are deprecated in the specification but still used by clients.
+#![allow(deprecated)]
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use image::ImageFormat;
+use image::imageops::FilterType;
+use ruma::api::client::authenticated_media as v1;
+use ruma::api::client::media as legacy;
+use ruma::http_headers::{ContentDisposition, ContentDispositionType};
+use ruma::media::Method;
+use ruma::{OwnedMxcUri, ServerName, UInt};
+
+use crate::Services;
+use crate::api::ruma_wrapper::Ruma;
+use crate::error::Error;
+use crate::services::random_string;
+use crate::store::MediaRecord;
+
+/// The largest image the server decodes to make a thumbnail, in pixels.
+const MAX_THUMBNAIL_SOURCE_PIXELS: u64 = 40_000_000;
+
+fn is_valid_media_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// # `POST /_matrix/media/v3/upload`
+pub async fn create_content_route(
+    services: Arc<Services>,
+    request: Ruma<legacy::create_content::v3::Request>,
+) -> Result<legacy::create_content::v3::Response, Error> {
+    let uploader = request.sender()?.user_id.to_string();
+    let body = request.body;
+    let media_id = random_string(24);
+    let path = services.media_dir.join(&media_id);
+    let partial = services.media_dir.join(format!("{media_id}.partial"));
+    tokio::fs::write(&partial, &body.file)
+        .await
+        .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
+    services
+        .store
+        .create_media(&MediaRecord {
+            media_id: media_id.clone(),
+            content_type: body.content_type.clone(),
+            filename: body.filename.clone(),
+            size: i64::try_from(body.file.len()).unwrap_or(i64::MAX),
+            uploader,
+        })
+        .await?;
+    Ok(legacy::create_content::v3::Response::new(
+        OwnedMxcUri::from(format!("mxc://{}/{media_id}", services.server_name)),
+    ))
+}
+
+/// A stored file and its metadata.
+struct Content {
+    file: Vec<u8>,
+    content_type: String,
+    disposition: ContentDisposition,
+}
+
+/// Content types a browser may show inline without risk; everything else is an attachment.
+fn inline_safe(content_type: &str) -> bool {
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    matches!(
+        base,
+        "image/png"
+            | "image/jpeg"
+            | "image/gif"
+            | "image/webp"
+            | "image/apng"
+            | "image/avif"
+            | "video/mp4"
+            | "video/webm"
+            | "video/ogg"
+            | "audio/mpeg"
+            | "audio/ogg"
+            | "audio/wav"
+            | "audio/webm"
+            | "audio/mp4"
+            | "audio/aac"
+            | "audio/flac"
+            | "text/plain"
+            | "text/csv"
+            | "application/json"
+            | "application/ld+json"
+    )
+}
+
+async fn load(
+    services: &Services,
+    server_name: &ServerName,
+    media_id: &str,
+    filename: Option<&str>,
+) -> Result<Content, Error> {
+    if server_name != services.server_name {
+        return Err(Error::NotFound(
+            "media of other servers cannot be fetched yet".into(),
+        ));
+    }
+    if !is_valid_media_id(media_id) {
+        return Err(Error::NotFound("media not found".into()));
+    }
+    let record = services
+        .store
+        .media(media_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("media not found".into()))?;
+    let file = tokio::fs::read(services.media_dir.join(media_id))
+        .await
+        .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
+    let content_type = record
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let kind = if inline_safe(&content_type) {
+        ContentDispositionType::Inline
+    } else {
+        ContentDispositionType::Attachment
+    };
+    let name = filename.map(str::to_owned).or(record.filename);
+    Ok(Content {
+        file,
+        content_type,
+        disposition: ContentDisposition::new(kind).with_filename(name),
+    })
+}
+
+/// Scales or crops an image to fit the requested size; non-images get no thumbnail.
+fn thumbnail(
+    content: &Content,
+    width: UInt,
+    height: UInt,
+    method: Option<&Method>,
+) -> Result<Content, Error> {
+    let width = u32::try_from(u64::from(width))
+        .unwrap_or(u32::MAX)
+        .clamp(1, 1600);
+    let height = u32::try_from(u64::from(height))
+        .unwrap_or(u32::MAX)
+        .clamp(1, 1600);
+    let reader = image::ImageReader::new(Cursor::new(&content.file))
+        .with_guessed_format()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let format = reader
+        .format()
+        .ok_or_else(|| Error::NotFound("no thumbnail for this media".into()))?;
+    let (source_width, source_height) = reader
+        .into_dimensions()
+        .map_err(|_| Error::NotFound("no thumbnail for this media".into()))?;
+    if u64::from(source_width) * u64::from(source_height) > MAX_THUMBNAIL_SOURCE_PIXELS {
+        return Err(Error::TooLarge(
+            "the image is too large to thumbnail".into(),
+        ));
+    }
+    let image = image::load_from_memory_with_format(&content.file, format)
+        .map_err(|_| Error::NotFound("no thumbnail for this media".into()))?;
+    let scaled = if width >= source_width && height >= source_height {
+        image
+    } else if matches!(method, Some(Method::Crop)) {
+        image.resize_to_fill(width, height, FilterType::Triangle)
+    } else {
+        image.resize(width, height, FilterType::Triangle)
+    };
+    let (output_format, content_type) = match format {
+        ImageFormat::Jpeg => (ImageFormat::Jpeg, "image/jpeg"),
+        _ => (ImageFormat::Png, "image/png"),
+    };
+    let mut bytes = Vec::new();
+    scaled
+        .write_to(&mut Cursor::new(&mut bytes), output_format)
+        .map_err(|e| Error::Internal(format!("encoding a thumbnail: {e}")))?;
+    Ok(Content {
+        file: bytes,
+        content_type: content_type.to_owned(),
+        disposition: ContentDisposition::new(ContentDispositionType::Inline).with_filename(Some(
+            format!(
+                "thumbnail.{}",
+                if output_format == ImageFormat::Jpeg {
+                    "jpg"
+                } else {
+                    "png"
+                }
+            ),
+        )),
+    })
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
+pub async fn get_content_route(
+    services: Arc<Services>,
+    request: Ruma<v1::get_content::v1::Request>,
+) -> Result<v1::get_content::v1::Response, Error> {
+    let body = request.body;
+    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    Ok(v1::get_content::v1::Response::new(
+        content.file,
+        content.content_type,
+        content.disposition,
+    ))
+}
+
+/// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`
+pub async fn get_content_as_filename_route(
+    services: Arc<Services>,
+    request: Ruma<v1::get_content_as_filename::v1::Request>,
+) -> Result<v1::get_content_as_filename::v1::Response, Error> {
+    let body = request.body;
+    let content = load(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        Some(&body.filename),
+    )
+    .await?;
+    Ok(v1::get_content_as_filename::v1::Response::new(
+        content.file,
+        content.content_type,
+        content.disposition,
+    ))
+}
+
+/// # `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`
+pub async fn get_content_thumbnail_route(
+    services: Arc<Services>,
+    request: Ruma<v1::get_content_thumbnail::v1::Request>,
+) -> Result<v1::get_content_thumbnail::v1::Response, Error> {
+    let body = request.body;
+    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    let thumb = tokio::task::spawn_blocking(move || {
+        thumbnail(&content, body.width, body.height, body.method.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(v1::get_content_thumbnail::v1::Response::new(
+        thumb.file,
+        thumb.content_type,
+        thumb.disposition,
+    ))
+}
+
+/// # `GET /_matrix/client/v1/media/config`
+pub async fn get_media_config_route(
+    services: Arc<Services>,
+    _request: Ruma<v1::get_media_config::v1::Request>,
+) -> Result<v1::get_media_config::v1::Response, Error> {
+    Ok(v1::get_media_config::v1::Response::new(
+        UInt::try_from(services.config.media.max_upload_size).unwrap_or(UInt::MAX),
+    ))
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
+pub async fn legacy_get_content_route(
+    services: Arc<Services>,
+    request: Ruma<legacy::get_content::v3::Request>,
+) -> Result<legacy::get_content::v3::Response, Error> {
+    let body = request.body;
+    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    Ok(legacy::get_content::v3::Response::new(
+        content.file,
+        content.content_type,
+        content.disposition,
+    ))
+}
+
+/// # `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}`
+pub async fn legacy_get_content_as_filename_route(
+    services: Arc<Services>,
+    request: Ruma<legacy::get_content_as_filename::v3::Request>,
+) -> Result<legacy::get_content_as_filename::v3::Response, Error> {
+    let body = request.body;
+    let content = load(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        Some(&body.filename),
+    )
+    .await?;
+    Ok(legacy::get_content_as_filename::v3::Response::new(
+        content.file,
+        content.content_type,
+        content.disposition,
+    ))
+}
+
+/// # `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`
+pub async fn legacy_get_content_thumbnail_route(
+    services: Arc<Services>,
+    request: Ruma<legacy::get_content_thumbnail::v3::Request>,
+) -> Result<legacy::get_content_thumbnail::v3::Response, Error> {
+    let body = request.body;
+    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    let thumb = tokio::task::spawn_blocking(move || {
+        thumbnail(&content, body.width, body.height, body.method.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let mut response = legacy::get_content_thumbnail::v3::Response::new(
+        thumb.file,
+        thumb.content_type,
+        thumb.disposition,
+    );
+    response.cross_origin_resource_policy = Some("cross-origin".to_owned());
+    Ok(response)
+}
+
+/// # `GET /_matrix/media/v3/config`
+pub async fn legacy_get_media_config_route(
+    services: Arc<Services>,
+    _request: Ruma<legacy::get_media_config::v3::Request>,
+) -> Result<legacy::get_media_config::v3::Response, Error> {
+    Ok(legacy::get_media_config::v3::Response::new(
+        UInt::try_from(services.config.media.max_upload_size).unwrap_or(UInt::MAX),
+    ))
+}

@@ -1,0 +1,432 @@
+//! Joining, leaving, inviting, kicking and banning; member lists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ruma::api::client::membership::{
+    ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+    join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+};
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use crate::Services;
+use crate::api::client::message::{
+    client_state_events, parse_position, state_at_group, visible_until,
+};
+use crate::api::ruma_wrapper::Ruma;
+use crate::error::Error;
+use crate::pdu::{Pdu, canonical_content, raw_event};
+use crate::rooms::NewLocalEvent;
+
+/// Sends a membership event for `target`, sent by `sender`.
+async fn set_membership(
+    services: &Services,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+    extra: Option<serde_json::Map<String, Value>>,
+) -> Result<(), Error> {
+    if !services.rooms.exists(room_id).await? {
+        return Err(Error::NotFound("unknown room".into()));
+    }
+    let mut content = json!({ "membership": membership });
+    if membership == "join" || membership == "invite" {
+        if let Some(user) = services.store.user(target.as_str()).await? {
+            if let Some(name) = user.displayname {
+                content["displayname"] = json!(name);
+            }
+            if let Some(avatar) = user.avatar_url {
+                content["avatar_url"] = json!(avatar);
+            }
+        }
+    }
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    if let (Some(extra), Some(object)) = (extra, content.as_object_mut()) {
+        object.extend(extra);
+    }
+    services
+        .rooms
+        .append(
+            room_id,
+            NewLocalEvent::new(
+                sender,
+                "m.room.member",
+                Some(target.as_str()),
+                canonical_content(content)?,
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn join(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+) -> Result<(), Error> {
+    if !services.rooms.exists(room_id).await? {
+        return Err(Error::NotFound(
+            "this server does not know the room and cannot join it over federation yet".into(),
+        ));
+    }
+    // Joining again keeps the membership as it is.
+    if services
+        .store
+        .membership(room_id.as_str(), user_id.as_str())
+        .await?
+        .as_deref()
+        == Some("join")
+    {
+        return Ok(());
+    }
+    set_membership(services, room_id, user_id, user_id, "join", reason, None).await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/join`
+pub async fn join_room_by_id_route(
+    services: Arc<Services>,
+    request: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response, Error> {
+    let sender = request.sender()?;
+    join(
+        &services,
+        &request.body.room_id,
+        &sender.user_id,
+        request.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(join_room_by_id::v3::Response::new(
+        request.body.room_id.clone(),
+    ))
+}
+
+/// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+pub async fn join_room_by_id_or_alias_route(
+    services: Arc<Services>,
+    request: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response, Error> {
+    let sender = request.sender()?;
+    let room_id: OwnedRoomId = match <&RoomId>::try_from(&*request.body.room_id_or_alias) {
+        Ok(room_id) => room_id.to_owned(),
+        Err(alias) => {
+            let (room_id, _) = services
+                .store
+                .alias(alias.as_str())
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("room alias {alias} not found")))?;
+            RoomId::parse(room_id).map_err(|e| Error::Internal(format!("stored room id: {e}")))?
+        }
+    };
+    join(
+        &services,
+        &room_id,
+        &sender.user_id,
+        request.body.reason.as_deref(),
+    )
+    .await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub async fn leave_room_route(
+    services: Arc<Services>,
+    request: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response, Error> {
+    let sender = request.sender()?;
+    let current = services
+        .store
+        .membership(request.body.room_id.as_str(), sender.user_id.as_str())
+        .await?;
+    match current.as_deref() {
+        Some("join" | "invite" | "knock") => {
+            set_membership(
+                &services,
+                &request.body.room_id,
+                &sender.user_id,
+                &sender.user_id,
+                "leave",
+                request.body.reason.as_deref(),
+                None,
+            )
+            .await?;
+        }
+        Some(_) => {}
+        None => return Err(Error::NotFound("you are not in this room".into())),
+    }
+    Ok(leave_room::v3::Response::new())
+}
+
+/// Leaves every room (used when an account is deactivated).
+pub async fn leave_all_rooms(services: &Services, user_id: &UserId) -> Result<(), Error> {
+    for row in services.store.user_memberships(user_id.as_str()).await? {
+        if matches!(row.membership.as_str(), "join" | "invite" | "knock") {
+            let Ok(room_id) = RoomId::parse(&row.room_id) else {
+                continue;
+            };
+            if let Err(error) =
+                set_membership(services, &room_id, user_id, user_id, "leave", None, None).await
+            {
+                tracing::warn!(room_id = %room_id, %error, "could not leave a room");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+pub async fn forget_room_route(
+    services: Arc<Services>,
+    request: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response, Error> {
+    let sender = request.sender()?;
+    match services
+        .store
+        .membership(request.body.room_id.as_str(), sender.user_id.as_str())
+        .await?
+        .as_deref()
+    {
+        Some("join") => Err(Error::BadState(
+            "leave the room before forgetting it".into(),
+        )),
+        Some(_) => {
+            services
+                .store
+                .forget_room(request.body.room_id.as_str(), sender.user_id.as_str())
+                .await?;
+            Ok(forget_room::v3::Response::new())
+        }
+        None => Err(Error::NotFound("you were never in this room".into())),
+    }
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite_user_route(
+    services: Arc<Services>,
+    request: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response, Error> {
+    let sender = request.sender()?;
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &request.body.recipient else {
+        return Err(Error::Unsupported(
+            "third-party invites are not supported".into(),
+        ));
+    };
+    if !services.is_local(&recipient.user_id) {
+        return Err(Error::Unsupported(
+            "inviting users of other servers needs federation, which this server does not speak yet"
+                .into(),
+        ));
+    }
+    if services
+        .store
+        .user(recipient.user_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(Error::NotFound(format!(
+            "unknown user {}",
+            recipient.user_id
+        )));
+    }
+    match services
+        .store
+        .membership(request.body.room_id.as_str(), recipient.user_id.as_str())
+        .await?
+        .as_deref()
+    {
+        Some("invite") | Some("join") => return Ok(invite_user::v3::Response::new()),
+        _ => {}
+    }
+    services.limits.message.check(sender.user_id.as_str())?;
+    set_membership(
+        &services,
+        &request.body.room_id,
+        &sender.user_id,
+        &recipient.user_id,
+        "invite",
+        recipient.reason.as_deref(),
+        None,
+    )
+    .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+pub async fn kick_user_route(
+    services: Arc<Services>,
+    request: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response, Error> {
+    let sender = request.sender()?;
+    match services
+        .store
+        .membership(request.body.room_id.as_str(), request.body.user_id.as_str())
+        .await?
+        .as_deref()
+    {
+        Some("join" | "invite" | "knock") => {}
+        _ => return Err(Error::Forbidden("the user is not in the room".into())),
+    }
+    set_membership(
+        &services,
+        &request.body.room_id,
+        &sender.user_id,
+        &request.body.user_id,
+        "leave",
+        request.body.reason.as_deref(),
+        None,
+    )
+    .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub async fn ban_user_route(
+    services: Arc<Services>,
+    request: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response, Error> {
+    let sender = request.sender()?;
+    set_membership(
+        &services,
+        &request.body.room_id,
+        &sender.user_id,
+        &request.body.user_id,
+        "ban",
+        request.body.reason.as_deref(),
+        None,
+    )
+    .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+pub async fn unban_user_route(
+    services: Arc<Services>,
+    request: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response, Error> {
+    let sender = request.sender()?;
+    if services
+        .store
+        .membership(request.body.room_id.as_str(), request.body.user_id.as_str())
+        .await?
+        .as_deref()
+        != Some("ban")
+    {
+        return Err(Error::Forbidden("the user is not banned".into()));
+    }
+    set_membership(
+        &services,
+        &request.body.room_id,
+        &sender.user_id,
+        &request.body.user_id,
+        "leave",
+        request.body.reason.as_deref(),
+        None,
+    )
+    .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/joined_rooms`
+pub async fn joined_rooms_route(
+    services: Arc<Services>,
+    request: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response, Error> {
+    let sender = request.sender()?;
+    Ok(joined_rooms::v3::Response::new(
+        services.joined_rooms(&sender.user_id).await?,
+    ))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+pub async fn joined_members_route(
+    services: Arc<Services>,
+    request: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response, Error> {
+    let sender = request.sender()?;
+    crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
+        .await?;
+    let mut joined = BTreeMap::new();
+    for pdu in services.rooms.current_state(&request.body.room_id).await? {
+        if pdu.event_type.to_string() != "m.room.member" {
+            continue;
+        }
+        let content = pdu.content_value();
+        if content.get("membership").and_then(Value::as_str) != Some("join") {
+            continue;
+        }
+        let Some(user_id) = pdu
+            .state_key
+            .as_deref()
+            .and_then(|key| UserId::parse(key).ok())
+        else {
+            continue;
+        };
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = content
+            .get("displayname")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        member.avatar_url = content
+            .get("avatar_url")
+            .and_then(Value::as_str)
+            .map(Into::into);
+        joined.insert(user_id, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/members`
+pub async fn get_member_events_route(
+    services: Arc<Services>,
+    request: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response, Error> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let until = visible_until(&services, &body.room_id, &sender.user_id).await?;
+    let at = match &body.at {
+        Some(token) => parse_position(token)?.min(until),
+        None => until,
+    };
+    let state: Vec<Arc<Pdu>> = if at == i64::MAX {
+        services.rooms.current_state(&body.room_id).await?
+    } else {
+        match services
+            .store
+            .last_room_event_at(body.room_id.as_str(), at)
+            .await?
+        {
+            Some(row) => state_at_group(&services, row.state_group).await?,
+            None => vec![],
+        }
+    };
+    let members: Vec<Arc<Pdu>> = state
+        .into_iter()
+        .filter(|pdu| pdu.event_type.to_string() == "m.room.member")
+        .filter(|pdu| {
+            let content = pdu.content_value();
+            let membership = content
+                .get("membership")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let wanted = body
+                .membership
+                .as_ref()
+                .is_none_or(|m| m.as_str() == membership);
+            let unwanted = body
+                .not_membership
+                .as_ref()
+                .is_some_and(|m| m.as_str() == membership);
+            wanted && !unwanted
+        })
+        .collect();
+    let chunk = client_state_events(&members, &body.room_id)
+        .into_iter()
+        .map(raw_event)
+        .collect::<Result<_, _>>()?;
+    Ok(get_member_events::v3::Response::new(chunk))
+}

@@ -1,0 +1,11 @@
+//! The client-server API, one file per area of the specification.
+
+pub mod account;
+pub mod discovery;
+pub mod ephemeral;
+pub mod media;
+pub mod membership;
+pub mod message;
+pub mod room;
+pub mod sync;
+pub mod user_data;

@@ -1,0 +1,579 @@
+//! `GET /_matrix/client/v3/sync`: initial and incremental sync with long-polling.
+//!
+//! A sync token is `s<stream position>_<typing serial>`. Everything persisted (events, account
+//! data, receipts, presence) has a position in the one stream; typing notifications, which are
+//! kept in memory only, have their own serial. A sync with nothing new waits until either
+//! changes or the timeout passes.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
+use ruma::api::client::sync::sync_events::v3 as sync;
+use ruma::presence::PresenceState;
+use ruma::{RoomId, UInt, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::Services;
+use crate::api::client::message::{client_events, client_state_events, filter_allows};
+use crate::api::ruma_wrapper::{Ruma, Sender};
+use crate::error::Error;
+use crate::pdu::{Pdu, raw_event};
+use crate::store::{Direction, MembershipRow, now_ms};
+
+/// The default number of timeline events per room.
+const DEFAULT_TIMELINE_LIMIT: u64 = 10;
+
+/// A parsed sync token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub position: i64,
+    pub typing: u64,
+}
+
+impl SyncToken {
+    pub fn parse(token: &str) -> Result<SyncToken, Error> {
+        let invalid = || Error::InvalidParam(format!("invalid sync token {token:?}"));
+        let rest = token.strip_prefix('s').ok_or_else(invalid)?;
+        let (position, typing) = match rest.split_once('_') {
+            Some((position, typing)) => (position, typing.parse().map_err(|_| invalid())?),
+            None => (rest, 0),
+        };
+        let position: i64 = position.parse().map_err(|_| invalid())?;
+        if position < 0 {
+            return Err(invalid());
+        }
+        Ok(SyncToken { position, typing })
+    }
+
+    pub fn encode(&self) -> String {
+        format!("s{}_{}", self.position, self.typing)
+    }
+}
+
+/// # `GET /_matrix/client/v3/sync`
+pub async fn sync_events_route(
+    services: Arc<Services>,
+    request: Ruma<sync::Request>,
+) -> Result<sync::Response, Error> {
+    let sender = request.sender()?.clone();
+    let body = request.body;
+    let filter = match &body.filter {
+        Some(sync::Filter::FilterDefinition(definition)) => definition.clone(),
+        Some(sync::Filter::FilterId(id)) => {
+            let stored = match id.parse::<i64>() {
+                Ok(id) => services.store.filter(sender.user_id.as_str(), id).await?,
+                Err(_) => None,
+            };
+            let stored =
+                stored.ok_or_else(|| Error::InvalidParam(format!("unknown filter {id}")))?;
+            serde_json::from_str(&stored)
+                .map_err(|e| Error::Internal(format!("stored filter: {e}")))?
+        }
+        _ => FilterDefinition::default(),
+    };
+    let since = body.since.as_deref().map(SyncToken::parse).transpose()?;
+    if body.set_presence != PresenceState::Offline {
+        let state = body.set_presence.as_str();
+        let current = services.store.presence(sender.user_id.as_str()).await?;
+        // Only a change is written: a write per sync would wake every other sync.
+        if current.as_ref().is_none_or(|p| p.state != state) {
+            let status = current.and_then(|p| p.status_msg);
+            services
+                .store
+                .set_presence(sender.user_id.as_str(), state, status.as_deref())
+                .await?;
+        }
+    }
+    let max_timeout = Duration::from_millis(services.config.limits.max_sync_timeout_ms);
+    let timeout = body.timeout.unwrap_or_default().min(max_timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut positions = services.store.subscribe();
+    let mut typing = services.typing.subscribe();
+    loop {
+        positions.borrow_and_update();
+        typing.borrow_and_update();
+        let now = SyncToken {
+            position: services.store.current_position(),
+            typing: services.typing.current(),
+        };
+        let (response, has_content) =
+            compute(&services, &sender, &filter, since, body.full_state, now).await?;
+        if has_content || since.is_none() || body.full_state {
+            return Ok(response);
+        }
+        let woke = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                changed = positions.changed() => changed.is_ok(),
+                changed = typing.changed() => changed.is_ok(),
+            }
+        })
+        .await;
+        match woke {
+            Ok(true) => continue,
+            // Timed out (or the server is shutting down): answer with nothing new.
+            _ => return Ok(response),
+        }
+    }
+}
+
+fn timeline_limit(filter: &RoomEventFilter) -> i64 {
+    let limit = filter
+        .limit
+        .map(u64::from)
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000);
+    i64::try_from(limit).unwrap_or(10)
+}
+
+fn room_selected(filter: &FilterDefinition, room_id: &RoomId) -> bool {
+    if filter.room.not_rooms.iter().any(|r| r == room_id) {
+        return false;
+    }
+    filter
+        .room
+        .rooms
+        .as_ref()
+        .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+}
+
+fn without_room_id(mut event: Map<String, Value>) -> Map<String, Value> {
+    event.remove("room_id");
+    event
+}
+
+/// Builds one sync response for the positions in `now`; says whether it holds anything new.
+async fn compute(
+    services: &Services,
+    sender: &Sender,
+    filter: &FilterDefinition,
+    since: Option<SyncToken>,
+    full_state: bool,
+    now: SyncToken,
+) -> Result<(sync::Response, bool), Error> {
+    let mut response = sync::Response::new(now.encode());
+    let mut has_content = false;
+    let since_position = since.map(|s| s.position).unwrap_or(0);
+    let memberships = services
+        .store
+        .user_memberships(sender.user_id.as_str())
+        .await?;
+    let mut shared_users: BTreeSet<String> = BTreeSet::new();
+    shared_users.insert(sender.user_id.to_string());
+    for row in &memberships {
+        let Ok(room_id) = RoomId::parse(&row.room_id) else {
+            continue;
+        };
+        if !room_selected(filter, &room_id) {
+            continue;
+        }
+        match row.membership.as_str() {
+            "join" => {
+                for member in services
+                    .store
+                    .room_members(room_id.as_str(), "join")
+                    .await?
+                {
+                    shared_users.insert(member);
+                }
+                if let Some(room) = joined_room(
+                    services, sender, filter, &room_id, row, since, full_state, now,
+                )
+                .await?
+                {
+                    response.rooms.join.insert(room_id.clone(), room);
+                    has_content = true;
+                }
+            }
+            "invite" => {
+                if since.is_none() || row.stream_ordering > since_position {
+                    response.rooms.invite.insert(
+                        room_id.clone(),
+                        invited_room(services, &room_id, row).await?,
+                    );
+                    has_content = true;
+                }
+            }
+            "leave" | "ban" => {
+                let include = match since {
+                    Some(_) => row.stream_ordering > since_position,
+                    None => filter.room.include_leave,
+                };
+                if include {
+                    response.rooms.leave.insert(
+                        room_id.clone(),
+                        left_room(services, sender, filter, &room_id, row, since).await?,
+                    );
+                    has_content = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Global account data.
+    for (room_id, data_type, content) in services
+        .store
+        .account_data_since(sender.user_id.as_str(), since_position, now.position)
+        .await?
+    {
+        if !room_id.is_empty() || filter.account_data.not_types.iter().any(|t| t == "*") {
+            continue;
+        }
+        let content: Value = serde_json::from_str(&content).unwrap_or(json!({}));
+        response.account_data.events.push(raw_event(json_object(
+            json!({"type": data_type, "content": content}),
+        ))?);
+        has_content = true;
+    }
+
+    // Presence of the users sharing a room with the sender.
+    if !filter
+        .presence
+        .not_types
+        .iter()
+        .any(|t| t == "*" || t == "m.presence")
+    {
+        let now_ms = now_ms();
+        for presence in services
+            .store
+            .presence_since(since_position, now.position)
+            .await?
+        {
+            if !shared_users.contains(&presence.user_id) {
+                continue;
+            }
+            let mut content = json!({
+                "presence": presence.state,
+                "last_active_ago": (now_ms - presence.last_active_ts).max(0),
+                "currently_active": presence.state == "online",
+            });
+            if let Some(status) = &presence.status_msg {
+                content["status_msg"] = json!(status);
+            }
+            response.presence.events.push(raw_event(json_object(json!({
+                "type": "m.presence",
+                "sender": presence.user_id,
+                "content": content,
+            })))?);
+            has_content = true;
+        }
+    }
+    Ok((response, has_content))
+}
+
+fn json_object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn joined_room(
+    services: &Services,
+    sender: &Sender,
+    filter: &FilterDefinition,
+    room_id: &RoomId,
+    membership: &MembershipRow,
+    since: Option<SyncToken>,
+    full_state: bool,
+    now: SyncToken,
+) -> Result<Option<sync::JoinedRoom>, Error> {
+    let since_position = since.map(|s| s.position).unwrap_or(0);
+    let newly_joined = since.is_none() || membership.stream_ordering > since_position;
+    let limit = timeline_limit(&filter.room.timeline);
+    let mut rows = services
+        .store
+        .room_events(
+            room_id.as_str(),
+            since_position,
+            now.position,
+            Direction::Backward,
+            limit + 1,
+        )
+        .await?;
+    let limited = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(10));
+    rows.reverse();
+    let mut room = sync::JoinedRoom::new();
+    let timeline_events = client_events(services, &rows, Some(sender)).await?;
+    let timeline_ids: HashSet<String> = rows.iter().map(|row| row.event_id.clone()).collect();
+    let mut senders: BTreeSet<String> = BTreeSet::new();
+    senders.insert(sender.user_id.to_string());
+    for event in timeline_events {
+        if filter_allows(&filter.room.timeline, &event) {
+            if let Some(sender) = event.get("sender").and_then(Value::as_str) {
+                senders.insert(sender.to_owned());
+            }
+            room.timeline
+                .events
+                .push(raw_event(without_room_id(event))?);
+        }
+    }
+    room.timeline.limited = limited;
+    room.timeline.prev_batch = Some(match rows.first() {
+        Some(first) => format!("s{}", first.stream_ordering - 1),
+        None => format!("s{}", now.position),
+    });
+
+    // State between `since` and the start of the timeline.
+    let first_timeline = rows
+        .first()
+        .map(|row| row.stream_ordering)
+        .unwrap_or(i64::MAX);
+    let state_wanted = full_state || newly_joined || limited;
+    if state_wanted {
+        let lazy = !filter.room.state.lazy_load_options.is_disabled();
+        let current = services.rooms.current_state(room_id).await?;
+        let candidates: Vec<Arc<Pdu>> = current
+            .into_iter()
+            .filter(|pdu| !timeline_ids.contains(pdu.event_id.as_str()))
+            .filter(|pdu| {
+                !lazy
+                    || pdu.event_type.to_string() != "m.room.member"
+                    || pdu
+                        .state_key
+                        .as_ref()
+                        .is_some_and(|key| senders.contains(key))
+            })
+            .collect();
+        let selected: Vec<Arc<Pdu>> = if full_state || newly_joined {
+            candidates
+        } else {
+            // Only what changed since the last sync, before the timeline starts.
+            let ids: Vec<String> = candidates.iter().map(|p| p.event_id.to_string()).collect();
+            let changed: HashSet<String> = services
+                .store
+                .events(&ids)
+                .await?
+                .into_iter()
+                .filter(|row| {
+                    row.stream_ordering > since_position && row.stream_ordering < first_timeline
+                })
+                .map(|row| row.event_id)
+                .collect();
+            candidates
+                .into_iter()
+                .filter(|pdu| changed.contains(pdu.event_id.as_str()))
+                .collect()
+        };
+        let state_events: Vec<_> = client_state_events(&selected, room_id)
+            .into_iter()
+            .filter(|event| filter_allows(&filter.room.state, event))
+            .map(|event| raw_event(without_room_id(event)))
+            .collect::<Result<_, _>>()?;
+        room.state = sync::State::Before(sync::StateEvents::with_events(state_events));
+    }
+
+    // Ephemeral: typing and receipts.
+    let typing_changed = since.is_none_or(|s| services.typing.last_change(room_id) > s.typing);
+    if typing_changed
+        && !filter
+            .room
+            .ephemeral
+            .not_types
+            .iter()
+            .any(|t| t == "m.typing")
+    {
+        let users = services.typing.users(room_id);
+        if since.is_some() || !users.is_empty() {
+            room.ephemeral.events.push(raw_event(json_object(json!({
+                "type": "m.typing",
+                "content": {"user_ids": users},
+            })))?);
+        }
+    }
+    let receipts = services
+        .store
+        .receipts_since(room_id.as_str(), since_position, now.position)
+        .await?;
+    if !receipts.is_empty()
+        && !filter
+            .room
+            .ephemeral
+            .not_types
+            .iter()
+            .any(|t| t == "m.receipt")
+    {
+        let mut content = Map::new();
+        for receipt in receipts {
+            // Private receipts are only for their owner.
+            if receipt.receipt_type == "m.read.private"
+                && receipt.user_id != sender.user_id.as_str()
+            {
+                continue;
+            }
+            let mut entry = json!({"ts": receipt.ts});
+            if !receipt.thread_id.is_empty() {
+                entry["thread_id"] = json!(receipt.thread_id);
+            }
+            let by_event = content
+                .entry(receipt.event_id.clone())
+                .or_insert_with(|| json!({}));
+            by_event[&receipt.receipt_type][&receipt.user_id] = entry;
+        }
+        if !content.is_empty() {
+            room.ephemeral.events.push(raw_event(json_object(json!({
+                "type": "m.receipt",
+                "content": content,
+            })))?);
+        }
+    }
+
+    // Room account data.
+    for (data_room, data_type, content) in services
+        .store
+        .account_data_since(sender.user_id.as_str(), since_position, now.position)
+        .await?
+    {
+        if data_room != room_id.as_str() {
+            continue;
+        }
+        let content: Value = serde_json::from_str(&content).unwrap_or(json!({}));
+        room.account_data.events.push(raw_event(json_object(
+            json!({"type": data_type, "content": content}),
+        ))?);
+    }
+
+    let empty = room.timeline.events.is_empty()
+        && room.ephemeral.events.is_empty()
+        && room.account_data.events.is_empty()
+        && matches!(&room.state, sync::State::Before(s) if s.events.is_empty());
+    if empty && !newly_joined {
+        return Ok(None);
+    }
+    if newly_joined
+        || room.timeline.events.iter().any(|e| {
+            e.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.member")
+        })
+    {
+        room.summary = summary(services, room_id, &sender.user_id).await?;
+    }
+    Ok(Some(room))
+}
+
+async fn summary(
+    services: &Services,
+    room_id: &RoomId,
+    viewer: &UserId,
+) -> Result<sync::RoomSummary, Error> {
+    let joined = services
+        .store
+        .room_members(room_id.as_str(), "join")
+        .await?;
+    let invited = services
+        .store
+        .room_members(room_id.as_str(), "invite")
+        .await?;
+    let mut summary = sync::RoomSummary::new();
+    summary.joined_member_count = UInt::try_from(joined.len() as u64).ok();
+    summary.invited_member_count = UInt::try_from(invited.len() as u64).ok();
+    summary.heroes = joined
+        .iter()
+        .chain(invited.iter())
+        .filter(|user| user.as_str() != viewer.as_str())
+        .take(5)
+        .filter_map(|user| UserId::parse(user).ok())
+        .collect();
+    Ok(summary)
+}
+
+/// The state shown with an invite: stripped events that let a client present the room.
+async fn invited_room(
+    services: &Services,
+    room_id: &RoomId,
+    membership: &MembershipRow,
+) -> Result<sync::InvitedRoom, Error> {
+    const SHOWN: [&str; 8] = [
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.avatar",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+        "m.room.topic",
+        "m.room.member",
+    ];
+    let mut events = Vec::new();
+    let invite = services.store.event(&membership.event_id).await?;
+    let inviter = invite.as_ref().map(|row| row.sender.clone());
+    for pdu in services.rooms.current_state(room_id).await? {
+        let event_type = pdu.event_type.to_string();
+        if !SHOWN.contains(&event_type.as_str()) {
+            continue;
+        }
+        if event_type == "m.room.member"
+            && pdu.state_key.as_deref() != Some(membership.user_id.as_str())
+            && pdu.state_key.as_deref() != inviter.as_deref()
+        {
+            continue;
+        }
+        events.push(raw_event(json_object(json!({
+            "type": event_type,
+            "state_key": pdu.state_key,
+            "content": pdu.content_value(),
+            "sender": pdu.sender,
+        })))?);
+    }
+    let mut room = sync::InvitedRoom::new();
+    room.invite_state = sync::InviteState::from(events);
+    Ok(room)
+}
+
+async fn left_room(
+    services: &Services,
+    sender: &Sender,
+    filter: &FilterDefinition,
+    room_id: &RoomId,
+    membership: &MembershipRow,
+    since: Option<SyncToken>,
+) -> Result<sync::LeftRoom, Error> {
+    let since_position = since.map(|s| s.position).unwrap_or(0);
+    let limit = timeline_limit(&filter.room.timeline);
+    let mut rows = services
+        .store
+        .room_events(
+            room_id.as_str(),
+            since_position,
+            membership.stream_ordering,
+            Direction::Backward,
+            limit + 1,
+        )
+        .await?;
+    let limited = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(10));
+    rows.reverse();
+    let mut room = sync::LeftRoom::new();
+    for event in client_events(services, &rows, Some(sender)).await? {
+        if filter_allows(&filter.room.timeline, &event) {
+            room.timeline
+                .events
+                .push(raw_event(without_room_id(event))?);
+        }
+    }
+    room.timeline.limited = limited;
+    room.timeline.prev_batch = rows
+        .first()
+        .map(|first| format!("s{}", first.stream_ordering - 1));
+    Ok(room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        let token = SyncToken {
+            position: 42,
+            typing: 7,
+        };
+        assert_eq!(SyncToken::parse(&token.encode()).unwrap(), token);
+        assert_eq!(SyncToken::parse("s5").unwrap().position, 5);
+        for bad in ["", "5", "s", "s-1_0", "sx_1", "s1_x"] {
+            assert!(SyncToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

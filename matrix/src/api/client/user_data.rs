@@ -1,0 +1,350 @@
+//! Account data, filters, push rules and pushers.
+
+use std::sync::Arc;
+
+use ruma::api::client::config::{
+    get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
+};
+use ruma::api::client::filter::{create_filter, get_filter};
+use ruma::api::client::push::PushRule;
+use ruma::api::client::push::{
+    delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+    get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
+    set_pushrule_enabled,
+};
+use ruma::push::{InsertPushRuleError, RemovePushRuleError, Ruleset};
+use ruma::serde::Raw;
+use ruma::{RoomId, UserId};
+use serde_json::Value;
+
+use crate::Services;
+use crate::api::ruma_wrapper::Ruma;
+use crate::error::Error;
+
+fn own(sender: &UserId, target: &UserId) -> Result<(), Error> {
+    if sender == target {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "you can only access your own account data".into(),
+        ))
+    }
+}
+
+/// Account data types the server manages itself and clients may not set directly.
+fn check_settable(data_type: &str) -> Result<(), Error> {
+    if matches!(data_type, "m.fully_read" | "m.push_rules") {
+        return Err(Error::BadJson(format!(
+            "{data_type} is managed by the server; use its dedicated endpoint"
+        )));
+    }
+    Ok(())
+}
+
+fn json_object_text(raw: &str) -> Result<String, Error> {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(map)) => Ok(Value::Object(map).to_string()),
+        Ok(_) => Err(Error::BadJson("account data must be a JSON object".into())),
+        Err(e) => Err(Error::NotJson(e.to_string())),
+    }
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
+pub async fn set_global_account_data_route(
+    services: Arc<Services>,
+    request: Ruma<set_global_account_data::v3::Request>,
+) -> Result<set_global_account_data::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let data_type = request.body.event_type.to_string();
+    check_settable(&data_type)?;
+    let content = json_object_text(request.body.data.json().get())?;
+    services
+        .store
+        .set_account_data(sender.user_id.as_str(), "", &data_type, &content)
+        .await?;
+    Ok(set_global_account_data::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
+pub async fn get_global_account_data_route(
+    services: Arc<Services>,
+    request: Ruma<get_global_account_data::v3::Request>,
+) -> Result<get_global_account_data::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let content = services
+        .store
+        .account_data(
+            sender.user_id.as_str(),
+            "",
+            &request.body.event_type.to_string(),
+        )
+        .await?
+        .ok_or_else(|| Error::NotFound("account data not found".into()))?;
+    let raw = Raw::from_json_string(content).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_global_account_data::v3::Response::new(raw))
+}
+
+async fn check_room(services: &Services, room_id: &RoomId) -> Result<(), Error> {
+    if services.rooms.exists(room_id).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound("unknown room".into()))
+    }
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn set_room_account_data_route(
+    services: Arc<Services>,
+    request: Ruma<set_room_account_data::v3::Request>,
+) -> Result<set_room_account_data::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    check_room(&services, &request.body.room_id).await?;
+    let data_type = request.body.event_type.to_string();
+    check_settable(&data_type)?;
+    let content = json_object_text(request.body.data.json().get())?;
+    services
+        .store
+        .set_account_data(
+            sender.user_id.as_str(),
+            request.body.room_id.as_str(),
+            &data_type,
+            &content,
+        )
+        .await?;
+    Ok(set_room_account_data::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+pub async fn get_room_account_data_route(
+    services: Arc<Services>,
+    request: Ruma<get_room_account_data::v3::Request>,
+) -> Result<get_room_account_data::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let content = services
+        .store
+        .account_data(
+            sender.user_id.as_str(),
+            request.body.room_id.as_str(),
+            &request.body.event_type.to_string(),
+        )
+        .await?
+        .ok_or_else(|| Error::NotFound("account data not found".into()))?;
+    let raw = Raw::from_json_string(content).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_room_account_data::v3::Response::new(raw))
+}
+
+/// # `POST /_matrix/client/v3/user/{userId}/filter`
+pub async fn create_filter_route(
+    services: Arc<Services>,
+    request: Ruma<create_filter::v3::Request>,
+) -> Result<create_filter::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let json =
+        serde_json::to_string(&request.body.filter).map_err(|e| Error::Internal(e.to_string()))?;
+    let id = services
+        .store
+        .create_filter(sender.user_id.as_str(), &json)
+        .await?;
+    Ok(create_filter::v3::Response::new(id.to_string()))
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
+pub async fn get_filter_route(
+    services: Arc<Services>,
+    request: Ruma<get_filter::v3::Request>,
+) -> Result<get_filter::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let not_found = || Error::NotFound("filter not found".into());
+    let id: i64 = request.body.filter_id.parse().map_err(|_| not_found())?;
+    let json = services
+        .store
+        .filter(sender.user_id.as_str(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    let filter = serde_json::from_str(&json).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(get_filter::v3::Response::new(filter))
+}
+
+/// The user's push rules: the stored set, or the specification's defaults.
+async fn ruleset(services: &Services, user_id: &UserId) -> Result<Ruleset, Error> {
+    match services.store.push_rules(user_id.as_str()).await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored push rules: {e}"))),
+        None => Ok(Ruleset::server_default(user_id)),
+    }
+}
+
+async fn save_ruleset(services: &Services, user_id: &UserId, rules: &Ruleset) -> Result<(), Error> {
+    let json = serde_json::to_string(rules).map_err(|e| Error::Internal(e.to_string()))?;
+    services
+        .store
+        .set_push_rules(user_id.as_str(), &json)
+        .await?;
+    // Clients learn of changes through the m.push_rules account data.
+    let content = serde_json::json!({ "global": rules }).to_string();
+    services
+        .store
+        .set_account_data(user_id.as_str(), "", "m.push_rules", &content)
+        .await?;
+    Ok(())
+}
+
+fn rule_not_found() -> Error {
+    Error::NotFound("push rule not found".into())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/`
+pub async fn get_pushrules_all_route(
+    services: Arc<Services>,
+    request: Ruma<get_pushrules_all::v3::Request>,
+) -> Result<get_pushrules_all::v3::Response, Error> {
+    let sender = request.sender()?;
+    Ok(get_pushrules_all::v3::Response::new(
+        ruleset(&services, &sender.user_id).await?,
+    ))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/`
+pub async fn get_pushrules_global_scope_route(
+    services: Arc<Services>,
+    request: Ruma<get_pushrules_global_scope::v3::Request>,
+) -> Result<get_pushrules_global_scope::v3::Response, Error> {
+    let sender = request.sender()?;
+    Ok(get_pushrules_global_scope::v3::Response::new(
+        ruleset(&services, &sender.user_id).await?,
+    ))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+pub async fn get_pushrule_route(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule::v3::Request>,
+) -> Result<get_pushrule::v3::Response, Error> {
+    let sender = request.sender()?;
+    let rules = ruleset(&services, &sender.user_id).await?;
+    let rule = rules
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(rule_not_found)?;
+    Ok(get_pushrule::v3::Response::new(PushRule::from(rule)))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+pub async fn set_pushrule_route(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule::v3::Request>,
+) -> Result<set_pushrule::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut rules = ruleset(&services, &sender.user_id).await?;
+    rules
+        .insert(
+            request.body.rule.clone(),
+            request.body.after.as_deref(),
+            request.body.before.as_deref(),
+        )
+        .map_err(|error| match error {
+            InsertPushRuleError::UnknownRuleId => {
+                Error::NotFound("the rule given in before or after does not exist".into())
+            }
+            other => Error::BadJson(other.to_string()),
+        })?;
+    save_ruleset(&services, &sender.user_id, &rules).await?;
+    Ok(set_pushrule::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+pub async fn delete_pushrule_route(
+    services: Arc<Services>,
+    request: Ruma<delete_pushrule::v3::Request>,
+) -> Result<delete_pushrule::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut rules = ruleset(&services, &sender.user_id).await?;
+    rules
+        .remove(request.body.kind.clone(), &request.body.rule_id)
+        .map_err(|error| match error {
+            RemovePushRuleError::NotFound => rule_not_found(),
+            other => Error::BadJson(other.to_string()),
+        })?;
+    save_ruleset(&services, &sender.user_id, &rules).await?;
+    Ok(delete_pushrule::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+pub async fn get_pushrule_enabled_route(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule_enabled::v3::Request>,
+) -> Result<get_pushrule_enabled::v3::Response, Error> {
+    let sender = request.sender()?;
+    let rules = ruleset(&services, &sender.user_id).await?;
+    let rule = rules
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(rule_not_found)?;
+    Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+pub async fn set_pushrule_enabled_route(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule_enabled::v3::Request>,
+) -> Result<set_pushrule_enabled::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut rules = ruleset(&services, &sender.user_id).await?;
+    rules
+        .set_enabled(
+            request.body.kind.clone(),
+            &request.body.rule_id,
+            request.body.enabled,
+        )
+        .map_err(|_| rule_not_found())?;
+    save_ruleset(&services, &sender.user_id, &rules).await?;
+    Ok(set_pushrule_enabled::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+pub async fn get_pushrule_actions_route(
+    services: Arc<Services>,
+    request: Ruma<get_pushrule_actions::v3::Request>,
+) -> Result<get_pushrule_actions::v3::Response, Error> {
+    let sender = request.sender()?;
+    let rules = ruleset(&services, &sender.user_id).await?;
+    let rule = rules
+        .get(request.body.kind.clone(), &request.body.rule_id)
+        .ok_or_else(rule_not_found)?;
+    Ok(get_pushrule_actions::v3::Response::new(
+        rule.actions().to_vec(),
+    ))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+pub async fn set_pushrule_actions_route(
+    services: Arc<Services>,
+    request: Ruma<set_pushrule_actions::v3::Request>,
+) -> Result<set_pushrule_actions::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut rules = ruleset(&services, &sender.user_id).await?;
+    rules
+        .set_actions(
+            request.body.kind.clone(),
+            &request.body.rule_id,
+            request.body.actions.clone(),
+        )
+        .map_err(|_| rule_not_found())?;
+    save_ruleset(&services, &sender.user_id, &rules).await?;
+    Ok(set_pushrule_actions::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/pushers`
+///
+/// Push gateways are not contacted by this server, so no pusher is ever registered.
+pub async fn get_pushers_route(
+    _services: Arc<Services>,
+    request: Ruma<get_pushers::v3::Request>,
+) -> Result<get_pushers::v3::Response, Error> {
+    request.sender()?;
+    Ok(get_pushers::v3::Response::new(vec![]))
+}

@@ -1,0 +1,139 @@
+//! HTTP APIs: the router, typed request extraction, and the endpoint handlers.
+
+pub mod client;
+pub mod ruma_wrapper;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::Method;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::Services;
+use crate::error::Error;
+use client::{account, discovery, ephemeral, media, membership, message, room, sync, user_data};
+use ruma_wrapper::route;
+
+/// The client-server API router.
+pub fn client_router(services: Arc<Services>) -> Router {
+    let router = Router::new();
+    // Discovery and accounts.
+    let router = route(router, discovery::get_supported_versions_route);
+    let router = route(router, discovery::discover_homeserver_route);
+    let router = router.route(
+        "/.well-known/matrix/server",
+        get(discovery::well_known_server_route),
+    );
+    let router = route(router, discovery::get_capabilities_route);
+    let router = route(router, account::register_route);
+    let router = route(router, account::get_username_availability_route);
+    let router = route(router, account::get_login_types_route);
+    let router = route(router, account::login_route);
+    let router = route(router, account::logout_route);
+    let router = route(router, account::logout_all_route);
+    let router = route(router, account::whoami_route);
+    let router = route(router, account::change_password_route);
+    let router = route(router, account::deactivate_route);
+    let router = route(router, account::get_devices_route);
+    let router = route(router, account::get_device_route);
+    let router = route(router, account::update_device_route);
+    let router = route(router, account::delete_device_route);
+    // Profiles.
+    let router = route(router, discovery::get_profile_route);
+    let router = route(router, discovery::get_profile_field_route);
+    let router = route(router, discovery::set_profile_field_route);
+    // Rooms, aliases, directory.
+    let router = route(router, room::create_room_route);
+    let router = route(router, room::create_alias_route);
+    let router = route(router, room::get_alias_route);
+    let router = route(router, room::delete_alias_route);
+    let router = route(router, room::get_room_aliases_route);
+    let router = route(router, room::get_public_rooms_route);
+    let router = route(router, room::get_public_rooms_filtered_route);
+    let router = route(router, room::get_room_visibility_route);
+    let router = route(router, room::set_room_visibility_route);
+    // Membership.
+    let router = route(router, membership::join_room_by_id_route);
+    let router = route(router, membership::join_room_by_id_or_alias_route);
+    let router = route(router, membership::leave_room_route);
+    let router = route(router, membership::forget_room_route);
+    let router = route(router, membership::invite_user_route);
+    let router = route(router, membership::kick_user_route);
+    let router = route(router, membership::ban_user_route);
+    let router = route(router, membership::unban_user_route);
+    let router = route(router, membership::joined_rooms_route);
+    let router = route(router, membership::joined_members_route);
+    let router = route(router, membership::get_member_events_route);
+    // Events and state.
+    let router = route(router, message::send_message_event_route);
+    let router = route(router, message::redact_event_route);
+    let router = route(router, message::send_state_event_route);
+    let router = route(router, message::get_state_events_route);
+    let router = route(router, message::get_state_event_for_key_route);
+    let router = route(router, message::get_room_event_route);
+    let router = route(router, message::get_message_events_route);
+    let router = route(router, message::get_context_route);
+    let router = route(router, sync::sync_events_route);
+    // Ephemeral data and presence.
+    let router = route(router, ephemeral::create_typing_event_route);
+    let router = route(router, ephemeral::create_receipt_route);
+    let router = route(router, ephemeral::set_read_marker_route);
+    let router = route(router, ephemeral::set_presence_route);
+    let router = route(router, ephemeral::get_presence_route);
+    // Account data, filters, push rules.
+    let router = route(router, user_data::set_global_account_data_route);
+    let router = route(router, user_data::get_global_account_data_route);
+    let router = route(router, user_data::set_room_account_data_route);
+    let router = route(router, user_data::get_room_account_data_route);
+    let router = route(router, user_data::create_filter_route);
+    let router = route(router, user_data::get_filter_route);
+    let router = route(router, user_data::get_pushrules_all_route);
+    let router = route(router, user_data::get_pushrules_global_scope_route);
+    let router = route(router, user_data::get_pushrule_route);
+    let router = route(router, user_data::set_pushrule_route);
+    let router = route(router, user_data::delete_pushrule_route);
+    let router = route(router, user_data::get_pushrule_enabled_route);
+    let router = route(router, user_data::set_pushrule_enabled_route);
+    let router = route(router, user_data::get_pushrule_actions_route);
+    let router = route(router, user_data::set_pushrule_actions_route);
+    let router = route(router, user_data::get_pushers_route);
+    // Media.
+    let router = route(router, media::create_content_route);
+    let router = route(router, media::get_content_route);
+    let router = route(router, media::get_content_as_filename_route);
+    let router = route(router, media::get_content_thumbnail_route);
+    let router = route(router, media::get_media_config_route);
+    let router = route(router, media::legacy_get_content_route);
+    let router = route(router, media::legacy_get_content_as_filename_route);
+    let router = route(router, media::legacy_get_content_thumbnail_route);
+    let router = route(router, media::legacy_get_media_config_route);
+
+    router
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
+                .allow_headers(Any),
+        )
+        .with_state(services)
+}
+
+async fn unrecognized() -> impl IntoResponse {
+    Error::Unrecognized
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    Error::MethodNotAllowed
+}

@@ -1,0 +1,659 @@
+//! The room engine: builds local events, applies the authorization rules of the room's
+//! version against the current state, persists them, and keeps each room's current state.
+//!
+//! Events of one room are appended in order under that room's lock; rooms are independent of
+//! each other. The stream position is published after the commit, which wakes waiting syncs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::events::StateEventType;
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::signatures::Ed25519KeyPair;
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
+    RoomVersionId, UserId,
+};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::pdu::{self, EventDraft, Pdu};
+use crate::store::{NewEvent, StateMap, Store};
+
+/// At most this many forward extremities are referenced by a new event.
+const MAX_PREV_EVENTS: usize = 20;
+
+/// The current state of one room, kept in memory once loaded.
+struct RoomCache {
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    state: StateMap,
+    state_group: i64,
+    extremities: Vec<OwnedEventId>,
+    depth: i64,
+    /// The events of the current state, by id.
+    state_events: HashMap<OwnedEventId, Arc<Pdu>>,
+}
+
+/// A local event to append to a room.
+pub struct NewLocalEvent<'a> {
+    pub sender: &'a UserId,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: CanonicalJsonObject,
+    /// `(device id, transaction id)` of a client send, for idempotency.
+    pub transaction: Option<(&'a str, &'a str)>,
+    pub origin_server_ts: Option<MilliSecondsSinceUnixEpoch>,
+}
+
+impl<'a> NewLocalEvent<'a> {
+    pub fn new(
+        sender: &'a UserId,
+        event_type: &'a str,
+        state_key: Option<&'a str>,
+        content: CanonicalJsonObject,
+    ) -> Self {
+        NewLocalEvent {
+            sender,
+            event_type,
+            state_key,
+            content,
+            transaction: None,
+            origin_server_ts: None,
+        }
+    }
+}
+
+/// What appending an event produced.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub event_id: OwnedEventId,
+    pub stream_ordering: Option<i64>,
+}
+
+/// The room engine.
+pub struct Rooms {
+    store: Store,
+    server_name: OwnedServerName,
+    key: Arc<Ed25519KeyPair>,
+    rooms: std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomCache>>>>>,
+}
+
+impl Rooms {
+    pub fn new(store: Store, server_name: OwnedServerName, key: Arc<Ed25519KeyPair>) -> Rooms {
+        Rooms {
+            store,
+            server_name,
+            key,
+            rooms: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomCache>>> {
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rooms.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Creates a room with its `m.room.create` event; returns the room id.
+    pub async fn create_room(
+        &self,
+        creator: &UserId,
+        version: &RoomVersionId,
+        mut create_content: CanonicalJsonObject,
+        is_public: bool,
+    ) -> Result<OwnedRoomId, Error> {
+        let rules = pdu::rules(version)?;
+        create_content.insert(
+            "room_version".into(),
+            CanonicalJsonValue::String(version.to_string()),
+        );
+        if rules.authorization.use_room_create_sender {
+            create_content.remove("creator");
+        } else {
+            create_content.insert(
+                "creator".into(),
+                CanonicalJsonValue::String(creator.to_string()),
+            );
+        }
+        let random_room_id;
+        let room_id_in_event = if rules.authorization.room_create_event_id_as_room_id {
+            None
+        } else {
+            random_room_id = RoomId::new_v1(&self.server_name);
+            Some(random_room_id.as_ref())
+        };
+        let create = pdu::build_event(
+            EventDraft {
+                room_id: room_id_in_event,
+                sender: creator,
+                event_type: "m.room.create",
+                state_key: Some(""),
+                content: create_content,
+                prev_events: vec![],
+                auth_events: vec![],
+                depth: 1,
+                origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            },
+            &rules,
+            self.server_name.as_str(),
+            &self.key,
+        )?;
+        let room_id = create.room_id_or_derived()?;
+        ruma::state_res::check_state_independent_auth_rules(
+            &rules.authorization,
+            &create,
+            |_: &EventId| None::<Arc<Pdu>>,
+        )
+        .map_err(Error::Forbidden)?;
+        self.store
+            .create_room(
+                room_id.as_str(),
+                version.as_str(),
+                creator.as_str(),
+                is_public,
+            )
+            .await?;
+        let lock = self.room_lock(&room_id);
+        let mut guard = lock.lock().await;
+        let mut cache = RoomCache {
+            version: version.clone(),
+            rules,
+            state: StateMap::new(),
+            state_group: 0,
+            extremities: vec![],
+            depth: 0,
+            state_events: HashMap::new(),
+        };
+        self.persist(&room_id, &mut cache, create, None, None)
+            .await?;
+        *guard = Some(cache);
+        Ok(room_id)
+    }
+
+    /// Appends a local event to a room after checking it against the authorization rules.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        event: NewLocalEvent<'_>,
+    ) -> Result<Appended, Error> {
+        if let Some((device, txn)) = event.transaction
+            && let Some(existing) = self
+                .store
+                .transaction_event(event.sender.as_str(), device, txn)
+                .await?
+        {
+            return Ok(Appended {
+                event_id: parse_event_id(&existing)?,
+                stream_ordering: None,
+            });
+        }
+        let lock = self.room_lock(room_id);
+        let mut guard = lock.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id).await?);
+        }
+        let Some(cache) = guard.as_mut() else {
+            return Err(Error::Internal("room cache vanished".into()));
+        };
+        // A concurrent request with the same transaction id may have won the lock first.
+        if let Some((device, txn)) = event.transaction
+            && let Some(existing) = self
+                .store
+                .transaction_event(event.sender.as_str(), device, txn)
+                .await?
+        {
+            return Ok(Appended {
+                event_id: parse_event_id(&existing)?,
+                stream_ordering: None,
+            });
+        }
+        let content_raw = serde_json::value::to_raw_value(&event.content)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &event.event_type.into(),
+            event.sender,
+            event.state_key,
+            &content_raw,
+            &cache.rules.authorization,
+        )
+        .map_err(Error::BadJson)?;
+        let mut auth_events: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(kind, key)| cache.state.get(&(kind.to_string(), key.clone())))
+            .filter_map(|id| EventId::parse(id).ok())
+            .collect();
+        auth_events.sort();
+        auth_events.dedup();
+        let prev_events: Vec<OwnedEventId> = cache
+            .extremities
+            .iter()
+            .take(MAX_PREV_EVENTS)
+            .cloned()
+            .collect();
+        let event_type = event.event_type;
+        if event_type == "m.room.create" {
+            return Err(Error::Forbidden(
+                "a room has only one m.room.create event".into(),
+            ));
+        }
+        let redacts = if event_type == "m.room.redaction" {
+            event
+                .content
+                .get("redacts")
+                .and_then(CanonicalJsonValue::as_str)
+                .map(EventId::parse)
+                .transpose()
+                .map_err(|e| Error::BadJson(format!("invalid redacts: {e}")))?
+        } else {
+            None
+        };
+        let pdu = pdu::build_event(
+            EventDraft {
+                room_id: Some(room_id),
+                sender: event.sender,
+                event_type,
+                state_key: event.state_key,
+                content: event.content,
+                prev_events,
+                auth_events,
+                depth: cache.depth + 1,
+                origin_server_ts: event
+                    .origin_server_ts
+                    .unwrap_or_else(MilliSecondsSinceUnixEpoch::now),
+            },
+            &cache.rules,
+            self.server_name.as_str(),
+            &self.key,
+        )?;
+        self.authorize(room_id, cache, &pdu)?;
+        if let Some(target) = &redacts {
+            self.check_redaction(room_id, cache, &pdu, target).await?;
+        }
+        let transaction = event
+            .transaction
+            .map(|(device, txn)| (event.sender.to_string(), device.to_owned(), txn.to_owned()));
+        let membership = pdu
+            .content_value()
+            .get("membership")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let stream_ordering = self
+            .persist(
+                room_id,
+                cache,
+                pdu.clone(),
+                transaction,
+                (event_type == "m.room.member")
+                    .then_some(membership.as_deref())
+                    .flatten(),
+            )
+            .await?;
+        if let Some(target) = redacts {
+            self.apply_redaction(cache, &pdu, &target).await?;
+        }
+        Ok(Appended {
+            event_id: pdu.event_id,
+            stream_ordering: Some(stream_ordering),
+        })
+    }
+
+    fn authorize(&self, room_id: &RoomId, cache: &RoomCache, pdu: &Pdu) -> Result<(), Error> {
+        let fetch_event = |id: &EventId| cache.state_events.get(id).cloned();
+        ruma::state_res::check_state_independent_auth_rules(
+            &cache.rules.authorization,
+            pdu,
+            fetch_event,
+        )
+        .map_err(Error::Forbidden)?;
+        let fetch_state = |kind: &StateEventType, key: &str| {
+            cache
+                .state
+                .get(&(kind.to_string(), key.to_owned()))
+                .and_then(|id| EventId::parse(id).ok())
+                .and_then(|id| cache.state_events.get(&id).cloned())
+        };
+        ruma::state_res::check_state_dependent_auth_rules(
+            &cache.rules.authorization,
+            pdu,
+            fetch_state,
+        )
+        .map_err(|reason| {
+            tracing::debug!(room_id = %room_id, event_type = %pdu.event_type, %reason, "event refused by the authorization rules");
+            Error::Forbidden(reason)
+        })
+    }
+
+    /// A redaction of someone else's event needs the `redact` power level.
+    async fn check_redaction(
+        &self,
+        room_id: &RoomId,
+        cache: &RoomCache,
+        redaction: &Pdu,
+        target: &EventId,
+    ) -> Result<(), Error> {
+        let Some(row) = self.store.event(target.as_str()).await? else {
+            return Err(Error::NotFound(format!("event {target} not found")));
+        };
+        if row.room_id != room_id.as_str() {
+            return Err(Error::NotFound(format!(
+                "event {target} not found in this room"
+            )));
+        }
+        if row.sender == redaction.sender.as_str() {
+            return Ok(());
+        }
+        let levels = PowerLevels::from_state(cache);
+        if levels.user(&redaction.sender) >= levels.redact {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "you need a higher power level to redact other users' events".into(),
+            ))
+        }
+    }
+
+    async fn apply_redaction(
+        &self,
+        cache: &mut RoomCache,
+        redaction: &Pdu,
+        target: &EventId,
+    ) -> Result<(), Error> {
+        let Some(row) = self.store.event(target.as_str()).await? else {
+            return Ok(());
+        };
+        let original = Pdu::from_stored(&row.event_id, &row.json)?;
+        let redacted = pdu::redacted(&original, &cache.rules)?;
+        self.store
+            .redact_event(
+                target.as_str(),
+                &redacted.to_stored(),
+                redaction.event_id.as_str(),
+            )
+            .await?;
+        if let Some(entry) = cache.state_events.get_mut(target) {
+            *entry = Arc::new(redacted);
+        }
+        Ok(())
+    }
+
+    async fn persist(
+        &self,
+        room_id: &RoomId,
+        cache: &mut RoomCache,
+        pdu: Pdu,
+        transaction: Option<(String, String, String)>,
+        membership: Option<&str>,
+    ) -> Result<i64, Error> {
+        let new_event = NewEvent {
+            event_id: pdu.event_id.to_string(),
+            room_id: room_id.to_string(),
+            sender: pdu.sender.to_string(),
+            event_type: pdu.event_type.to_string(),
+            state_key: pdu.state_key.clone(),
+            depth: pdu.depth,
+            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or(0),
+            json: pdu.to_stored(),
+            prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+            state_group_before: cache.state_group,
+            membership: membership.map(str::to_owned),
+            transaction,
+        };
+        let mut writer = self.store.stream_writer().await;
+        let persisted = self.store.persist_event(&mut writer, &new_event).await?;
+        writer.publish();
+        cache.state_group = persisted.state_group;
+        cache.depth = cache.depth.max(pdu.depth);
+        cache.extremities = vec![pdu.event_id.clone()];
+        if let Some(state_key) = &pdu.state_key {
+            let key = (pdu.event_type.to_string(), state_key.clone());
+            if let Some(old) = cache.state.insert(key, pdu.event_id.to_string())
+                && let Ok(old) = EventId::parse(&old)
+            {
+                cache.state_events.remove(&old);
+            }
+            cache
+                .state_events
+                .insert(pdu.event_id.clone(), Arc::new(pdu));
+        }
+        Ok(persisted.stream_ordering)
+    }
+
+    async fn load(&self, room_id: &RoomId) -> Result<RoomCache, Error> {
+        let record = self
+            .store
+            .room(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("unknown room {room_id}")))?;
+        let version = RoomVersionId::try_from(record.room_version.as_str())
+            .map_err(|e| Error::Internal(format!("stored room version: {e}")))?;
+        let rules = pdu::rules(&version)?;
+        let last = self
+            .store
+            .last_room_event_at(room_id.as_str(), i64::MAX)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("room {room_id} has no events")))?;
+        let state = self.store.state_group(last.state_group).await?;
+        let ids: Vec<String> = state.values().cloned().collect();
+        let mut state_events = HashMap::new();
+        for row in self.store.events(&ids).await? {
+            let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+            state_events.insert(pdu.event_id.clone(), Arc::new(pdu));
+        }
+        let extremities = self
+            .store
+            .forward_extremities(room_id.as_str())
+            .await?
+            .iter()
+            .filter_map(|id| EventId::parse(id).ok())
+            .collect();
+        Ok(RoomCache {
+            version,
+            rules,
+            state,
+            state_group: last.state_group,
+            extremities,
+            depth: self.store.max_depth(room_id.as_str()).await?,
+            state_events,
+        })
+    }
+
+    async fn with_cache<T>(
+        &self,
+        room_id: &RoomId,
+        read: impl FnOnce(&RoomCache) -> T,
+    ) -> Result<T, Error> {
+        let lock = self.room_lock(room_id);
+        let mut guard = lock.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id).await?);
+        }
+        match guard.as_ref() {
+            Some(cache) => Ok(read(cache)),
+            None => Err(Error::Internal("room cache vanished".into())),
+        }
+    }
+
+    /// Whether the room exists on this server.
+    pub async fn exists(&self, room_id: &RoomId) -> Result<bool, Error> {
+        Ok(self.store.room(room_id.as_str()).await?.is_some())
+    }
+
+    /// The room's version.
+    pub async fn version(&self, room_id: &RoomId) -> Result<RoomVersionId, Error> {
+        self.with_cache(room_id, |cache| cache.version.clone())
+            .await
+    }
+
+    /// The room's version rules.
+    pub async fn rules(&self, room_id: &RoomId) -> Result<RoomVersionRules, Error> {
+        self.with_cache(room_id, |cache| cache.rules.clone()).await
+    }
+
+    /// The events of the current state.
+    pub async fn current_state(&self, room_id: &RoomId) -> Result<Vec<Arc<Pdu>>, Error> {
+        self.with_cache(room_id, |cache| {
+            cache.state_events.values().cloned().collect()
+        })
+        .await
+    }
+
+    /// One event of the current state.
+    pub async fn state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Arc<Pdu>>, Error> {
+        self.with_cache(room_id, |cache| {
+            cache
+                .state
+                .get(&(event_type.to_owned(), state_key.to_owned()))
+                .and_then(|id| EventId::parse(id).ok())
+                .and_then(|id| cache.state_events.get(&id).cloned())
+        })
+        .await
+    }
+
+    /// The power levels in the current state.
+    pub async fn power_levels(&self, room_id: &RoomId) -> Result<PowerLevels, Error> {
+        self.with_cache(room_id, PowerLevels::from_state).await
+    }
+}
+
+fn parse_event_id(id: &str) -> Result<OwnedEventId, Error> {
+    EventId::parse(id).map_err(|e| Error::Internal(format!("stored event id {id}: {e}")))
+}
+
+/// The parts of `m.room.power_levels` the server itself needs.
+#[derive(Debug, Clone)]
+pub struct PowerLevels {
+    users: HashMap<String, i64>,
+    users_default: i64,
+    creators: Vec<String>,
+    pub redact: i64,
+    pub invite: i64,
+    pub kick: i64,
+    pub ban: i64,
+    pub state_default: i64,
+    pub events_default: i64,
+    events: HashMap<String, i64>,
+}
+
+impl PowerLevels {
+    fn from_state(cache: &RoomCache) -> PowerLevels {
+        let content = |kind: &str| {
+            cache
+                .state
+                .get(&(kind.to_owned(), String::new()))
+                .and_then(|id| EventId::parse(id).ok())
+                .and_then(|id| cache.state_events.get(&id))
+                .map(|pdu| pdu.content_value())
+        };
+        let create = content("m.room.create").unwrap_or(Value::Null);
+        let create_sender = cache
+            .state
+            .get(&("m.room.create".to_owned(), String::new()))
+            .and_then(|id| EventId::parse(id).ok())
+            .and_then(|id| cache.state_events.get(&id))
+            .map(|pdu| pdu.sender.to_string());
+        let mut creators = Vec::new();
+        if cache.rules.authorization.explicitly_privilege_room_creators {
+            creators.extend(create_sender.clone());
+            if let Some(additional) = create.get("additional_creators").and_then(Value::as_array) {
+                creators.extend(
+                    additional
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned),
+                );
+            }
+        }
+        let Some(levels) = content("m.room.power_levels") else {
+            // Without power levels the creator has 100 and everyone else 0.
+            let mut users = HashMap::new();
+            let creator = if cache.rules.authorization.use_room_create_sender {
+                create_sender
+            } else {
+                create
+                    .get("creator")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            users.extend(creator.map(|creator| (creator, 100)));
+            return PowerLevels {
+                users,
+                users_default: 0,
+                creators,
+                redact: 50,
+                invite: 0,
+                kick: 50,
+                ban: 50,
+                state_default: 0,
+                events_default: 0,
+                events: HashMap::new(),
+            };
+        };
+        let number = |key: &str, default: i64| {
+            levels
+                .get(key)
+                .and_then(|value| {
+                    value
+                        .as_i64()
+                        .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+                })
+                .unwrap_or(default)
+        };
+        let map = |key: &str| -> HashMap<String, i64> {
+            levels
+                .get(key)
+                .and_then(Value::as_object)
+                .map(|object| {
+                    object
+                        .iter()
+                        .filter_map(|(k, v)| v.as_i64().map(|v| (k.clone(), v)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        PowerLevels {
+            users: map("users"),
+            users_default: number("users_default", 0),
+            creators,
+            redact: number("redact", 50),
+            invite: number("invite", 0),
+            kick: number("kick", 50),
+            ban: number("ban", 50),
+            state_default: number("state_default", 50),
+            events_default: number("events_default", 0),
+            events: map("events"),
+        }
+    }
+
+    /// A user's power level; room creators of version 12 rooms outrank everyone.
+    pub fn user(&self, user_id: &UserId) -> i64 {
+        if self
+            .creators
+            .iter()
+            .any(|creator| creator == user_id.as_str())
+        {
+            return i64::MAX;
+        }
+        self.users
+            .get(user_id.as_str())
+            .copied()
+            .unwrap_or(self.users_default)
+    }
+
+    /// The level needed to send an event of a type.
+    pub fn event(&self, event_type: &str, is_state: bool) -> i64 {
+        self.events.get(event_type).copied().unwrap_or(if is_state {
+            self.state_default
+        } else {
+            self.events_default
+        })
+    }
+}

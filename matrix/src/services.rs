@@ -1,0 +1,372 @@
+//! The homeserver's services, shared by every request handler through `Arc<Services>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use causeway_config::{Config, RateLimit};
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use ruma::signatures::Ed25519KeyPair;
+use ruma::{DeviceId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
+use tokio::sync::watch;
+
+use crate::api::ruma_wrapper::Sender;
+use crate::error::Error;
+use crate::rooms::Rooms;
+use crate::store::Store;
+
+/// Everything a request handler may use.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub store: Store,
+    pub rooms: Rooms,
+    pub key: Arc<Ed25519KeyPair>,
+    pub typing: Typing,
+    pub limits: RateLimiters,
+    pub media_dir: PathBuf,
+    pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
+}
+
+/// The progress of one user-interactive authentication session.
+#[derive(Debug, Clone, Default)]
+pub struct UiaaSession {
+    pub completed: Vec<String>,
+    pub user_id: Option<String>,
+}
+
+impl Services {
+    /// Opens the store and builds the services for a configuration.
+    pub async fn start(config: Config) -> Result<Arc<Services>, Error> {
+        let server_name = ServerName::parse(config.server.name.as_str())
+            .map_err(|e| Error::Internal(format!("server.name: {e}")))?;
+        let store = Store::connect(&config.database_url(), config.database.max_connections).await?;
+        let key = Arc::new(crate::keys::load_or_generate(&store).await?);
+        let media_dir = config.server.data_dir.join("media");
+        std::fs::create_dir_all(&media_dir)
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", media_dir.display())))?;
+        let limits = RateLimiters {
+            login: Limiter::new(&config.rate_limits.login),
+            registration: Limiter::new(&config.rate_limits.registration),
+            message: Limiter::new(&config.rate_limits.message),
+        };
+        Ok(Arc::new(Services {
+            rooms: Rooms::new(store.clone(), server_name.clone(), key.clone()),
+            server_name,
+            store,
+            key,
+            typing: Typing::new(),
+            limits,
+            media_dir,
+            uiaa: std::sync::Mutex::new(HashMap::new()),
+            config,
+        }))
+    }
+
+    /// Resolves an access token to its user and device.
+    pub async fn authenticate(&self, token: &str) -> Result<Sender, Error> {
+        let info = self
+            .store
+            .access_token(token)
+            .await?
+            .ok_or(Error::UnknownToken)?;
+        if info.deactivated {
+            return Err(Error::UnknownToken);
+        }
+        Ok(Sender {
+            user_id: UserId::parse(&info.user_id)
+                .map_err(|e| Error::Internal(format!("stored user id: {e}")))?,
+            device_id: info.device_id.as_str().into(),
+            access_token: token.to_owned(),
+        })
+    }
+
+    /// Whether a user id belongs to this server.
+    pub fn is_local(&self, user_id: &UserId) -> bool {
+        user_id.server_name() == self.server_name
+    }
+
+    /// Issues a new device (or reuses `device_id`) with a fresh access token.
+    pub async fn login_device(
+        &self,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        display_name: Option<&str>,
+        ip: Option<String>,
+    ) -> Result<(String, ruma::OwnedDeviceId), Error> {
+        let device_id = match device_id {
+            Some(id) => id.to_owned(),
+            None => random_string(10).to_uppercase().as_str().into(),
+        };
+        let token = random_string(32);
+        self.store
+            .create_device_and_token(
+                user_id.as_str(),
+                device_id.as_str(),
+                display_name,
+                &token,
+                ip.as_deref(),
+            )
+            .await?;
+        Ok((token, device_id))
+    }
+
+    /// The rooms a user is joined to.
+    pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>, Error> {
+        Ok(self
+            .store
+            .user_memberships(user_id.as_str())
+            .await?
+            .into_iter()
+            .filter(|row| row.membership == "join")
+            .filter_map(|row| RoomId::parse(&row.room_id).ok())
+            .collect())
+    }
+}
+
+/// A random alphanumeric string.
+pub fn random_string(length: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
+}
+
+/// Hashes a password with argon2id.
+pub fn hash_password(password: &str) -> Result<String, Error> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::Internal(format!("hashing a password: {e}")))
+}
+
+/// Checks a password against its stored hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Typing notifications: in memory only, as the specification intends.
+pub struct Typing {
+    rooms: std::sync::Mutex<HashMap<OwnedRoomId, BTreeMap<OwnedUserId, Instant>>>,
+    /// Changes whenever someone starts or stops typing; the value is a serial number.
+    serial: watch::Sender<u64>,
+    last_change: std::sync::Mutex<HashMap<OwnedRoomId, u64>>,
+}
+
+impl Typing {
+    fn new() -> Typing {
+        // Serials start at the clock so that tokens given out before a restart stay behind.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Typing {
+            rooms: std::sync::Mutex::new(HashMap::new()),
+            serial: watch::channel(start).0,
+            last_change: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bump(&self, room_id: &RoomId) {
+        let mut serial = 0;
+        self.serial.send_modify(|value| {
+            *value += 1;
+            serial = *value;
+        });
+        self.last_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(room_id.to_owned(), serial);
+    }
+
+    /// Marks a user typing for `timeout`, or not typing.
+    pub fn set(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) {
+        let changed = {
+            let mut rooms = self
+                .rooms
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = rooms.entry(room_id.to_owned()).or_default();
+            match timeout {
+                Some(timeout) => room
+                    .insert(user_id.to_owned(), Instant::now() + timeout)
+                    .is_none(),
+                None => room.remove(user_id).is_some(),
+            }
+        };
+        if changed || timeout.is_some() {
+            self.bump(room_id);
+        }
+    }
+
+    /// Drops expired typing notifications, announcing the change.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut rooms = self
+                .rooms
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (room_id, users) in rooms.iter_mut() {
+                let before = users.len();
+                users.retain(|_, until| *until > now);
+                if users.len() != before {
+                    expired.push(room_id.clone());
+                }
+            }
+        }
+        for room_id in expired {
+            self.bump(&room_id);
+        }
+    }
+
+    /// The users typing in a room.
+    pub fn users(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(room_id)
+            .map(|users| {
+                users
+                    .iter()
+                    .filter(|(_, until)| **until > now)
+                    .map(|(user, _)| user.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The serial of the last change in a room.
+    pub fn last_change(&self, room_id: &RoomId) -> u64 {
+        self.last_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(room_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn current(&self) -> u64 {
+        *self.serial.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.serial.subscribe()
+    }
+}
+
+/// The token-bucket rate limiters of the client API.
+pub struct RateLimiters {
+    pub login: Limiter,
+    pub registration: Limiter,
+    pub message: Limiter,
+}
+
+/// Token buckets keyed by client address or user.
+pub struct Limiter {
+    per_second: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    fn new(limit: &RateLimit) -> Limiter {
+        Limiter {
+            per_second: limit.per_second,
+            burst: f64::from(limit.burst),
+            buckets: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one action from `key`'s bucket, or says how long to wait.
+    pub fn check(&self, key: &str) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 100_000 {
+            // Forget full buckets so that the map cannot grow without bound.
+            let (per_second, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * per_second < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - *tokens) / self.per_second;
+            Err(Error::LimitExceeded {
+                retry_after_ms: (wait * 1000.0).ceil() as u64,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_refuses_past_the_burst_then_refills() {
+        let limiter = Limiter::new(&RateLimit {
+            per_second: 1000.0,
+            burst: 2,
+        });
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        match limiter.check("a") {
+            Err(Error::LimitExceeded { retry_after_ms }) => assert!(retry_after_ms <= 1),
+            other => panic!("expected a limit, got {other:?}"),
+        }
+        assert!(limiter.check("b").is_ok());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(limiter.check("a").is_ok());
+    }
+
+    #[test]
+    fn passwords() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong", &hash));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn typing_changes_bump_the_serial() {
+        let typing = Typing::new();
+        let room = RoomId::parse("!r:x").unwrap();
+        let user = UserId::parse("@a:x").unwrap();
+        let start = typing.current();
+        typing.set(&room, &user, Some(Duration::from_secs(30)));
+        assert_eq!(typing.users(&room), vec![user.clone()]);
+        assert!(typing.last_change(&room) > start);
+        typing.set(&room, &user, None);
+        assert!(typing.users(&room).is_empty());
+        typing.set(&room, &user, Some(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        let before = typing.current();
+        typing.expire();
+        assert!(typing.current() > before);
+        assert!(typing.users(&room).is_empty());
+    }
+}
