@@ -40,7 +40,7 @@ impl Admin {
         is_admin: bool,
     ) -> anyhow::Result<OwnedUserId> {
         let user_id = self.user_id(name)?;
-        let hash = hash_password(password)?;
+        let hash = hash_password(password).await?;
         let created = self
             .services
             .store
@@ -59,7 +59,7 @@ impl Admin {
 
     pub async fn reset_password(&self, name: &str, password: &str) -> anyhow::Result<OwnedUserId> {
         let user_id = self.user_id(name)?;
-        let hash = hash_password(password)?;
+        let hash = hash_password(password).await?;
         if !self
             .services
             .store

@@ -137,24 +137,49 @@ pub fn random_string(length: usize) -> String {
         .collect()
 }
 
+/// Password hashing is memory-hard (argon2id needs 19 MiB per hash): at most this many run at
+/// once, off the async threads, so that a burst of logins cannot exhaust memory.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+async fn run_hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing: {e}")))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing: {e}")))
+}
+
 /// Hashes a password with argon2id.
-pub fn hash_password(password: &str) -> Result<String, Error> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| Error::Internal(format!("hashing a password: {e}")))
+pub async fn hash_password(password: &str) -> Result<String, Error> {
+    let password = password.to_owned();
+    run_hashing(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| Error::Internal(format!("hashing a password: {e}")))
+    })
+    .await?
 }
 
 /// Checks a password against its stored hash.
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+pub async fn verify_password(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_owned(), hash.to_owned());
+    run_hashing(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Typing notifications: in memory only, as the specification intends.
@@ -343,12 +368,12 @@ mod tests {
         assert!(limiter.check("a").is_ok());
     }
 
-    #[test]
-    fn passwords() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(verify_password("correct horse", &hash));
-        assert!(!verify_password("wrong", &hash));
-        assert!(!verify_password("x", "not a hash"));
+    #[tokio::test]
+    async fn passwords() {
+        let hash = hash_password("correct horse").await.unwrap();
+        assert!(verify_password("correct horse", &hash).await);
+        assert!(!verify_password("wrong", &hash).await);
+        assert!(!verify_password("x", "not a hash").await);
     }
 
     #[test]

@@ -117,6 +117,16 @@ where
             }
             Err(error) => return Err(Error::BadJson(format!("reading the body: {error}"))),
         };
+        // Clients send POST and PUT requests without a body where every field is optional;
+        // that is an empty JSON object.
+        let bytes = if bytes.is_empty()
+            && !is_upload
+            && (parts.method == http::Method::POST || parts.method == http::Method::PUT)
+        {
+            Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
 
         let sender = match token_use::<T>() {
@@ -142,12 +152,14 @@ where
             path_args.push(String::new());
         }
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(http_request, &args).map_err(request_error)?;
-        let json_body = if is_upload || bytes.is_empty() {
+        let json_body: Option<serde_json::Value> = if is_upload {
             None
         } else {
             serde_json::from_slice(&bytes).ok()
         };
+        let body_is_json = json_body.is_some();
+        let body = T::try_from_http_request(http_request, &args)
+            .map_err(|error| request_error(error, body_is_json))?;
         Ok(Ruma {
             body,
             sender,
@@ -157,13 +169,15 @@ where
     }
 }
 
-/// Maps a request that ruma could not parse to the Matrix error a client expects.
-fn request_error(error: FromHttpRequestError) -> Error {
+/// Maps a request that ruma could not parse to the Matrix error a client expects: a body that
+/// is not JSON at all is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`.
+fn request_error(error: FromHttpRequestError, body_is_json: bool) -> Error {
     match error {
         FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
-            match error.classify() {
-                serde_json::error::Category::Data => Error::BadJson(error.to_string()),
-                _ => Error::NotJson(format!("the body is not valid JSON: {error}")),
+            if body_is_json || error.classify() == serde_json::error::Category::Data {
+                Error::BadJson(error.to_string())
+            } else {
+                Error::NotJson(format!("the body is not valid JSON: {error}"))
             }
         }
         FromHttpRequestError::Deserialization(DeserializationError::Utf8(error)) => {

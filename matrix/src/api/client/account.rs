@@ -119,7 +119,7 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
 }
 
 /// Asks for the user's password through user-interactive authentication.
-fn password_uiaa(
+async fn password_uiaa(
     services: &Services,
     user_id: &UserId,
     password_hash: Option<&str>,
@@ -133,7 +133,8 @@ fn password_uiaa(
         };
         let same_user = claimed
             .is_some_and(|claimed| claimed == user_id.as_str() || claimed == user_id.localpart());
-        if same_user && password_hash.is_some_and(|hash| verify_password(&password.password, hash))
+        if let (true, Some(hash)) = (same_user, password_hash)
+            && verify_password(&password.password, hash).await
         {
             return Ok(());
         }
@@ -198,7 +199,7 @@ pub async fn register_route(
         .password
         .as_deref()
         .ok_or_else(|| Error::MissingParam("a password is required".into()))?;
-    let hash = hash_password(password)?;
+    let hash = hash_password(password).await?;
     if !services
         .store
         .create_user(user_id.as_str(), Some(&hash), Some(&localpart), false)
@@ -296,7 +297,7 @@ pub async fn login_route(
         ));
     }
     let hash = user.password_hash.as_deref().ok_or_else(forbidden)?;
-    if !verify_password(&password.password, hash) {
+    if !verify_password(&password.password, hash).await {
         return Err(forbidden());
     }
     let (token, device_id) = services
@@ -364,13 +365,14 @@ pub async fn change_password_route(
         &sender.user_id,
         user.password_hash.as_deref(),
         request.body.auth.as_ref(),
-    )?;
+    )
+    .await?;
     if request.body.new_password.is_empty() {
         return Err(Error::WeakPassword(
             "the new password must not be empty".into(),
         ));
     }
-    let hash = hash_password(&request.body.new_password)?;
+    let hash = hash_password(&request.body.new_password).await?;
     services
         .store
         .set_password_hash(sender.user_id.as_str(), &hash)
@@ -400,7 +402,8 @@ pub async fn deactivate_route(
         &sender.user_id,
         user.password_hash.as_deref(),
         request.body.auth.as_ref(),
-    )?;
+    )
+    .await?;
     crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
     services
         .store
@@ -493,7 +496,8 @@ pub async fn delete_device_route(
         &sender.user_id,
         user.password_hash.as_deref(),
         request.body.auth.as_ref(),
-    )?;
+    )
+    .await?;
     services
         .store
         .delete_device(sender.user_id.as_str(), request.body.device_id.as_str())

@@ -33,14 +33,14 @@ async fn set_membership(
         return Err(Error::NotFound("unknown room".into()));
     }
     let mut content = json!({ "membership": membership });
-    if membership == "join" || membership == "invite" {
-        if let Some(user) = services.store.user(target.as_str()).await? {
-            if let Some(name) = user.displayname {
-                content["displayname"] = json!(name);
-            }
-            if let Some(avatar) = user.avatar_url {
-                content["avatar_url"] = json!(avatar);
-            }
+    if (membership == "join" || membership == "invite")
+        && let Some(user) = services.store.user(target.as_str()).await?
+    {
+        if let Some(name) = user.displayname {
+            content["displayname"] = json!(name);
+        }
+        if let Some(avatar) = user.avatar_url {
+            content["avatar_url"] = json!(avatar);
         }
     }
     if let Some(reason) = reason {

@@ -383,7 +383,6 @@ async fn public_rooms_chunks(
             continue;
         };
         let text = |event_type: &'static str, key: &'static str| {
-            let services = services;
             let room_id = room_id.clone();
             async move {
                 Ok::<_, Error>(

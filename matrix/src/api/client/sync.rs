@@ -186,14 +186,12 @@ async fn compute(
                     has_content = true;
                 }
             }
-            "invite" => {
-                if since.is_none() || row.stream_ordering > since_position {
-                    response.rooms.invite.insert(
-                        room_id.clone(),
-                        invited_room(services, &room_id, row).await?,
-                    );
-                    has_content = true;
-                }
+            "invite" if since.is_none() || row.stream_ordering > since_position => {
+                response.rooms.invite.insert(
+                    room_id.clone(),
+                    invited_room(services, &room_id, row).await?,
+                );
+                has_content = true;
             }
             "leave" | "ban" => {
                 let include = match since {

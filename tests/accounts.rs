@@ -1,0 +1,621 @@
+//! Registration, login, tokens, devices, profiles and bad input on those endpoints.
+
+mod common;
+
+use causeway_config::RegistrationMode;
+use common::TestServer;
+use http::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn registration_asks_for_interactive_auth_then_creates_the_account() {
+    let server = TestServer::new().await;
+    let first = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "alice", "password": "pw"})),
+        )
+        .await;
+    assert_eq!(first.status, 401);
+    let body = first.json();
+    assert_eq!(body["flows"][0]["stages"][0], "m.login.dummy");
+    let session = body["session"].as_str().unwrap().to_owned();
+    let second = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "Alice", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}})),
+        )
+        .await;
+    let body = second.assert_ok();
+    assert_eq!(body["user_id"], "@alice:test.example");
+    let token = body["access_token"].as_str().unwrap();
+    let whoami = server
+        .get("/_matrix/client/v3/account/whoami", token)
+        .await
+        .assert_ok();
+    assert_eq!(whoami["user_id"], "@alice:test.example");
+    assert_eq!(whoami["device_id"], body["device_id"]);
+
+    // The same name again, in any case.
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "ALICE", "password": "pw", "auth": {"type": "m.login.dummy"}})),
+        )
+        .await
+        .assert_error(400, "M_USER_IN_USE");
+    server
+        .call(
+            Method::GET,
+            "/_matrix/client/v3/register/available?username=alice",
+            None,
+            None,
+        )
+        .await
+        .assert_error(400, "M_USER_IN_USE");
+    let free = server
+        .call(
+            Method::GET,
+            "/_matrix/client/v3/register/available?username=bob",
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(free["available"], true);
+}
+
+#[tokio::test]
+async fn registration_refuses_bad_and_reserved_names() {
+    let server = TestServer::new().await;
+    for (name, errcode) in [
+        ("has space", "M_INVALID_USERNAME"),
+        ("ünïcode", "M_INVALID_USERNAME"),
+        ("a:b", "M_INVALID_USERNAME"),
+        ("", "M_INVALID_USERNAME"),
+        ("_xmpp_bob=40jabber.de", "M_EXCLUSIVE"),
+    ] {
+        server
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(
+                    json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}}),
+                ),
+            )
+            .await
+            .assert_error(400, errcode);
+    }
+    let long = "a".repeat(300);
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": long, "password": "pw", "auth": {"type": "m.login.dummy"}})),
+        )
+        .await
+        .assert_error(400, "M_INVALID_USERNAME");
+}
+
+#[tokio::test]
+async fn registration_modes() {
+    let disabled =
+        TestServer::with_config(|c| c.registration.mode = RegistrationMode::Disabled).await;
+    disabled
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "x", "password": "pw", "auth": {"type": "m.login.dummy"}})),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    let token = TestServer::with_config(|c| {
+        c.registration.mode = RegistrationMode::Token;
+        c.registration.tokens = vec!["let-me-in".into()];
+    })
+    .await;
+    let ask = token
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "x", "password": "pw", "auth": {"type": "m.login.dummy"}})),
+        )
+        .await;
+    assert_eq!(ask.status, 401);
+    assert_eq!(
+        ask.json()["flows"][0]["stages"][0],
+        "m.login.registration_token"
+    );
+    let wrong = token
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "x", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "nope"}})),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["errcode"], "M_FORBIDDEN");
+    token
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(json!({"username": "x", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "let-me-in"}})),
+        )
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn login_logout_and_tokens() {
+    let server = TestServer::new().await;
+    let (_, first_token) = server.register("carol").await;
+    let flows = server
+        .call(Method::GET, "/_matrix/client/v3/login", None, None)
+        .await
+        .assert_ok();
+    assert_eq!(flows["flows"][0]["type"], "m.login.password");
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "carol"}, "password": "wrong"})),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "nobody"}, "password": "x"})),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let login = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "@carol:test.example"}, "password": "secret-pw", "initial_device_display_name": "laptop"})),
+        )
+        .await
+        .assert_ok();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let devices = server
+        .get("/_matrix/client/v3/devices", &token)
+        .await
+        .assert_ok();
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2);
+
+    // Missing and unknown tokens.
+    server
+        .call(Method::GET, "/_matrix/client/v3/account/whoami", None, None)
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+    server
+        .get("/_matrix/client/v3/account/whoami", "not-a-token")
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    // The query-string form of the token works too.
+    server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v3/account/whoami?access_token={token}"),
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+
+    server
+        .post("/_matrix/client/v3/logout", &token, json!({}))
+        .await
+        .assert_ok();
+    server
+        .get("/_matrix/client/v3/account/whoami", &token)
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    server
+        .get("/_matrix/client/v3/account/whoami", &first_token)
+        .await
+        .assert_ok();
+    server
+        .post("/_matrix/client/v3/logout/all", &first_token, json!({}))
+        .await
+        .assert_ok();
+    server
+        .get("/_matrix/client/v3/account/whoami", &first_token)
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+}
+
+#[tokio::test]
+async fn login_is_rate_limited() {
+    let server = TestServer::with_config(|c| {
+        c.rate_limits.login = causeway_config::RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        }
+    })
+    .await;
+    server.register("dave").await;
+    let attempt = || {
+        server.call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "dave"}, "password": "wrong"})),
+        )
+    };
+    attempt().await.assert_error(403, "M_FORBIDDEN");
+    attempt().await.assert_error(403, "M_FORBIDDEN");
+    let limited = attempt().await;
+    limited.assert_error(429, "M_LIMIT_EXCEEDED");
+    assert!(limited.json()["retry_after_ms"].as_u64().unwrap() > 1000);
+    assert!(limited.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn password_change_and_device_deletion_need_the_password() {
+    let server = TestServer::new().await;
+    let (user_id, token) = server.register("erin").await;
+    let other = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin"}, "password": "secret-pw", "device_id": "PHONE"})),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(other["device_id"], "PHONE");
+    let other_token = other["access_token"].as_str().unwrap().to_owned();
+
+    // Rename and read a device.
+    server
+        .put(
+            "/_matrix/client/v3/devices/PHONE",
+            &token,
+            json!({"display_name": "my phone"}),
+        )
+        .await
+        .assert_ok();
+    let device = server
+        .get("/_matrix/client/v3/devices/PHONE", &token)
+        .await
+        .assert_ok();
+    assert_eq!(device["display_name"], "my phone");
+    server
+        .get("/_matrix/client/v3/devices/NOPE", &token)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // Deleting a device: first a UIA challenge, then a wrong password, then the right one.
+    let challenge = server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/devices/PHONE",
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(
+        challenge.json()["flows"][0]["stages"][0],
+        "m.login.password"
+    );
+    let wrong = server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/devices/PHONE",
+            Some(&token),
+            Some(json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": "bad"}})),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["errcode"], "M_FORBIDDEN");
+    server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/devices/PHONE",
+            Some(&token),
+            Some(json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": "secret-pw"}})),
+        )
+        .await
+        .assert_ok();
+    server
+        .get("/_matrix/client/v3/account/whoami", &other_token)
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+
+    // Change the password; the old one stops working.
+    server
+        .post(
+            "/_matrix/client/v3/account/password",
+            &token,
+            json!({"new_password": "new-pw", "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": "secret-pw"}}),
+        )
+        .await
+        .assert_ok();
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin"}, "password": "secret-pw"})),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin"}, "password": "new-pw"})),
+        )
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn deactivation_leaves_rooms_and_blocks_login() {
+    let server = TestServer::new().await;
+    let (user_id, token) = server.register("frank").await;
+    let (_, other) = server.register("grace").await;
+    let room = server
+        .create_room(&other, json!({"preset": "public_chat"}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            &token,
+            json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": "secret-pw"}}),
+        )
+        .await
+        .assert_ok();
+    let members = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            &other,
+        )
+        .await
+        .assert_ok();
+    assert!(members["joined"].get(&user_id).is_none());
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "frank"}, "password": "secret-pw"})),
+        )
+        .await
+        .assert_error(403, "M_USER_DEACTIVATED");
+}
+
+#[tokio::test]
+async fn profile_changes_reach_member_events() {
+    let server = TestServer::new().await;
+    let (user_id, token) = server.register("heidi").await;
+    let room = server.create_room(&token, json!({"name": "R"})).await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{user_id}/displayname"),
+            &token,
+            json!({"displayname": "Heidi H."}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{user_id}/avatar_url"),
+            &token,
+            json!({"avatar_url": "mxc://test.example/abc"}),
+        )
+        .await
+        .assert_ok();
+    let profile = server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v3/profile/{user_id}"),
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        profile,
+        json!({"displayname": "Heidi H.", "avatar_url": "mxc://test.example/abc"})
+    );
+    let member = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user_id}"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(member["displayname"], "Heidi H.");
+    assert_eq!(member["avatar_url"], "mxc://test.example/abc");
+    assert_eq!(member["membership"], "join");
+
+    // Someone else's profile cannot be changed; a body without the field is refused.
+    let (_, other) = server.register("ivan").await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{user_id}/displayname"),
+            &other,
+            json!({"displayname": "hijacked"}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{user_id}/displayname"),
+            &token,
+            json!({"name": "x"}),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .call(
+            Method::GET,
+            "/_matrix/client/v3/profile/@nobody:test.example",
+            None,
+            None,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn discovery_endpoints() {
+    let server = TestServer::new().await;
+    let versions = server
+        .call(Method::GET, "/_matrix/client/versions", None, None)
+        .await
+        .assert_ok();
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "v1.11")
+    );
+    let well_known = server
+        .call(Method::GET, "/.well-known/matrix/client", None, None)
+        .await
+        .assert_ok();
+    assert!(
+        well_known["m.homeserver"]["base_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http")
+    );
+    let server_wk = server
+        .call(Method::GET, "/.well-known/matrix/server", None, None)
+        .await
+        .assert_ok();
+    assert_eq!(server_wk["m.server"], "test.example:8448");
+    let (_, token) = server.register("judy").await;
+    let caps = server
+        .get("/_matrix/client/v3/capabilities", &token)
+        .await
+        .assert_ok();
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+    assert_eq!(
+        caps["capabilities"]["m.room_versions"]["available"]["10"],
+        "stable"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_precise_errors() {
+    let server = TestServer::new().await;
+    let (_, token) = server.register("mallory").await;
+    // Not JSON at all.
+    server
+        .raw(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            Some("application/json"),
+            b"{not json".to_vec(),
+        )
+        .await
+        .assert_error(400, "M_NOT_JSON");
+    // JSON of the wrong shape.
+    server
+        .post("/_matrix/client/v3/createRoom", &token, json!({"name": 5}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post("/_matrix/client/v3/createRoom", &token, json!(["a"]))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            &token,
+            json!({"room_version": "1"}),
+        )
+        .await
+        .assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
+    // Too large.
+    let huge = json!({"name": "x".repeat(100 * 1024)});
+    server
+        .post("/_matrix/client/v3/createRoom", &token, huge)
+        .await
+        .assert_error(413, "M_TOO_LARGE");
+    // Unknown endpoint and wrong method.
+    server
+        .get("/_matrix/client/v3/no/such/endpoint", &token)
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
+    server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            None,
+        )
+        .await
+        .assert_error(405, "M_UNRECOGNIZED");
+    // Invalid identifiers in the path.
+    server
+        .get("/_matrix/client/v3/rooms/not-a-room/state", &token)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    // Bad login body.
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password"})),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    // Account data must be an object; server-managed types are refused.
+    server
+        .put(
+            "/_matrix/client/v3/user/@mallory:test.example/account_data/m.direct",
+            &token,
+            json!("text"),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .put(
+            "/_matrix/client/v3/user/@someone:test.example/account_data/m.direct",
+            &token,
+            json!({}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // The server keeps working after all of that.
+    server
+        .get("/_matrix/client/v3/account/whoami", &token)
+        .await
+        .assert_ok();
+}

@@ -1,0 +1,218 @@
+//! A homeserver in the test process, driven through its router without sockets.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use causeway_config::{Config, RateLimit, RegistrationMode, ServerName};
+use causeway_matrix::Services;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub struct TestServer {
+    pub services: Arc<Services>,
+    pub router: Router,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Asserts an error response with the given status and errcode.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.json()["errcode"].as_str()),
+            (status, Some(errcode)),
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> Value {
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self.json()
+    }
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.server.name = ServerName::try_from("test.example").unwrap();
+    config.server.data_dir = dir.to_owned();
+    config.registration.mode = RegistrationMode::Open;
+    let high = RateLimit {
+        per_second: 10_000.0,
+        burst: 10_000,
+    };
+    config.rate_limits.login = high.clone();
+    config.rate_limits.registration = high.clone();
+    config.rate_limits.message = high;
+    config.limits.max_json_body = 64 * 1024;
+    config.media.max_upload_size = 256 * 1024;
+    config
+}
+
+impl TestServer {
+    pub async fn new() -> TestServer {
+        TestServer::with_config(|_| {}).await
+    }
+
+    pub async fn with_config(change: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        change(&mut config);
+        let services = Services::start(config).await.unwrap();
+        let router = causeway_matrix::api::client_router(services.clone());
+        TestServer {
+            services,
+            router,
+            _dir: dir,
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        let request = builder.body(Body::from(body)).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(method, path, token, Some("application/json"), bytes)
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// Registers a user; returns `(user_id, access_token)`.
+    pub async fn register(&self, name: &str) -> (String, String) {
+        let response = self
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({"username": name, "password": "secret-pw", "auth": {"type": "m.login.dummy"}})),
+            )
+            .await;
+        let body = response.assert_ok();
+        (
+            body["user_id"].as_str().unwrap().to_owned(),
+            body["access_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn create_room(&self, token: &str, body: Value) -> String {
+        let response = self
+            .post("/_matrix/client/v3/createRoom", token, body)
+            .await;
+        response.assert_ok()["room_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn send_text(&self, token: &str, room_id: &str, txn: &str, text: &str) -> Response {
+        self.put(
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}"),
+            token,
+            json!({"msgtype": "m.text", "body": text}),
+        )
+        .await
+    }
+
+    pub async fn sync(&self, token: &str, query: &str) -> Value {
+        self.get(&format!("/_matrix/client/v3/sync?{query}"), token)
+            .await
+            .assert_ok()
+    }
+}
+
+/// Room ids contain `!`, which is fine in a path; aliases need `#` encoded.
+pub fn encode(value: &str) -> String {
+    value.replace('#', "%23").replace('$', "%24")
+}
+
+/// The bodies of the `m.room.message` events in a list of client events.
+pub fn bodies(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Percent-encodes everything but ASCII letters and digits, for query strings.
+pub fn query_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,812 @@
+//! Rooms: creation, membership, authorization, messages, state, redaction, aliases, directory.
+
+mod common;
+
+use common::{TestServer, bodies, encode};
+use http::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn create_invite_join_and_talk_in_every_room_version() {
+    for version in ["10", "11", "12"] {
+        let server = TestServer::new().await;
+        let (alice, alice_token) = server.register("alice").await;
+        let (bob, bob_token) = server.register("bob").await;
+        let room = server
+            .create_room(
+                &alice_token,
+                json!({"room_version": version, "name": "Lobby", "topic": "talk", "invite": [bob], "is_direct": true}),
+            )
+            .await;
+        if version == "12" {
+            assert!(
+                !room.contains(':'),
+                "version 12 room ids have no server part: {room}"
+            );
+        } else {
+            assert!(room.ends_with(":test.example"), "{room}");
+        }
+        let create = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+                &alice_token,
+            )
+            .await
+            .assert_ok();
+        assert_eq!(create["room_version"], version);
+
+        // Bob sees the invite with its stripped state, then joins.
+        let sync = server.sync(&bob_token, "").await;
+        let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+        let types: Vec<&str> = invite
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert!(types.contains(&"m.room.name"), "{types:?}");
+        assert!(types.contains(&"m.room.member"), "{types:?}");
+        let member = invite
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob)
+            .unwrap();
+        assert_eq!(member["content"]["is_direct"], true);
+        server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                &bob_token,
+                json!({}),
+            )
+            .await
+            .assert_ok();
+
+        server
+            .send_text(&alice_token, &room, "a1", "hello bob")
+            .await
+            .assert_ok();
+        server
+            .send_text(&bob_token, &room, "b1", "hello alice")
+            .await
+            .assert_ok();
+        let messages = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+                &bob_token,
+            )
+            .await
+            .assert_ok();
+        assert_eq!(bodies(&messages["chunk"]), vec!["hello alice", "hello bob"]);
+        let joined = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+                &alice_token,
+            )
+            .await
+            .assert_ok();
+        assert!(joined["joined"].get(&alice).is_some());
+        assert!(joined["joined"].get(&bob).is_some());
+    }
+}
+
+#[tokio::test]
+async fn send_is_idempotent_per_transaction_id() {
+    let server = TestServer::new().await;
+    let (_, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let first = server
+        .send_text(&token, &room, "same", "once")
+        .await
+        .assert_ok();
+    let second = server
+        .send_text(&token, &room, "same", "twice?")
+        .await
+        .assert_ok();
+    assert_eq!(first["event_id"], second["event_id"]);
+    let messages = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(bodies(&messages["chunk"]), vec!["once"]);
+    // The sender's own device sees its transaction id.
+    let event = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.message")
+        .unwrap();
+    assert_eq!(event["unsigned"]["transaction_id"], "same");
+}
+
+#[tokio::test]
+async fn authorization_rules_are_enforced() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (carol_id, carol) = server.register("carol").await;
+    let private = server
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+
+    // Not invited: cannot join, send or read.
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .send_text(&bob, &private, "x", "let me in")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{private}/messages?dir=b"),
+            &bob,
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .get(&format!("/_matrix/client/v3/rooms/{private}/state"), &bob)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    // Invited and joined; a member of power 0 cannot kick, change the name or redact others.
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/invite"),
+            &alice,
+            json!({"user_id": bob_id}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/invite"),
+            &alice,
+            json!({"user_id": carol_id}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/join"),
+            &carol,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/kick"),
+            &bob,
+            json!({"user_id": carol_id}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{private}/state/m.room.name/"),
+            &bob,
+            json!({"name": "mine"}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let carol_message = server
+        .send_text(&carol, &private, "c1", "carol says")
+        .await
+        .assert_ok();
+    let target = carol_message["event_id"].as_str().unwrap();
+    server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{private}/redact/{}/r1",
+                encode(target)
+            ),
+            &bob,
+            json!({"reason": "no"}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    // The room creator can; bans keep people out until unbanned.
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/ban"),
+            &alice,
+            json!({"user_id": carol_id, "reason": "spam"}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/join"),
+            &carol,
+            json!({}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/unban"),
+            &alice,
+            json!({"user_id": carol_id}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/kick"),
+            &alice,
+            json!({"user_id": bob_id}),
+        )
+        .await
+        .assert_ok();
+    server
+        .send_text(&bob, &private, "b2", "still here?")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // Bob, who left, still reads what happened up to his kick but not later.
+    server
+        .send_text(&alice, &private, "a2", "after bob left")
+        .await
+        .assert_ok();
+    let history = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{private}/messages?dir=b"),
+            &bob,
+        )
+        .await
+        .assert_ok();
+    let seen = bodies(&history["chunk"]);
+    assert!(seen.contains(&"carol says".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"after bob left".to_owned()), "{seen:?}");
+}
+
+#[tokio::test]
+async fn power_level_override_and_trusted_private_chat() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(
+            &alice,
+            json!({"preset": "trusted_private_chat", "invite": [bob_id], "power_level_content_override": {"events_default": 10}}),
+        )
+        .await;
+    let levels = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(levels["events_default"], 10);
+    assert_eq!(levels["users"][&bob_id], 100);
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    // Bob has power 100 and may rename the room.
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &bob,
+            json!({"name": "ours"}),
+        )
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn redaction_strips_content_and_is_reported() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server
+        .create_room(&alice, json!({"room_version": "11"}))
+        .await;
+    let sent = server
+        .send_text(&alice, &room, "t", "secret")
+        .await
+        .assert_ok();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let redaction = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/redact/{}/r",
+                encode(&event_id)
+            ),
+            &alice,
+            json!({"reason": "oops"}),
+        )
+        .await
+        .assert_ok();
+    let event = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/event/{}",
+                encode(&event_id)
+            ),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(event["content"], json!({}));
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["event_id"],
+        redaction["event_id"]
+    );
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["content"]["reason"],
+        "oops"
+    );
+    // Redacting an unknown event is refused.
+    server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/redact/{}/r2",
+                encode("$unknown")
+            ),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn messages_paginate_in_both_directions() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    for i in 0..25 {
+        server
+            .send_text(&alice, &room, &format!("t{i}"), &format!("m{i}"))
+            .await
+            .assert_ok();
+    }
+    let filter = common::query_encode(&json!({"types": ["m.room.message"]}).to_string());
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut path =
+            format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&filter={filter}");
+        if let Some(from) = &from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let page = server.get(&path, &alice).await.assert_ok();
+        seen.extend(bodies(&page["chunk"]));
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, expected);
+
+    // Forwards from the start, stopping at a `to` token.
+    let forward = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=1000"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    let all = bodies(&forward["chunk"]);
+    assert_eq!(all, (0..25).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=garbage"),
+            &alice,
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+
+    // Context around one event.
+    let middle = forward["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["body"] == "m12")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let context = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/context/{}?limit=4",
+                encode(&middle)
+            ),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(context["event"]["content"]["body"], "m12");
+    assert_eq!(bodies(&context["events_before"]), vec!["m11", "m10"]);
+    assert_eq!(bodies(&context["events_after"]), vec!["m13", "m14"]);
+    assert!(
+        context["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+}
+
+#[tokio::test]
+async fn state_members_and_membership_filters() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, _) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({"name": "Named"})).await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice,
+            json!({"user_id": bob_id}),
+        )
+        .await
+        .assert_ok();
+    let state = server
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), &alice)
+        .await
+        .assert_ok();
+    let types: Vec<&str> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "m.room.create",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.history_visibility",
+    ] {
+        assert!(types.contains(&expected), "{types:?}");
+    }
+    let name = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/?format=event"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(name["content"]["name"], "Named");
+    assert_eq!(name["type"], "m.room.name");
+    server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    let invited = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?membership=invite"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    let keys: Vec<&str> = invited["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![bob_id.as_str()]);
+    let not_invited = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?not_membership=invite"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    let keys: Vec<&str> = not_invited["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![alice_id.as_str()]);
+    // Members at an earlier point: before the invite, only Alice.
+    let rooms = server
+        .get("/_matrix/client/v3/joined_rooms", &alice)
+        .await
+        .assert_ok();
+    assert_eq!(rooms["joined_rooms"], json!([room]));
+    // Custom state with a state key, and state that must be an object.
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.example.custom/key1"),
+            &alice,
+            json!({"v": 1}),
+        )
+        .await
+        .assert_ok();
+    let custom = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.example.custom/key1"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(custom, json!({"v": 1}));
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.example.custom/key2"),
+            &alice,
+            json!([1]),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/"),
+            &alice,
+            json!({"alias": "#unknown:test.example"}),
+        )
+        .await
+        .assert_error(400, "M_BAD_STATE");
+}
+
+#[tokio::test]
+async fn aliases_and_the_directory() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"room_alias_name": "Lobby", "visibility": "public", "name": "The Lobby", "topic": "hi"}))
+        .await;
+    let alias = encode("#Lobby:test.example");
+    let resolved = server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v3/directory/room/{alias}"),
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(resolved["room_id"], room);
+    server
+        .create_room_expect_error(
+            &alice,
+            json!({"room_alias_name": "Lobby"}),
+            400,
+            "M_ROOM_IN_USE",
+        )
+        .await;
+    // Join by alias, add a second alias, list, delete.
+    server
+        .post(&format!("/_matrix/client/v3/join/{alias}"), &bob, json!({}))
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode("#second:test.example")
+            ),
+            &alice,
+            json!({"room_id": room}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode("#second:test.example")
+            ),
+            &alice,
+            json!({"room_id": room}),
+        )
+        .await
+        .assert_error(400, "M_ROOM_IN_USE");
+    let aliases = server
+        .get(&format!("/_matrix/client/v3/rooms/{room}/aliases"), &alice)
+        .await
+        .assert_ok();
+    assert_eq!(
+        aliases["aliases"],
+        json!(["#Lobby:test.example", "#second:test.example"])
+    );
+    server
+        .call(
+            Method::DELETE,
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode("#second:test.example")
+            ),
+            Some(&bob),
+            None,
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .call(
+            Method::DELETE,
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode("#second:test.example")
+            ),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    server
+        .call(
+            Method::GET,
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode("#second:test.example")
+            ),
+            None,
+            None,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}",
+                encode("#missing:test.example")
+            ),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // The public directory lists the room with its name and member count.
+    let public = server
+        .call(Method::GET, "/_matrix/client/v3/publicRooms", None, None)
+        .await
+        .assert_ok();
+    assert_eq!(public["chunk"][0]["room_id"], room);
+    assert_eq!(public["chunk"][0]["name"], "The Lobby");
+    assert_eq!(public["chunk"][0]["num_joined_members"], 2);
+    let searched = server
+        .post(
+            "/_matrix/client/v3/publicRooms",
+            &bob,
+            json!({"filter": {"generic_search_term": "nothing-like-it"}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(searched["chunk"], json!([]));
+    server
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{room}"),
+            &bob,
+            json!({"visibility": "private"}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{room}"),
+            &alice,
+            json!({"visibility": "private"}),
+        )
+        .await
+        .assert_ok();
+    let visibility = server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v3/directory/list/room/{room}"),
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(visibility["visibility"], "private");
+}
+
+#[tokio::test]
+async fn leave_and_forget() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_error(400, "M_BAD_STATE");
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let sync = server
+        .sync(
+            &alice,
+            &format!(
+                "filter={}",
+                common::query_encode(r#"{"room":{"include_leave":true}}"#)
+            ),
+        )
+        .await;
+    assert!(sync["rooms"]["leave"].get(&room).is_some(), "{sync}");
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let sync = server
+        .sync(
+            &alice,
+            &format!(
+                "filter={}",
+                common::query_encode(r#"{"room":{"include_leave":true}}"#)
+            ),
+        )
+        .await;
+    assert!(sync["rooms"]["leave"].get(&room).is_none(), "{sync}");
+}
+
+#[tokio::test]
+async fn sending_is_rate_limited_per_user() {
+    let server = TestServer::with_config(|c| {
+        c.rate_limits.message = causeway_config::RateLimit {
+            per_second: 0.01,
+            burst: 3,
+        }
+    })
+    .await;
+    let (_, alice) = server.register("alice").await;
+    // Creating the room takes one action.
+    let room = server.create_room(&alice, json!({})).await;
+    server.send_text(&alice, &room, "1", "a").await.assert_ok();
+    server.send_text(&alice, &room, "2", "b").await.assert_ok();
+    let limited = server.send_text(&alice, &room, "3", "c").await;
+    limited.assert_error(429, "M_LIMIT_EXCEEDED");
+    assert!(limited.json()["retry_after_ms"].as_u64().unwrap() > 0);
+    // A retry of an acknowledged transaction is not limited.
+    server.send_text(&alice, &room, "2", "b").await.assert_ok();
+    let (_, bob) = server.register("bob").await;
+    server.create_room(&bob, json!({})).await;
+}
+
+trait CreateRoomError {
+    async fn create_room_expect_error(&self, token: &str, body: Value, status: u16, errcode: &str);
+}
+
+impl CreateRoomError for TestServer {
+    async fn create_room_expect_error(&self, token: &str, body: Value, status: u16, errcode: &str) {
+        self.post("/_matrix/client/v3/createRoom", token, body)
+            .await
+            .assert_error(status, errcode);
+    }
+}

@@ -1,0 +1,670 @@
+//! Sync, ephemeral data, account data, filters, push rules, presence and media.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, bodies, encode, query_encode};
+use http::Method;
+use serde_json::{Value, json};
+
+fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Value {
+    &sync["rooms"]["join"][room]["timeline"]["events"]
+}
+
+#[tokio::test]
+async fn incremental_sync_returns_only_what_is_new() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({"name": "R"})).await;
+    let initial = server.sync(&alice, "").await;
+    let state_or_timeline: Vec<&str> = timeline(&initial, &room)
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(
+            initial["rooms"]["join"][&room]["state"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        state_or_timeline.contains(&"m.room.create"),
+        "{state_or_timeline:?}"
+    );
+    assert!(
+        state_or_timeline.contains(&"m.room.name"),
+        "{state_or_timeline:?}"
+    );
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    server
+        .send_text(&alice, &room, "1", "new one")
+        .await
+        .assert_ok();
+    let next = server.sync(&alice, &format!("since={since}")).await;
+    assert_eq!(bodies(timeline(&next, &room)), vec!["new one"]);
+    // `limited` is false, which may be left out.
+    assert_ne!(next["rooms"]["join"][&room]["timeline"]["limited"], true);
+    // The sender's transaction id comes back to its own device.
+    assert_eq!(timeline(&next, &room)[0]["unsigned"]["transaction_id"], "1");
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+
+    // Nothing new: an immediate empty answer with timeout 0.
+    let empty = server
+        .sync(&alice, &format!("since={since}&timeout=0"))
+        .await;
+    assert!(empty["rooms"]["join"].get(&room).is_none(), "{empty}");
+    assert_eq!(empty["next_batch"], since);
+
+    // A gap larger than the limit is reported as limited with a usable prev_batch.
+    for i in 0..15 {
+        server
+            .send_text(&alice, &room, &format!("g{i}"), &format!("gap {i}"))
+            .await
+            .assert_ok();
+    }
+    let gapped = server.sync(&alice, &format!("since={since}")).await;
+    let joined = &gapped["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    assert_eq!(bodies(&joined["timeline"]["events"]).len(), 10);
+    assert_eq!(bodies(&joined["timeline"]["events"])[9], "gap 14");
+    let prev = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let earlier = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={prev}&limit=5"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        bodies(&earlier["chunk"]),
+        vec!["gap 4", "gap 3", "gap 2", "gap 1", "gap 0"]
+    );
+
+    server
+        .get("/_matrix/client/v3/sync?since=bogus", &alice)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn a_send_wakes_a_waiting_sync() {
+    let server = std::sync::Arc::new(TestServer::new().await);
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let since = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = {
+        let server = server.clone();
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            server
+                .sync(&bob, &format!("since={since}&timeout=20000"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the sync answered before anything happened"
+    );
+    server
+        .send_text(&alice, &room, "w", "wake up")
+        .await
+        .assert_ok();
+    let woken = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the sync was not woken by the send")
+        .unwrap();
+    assert_eq!(bodies(timeline(&woken, &room)), vec!["wake up"]);
+}
+
+#[tokio::test]
+async fn lazy_loading_members_and_filters() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let (_, token) = server.register(&format!("user{i}")).await;
+        server
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                &token,
+                json!({}),
+            )
+            .await
+            .assert_ok();
+        tokens.push(token);
+    }
+    for i in 0..12 {
+        server
+            .send_text(&alice, &room, &format!("m{i}"), &format!("text {i}"))
+            .await
+            .assert_ok();
+    }
+    let filter = json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 3}}});
+    let created = server
+        .post(
+            &format!("/_matrix/client/v3/user/{alice_id}/filter"),
+            &alice,
+            filter.clone(),
+        )
+        .await
+        .assert_ok();
+    let filter_id = created["filter_id"].as_str().unwrap().to_owned();
+    let stored = server
+        .get(
+            &format!("/_matrix/client/v3/user/{alice_id}/filter/{filter_id}"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(stored["room"]["timeline"]["limit"], 3);
+    for query in [
+        format!("filter={filter_id}"),
+        format!("filter={}", query_encode(&filter.to_string())),
+    ] {
+        let sync = server.sync(&alice, &query).await;
+        let joined = &sync["rooms"]["join"][&room];
+        assert_eq!(joined["timeline"]["events"].as_array().unwrap().len(), 3);
+        let members: Vec<&str> = joined["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| e["state_key"].as_str().unwrap())
+            .collect();
+        // Only Alice (the sender of the timeline and the syncing user), not the five others.
+        assert_eq!(members, vec![alice_id.as_str()]);
+        assert_eq!(joined["summary"]["m.joined_member_count"], 6);
+    }
+    server
+        .get(
+            &format!("/_matrix/client/v3/user/{alice_id}/filter/999"),
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get("/_matrix/client/v3/sync?filter=999", &alice)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn typing_receipts_and_read_markers() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let since = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{alice_id}"),
+            &alice,
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await
+        .assert_ok();
+    let sync = server.sync(&bob, &format!("since={since}")).await;
+    let ephemeral = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
+    let typing = ephemeral
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.typing")
+        .unwrap();
+    assert_eq!(typing["content"]["user_ids"], json!([alice_id]));
+    // Someone else's typing state cannot be set.
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{alice_id}"),
+            &bob,
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    let message = server
+        .send_text(&alice, &room, "r", "read me")
+        .await
+        .assert_ok();
+    let event_id = message["event_id"].as_str().unwrap();
+    server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                encode(event_id)
+            ),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/read_markers"),
+            &bob,
+            json!({"m.fully_read": event_id, "m.read.private": event_id}),
+        )
+        .await
+        .assert_ok();
+    let alice_sync = server.sync(&alice, &format!("since={since}")).await;
+    let receipts = alice_sync["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .unwrap()
+        .clone();
+    assert!(receipts["content"][event_id]["m.read"][&bob_id]["ts"].is_u64());
+    // Bob's private receipt is not shown to Alice.
+    assert!(
+        receipts["content"][event_id]
+            .get("m.read.private")
+            .is_none()
+    );
+    let bob_sync = server.sync(&bob, &format!("since={since}")).await;
+    let fully_read = bob_sync["rooms"]["join"][&room]["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.fully_read")
+        .unwrap()
+        .clone();
+    assert_eq!(fully_read["content"]["event_id"], event_id);
+    server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                encode("$nope")
+            ),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn account_data_and_push_rules() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    let since = server.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{alice_id}/account_data/m.direct"),
+            &alice,
+            json!({"@bob:test.example": [room]}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{alice_id}/rooms/{room}/account_data/m.tag"),
+            &alice,
+            json!({"tags": {"u.work": {}}}),
+        )
+        .await
+        .assert_ok();
+    let direct = server
+        .get(
+            &format!("/_matrix/client/v3/user/{alice_id}/account_data/m.direct"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(direct["@bob:test.example"], json!([room]));
+    let sync = server.sync(&alice, &format!("since={since}")).await;
+    assert!(
+        sync["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.direct")
+    );
+    assert!(
+        sync["rooms"]["join"][&room]["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.tag")
+    );
+    server
+        .get(
+            &format!("/_matrix/client/v3/user/{alice_id}/account_data/m.unknown"),
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // Push rules: the specification's defaults, editable.
+    let rules = server
+        .get("/_matrix/client/v3/pushrules/", &alice)
+        .await
+        .assert_ok();
+    assert!(
+        rules["global"]["override"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == ".m.rule.master")
+    );
+    assert!(
+        rules["global"]["underride"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == ".m.rule.message")
+    );
+    server
+        .put(
+            "/_matrix/client/v3/pushrules/global/room/!r:test.example",
+            &alice,
+            json!({"actions": []}),
+        )
+        .await
+        .assert_ok();
+    let rule = server
+        .get(
+            "/_matrix/client/v3/pushrules/global/room/!r:test.example",
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(rule["rule_id"], "!r:test.example");
+    server
+        .put(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled",
+            &alice,
+            json!({"enabled": true}),
+        )
+        .await
+        .assert_ok();
+    let enabled = server
+        .get(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled",
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(enabled["enabled"], true);
+    server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/pushrules/global/room/!r:test.example",
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    server
+        .get(
+            "/_matrix/client/v3/pushrules/global/room/!r:test.example",
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .call(
+            Method::DELETE,
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master",
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn presence_is_set_read_and_synced() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (_, stranger) = server.register("stranger").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let since = server.sync(&bob, "set_presence=offline").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .put(
+            &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+            &alice,
+            json!({"presence": "unavailable", "status_msg": "lunch"}),
+        )
+        .await
+        .assert_ok();
+    let presence = server
+        .get(
+            &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+            &bob,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(presence["presence"], "unavailable");
+    assert_eq!(presence["status_msg"], "lunch");
+    server
+        .get(
+            &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+            &stranger,
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .put(
+            &format!("/_matrix/client/v3/presence/{alice_id}/status"),
+            &bob,
+            json!({"presence": "online"}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let sync = server
+        .sync(&bob, &format!("since={since}&set_presence=offline"))
+        .await;
+    let event = sync["presence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["sender"] == alice_id)
+        .unwrap()
+        .clone();
+    assert_eq!(event["content"]["presence"], "unavailable");
+}
+
+fn tiny_png() -> Vec<u8> {
+    let mut image = image::RgbImage::new(64, 32);
+    for (x, _, pixel) in image.enumerate_pixels_mut() {
+        *pixel = image::Rgb([(x * 4) as u8, 0, 200]);
+    }
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encoding a PNG in memory");
+    bytes
+}
+
+#[tokio::test]
+async fn media_upload_download_and_thumbnails() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let upload = server
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload?filename=report%20final.pdf",
+            Some(&alice),
+            Some("application/pdf"),
+            b"%PDF-1.4 hello".to_vec(),
+        )
+        .await
+        .assert_ok();
+    let uri = upload["content_uri"].as_str().unwrap();
+    let (server_name, media_id) = uri.strip_prefix("mxc://").unwrap().split_once('/').unwrap();
+    assert_eq!(server_name, "test.example");
+    let download = server
+        .get(
+            &format!("/_matrix/client/v1/media/download/{server_name}/{media_id}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body, b"%PDF-1.4 hello");
+    assert_eq!(download.headers["content-type"], "application/pdf");
+    let disposition = download.headers["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    assert!(
+        disposition.contains("report final.pdf") || disposition.contains("report%20final.pdf"),
+        "{disposition}"
+    );
+    // Authenticated media needs a token; the legacy path does not.
+    server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v1/media/download/{server_name}/{media_id}"),
+            None,
+            None,
+        )
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+    let legacy = server
+        .call(
+            Method::GET,
+            &format!("/_matrix/media/v3/download/{server_name}/{media_id}/other.pdf"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(legacy.body, b"%PDF-1.4 hello");
+    assert!(
+        legacy.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("other.pdf")
+    );
+
+    // Thumbnails of an image.
+    let png = server
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            Some(&alice),
+            Some("image/png"),
+            tiny_png(),
+        )
+        .await
+        .assert_ok();
+    let png_id = png["content_uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let thumb = server
+        .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=scale"), &alice)
+        .await;
+    assert_eq!(
+        thumb.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&thumb.body)
+    );
+    assert_eq!(thumb.headers["content-type"], "image/png");
+    let decoded = image::load_from_memory(&thumb.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (16, 8));
+    let cropped = server
+        .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=crop"), &alice)
+        .await;
+    let decoded = image::load_from_memory(&cropped.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (16, 16));
+    server
+        .get(
+            &format!(
+                "/_matrix/client/v1/media/thumbnail/test.example/{media_id}?width=16&height=16"
+            ),
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // Limits and unknown media.
+    let config = server
+        .get("/_matrix/client/v1/media/config", &alice)
+        .await
+        .assert_ok();
+    assert_eq!(config["m.upload.size"], 256 * 1024);
+    server
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            Some(&alice),
+            Some("application/octet-stream"),
+            vec![0; 300 * 1024],
+        )
+        .await
+        .assert_error(413, "M_TOO_LARGE");
+    server
+        .get(
+            "/_matrix/client/v1/media/download/test.example/doesnotexist",
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get(
+            "/_matrix/client/v1/media/download/test.example/..%2F..%2Fetc%2Fpasswd",
+            &alice,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
