@@ -4,7 +4,7 @@
 //! Events of one room are appended in order under that room's lock; rooms are independent of
 //! each other. The stream position is published after the commit, which wakes waiting syncs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
@@ -72,12 +72,39 @@ pub struct Appended {
     pub stream_ordering: Option<i64>,
 }
 
+/// How many recent client transactions the engine remembers (see [`RecentTransactions`]).
+const RECENT_TRANSACTIONS: usize = 10_000;
+
+type TransactionKey = (String, String, String);
+
+/// The transactions appended lately. Handlers look a transaction id up in the store before
+/// they append; this catches the duplicate that raced past that look-up and waited for the
+/// room lock while the first copy was appended.
+#[derive(Default)]
+struct RecentTransactions {
+    events: HashMap<TransactionKey, OwnedEventId>,
+    order: VecDeque<TransactionKey>,
+}
+
+impl RecentTransactions {
+    fn remember(&mut self, key: TransactionKey, event_id: OwnedEventId) {
+        if self.order.len() >= RECENT_TRANSACTIONS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.events.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.events.insert(key, event_id);
+    }
+}
+
 /// The room engine.
 pub struct Rooms {
     store: Store,
     server_name: OwnedServerName,
     key: Arc<Ed25519KeyPair>,
     rooms: std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomCache>>>>>,
+    recent_transactions: std::sync::Mutex<RecentTransactions>,
 }
 
 impl Rooms {
@@ -87,6 +114,21 @@ impl Rooms {
             server_name,
             key,
             rooms: std::sync::Mutex::new(HashMap::new()),
+            recent_transactions: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Drops the map entry of a room that failed to load (an unknown room id), so that
+    /// requests naming random rooms do not grow the map.
+    fn forget_unloaded(&self, room_id: &RoomId) {
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = rooms.get(room_id)
+            && entry.try_lock().is_ok_and(|cache| cache.is_none())
+        {
+            rooms.remove(room_id);
         }
     }
 
@@ -180,34 +222,35 @@ impl Rooms {
         room_id: &RoomId,
         event: NewLocalEvent<'_>,
     ) -> Result<Appended, Error> {
-        if let Some((device, txn)) = event.transaction
-            && let Some(existing) = self
-                .store
-                .transaction_event(event.sender.as_str(), device, txn)
-                .await?
-        {
-            return Ok(Appended {
-                event_id: parse_event_id(&existing)?,
-                stream_ordering: None,
-            });
-        }
         let lock = self.room_lock(room_id);
         let mut guard = lock.lock().await;
         if guard.is_none() {
-            *guard = Some(self.load(room_id).await?);
+            match self.load(room_id).await {
+                Ok(cache) => *guard = Some(cache),
+                Err(error) => {
+                    drop(guard);
+                    self.forget_unloaded(room_id);
+                    return Err(error);
+                }
+            }
         }
         let Some(cache) = guard.as_mut() else {
             return Err(Error::Internal("room cache vanished".into()));
         };
-        // A concurrent request with the same transaction id may have won the lock first.
-        if let Some((device, txn)) = event.transaction
-            && let Some(existing) = self
-                .store
-                .transaction_event(event.sender.as_str(), device, txn)
-                .await?
+        let transaction_key = event
+            .transaction
+            .map(|(device, txn)| (event.sender.to_string(), device.to_owned(), txn.to_owned()));
+        if let Some(key) = &transaction_key
+            && let Some(event_id) = self
+                .recent_transactions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .events
+                .get(key)
+                .cloned()
         {
             return Ok(Appended {
-                event_id: parse_event_id(&existing)?,
+                event_id,
                 stream_ordering: None,
             });
         }
@@ -273,9 +316,6 @@ impl Rooms {
         if let Some(target) = &redacts {
             self.check_redaction(room_id, cache, &pdu, target).await?;
         }
-        let transaction = event
-            .transaction
-            .map(|(device, txn)| (event.sender.to_string(), device.to_owned(), txn.to_owned()));
         let membership = pdu
             .content_value()
             .get("membership")
@@ -286,12 +326,18 @@ impl Rooms {
                 room_id,
                 cache,
                 pdu.clone(),
-                transaction,
+                transaction_key.clone(),
                 (event_type == "m.room.member")
                     .then_some(membership.as_deref())
                     .flatten(),
             )
             .await?;
+        if let Some(key) = transaction_key {
+            self.recent_transactions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remember(key, pdu.event_id.clone());
+        }
         if let Some(target) = redacts {
             self.apply_redaction(cache, &pdu, &target).await?;
         }
@@ -469,12 +515,33 @@ impl Rooms {
         let lock = self.room_lock(room_id);
         let mut guard = lock.lock().await;
         if guard.is_none() {
-            *guard = Some(self.load(room_id).await?);
+            match self.load(room_id).await {
+                Ok(cache) => *guard = Some(cache),
+                Err(error) => {
+                    drop(guard);
+                    self.forget_unloaded(room_id);
+                    return Err(error);
+                }
+            }
         }
         match guard.as_ref() {
             Some(cache) => Ok(read(cache)),
             None => Err(Error::Internal("room cache vanished".into())),
         }
+    }
+
+    /// The event a client transaction id already produced.
+    pub async fn transaction_event(
+        &self,
+        sender: &UserId,
+        device: &str,
+        txn: &str,
+    ) -> Result<Option<OwnedEventId>, Error> {
+        self.store
+            .transaction_event(sender.as_str(), device, txn)
+            .await?
+            .map(|id| parse_event_id(&id))
+            .transpose()
     }
 
     /// Whether the room exists on this server.
@@ -516,6 +583,33 @@ impl Rooms {
                 .and_then(|id| cache.state_events.get(&id).cloned())
         })
         .await
+    }
+
+    /// A user's membership in the current state of a room; `None` for an unknown room.
+    pub async fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<Option<String>, Error> {
+        let read = self
+            .with_cache(room_id, |cache| {
+                cache
+                    .state
+                    .get(&("m.room.member".to_owned(), user_id.to_string()))
+                    .and_then(|id| EventId::parse(id).ok())
+                    .and_then(|id| cache.state_events.get(&id))
+                    .and_then(|pdu| {
+                        pdu.content_value()
+                            .get("membership")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+            })
+            .await;
+        match read {
+            Err(Error::NotFound(_)) => Ok(None),
+            other => other,
+        }
     }
 
     /// The power levels in the current state.

@@ -88,6 +88,25 @@ impl TestServer {
         }
     }
 
+    /// A server on the PostgreSQL named by `CAUSEWAY_TEST_POSTGRES_URL`, in a fresh schema;
+    /// `None` when that is not set.
+    pub async fn postgres() -> Option<TestServer> {
+        let base = std::env::var("CAUSEWAY_TEST_POSTGRES_URL").ok()?;
+        sqlx::any::install_default_drivers();
+        let schema = format!("causeway_api_{}_{}", std::process::id(), rand_suffix());
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("creating a schema");
+        admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(TestServer::with_config(move |config| config.database.url = Some(url)).await)
+    }
+
     pub async fn raw(
         &self,
         method: Method,
@@ -215,4 +234,11 @@ pub fn query_encode(value: &str) -> String {
             }
         })
         .collect()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

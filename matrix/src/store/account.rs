@@ -1,9 +1,55 @@
 //! Accounts, devices and access tokens.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError, now_ms};
+
+/// How long a looked-up access token is trusted without asking the database again. Tokens
+/// revoked by this process are forgotten at once; revocations by another process (the
+/// `causeway user` commands) take effect within this time.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Recently used access tokens, so that a request does not cost a query to authenticate.
+#[derive(Default)]
+pub(super) struct TokenCache {
+    entries: std::sync::Mutex<HashMap<String, (AccessTokenInfo, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, token: &str) -> Option<AccessTokenInfo> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(token)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(info, _)| info.clone())
+    }
+
+    fn insert(&self, token: &str, info: &AccessTokenInfo) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= 50_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        entries.insert(token.to_owned(), (info.clone(), Instant::now()));
+    }
+
+    /// Forgets every cached token of a user.
+    fn forget_user(&self, user_id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (info, _)| info.user_id != user_id);
+    }
+}
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +183,7 @@ impl Store {
 
     /// Marks the account deactivated, removes its password, devices and tokens.
     pub async fn deactivate_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        self.tokens.forget_user(user_id);
         let mut transaction = self.pool().begin().await?;
         let result = sqlx::query(
             "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
@@ -153,6 +200,8 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        // A lookup racing the deletion may have cached a token again.
+        self.tokens.forget_user(user_id);
         Ok(result.rows_affected() == 1)
     }
 
@@ -165,6 +214,7 @@ impl Store {
         token: &str,
         ip: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.tokens.forget_user(user_id);
         let mut transaction = self.pool().begin().await?;
         // Logging in again with an existing device id replaces the device's old tokens.
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
@@ -192,10 +242,15 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        // A lookup racing the deletion may have cached a token again.
+        self.tokens.forget_user(user_id);
         Ok(())
     }
 
     pub async fn access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, StoreError> {
+        if let Some(info) = self.tokens.get(token) {
+            return Ok(Some(info));
+        }
         let row = sqlx::query(
             "SELECT t.user_id, t.device_id, u.deactivated FROM access_tokens t \
              JOIN users u ON u.user_id = t.user_id WHERE t.token = $1",
@@ -203,18 +258,24 @@ impl Store {
         .bind(token)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| -> Result<AccessTokenInfo, StoreError> {
-            Ok(AccessTokenInfo {
-                user_id: row.try_get("user_id")?,
-                device_id: row.try_get("device_id")?,
-                deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+        let info = row
+            .map(|row| -> Result<AccessTokenInfo, StoreError> {
+                Ok(AccessTokenInfo {
+                    user_id: row.try_get("user_id")?,
+                    device_id: row.try_get("device_id")?,
+                    deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(info) = &info {
+            self.tokens.insert(token, info);
+        }
+        Ok(info)
     }
 
     /// Deletes a device and every token of it.
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        self.tokens.forget_user(user_id);
         let mut transaction = self.pool().begin().await?;
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
@@ -227,6 +288,8 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        // A lookup racing the deletion may have cached a token again.
+        self.tokens.forget_user(user_id);
         Ok(result.rows_affected() == 1)
     }
 
@@ -237,6 +300,7 @@ impl Store {
         keep: Option<&str>,
     ) -> Result<(), StoreError> {
         let keep = keep.unwrap_or("");
+        self.tokens.forget_user(user_id);
         let mut transaction = self.pool().begin().await?;
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id)
@@ -249,6 +313,8 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        // A lookup racing the deletion may have cached a token again.
+        self.tokens.forget_user(user_id);
         Ok(())
     }
 

@@ -58,6 +58,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     stream: Arc<StreamState>,
+    tokens: Arc<account::TokenCache>,
 }
 
 struct StreamState {
@@ -130,10 +131,13 @@ impl Store {
                 Box::pin(async move {
                     // WAL with synchronous=NORMAL keeps every committed transaction across a
                     // crash of the process; foreign writers wait instead of failing.
+                    // A 1 MiB page cache per connection: the hot data is small, and the
+                    // operating system caches the file as well.
                     connection
                         .execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA cache_size = -1024;",
                         )
                         .await?;
                     Ok(())
@@ -150,6 +154,7 @@ impl Store {
                 writer: Mutex::new(()),
                 visible: watch::channel(0).0,
             }),
+            tokens: Arc::default(),
         };
         let position = store.max_stream_position().await?;
         store.stream.allocated.store(position, Ordering::SeqCst);

@@ -122,9 +122,14 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
 async fn password_uiaa(
     services: &Services,
     user_id: &UserId,
-    password_hash: Option<&str>,
     auth: Option<&AuthData>,
 ) -> Result<(), Error> {
+    let user = services
+        .store
+        .user(user_id.as_str())
+        .await?
+        .ok_or(Error::UnknownToken)?;
+    let password_hash = user.password_hash.as_deref();
     let mut auth_error = None;
     if let Some(AuthData::Password(password)) = auth {
         let claimed = match &password.identifier {
@@ -355,18 +360,7 @@ pub async fn change_password_route(
     request: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response, Error> {
     let sender = request.sender()?;
-    let user = services
-        .store
-        .user(sender.user_id.as_str())
-        .await?
-        .ok_or(Error::UnknownToken)?;
-    password_uiaa(
-        &services,
-        &sender.user_id,
-        user.password_hash.as_deref(),
-        request.body.auth.as_ref(),
-    )
-    .await?;
+    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
     if request.body.new_password.is_empty() {
         return Err(Error::WeakPassword(
             "the new password must not be empty".into(),
@@ -392,18 +386,7 @@ pub async fn deactivate_route(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response, Error> {
     let sender = request.sender()?.clone();
-    let user = services
-        .store
-        .user(sender.user_id.as_str())
-        .await?
-        .ok_or(Error::UnknownToken)?;
-    password_uiaa(
-        &services,
-        &sender.user_id,
-        user.password_hash.as_deref(),
-        request.body.auth.as_ref(),
-    )
-    .await?;
+    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
     crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
     services
         .store
@@ -486,18 +469,7 @@ pub async fn delete_device_route(
     {
         return Err(Error::NotFound("no such device".into()));
     }
-    let user = services
-        .store
-        .user(sender.user_id.as_str())
-        .await?
-        .ok_or(Error::UnknownToken)?;
-    password_uiaa(
-        &services,
-        &sender.user_id,
-        user.password_hash.as_deref(),
-        request.body.auth.as_ref(),
-    )
-    .await?;
+    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
     services
         .store
         .delete_device(sender.user_id.as_str(), request.body.device_id.as_str())

@@ -27,8 +27,8 @@ pub async fn require_joined(
     user_id: &UserId,
 ) -> Result<(), Error> {
     match services
-        .store
-        .membership(room_id.as_str(), user_id.as_str())
+        .rooms
+        .membership(room_id, user_id)
         .await?
         .as_deref()
     {
@@ -187,19 +187,16 @@ pub async fn send_message_event_route(
             "{event_type} cannot be sent with /send"
         )));
     }
-    if let Some(existing) = services
-        .store
+    if let Some(event_id) = services
+        .rooms
         .transaction_event(
-            sender.user_id.as_str(),
+            &sender.user_id,
             sender.device_id.as_str(),
             body.txn_id.as_str(),
         )
         .await?
     {
-        return Ok(send_message_event::v3::Response::new(
-            ruma::EventId::parse(existing)
-                .map_err(|e| Error::Internal(format!("stored event id: {e}")))?,
-        ));
+        return Ok(send_message_event::v3::Response::new(event_id));
     }
     services.limits.message.check(sender.user_id.as_str())?;
     require_joined(&services, &body.room_id, &sender.user_id).await?;
@@ -219,19 +216,16 @@ pub async fn redact_event_route(
 ) -> Result<redact_event::v3::Response, Error> {
     let sender = request.sender()?;
     let body = &request.body;
-    if let Some(existing) = services
-        .store
+    if let Some(event_id) = services
+        .rooms
         .transaction_event(
-            sender.user_id.as_str(),
+            &sender.user_id,
             sender.device_id.as_str(),
             body.txn_id.as_str(),
         )
         .await?
     {
-        return Ok(redact_event::v3::Response::new(
-            ruma::EventId::parse(existing)
-                .map_err(|e| Error::Internal(format!("stored event id: {e}")))?,
-        ));
+        return Ok(redact_event::v3::Response::new(event_id));
     }
     services.limits.message.check(sender.user_id.as_str())?;
     require_joined(&services, &body.room_id, &sender.user_id).await?;

@@ -1,0 +1,95 @@
+//! The `causeway` command line: configuration helpers and account administration.
+
+use std::process::Command;
+
+fn causeway(config: Option<&std::path::Path>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_causeway"));
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .env_remove("CAUSEWAY_CONFIG")
+        .env_remove("CAUSEWAY_PASSWORD");
+    command.args(args).output().expect("running causeway")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn config_example_is_the_documented_default() {
+    let output = causeway(None, &["config", "example"]);
+    assert!(output.status.success());
+    assert_eq!(text(&output.stdout), causeway_config::EXAMPLE);
+}
+
+#[test]
+fn a_broken_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("causeway.toml");
+    std::fs::write(&path, "[client_api]\nbind = \"not an address\"\n").unwrap();
+    let output = causeway(Some(&path), &["serve"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("`client_api.bind`"), "{stderr}");
+    assert!(stderr.contains("causeway.toml"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    std::fs::write(&path, "[server]\nname = \"example.org\"\nunknown = 1\n").unwrap();
+    let stderr = text(&causeway(Some(&path), &["config", "check"]).stderr);
+    assert!(stderr.contains("`server.unknown`"), "{stderr}");
+}
+
+#[test]
+fn user_administration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("causeway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nname = \"admin.test\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let added = causeway(Some(&path), &["user", "add", "Alice", "--password", "pw1"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(text(&added.stdout).contains("@alice:admin.test"));
+    let again = causeway(Some(&path), &["user", "add", "alice", "--password", "pw"]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("already exists"));
+    let reserved = causeway(Some(&path), &["user", "add", "_xmpp_x", "--password", "pw"]);
+    assert!(!reserved.status.success());
+    causeway(
+        Some(&path),
+        &["user", "add", "root", "--password", "pw", "--admin"],
+    );
+    let reset = causeway(
+        Some(&path),
+        &[
+            "user",
+            "reset-password",
+            "@alice:admin.test",
+            "--password",
+            "pw2",
+        ],
+    );
+    assert!(reset.status.success(), "{}", text(&reset.stderr));
+    let missing = causeway(
+        Some(&path),
+        &["user", "reset-password", "nobody", "--password", "x"],
+    );
+    assert!(!missing.status.success());
+    let deactivated = causeway(Some(&path), &["user", "deactivate", "alice"]);
+    assert!(
+        deactivated.status.success(),
+        "{}",
+        text(&deactivated.stderr)
+    );
+    let list = text(&causeway(Some(&path), &["user", "list"]).stdout);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        vec!["@alice:admin.test\tdeactivated", "@root:admin.test\tadmin"]
+    );
+}
