@@ -14,7 +14,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::Services;
 use crate::error::Error;
-use client::{account, discovery, ephemeral, media, membership, message, room, sync, user_data};
+use client::{
+    account, discovery, ephemeral, keys, media, membership, message, room, sync, user_data,
+};
 use ruma_wrapper::route;
 
 /// The client-server API router.
@@ -100,6 +102,14 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, user_data::get_pushrule_actions_route);
     let router = route(router, user_data::set_pushrule_actions_route);
     let router = route(router, user_data::get_pushers_route);
+    // End-to-end encryption.
+    let router = route(router, keys::upload_keys_route);
+    let router = route(router, keys::get_keys_route);
+    let router = route(router, keys::claim_keys_route);
+    let router = route(router, keys::get_key_changes_route);
+    let router = route(router, keys::upload_signing_keys_route);
+    let router = route(router, keys::upload_signatures_route);
+    let router = route(router, keys::send_event_to_device_route);
     // Media.
     let router = route(router, media::create_content_route);
     let router = route(router, media::get_content_route);

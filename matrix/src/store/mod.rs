@@ -9,6 +9,7 @@
 //! in order and a reader that has seen position `n` has seen everything below it.
 
 mod account;
+mod e2ee;
 mod events;
 mod misc;
 mod rooms;
@@ -23,6 +24,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
+pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use rooms::{MembershipRow, RoomRecord};
@@ -191,7 +193,14 @@ impl Store {
 
     async fn max_stream_position(&self) -> Result<i64, StoreError> {
         let mut max = 0;
-        for table in ["events", "account_data", "receipts", "presence"] {
+        for table in [
+            "events",
+            "account_data",
+            "receipts",
+            "presence",
+            "device_list_updates",
+            "to_device_messages",
+        ] {
             let query = format!("SELECT COALESCE(MAX(stream_ordering), 0) FROM {table}");
             let value: i64 = sqlx::query_scalar(AssertSqlSafe(query))
                 .fetch_one(&self.pool)

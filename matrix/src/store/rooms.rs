@@ -182,6 +182,27 @@ impl Store {
         .await?)
     }
 
+    /// Members of a room whose membership changed in `(after, until]`: `(user, membership)`.
+    pub async fn membership_changes_since(
+        &self,
+        room_id: &str,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, membership FROM room_memberships WHERE room_id = $1 \
+             AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY user_id",
+        )
+        .bind(room_id)
+        .bind(after)
+        .bind(until)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("user_id")?, row.try_get("membership")?)))
+            .collect()
+    }
+
     /// Whether two users share a room in which both are joined.
     pub async fn share_a_room(&self, first: &str, second: &str) -> Result<bool, StoreError> {
         let count: i64 = sqlx::query_scalar(

@@ -119,7 +119,7 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
 }
 
 /// Asks for the user's password through user-interactive authentication.
-async fn password_uiaa(
+pub(crate) async fn password_uiaa(
     services: &Services,
     user_id: &UserId,
     auth: Option<&AuthData>,
@@ -323,10 +323,7 @@ pub async fn logout_route(
     request: Ruma<logout::v3::Request>,
 ) -> Result<logout::v3::Response, Error> {
     let sender = request.sender()?;
-    services
-        .store
-        .delete_device(sender.user_id.as_str(), sender.device_id.as_str())
-        .await?;
+    delete_devices(&services, &sender.user_id, &[sender.device_id.to_string()]).await?;
     Ok(logout::v3::Response::new())
 }
 
@@ -336,10 +333,14 @@ pub async fn logout_all_route(
     request: Ruma<logout_all::v3::Request>,
 ) -> Result<logout_all::v3::Response, Error> {
     let sender = request.sender()?;
-    services
+    let all: Vec<String> = services
         .store
-        .delete_devices_except(sender.user_id.as_str(), None)
-        .await?;
+        .devices(sender.user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|device| device.device_id)
+        .collect();
+    delete_devices(&services, &sender.user_id, &all).await?;
     Ok(logout_all::v3::Response::new())
 }
 
@@ -372,10 +373,15 @@ pub async fn change_password_route(
         .set_password_hash(sender.user_id.as_str(), &hash)
         .await?;
     if request.body.logout_devices {
-        services
+        let others: Vec<String> = services
             .store
-            .delete_devices_except(sender.user_id.as_str(), Some(sender.device_id.as_str()))
-            .await?;
+            .devices(sender.user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|device| device.device_id)
+            .filter(|device| device != sender.device_id.as_str())
+            .collect();
+        delete_devices(&services, &sender.user_id, &others).await?;
     }
     Ok(change_password::v3::Response::new())
 }
@@ -388,6 +394,14 @@ pub async fn deactivate_route(
     let sender = request.sender()?.clone();
     password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
     crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
+    let all: Vec<String> = services
+        .store
+        .devices(sender.user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|device| device.device_id)
+        .collect();
+    delete_devices(&services, &sender.user_id, &all).await?;
     services
         .store
         .deactivate_user(sender.user_id.as_str())
@@ -396,6 +410,25 @@ pub async fn deactivate_route(
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     ))
+}
+
+/// Deletes devices with their tokens, keys and undelivered messages.
+pub async fn delete_devices(
+    services: &Services,
+    user_id: &UserId,
+    device_ids: &[String],
+) -> Result<(), Error> {
+    for device_id in device_ids {
+        services
+            .store
+            .delete_device(user_id.as_str(), device_id)
+            .await?;
+        services
+            .store
+            .delete_device_keys(user_id.as_str(), device_id)
+            .await?;
+    }
+    Ok(())
 }
 
 fn device_response(record: DeviceRecord) -> device::Device {
@@ -470,9 +503,11 @@ pub async fn delete_device_route(
         return Err(Error::NotFound("no such device".into()));
     }
     password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
-    services
-        .store
-        .delete_device(sender.user_id.as_str(), request.body.device_id.as_str())
-        .await?;
+    delete_devices(
+        &services,
+        &sender.user_id,
+        &[request.body.device_id.to_string()],
+    )
+    .await?;
     Ok(delete_device::v3::Response::new())
 }

@@ -210,6 +210,40 @@ async fn compute(
         }
     }
 
+    // End-to-end encryption: to-device messages, device lists and key counts.
+    let device = crate::api::client::keys::device_sync_data(
+        services,
+        &sender.user_id,
+        sender.device_id.as_str(),
+        since.map(|s| s.position),
+        now.position,
+    )
+    .await?;
+    if !device.to_device.is_empty() || !device.changed.is_empty() || !device.left.is_empty() {
+        has_content = true;
+    }
+    for event in device.to_device {
+        response
+            .to_device
+            .events
+            .push(raw_event(json_object(event))?);
+    }
+    response.device_lists.changed = device.changed;
+    response.device_lists.left = device.left;
+    for (algorithm, count) in device.one_time_key_counts {
+        response.device_one_time_keys_count.insert(
+            algorithm.as_str().into(),
+            UInt::try_from(count.max(0) as u64).unwrap_or_default(),
+        );
+    }
+    response.device_unused_fallback_key_types = Some(
+        device
+            .unused_fallback
+            .iter()
+            .map(|algorithm| algorithm.as_str().into())
+            .collect(),
+    );
+
     // Global account data.
     for (room_id, data_type, content) in services
         .store

@@ -1,0 +1,405 @@
+//! End-to-end encryption support: keys are stored, queried, claimed and signed; to-device
+//! messages and device-list changes reach the right devices through sync.
+
+// The key helpers above the tests unwrap like the tests do.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::TestServer;
+use http::Method;
+use ruma::canonical_json::CanonicalJsonObject;
+use ruma::signatures::Ed25519KeyPair;
+use serde_json::{Value, json};
+
+/// A key pair whose key id is its own public key, as cross-signing keys are named.
+fn cross_signing_pair() -> (Ed25519KeyPair, String) {
+    let document = Ed25519KeyPair::generate();
+    let probe = Ed25519KeyPair::from_der(&document, "probe".into()).unwrap();
+    let public =
+        ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(probe.public_key().to_vec())
+            .encode();
+    (
+        Ed25519KeyPair::from_der(&document, public.clone()).unwrap(),
+        public,
+    )
+}
+
+fn sign(user_id: &str, key: &Ed25519KeyPair, value: Value) -> Value {
+    let mut object: CanonicalJsonObject = serde_json::from_value(value).unwrap();
+    ruma::signatures::sign_json(user_id, key, &mut object).unwrap();
+    serde_json::to_value(object).unwrap()
+}
+
+fn device_keys(user_id: &str, device_id: &str) -> Value {
+    json!({
+        "user_id": user_id,
+        "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device_id}"): "curve-key",
+            format!("ed25519:{device_id}"): "ed-key",
+        },
+        "signatures": {user_id: {format!("ed25519:{device_id}"): "device-self-signature"}},
+    })
+}
+
+#[tokio::test]
+async fn keys_are_uploaded_queried_and_claimed() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let alice_device = server
+        .get("/_matrix/client/v3/account/whoami", &alice)
+        .await
+        .assert_ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob_since = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Keys for another device are refused.
+    server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            &alice,
+            json!({"device_keys": device_keys(&alice_id, "OTHER")}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    let uploaded = server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            &alice,
+            json!({
+                "device_keys": device_keys(&alice_id, &alice_device),
+                "one_time_keys": {
+                    "signed_curve25519:AAAA": {"key": "one", "signatures": {}},
+                    "signed_curve25519:AAAB": {"key": "two", "signatures": {}},
+                },
+                "fallback_keys": {"signed_curve25519:FFFF": {"key": "fallback", "fallback": true, "signatures": {}}},
+            }),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(uploaded["one_time_key_counts"]["signed_curve25519"], 2);
+
+    // Bob learns that Alice's keys changed, and queries them.
+    let sync = server.sync(&bob, &format!("since={bob_since}")).await;
+    assert!(
+        sync["device_lists"]["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == &json!(alice_id)),
+        "{sync}"
+    );
+    let query = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &bob,
+            json!({"device_keys": {alice_id.clone(): []}}),
+        )
+        .await
+        .assert_ok();
+    let keys = &query["device_keys"][&alice_id][&alice_device];
+    assert_eq!(
+        keys["keys"][format!("curve25519:{alice_device}")],
+        "curve-key"
+    );
+    let remote = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &bob,
+            json!({"device_keys": {"@x:elsewhere.example": []}}),
+        )
+        .await
+        .assert_ok();
+    assert!(remote["failures"].get("elsewhere.example").is_some());
+
+    // Two one-time keys, then the fallback key.
+    let claim =
+        json!({"one_time_keys": {alice_id.clone(): {alice_device.clone(): "signed_curve25519"}}});
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        let response = server
+            .post("/_matrix/client/v3/keys/claim", &bob, claim.clone())
+            .await
+            .assert_ok();
+        let keys = response["one_time_keys"][&alice_id][&alice_device]
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(keys.len(), 1);
+        claimed.push(keys.keys().next().unwrap().clone());
+    }
+    assert_eq!(
+        claimed,
+        vec![
+            "signed_curve25519:AAAA",
+            "signed_curve25519:AAAB",
+            "signed_curve25519:FFFF"
+        ]
+    );
+    let alice_sync = server.sync(&alice, "").await;
+    assert!(
+        alice_sync["device_one_time_keys_count"]
+            .get("signed_curve25519")
+            .is_none_or(|c| c == 0)
+    );
+    assert_eq!(alice_sync["device_unused_fallback_key_types"], json!([]));
+    let changes = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/keys/changes?from={bob_since}&to={}",
+                alice_sync["next_batch"].as_str().unwrap()
+            ),
+            &bob,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(changes["changed"], json!([alice_id]));
+}
+
+#[tokio::test]
+async fn to_device_messages_are_delivered_once() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let since = server.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = json!({"messages": {alice_id.clone(): {"*": {"secret": "room key"}}}});
+    server
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/t1",
+            &bob,
+            message.clone(),
+        )
+        .await
+        .assert_ok();
+    // The same transaction again is not delivered twice.
+    server
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/t1",
+            &bob,
+            message,
+        )
+        .await
+        .assert_ok();
+    let first = server.sync(&alice, &format!("since={since}")).await;
+    let events = first["to_device"]["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{first}");
+    assert_eq!(events[0]["type"], "m.room_key_request");
+    assert_eq!(events[0]["content"]["secret"], "room key");
+    assert_eq!(events[0]["sender"], "@bob:test.example");
+    // Syncing from the next token acknowledges them.
+    let next = first["next_batch"].as_str().unwrap();
+    let second = server
+        .sync(&alice, &format!("since={next}&timeout=0"))
+        .await;
+    assert!(
+        second["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn cross_signing_and_signatures() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let device = server
+        .get("/_matrix/client/v3/account/whoami", &alice)
+        .await
+        .assert_ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            &alice,
+            json!({"device_keys": device_keys(&alice_id, &device)}),
+        )
+        .await
+        .assert_ok();
+    let (master, master_public) = cross_signing_pair();
+    let (self_signing, self_public) = cross_signing_pair();
+    let master_key = json!({
+        "user_id": alice_id, "usage": ["master"],
+        "keys": {format!("ed25519:{master_public}"): master_public},
+    });
+    let self_signing_key = sign(
+        &alice_id,
+        &master,
+        json!({
+            "user_id": alice_id, "usage": ["self_signing"],
+            "keys": {format!("ed25519:{self_public}"): self_public},
+        }),
+    );
+    // A key of the wrong usage is refused; the first upload needs no password.
+    server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            &alice,
+            json!({"master_key": {"user_id": alice_id, "usage": ["self_signing"], "keys": {"ed25519:x": "x"}}}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            &alice,
+            json!({"master_key": master_key, "self_signing_key": self_signing_key}),
+        )
+        .await
+        .assert_ok();
+    let query = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &alice,
+            json!({"device_keys": {alice_id.clone(): []}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(query["master_keys"][&alice_id]["usage"], json!(["master"]));
+    assert_eq!(
+        query["self_signing_keys"][&alice_id]["keys"][format!("ed25519:{self_public}")],
+        self_public
+    );
+
+    // Replacing the master key asks for the password.
+    let (_, other_public) = cross_signing_pair();
+    let replacement = server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            &alice,
+            json!({"master_key": {"user_id": alice_id, "usage": ["master"], "keys": {format!("ed25519:{other_public}"): other_public}}}),
+        )
+        .await;
+    assert_eq!(replacement.status, 401);
+    assert_eq!(
+        replacement.json()["flows"][0]["stages"][0],
+        "m.login.password"
+    );
+
+    // The self-signing key signs the device; the signature is verified and kept.
+    let stored = query["device_keys"][&alice_id][&device].clone();
+    let mut unsigned_copy = stored.as_object().unwrap().clone();
+    unsigned_copy.remove("unsigned");
+    unsigned_copy.remove("signatures");
+    let signed = sign(
+        &alice_id,
+        &self_signing,
+        Value::Object(unsigned_copy.clone()),
+    );
+    let result = server
+        .post(
+            "/_matrix/client/v3/keys/signatures/upload",
+            &alice,
+            json!({alice_id.clone(): {device.clone(): signed}}),
+        )
+        .await
+        .assert_ok();
+    assert!(
+        result["failures"].as_object().is_none_or(|f| f.is_empty()),
+        "{result}"
+    );
+    let query = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &alice,
+            json!({"device_keys": {alice_id.clone(): [device.clone()]}}),
+        )
+        .await
+        .assert_ok();
+    let signatures = &query["device_keys"][&alice_id][&device]["signatures"][&alice_id];
+    assert!(
+        signatures.get(format!("ed25519:{self_public}")).is_some(),
+        "{signatures}"
+    );
+    assert_eq!(
+        signatures[format!("ed25519:{device}")],
+        "device-self-signature"
+    );
+
+    // A forged signature is reported and not stored.
+    let mut forged = unsigned_copy;
+    forged.insert(
+        "signatures".into(),
+        json!({alice_id.clone(): {format!("ed25519:{self_public}"): "Zm9yZ2Vk"}}),
+    );
+    let result = server
+        .post(
+            "/_matrix/client/v3/keys/signatures/upload",
+            &alice,
+            json!({alice_id.clone(): {device.clone(): forged}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        result["failures"][&alice_id][&device]["errcode"],
+        "M_INVALID_SIGNATURE"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_device_removes_its_keys() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let device = server
+        .get("/_matrix/client/v3/account/whoami", &alice)
+        .await
+        .assert_ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            &alice,
+            json!({"device_keys": device_keys(&alice_id, &device)}),
+        )
+        .await
+        .assert_ok();
+    let login = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"})),
+        )
+        .await
+        .assert_ok();
+    let other = login["access_token"].as_str().unwrap().to_owned();
+    server
+        .post("/_matrix/client/v3/logout", &alice, json!({}))
+        .await
+        .assert_ok();
+    let query = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &other,
+            json!({"device_keys": {alice_id.clone(): []}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(query["device_keys"][&alice_id], json!({}));
+}
