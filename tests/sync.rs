@@ -668,3 +668,99 @@ async fn media_upload_download_and_thumbnails() {
         .await
         .assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn notification_counts_follow_push_rules_and_read_receipts() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let counts = |sync: &Value| {
+        let unread = &sync["rooms"]["join"][&room]["unread_notifications"];
+        (
+            unread["notification_count"].as_u64().unwrap_or(0),
+            unread["highlight_count"].as_u64().unwrap_or(0),
+        )
+    };
+    let first = server
+        .send_text(&bob, &room, "1", "hello")
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/2"),
+            &bob,
+            json!({"msgtype": "m.text", "body": "alice, look", "m.mentions": {"user_ids": [alice_id]}}),
+        )
+        .await
+        .assert_ok();
+    let third = server
+        .send_text(&bob, &room, "3", "and this")
+        .await
+        .assert_ok();
+    // Typing, receipts and membership of others do not count; messages do, mentions highlight.
+    let sync = server.sync(&alice, "").await;
+    assert_eq!(counts(&sync), (3, 1), "{}", sync["rooms"]["join"][&room]);
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+
+    // Reading up to the first message leaves two, one of them highlighted.
+    server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                encode(first["event_id"].as_str().unwrap())
+            ),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let sync = server.sync(&alice, &format!("since={since}")).await;
+    assert_eq!(counts(&sync), (2, 1));
+    // A private receipt on the last message clears the count.
+    server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{}",
+                encode(third["event_id"].as_str().unwrap())
+            ),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let sync = server.sync(&alice, "").await;
+    assert_eq!(counts(&sync), (0, 0));
+    // New messages count again; the user's own message marks everything before it read.
+    server.send_text(&bob, &room, "4", "more").await.assert_ok();
+    assert_eq!(counts(&server.sync(&alice, "").await), (1, 0));
+    server
+        .send_text(&alice, &room, "a", "answer")
+        .await
+        .assert_ok();
+    assert_eq!(counts(&server.sync(&alice, "").await), (0, 0));
+    // A room muted with a push rule does not count.
+    server
+        .put(
+            &format!("/_matrix/client/v3/pushrules/global/room/{room}"),
+            &alice,
+            json!({"actions": []}),
+        )
+        .await
+        .assert_ok();
+    server
+        .send_text(&bob, &room, "5", "muted")
+        .await
+        .assert_ok();
+    assert_eq!(counts(&server.sync(&alice, "").await), (0, 0));
+}

@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod keys;
 pub mod pdu;
+pub mod push;
 pub mod rooms;
 pub mod services;
 pub mod store;

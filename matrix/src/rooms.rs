@@ -635,6 +635,8 @@ pub struct PowerLevels {
     pub state_default: i64,
     pub events_default: i64,
     events: HashMap<String, i64>,
+    /// The level needed to notify the whole room (`@room`).
+    pub notify_room: i64,
 }
 
 impl PowerLevels {
@@ -689,6 +691,7 @@ impl PowerLevels {
                 state_default: 0,
                 events_default: 0,
                 events: HashMap::new(),
+                notify_room: 50,
             };
         };
         let number = |key: &str, default: i64| {
@@ -724,6 +727,11 @@ impl PowerLevels {
             state_default: number("state_default", 50),
             events_default: number("events_default", 0),
             events: map("events"),
+            notify_room: levels
+                .get("notifications")
+                .and_then(|n| n.get("room"))
+                .and_then(Value::as_i64)
+                .unwrap_or(50),
         }
     }
 
@@ -740,6 +748,22 @@ impl PowerLevels {
             .get(user_id.as_str())
             .copied()
             .unwrap_or(self.users_default)
+    }
+
+    /// The explicitly listed users and their levels.
+    pub fn users(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.users
+            .iter()
+            .map(|(user, level)| (user.as_str(), *level))
+    }
+
+    pub fn users_default(&self) -> i64 {
+        self.users_default
+    }
+
+    /// The room creators who outrank everyone (room version 12).
+    pub fn creators(&self) -> &[String] {
+        &self.creators
     }
 
     /// The level needed to send an event of a type.

@@ -186,6 +186,29 @@ impl Store {
             .collect()
     }
 
+    /// The stream position up to which a user has read a room: their latest read receipt
+    /// (public or private) or their own latest event, whichever is later.
+    pub async fn read_position(&self, room_id: &str, user_id: &str) -> Result<i64, StoreError> {
+        let receipt: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(e.stream_ordering), 0) FROM receipts r JOIN events e \
+             ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 \
+             AND r.receipt_type IN ('m.read', 'm.read.private')",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(self.pool())
+        .await?;
+        let own: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1 \
+             AND sender = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(receipt.max(own))
+    }
+
     /// Stores a filter and returns its id (a number, unique per user).
     pub async fn create_filter(&self, user_id: &str, json: &str) -> Result<i64, StoreError> {
         let mut transaction = self.pool().begin().await?;

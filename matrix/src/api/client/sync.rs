@@ -469,6 +469,13 @@ async fn joined_room(
         ))?);
     }
 
+    let counts = services
+        .notification_counts
+        .counts(services, &sender.user_id, room_id, now.position)
+        .await?;
+    room.unread_notifications.notification_count = UInt::try_from(counts.notify).ok();
+    room.unread_notifications.highlight_count = UInt::try_from(counts.highlight).ok();
+
     let empty = room.timeline.events.is_empty()
         && room.ephemeral.events.is_empty()
         && room.account_data.events.is_empty()

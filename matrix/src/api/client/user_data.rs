@@ -172,7 +172,7 @@ pub async fn get_filter_route(
 }
 
 /// The user's push rules: the stored set, or the specification's defaults.
-async fn ruleset(services: &Services, user_id: &UserId) -> Result<Ruleset, Error> {
+pub(crate) async fn ruleset(services: &Services, user_id: &UserId) -> Result<Ruleset, Error> {
     match services.store.push_rules(user_id.as_str()).await? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Internal(format!("stored push rules: {e}"))),

@@ -1,0 +1,173 @@
+//! Notification counts: how many events since a user last read a room their push rules say
+//! notify, and how many of those highlight.
+//!
+//! Counts are computed when a user syncs, from their read position (their latest read receipt
+//! or own event) and their push rules, and kept in memory per user and room so that each later
+//! sync only evaluates the events that arrived since. A moved read position starts the count
+//! again. At most [`MAX_EVALUATED`] unread events are evaluated; clients show larger counts as
+//! "many" anyway.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ruma::power_levels::NotificationPowerLevels;
+use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx};
+use ruma::room_version_rules::RoomPowerLevelsRules;
+use ruma::{Int, RoomId, UInt, UserId};
+use serde_json::Value;
+
+use crate::Services;
+use crate::error::Error;
+use crate::pdu::{Pdu, raw_event};
+use crate::store::Direction;
+
+/// The most unread events evaluated for one count.
+pub const MAX_EVALUATED: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub notify: u64,
+    pub highlight: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    read_position: i64,
+    evaluated_to: i64,
+    counts: Counts,
+}
+
+/// The in-memory cache of notification counts.
+#[derive(Default)]
+pub struct NotificationCounts {
+    cache: std::sync::Mutex<HashMap<(String, String), Cached>>,
+}
+
+impl NotificationCounts {
+    /// The counts of a user in a room, with events up to stream position `now`.
+    pub async fn counts(
+        &self,
+        services: &Services,
+        user_id: &UserId,
+        room_id: &RoomId,
+        now: i64,
+    ) -> Result<Counts, Error> {
+        let key = (user_id.to_string(), room_id.to_string());
+        let read_position = services
+            .store
+            .read_position(room_id.as_str(), user_id.as_str())
+            .await?;
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied()
+            .filter(|cached| cached.read_position == read_position && cached.evaluated_to <= now);
+        let (from, mut counts) = match cached {
+            Some(cached) => (cached.evaluated_to, cached.counts),
+            None => (read_position, Counts::default()),
+        };
+        if from < now {
+            let mut rows = services
+                .store
+                .room_events(
+                    room_id.as_str(),
+                    from,
+                    now,
+                    Direction::Backward,
+                    MAX_EVALUATED,
+                )
+                .await?;
+            rows.reverse();
+            let events: Vec<Pdu> = rows
+                .iter()
+                .filter(|row| row.sender != user_id.as_str())
+                .map(|row| Pdu::from_stored(&row.event_id, &row.json))
+                .collect::<Result<_, _>>()?;
+            if !events.is_empty() {
+                let added = evaluate(services, user_id, room_id, &events).await?;
+                counts.notify += added.notify;
+                counts.highlight += added.highlight;
+            }
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(
+            key,
+            Cached {
+                read_position,
+                evaluated_to: now.max(from),
+                counts,
+            },
+        );
+        Ok(counts)
+    }
+}
+
+/// Runs a user's push rules over events of a room.
+async fn evaluate(
+    services: &Services,
+    user_id: &UserId,
+    room_id: &RoomId,
+    events: &[Pdu],
+) -> Result<Counts, Error> {
+    let rules = crate::api::client::user_data::ruleset(services, user_id).await?;
+    let member_count = services
+        .store
+        .room_members(room_id.as_str(), "join")
+        .await?
+        .len();
+    let display_name = services
+        .rooms
+        .state_event(room_id, "m.room.member", user_id.as_str())
+        .await?
+        .and_then(|pdu| {
+            pdu.content_value()
+                .get("displayname")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| user_id.localpart().to_owned());
+    let levels = services.rooms.power_levels(room_id).await?;
+    let room_rules = services.rooms.rules(room_id).await?;
+    let users: BTreeMap<_, _> = levels
+        .users()
+        .filter_map(|(user, level)| Some((UserId::parse(user).ok()?, Int::new(level)?)))
+        .collect();
+    let mut notifications = NotificationPowerLevels::new();
+    notifications.room = Int::new(levels.notify_room).unwrap_or_default();
+    let creators = levels
+        .creators()
+        .iter()
+        .filter_map(|user| UserId::parse(user).ok());
+    let power_levels = PushConditionPowerLevelsCtx::new(
+        users,
+        Int::new(levels.users_default()).unwrap_or_default(),
+        notifications,
+        RoomPowerLevelsRules::new(&room_rules.authorization, creators),
+    );
+    let mut context = PushConditionRoomCtx::new(
+        room_id.to_owned(),
+        UInt::try_from(member_count as u64).unwrap_or_default(),
+        user_id.to_owned(),
+        display_name,
+    );
+    context.power_levels = Some(power_levels);
+    let mut counts = Counts::default();
+    for pdu in events {
+        let event: ruma::serde::Raw<Value> = raw_event(pdu.to_client_value(room_id))?;
+        let actions = rules.get_actions(&event, &context).await;
+        if actions.iter().any(|action| action.should_notify()) {
+            counts.notify += 1;
+            if actions.iter().any(|action| action.is_highlight()) {
+                counts.highlight += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
