@@ -619,3 +619,85 @@ async fn malformed_requests_get_precise_errors() {
         .await
         .assert_ok();
 }
+
+#[tokio::test]
+async fn the_user_directory_finds_accounts_by_name() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    server.register("robert_smith").await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+            &bob,
+            json!({"displayname": "Bobby Tables"}),
+        )
+        .await
+        .assert_ok();
+    let found = |body: &serde_json::Value| -> Vec<String> {
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["user_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let by_display_name = server
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            &alice,
+            json!({"search_term": "TABLES"}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(found(&by_display_name), vec![bob_id.clone()]);
+    assert_eq!(
+        by_display_name["results"][0]["display_name"],
+        "Bobby Tables"
+    );
+    let by_name = server
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            &alice,
+            json!({"search_term": "rob"}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(found(&by_name), vec!["@robert_smith:test.example"]);
+    // The server name is not a match for everyone; LIKE wildcards are taken literally.
+    for term in ["test.example", "%", "_"] {
+        let none = server
+            .post(
+                "/_matrix/client/v3/user_directory/search",
+                &alice,
+                json!({"search_term": term}),
+            )
+            .await
+            .assert_ok();
+        let expected: Vec<String> = if term == "_" {
+            vec!["@robert_smith:test.example".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(found(&none), expected, "{term}");
+    }
+    let limited = server
+        .post(
+            "/_matrix/client/v3/user_directory/search",
+            &alice,
+            json!({"search_term": "b", "limit": 1}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(found(&limited).len(), 1);
+    assert_eq!(limited["limited"], true);
+    server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/user_directory/search",
+            None,
+            Some(json!({"search_term": "a"})),
+        )
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+}

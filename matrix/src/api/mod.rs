@@ -47,6 +47,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, discovery::get_profile_route);
     let router = route(router, discovery::get_profile_field_route);
     let router = route(router, discovery::set_profile_field_route);
+    let router = route(router, discovery::search_users_route);
     // Rooms, aliases, directory.
     let router = route(router, room::create_room_route);
     let router = route(router, room::create_alias_route);

@@ -146,6 +146,31 @@ impl Store {
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Active accounts whose id or display name contains `term` (case-insensitive), by id.
+    pub async fn search_users(
+        &self,
+        term: &str,
+        limit: i64,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let escaped = term
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        let query = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE deactivated = 0 AND \
+             (LOWER(user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(displayname, '')) LIKE $1 ESCAPE '\\') \
+             ORDER BY user_id LIMIT $2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(query))
+            .bind(pattern)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
     pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(hash)

@@ -9,6 +9,7 @@ use ruma::api::client::discovery::discover_homeserver::{self, HomeserverInfo};
 use ruma::api::client::discovery::get_capabilities::v3 as capabilities;
 use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::profile::{get_profile, get_profile_field, set_profile_field};
+use ruma::api::client::user_directory::search_users;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
 use ruma::{OwnedMxcUri, RoomVersionId, UserId};
 use serde_json::{Value, json};
@@ -204,4 +205,49 @@ pub async fn propagate_profile(services: &Services, user_id: &UserId) -> Result<
         }
     }
     Ok(())
+}
+
+/// # `POST /_matrix/client/v3/user_directory/search`
+///
+/// The directory is this server's active accounts, matched on the user name and the display
+/// name, case-insensitively: the people of the organisation the server belongs to.
+pub async fn search_users_route(
+    services: Arc<Services>,
+    request: Ruma<search_users::v3::Request>,
+) -> Result<search_users::v3::Response, Error> {
+    request.sender()?;
+    let term = request.body.search_term.trim().to_lowercase();
+    if term.is_empty() {
+        return Ok(search_users::v3::Response::new(vec![], false));
+    }
+    let limit = u64::from(request.body.limit).clamp(1, 50) as usize;
+    // The query also matches the server name; keep the accounts the term really names.
+    let candidates = services
+        .store
+        .search_users(&term, i64::try_from(limit * 4 + 1).unwrap_or(201))
+        .await?;
+    let mut results = Vec::new();
+    let mut limited = candidates.len() > limit * 4;
+    for user in candidates {
+        let Ok(user_id) = UserId::parse(&user.user_id) else {
+            continue;
+        };
+        let named = user_id.localpart().to_lowercase().contains(&term)
+            || user
+                .displayname
+                .as_deref()
+                .is_some_and(|name| name.to_lowercase().contains(&term));
+        if !named {
+            continue;
+        }
+        if results.len() == limit {
+            limited = true;
+            break;
+        }
+        let mut entry = search_users::v3::User::new(user_id);
+        entry.display_name = user.displayname;
+        entry.avatar_url = user.avatar_url.map(OwnedMxcUri::from);
+        results.push(entry);
+    }
+    Ok(search_users::v3::Response::new(results, limited))
 }
