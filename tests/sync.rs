@@ -764,3 +764,92 @@ async fn notification_counts_follow_push_rules_and_read_receipts() {
         .assert_ok();
     assert_eq!(counts(&server.sync(&alice, "").await), (0, 0));
 }
+
+#[tokio::test]
+async fn a_token_from_before_a_restart_still_gets_everything() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let since = server.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Changes of every kind, then a restart before Alice syncs again.
+    server
+        .send_text(&bob, &room, "m", "before restart")
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{alice_id}/account_data/org.example.data"),
+            &alice,
+            json!({"v": 1}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            "/_matrix/client/v3/sendToDevice/org.example.ping/t",
+            &bob,
+            json!({"messages": {alice_id.clone(): {"*": {"n": 1}}}}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/presence/{bob_id}/status"),
+            &bob,
+            json!({"presence": "unavailable"}),
+        )
+        .await
+        .assert_ok();
+    let server = server.restart().await;
+    let sync = server
+        .sync(&alice, &format!("since={since}&set_presence=offline"))
+        .await;
+    assert_eq!(bodies(timeline(&sync, &room)), vec!["before restart"]);
+    assert!(
+        sync["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "org.example.data")
+    );
+    assert_eq!(sync["to_device"]["events"][0]["content"]["n"], 1);
+    assert!(
+        sync["presence"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["sender"] == bob_id)
+    );
+    // The same message is not delivered again after it was acknowledged.
+    let next = sync["next_batch"].as_str().unwrap();
+    let again = server
+        .sync(&alice, &format!("since={next}&timeout=0"))
+        .await;
+    assert!(
+        again["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+    let fresh = server.sync(&alice, "").await;
+    assert!(
+        fresh["to_device"]["events"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        fresh["to_device"]
+    );
+}

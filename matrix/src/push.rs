@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::Services;
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
-use crate::store::Direction;
+use crate::store::{Change, Direction};
 
 /// The most unread events evaluated for one count.
 pub const MAX_EVALUATED: i64 = 1000;
@@ -52,17 +52,30 @@ impl NotificationCounts {
         now: i64,
     ) -> Result<Counts, Error> {
         let key = (user_id.to_string(), room_id.to_string());
-        let read_position = services
-            .store
-            .read_position(room_id.as_str(), user_id.as_str())
-            .await?;
-        let cached = self
+        let previous = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
             .copied()
-            .filter(|cached| cached.read_position == read_position && cached.evaluated_to <= now);
+            .filter(|cached| cached.evaluated_to <= now);
+        // The read position only needs to be looked up again when it may have moved.
+        let read_moved = |cached: &Cached| {
+            services.store.changes().changed_since(
+                &Change::ReadPosition(room_id.to_string(), user_id.to_string()),
+                cached.evaluated_to,
+            )
+        };
+        let read_position = match previous {
+            Some(cached) if !read_moved(&cached) => cached.read_position,
+            _ => {
+                services
+                    .store
+                    .read_position(room_id.as_str(), user_id.as_str())
+                    .await?
+            }
+        };
+        let cached = previous.filter(|cached| cached.read_position == read_position);
         let (from, mut counts) = match cached {
             Some(cached) => (cached.evaluated_to, cached.counts),
             None => (read_position, Counts::default()),

@@ -28,6 +28,8 @@ pub struct Services {
     pub key: Arc<Ed25519KeyPair>,
     pub typing: Typing,
     pub notification_counts: crate::push::NotificationCounts,
+    /// Per device, how far to-device messages were delivered and deleted.
+    to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
     pub media_dir: PathBuf,
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
@@ -62,6 +64,7 @@ impl Services {
             key,
             typing: Typing::new(),
             notification_counts: crate::push::NotificationCounts::default(),
+            to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
             media_dir,
             uiaa: std::sync::Mutex::new(HashMap::new()),
@@ -127,6 +130,43 @@ impl Services {
             .filter(|row| row.membership == "join")
             .filter_map(|row| RoomId::parse(&row.room_id).ok())
             .collect())
+    }
+}
+
+/// How far a device has received and acknowledged its to-device messages in this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToDeviceProgress {
+    /// The position of the last message handed to the device.
+    pub delivered: i64,
+    /// The sync token up to which delivered messages were deleted.
+    pub acknowledged: i64,
+}
+
+impl Services {
+    pub fn to_device_progress(&self, user_id: &UserId, device_id: &str) -> ToDeviceProgress {
+        self.to_device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(user_id.to_string(), device_id.to_owned()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub fn set_to_device_progress(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        change: impl FnOnce(&mut ToDeviceProgress),
+    ) {
+        let mut progress = self
+            .to_device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(
+            progress
+                .entry((user_id.to_string(), device_id.to_owned()))
+                .or_default(),
+        );
     }
 }
 

@@ -88,6 +88,21 @@ impl TestServer {
         }
     }
 
+    /// Stops this server and starts a new one on the same data, as after a restart.
+    pub async fn restart(self) -> TestServer {
+        let config = self.services.config.clone();
+        let dir = self._dir;
+        drop(self.router);
+        drop(self.services);
+        let services = Services::start(config).await.unwrap();
+        let router = causeway_matrix::api::client_router(services.clone());
+        TestServer {
+            services,
+            router,
+            _dir: dir,
+        }
+    }
+
     /// A server on the PostgreSQL named by `CAUSEWAY_TEST_POSTGRES_URL`, in a fresh schema;
     /// `None` when that is not set.
     pub async fn postgres() -> Option<TestServer> {

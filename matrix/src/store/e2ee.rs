@@ -1,9 +1,48 @@
 //! End-to-end encryption: device keys, one-time and fallback keys, cross-signing keys,
 //! device-list changes and to-device messages.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
-use super::{Store, StoreError, StreamWriter};
+use super::{Change, Store, StoreError, StreamWriter};
+
+/// A device's one-time key counts by algorithm and its unused fallback key algorithms.
+pub type KeyCounts = (Vec<(String, i64)>, Vec<String>);
+
+/// The key counts of devices, which every sync reports, kept until the keys change.
+#[derive(Default)]
+pub(super) struct KeyCountCache {
+    counts: std::sync::Mutex<HashMap<(String, String), KeyCounts>>,
+}
+
+impl KeyCountCache {
+    fn get(&self, user_id: &str, device_id: &str) -> Option<KeyCounts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(user_id.to_owned(), device_id.to_owned()))
+            .cloned()
+    }
+
+    fn insert(&self, user_id: &str, device_id: &str, counts: KeyCounts) {
+        let mut cache = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert((user_id.to_owned(), device_id.to_owned()), counts);
+    }
+
+    fn forget(&self, user_id: &str, device_id: &str) {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(user_id.to_owned(), device_id.to_owned()));
+    }
+}
 
 /// A to-device message waiting for its device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +78,7 @@ impl Store {
         .bind(position)
         .execute(self.pool())
         .await?;
+        self.changes.record(Change::DeviceLists, position);
         Ok(position)
     }
 
@@ -104,6 +144,7 @@ impl Store {
         device_id: &str,
         keys: &[(String, String, String)],
     ) -> Result<(), StoreError> {
+        self.key_counts.forget(user_id, device_id);
         let mut transaction = self.pool().begin().await?;
         for (key_id, algorithm, json) in keys {
             sqlx::query(
@@ -119,7 +160,26 @@ impl Store {
             .await?;
         }
         transaction.commit().await?;
+        self.key_counts.forget(user_id, device_id);
         Ok(())
+    }
+
+    /// A device's one-time key counts and unused fallback algorithms, from the cache when the
+    /// keys did not change since they were last counted.
+    pub async fn key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<KeyCounts, StoreError> {
+        if let Some(counts) = self.key_counts.get(user_id, device_id) {
+            return Ok(counts);
+        }
+        let counts = (
+            self.one_time_key_counts(user_id, device_id).await?,
+            self.unused_fallback_algorithms(user_id, device_id).await?,
+        );
+        self.key_counts.insert(user_id, device_id, counts.clone());
+        Ok(counts)
     }
 
     /// How many one-time keys a device has left, by algorithm.
@@ -150,6 +210,7 @@ impl Store {
         key_id: &str,
         json: &str,
     ) -> Result<(), StoreError> {
+        self.key_counts.forget(user_id, device_id);
         sqlx::query(
             "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, json, used) \
              VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (user_id, device_id, algorithm) \
@@ -162,6 +223,7 @@ impl Store {
         .bind(json)
         .execute(self.pool())
         .await?;
+        self.key_counts.forget(user_id, device_id);
         Ok(())
     }
 
@@ -184,6 +246,17 @@ impl Store {
     /// Takes a one-time key of a device, or its fallback key when none is left:
     /// `(key id, json)`.
     pub async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let claimed = self.claim_key_uncached(user_id, device_id, algorithm).await;
+        self.key_counts.forget(user_id, device_id);
+        claimed
+    }
+
+    async fn claim_key_uncached(
         &self,
         user_id: &str,
         device_id: &str,
@@ -303,6 +376,7 @@ impl Store {
         user_id: &str,
         device_id: &str,
     ) -> Result<(), StoreError> {
+        self.key_counts.forget(user_id, device_id);
         let mut writer = self.stream_writer().await;
         for table in [
             "device_keys",
@@ -360,8 +434,10 @@ impl Store {
         if inserted.rows_affected() == 0 {
             return Ok(false);
         }
+        let mut first_position = None;
         for message in messages {
             let position = writer.next_position();
+            first_position.get_or_insert(position);
             sqlx::query(
                 "INSERT INTO to_device_messages (stream_ordering, user_id, device_id, sender, \
                  event_type, content) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -376,6 +452,13 @@ impl Store {
             .await?;
         }
         db.commit().await?;
+        let first_position = first_position.unwrap_or(0);
+        for (message, position) in messages.iter().zip(first_position..) {
+            self.changes.record(
+                Change::ToDevice(message.user_id.clone(), message.device_id.clone()),
+                position,
+            );
+        }
         writer.publish();
         Ok(true)
     }

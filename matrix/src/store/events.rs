@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{Store, StoreError, StreamWriter};
+use super::{Change, Store, StoreError, StreamWriter};
 
 /// The longest chain of state-group deltas before a full snapshot is written again.
 pub const MAX_STATE_CHAIN: i64 = 64;
@@ -223,6 +223,14 @@ impl Store {
             .await?;
         }
         transaction.commit().await?;
+        self.changes.record(
+            Change::ReadPosition(event.room_id.clone(), event.sender.clone()),
+            stream_ordering,
+        );
+        if event.membership.is_some() {
+            self.changes
+                .record(Change::Members(event.room_id.clone()), stream_ordering);
+        }
         Ok(Persisted {
             stream_ordering,
             state_group,

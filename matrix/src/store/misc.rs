@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Change, Store, StoreError, now_ms};
 
 /// A stored read receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,8 @@ impl Store {
         .bind(position)
         .execute(self.pool())
         .await?;
+        self.changes
+            .record(Change::AccountData(user_id.to_owned()), position);
         writer.publish();
         Ok(position)
     }
@@ -151,6 +153,14 @@ impl Store {
         .bind(position)
         .execute(self.pool())
         .await?;
+        self.changes
+            .record(Change::Receipts(receipt.room_id.clone()), position);
+        if receipt.receipt_type == "m.read" || receipt.receipt_type == "m.read.private" {
+            self.changes.record(
+                Change::ReadPosition(receipt.room_id.clone(), receipt.user_id.clone()),
+                position,
+            );
+        }
         writer.publish();
         Ok(position)
     }
@@ -285,6 +295,7 @@ impl Store {
         .bind(position)
         .execute(self.pool())
         .await?;
+        self.changes.record(Change::Presence, position);
         writer.publish();
         Ok(position)
     }

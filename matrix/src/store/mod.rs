@@ -9,6 +9,7 @@
 //! in order and a reader that has seen position `n` has seen everything below it.
 
 mod account;
+mod changes;
 mod e2ee;
 mod events;
 mod misc;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
+pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
@@ -61,6 +63,8 @@ pub struct Store {
     backend: Backend,
     stream: Arc<StreamState>,
     tokens: Arc<account::TokenCache>,
+    changes: Arc<ChangeTracker>,
+    key_counts: Arc<e2ee::KeyCountCache>,
 }
 
 struct StreamState {
@@ -157,8 +161,14 @@ impl Store {
                 visible: watch::channel(0).0,
             }),
             tokens: Arc::default(),
+            changes: Arc::new(ChangeTracker::new(0)),
+            key_counts: Arc::default(),
         };
         let position = store.max_stream_position().await?;
+        let store = Store {
+            changes: Arc::new(ChangeTracker::new(position)),
+            ..store
+        };
         store.stream.allocated.store(position, Ordering::SeqCst);
         store.stream.visible.send_replace(position);
         Ok(store)
@@ -170,6 +180,11 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// What changed at which position (see [`ChangeTracker`]).
+    pub fn changes(&self) -> &ChangeTracker {
+        &self.changes
     }
 
     /// Takes the stream writer lock.

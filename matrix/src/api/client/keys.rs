@@ -18,7 +18,7 @@ use crate::api::client::account::password_uiaa;
 use crate::api::client::sync::SyncToken;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
-use crate::store::OutgoingToDevice;
+use crate::store::{Change, OutgoingToDevice};
 
 fn object(text: &str) -> Result<Map<String, Value>, Error> {
     match serde_json::from_str(text) {
@@ -560,7 +560,8 @@ pub struct DeviceSyncData {
     pub unused_fallback: Vec<String>,
 }
 
-/// Collects the to-device messages, device-list changes and key counts of a sync.
+/// Collects the to-device messages, device-list changes and key counts of a sync. The change
+/// tracker lets a sync skip every query for what did not change since its token.
 pub async fn device_sync_data(
     services: &Services,
     user_id: &UserId,
@@ -568,61 +569,101 @@ pub async fn device_sync_data(
     since: Option<i64>,
     now: i64,
 ) -> Result<DeviceSyncData, Error> {
-    let after = since.unwrap_or(0);
+    let changes = services.store.changes();
+    let changed = |change: Change| since.is_none_or(|since| changes.changed_since(&change, since));
+    let to_device_key = Change::ToDevice(user_id.to_string(), device_id.to_owned());
     if let Some(since) = since {
-        // Syncing with a token acknowledges the messages delivered up to it.
-        services
-            .store
-            .delete_to_device_messages(user_id.as_str(), device_id, since)
-            .await?;
+        // Syncing with a token acknowledges the messages delivered up to it. They are deleted
+        // when some may be left: messages were queued after the last deletion, or the token is
+        // older than this process (which does not know what was queued before it started).
+        let progress = services.to_device_progress(user_id, device_id);
+        let queued_after_ack = changes
+            .latest(&to_device_key)
+            .is_some_and(|latest| latest > progress.acknowledged);
+        let delivered_after_ack = progress.delivered > progress.acknowledged;
+        if since > progress.acknowledged
+            && (since < changes.floor() || queued_after_ack || delivered_after_ack)
+        {
+            services
+                .store
+                .delete_to_device_messages(user_id.as_str(), device_id, since)
+                .await?;
+            services.set_to_device_progress(user_id, device_id, |p| p.acknowledged = since);
+        }
     }
-    let to_device = services
-        .store
-        .to_device_messages(user_id.as_str(), device_id, after, now, 100)
-        .await?
-        .into_iter()
-        .map(|message| {
-            json!({
-                "sender": message.sender,
-                "type": message.event_type,
-                "content": serde_json::from_str::<Value>(&message.content).unwrap_or(json!({})),
+    let to_device = if changed(to_device_key) {
+        let messages = services
+            .store
+            .to_device_messages(user_id.as_str(), device_id, since.unwrap_or(0), now, 100)
+            .await?;
+        if let Some(last) = messages.last() {
+            let delivered = last.stream_ordering;
+            services.set_to_device_progress(user_id, device_id, |p| {
+                p.delivered = p.delivered.max(delivered);
+            });
+        }
+        messages
+            .into_iter()
+            .map(|message| {
+                json!({
+                    "sender": message.sender,
+                    "type": message.event_type,
+                    "content": serde_json::from_str::<Value>(&message.content).unwrap_or(json!({})),
+                })
             })
-        })
-        .collect();
-    let mut changed = Vec::new();
+            .collect()
+    } else {
+        vec![]
+    };
+    let mut changed_users = Vec::new();
     let mut left = Vec::new();
     if let Some(since) = since {
-        let shared = users_sharing_rooms(services, user_id).await?;
-        let mut changed_set: BTreeSet<String> = services
-            .store
-            .device_list_changes(since, now)
-            .await?
-            .into_iter()
-            .filter(|user| shared.contains(user))
-            .collect();
+        let mut changed_set: BTreeSet<String> = BTreeSet::new();
+        let mut shared: Option<BTreeSet<String>> = None;
+        if changes.changed_since(&Change::DeviceLists, since) {
+            let sharing = users_sharing_rooms(services, user_id).await?;
+            changed_set.extend(
+                services
+                    .store
+                    .device_list_changes(since, now)
+                    .await?
+                    .into_iter()
+                    .filter(|user| sharing.contains(user)),
+            );
+            shared = Some(sharing);
+        }
         // Users who joined a room shared with this one, or whose rooms this user joined.
         for row in services.store.user_memberships(user_id.as_str()).await? {
             if row.membership != "join" {
                 continue;
             }
             let fresh = row.stream_ordering > since;
-            for member in services
+            if fresh {
+                changed_set.extend(services.store.room_members(&row.room_id, "join").await?);
+            }
+            if !changes.changed_since(&Change::Members(row.room_id.clone()), since) {
+                continue;
+            }
+            for (member, membership) in services
                 .store
                 .membership_changes_since(&row.room_id, since, now)
                 .await?
             {
-                if member.1 == "join" || fresh {
-                    changed_set.insert(member.0);
-                } else if !shared.contains(&member.0) {
-                    left.push(member.0);
+                if membership == "join" || fresh {
+                    changed_set.insert(member);
+                    continue;
                 }
-            }
-            if fresh {
-                changed_set.extend(services.store.room_members(&row.room_id, "join").await?);
+                let sharing = match &shared {
+                    Some(sharing) => sharing,
+                    None => shared.insert(users_sharing_rooms(services, user_id).await?),
+                };
+                if !sharing.contains(&member) {
+                    left.push(member);
+                }
             }
         }
         changed_set.remove(user_id.as_str());
-        changed = changed_set
+        changed_users = changed_set
             .into_iter()
             .filter_map(|user| UserId::parse(user).ok())
             .collect();
@@ -633,21 +674,15 @@ pub async fn device_sync_data(
         .into_iter()
         .filter_map(|user| UserId::parse(user).ok())
         .collect();
-    let one_time_key_counts = services
+    let (counts, unused_fallback) = services
         .store
-        .one_time_key_counts(user_id.as_str(), device_id)
-        .await?
-        .into_iter()
-        .collect();
-    let unused_fallback = services
-        .store
-        .unused_fallback_algorithms(user_id.as_str(), device_id)
+        .key_counts(user_id.as_str(), device_id)
         .await?;
     Ok(DeviceSyncData {
         to_device,
-        changed,
+        changed: changed_users,
         left,
-        one_time_key_counts,
+        one_time_key_counts: counts.into_iter().collect(),
         unused_fallback,
     })
 }

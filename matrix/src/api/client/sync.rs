@@ -20,7 +20,7 @@ use crate::api::client::message::{client_events, client_state_events, filter_all
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
-use crate::store::{Direction, MembershipRow, now_ms};
+use crate::store::{Change, Direction, MembershipRow, now_ms};
 
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: u64 = 10;
@@ -155,12 +155,22 @@ async fn compute(
     let mut response = sync::Response::new(now.encode());
     let mut has_content = false;
     let since_position = since.map(|s| s.position).unwrap_or(0);
+    let changes = services.store.changes();
+    let changed =
+        |change: Change| since.is_none() || changes.changed_since(&change, since_position);
     let memberships = services
         .store
         .user_memberships(sender.user_id.as_str())
         .await?;
-    let mut shared_users: BTreeSet<String> = BTreeSet::new();
-    shared_users.insert(sender.user_id.to_string());
+    // Account data is read once and handed to the rooms it belongs to.
+    let account_data = if changed(Change::AccountData(sender.user_id.to_string())) {
+        services
+            .store
+            .account_data_since(sender.user_id.as_str(), since_position, now.position)
+            .await?
+    } else {
+        vec![]
+    };
     for row in &memberships {
         let Ok(room_id) = RoomId::parse(&row.room_id) else {
             continue;
@@ -170,17 +180,15 @@ async fn compute(
         }
         match row.membership.as_str() {
             "join" => {
-                for member in services
-                    .store
-                    .room_members(room_id.as_str(), "join")
-                    .await?
-                {
-                    shared_users.insert(member);
-                }
-                if let Some(room) = joined_room(
-                    services, sender, filter, &room_id, row, since, full_state, now,
-                )
-                .await?
+                let room_data = RoomSync {
+                    membership: row,
+                    since,
+                    full_state,
+                    now,
+                    account_data: &account_data,
+                };
+                if let Some(room) =
+                    joined_room(services, sender, filter, &room_id, room_data).await?
                 {
                     response.rooms.join.insert(room_id.clone(), room);
                     has_content = true;
@@ -245,15 +253,11 @@ async fn compute(
     );
 
     // Global account data.
-    for (room_id, data_type, content) in services
-        .store
-        .account_data_since(sender.user_id.as_str(), since_position, now.position)
-        .await?
-    {
+    for (room_id, data_type, content) in &account_data {
         if !room_id.is_empty() || filter.account_data.not_types.iter().any(|t| t == "*") {
             continue;
         }
-        let content: Value = serde_json::from_str(&content).unwrap_or(json!({}));
+        let content: Value = serde_json::from_str(content).unwrap_or(json!({}));
         response.account_data.events.push(raw_event(json_object(
             json!({"type": data_type, "content": content}),
         ))?);
@@ -261,12 +265,14 @@ async fn compute(
     }
 
     // Presence of the users sharing a room with the sender.
-    if !filter
+    let presence_wanted = !filter
         .presence
         .not_types
         .iter()
-        .any(|t| t == "*" || t == "m.presence")
-    {
+        .any(|t| t == "*" || t == "m.presence");
+    if presence_wanted && changed(Change::Presence) {
+        let shared_users =
+            crate::api::client::keys::users_sharing_rooms(services, &sender.user_id).await?;
         let now_ms = now_ms();
         for presence in services
             .store
@@ -302,17 +308,30 @@ fn json_object(value: Value) -> Map<String, Value> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a joined room's part of a sync is computed from.
+struct RoomSync<'a> {
+    membership: &'a MembershipRow,
+    since: Option<SyncToken>,
+    full_state: bool,
+    now: SyncToken,
+    /// The sender's account data changed since the token: `(room, type, content)`.
+    account_data: &'a [(String, String, String)],
+}
+
 async fn joined_room(
     services: &Services,
     sender: &Sender,
     filter: &FilterDefinition,
     room_id: &RoomId,
-    membership: &MembershipRow,
-    since: Option<SyncToken>,
-    full_state: bool,
-    now: SyncToken,
+    data: RoomSync<'_>,
 ) -> Result<Option<sync::JoinedRoom>, Error> {
+    let RoomSync {
+        membership,
+        since,
+        full_state,
+        now,
+        account_data,
+    } = data;
     let since_position = since.map(|s| s.position).unwrap_or(0);
     let newly_joined = since.is_none() || membership.stream_ordering > since_position;
     let limit = timeline_limit(&filter.room.timeline);
@@ -417,10 +436,19 @@ async fn joined_room(
             })))?);
         }
     }
-    let receipts = services
-        .store
-        .receipts_since(room_id.as_str(), since_position, now.position)
-        .await?;
+    let receipts_changed = since.is_none()
+        || services
+            .store
+            .changes()
+            .changed_since(&Change::Receipts(room_id.to_string()), since_position);
+    let receipts = if receipts_changed {
+        services
+            .store
+            .receipts_since(room_id.as_str(), since_position, now.position)
+            .await?
+    } else {
+        vec![]
+    };
     if !receipts.is_empty()
         && !filter
             .room
@@ -455,15 +483,11 @@ async fn joined_room(
     }
 
     // Room account data.
-    for (data_room, data_type, content) in services
-        .store
-        .account_data_since(sender.user_id.as_str(), since_position, now.position)
-        .await?
-    {
+    for (data_room, data_type, content) in account_data {
         if data_room != room_id.as_str() {
             continue;
         }
-        let content: Value = serde_json::from_str(&content).unwrap_or(json!({}));
+        let content: Value = serde_json::from_str(content).unwrap_or(json!({}));
         room.account_data.events.push(raw_event(json_object(
             json!({"type": data_type, "content": content}),
         ))?);
