@@ -155,6 +155,32 @@ impl TestServer {
         }
     }
 
+    /// A request with a raw `Authorization` header and an empty JSON object as body.
+    pub async fn with_authorization(&self, method: Method, path: &str, value: &str) -> Response {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", value)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub async fn call(
         &self,
         method: Method,

@@ -58,10 +58,18 @@ enum TokenUse {
     None,
 }
 
-fn token_use<T: Metadata>() -> TokenUse
+fn token_use<T: Metadata + 'static>() -> TokenUse
 where
     T::Authentication: 'static,
 {
+    // These take an optional token in the specification for flows by e-mail or phone, which
+    // this server does not offer: here they need a token.
+    let request = TypeId::of::<T>();
+    if request == TypeId::of::<ruma::api::client::account::change_password::v3::Request>()
+        || request == TypeId::of::<ruma::api::client::account::deactivate::v3::Request>()
+    {
+        return TokenUse::Required;
+    }
     let scheme = TypeId::of::<T::Authentication>();
     if scheme == TypeId::of::<AccessToken>() {
         TokenUse::Required

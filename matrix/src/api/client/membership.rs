@@ -222,6 +222,9 @@ pub async fn invite_user_route(
                 .into(),
         ));
     }
+    // Only members may invite, also someone who is in the room already.
+    crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
+        .await?;
     if services
         .store
         .user(recipient.user_id.as_str())
