@@ -179,7 +179,7 @@ async fn fixture() -> Fixture {
         .await
         .assert_ok()["event_id"]
         .as_str()
-        .unwrap()
+        .expect("an event id")
         .to_owned();
     Fixture {
         server,
@@ -207,7 +207,7 @@ impl Fixture {
 }
 
 fn method(name: &str) -> Method {
-    Method::from_bytes(name.as_bytes()).unwrap()
+    Method::from_bytes(name.as_bytes()).expect("a method name")
 }
 
 #[tokio::test]
