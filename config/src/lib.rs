@@ -350,7 +350,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: None,
-            max_connections: 8,
+            max_connections: 4,
         }
     }
 }

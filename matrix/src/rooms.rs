@@ -73,7 +73,7 @@ pub struct Appended {
 }
 
 /// How many recent client transactions the engine remembers (see [`RecentTransactions`]).
-const RECENT_TRANSACTIONS: usize = 10_000;
+const RECENT_TRANSACTIONS: usize = 1_000;
 
 type TransactionKey = (String, String, String);
 

@@ -137,13 +137,13 @@ impl Store {
                 Box::pin(async move {
                     // WAL with synchronous=NORMAL keeps every committed transaction across a
                     // crash of the process; foreign writers wait instead of failing.
-                    // A 1 MiB page cache per connection: the hot data is small, and the
+                    // A 512 KiB page cache per connection: the hot data is small, and the
                     // operating system caches the file as well.
                     connection
                         .execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA cache_size = -1024;",
+                             PRAGMA cache_size = -512;",
                         )
                         .await?;
                     Ok(())
