@@ -1,5 +1,10 @@
 //! Causeway's XMPP server-to-server side.
 //!
-//! It will hold XML stream framing, S2S negotiation, connection pools, DNS SRV resolution and
-//! stanza routing. It knows nothing of Matrix. Until it lands, the crate is empty so that the
-//! dependency graph of the workspace is in place from the start.
+//! It holds the XML stream framing ([`stream`]), stream errors ([`error`]) and the namespace
+//! handling between servers and xmpp-parsers ([`ns`]). Negotiation, connection pools, DNS SRV
+//! resolution and stanza routing build on these. It knows nothing of Matrix.
+
+pub mod error;
+pub mod ns;
+pub mod stream;
+pub mod writer;
