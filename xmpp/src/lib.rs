@@ -1,10 +1,13 @@
 //! Causeway's XMPP server-to-server side.
 //!
-//! It holds the XML stream framing ([`stream`]), stream errors ([`error`]) and the namespace
-//! handling between servers and xmpp-parsers ([`ns`]). Negotiation, connection pools, DNS SRV
-//! resolution and stanza routing build on these. It knows nothing of Matrix.
+//! It holds the XML stream framing ([`stream`], [`writer`]), stream errors ([`error`]), the
+//! namespace handling between servers and xmpp-parsers ([`ns`]), the checks on inbound stanzas
+//! ([`stanza`]) and the answers for the server's own domains ([`router`]). Negotiation,
+//! connection pools and DNS SRV resolution build on these. It knows nothing of Matrix.
 
 pub mod error;
 pub mod ns;
+pub mod router;
+pub mod stanza;
 pub mod stream;
 pub mod writer;
