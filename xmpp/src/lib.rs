@@ -5,6 +5,7 @@
 //! ([`stanza`]) and the answers for the server's own domains ([`router`]). Negotiation,
 //! connection pools and DNS SRV resolution build on these. It knows nothing of Matrix.
 
+pub mod connection;
 pub mod error;
 pub mod ns;
 pub mod router;
