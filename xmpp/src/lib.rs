@@ -11,4 +11,5 @@ pub mod ns;
 pub mod router;
 pub mod stanza;
 pub mod stream;
+pub mod tls;
 pub mod writer;

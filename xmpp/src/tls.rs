@@ -1,0 +1,377 @@
+//! TLS between servers (RFC 6120 §5, XEP-0368, XEP-0178): our certificate chosen by the domain
+//! the peer asks for, the peer's certificate requested and checked after the handshake against
+//! the system roots plus configured CAs for the domain it claims.
+//!
+//! The handshake accepts any client certificate (its signature over the handshake is still
+//! verified), so that a peer whose certificate does not verify can fall back to dialback; whether
+//! the certificate authenticates a domain is decided afterwards by [`TlsSettings::verifies`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+
+/// The ALPN protocol of XEP-0368 direct TLS between servers.
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("TLS: {0}")]
+    Verifier(String),
+    #[error("no certificate is configured")]
+    NoCertificate,
+}
+
+/// A certificate chain and its key, for the domains it names.
+pub struct Identity {
+    pub domains: Vec<String>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// The TLS configuration of the server-to-server side.
+pub struct TlsSettings {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    server: Arc<rustls::ServerConfig>,
+    /// Client configurations by the domain we connect from: for STARTTLS, and for direct TLS
+    /// with the ALPN protocol of XEP-0368.
+    clients: HashMap<String, (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>)>,
+}
+
+impl TlsSettings {
+    /// Builds the configuration from our identities and the CAs that verify peers: the system
+    /// roots when `system_roots`, plus `extra_roots`.
+    pub fn new(
+        identities: Vec<Identity>,
+        extra_roots: Vec<CertificateDer<'static>>,
+        system_roots: bool,
+    ) -> Result<TlsSettings, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        if system_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for error in &native.errors {
+                tracing::warn!(%error, "a system root certificate could not be loaded");
+            }
+            roots.add_parsable_certificates(native.certs);
+        }
+        for root in extra_roots {
+            roots.add(root)?;
+        }
+        let roots = Arc::new(roots);
+        let mut by_domain = HashMap::new();
+        let mut clients = HashMap::new();
+        let mut default = None;
+        for identity in identities {
+            let key = Arc::new(CertifiedKey::from_der(
+                identity.chain.clone(),
+                identity.key.clone_key(),
+                &provider,
+            )?);
+            default.get_or_insert_with(|| key.clone());
+            let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
+            let mut direct = client.clone();
+            direct.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
+            let client = (Arc::new(client), Arc::new(direct));
+            for domain in identity.domains {
+                let domain = domain.to_ascii_lowercase();
+                by_domain.insert(domain.clone(), key.clone());
+                clients.insert(domain, client.clone());
+            }
+        }
+        let default = default.ok_or(TlsError::NoCertificate)?;
+        let verifier = Arc::new(AnyClientCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(ByDomain { by_domain, default }));
+        server.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
+        Ok(TlsSettings {
+            provider,
+            roots,
+            server: Arc::new(server),
+            clients,
+        })
+    }
+
+    /// Accepts TLS from a peer (after STARTTLS, or at once on the direct TLS port).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server.clone())
+    }
+
+    /// Connects with TLS as `local_domain`, presenting its certificate. `direct` adds the ALPN
+    /// protocol of XEP-0368.
+    pub fn connector(
+        &self,
+        local_domain: &str,
+        direct: bool,
+    ) -> Option<tokio_rustls::TlsConnector> {
+        let (starttls, direct_tls) = self.clients.get(&local_domain.to_ascii_lowercase())?;
+        let config = if direct { direct_tls } else { starttls };
+        Some(tokio_rustls::TlsConnector::from(config.clone()))
+    }
+
+    /// Whether a peer's certificate chain verifies against our roots and names `domain`.
+    pub fn verifies(&self, chain: &[CertificateDer<'_>], domain: &str) -> bool {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let Ok(strict) =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), self.provider.clone())
+                .build()
+        else {
+            return false;
+        };
+        if strict
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .is_err()
+        {
+            return false;
+        }
+        let Ok(name) = ServerName::try_from(domain.to_owned()) else {
+            return false;
+        };
+        ParsedCertificate::try_from(end_entity)
+            .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name))
+            .is_ok()
+    }
+}
+
+/// Chooses our certificate by the name the peer asked for; peers that send no name (Prosody
+/// does not) get the first certificate.
+#[derive(Debug)]
+struct ByDomain {
+    by_domain: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for ByDomain {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            hello
+                .server_name()
+                .and_then(|name| self.by_domain.get(name))
+                .unwrap_or(&self.default)
+                .clone(),
+        )
+    }
+}
+
+/// Requests a client certificate and checks its handshake signature, but leaves the decision
+/// about the chain to [`TlsSettings::verifies`].
+#[derive(Debug)]
+struct AnyClientCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A test CA and certificates for test domains.
+
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+
+    pub struct TestCa {
+        pub cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    impl TestCa {
+        pub fn new(name: &str) -> TestCa {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).expect("CA certificate");
+            TestCa { cert, key }
+        }
+
+        pub fn root(&self) -> CertificateDer<'static> {
+            self.cert.der().clone()
+        }
+
+        /// A leaf for `domains`, usable as server and client certificate.
+        pub fn identity(&self, domains: &[&str]) -> Identity {
+            let key = KeyPair::generate().expect("key");
+            let names: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
+            let mut params = CertificateParams::new(names.clone()).expect("params");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, domains[0]);
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let cert = params
+                .signed_by(&key, &self.cert, &self.key)
+                .expect("leaf certificate");
+            Identity {
+                domains: names,
+                chain: vec![cert.der().clone()],
+                key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestCa;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    /// Runs a handshake from `client` (as `client_domain`) to `server`, returning the chain the
+    /// server saw and the ALPN protocol.
+    async fn handshake(
+        server: &TlsSettings,
+        client: &TlsSettings,
+        client_domain: &str,
+        sni: &str,
+        direct: bool,
+    ) -> (Option<Vec<CertificateDer<'static>>>, Option<Vec<u8>>) {
+        let (a, b) = duplex(64 * 1024);
+        let connector = client.connector(client_domain, direct).unwrap();
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let client_side = tokio::spawn(async move {
+            let mut tls = connector.connect(name, a).await.unwrap();
+            tls.write_all(b"ping").await.unwrap();
+            tls.flush().await.unwrap();
+            let mut buf = [0; 4];
+            tls.read_exact(&mut buf).await.unwrap();
+            buf
+        });
+        let mut tls = server.acceptor().accept(b).await.unwrap();
+        let mut buf = [0; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        tls.write_all(b"pong").await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(&client_side.await.unwrap(), b"pong");
+        let (_, connection) = tls.get_ref();
+        (
+            connection.peer_certificates().map(|chain| chain.to_vec()),
+            connection.alpn_protocol().map(<[u8]>::to_vec),
+        )
+    }
+
+    #[tokio::test]
+    async fn mutual_certificates_verify_for_the_right_domain_only() {
+        let ca = TestCa::new("Test CA");
+        let gateway = TlsSettings::new(
+            vec![ca.identity(&["gw.test", "muc.gw.test"])],
+            vec![ca.root()],
+            false,
+        )
+        .unwrap();
+        let prosody =
+            TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap();
+        let (chain, alpn) = handshake(&gateway, &prosody, "prosody.test", "gw.test", false).await;
+        let chain = chain.expect("a client certificate");
+        assert!(gateway.verifies(&chain, "prosody.test"));
+        assert!(!gateway.verifies(&chain, "gw.test"));
+        assert!(!gateway.verifies(&chain, "evil.test"));
+        assert_eq!(alpn, None);
+        // Direct TLS negotiates the xmpp-server protocol.
+        let (_, alpn) = handshake(&gateway, &prosody, "prosody.test", "muc.gw.test", true).await;
+        assert_eq!(alpn.as_deref(), Some(ALPN_XMPP_SERVER));
+    }
+
+    #[tokio::test]
+    async fn a_certificate_of_an_unknown_ca_connects_but_does_not_verify() {
+        let ours = TestCa::new("Our CA");
+        let theirs = TestCa::new("Their CA");
+        let gateway =
+            TlsSettings::new(vec![ours.identity(&["gw.test"])], vec![ours.root()], false).unwrap();
+        // The stranger trusts our CA (to verify us) but its own certificate is from another CA.
+        let stranger = TlsSettings::new(
+            vec![theirs.identity(&["stranger.test"])],
+            vec![ours.root()],
+            false,
+        )
+        .unwrap();
+        let (chain, _) = handshake(&gateway, &stranger, "stranger.test", "gw.test", false).await;
+        let chain = chain.expect("a client certificate");
+        assert!(!gateway.verifies(&chain, "stranger.test"));
+        assert!(!gateway.verifies(&[], "stranger.test"));
+    }
+
+    #[test]
+    fn a_configuration_needs_a_certificate() {
+        assert!(matches!(
+            TlsSettings::new(vec![], vec![], false),
+            Err(TlsError::NoCertificate)
+        ));
+    }
+}
