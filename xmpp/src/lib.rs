@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod negotiation;
 pub mod ns;
 pub mod router;
 pub mod stanza;

@@ -41,8 +41,6 @@ pub struct StreamHeader {
     pub id: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
-    /// The default namespace of the stream's content (`jabber:server` between servers).
-    pub content_namespace: String,
 }
 
 impl StreamHeader {
@@ -210,7 +208,6 @@ impl StreamParser {
                     id: attribute("id"),
                     version: attribute("version"),
                     lang,
-                    content_namespace: String::new(),
                 };
                 self.state = State::Open;
                 self.items.push_back(StreamItem::Header(header));

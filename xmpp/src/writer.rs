@@ -88,7 +88,6 @@ mod tests {
             id: Some("a'b<c".into()),
             version: Some("1.0".into()),
             lang: Some("en".into()),
-            content_namespace: String::new(),
         };
         let stanza: Element =
             "<message xmlns='jabber:server' to='x@prosody.test'><body>a &lt; b</body>\
