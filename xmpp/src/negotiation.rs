@@ -267,6 +267,154 @@ pub async fn accept(
     }
 }
 
+/// Runs the initiating side of a stream to `remote` as `local`: STARTTLS (unless `direct_tls`
+/// already encrypted the connection on the XEP-0368 port), then SASL EXTERNAL with our
+/// certificate. The remote server must offer EXTERNAL; dialback is not spoken yet.
+pub async fn connect(
+    io: BoxedIo,
+    direct_tls: bool,
+    local: &str,
+    remote: &str,
+    tls: &TlsSettings,
+    limits: Limits,
+) -> Result<Authenticated, NegotiationError> {
+    let connector = tls.connector(local, direct_tls).ok_or_else(|| {
+        NegotiationError::Tls(std::io::Error::other(format!("no certificate for {local}")))
+    })?;
+    let name = rustls::pki_types::ServerName::try_from(remote.to_owned())
+        .map_err(|e| NegotiationError::Tls(std::io::Error::other(e)))?;
+    let mut tls_version = None;
+    let mut stream = if direct_tls {
+        let tls_stream = connector
+            .connect(name.clone(), io)
+            .await
+            .map_err(NegotiationError::Tls)?;
+        tls_version = tls_stream
+            .get_ref()
+            .1
+            .protocol_version()
+            .map(|version| format!("{version:?}"));
+        let boxed: BoxedIo = Box::new(tls_stream);
+        XmlStream::new(boxed, limits)
+    } else {
+        XmlStream::new(io, limits)
+    };
+    let header = StreamHeader {
+        from: Some(local.to_owned()),
+        to: Some(remote.to_owned()),
+        version: Some("1.0".to_owned()),
+        lang: Some("en".to_owned()),
+        id: None,
+    };
+    let mut encrypted = direct_tls;
+    let mut authenticated = false;
+    loop {
+        stream.send_header(&header, true).await?;
+        let reply = stream.read_header().await?;
+        if !reply.is_version_1() {
+            return violation(
+                &mut stream,
+                StreamErrorCondition::UnsupportedVersion,
+                "XMPP 1.0 is required",
+            )
+            .await;
+        }
+        let StreamItem::Element(features) = stream.next().await? else {
+            return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
+        };
+        if !features.is("features", ns::STREAM) {
+            return violation(
+                &mut stream,
+                StreamErrorCondition::UnsupportedStanzaType,
+                "expected stream features",
+            )
+            .await;
+        }
+        if authenticated {
+            tracing::info!(peer = %remote, local = %local, method = "SASL EXTERNAL", tls = ?tls_version, "outbound stream authenticated");
+            return Ok(Authenticated {
+                stream,
+                peer: remote.to_owned(),
+                local: local.to_owned(),
+                method: AuthMethod::SaslExternal,
+                tls_version,
+            });
+        }
+        if !encrypted {
+            if !features.has_child("starttls", ns::TLS) {
+                return violation(
+                    &mut stream,
+                    StreamErrorCondition::PolicyViolation,
+                    "TLS is required",
+                )
+                .await;
+            }
+            stream
+                .send_element(&Element::bare("starttls", ns::TLS))
+                .await?;
+            let StreamItem::Element(answer) = stream.next().await? else {
+                return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
+            };
+            if !answer.is("proceed", ns::TLS) {
+                return Err(ConnectionError::PeerError("starttls failure".to_owned()).into());
+            }
+            let io = stream.into_inner();
+            let tls_stream = connector
+                .connect(name.clone(), io)
+                .await
+                .map_err(NegotiationError::Tls)?;
+            tls_version = tls_stream
+                .get_ref()
+                .1
+                .protocol_version()
+                .map(|version| format!("{version:?}"));
+            let boxed: BoxedIo = Box::new(tls_stream);
+            stream = XmlStream::new(boxed, limits);
+            encrypted = true;
+            continue;
+        }
+        let external = features
+            .get_child("mechanisms", ns::SASL)
+            .is_some_and(|mechanisms| {
+                mechanisms
+                    .children()
+                    .any(|mechanism| mechanism.text().trim() == "EXTERNAL")
+            });
+        if !external {
+            return violation(
+                &mut stream,
+                StreamErrorCondition::PolicyViolation,
+                "the peer does not accept our certificate",
+            )
+            .await;
+        }
+        use base64::Engine;
+        let authzid = base64::engine::general_purpose::STANDARD.encode(local);
+        stream
+            .send_element(
+                &Element::builder("auth", ns::SASL)
+                    .attr(rxml::xml_ncname!("mechanism").to_owned(), "EXTERNAL")
+                    .append(authzid.as_str())
+                    .build(),
+            )
+            .await?;
+        let StreamItem::Element(answer) = stream.next().await? else {
+            return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
+        };
+        if !answer.is("success", ns::SASL) {
+            let condition = answer
+                .children()
+                .next()
+                .map(|child| child.name().to_owned())
+                .unwrap_or_else(|| "failure".to_owned());
+            let _ = stream.close().await;
+            return Err(ConnectionError::PeerError(format!("SASL {condition}")).into());
+        }
+        stream.reset();
+        authenticated = true;
+    }
+}
+
 fn sasl_failure(condition: &str) -> Element {
     Element::builder("failure", ns::SASL)
         .append(Element::bare(condition, ns::SASL))
@@ -504,6 +652,76 @@ mod tests {
             Some("offered=true failure=invalid-authzid")
         );
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn our_initiating_side_against_our_receiving_side() {
+        let World {
+            gateway,
+            prosody,
+            policy,
+        } = world();
+        for direct in [false, true] {
+            let (ours, theirs) = duplex(64 * 1024);
+            // Here "prosody.test" is played by Causeway's initiating side.
+            let initiating = prosody_as_causeway(&prosody, theirs, direct);
+            let receiving = accept(Box::new(ours), direct, &gateway, &policy);
+            let (outbound, inbound) = tokio::join!(initiating, receiving);
+            let mut outbound = outbound.unwrap();
+            let mut inbound = inbound.unwrap();
+            assert_eq!(
+                (outbound.peer.as_str(), inbound.peer.as_str()),
+                ("gw.test", "prosody.test")
+            );
+            outbound
+                .stream
+                .send_element(
+                    &"<presence xmlns='jabber:server' from='a@prosody.test' to='b@gw.test'/>"
+                        .parse()
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(
+                element(&mut inbound.stream)
+                    .await
+                    .is("presence", ns::JABBER_SERVER)
+            );
+        }
+    }
+
+    async fn prosody_as_causeway(
+        tls: &TlsSettings,
+        io: tokio::io::DuplexStream,
+        direct: bool,
+    ) -> Result<Authenticated, NegotiationError> {
+        connect(
+            Box::new(io),
+            direct,
+            "prosody.test",
+            "gw.test",
+            tls,
+            Limits::default(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn the_initiating_side_refuses_an_untrusted_peer() {
+        // Two worlds, two CAs: neither side trusts the other's certificate.
+        let World { prosody, .. } = world();
+        let World {
+            gateway, policy, ..
+        } = world();
+        let (ours, theirs) = duplex(64 * 1024);
+        let receiving = tokio::spawn(async move {
+            accept(Box::new(ours), false, &gateway, &policy)
+                .await
+                .map(|a| a.peer)
+        });
+        let result = prosody_as_causeway(&prosody, theirs, false).await;
+        assert!(result.is_err());
+        let _ = receiving.await;
     }
 
     async fn refused(first: &[u8], policy: InboundPolicy, gateway: TlsSettings) -> String {
