@@ -10,6 +10,7 @@ pub mod error;
 pub mod negotiation;
 pub mod ns;
 pub mod router;
+pub mod server;
 pub mod stanza;
 pub mod stream;
 pub mod tls;
