@@ -288,6 +288,7 @@ class Causeway(ServerProcess):
             "\n[client_api]\n"
             f"bind = {_toml_str(f'127.0.0.1:{self.port}')}\n"
             "\n[federation]\nenabled = false\n"
+            "\n[xmpp]\nenabled = false\n"
             '\n[registration]\nmode = "open"\n'
             f"{limits}"
             f"\n[logging]\nfilter = {_toml_str(self.log_filter)}\n"

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod federation_listener;
+pub mod xmpp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,11 +55,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let xmpp = if config.xmpp.enabled {
+        Some(xmpp::start(&config).await?)
+    } else {
+        None
+    };
     spawn_typing_expiry(services.clone());
     client_server.await.context("serving the client API")?;
     if let Some(handle) = federation {
         handle.abort();
     }
+    drop(xmpp);
     tracing::info!("stopped");
     Ok(())
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
     pub logging: LoggingConfig,
+    pub xmpp: XmppConfig,
 }
 
 impl Config {
@@ -162,6 +163,32 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        match (&self.xmpp.tls_certificate, &self.xmpp.tls_private_key) {
+            (Some(_), None) => {
+                return Err((
+                    "xmpp.tls_private_key",
+                    "set together with xmpp.tls_certificate".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "xmpp.tls_certificate",
+                    "set together with xmpp.tls_private_key".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(domain) = &self.xmpp.muc_domain
+            && ServerName::try_from(domain.as_str()).is_err()
+        {
+            return Err(("xmpp.muc_domain", format!("{domain:?} is not a domain")));
+        }
+        if self.xmpp.max_stanza_bytes < 10_000 {
+            return Err((
+                "xmpp.max_stanza_bytes",
+                "must be at least 10000 (RFC 6120 §13.12)".to_owned(),
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(("database.max_connections", "must be at least 1".to_owned()));
@@ -441,6 +468,63 @@ impl Default for RateLimitsConfig {
                 burst: 50,
             },
         }
+    }
+}
+
+/// A fixed route to a remote XMPP domain's server (`[[xmpp.routes]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppRoute {
+    pub domain: String,
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub direct_tls: bool,
+}
+
+/// `[xmpp]`: the XMPP server-to-server side.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppConfig {
+    pub enabled: bool,
+    pub muc_domain: Option<String>,
+    pub listen_starttls: Vec<SocketAddr>,
+    pub listen_direct_tls: Vec<SocketAddr>,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    pub ca_files: Vec<PathBuf>,
+    pub system_roots: bool,
+    pub require_tls: bool,
+    pub routes: Vec<XmppRoute>,
+    pub idle_timeout_secs: u64,
+    pub max_stanza_bytes: usize,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        XmppConfig {
+            enabled: true,
+            muc_domain: None,
+            listen_starttls: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
+            listen_direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5270))],
+            tls_certificate: None,
+            tls_private_key: None,
+            ca_files: Vec::new(),
+            system_roots: true,
+            require_tls: true,
+            routes: Vec::new(),
+            idle_timeout_secs: 300,
+            max_stanza_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// The domain of the MUC service: configured, or `muc.` before the server's host.
+    pub fn muc_domain(&self) -> String {
+        self.xmpp
+            .muc_domain
+            .clone()
+            .unwrap_or_else(|| format!("muc.{}", self.server.name.host()))
     }
 }
 

@@ -1,0 +1,134 @@
+//! Starting the XMPP server-to-server side for the server's domains.
+//!
+//! Until the bridge lands, stanzas for our domains are answered by the server's default
+//! router (service discovery, ping, version, time; `service-unavailable` for the rest).
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use causeway_config::Config;
+use causeway_xmpp::router::{DefaultRouter, Domains};
+use causeway_xmpp::server::{Endpoint, S2s, S2sConfig, StanzaHandler};
+use causeway_xmpp::stanza::Stanza;
+use causeway_xmpp::stream::Limits;
+use causeway_xmpp::tls::{Identity, TlsSettings};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Answers stanzas for the server's own domains.
+struct ServerHandler {
+    router: DefaultRouter,
+}
+
+impl StanzaHandler for ServerHandler {
+    fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
+        Box::pin(async move { self.router.answer(&stanza).into_iter().collect() })
+    }
+}
+
+/// The XMPP domains: the server's host and the MUC service.
+pub fn domains(config: &Config) -> Domains {
+    Domains {
+        server: config.server.name.host().to_ascii_lowercase(),
+        muc: config.muc_domain().to_ascii_lowercase(),
+    }
+}
+
+fn read_identity(certificate: &Path, key: &Path, domains: &Domains) -> anyhow::Result<Identity> {
+    let chain = CertificateDer::pem_file_iter(certificate)
+        .with_context(|| format!("reading {}", certificate.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", certificate.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    Ok(Identity {
+        domains: vec![domains.server.clone(), domains.muc.clone()],
+        chain,
+        key,
+    })
+}
+
+/// The configured certificate, or one generated once for our domains and kept.
+fn identity(config: &Config, domains: &Domains) -> anyhow::Result<Identity> {
+    if let (Some(certificate), Some(key)) =
+        (&config.xmpp.tls_certificate, &config.xmpp.tls_private_key)
+    {
+        return read_identity(certificate, key, domains);
+    }
+    let dir = &config.server.data_dir;
+    let certificate = dir.join("xmpp.crt");
+    let key = dir.join("xmpp.key");
+    if !certificate.exists() || !key.exists() {
+        let generated =
+            rcgen::generate_simple_self_signed(vec![domains.server.clone(), domains.muc.clone()])
+                .context("generating a certificate for XMPP")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&key, generated.key_pair.serialize_pem())
+            .with_context(|| format!("writing {}", key.display()))?;
+        std::fs::write(&certificate, generated.cert.pem())
+            .with_context(|| format!("writing {}", certificate.display()))?;
+        tracing::warn!(
+            path = %certificate.display(),
+            "generated a self-signed XMPP certificate: peers will not authenticate this server \
+             with it; configure xmpp.tls_certificate"
+        );
+    }
+    read_identity(&certificate, &key, domains)
+}
+
+/// Starts the listeners and the outbound side.
+pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let domains = domains(config);
+    let mut roots = Vec::new();
+    for file in &config.xmpp.ca_files {
+        for certificate in CertificateDer::pem_file_iter(file)
+            .with_context(|| format!("reading {}", file.display()))?
+        {
+            roots.push(certificate.with_context(|| format!("reading {}", file.display()))?);
+        }
+    }
+    let tls = TlsSettings::new(
+        vec![identity(config, &domains)?],
+        roots,
+        config.xmpp.system_roots,
+    )
+    .context("setting up TLS for XMPP")?;
+    let mut routes = std::collections::HashMap::<String, Vec<Endpoint>>::new();
+    for route in &config.xmpp.routes {
+        routes
+            .entry(route.domain.to_ascii_lowercase())
+            .or_default()
+            .push(Endpoint {
+                address: route.address,
+                direct_tls: route.direct_tls,
+            });
+    }
+    let s2s_config = S2sConfig {
+        domains: vec![domains.server.clone(), domains.muc.clone()],
+        listen_starttls: config.xmpp.listen_starttls.clone(),
+        listen_direct_tls: config.xmpp.listen_direct_tls.clone(),
+        routes,
+        require_tls: config.xmpp.require_tls,
+        limits: Limits {
+            max_stanza_bytes: config.xmpp.max_stanza_bytes,
+            ..Limits::default()
+        },
+        idle_timeout: Duration::from_secs(config.xmpp.idle_timeout_secs),
+        connect_timeout: Duration::from_secs(20),
+    };
+    let handler = Arc::new(ServerHandler {
+        router: DefaultRouter::new(domains.clone(), env!("CARGO_PKG_VERSION")),
+    });
+    let s2s = S2s::start(s2s_config, Arc::new(tls), handler)
+        .await
+        .context("binding the XMPP listeners")?;
+    for (address, direct) in s2s.local_addresses() {
+        tracing::info!(%address, direct_tls = direct, domain = %domains.server, muc = %domains.muc, "XMPP server-to-server listening");
+    }
+    Ok(s2s)
+}
