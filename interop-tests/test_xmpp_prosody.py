@@ -1,0 +1,241 @@
+"""XMPP server-to-server interop with a real Prosody (Debian package), secure mode.
+
+Prosody serves prosody.test on 127.0.0.2; Causeway serves gw.test and muc.gw.test on 127.0.0.5.
+A test CA (made with openssl) signs both servers' certificates, with serverAuth and clientAuth,
+and each server trusts it. Prosody finds gw.test through a private hosts file (lua-unbound);
+Causeway reaches prosody.test through a fixed route.
+
+A slixmpp client logged in on Prosody as bob@prosody.test then:
+- pings gw.test (Prosody opens a stream to Causeway with STARTTLS and SASL EXTERNAL; Causeway
+  answers over its own stream to Prosody, again STARTTLS and SASL EXTERNAL);
+- reads disco#info of gw.test (server/im) and of muc.gw.test (conference/text);
+- gets service-unavailable for a query Causeway does not handle;
+and the same again with Causeway reaching Prosody over XEP-0368 direct TLS (port 5270).
+
+Run: python interop-tests/test_xmpp_prosody.py --causeway target/debug/causeway
+Needs: prosody and lua-unbound (Debian), openssl, slixmpp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import harness
+
+PROSODY_IP = "127.0.0.2"
+GATEWAY_IP = "127.0.0.5"
+
+
+def run(*command: str, cwd: Path | None = None) -> None:
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_certificates(dir: Path) -> None:
+    """A test CA and leaf certificates for both servers, with both TLS usages."""
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "2", "-subj", "/CN=Causeway interop CA", "-keyout", "ca.key",
+        "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=dir)
+    for name, sans in (("prosody.test", ["prosody.test"]), ("gw.test", ["gw.test", "muc.gw.test"])):
+        ext = dir / f"{name}.ext"
+        ext.write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth,clientAuth\n"
+            f"subjectAltName={','.join('DNS:' + s for s in sans)}\n"
+        )
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=dir)
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=dir)
+
+
+class Prosody:
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+        self.config = dir / "prosody.cfg.lua"
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self) -> None:
+        certs = self.dir / "certs"
+        certs.mkdir(exist_ok=True)
+        for suffix in ("crt", "key"):
+            shutil.copy(self.dir / f"prosody.test.{suffix}", certs / f"prosody.test.{suffix}")
+        (self.dir / "data").mkdir(exist_ok=True)
+        (self.dir / "hosts.test").write_text(
+            f"127.0.0.1 localhost\n{PROSODY_IP} prosody.test\n{GATEWAY_IP} gw.test muc.gw.test\n"
+        )
+        self.config.write_text(f"""
+run_as_root = true
+pidfile = "{self.dir}/prosody.pid"
+data_path = "{self.dir}/data"
+log = {{ debug = "{self.dir}/prosody.log" }}
+interfaces = {{ "{PROSODY_IP}" }}
+s2s_direct_tls_ports = {{ 5270 }}
+s2s_require_encryption = true
+s2s_secure_auth = true
+c2s_require_encryption = true
+certificates = "{self.dir}/certs"
+ssl = {{ cafile = "{self.dir}/ca.crt" }}
+unbound = {{ hoststxt = "{self.dir}/hosts.test" }}
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "message"; "iq";
+    "s2s_auth_certs";
+}}
+modules_disabled = {{ "offline" }}
+authentication = "internal_hashed"
+VirtualHost "prosody.test"
+""")
+
+    def start(self) -> None:
+        self.write_config()
+        run("prosodyctl", "--config", str(self.config), "register", "bob", "prosody.test", "bobpw")
+        log = open(self.dir / "prosody.stdout", "w")
+        self.proc = subprocess.Popen(["prosody", "--config", str(self.config), "-F"],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                import socket
+                with socket.create_connection((PROSODY_IP, 5222), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("Prosody did not start:\n" + self.log_tail())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.dir / "prosody.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class GatewayCauseway(harness.Causeway):
+    """Causeway as gw.test with its XMPP side on 127.0.0.5."""
+
+    def __init__(self, binary: str, certs: Path, direct_tls: bool) -> None:
+        super().__init__(binary)
+        self.certs = certs
+        self.direct_tls = direct_tls
+
+    def config_text(self) -> str:
+        port = 5270 if self.direct_tls else 5269
+        return (
+            '[server]\nname = "gw.test"\n'
+            f"data_dir = {harness._toml_str(str(self.data_dir))}\n"
+            f'\n[client_api]\nbind = "127.0.0.1:{self.port}"\n'
+            "\n[federation]\nenabled = false\n"
+            "\n[xmpp]\n"
+            f'listen_starttls = ["{GATEWAY_IP}:5269"]\n'
+            f'listen_direct_tls = ["{GATEWAY_IP}:5270"]\n'
+            f"tls_certificate = {harness._toml_str(str(self.certs / 'gw.test.crt'))}\n"
+            f"tls_private_key = {harness._toml_str(str(self.certs / 'gw.test.key'))}\n"
+            f"ca_files = [{harness._toml_str(str(self.certs / 'ca.crt'))}]\n"
+            "system_roots = false\n"
+            "\n[[xmpp.routes]]\n"
+            'domain = "prosody.test"\n'
+            f'address = "{PROSODY_IP}:{port}"\n'
+            f"direct_tls = {'true' if self.direct_tls else 'false'}\n"
+            '\n[logging]\nfilter = "info,causeway_xmpp=debug"\n'
+        )
+
+
+async def client_checks(ca: Path, checks: harness.Checks, label: str) -> None:
+    import slixmpp
+    from slixmpp.exceptions import IqError, IqTimeout
+
+    client = slixmpp.ClientXMPP("bob@prosody.test/interop", "bobpw")
+    client.register_plugin("xep_0030")
+    client.register_plugin("xep_0199")
+    client.ca_certs = str(ca)
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    client.add_event_handler("session_start", lambda _event: ready.done() or ready.set_result(True))
+    client.add_event_handler("failed_auth", lambda _event: ready.done() or ready.set_exception(RuntimeError("auth failed")))
+    client.connect(host=PROSODY_IP, port=5222)
+    try:
+        await asyncio.wait_for(ready, 20)
+        checks.check(True, f"{label}: slixmpp logged in on Prosody")
+
+        start = time.monotonic()
+        rtt = await client.plugin["xep_0199"].ping("gw.test", timeout=20)
+        checks.check(True, f"{label}: ping gw.test answered ({rtt * 1000:.0f} ms, first one "
+                  f"{(time.monotonic() - start) * 1000:.0f} ms with both streams set up)")
+
+        info = await client.plugin["xep_0030"].get_info(jid="gw.test", timeout=20)
+        identities = info["disco_info"]["identities"]
+        features = info["disco_info"]["features"]
+        checks.check(any(i[0] == "server" and i[1] == "im" for i in identities),
+                     f"{label}: disco#info of gw.test names a server/im", repr(identities))
+        checks.check("urn:xmpp:ping" in features and "jabber:iq:version" in features,
+                     f"{label}: disco#info of gw.test lists ping and version", repr(features))
+
+        info = await client.plugin["xep_0030"].get_info(jid="muc.gw.test", timeout=20)
+        identities = info["disco_info"]["identities"]
+        checks.check(any(i[0] == "conference" for i in identities),
+                     f"{label}: disco#info of muc.gw.test names a conference service", repr(identities))
+
+        try:
+            await client.plugin["xep_0030"].get_items(jid="alice@gw.test", timeout=20)
+            checks.check(False, f"{label}: a query Causeway does not handle was answered with a result")
+        except IqError as error:
+            condition = error.iq["error"]["condition"]
+            checks.check(condition == "service-unavailable",
+                         f"{label}: an unhandled query gets service-unavailable", repr(condition))
+    except (IqError, IqTimeout, asyncio.TimeoutError, RuntimeError) as error:
+        checks.check(False, f"{label}: {type(error).__name__}: {error}")
+    finally:
+        client.disconnect()
+        await asyncio.sleep(0.5)
+
+
+def main() -> int:
+    parser = harness.test_argparser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    if args.synapse_venv:
+        print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
+        return 0
+    if not shutil.which("prosody") or not shutil.which("openssl"):
+        print("FAIL: prosody and openssl are needed (scripts/test-all installs them)")
+        return 1
+    logging.basicConfig(level=logging.WARNING)
+    work = harness.make_workdir("xmpp-prosody-")
+    make_certificates(work)
+    checks = harness.Checks("xmpp-prosody")
+    prosody = Prosody(work)
+    prosody.start()
+    try:
+        for direct in (False, True):
+            label = "direct TLS" if direct else "STARTTLS"
+            gateway = GatewayCauseway(args.causeway, work, direct)
+            gateway.start()
+            try:
+                asyncio.run(client_checks(work / "ca.crt", checks, label))
+            finally:
+                gateway.stop()
+                if checks.failures:
+                    print("--- Causeway log ---\n" + gateway.log_tail(80))
+    finally:
+        prosody.stop()
+        if checks.failures:
+            print("--- Prosody log ---\n" + prosody.log_tail())
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
