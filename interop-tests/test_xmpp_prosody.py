@@ -10,7 +10,9 @@ A slixmpp client logged in on Prosody as bob@prosody.test then:
   answers over its own stream to Prosody, again STARTTLS and SASL EXTERNAL);
 - reads disco#info of gw.test (server/im) and of muc.gw.test (conference/text);
 - gets service-unavailable for a query Causeway does not handle;
-and the same again with Causeway reaching Prosody over XEP-0368 direct TLS (port 5270).
+and the same again with Causeway reaching Prosody over XEP-0368 direct TLS (port 5270). A peer
+that sends garbage gets a stream error while Prosody keeps working, and a certificate for the
+wrong domain is refused in both directions.
 
 Run: python interop-tests/test_xmpp_prosody.py --causeway target/debug/causeway
 Needs: prosody and lua-unbound (Debian), openssl, slixmpp.
@@ -45,7 +47,8 @@ def make_certificates(dir: Path) -> None:
         "-nodes", "-days", "2", "-subj", "/CN=Causeway interop CA", "-keyout", "ca.key",
         "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=dir)
-    for name, sans in (("prosody.test", ["prosody.test"]), ("gw.test", ["gw.test", "muc.gw.test"])):
+    for name, sans in (("prosody.test", ["prosody.test"]), ("gw.test", ["gw.test", "muc.gw.test"]),
+                       ("wrong.test", ["wrong.test"])):
         ext = dir / f"{name}.ext"
         ext.write_text(
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -59,8 +62,9 @@ def make_certificates(dir: Path) -> None:
 
 
 class Prosody:
-    def __init__(self, dir: Path) -> None:
+    def __init__(self, dir: Path, certificate: str = "prosody.test") -> None:
         self.dir = dir
+        self.certificate = certificate
         self.config = dir / "prosody.cfg.lua"
         self.proc: subprocess.Popen | None = None
 
@@ -68,7 +72,7 @@ class Prosody:
         certs = self.dir / "certs"
         certs.mkdir(exist_ok=True)
         for suffix in ("crt", "key"):
-            shutil.copy(self.dir / f"prosody.test.{suffix}", certs / f"prosody.test.{suffix}")
+            shutil.copy(self.dir / f"{self.certificate}.{suffix}", certs / f"prosody.test.{suffix}")
         (self.dir / "data").mkdir(exist_ok=True)
         (self.dir / "hosts.test").write_text(
             f"127.0.0.1 localhost\n{PROSODY_IP} prosody.test\n{GATEWAY_IP} gw.test muc.gw.test\n"
@@ -129,10 +133,11 @@ VirtualHost "prosody.test"
 class GatewayCauseway(harness.Causeway):
     """Causeway as gw.test with its XMPP side on 127.0.0.5."""
 
-    def __init__(self, binary: str, certs: Path, direct_tls: bool) -> None:
+    def __init__(self, binary: str, certs: Path, direct_tls: bool, certificate: str = "gw.test") -> None:
         super().__init__(binary)
         self.certs = certs
         self.direct_tls = direct_tls
+        self.certificate = certificate
 
     def config_text(self) -> str:
         port = 5270 if self.direct_tls else 5269
@@ -144,8 +149,8 @@ class GatewayCauseway(harness.Causeway):
             "\n[xmpp]\n"
             f'listen_starttls = ["{GATEWAY_IP}:5269"]\n'
             f'listen_direct_tls = ["{GATEWAY_IP}:5270"]\n'
-            f"tls_certificate = {harness._toml_str(str(self.certs / 'gw.test.crt'))}\n"
-            f"tls_private_key = {harness._toml_str(str(self.certs / 'gw.test.key'))}\n"
+            f"tls_certificate = {harness._toml_str(str(self.certs / (self.certificate + '.crt')))}\n"
+            f"tls_private_key = {harness._toml_str(str(self.certs / (self.certificate + '.key')))}\n"
             f"ca_files = [{harness._toml_str(str(self.certs / 'ca.crt'))}]\n"
             "system_roots = false\n"
             "\n[[xmpp.routes]]\n"
@@ -204,6 +209,60 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str) -> None:
         await asyncio.sleep(0.5)
 
 
+async def ping_fails(ca: Path, checks: harness.Checks, label: str, verify: bool = True) -> None:
+    """The client's ping of gw.test must fail: the servers cannot authenticate each other.
+
+    `verify=False` when Prosody's own certificate does not name prosody.test: the client then
+    accepts it, since what is tested is the servers' refusal of each other."""
+    import ssl
+
+    import slixmpp
+    from slixmpp.exceptions import IqError, IqTimeout
+
+    client = slixmpp.ClientXMPP("bob@prosody.test/interop", "bobpw")
+    client.register_plugin("xep_0199")
+    client.ca_certs = str(ca)
+    if not verify:
+        client.ssl_context.check_hostname = False
+        client.ssl_context.verify_mode = ssl.CERT_NONE
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    client.add_event_handler("session_start", lambda _event: ready.done() or ready.set_result(True))
+    client.connect(host=PROSODY_IP, port=5222)
+    try:
+        await asyncio.wait_for(ready, 20)
+        try:
+            await client.plugin["xep_0199"].ping("gw.test", timeout=15)
+            checks.check(False, f"{label}: the ping went through")
+        except IqError as error:
+            condition = error.iq["error"]["condition"]
+            checks.check(condition in ("remote-server-not-found", "remote-server-timeout", "not-authorized"),
+                         f"{label}: the ping fails with {condition}", repr(condition))
+        except IqTimeout:
+            checks.check(True, f"{label}: the ping gets no answer")
+    finally:
+        client.disconnect()
+        await asyncio.sleep(0.5)
+
+
+def garbage_gets_a_stream_error(checks: harness.Checks) -> None:
+    """A peer sending garbage gets a stream error, and the connection is closed."""
+    import socket
+
+    with socket.create_connection((GATEWAY_IP, 5269), timeout=10) as sock:
+        sock.sendall(b"<stream:stream xmlns='jabber:server' "
+                     b"xmlns:stream='http://etherx.jabber.org/streams' to='gw.test' "
+                     b"from='garbage.test' version='1.0'><<<this is not xml>>>")
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    text = received.decode(errors="replace")
+    checks.check("not-well-formed" in text, "a garbage peer gets <not-well-formed/>", text)
+    checks.check(text.endswith("</stream:stream>"), "and its stream is closed", text)
+
+
 def main() -> int:
     parser = harness.test_argparser(__doc__.splitlines()[0])
     args = parser.parse_args()
@@ -226,11 +285,38 @@ def main() -> int:
             gateway.start()
             try:
                 asyncio.run(client_checks(work / "ca.crt", checks, label))
+                if not direct:
+                    # Garbage from one peer disturbs nobody else.
+                    garbage_gets_a_stream_error(checks)
+                    asyncio.run(client_checks(work / "ca.crt", checks, "after the garbage peer"))
             finally:
                 gateway.stop()
                 if checks.failures:
                     print("--- Causeway log ---\n" + gateway.log_tail(80))
+        # Causeway presents a certificate for another domain: Prosody refuses it.
+        gateway = GatewayCauseway(args.causeway, work, False, certificate="wrong.test")
+        gateway.start()
+        try:
+            asyncio.run(ping_fails(work / "ca.crt", checks, "Causeway with a certificate for wrong.test"))
+        finally:
+            gateway.stop()
     finally:
+        prosody.stop()
+        if checks.failures:
+            print("--- Prosody log ---\n" + prosody.log_tail())
+    # Prosody presents a certificate for another domain: Causeway offers it no SASL EXTERNAL.
+    prosody = Prosody(work, certificate="wrong.test")
+    prosody.start()
+    gateway = GatewayCauseway(args.causeway, work, False)
+    gateway.start()
+    try:
+        asyncio.run(ping_fails(work / "ca.crt", checks, "Prosody with a certificate for wrong.test",
+                               verify=False))
+        log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
+        checks.check("inbound stream authenticated" not in log,
+                     "Causeway authenticated no stream for the wrong certificate", log[-3000:])
+    finally:
+        gateway.stop()
         prosody.stop()
         if checks.failures:
             print("--- Prosody log ---\n" + prosody.log_tail())
