@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use causeway_config::Config;
 use causeway_xmpp::router::{DefaultRouter, Domains};
-use causeway_xmpp::server::{Endpoint, S2s, S2sConfig, StanzaHandler};
+use causeway_xmpp::server::{DomainPolicy, Endpoint, S2s, S2sConfig, StanzaHandler};
 use causeway_xmpp::stanza::Stanza;
 use causeway_xmpp::stream::Limits;
 use causeway_xmpp::tls::{Identity, TlsSettings};
@@ -120,6 +120,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
         },
         idle_timeout: Duration::from_secs(config.xmpp.idle_timeout_secs),
         connect_timeout: Duration::from_secs(20),
+        domain_policy: DomainPolicy {
+            allow: config.xmpp.allow_domains.clone(),
+            deny: config.xmpp.deny_domains.clone(),
+        },
+        max_stanzas_per_second: config.xmpp.max_stanzas_per_second,
     };
     let handler = Arc::new(ServerHandler {
         router: DefaultRouter::new(domains.clone(), env!("CARGO_PKG_VERSION")),

@@ -112,6 +112,8 @@ async fn the_configured_server_answers_an_authenticated_peer() {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            domain_policy: Default::default(),
+            max_stanzas_per_second: 1000,
         },
         Arc::new(peer_tls),
         Arc::new(Recorder(seen_tx)),

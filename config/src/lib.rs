@@ -184,6 +184,12 @@ impl Config {
         {
             return Err(("xmpp.muc_domain", format!("{domain:?} is not a domain")));
         }
+        if self.xmpp.max_stanzas_per_second == 0 {
+            return Err((
+                "xmpp.max_stanzas_per_second",
+                "must be at least 1".to_owned(),
+            ));
+        }
         if self.xmpp.max_stanza_bytes < 10_000 {
             return Err((
                 "xmpp.max_stanza_bytes",
@@ -495,8 +501,11 @@ pub struct XmppConfig {
     pub system_roots: bool,
     pub require_tls: bool,
     pub routes: Vec<XmppRoute>,
+    pub allow_domains: Vec<String>,
+    pub deny_domains: Vec<String>,
     pub idle_timeout_secs: u64,
     pub max_stanza_bytes: usize,
+    pub max_stanzas_per_second: u32,
 }
 
 impl Default for XmppConfig {
@@ -512,8 +521,11 @@ impl Default for XmppConfig {
             system_roots: true,
             require_tls: true,
             routes: Vec::new(),
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
             idle_timeout_secs: 300,
             max_stanza_bytes: 256 * 1024,
+            max_stanzas_per_second: 500,
         }
     }
 }

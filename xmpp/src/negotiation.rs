@@ -21,6 +21,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// The byte stream of a negotiated connection.
 pub type BoxedIo = Box<dyn Io>;
 
+/// Remote domains allowed to federate: all but the denied ones, or only the allowed ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainPolicy {
+    /// When not empty, only these domains (and their subdomains) federate.
+    pub allow: Vec<String>,
+    /// These domains (and their subdomains) never federate.
+    pub deny: Vec<String>,
+}
+
+impl DomainPolicy {
+    fn matches(list: &[String], domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        list.iter().any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            domain == entry || domain.ends_with(&format!(".{entry}"))
+        })
+    }
+
+    /// Whether a remote domain may federate.
+    pub fn permits(&self, domain: &str) -> bool {
+        if Self::matches(&self.deny, domain) {
+            return false;
+        }
+        self.allow.is_empty() || Self::matches(&self.allow, domain)
+    }
+}
+
 /// What the receiving side accepts.
 #[derive(Debug, Clone)]
 pub struct InboundPolicy {
@@ -29,6 +56,8 @@ pub struct InboundPolicy {
     /// Refuse to go on without TLS.
     pub require_tls: bool,
     pub limits: Limits,
+    /// Which remote domains may federate.
+    pub domain_policy: DomainPolicy,
 }
 
 impl InboundPolicy {
@@ -112,6 +141,16 @@ async fn open_stream(
             stream,
             StreamErrorCondition::UnsupportedVersion,
             "XMPP 1.0 is required",
+        )
+        .await;
+    }
+    if let Some(claimed) = &header.from
+        && !policy.domain_policy.permits(claimed)
+    {
+        return violation(
+            stream,
+            StreamErrorCondition::PolicyViolation,
+            "this server does not federate with your domain",
         )
         .await;
     }
@@ -455,6 +494,7 @@ mod tests {
                 domains: vec!["gw.test".into(), "muc.gw.test".into()],
                 require_tls: true,
                 limits: Limits::default(),
+                domain_policy: DomainPolicy::default(),
             },
         }
     }

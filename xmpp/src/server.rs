@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
+pub use crate::negotiation::DomainPolicy;
 use crate::negotiation::{self, Authenticated, BoxedIo, InboundPolicy};
 use crate::stanza::{Rejection, Stanza, accept_inbound, bounce};
 use crate::stream::{Limits, StreamItem};
@@ -47,6 +48,10 @@ pub struct S2sConfig {
     pub idle_timeout: Duration,
     /// How long connecting and negotiating may take.
     pub connect_timeout: Duration,
+    /// Which remote domains may federate.
+    pub domain_policy: DomainPolicy,
+    /// Stanzas per second read from one inbound stream; a faster peer is slowed down.
+    pub max_stanzas_per_second: u32,
 }
 
 /// What the rest of the server does with stanzas for our domains.
@@ -163,6 +168,7 @@ impl S2s {
             domains: self.config.domains.clone(),
             require_tls: self.config.require_tls,
             limits: self.config.limits,
+            domain_policy: self.config.domain_policy.clone(),
         };
         let negotiated = tokio::time::timeout(
             self.config.connect_timeout,
@@ -182,7 +188,28 @@ impl S2s {
         };
         record_negotiation(&authenticated);
         let peer = authenticated.peer.clone();
+        if !self.config.domain_policy.permits(&peer) {
+            let error = crate::error::StreamError::new(
+                crate::error::StreamErrorCondition::PolicyViolation,
+                "this server does not federate with your domain",
+            );
+            authenticated.stream.fail(&error).await;
+            tracing::info!(peer = %peer, "refused a domain the federation policy excludes");
+            return;
+        }
+        // A token bucket of stanzas: a peer sending faster is read more slowly (backpressure).
+        let rate = f64::from(self.config.max_stanzas_per_second.max(1));
+        let mut tokens = rate;
+        let mut refilled = tokio::time::Instant::now();
         loop {
+            let now = tokio::time::Instant::now();
+            tokens = (tokens + now.duration_since(refilled).as_secs_f64() * rate).min(rate);
+            refilled = now;
+            if tokens < 1.0 {
+                tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
+                continue;
+            }
+            tokens -= 1.0;
             let element = match authenticated.stream.next().await {
                 Ok(StreamItem::Element(element)) => element,
                 Ok(_) => continue,
@@ -221,6 +248,18 @@ impl S2s {
             return;
         };
         let domain = to.domain().as_str().to_ascii_lowercase();
+        if !self.is_ours(&domain) && !self.config.domain_policy.permits(&domain) {
+            let s2s = self.clone();
+            tokio::spawn(async move {
+                s2s.bounce_with(
+                    stanza,
+                    DefinedCondition::NotAllowed,
+                    "this server does not federate with that domain",
+                )
+                .await;
+            });
+            return;
+        }
         if self.is_ours(&domain) {
             let s2s = self.clone();
             tokio::spawn(async move {
@@ -394,6 +433,20 @@ impl S2s {
 
     /// Returns an undeliverable stanza to its sender as an error.
     async fn bounce(self: &Arc<Self>, stanza: Stanza) {
+        self.bounce_with(
+            stanza,
+            DefinedCondition::RemoteServerNotFound,
+            "the remote server cannot be reached",
+        )
+        .await;
+    }
+
+    async fn bounce_with(
+        self: &Arc<Self>,
+        stanza: Stanza,
+        condition: DefinedCondition,
+        text: &str,
+    ) {
         let (Some(sender), recipient) = (stanza.from().cloned(), stanza.to().cloned()) else {
             return;
         };
@@ -423,8 +476,8 @@ impl S2s {
             &sender,
             recipient.as_ref(),
             id,
-            DefinedCondition::RemoteServerNotFound,
-            "the remote server cannot be reached",
+            condition,
+            text,
         ) {
             self.send(*reply);
         }
@@ -467,6 +520,8 @@ mod tests {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            domain_policy: DomainPolicy::default(),
+            max_stanzas_per_second: 1000,
         }
     }
 
@@ -563,6 +618,68 @@ mod tests {
 
     fn parse(xml: &str) -> Stanza {
         crate::stanza::accept_inbound(xml.parse().unwrap(), |_| true, |_| true).unwrap()
+    }
+
+    #[test]
+    fn domain_policy() {
+        let open = DomainPolicy::default();
+        assert!(open.permits("any.example"));
+        let deny = DomainPolicy {
+            allow: vec![],
+            deny: vec!["evil.example".into()],
+        };
+        assert!(!deny.permits("evil.example"));
+        assert!(!deny.permits("conference.EVIL.example"));
+        assert!(deny.permits("notevil.example"));
+        let allow = DomainPolicy {
+            allow: vec!["partner.example".into()],
+            deny: vec!["bad.partner.example".into()],
+        };
+        assert!(allow.permits("partner.example"));
+        assert!(allow.permits("muc.partner.example"));
+        assert!(!allow.permits("bad.partner.example"));
+        assert!(!allow.permits("other.example"));
+    }
+
+    #[tokio::test]
+    async fn denied_domains_neither_connect_nor_get_stanzas() {
+        let mut pair = pair(false).await;
+        // The gateway now refuses prosody.test, both ways.
+        let mut config = pair.gateway.config.clone();
+        config.domain_policy.deny = vec!["prosody.test".into()];
+        let _ = &mut config;
+        let denied = S2s::start(
+            config,
+            pair.gateway.tls.clone(),
+            pair.gateway.handler.clone(),
+        )
+        .await
+        .unwrap();
+        denied.send(parse(
+            "<message xmlns='jabber:server' type='chat' id='no' from='alice@gw.test' \
+             to='bob@prosody.test'><body>hi</body></message>",
+        ));
+        let bounced = next(&mut pair.gateway_seen).await;
+        assert!(
+            format!("{bounced:?}").contains("not-allowed"),
+            "{bounced:?}"
+        );
+        pair.remote
+            .set_route("gw.test", vec![endpoint(&denied, false)]);
+        pair.remote.send(parse(
+            "<iq xmlns='jabber:server' type='get' id='p' from='bob@prosody.test/x' \
+             to='gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+        ));
+        // The remote server's stream is closed with policy-violation before any stanza: its
+        // ping bounces back to its sender.
+        let answer = next(&mut pair.remote_seen).await;
+        let Stanza::Iq(Iq::Error { error, .. }) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(
+            error.defined_condition,
+            DefinedCondition::RemoteServerNotFound
+        );
     }
 
     #[tokio::test]
