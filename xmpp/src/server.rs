@@ -40,7 +40,7 @@ pub struct S2sConfig {
     pub domains: Vec<String>,
     pub listen_starttls: Vec<SocketAddr>,
     pub listen_direct_tls: Vec<SocketAddr>,
-    /// Fixed endpoints by remote domain; other domains are looked up in DNS.
+    /// Fixed endpoints by remote domain; other domains are looked up in DNS (SRV, then A/AAAA).
     pub routes: HashMap<String, Vec<Endpoint>>,
     pub require_tls: bool,
     pub limits: Limits,
@@ -76,6 +76,7 @@ fn record_negotiation(authenticated: &Authenticated) {
 pub struct S2s {
     config: S2sConfig,
     routes: Mutex<HashMap<String, Vec<Endpoint>>>,
+    resolver: crate::dns::Resolver,
     tls: Arc<TlsSettings>,
     handler: Arc<dyn StanzaHandler>,
     /// Outbound queues by `(our domain, remote domain)`.
@@ -106,6 +107,7 @@ impl S2s {
             .collect::<std::io::Result<_>>()?;
         let s2s = Arc::new(S2s {
             routes: Mutex::new(config.routes.clone()),
+            resolver: crate::dns::Resolver::system(),
             config,
             tls,
             handler,
@@ -319,19 +321,7 @@ impl S2s {
         if let Some(routes) = fixed {
             return routes;
         }
-        // Without a fixed route: the domain's address records on the standard port.
-        match tokio::net::lookup_host((domain, 5269)).await {
-            Ok(addresses) => addresses
-                .map(|address| Endpoint {
-                    address,
-                    direct_tls: false,
-                })
-                .collect(),
-            Err(error) => {
-                tracing::info!(%domain, %error, "no address for the domain");
-                vec![]
-            }
-        }
+        self.resolver.endpoints(domain).await
     }
 
     async fn open(&self, local: &str, domain: &str) -> Option<Authenticated> {
