@@ -151,6 +151,9 @@ impl S2s {
                     continue;
                 }
             };
+            // Negotiation is a ping-pong of small writes: without this, Nagle's algorithm and
+            // delayed acknowledgements stall each step.
+            let _ = socket.set_nodelay(true);
             let s2s = self.clone();
             let span = tracing::info_span!(
                 "s2s",
@@ -328,6 +331,7 @@ impl S2s {
         for endpoint in self.endpoints(domain).await {
             let attempt = async {
                 let socket = TcpStream::connect(endpoint.address).await.ok()?;
+                let _ = socket.set_nodelay(true);
                 let io: BoxedIo = Box::new(socket);
                 negotiation::connect(
                     io,
