@@ -137,22 +137,7 @@ impl TestServer {
         if let Some(content_type) = content_type {
             builder = builder.header("content-type", content_type);
         }
-        let request = builder.body(Body::from(body)).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Response {
-            status,
-            headers,
-            body,
-        }
+        self.send(builder.body(Body::from(body)).unwrap()).await
     }
 
     /// A request with a raw `Authorization` header and an empty JSON object as body.
@@ -164,6 +149,10 @@ impl TestServer {
             .header("content-type", "application/json")
             .body(Body::from("{}"))
             .unwrap();
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> Response {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();

@@ -333,13 +333,7 @@ pub async fn logout_all_route(
     request: Ruma<logout_all::v3::Request>,
 ) -> Result<logout_all::v3::Response, Error> {
     let sender = request.sender()?;
-    let all: Vec<String> = services
-        .store
-        .devices(sender.user_id.as_str())
-        .await?
-        .into_iter()
-        .map(|device| device.device_id)
-        .collect();
+    let all = device_ids(&services, &sender.user_id, None).await?;
     delete_devices(&services, &sender.user_id, &all).await?;
     Ok(logout_all::v3::Response::new())
 }
@@ -373,14 +367,8 @@ pub async fn change_password_route(
         .set_password_hash(sender.user_id.as_str(), &hash)
         .await?;
     if request.body.logout_devices {
-        let others: Vec<String> = services
-            .store
-            .devices(sender.user_id.as_str())
-            .await?
-            .into_iter()
-            .map(|device| device.device_id)
-            .filter(|device| device != sender.device_id.as_str())
-            .collect();
+        let others =
+            device_ids(&services, &sender.user_id, Some(sender.device_id.as_str())).await?;
         delete_devices(&services, &sender.user_id, &others).await?;
     }
     Ok(change_password::v3::Response::new())
@@ -394,13 +382,7 @@ pub async fn deactivate_route(
     let sender = request.sender()?.clone();
     password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
     crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
-    let all: Vec<String> = services
-        .store
-        .devices(sender.user_id.as_str())
-        .await?
-        .into_iter()
-        .map(|device| device.device_id)
-        .collect();
+    let all = device_ids(&services, &sender.user_id, None).await?;
     delete_devices(&services, &sender.user_id, &all).await?;
     services
         .store
@@ -410,6 +392,22 @@ pub async fn deactivate_route(
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     ))
+}
+
+/// The ids of a user's devices, but `except`.
+async fn device_ids(
+    services: &Services,
+    user_id: &UserId,
+    except: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    Ok(services
+        .store
+        .devices(user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|device| device.device_id)
+        .filter(|device| Some(device.as_str()) != except)
+        .collect())
 }
 
 /// Deletes devices with their tokens, keys and undelivered messages.
