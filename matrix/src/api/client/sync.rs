@@ -493,13 +493,6 @@ async fn joined_room(
         ))?);
     }
 
-    let counts = services
-        .notification_counts
-        .counts(services, &sender.user_id, room_id, now.position)
-        .await?;
-    room.unread_notifications.notification_count = UInt::try_from(counts.notify).ok();
-    room.unread_notifications.highlight_count = UInt::try_from(counts.highlight).ok();
-
     let empty = room.timeline.events.is_empty()
         && room.ephemeral.events.is_empty()
         && room.account_data.events.is_empty()
@@ -507,6 +500,14 @@ async fn joined_room(
     if empty && !newly_joined {
         return Ok(None);
     }
+    // Counts change only with new events or a moved read position, which both put the room in
+    // the response (its timeline, or a receipt in its ephemeral events).
+    let counts = services
+        .notification_counts
+        .counts(services, &sender.user_id, room_id, now.position)
+        .await?;
+    room.unread_notifications.notification_count = UInt::try_from(counts.notify).ok();
+    room.unread_notifications.highlight_count = UInt::try_from(counts.highlight).ok();
     if newly_joined
         || room.timeline.events.iter().any(|e| {
             e.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.member")
