@@ -379,14 +379,7 @@ async fn deactivation_leaves_rooms_and_blocks_login() {
     let room = server
         .create_room(&other, json!({"preset": "public_chat"}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &token,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&token, &room).await;
     server
         .post(
             "/_matrix/client/v3/account/deactivate",

@@ -52,14 +52,7 @@ async fn keys_are_uploaded_queried_and_claimed() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let alice_device = server
         .get("/_matrix/client/v3/account/whoami", &alice)
         .await

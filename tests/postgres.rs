@@ -23,14 +23,7 @@ async fn rooms_messages_and_sync_on_postgres() {
             json!({"name": "PG", "invite": [bob_id], "room_alias_name": "pg"}),
         )
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let since = server.sync(&bob, "").await["next_batch"]
         .as_str()
         .unwrap()

@@ -98,14 +98,7 @@ async fn a_send_wakes_a_waiting_sync() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let since = server.sync(&bob, "").await["next_batch"]
         .as_str()
         .unwrap()
@@ -145,14 +138,7 @@ async fn lazy_loading_members_and_filters() {
     let mut tokens = Vec::new();
     for i in 0..5 {
         let (_, token) = server.register(&format!("user{i}")).await;
-        server
-            .post(
-                &format!("/_matrix/client/v3/rooms/{room}/join"),
-                &token,
-                json!({}),
-            )
-            .await
-            .assert_ok();
+        server.join(&token, &room).await;
         tokens.push(token);
     }
     for i in 0..12 {
@@ -218,14 +204,7 @@ async fn typing_receipts_and_read_markers() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let since = server.sync(&bob, "").await["next_batch"]
         .as_str()
         .unwrap()
@@ -462,14 +441,7 @@ async fn presence_is_set_read_and_synced() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let since = server.sync(&bob, "set_presence=offline").await["next_batch"]
         .as_str()
         .unwrap()
@@ -519,156 +491,6 @@ async fn presence_is_set_read_and_synced() {
     assert_eq!(event["content"]["presence"], "unavailable");
 }
 
-fn tiny_png() -> Vec<u8> {
-    let mut image = image::RgbImage::new(64, 32);
-    for (x, _, pixel) in image.enumerate_pixels_mut() {
-        *pixel = image::Rgb([(x * 4) as u8, 0, 200]);
-    }
-    let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(image)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .expect("encoding a PNG in memory");
-    bytes
-}
-
-#[tokio::test]
-async fn media_upload_download_and_thumbnails() {
-    let server = TestServer::new().await;
-    let (_, alice) = server.register("alice").await;
-    let upload = server
-        .raw(
-            Method::POST,
-            "/_matrix/media/v3/upload?filename=report%20final.pdf",
-            Some(&alice),
-            Some("application/pdf"),
-            b"%PDF-1.4 hello".to_vec(),
-        )
-        .await
-        .assert_ok();
-    let uri = upload["content_uri"].as_str().unwrap();
-    let (server_name, media_id) = uri.strip_prefix("mxc://").unwrap().split_once('/').unwrap();
-    assert_eq!(server_name, "test.example");
-    let download = server
-        .get(
-            &format!("/_matrix/client/v1/media/download/{server_name}/{media_id}"),
-            &alice,
-        )
-        .await;
-    assert_eq!(download.status, 200);
-    assert_eq!(download.body, b"%PDF-1.4 hello");
-    assert_eq!(download.headers["content-type"], "application/pdf");
-    let disposition = download.headers["content-disposition"].to_str().unwrap();
-    assert!(disposition.starts_with("attachment"), "{disposition}");
-    assert!(
-        disposition.contains("report final.pdf") || disposition.contains("report%20final.pdf"),
-        "{disposition}"
-    );
-    // Authenticated media needs a token; the legacy path does not.
-    server
-        .call(
-            Method::GET,
-            &format!("/_matrix/client/v1/media/download/{server_name}/{media_id}"),
-            None,
-            None,
-        )
-        .await
-        .assert_error(401, "M_MISSING_TOKEN");
-    let legacy = server
-        .call(
-            Method::GET,
-            &format!("/_matrix/media/v3/download/{server_name}/{media_id}/other.pdf"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(legacy.body, b"%PDF-1.4 hello");
-    assert!(
-        legacy.headers["content-disposition"]
-            .to_str()
-            .unwrap()
-            .contains("other.pdf")
-    );
-
-    // Thumbnails of an image.
-    let png = server
-        .raw(
-            Method::POST,
-            "/_matrix/media/v3/upload",
-            Some(&alice),
-            Some("image/png"),
-            tiny_png(),
-        )
-        .await
-        .assert_ok();
-    let png_id = png["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let thumb = server
-        .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=scale"), &alice)
-        .await;
-    assert_eq!(
-        thumb.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&thumb.body)
-    );
-    assert_eq!(thumb.headers["content-type"], "image/png");
-    let decoded = image::load_from_memory(&thumb.body).unwrap();
-    assert_eq!((decoded.width(), decoded.height()), (16, 8));
-    let cropped = server
-        .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=crop"), &alice)
-        .await;
-    let decoded = image::load_from_memory(&cropped.body).unwrap();
-    assert_eq!((decoded.width(), decoded.height()), (16, 16));
-    server
-        .get(
-            &format!(
-                "/_matrix/client/v1/media/thumbnail/test.example/{media_id}?width=16&height=16"
-            ),
-            &alice,
-        )
-        .await
-        .assert_error(404, "M_NOT_FOUND");
-
-    // Limits and unknown media.
-    let config = server
-        .get("/_matrix/client/v1/media/config", &alice)
-        .await
-        .assert_ok();
-    assert_eq!(config["m.upload.size"], 256 * 1024);
-    server
-        .raw(
-            Method::POST,
-            "/_matrix/media/v3/upload",
-            Some(&alice),
-            Some("application/octet-stream"),
-            vec![0; 300 * 1024],
-        )
-        .await
-        .assert_error(413, "M_TOO_LARGE");
-    server
-        .get(
-            "/_matrix/client/v1/media/download/test.example/doesnotexist",
-            &alice,
-        )
-        .await
-        .assert_error(404, "M_NOT_FOUND");
-    server
-        .get(
-            "/_matrix/client/v1/media/download/test.example/..%2F..%2Fetc%2Fpasswd",
-            &alice,
-        )
-        .await
-        .assert_error(404, "M_NOT_FOUND");
-}
-
 #[tokio::test]
 async fn notification_counts_follow_push_rules_and_read_receipts() {
     let server = TestServer::new().await;
@@ -677,14 +499,7 @@ async fn notification_counts_follow_push_rules_and_read_receipts() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let counts = |sync: &Value| {
         let unread = &sync["rooms"]["join"][&room]["unread_notifications"];
         (
@@ -773,14 +588,7 @@ async fn a_token_from_before_a_restart_still_gets_everything() {
     let room = server
         .create_room(&alice, json!({"invite": [bob_id]}))
         .await;
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &bob,
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    server.join(&bob, &room).await;
     let since = server.sync(&alice, "").await["next_batch"]
         .as_str()
         .unwrap()

@@ -35,11 +35,10 @@ pub struct Services {
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
 }
 
-/// The progress of one user-interactive authentication session.
+/// The progress of one registration's user-interactive authentication: the stages done.
 #[derive(Debug, Clone, Default)]
 pub struct UiaaSession {
     pub completed: Vec<String>,
-    pub user_id: Option<String>,
 }
 
 impl Services {

@@ -218,6 +218,17 @@ impl TestServer {
         response.assert_ok()["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// Joins a room; the join must succeed.
+    pub async fn join(&self, token: &str, room_id: &str) {
+        self.post(
+            &format!("/_matrix/client/v3/rooms/{room_id}/join"),
+            token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    }
+
     pub async fn send_text(&self, token: &str, room_id: &str, txn: &str, text: &str) -> Response {
         self.put(
             &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}"),

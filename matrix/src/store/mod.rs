@@ -152,26 +152,19 @@ impl Store {
         }
         let pool = pool_options.connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        let store = Store {
+        let position = max_stream_position(&pool).await?;
+        Ok(Store {
             pool,
             backend,
             stream: Arc::new(StreamState {
-                allocated: AtomicI64::new(0),
+                allocated: AtomicI64::new(position),
                 writer: Mutex::new(()),
-                visible: watch::channel(0).0,
+                visible: watch::channel(position).0,
             }),
             tokens: Arc::default(),
-            changes: Arc::new(ChangeTracker::new(0)),
-            key_counts: Arc::default(),
-        };
-        let position = store.max_stream_position().await?;
-        let store = Store {
             changes: Arc::new(ChangeTracker::new(position)),
-            ..store
-        };
-        store.stream.allocated.store(position, Ordering::SeqCst);
-        store.stream.visible.send_replace(position);
-        Ok(store)
+            key_counts: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -206,24 +199,30 @@ impl Store {
         self.stream.visible.subscribe()
     }
 
+    #[cfg(test)]
     async fn max_stream_position(&self) -> Result<i64, StoreError> {
-        let mut max = 0;
-        for table in [
-            "events",
-            "account_data",
-            "receipts",
-            "presence",
-            "device_list_updates",
-            "to_device_messages",
-        ] {
-            let query = format!("SELECT COALESCE(MAX(stream_ordering), 0) FROM {table}");
-            let value: i64 = sqlx::query_scalar(AssertSqlSafe(query))
-                .fetch_one(&self.pool)
-                .await?;
-            max = max.max(value);
-        }
-        Ok(max)
+        max_stream_position(&self.pool).await
     }
+}
+
+/// The highest position any table holds: where the stream continues after a start.
+async fn max_stream_position(pool: &AnyPool) -> Result<i64, StoreError> {
+    let mut max = 0;
+    for table in [
+        "events",
+        "account_data",
+        "receipts",
+        "presence",
+        "device_list_updates",
+        "to_device_messages",
+    ] {
+        let query = format!("SELECT COALESCE(MAX(stream_ordering), 0) FROM {table}");
+        let value: i64 = sqlx::query_scalar(AssertSqlSafe(query))
+            .fetch_one(pool)
+            .await?;
+        max = max.max(value);
+    }
+    Ok(max)
 }
 
 fn create_sqlite_parent(url: &str) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
-use crate::services::{UiaaSession, hash_password, random_string, verify_password};
+use crate::services::{hash_password, random_string, verify_password};
 use crate::store::DeviceRecord;
 
 /// Localparts of this namespace are reserved for users of the XMPP side (ghosts).
@@ -73,6 +73,10 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
         .uiaa
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Abandoned registrations leave their sessions behind: keep their number bounded.
+    if sessions.len() >= 10_000 && !sessions.contains_key(&session_id) {
+        sessions.clear();
+    }
     let session = sessions.entry(session_id.clone()).or_default();
     let mut auth_error = None;
     match auth {
@@ -149,17 +153,6 @@ pub(crate) async fn password_uiaa(
         .and_then(AuthData::session)
         .map(str::to_owned)
         .unwrap_or_else(|| random_string(24));
-    services
-        .uiaa
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(
-            session_id.clone(),
-            UiaaSession {
-                completed: vec![],
-                user_id: Some(user_id.to_string()),
-            },
-        );
     let mut body = json!({
         "flows": [{"stages": ["m.login.password"]}],
         "params": {},

@@ -196,6 +196,21 @@ fn thumbnail(
     })
 }
 
+/// A stored image scaled or cropped, made off the async threads.
+async fn load_thumbnail(
+    services: &Services,
+    server_name: &ServerName,
+    media_id: &str,
+    width: UInt,
+    height: UInt,
+    method: Option<Method>,
+) -> Result<Content, Error> {
+    let content = load(services, server_name, media_id, None).await?;
+    tokio::task::spawn_blocking(move || thumbnail(&content, width, height, method.as_ref()))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
 pub async fn get_content_route(
     services: Arc<Services>,
@@ -236,12 +251,15 @@ pub async fn get_content_thumbnail_route(
     request: Ruma<v1::get_content_thumbnail::v1::Request>,
 ) -> Result<v1::get_content_thumbnail::v1::Response, Error> {
     let body = request.body;
-    let content = load(&services, &body.server_name, &body.media_id, None).await?;
-    let thumb = tokio::task::spawn_blocking(move || {
-        thumbnail(&content, body.width, body.height, body.method.as_ref())
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    let thumb = load_thumbnail(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        body.width,
+        body.height,
+        body.method,
+    )
+    .await?;
     Ok(v1::get_content_thumbnail::v1::Response::new(
         thumb.file,
         thumb.content_type,
@@ -299,12 +317,15 @@ pub async fn legacy_get_content_thumbnail_route(
     request: Ruma<legacy::get_content_thumbnail::v3::Request>,
 ) -> Result<legacy::get_content_thumbnail::v3::Response, Error> {
     let body = request.body;
-    let content = load(&services, &body.server_name, &body.media_id, None).await?;
-    let thumb = tokio::task::spawn_blocking(move || {
-        thumbnail(&content, body.width, body.height, body.method.as_ref())
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    let thumb = load_thumbnail(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        body.width,
+        body.height,
+        body.method,
+    )
+    .await?;
     let mut response = legacy::get_content_thumbnail::v3::Response::new(
         thumb.file,
         thumb.content_type,

@@ -195,6 +195,32 @@ async fn save_ruleset(services: &Services, user_id: &UserId, rules: &Ruleset) ->
     Ok(())
 }
 
+/// Loads a user's rules, changes them, and saves them when the change succeeded.
+async fn change_ruleset(
+    services: &Services,
+    user_id: &UserId,
+    change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut rules = ruleset(services, user_id).await?;
+    change(&mut rules)?;
+    save_ruleset(services, user_id, &rules).await
+}
+
+/// Reads one rule of a user's rules.
+async fn read_rule<T>(
+    services: &Services,
+    user_id: &UserId,
+    kind: &ruma::push::RuleKind,
+    rule_id: &str,
+    read: impl FnOnce(ruma::push::AnyPushRuleRef<'_>) -> T,
+) -> Result<T, Error> {
+    let rules = ruleset(services, user_id).await?;
+    let rule = rules
+        .get(kind.clone(), rule_id)
+        .ok_or_else(rule_not_found)?;
+    Ok(read(rule))
+}
+
 fn rule_not_found() -> Error {
     Error::NotFound("push rule not found".into())
 }
@@ -227,11 +253,14 @@ pub async fn get_pushrule_route(
     request: Ruma<get_pushrule::v3::Request>,
 ) -> Result<get_pushrule::v3::Response, Error> {
     let sender = request.sender()?;
-    let rules = ruleset(&services, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(rule_not_found)?;
-    Ok(get_pushrule::v3::Response::new(PushRule::from(rule)))
+    read_rule(
+        &services,
+        &sender.user_id,
+        &request.body.kind,
+        &request.body.rule_id,
+        |rule| get_pushrule::v3::Response::new(PushRule::from(rule)),
+    )
+    .await
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
@@ -240,20 +269,21 @@ pub async fn set_pushrule_route(
     request: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response, Error> {
     let sender = request.sender()?;
-    let mut rules = ruleset(&services, &sender.user_id).await?;
-    rules
-        .insert(
-            request.body.rule.clone(),
-            request.body.after.as_deref(),
-            request.body.before.as_deref(),
-        )
-        .map_err(|error| match error {
-            InsertPushRuleError::UnknownRuleId => {
-                Error::NotFound("the rule given in before or after does not exist".into())
-            }
-            other => Error::BadJson(other.to_string()),
-        })?;
-    save_ruleset(&services, &sender.user_id, &rules).await?;
+    change_ruleset(&services, &sender.user_id, |rules| {
+        rules
+            .insert(
+                request.body.rule.clone(),
+                request.body.after.as_deref(),
+                request.body.before.as_deref(),
+            )
+            .map_err(|error| match error {
+                InsertPushRuleError::UnknownRuleId => {
+                    Error::NotFound("the rule given in before or after does not exist".into())
+                }
+                other => Error::BadJson(other.to_string()),
+            })
+    })
+    .await?;
     Ok(set_pushrule::v3::Response::new())
 }
 
@@ -263,14 +293,15 @@ pub async fn delete_pushrule_route(
     request: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response, Error> {
     let sender = request.sender()?;
-    let mut rules = ruleset(&services, &sender.user_id).await?;
-    rules
-        .remove(request.body.kind.clone(), &request.body.rule_id)
-        .map_err(|error| match error {
-            RemovePushRuleError::NotFound => rule_not_found(),
-            other => Error::BadJson(other.to_string()),
-        })?;
-    save_ruleset(&services, &sender.user_id, &rules).await?;
+    change_ruleset(&services, &sender.user_id, |rules| {
+        rules
+            .remove(request.body.kind.clone(), &request.body.rule_id)
+            .map_err(|error| match error {
+                RemovePushRuleError::NotFound => rule_not_found(),
+                other => Error::BadJson(other.to_string()),
+            })
+    })
+    .await?;
     Ok(delete_pushrule::v3::Response::new())
 }
 
@@ -280,11 +311,14 @@ pub async fn get_pushrule_enabled_route(
     request: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<get_pushrule_enabled::v3::Response, Error> {
     let sender = request.sender()?;
-    let rules = ruleset(&services, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(rule_not_found)?;
-    Ok(get_pushrule_enabled::v3::Response::new(rule.enabled()))
+    read_rule(
+        &services,
+        &sender.user_id,
+        &request.body.kind,
+        &request.body.rule_id,
+        |rule| get_pushrule_enabled::v3::Response::new(rule.enabled()),
+    )
+    .await
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
@@ -293,15 +327,16 @@ pub async fn set_pushrule_enabled_route(
     request: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response, Error> {
     let sender = request.sender()?;
-    let mut rules = ruleset(&services, &sender.user_id).await?;
-    rules
-        .set_enabled(
-            request.body.kind.clone(),
-            &request.body.rule_id,
-            request.body.enabled,
-        )
-        .map_err(|_| rule_not_found())?;
-    save_ruleset(&services, &sender.user_id, &rules).await?;
+    change_ruleset(&services, &sender.user_id, |rules| {
+        rules
+            .set_enabled(
+                request.body.kind.clone(),
+                &request.body.rule_id,
+                request.body.enabled,
+            )
+            .map_err(|_| rule_not_found())
+    })
+    .await?;
     Ok(set_pushrule_enabled::v3::Response::new())
 }
 
@@ -311,13 +346,14 @@ pub async fn get_pushrule_actions_route(
     request: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<get_pushrule_actions::v3::Response, Error> {
     let sender = request.sender()?;
-    let rules = ruleset(&services, &sender.user_id).await?;
-    let rule = rules
-        .get(request.body.kind.clone(), &request.body.rule_id)
-        .ok_or_else(rule_not_found)?;
-    Ok(get_pushrule_actions::v3::Response::new(
-        rule.actions().to_vec(),
-    ))
+    read_rule(
+        &services,
+        &sender.user_id,
+        &request.body.kind,
+        &request.body.rule_id,
+        |rule| get_pushrule_actions::v3::Response::new(rule.actions().to_vec()),
+    )
+    .await
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
@@ -326,15 +362,16 @@ pub async fn set_pushrule_actions_route(
     request: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response, Error> {
     let sender = request.sender()?;
-    let mut rules = ruleset(&services, &sender.user_id).await?;
-    rules
-        .set_actions(
-            request.body.kind.clone(),
-            &request.body.rule_id,
-            request.body.actions.clone(),
-        )
-        .map_err(|_| rule_not_found())?;
-    save_ruleset(&services, &sender.user_id, &rules).await?;
+    change_ruleset(&services, &sender.user_id, |rules| {
+        rules
+            .set_actions(
+                request.body.kind.clone(),
+                &request.body.rule_id,
+                request.body.actions.clone(),
+            )
+            .map_err(|_| rule_not_found())
+    })
+    .await?;
     Ok(set_pushrule_actions::v3::Response::new())
 }
 

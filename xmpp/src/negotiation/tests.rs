@@ -1,0 +1,345 @@
+//! Tests of the negotiation module.
+
+use super::*;
+use crate::tls::testing::TestCa;
+use rustls::pki_types::ServerName;
+use tokio::io::duplex;
+
+struct World {
+    gateway: TlsSettings,
+    prosody: TlsSettings,
+    policy: InboundPolicy,
+}
+
+fn world() -> World {
+    let ca = TestCa::new("Test CA");
+    World {
+        gateway: TlsSettings::new(
+            vec![ca.identity(&["gw.test", "muc.gw.test"])],
+            vec![ca.root()],
+            false,
+        )
+        .unwrap(),
+        prosody: TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false)
+            .unwrap(),
+        policy: InboundPolicy {
+            domains: vec!["gw.test".into(), "muc.gw.test".into()],
+            require_tls: true,
+            limits: Limits::default(),
+            domain_policy: DomainPolicy::default(),
+        },
+    }
+}
+
+fn header(from: &str, to: &str) -> StreamHeader {
+    StreamHeader {
+        from: Some(from.into()),
+        to: Some(to.into()),
+        version: Some("1.0".into()),
+        ..StreamHeader::default()
+    }
+}
+
+async fn element(stream: &mut XmlStream<BoxedIo>) -> Element {
+    match stream.next().await {
+        Ok(StreamItem::Element(element)) => element,
+        other => panic!("expected an element, got {other:?}"),
+    }
+}
+
+/// What a peer like Prosody does: STARTTLS with its certificate, then SASL EXTERNAL.
+/// `claim` is the domain it says it is; `authzid` what it puts in <auth/>.
+async fn peer(
+    io: tokio::io::DuplexStream,
+    tls: TlsSettings,
+    claim: &str,
+    authzid: &str,
+    direct: bool,
+) -> Result<XmlStream<BoxedIo>, String> {
+    let connector = tls.connector("prosody.test", direct).unwrap();
+    let name = ServerName::try_from("gw.test").unwrap();
+    let mut stream: XmlStream<BoxedIo> = if direct {
+        let tls = connector
+            .connect(name.clone(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        XmlStream::new(Box::new(tls), Limits::default())
+    } else {
+        XmlStream::new(Box::new(io), Limits::default())
+    };
+    if !direct {
+        stream
+            .send_header(&header(claim, "gw.test"), true)
+            .await
+            .unwrap();
+        stream.read_header().await.map_err(|e| e.to_string())?;
+        let features = element(&mut stream).await;
+        assert!(features.has_child("starttls", ns::TLS), "{features:?}");
+        stream
+            .send_element(&Element::bare("starttls", ns::TLS))
+            .await
+            .unwrap();
+        assert!(element(&mut stream).await.is("proceed", ns::TLS));
+        let io = stream.into_inner();
+        let tls = connector
+            .connect(name, io)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream = XmlStream::new(Box::new(tls), Limits::default());
+    }
+    stream
+        .send_header(&header(claim, "gw.test"), true)
+        .await
+        .unwrap();
+    stream.read_header().await.map_err(|e| e.to_string())?;
+    let features = element(&mut stream).await;
+    let offered = features
+        .get_child("mechanisms", ns::SASL)
+        .is_some_and(|m| m.children().any(|c| c.text() == "EXTERNAL"));
+    use base64::Engine;
+    // "=" is sent as it is: an empty authorization identity (RFC 6120 §6.4.2).
+    let encoded = if authzid == "=" {
+        authzid.to_owned()
+    } else {
+        base64::engine::general_purpose::STANDARD.encode(authzid)
+    };
+    stream
+        .send_element(
+            &Element::builder("auth", ns::SASL)
+                .attr(rxml::xml_ncname!("mechanism").to_owned(), "EXTERNAL")
+                .append(encoded.as_str())
+                .build(),
+        )
+        .await
+        .unwrap();
+    let answer = element(&mut stream).await;
+    if !answer.is("success", ns::SASL) {
+        let condition = answer
+            .children()
+            .next()
+            .map(|c| c.name().to_owned())
+            .unwrap_or_default();
+        return Err(format!("offered={offered} failure={condition}"));
+    }
+    stream.reset();
+    stream
+        .send_header(&header(claim, "gw.test"), true)
+        .await
+        .unwrap();
+    stream.read_header().await.map_err(|e| e.to_string())?;
+    let features = element(&mut stream).await;
+    assert!(features.is("features", ns::STREAM));
+    Ok(stream)
+}
+
+#[tokio::test]
+async fn starttls_then_sasl_external() {
+    let World {
+        gateway,
+        prosody,
+        policy,
+    } = world();
+    let (ours, theirs) = duplex(64 * 1024);
+    let peer = tokio::spawn(async move {
+        let mut stream = peer(theirs, prosody, "prosody.test", "prosody.test", false)
+            .await
+            .unwrap();
+        stream
+            .send_element(
+                &"<message xmlns='jabber:server' from='bob@prosody.test' to='alice@gw.test'><body>hi</body></message>"
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        stream
+    });
+    let mut authenticated = accept(Box::new(ours), false, &gateway, &policy)
+        .await
+        .unwrap();
+    assert_eq!(authenticated.peer, "prosody.test");
+    assert_eq!(authenticated.local, "gw.test");
+    assert_eq!(authenticated.method, AuthMethod::SaslExternal);
+    assert!(authenticated.tls_version.is_some());
+    let message = element(&mut authenticated.stream).await;
+    assert!(message.is("message", ns::JABBER_SERVER));
+    drop(peer.await.unwrap());
+}
+
+#[tokio::test]
+async fn direct_tls_with_the_empty_authorization_identity() {
+    let World {
+        gateway,
+        prosody,
+        policy,
+    } = world();
+    let (ours, theirs) = duplex(64 * 1024);
+    let peer = tokio::spawn(peer(theirs, prosody, "prosody.test", "=", true));
+    let authenticated = accept(Box::new(ours), true, &gateway, &policy)
+        .await
+        .unwrap();
+    assert_eq!(authenticated.peer, "prosody.test");
+    assert!(peer.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_domain_gets_no_external() {
+    let World {
+        gateway,
+        prosody,
+        policy,
+    } = world();
+    let (ours, theirs) = duplex(64 * 1024);
+    let peer = tokio::spawn(peer(theirs, prosody, "evil.test", "evil.test", false));
+    let server = tokio::spawn(async move {
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .map(|a| a.peer)
+    });
+    let result = peer.await.unwrap();
+    assert_eq!(
+        result.err().as_deref(),
+        Some("offered=false failure=invalid-mechanism")
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_mismatched_authorization_identity_fails() {
+    let World {
+        gateway,
+        prosody,
+        policy,
+    } = world();
+    let (ours, theirs) = duplex(64 * 1024);
+    let peer = tokio::spawn(peer(theirs, prosody, "prosody.test", "other.test", false));
+    let server = tokio::spawn(async move {
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .map(|a| a.peer)
+    });
+    let result = peer.await.unwrap();
+    assert_eq!(
+        result.err().as_deref(),
+        Some("offered=true failure=invalid-authzid")
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn our_initiating_side_against_our_receiving_side() {
+    let World {
+        gateway,
+        prosody,
+        policy,
+    } = world();
+    for direct in [false, true] {
+        let (ours, theirs) = duplex(64 * 1024);
+        // Here "prosody.test" is played by Causeway's initiating side.
+        let initiating = prosody_as_causeway(&prosody, theirs, direct);
+        let receiving = accept(Box::new(ours), direct, &gateway, &policy);
+        let (outbound, inbound) = tokio::join!(initiating, receiving);
+        let mut outbound = outbound.unwrap();
+        let mut inbound = inbound.unwrap();
+        assert_eq!(
+            (outbound.peer.as_str(), inbound.peer.as_str()),
+            ("gw.test", "prosody.test")
+        );
+        outbound
+            .stream
+            .send_element(
+                &"<presence xmlns='jabber:server' from='a@prosody.test' to='b@gw.test'/>"
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            element(&mut inbound.stream)
+                .await
+                .is("presence", ns::JABBER_SERVER)
+        );
+    }
+}
+
+async fn prosody_as_causeway(
+    tls: &TlsSettings,
+    io: tokio::io::DuplexStream,
+    direct: bool,
+) -> Result<Authenticated, NegotiationError> {
+    connect(
+        Box::new(io),
+        direct,
+        "prosody.test",
+        "gw.test",
+        tls,
+        Limits::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_initiating_side_refuses_an_untrusted_peer() {
+    // Two worlds, two CAs: neither side trusts the other's certificate.
+    let World { prosody, .. } = world();
+    let World {
+        gateway, policy, ..
+    } = world();
+    let (ours, theirs) = duplex(64 * 1024);
+    let receiving = tokio::spawn(async move {
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .map(|a| a.peer)
+    });
+    let result = prosody_as_causeway(&prosody, theirs, false).await;
+    assert!(result.is_err());
+    let _ = receiving.await;
+}
+
+async fn refused(first: &[u8], policy: InboundPolicy, gateway: TlsSettings) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, mut theirs) = duplex(64 * 1024);
+    let server =
+        tokio::spawn(async move { accept(Box::new(ours), false, &gateway, &policy).await.err() });
+    theirs.write_all(first).await.unwrap();
+    let mut reply = Vec::new();
+    theirs.read_to_end(&mut reply).await.unwrap();
+    assert!(server.await.unwrap().is_some());
+    String::from_utf8(reply).unwrap()
+}
+
+#[tokio::test]
+async fn unknown_hosts_old_versions_and_skipping_tls_are_refused() {
+    let open = |to: &str, version: &str| {
+        format!(
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+             from='prosody.test' to='{to}' version='{version}'>"
+        )
+    };
+    let World {
+        gateway, policy, ..
+    } = world();
+    let reply = refused(
+        open("other.test", "1.0").as_bytes(),
+        policy.clone(),
+        gateway,
+    )
+    .await;
+    assert!(reply.contains("host-unknown"), "{reply}");
+    assert!(
+        reply.contains("from='other.test'"),
+        "the error stream names the asked domain: {reply}"
+    );
+    let World {
+        gateway, policy, ..
+    } = world();
+    let reply = refused(open("gw.test", "0.9").as_bytes(), policy.clone(), gateway).await;
+    assert!(reply.contains("unsupported-version"), "{reply}");
+    let World {
+        gateway, policy, ..
+    } = world();
+    let mut input = open("gw.test", "1.0").into_bytes();
+    input.extend_from_slice(b"<message from='bob@prosody.test' to='alice@gw.test'/>");
+    let reply = refused(&input, policy, gateway).await;
+    assert!(reply.contains("policy-violation"), "{reply}");
+}

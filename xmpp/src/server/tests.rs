@@ -1,0 +1,322 @@
+//! Tests of the server module.
+
+use super::*;
+use crate::router::{DefaultRouter, Domains};
+use crate::tls::testing::TestCa;
+use xmpp_parsers::iq::Iq;
+
+/// Answers as the server's default router does, and records what it saw.
+struct Recorder {
+    router: Option<DefaultRouter>,
+    seen: mpsc::UnboundedSender<Stanza>,
+}
+
+impl StanzaHandler for Recorder {
+    fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
+        Box::pin(async move {
+            let _ = self.seen.send(stanza.clone());
+            self.router
+                .as_ref()
+                .and_then(|router| router.answer(&stanza))
+                .into_iter()
+                .collect()
+        })
+    }
+}
+
+fn config(domains: &[&str], routes: HashMap<String, Vec<Endpoint>>) -> S2sConfig {
+    S2sConfig {
+        domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        listen_starttls: vec!["127.0.0.1:0".parse().unwrap()],
+        listen_direct_tls: vec!["127.0.0.1:0".parse().unwrap()],
+        routes,
+        require_tls: true,
+        limits: Limits::default(),
+        idle_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        domain_policy: DomainPolicy::default(),
+        max_stanzas_per_second: 1000,
+    }
+}
+
+struct Pair {
+    gateway: Arc<S2s>,
+    gateway_seen: mpsc::UnboundedReceiver<Stanza>,
+    remote: Arc<S2s>,
+    remote_seen: mpsc::UnboundedReceiver<Stanza>,
+    ca: TestCa,
+}
+
+fn endpoint(s2s: &S2s, direct: bool) -> Endpoint {
+    s2s.local_addresses()
+        .iter()
+        .find(|(_, is_direct)| *is_direct == direct)
+        .map(|(address, _)| Endpoint {
+            address: *address,
+            direct_tls: direct,
+        })
+        .unwrap()
+}
+
+/// Causeway as gw.test, and a second instance playing the remote server prosody.test.
+/// `direct` chooses how each reaches the other.
+async fn pair(direct: bool) -> Pair {
+    let ca = TestCa::new("Test CA");
+    let (gateway_tx, gateway_seen) = mpsc::unbounded_channel();
+    let (remote_tx, remote_seen) = mpsc::unbounded_channel();
+    let gateway = S2s::start(
+        config(&["gw.test", "muc.gw.test"], HashMap::new()),
+        Arc::new(
+            TlsSettings::new(
+                vec![ca.identity(&["gw.test", "muc.gw.test"])],
+                vec![ca.root()],
+                false,
+            )
+            .unwrap(),
+        ),
+        Arc::new(Recorder {
+            router: Some(DefaultRouter::new(
+                Domains {
+                    server: "gw.test".into(),
+                    muc: "muc.gw.test".into(),
+                },
+                "test",
+            )),
+            seen: gateway_tx,
+        }),
+    )
+    .await
+    .unwrap();
+    let remote = S2s::start(
+        config(&["prosody.test"], HashMap::new()),
+        Arc::new(
+            TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap(),
+        ),
+        Arc::new(Recorder {
+            router: None,
+            seen: remote_tx,
+        }),
+    )
+    .await
+    .unwrap();
+    gateway.set_route("prosody.test", vec![endpoint(&remote, direct)]);
+    remote.set_route("gw.test", vec![endpoint(&gateway, direct)]);
+    remote.set_route("muc.gw.test", vec![endpoint(&gateway, direct)]);
+    // A port nobody listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    gateway.set_route(
+        "nowhere.test",
+        vec![Endpoint {
+            address: closed_address,
+            direct_tls: false,
+        }],
+    );
+    Pair {
+        gateway,
+        gateway_seen,
+        remote,
+        remote_seen,
+        ca,
+    }
+}
+
+async fn next(seen: &mut mpsc::UnboundedReceiver<Stanza>) -> Stanza {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("a stanza in time")
+        .expect("the channel is open")
+}
+
+fn parse(xml: &str) -> Stanza {
+    crate::stanza::accept_inbound(xml.parse().unwrap(), |_| true, |_| true).unwrap()
+}
+
+#[test]
+fn domain_policy() {
+    let open = DomainPolicy::default();
+    assert!(open.permits("any.example"));
+    let deny = DomainPolicy {
+        allow: vec![],
+        deny: vec!["evil.example".into()],
+    };
+    assert!(!deny.permits("evil.example"));
+    assert!(!deny.permits("conference.EVIL.example"));
+    assert!(deny.permits("notevil.example"));
+    let allow = DomainPolicy {
+        allow: vec!["partner.example".into()],
+        deny: vec!["bad.partner.example".into()],
+    };
+    assert!(allow.permits("partner.example"));
+    assert!(allow.permits("muc.partner.example"));
+    assert!(!allow.permits("bad.partner.example"));
+    assert!(!allow.permits("other.example"));
+}
+
+#[tokio::test]
+async fn denied_domains_neither_connect_nor_get_stanzas() {
+    let mut pair = pair(false).await;
+    // The gateway now refuses prosody.test, both ways.
+    let mut config = pair.gateway.config.clone();
+    config.domain_policy.deny = vec!["prosody.test".into()];
+    let _ = &mut config;
+    let denied = S2s::start(
+        config,
+        pair.gateway.tls.clone(),
+        pair.gateway.handler.clone(),
+    )
+    .await
+    .unwrap();
+    denied.send(parse(
+        "<message xmlns='jabber:server' type='chat' id='no' from='alice@gw.test' \
+         to='bob@prosody.test'><body>hi</body></message>",
+    ));
+    let bounced = next(&mut pair.gateway_seen).await;
+    assert!(
+        format!("{bounced:?}").contains("not-allowed"),
+        "{bounced:?}"
+    );
+    pair.remote
+        .set_route("gw.test", vec![endpoint(&denied, false)]);
+    pair.remote.send(parse(
+        "<iq xmlns='jabber:server' type='get' id='p' from='bob@prosody.test/x' \
+         to='gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ));
+    // The remote server's stream is closed with policy-violation before any stanza: its
+    // ping bounces back to its sender.
+    let answer = next(&mut pair.remote_seen).await;
+    let Stanza::Iq(Iq::Error { error, .. }) = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(
+        error.defined_condition,
+        DefinedCondition::RemoteServerNotFound
+    );
+}
+
+#[tokio::test]
+async fn unreachable_domains_bounce_to_the_sender() {
+    let mut pair = pair(false).await;
+    for id in ["lost1", "lost2"] {
+        pair.gateway.send(parse(&format!(
+            "<message xmlns='jabber:server' type='chat' id='{id}' from='alice@gw.test' \
+             to='x@nowhere.test'><body>hello?</body></message>"
+        )));
+        let bounced = next(&mut pair.gateway_seen).await;
+        let Stanza::Message(message) = bounced else {
+            panic!("{bounced:?}");
+        };
+        assert_eq!(message.type_, xmpp_parsers::message::MessageType::Error);
+        assert_eq!(message.id.unwrap().0, id);
+        assert_eq!(message.to.unwrap().to_string(), "alice@gw.test");
+        assert!(format!("{:?}", message.payloads).contains("remote-server-not-found"));
+    }
+}
+
+#[tokio::test]
+async fn a_remote_server_pings_the_gateway_and_reads_the_answers() {
+    for direct in [false, true] {
+        let mut pair = pair(direct).await;
+        // The gateway answers over its own outbound stream to the remote server.
+        pair.remote.send(parse(
+            "<iq xmlns='jabber:server' type='get' id='ping1' from='bob@prosody.test/x' \
+             to='gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+        ));
+        let received = next(&mut pair.gateway_seen).await;
+        assert!(
+            matches!(received, Stanza::Iq(Iq::Get { .. })),
+            "{received:?}"
+        );
+        let answer = next(&mut pair.remote_seen).await;
+        let Stanza::Iq(Iq::Result { id, to, from, .. }) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(id, "ping1");
+        assert_eq!(to.unwrap().to_string(), "bob@prosody.test/x");
+        assert_eq!(from.unwrap().to_string(), "gw.test");
+        // Disco#info of the MUC service over the same streams.
+        pair.remote.send(parse(
+            "<iq xmlns='jabber:server' type='get' id='disco1' from='bob@prosody.test/x' \
+             to='muc.gw.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        ));
+        let _ = next(&mut pair.gateway_seen).await;
+        let answer = next(&mut pair.remote_seen).await;
+        let Stanza::Iq(Iq::Result {
+            payload: Some(payload),
+            ..
+        }) = answer
+        else {
+            panic!("{answer:?}");
+        };
+        let info = xmpp_parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
+        assert_eq!(info.identities[0].category, "conference");
+    }
+}
+
+#[tokio::test]
+async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
+    let mut pair = pair(false).await;
+    let address = endpoint(&pair.gateway, false).address;
+    // A peer with a certificate the gateway does not trust never gets to send stanzas.
+    let stranger = TlsSettings::new(
+        vec![TestCa::new("Other CA").identity(&["prosody.test"])],
+        vec![],
+        false,
+    )
+    .unwrap();
+    let socket = TcpStream::connect(address).await.unwrap();
+    let refused = negotiation::connect(
+        Box::new(socket),
+        false,
+        "prosody.test",
+        "gw.test",
+        &stranger,
+        Limits::default(),
+    )
+    .await;
+    assert!(refused.is_err());
+    // Authenticated as prosody.test, a peer sends a stanza from another domain.
+    let trusted = TlsSettings::new(
+        vec![pair.ca.identity(&["prosody.test"])],
+        vec![pair.ca.root()],
+        false,
+    )
+    .unwrap();
+    let socket = TcpStream::connect(address).await.unwrap();
+    let mut liar = negotiation::connect(
+        Box::new(socket),
+        false,
+        "prosody.test",
+        "gw.test",
+        &trusted,
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    liar.stream
+        .send_element(
+            &"<message xmlns='jabber:server' from='eve@evil.test' to='alice@gw.test'/>"
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    match liar.stream.next().await {
+        Err(crate::connection::ConnectionError::PeerError(condition)) => {
+            assert_eq!(condition, "invalid-from");
+        }
+        other => panic!("expected invalid-from, got {other:?}"),
+    }
+    // The legitimate remote server still gets answers.
+    pair.remote.send(parse(
+        "<iq xmlns='jabber:server' type='get' id='after' from='bob@prosody.test/x' \
+         to='gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ));
+    let _ = next(&mut pair.gateway_seen).await;
+    let answer = next(&mut pair.remote_seen).await;
+    assert!(
+        matches!(answer, Stanza::Iq(Iq::Result { .. })),
+        "{answer:?}"
+    );
+}
