@@ -1,9 +1,12 @@
-"""XMPP server-to-server interop with a real Prosody (Debian package), secure mode.
+"""XMPP server-to-server interop with a real Prosody (Debian package), in secure and dialback mode.
 
 Prosody serves prosody.test on 127.0.0.2; Causeway serves gw.test and muc.gw.test on 127.0.0.5.
-A test CA (made with openssl) signs both servers' certificates, with serverAuth and clientAuth,
-and each server trusts it. Prosody finds gw.test through a private hosts file (lua-unbound);
-Causeway reaches prosody.test through a fixed route.
+A test CA (made with openssl) signs both servers' certificates, with serverAuth and clientAuth.
+Prosody finds gw.test through a private hosts file (lua-unbound); Causeway reaches prosody.test
+through a fixed route.
+
+Secure mode: each server trusts the test CA and requires certificates (Prosody
+s2s_secure_auth, Causeway dialback = false).
 
 A slixmpp client logged in on Prosody as bob@prosody.test then:
 - pings gw.test (Prosody opens a stream to Causeway with STARTTLS and SASL EXTERNAL; Causeway
@@ -13,6 +16,12 @@ A slixmpp client logged in on Prosody as bob@prosody.test then:
 and the same again with Causeway reaching Prosody over XEP-0368 direct TLS (port 5270). A peer
 that sends garbage gets a stream error while Prosody keeps working, and a certificate for the
 wrong domain is refused in both directions.
+
+Dialback mode: neither server trusts the other's certificate (Prosody has no CA file, Causeway
+trusts no CA) and both allow Server Dialback (XEP-0220). The same client checks pass, with both
+streams encrypted and authenticated by dialback, Prosody and Causeway each verifying the other's
+key with the other as authoritative server. A stream opened by someone claiming prosody.test with a
+key Prosody never gave is refused.
 
 Run: python interop-tests/test_xmpp_prosody.py --causeway target/debug/causeway
 Needs: prosody and lua-unbound (Debian), openssl, slixmpp.
@@ -62,9 +71,10 @@ def make_certificates(dir: Path) -> None:
 
 
 class Prosody:
-    def __init__(self, dir: Path, certificate: str = "prosody.test") -> None:
+    def __init__(self, dir: Path, certificate: str = "prosody.test", secure: bool = True) -> None:
         self.dir = dir
         self.certificate = certificate
+        self.secure = secure
         self.config = dir / "prosody.cfg.lua"
         self.proc: subprocess.Popen | None = None
 
@@ -77,6 +87,14 @@ class Prosody:
         (self.dir / "hosts.test").write_text(
             f"127.0.0.1 localhost\n{PROSODY_IP} prosody.test\n{GATEWAY_IP} gw.test muc.gw.test\n"
         )
+        if self.secure:
+            security = (
+                "s2s_require_encryption = true\ns2s_secure_auth = true\n"
+                f'ssl = {{ cafile = "{self.dir}/ca.crt" }}\n'
+            )
+        else:
+            # Easy mode: dialback, certificates neither required nor trusted.
+            security = "s2s_require_encryption = false\ns2s_secure_auth = false\n"
         self.config.write_text(f"""
 run_as_root = true
 pidfile = "{self.dir}/prosody.pid"
@@ -84,11 +102,8 @@ data_path = "{self.dir}/data"
 log = {{ debug = "{self.dir}/prosody.log" }}
 interfaces = {{ "{PROSODY_IP}" }}
 s2s_direct_tls_ports = {{ 5270 }}
-s2s_require_encryption = true
-s2s_secure_auth = true
-c2s_require_encryption = true
+{security}c2s_require_encryption = true
 certificates = "{self.dir}/certs"
-ssl = {{ cafile = "{self.dir}/ca.crt" }}
 unbound = {{ hoststxt = "{self.dir}/hosts.test" }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "message"; "iq";
@@ -133,11 +148,13 @@ VirtualHost "prosody.test"
 class GatewayCauseway(harness.Causeway):
     """Causeway as gw.test with its XMPP side on 127.0.0.5."""
 
-    def __init__(self, binary: str, certs: Path, direct_tls: bool, certificate: str = "gw.test") -> None:
+    def __init__(self, binary: str, certs: Path, direct_tls: bool, certificate: str = "gw.test",
+                 dialback: bool = False) -> None:
         super().__init__(binary)
         self.certs = certs
         self.direct_tls = direct_tls
         self.certificate = certificate
+        self.dialback = dialback
 
     def config_text(self) -> str:
         port = 5270 if self.direct_tls else 5269
@@ -151,8 +168,12 @@ class GatewayCauseway(harness.Causeway):
             f'listen_direct_tls = ["{GATEWAY_IP}:5270"]\n'
             f"tls_certificate = {harness._toml_str(str(self.certs / (self.certificate + '.crt')))}\n"
             f"tls_private_key = {harness._toml_str(str(self.certs / (self.certificate + '.key')))}\n"
-            f"ca_files = [{harness._toml_str(str(self.certs / 'ca.crt'))}]\n"
-            "system_roots = false\n"
+            + (
+                # Dialback mode: no CA, so Prosody's certificate does not verify.
+                "ca_files = []\ndialback = true\n" if self.dialback
+                else f"ca_files = [{harness._toml_str(str(self.certs / 'ca.crt'))}]\ndialback = false\n"
+            )
+            + "system_roots = false\n"
             "\n[[xmpp.routes]]\n"
             'domain = "prosody.test"\n'
             f'address = "{PROSODY_IP}:{port}"\n'
@@ -263,6 +284,49 @@ def garbage_gets_a_stream_error(checks: harness.Checks) -> None:
     checks.check(text.endswith("</stream:stream>"), "and its stream is closed", text)
 
 
+def read_until(sock, needle: bytes, timeout: float = 20) -> bytes:
+    """Reads from `sock` until `needle` arrives or the peer closes."""
+    sock.settimeout(timeout)
+    received = b""
+    while needle not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def forged_dialback_key_is_refused(checks: harness.Checks) -> None:
+    """Someone claiming prosody.test offers Causeway a dialback key Prosody never gave: Causeway
+    asks Prosody (the authoritative server), answers invalid and closes the stream."""
+    import socket
+    import ssl
+
+    header = (b"<stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' "
+              b"xmlns:stream='http://etherx.jabber.org/streams' to='gw.test' "
+              b"from='prosody.test' version='1.0'>")
+    with socket.create_connection((GATEWAY_IP, 5269), timeout=20) as raw:
+        raw.sendall(header)
+        read_until(raw, b"features>")
+        raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        read_until(raw, b"<proceed")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(raw, server_hostname="gw.test") as tls:
+            tls.sendall(header)
+            features = read_until(tls, b"features>").decode(errors="replace")
+            checks.check("urn:xmpp:features:dialback" in features,
+                         "dialback mode: Causeway offers dialback to a peer without a trusted certificate",
+                         features)
+            tls.sendall(b"<db:result from='prosody.test' to='gw.test'>"
+                        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef</db:result>")
+            received = read_until(tls, b"</stream:stream>").decode(errors="replace")
+    checks.check("type='invalid'" in received and received.endswith("</stream:stream>"),
+                 "dialback mode: a forged key is refused after asking Prosody, and the stream closed",
+                 received)
+
+
 def main() -> int:
     parser = harness.test_argparser(__doc__.splitlines()[0])
     args = parser.parse_args()
@@ -300,6 +364,35 @@ def main() -> int:
             asyncio.run(ping_fails(work / "ca.crt", checks, "Causeway with a certificate for wrong.test"))
         finally:
             gateway.stop()
+    finally:
+        prosody.stop()
+        if checks.failures:
+            print("--- Prosody log ---\n" + prosody.log_tail())
+    # Dialback mode: neither trusts the other's certificate.
+    prosody = Prosody(work, secure=False)
+    prosody.start()
+    try:
+        for direct in (False, True):
+            label = "dialback, " + ("direct TLS" if direct else "STARTTLS")
+            gateway = GatewayCauseway(args.causeway, work, direct, dialback=True)
+            gateway.start()
+            try:
+                asyncio.run(client_checks(work / "ca.crt", checks, label))
+                log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
+                inbound = [line for line in log.splitlines() if "inbound domain pair authenticated" in line]
+                outbound = [line for line in log.splitlines() if "outbound stream authenticated" in line]
+                checks.check(any("prosody.test" in line for line in inbound),
+                             f"{label}: Prosody's stream to Causeway is authenticated by dialback",
+                             log[-3000:])
+                checks.check(bool(outbound) and all("Dialback" in line and "TLS" in line for line in outbound),
+                             f"{label}: Causeway's stream to Prosody is encrypted and authenticated by dialback",
+                             "\n".join(outbound) or log[-3000:])
+                if not direct:
+                    forged_dialback_key_is_refused(checks)
+            finally:
+                gateway.stop()
+                if checks.failures:
+                    print("--- Causeway log ---\n" + gateway.log_tail(80))
     finally:
         prosody.stop()
         if checks.failures:

@@ -114,6 +114,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
         listen_direct_tls: config.xmpp.listen_direct_tls.clone(),
         routes,
         require_tls: config.xmpp.require_tls,
+        dialback: config.xmpp.dialback,
         limits: Limits {
             max_stanza_bytes: config.xmpp.max_stanza_bytes,
             ..Limits::default()

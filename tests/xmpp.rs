@@ -109,6 +109,7 @@ async fn the_configured_server_answers_an_authenticated_peer() {
             listen_direct_tls: vec![],
             routes: HashMap::new(),
             require_tls: true,
+            dialback: false,
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use causeway_xmpp::negotiation::{self, BoxedIo};
+use causeway_xmpp::dialback::Secret;
+use causeway_xmpp::negotiation::{self, BoxedIo, OutboundPolicy};
 use causeway_xmpp::server::{DomainPolicy, Endpoint, S2s, S2sConfig, StanzaHandler};
 use causeway_xmpp::stanza::Stanza;
 use causeway_xmpp::stream::Limits;
@@ -77,6 +78,7 @@ fn config(domain: &str) -> S2sConfig {
         listen_direct_tls: vec![],
         routes: Default::default(),
         require_tls: true,
+        dialback: false,
         limits: Limits::default(),
         idle_timeout: Duration::from_secs(300),
         connect_timeout: Duration::from_secs(30),
@@ -162,6 +164,14 @@ async fn main() {
     );
 
     // Stream set-ups per second: TCP, STARTTLS, SASL EXTERNAL and the restarts.
+    let secret = Secret::random();
+    let policy = OutboundPolicy {
+        tls: &remote_tls,
+        require_tls: true,
+        dialback: false,
+        secret: &secret,
+        limits: Limits::default(),
+    };
     let setups = size("S2S_BENCH_SETUPS", 200);
     let start = Instant::now();
     for _ in 0..setups {
@@ -170,16 +180,9 @@ async fn main() {
             .expect("connect");
         socket.set_nodelay(true).expect("nodelay");
         let io: BoxedIo = Box::new(socket);
-        let mut stream = negotiation::connect(
-            io,
-            false,
-            "remote.test",
-            "gw.test",
-            &remote_tls,
-            Limits::default(),
-        )
-        .await
-        .expect("negotiation");
+        let mut stream = negotiation::connect(io, false, "remote.test", "gw.test", &policy)
+            .await
+            .expect("negotiation");
         let _ = stream.stream.close().await;
     }
     let elapsed = start.elapsed();
@@ -201,16 +204,9 @@ async fn main() {
         socket.set_nodelay(true).expect("nodelay");
         let io: BoxedIo = Box::new(socket);
         open.push(
-            negotiation::connect(
-                io,
-                false,
-                "remote.test",
-                "gw.test",
-                &remote_tls,
-                Limits::default(),
-            )
-            .await
-            .expect("negotiation"),
+            negotiation::connect(io, false, "remote.test", "gw.test", &policy)
+                .await
+                .expect("negotiation"),
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -33,6 +33,8 @@ pub struct XmlStream<S> {
     buffer: Vec<u8>,
     /// A violation found after items that were complete before it: they are handed out first.
     violation: Option<StreamError>,
+    /// An element read during negotiation and handed back to be read again.
+    unread: Option<Element>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
@@ -42,12 +44,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
             parser: StreamParser::new(limits),
             buffer: vec![0; 8192],
             violation: None,
+            unread: None,
         }
     }
 
     /// The next item from the peer. A violation is answered with its stream error before this
     /// returns [`ConnectionError::Violation`]; a stream error from the peer ends the stream.
     pub async fn next(&mut self) -> Result<StreamItem, ConnectionError> {
+        if let Some(element) = self.unread.take() {
+            return Ok(StreamItem::Element(element));
+        }
         loop {
             if let Some(item) = self.parser.next_item() {
                 if let StreamItem::Element(element) = &item
@@ -110,6 +116,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
         self.io.write_all(&bytes).await?;
         self.io.flush().await?;
         Ok(())
+    }
+
+    /// Sends bytes already serialised (a dialback element with its conventional prefix).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Hands an element back: the next [`XmlStream::next`] returns it.
+    pub fn unread(&mut self, element: Element) {
+        self.unread = Some(element);
     }
 
     /// Sends a stream error and the end of the stream, then shuts the connection down.

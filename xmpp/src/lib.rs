@@ -6,6 +6,7 @@
 //! connection pools and DNS SRV resolution build on these. It knows nothing of Matrix.
 
 pub mod connection;
+pub mod dialback;
 pub mod dns;
 pub mod error;
 pub mod negotiation;

@@ -1,14 +1,16 @@
-//! Stream negotiation of server-to-server streams (RFC 6120 §4.3, §5, §6; XEP-0178).
+//! Stream negotiation of server-to-server streams (RFC 6120 §4.3, §5, §6; XEP-0178; XEP-0220).
 //!
 //! [`accept`] runs the receiving side of a stream a peer opened: stream headers and features,
 //! STARTTLS (or TLS from the start on the XEP-0368 port), and SASL EXTERNAL, offered only when
-//! the peer's certificate verified for the domain it claims. The result is a stream on which
-//! that domain is authenticated.
+//! the peer's certificate verified for the domain it claims, or Server Dialback when the policy
+//! allows it. [`connect`] runs the initiating side, and [`verify`] asks an authoritative server
+//! about a dialback key.
 
 use minidom::Element;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::connection::{ConnectionError, XmlStream};
+use crate::dialback::{self, Dialback, DialbackError, Kind, Outcome, Secret};
 use crate::error::{StreamError, StreamErrorCondition};
 use crate::ns;
 use crate::stream::{Limits, StreamHeader, StreamItem};
@@ -55,6 +57,8 @@ pub struct InboundPolicy {
     pub domains: Vec<String>,
     /// Refuse to go on without TLS.
     pub require_tls: bool,
+    /// Offer Server Dialback (XEP-0220) besides SASL EXTERNAL.
+    pub dialback: bool,
     pub limits: Limits,
     /// Which remote domains may federate.
     pub domain_policy: DomainPolicy,
@@ -68,10 +72,26 @@ impl InboundPolicy {
     }
 }
 
+/// What the initiating side does.
+#[derive(Clone, Copy)]
+pub struct OutboundPolicy<'a> {
+    pub tls: &'a TlsSettings,
+    /// Refuse to go on without TLS.
+    pub require_tls: bool,
+    /// Authenticate with Server Dialback when the peer does not accept our certificate, and
+    /// send to peers whose certificate does not verify. Without it, certificates are required
+    /// both ways.
+    pub dialback: bool,
+    /// The secret our dialback keys come from.
+    pub secret: &'a Secret,
+    pub limits: Limits,
+}
+
 /// How the peer's domain was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     SaslExternal,
+    Dialback,
 }
 
 /// A stream on which a peer domain is authenticated.
@@ -84,6 +104,28 @@ pub struct Authenticated {
     pub method: AuthMethod,
     /// The TLS protocol version, when the stream is encrypted.
     pub tls_version: Option<String>,
+    /// On a stream we opened, the id the peer gave it: further dialback keys for other domain
+    /// pairs on the stream are bound to it.
+    pub stream_id: Option<String>,
+}
+
+/// An inbound stream whose peer goes on with Server Dialback: its first dialback element is
+/// the next item of the stream. Domain pairs are authenticated on it one by one.
+pub struct DialbackStream {
+    pub stream: XmlStream<BoxedIo>,
+    /// Our domain the stream header addressed.
+    pub local: String,
+    /// The id of our stream header, which the peer's dialback keys are bound to.
+    pub stream_id: String,
+    pub tls_version: Option<String>,
+}
+
+/// The outcome of the receiving side's negotiation.
+pub enum Accepted {
+    /// The peer authenticated with SASL EXTERNAL.
+    Sasl(Authenticated),
+    /// The peer goes on with dialback.
+    Dialback(DialbackStream),
 }
 
 /// Why a negotiation ended without an authenticated stream.
@@ -93,6 +135,10 @@ pub enum NegotiationError {
     Connection(#[from] ConnectionError),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    #[error("dialback failed: {0}")]
+    Dialback(DialbackError),
+    #[error("the peer found our dialback key invalid")]
+    DialbackInvalid,
 }
 
 /// A fresh stream id: unique and unpredictable (dialback keys are derived from it).
@@ -110,20 +156,31 @@ async fn violation<T>(
     Err(ConnectionError::Violation(error).into())
 }
 
-/// Reads the peer's header and answers with ours; returns our domain and the peer's claim.
+/// The peer's stream as our answer opened it.
+struct Opened {
+    /// Our domain the peer asked for.
+    local: String,
+    /// The domain the peer claims to be.
+    claimed: Option<String>,
+    /// The id of our answering header.
+    id: String,
+}
+
+/// Reads the peer's header and answers with ours.
 async fn open_stream(
     stream: &mut XmlStream<BoxedIo>,
     policy: &InboundPolicy,
-) -> Result<(String, Option<String>), NegotiationError> {
+) -> Result<Opened, NegotiationError> {
     let header = stream.read_header().await?;
     let Some(local) = header.to.clone() else {
         return violation(stream, StreamErrorCondition::HostUnknown, "no 'to' domain").await;
     };
     // Our answer names us as the domain the peer asked for (RFC 6120 §4.7.1).
+    let id = random_id();
     let reply = StreamHeader {
         from: Some(local.clone()),
         to: header.from.clone(),
-        id: Some(random_id()),
+        id: Some(id.clone()),
         version: Some("1.0".to_owned()),
         lang: Some("en".to_owned()),
     };
@@ -154,7 +211,11 @@ async fn open_stream(
         )
         .await;
     }
-    Ok((local, header.from))
+    Ok(Opened {
+        local: local.to_ascii_lowercase(),
+        claimed: header.from,
+        id,
+    })
 }
 
 /// A TLS connection accepted from a peer.
@@ -182,22 +243,27 @@ async fn accept_tls(tls: &TlsSettings, io: BoxedIo) -> Result<AcceptedTls, Negot
     })
 }
 
-/// Connects with TLS; returns the encrypted stream and the TLS version.
+/// Connects with TLS; returns the encrypted stream, the TLS version, and whether the server's
+/// certificate verified for `name`.
 async fn connect_tls(
+    tls: &TlsSettings,
     connector: &tokio_rustls::TlsConnector,
     name: &rustls::pki_types::ServerName<'static>,
+    remote: &str,
     io: BoxedIo,
-) -> Result<(BoxedIo, Option<String>), NegotiationError> {
+) -> Result<(BoxedIo, Option<String>, bool), NegotiationError> {
     let tls_stream = connector
         .connect(name.clone(), io)
         .await
         .map_err(NegotiationError::Tls)?;
-    let version = tls_stream
-        .get_ref()
-        .1
+    let connection = tls_stream.get_ref().1;
+    let version = connection
         .protocol_version()
         .map(|version| format!("{version:?}"));
-    Ok((Box::new(tls_stream), version))
+    let verified = connection
+        .peer_certificates()
+        .is_some_and(|chain| tls.verifies_server(chain, remote));
+    Ok((Box::new(tls_stream), version, verified))
 }
 
 fn features(children: Vec<Element>) -> Element {
@@ -215,7 +281,7 @@ pub async fn accept(
     direct_tls: bool,
     tls: &TlsSettings,
     policy: &InboundPolicy,
-) -> Result<Authenticated, NegotiationError> {
+) -> Result<Accepted, NegotiationError> {
     let mut peer_chain = None;
     let mut tls_version = None;
     let (io, mut encrypted) = if direct_tls {
@@ -228,15 +294,32 @@ pub async fn accept(
     };
     let mut stream = XmlStream::new(io, policy.limits);
     loop {
-        let (local, claimed) = open_stream(&mut stream, policy).await?;
+        let Opened { local, claimed, id } = open_stream(&mut stream, policy).await?;
+        // Dialback without TLS only when TLS is optional (RFC 6120 §5.3.1: a mandatory
+        // STARTTLS is the only feature offered).
+        let plain_dialback = policy.dialback && !policy.require_tls;
         if !encrypted {
-            let starttls = Element::builder("starttls", ns::TLS)
-                .append(Element::bare("required", ns::TLS))
-                .build();
-            stream.send_element(&features(vec![starttls])).await?;
+            let mut starttls = Element::builder("starttls", ns::TLS);
+            if policy.require_tls {
+                starttls = starttls.append(Element::bare("required", ns::TLS));
+            }
+            let mut offered = vec![starttls.build()];
+            if plain_dialback {
+                offered.push(dialback::feature());
+            }
+            stream.send_element(&features(offered)).await?;
             let StreamItem::Element(element) = stream.next().await? else {
                 return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
             };
+            if plain_dialback && element.ns() == ns::DIALBACK {
+                stream.unread(element);
+                return Ok(Accepted::Dialback(DialbackStream {
+                    stream,
+                    local,
+                    stream_id: id,
+                    tls_version: None,
+                }));
+            }
             if !element.is("starttls", ns::TLS) {
                 let condition = if policy.require_tls {
                     StreamErrorCondition::PolicyViolation
@@ -255,7 +338,8 @@ pub async fn accept(
             encrypted = true;
             continue;
         }
-        // Encrypted: offer SASL EXTERNAL when the certificate verifies for the claimed domain.
+        // Encrypted: offer SASL EXTERNAL when the certificate verifies for the claimed domain,
+        // and dialback when the policy allows it.
         let verified = match (&peer_chain, &claimed) {
             (Some(chain), Some(domain)) => tls.verifies(chain, domain),
             _ => false,
@@ -272,11 +356,23 @@ pub async fn accept(
                     .build(),
             );
         }
+        if policy.dialback {
+            offered.push(dialback::feature());
+        }
         stream.send_element(&features(offered)).await?;
         let peer = loop {
             let StreamItem::Element(element) = stream.next().await? else {
                 return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
             };
+            if policy.dialback && element.ns() == ns::DIALBACK {
+                stream.unread(element);
+                return Ok(Accepted::Dialback(DialbackStream {
+                    stream,
+                    local,
+                    stream_id: id,
+                    tls_version,
+                }));
+            }
             if !element.is("auth", ns::SASL) {
                 return violation(
                     &mut stream,
@@ -311,9 +407,9 @@ pub async fn accept(
             .send_element(&Element::bare("success", ns::SASL))
             .await?;
         stream.reset();
-        let (local_again, _) = open_stream(&mut stream, policy).await?;
+        let again = open_stream(&mut stream, policy).await?;
         stream.send_element(&features(vec![])).await?;
-        if !local_again.eq_ignore_ascii_case(&local) {
+        if again.local != local {
             return violation(
                 &mut stream,
                 StreamErrorCondition::InvalidNamespace,
@@ -321,40 +417,54 @@ pub async fn accept(
             )
             .await;
         }
-        tracing::info!(peer = %peer, local = %local_again, method = "SASL EXTERNAL", tls = ?tls_version, "inbound stream authenticated");
-        return Ok(Authenticated {
+        tracing::info!(peer = %peer, local = %local, method = "SASL EXTERNAL", tls = ?tls_version, "inbound stream authenticated");
+        return Ok(Accepted::Sasl(Authenticated {
             stream,
-            peer,
-            local: local_again,
+            peer: peer.to_ascii_lowercase(),
+            local,
             method: AuthMethod::SaslExternal,
             tls_version,
-        });
+            stream_id: None,
+        }));
     }
 }
 
-/// Runs the initiating side of a stream to `remote` as `local`: STARTTLS (unless `direct_tls`
-/// already encrypted the connection on the XEP-0368 port), then SASL EXTERNAL with our
-/// certificate. The remote server must offer EXTERNAL; dialback is not spoken yet.
-pub async fn connect(
+/// A stream we opened to a peer, encrypted when the peer offers TLS, before authentication.
+struct Connected {
+    stream: XmlStream<BoxedIo>,
+    /// The features of the (encrypted) stream.
+    features: Element,
+    /// The id of the peer's stream header.
+    id: Option<String>,
+    tls_version: Option<String>,
+    /// Whether the peer's certificate verified for its domain.
+    verified: bool,
+}
+
+/// Opens a stream to `remote` as `local`: headers and features, and STARTTLS when the peer
+/// offers it (or TLS from the start with `direct_tls`, on the XEP-0368 port).
+async fn open_outbound(
     io: BoxedIo,
     direct_tls: bool,
     local: &str,
     remote: &str,
-    tls: &TlsSettings,
-    limits: Limits,
-) -> Result<Authenticated, NegotiationError> {
-    let connector = tls.connector(local, direct_tls).ok_or_else(|| {
+    policy: &OutboundPolicy<'_>,
+) -> Result<Connected, NegotiationError> {
+    let connector = policy.tls.connector(local, direct_tls).ok_or_else(|| {
         NegotiationError::Tls(std::io::Error::other(format!("no certificate for {local}")))
     })?;
     let name = rustls::pki_types::ServerName::try_from(remote.to_owned())
         .map_err(|e| NegotiationError::Tls(std::io::Error::other(e)))?;
     let mut tls_version = None;
+    let mut verified = false;
+    let mut encrypted = direct_tls;
     let mut stream = if direct_tls {
-        let (io, version) = connect_tls(&connector, &name, io).await?;
+        let (io, version, ok) = connect_tls(policy.tls, &connector, &name, remote, io).await?;
         tls_version = version;
-        XmlStream::new(io, limits)
+        verified = ok;
+        XmlStream::new(io, policy.limits)
     } else {
-        XmlStream::new(io, limits)
+        XmlStream::new(io, policy.limits)
     };
     let header = StreamHeader {
         from: Some(local.to_owned()),
@@ -363,8 +473,6 @@ pub async fn connect(
         lang: Some("en".to_owned()),
         id: None,
     };
-    let mut encrypted = direct_tls;
-    let mut authenticated = false;
     loop {
         stream.send_header(&header, true).await?;
         let reply = stream.read_header().await?;
@@ -376,36 +484,8 @@ pub async fn connect(
             )
             .await;
         }
-        let StreamItem::Element(features) = stream.next().await? else {
-            return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
-        };
-        if !features.is("features", ns::STREAM) {
-            return violation(
-                &mut stream,
-                StreamErrorCondition::UnsupportedStanzaType,
-                "expected stream features",
-            )
-            .await;
-        }
-        if authenticated {
-            tracing::info!(peer = %remote, local = %local, method = "SASL EXTERNAL", tls = ?tls_version, "outbound stream authenticated");
-            return Ok(Authenticated {
-                stream,
-                peer: remote.to_owned(),
-                local: local.to_owned(),
-                method: AuthMethod::SaslExternal,
-                tls_version,
-            });
-        }
-        if !encrypted {
-            if !features.has_child("starttls", ns::TLS) {
-                return violation(
-                    &mut stream,
-                    StreamErrorCondition::PolicyViolation,
-                    "TLS is required",
-                )
-                .await;
-            }
+        let features = read_features(&mut stream).await?;
+        if !encrypted && features.has_child("starttls", ns::TLS) {
             stream
                 .send_element(&Element::bare("starttls", ns::TLS))
                 .await?;
@@ -415,27 +495,81 @@ pub async fn connect(
             if !answer.is("proceed", ns::TLS) {
                 return Err(ConnectionError::PeerError("starttls failure".to_owned()).into());
             }
-            let (io, version) = connect_tls(&connector, &name, stream.into_inner()).await?;
+            let (io, version, ok) =
+                connect_tls(policy.tls, &connector, &name, remote, stream.into_inner()).await?;
             tls_version = version;
-            stream = XmlStream::new(io, limits);
+            verified = ok;
+            stream = XmlStream::new(io, policy.limits);
             encrypted = true;
             continue;
         }
-        let external = features
+        if !encrypted && policy.require_tls {
+            return violation(
+                &mut stream,
+                StreamErrorCondition::PolicyViolation,
+                "TLS is required",
+            )
+            .await;
+        }
+        return Ok(Connected {
+            stream,
+            features,
+            id: reply.id,
+            tls_version,
+            verified,
+        });
+    }
+}
+
+async fn read_features(stream: &mut XmlStream<BoxedIo>) -> Result<Element, NegotiationError> {
+    match stream.next().await? {
+        StreamItem::Element(features) if features.is("features", ns::STREAM) => Ok(features),
+        _ => {
+            violation(
+                stream,
+                StreamErrorCondition::UnsupportedStanzaType,
+                "expected stream features",
+            )
+            .await
+        }
+    }
+}
+
+/// Runs the initiating side of a stream to `remote` as `local`: TLS (STARTTLS, unless
+/// `direct_tls` already encrypted the connection on the XEP-0368 port), then SASL EXTERNAL
+/// with our certificate, or Server Dialback when the peer does not accept the certificate and
+/// the policy allows dialback.
+pub async fn connect(
+    io: BoxedIo,
+    direct_tls: bool,
+    local: &str,
+    remote: &str,
+    policy: &OutboundPolicy<'_>,
+) -> Result<Authenticated, NegotiationError> {
+    let Connected {
+        mut stream,
+        features,
+        id,
+        tls_version,
+        verified,
+    } = open_outbound(io, direct_tls, local, remote, policy).await?;
+    if !verified && !policy.dialback {
+        return violation(
+            &mut stream,
+            StreamErrorCondition::PolicyViolation,
+            "your certificate does not verify for your domain",
+        )
+        .await;
+    }
+    let external = tls_version.is_some()
+        && features
             .get_child("mechanisms", ns::SASL)
             .is_some_and(|mechanisms| {
                 mechanisms
                     .children()
                     .any(|mechanism| mechanism.text().trim() == "EXTERNAL")
             });
-        if !external {
-            return violation(
-                &mut stream,
-                StreamErrorCondition::PolicyViolation,
-                "the peer does not accept our certificate",
-            )
-            .await;
-        }
+    let method = if external {
         use base64::Engine;
         let authzid = base64::engine::general_purpose::STANDARD.encode(local);
         stream
@@ -459,8 +593,126 @@ pub async fn connect(
             return Err(ConnectionError::PeerError(format!("SASL {condition}")).into());
         }
         stream.reset();
-        authenticated = true;
+        stream
+            .send_header(
+                &StreamHeader {
+                    from: Some(local.to_owned()),
+                    to: Some(remote.to_owned()),
+                    version: Some("1.0".to_owned()),
+                    lang: Some("en".to_owned()),
+                    id: None,
+                },
+                true,
+            )
+            .await?;
+        stream.read_header().await?;
+        read_features(&mut stream).await?;
+        AuthMethod::SaslExternal
+    } else if policy.dialback && features.has_child("dialback", ns::DIALBACK_FEATURE) {
+        let Some(id) = id.clone() else {
+            return violation(
+                &mut stream,
+                StreamErrorCondition::InvalidXml,
+                "dialback needs the id of your stream",
+            )
+            .await;
+        };
+        let key = policy.secret.key(remote, local, &id);
+        let request = Dialback::request(Kind::Result, local, remote, None, key);
+        stream.send_raw(&request.to_bytes()).await?;
+        match await_answer(&mut stream, &request).await? {
+            Outcome::Valid => {}
+            Outcome::Invalid => {
+                let _ = stream.close().await;
+                return Err(NegotiationError::DialbackInvalid);
+            }
+            Outcome::Error(error) => {
+                let _ = stream.close().await;
+                return Err(NegotiationError::Dialback(error));
+            }
+        }
+        AuthMethod::Dialback
+    } else {
+        return violation(
+            &mut stream,
+            StreamErrorCondition::PolicyViolation,
+            "neither our certificate nor dialback is accepted",
+        )
+        .await;
+    };
+    tracing::info!(peer = %remote, local = %local, method = ?method, tls = ?tls_version, "outbound stream authenticated");
+    Ok(Authenticated {
+        stream,
+        peer: remote.to_ascii_lowercase(),
+        local: local.to_ascii_lowercase(),
+        method,
+        tls_version,
+        stream_id: id,
+    })
+}
+
+/// Waits for the answer to a dialback request: the element of the same kind from its target,
+/// with the same id. Anything else the peer sends meanwhile is skipped; answers nobody asked
+/// for are never taken for this one (XEP-0220 §5).
+async fn await_answer(
+    stream: &mut XmlStream<BoxedIo>,
+    request: &Dialback,
+) -> Result<Outcome, NegotiationError> {
+    loop {
+        let StreamItem::Element(element) = stream.next().await? else {
+            return violation(stream, StreamErrorCondition::NotWellFormed, "").await;
+        };
+        if element.ns() != ns::DIALBACK {
+            tracing::debug!(name = element.name(), "skipped while waiting for dialback");
+            continue;
+        }
+        let answer = match Dialback::parse(&element) {
+            Ok(answer) => answer,
+            Err(error) => {
+                stream.fail(&error).await;
+                return Err(ConnectionError::Violation(error).into());
+            }
+        };
+        // A verification is answered with its id; some servers (Prosody) put an id on the
+        // answer to <db:result/> too, where none was asked.
+        let same_id = request.kind == Kind::Result || answer.id == request.id;
+        if answer.kind == request.kind
+            && answer.from == request.to
+            && answer.to == request.from
+            && same_id
+            && let Some(outcome) = answer.outcome
+        {
+            return Ok(outcome);
+        }
+        tracing::debug!(?answer, "skipped an unrelated dialback element");
     }
+}
+
+/// Asks the authoritative server of `originating` (to which `io` is connected) whether `key`
+/// is the one it gave for the stream `stream_id` to `receiving`, one of our domains (XEP-0220
+/// §2.2, on a connection of its own, closed after the answer).
+pub async fn verify(
+    io: BoxedIo,
+    direct_tls: bool,
+    receiving: &str,
+    originating: &str,
+    stream_id: &str,
+    key: &str,
+    policy: &OutboundPolicy<'_>,
+) -> Result<Outcome, NegotiationError> {
+    let Connected { mut stream, .. } =
+        open_outbound(io, direct_tls, receiving, originating, policy).await?;
+    let request = Dialback::request(
+        Kind::Verify,
+        receiving,
+        originating,
+        Some(stream_id),
+        key.to_owned(),
+    );
+    stream.send_raw(&request.to_bytes()).await?;
+    let outcome = await_answer(&mut stream, &request).await?;
+    let _ = stream.close().await;
+    Ok(outcome)
 }
 
 fn sasl_failure(condition: &str) -> Element {

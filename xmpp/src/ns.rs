@@ -7,6 +7,7 @@ pub const STREAM: &str = "http://etherx.jabber.org/streams";
 pub const JABBER_SERVER: &str = "jabber:server";
 pub const JABBER_CLIENT: &str = "jabber:client";
 pub const DIALBACK: &str = "jabber:server:dialback";
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";

@@ -1,13 +1,15 @@
 //! The server-to-server service: listeners for streams peers open, a queue and an outbound
 //! stream per remote domain, and the hand-over of authenticated stanzas to a handler.
 //!
-//! Inbound stanzas are accepted only when their `from` domain is the one authenticated on the
-//! stream and their `to` domain is ours ([`crate::stanza::accept_inbound`]). Outbound stanzas
+//! Inbound stanzas are accepted only when their `from` domain is authenticated on the stream
+//! (by SASL EXTERNAL, or by Server Dialback for the pair of `from` and `to`) and their `to`
+//! domain is ours ([`crate::stanza::accept_inbound`]). On every inbound stream this server also
+//! answers as the authoritative server for the dialback keys it gave. Outbound stanzas
 //! are queued per destination; a stream is opened on demand, kept while used, closed when
 //! idle, and opened again with backoff after a failure. Stanzas that cannot be delivered are
 //! bounced to their sender with `remote-server-not-found`, never dropped silently.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,8 +21,13 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
+use crate::connection::{ConnectionError, XmlStream};
+use crate::dialback::{Dialback, DialbackError, Kind, Outcome, Secret};
+use crate::error::{StreamError, StreamErrorCondition};
 pub use crate::negotiation::DomainPolicy;
-use crate::negotiation::{self, Authenticated, BoxedIo, InboundPolicy};
+use crate::negotiation::{
+    self, Accepted, Authenticated, BoxedIo, InboundPolicy, NegotiationError, OutboundPolicy,
+};
 use crate::stanza::{Rejection, Stanza, accept_inbound, bounce};
 use crate::stream::{Limits, StreamItem};
 use crate::tls::TlsSettings;
@@ -43,6 +50,8 @@ pub struct S2sConfig {
     /// Fixed endpoints by remote domain; other domains are looked up in DNS (SRV, then A/AAAA).
     pub routes: HashMap<String, Vec<Endpoint>>,
     pub require_tls: bool,
+    /// Allow Server Dialback (XEP-0220) where certificates do not authenticate a peer.
+    pub dialback: bool,
     pub limits: Limits,
     /// An outbound stream with nothing to send for this long is closed.
     pub idle_timeout: Duration,
@@ -62,14 +71,60 @@ pub trait StanzaHandler: Send + Sync + 'static {
 }
 
 /// Notes the negotiated peer, TLS version and authentication method on the stream's span.
-fn record_negotiation(authenticated: &Authenticated) {
+fn record_negotiation(peer: &str, tls_version: Option<&str>, method: negotiation::AuthMethod) {
     let span = tracing::Span::current();
-    span.record("peer", authenticated.peer.as_str());
-    span.record(
-        "tls",
-        authenticated.tls_version.as_deref().unwrap_or("none"),
-    );
-    span.record("auth", format!("{:?}", authenticated.method).as_str());
+    span.record("peer", peer);
+    span.record("tls", tls_version.unwrap_or("none"));
+    span.record("auth", format!("{method:?}").as_str());
+}
+
+/// Dialback verifications one inbound stream may have under way at once.
+const MAX_PENDING_VERIFICATIONS: usize = 8;
+/// Domain pairs one inbound stream may authenticate with dialback.
+const MAX_DIALBACK_PAIRS: usize = 256;
+
+/// What an inbound stream has authenticated.
+struct InboundAuth {
+    /// A peer domain authenticated with SASL EXTERNAL, for all our domains.
+    sasl: Option<String>,
+    /// (remote, local) domain pairs authenticated with dialback.
+    pairs: HashSet<(String, String)>,
+    /// Pairs whose key is being verified.
+    pending: HashSet<(String, String)>,
+}
+
+impl InboundAuth {
+    fn is_empty(&self) -> bool {
+        self.sasl.is_none() && self.pairs.is_empty()
+    }
+
+    fn sender_authenticated(&self, remote: &str) -> bool {
+        self.sasl
+            .as_deref()
+            .is_some_and(|peer| peer.eq_ignore_ascii_case(remote))
+            || self
+                .pairs
+                .iter()
+                .any(|(from, _)| from.eq_ignore_ascii_case(remote))
+    }
+
+    fn pair_authenticated(&self, remote: &str, local: &str) -> bool {
+        self.sasl
+            .as_deref()
+            .is_some_and(|peer| peer.eq_ignore_ascii_case(remote))
+            || self
+                .pairs
+                .contains(&(remote.to_ascii_lowercase(), local.to_ascii_lowercase()))
+    }
+}
+
+/// What the reading loop of an inbound stream waits for.
+enum InboundEvent {
+    Item(Result<StreamItem, ConnectionError>),
+    /// A verification with the authoritative server finished.
+    Verified(Dialback, Outcome),
+    /// Nothing was authenticated in time.
+    Timeout,
 }
 
 /// The running service.
@@ -82,6 +137,8 @@ pub struct S2s {
     /// Outbound queues by `(our domain, remote domain)`.
     queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Stanza>>>,
     local_addresses: Vec<(SocketAddr, bool)>,
+    /// The secret our dialback keys come from; it lives as long as the process.
+    secret: Secret,
 }
 
 impl S2s {
@@ -113,6 +170,7 @@ impl S2s {
             handler,
             queues: Mutex::new(HashMap::new()),
             local_addresses,
+            secret: Secret::random(),
         });
         for (listener, direct) in listeners {
             let s2s = s2s.clone();
@@ -172,6 +230,7 @@ impl S2s {
         let policy = InboundPolicy {
             domains: self.config.domains.clone(),
             require_tls: self.config.require_tls,
+            dialback: self.config.dialback,
             limits: self.config.limits,
             domain_policy: self.config.domain_policy.clone(),
         };
@@ -180,8 +239,8 @@ impl S2s {
             negotiation::accept(Box::new(socket), direct, &self.tls, &policy),
         )
         .await;
-        let mut authenticated = match negotiated {
-            Ok(Ok(authenticated)) => authenticated,
+        let accepted = match negotiated {
+            Ok(Ok(accepted)) => accepted,
             Ok(Err(error)) => {
                 tracing::info!(%error, "inbound negotiation failed");
                 return;
@@ -191,17 +250,40 @@ impl S2s {
                 return;
             }
         };
-        record_negotiation(&authenticated);
-        let peer = authenticated.peer.clone();
-        if !self.config.domain_policy.permits(&peer) {
-            let error = crate::error::StreamError::new(
-                crate::error::StreamErrorCondition::PolicyViolation,
-                "this server does not federate with your domain",
-            );
-            authenticated.stream.fail(&error).await;
-            tracing::info!(peer = %peer, "refused a domain the federation policy excludes");
-            return;
-        }
+        let mut auth = InboundAuth {
+            sasl: None,
+            pairs: HashSet::new(),
+            pending: HashSet::new(),
+        };
+        let (mut stream, stream_id) = match accepted {
+            Accepted::Sasl(authenticated) => {
+                record_negotiation(
+                    &authenticated.peer,
+                    authenticated.tls_version.as_deref(),
+                    authenticated.method,
+                );
+                let mut stream = authenticated.stream;
+                if !self.config.domain_policy.permits(&authenticated.peer) {
+                    let error = StreamError::new(
+                        StreamErrorCondition::PolicyViolation,
+                        "this server does not federate with your domain",
+                    );
+                    stream.fail(&error).await;
+                    tracing::info!(peer = %authenticated.peer, "refused a domain the federation policy excludes");
+                    return;
+                }
+                auth.sasl = Some(authenticated.peer);
+                (stream, String::new())
+            }
+            Accepted::Dialback(dialback) => {
+                tracing::Span::current()
+                    .record("tls", dialback.tls_version.as_deref().unwrap_or("none"));
+                (dialback.stream, dialback.stream_id)
+            }
+        };
+        let (verified_sender, mut verified) = mpsc::unbounded_channel();
+        // A stream that authenticates nothing in time is closed.
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         // A token bucket of stanzas: a peer sending faster is read more slowly (backpressure).
         let rate = f64::from(self.config.max_stanzas_per_second.max(1));
         let mut tokens = rate;
@@ -214,20 +296,77 @@ impl S2s {
                 tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
                 continue;
             }
-            tokens -= 1.0;
-            let element = match authenticated.stream.next().await {
-                Ok(StreamItem::Element(element)) => element,
-                Ok(_) => continue,
-                Err(error) => {
-                    tracing::info!(peer = %peer, %error, "inbound stream ended");
+            let waiting = auth.is_empty() && auth.pending.is_empty();
+            let event = tokio::select! {
+                item = stream.next() => InboundEvent::Item(item),
+                Some((request, outcome)) = verified.recv() => InboundEvent::Verified(request, outcome),
+                () = tokio::time::sleep_until(deadline), if waiting => InboundEvent::Timeout,
+            };
+            let element = match event {
+                InboundEvent::Item(Ok(StreamItem::Element(element))) => element,
+                InboundEvent::Item(Ok(_)) => continue,
+                InboundEvent::Item(Err(error)) => {
+                    tracing::info!(%error, "inbound stream ended");
+                    return;
+                }
+                InboundEvent::Verified(request, outcome) => {
+                    if !self
+                        .dialback_verified(&mut stream, &mut auth, request, outcome)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                InboundEvent::Timeout => {
+                    let error = StreamError::new(
+                        StreamErrorCondition::ConnectionTimeout,
+                        "nothing was authenticated in time",
+                    );
+                    stream.fail(&error).await;
+                    tracing::info!("closed an inbound stream that authenticated nothing");
                     return;
                 }
             };
+            tokens -= 1.0;
+            if element.ns() == crate::ns::DIALBACK {
+                let request = match Dialback::parse(&element) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        stream.fail(&error).await;
+                        tracing::info!(%error, "inbound stream closed with an error");
+                        return;
+                    }
+                };
+                let answer =
+                    self.dialback_request(&mut auth, request, &stream_id, &verified_sender);
+                if let Some(answer) = answer
+                    && let Err(error) = stream.send_raw(&answer.to_bytes()).await
+                {
+                    tracing::info!(%error, "inbound stream ended");
+                    return;
+                }
+                continue;
+            }
             let checked = accept_inbound(
                 element,
-                |domain| domain.eq_ignore_ascii_case(&peer),
+                |domain| auth.sender_authenticated(domain),
                 |domain| self.is_ours(domain),
-            );
+            )
+            .and_then(|stanza| {
+                // With dialback, a sender domain is authenticated for one target at a time.
+                let pair = stanza.from().zip(stanza.to()).is_some_and(|(from, to)| {
+                    auth.pair_authenticated(from.domain().as_str(), to.domain().as_str())
+                });
+                if pair {
+                    Ok(stanza)
+                } else {
+                    Err(Rejection::Stream(StreamError::new(
+                        StreamErrorCondition::InvalidFrom,
+                        "the sender domain is not authenticated for that target",
+                    )))
+                }
+            });
             match checked {
                 Ok(stanza) => {
                     for reply in self.handler.handle(stanza).await {
@@ -237,12 +376,167 @@ impl S2s {
                 Err(Rejection::Stanza(reply)) => self.send(*reply),
                 Err(Rejection::Drop) => {}
                 Err(Rejection::Stream(error)) => {
-                    authenticated.stream.fail(&error).await;
-                    tracing::info!(peer = %peer, %error, "inbound stream closed with an error");
+                    stream.fail(&error).await;
+                    tracing::info!(%error, "inbound stream closed with an error");
                     return;
                 }
             }
         }
+    }
+
+    /// Handles a dialback element on an inbound stream; returns what to answer at once.
+    fn dialback_request(
+        self: &Arc<Self>,
+        auth: &mut InboundAuth,
+        request: Dialback,
+        stream_id: &str,
+        verified: &mpsc::UnboundedSender<(Dialback, Outcome)>,
+    ) -> Option<Dialback> {
+        let Some(key) = request.key.clone() else {
+            // An answer nobody asked for on this stream (XEP-0220 §5): never acted upon.
+            tracing::info!(?request, "ignored an unsolicited dialback answer");
+            return None;
+        };
+        let refuse = |error| Some(request.answer(Outcome::Error(error)));
+        if !self.is_ours(&request.to) {
+            return refuse(DialbackError::ItemNotFound);
+        }
+        match request.kind {
+            // We are the authoritative server: was this key ours for that stream?
+            Kind::Verify => {
+                let id = request.id.as_deref().unwrap_or_default();
+                let valid = self.secret.verifies(&key, &request.from, &request.to, id);
+                tracing::info!(receiving = %request.from, originating = %request.to, valid, "answered a dialback verification");
+                let outcome = if valid {
+                    Outcome::Valid
+                } else {
+                    Outcome::Invalid
+                };
+                Some(request.answer(outcome))
+            }
+            // The peer asks to send from its domain to ours: ask its authoritative server.
+            Kind::Result => {
+                let pair = (request.from.clone(), request.to.clone());
+                if self.is_ours(&request.from) || !self.config.domain_policy.permits(&request.from)
+                {
+                    return refuse(DialbackError::Forbidden);
+                }
+                if !self.config.dialback {
+                    return refuse(DialbackError::NotAuthorized);
+                }
+                if auth.pairs.contains(&pair) {
+                    return Some(request.answer(Outcome::Valid));
+                }
+                if auth.pending.contains(&pair) {
+                    return None;
+                }
+                if auth.pending.len() >= MAX_PENDING_VERIFICATIONS
+                    || auth.pairs.len() >= MAX_DIALBACK_PAIRS
+                {
+                    return refuse(DialbackError::ResourceConstraint);
+                }
+                auth.pending.insert(pair);
+                let s2s = self.clone();
+                let verified = verified.clone();
+                let stream_id = stream_id.to_owned();
+                tokio::spawn(
+                    async move {
+                        let outcome = s2s.ask_authoritative(&request, &key, &stream_id).await;
+                        let _ = verified.send((request, outcome));
+                    }
+                    .in_current_span(),
+                );
+                None
+            }
+        }
+    }
+
+    /// Acts on the authoritative server's answer about a peer's key; returns whether the
+    /// stream goes on.
+    async fn dialback_verified(
+        &self,
+        stream: &mut XmlStream<BoxedIo>,
+        auth: &mut InboundAuth,
+        request: Dialback,
+        outcome: Outcome,
+    ) -> bool {
+        let pair = (request.from.clone(), request.to.clone());
+        auth.pending.remove(&pair);
+        let answer = match outcome {
+            Outcome::Valid => {
+                if auth.is_empty() {
+                    tracing::Span::current().record("peer", request.from.as_str());
+                    tracing::Span::current().record("auth", "Dialback");
+                }
+                tracing::info!(peer = %request.from, local = %request.to, method = "dialback", "inbound domain pair authenticated");
+                auth.pairs.insert(pair);
+                request.answer(Outcome::Valid)
+            }
+            Outcome::Invalid if auth.is_empty() => {
+                // A first pair with a forged key: the stream ends (XEP-0220 §2.4).
+                tracing::warn!(peer = %request.from, local = %request.to, "dialback key refused by the authoritative server");
+                let _ = stream
+                    .send_raw(&request.answer(Outcome::Invalid).to_bytes())
+                    .await;
+                let _ = stream.close().await;
+                return false;
+            }
+            Outcome::Invalid => {
+                tracing::warn!(peer = %request.from, local = %request.to, "dialback key refused by the authoritative server");
+                request.answer(Outcome::Error(DialbackError::Forbidden))
+            }
+            Outcome::Error(error) => {
+                tracing::info!(peer = %request.from, %error, "dialback verification failed");
+                request.answer(Outcome::Error(error))
+            }
+        };
+        stream.send_raw(&answer.to_bytes()).await.is_ok()
+    }
+
+    /// Asks the authoritative server of the request's sender domain about its key (we are the
+    /// receiving server).
+    async fn ask_authoritative(&self, request: &Dialback, key: &str, stream_id: &str) -> Outcome {
+        let endpoints = self.endpoints(&request.from).await;
+        if endpoints.is_empty() {
+            return Outcome::Error(DialbackError::RemoteServerNotFound);
+        }
+        let policy = self.outbound_policy();
+        let mut failure = DialbackError::RemoteConnectionFailed;
+        for endpoint in endpoints {
+            let attempt = async {
+                let socket = TcpStream::connect(endpoint.address)
+                    .await
+                    .map_err(|_| DialbackError::RemoteConnectionFailed)?;
+                let _ = socket.set_nodelay(true);
+                negotiation::verify(
+                    Box::new(socket),
+                    endpoint.direct_tls,
+                    &request.to,
+                    &request.from,
+                    stream_id,
+                    key,
+                    &policy,
+                )
+                .await
+                .map_err(|error| {
+                    tracing::info!(%error, address = %endpoint.address, "dialback verification connection failed");
+                    match error {
+                        NegotiationError::Connection(ConnectionError::PeerError(condition))
+                            if condition == "host-unknown" =>
+                        {
+                            DialbackError::RemoteServerNotFound
+                        }
+                        _ => DialbackError::RemoteServerTimeout,
+                    }
+                })
+            };
+            match tokio::time::timeout(self.config.connect_timeout, attempt).await {
+                Ok(Ok(outcome)) => return outcome,
+                Ok(Err(error)) => failure = error,
+                Err(_) => failure = DialbackError::RemoteServerTimeout,
+            }
+        }
+        Outcome::Error(failure)
     }
 
     /// Sends a stanza to its recipient's server (or hands it to the handler when the
@@ -327,21 +621,25 @@ impl S2s {
         self.resolver.endpoints(domain).await
     }
 
+    fn outbound_policy(&self) -> OutboundPolicy<'_> {
+        OutboundPolicy {
+            tls: &self.tls,
+            require_tls: self.config.require_tls,
+            dialback: self.config.dialback,
+            secret: &self.secret,
+            limits: self.config.limits,
+        }
+    }
+
     async fn open(&self, local: &str, domain: &str) -> Option<Authenticated> {
+        let policy = self.outbound_policy();
         for endpoint in self.endpoints(domain).await {
             let attempt = async {
                 let socket = TcpStream::connect(endpoint.address).await.ok()?;
                 let _ = socket.set_nodelay(true);
                 let io: BoxedIo = Box::new(socket);
-                negotiation::connect(
-                    io,
-                    endpoint.direct_tls,
-                    local,
-                    domain,
-                    &self.tls,
-                    self.config.limits,
-                )
-                .await
+                negotiation::connect(io, endpoint.direct_tls, local, domain, &policy)
+                    .await
                 .map_err(|error| tracing::info!(%domain, address = %endpoint.address, %error, "outbound negotiation failed"))
                 .ok()
             };
@@ -390,7 +688,7 @@ impl S2s {
                 backoff = (backoff * 2).min(Duration::from_secs(60));
                 continue;
             };
-            record_negotiation(&stream);
+            record_negotiation(&stream.peer, stream.tls_version.as_deref(), stream.method);
             failed_at = None;
             backoff = Duration::from_millis(500);
             loop {

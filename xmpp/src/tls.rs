@@ -2,9 +2,10 @@
 //! the peer asks for, the peer's certificate requested and checked after the handshake against
 //! the system roots plus configured CAs for the domain it claims.
 //!
-//! The handshake accepts any client certificate (its signature over the handshake is still
+//! Both handshakes accept any peer certificate (its signature over the handshake is still
 //! verified), so that a peer whose certificate does not verify can fall back to dialback; whether
-//! the certificate authenticates a domain is decided afterwards by [`TlsSettings::verifies`].
+//! the certificate authenticates a domain is decided afterwards, by [`TlsSettings::verifies`] for
+//! a peer that connected to us and [`TlsSettings::verifies_server`] for one we connected to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +82,10 @@ impl TlsSettings {
             default.get_or_insert_with(|| key.clone());
             let client = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots.clone())
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate {
+                    algorithms: provider.signature_verification_algorithms,
+                }))
                 .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
             let mut direct = client.clone();
             direct.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
@@ -115,7 +119,8 @@ impl TlsSettings {
     }
 
     /// Connects with TLS as `local_domain`, presenting its certificate. `direct` adds the ALPN
-    /// protocol of XEP-0368.
+    /// protocol of XEP-0368. The server's certificate is checked afterwards with
+    /// [`TlsSettings::verifies_server`].
     pub fn connector(
         &self,
         local_domain: &str,
@@ -149,6 +154,72 @@ impl TlsSettings {
         ParsedCertificate::try_from(end_entity)
             .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name))
             .is_ok()
+    }
+}
+
+impl TlsSettings {
+    /// Whether the certificate chain of a server we connected to verifies against our roots
+    /// for `domain`.
+    pub fn verifies_server(&self, chain: &[CertificateDer<'_>], domain: &str) -> bool {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let Ok(name) = ServerName::try_from(domain.to_owned()) else {
+            return false;
+        };
+        let Ok(strict) = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots.clone(),
+            self.provider.clone(),
+        )
+        .build() else {
+            return false;
+        };
+        strict
+            .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
+            .is_ok()
+    }
+}
+
+/// Accepts any server certificate whose handshake signature is right, and leaves the decision
+/// about the chain to [`TlsSettings::verifies_server`].
+#[derive(Debug)]
+struct AnyServerCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -329,12 +400,9 @@ mod tests {
     #[tokio::test]
     async fn mutual_certificates_verify_for_the_right_domain_only() {
         let ca = TestCa::new("Test CA");
-        let gateway = TlsSettings::new(
-            vec![ca.identity(&["gw.test", "muc.gw.test"])],
-            vec![ca.root()],
-            false,
-        )
-        .unwrap();
+        let gateway_identity = ca.identity(&["gw.test", "muc.gw.test"]);
+        let gateway_identity_chain = gateway_identity.chain[0].clone();
+        let gateway = TlsSettings::new(vec![gateway_identity], vec![ca.root()], false).unwrap();
         let prosody =
             TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap();
         let (chain, alpn) = handshake(&gateway, &prosody, "prosody.test", "gw.test", false).await;
@@ -343,6 +411,12 @@ mod tests {
         assert!(!gateway.verifies(&chain, "gw.test"));
         assert!(!gateway.verifies(&chain, "evil.test"));
         assert_eq!(alpn, None);
+        // The server's certificate, as the connecting side checks it.
+        let server_chain = vec![gateway_identity_chain.clone()];
+        assert!(prosody.verifies_server(&server_chain, "gw.test"));
+        assert!(prosody.verifies_server(&server_chain, "muc.gw.test"));
+        assert!(!prosody.verifies_server(&server_chain, "prosody.test"));
+        assert!(!prosody.verifies_server(&[], "gw.test"));
         // Direct TLS negotiates the xmpp-server protocol.
         let (_, alpn) = handshake(&gateway, &prosody, "prosody.test", "muc.gw.test", true).await;
         assert_eq!(alpn.as_deref(), Some(ALPN_XMPP_SERVER));
@@ -365,6 +439,7 @@ mod tests {
         let chain = chain.expect("a client certificate");
         assert!(!gateway.verifies(&chain, "stranger.test"));
         assert!(!gateway.verifies(&[], "stranger.test"));
+        assert!(!gateway.verifies_server(&chain, "stranger.test"));
     }
 
     #[test]

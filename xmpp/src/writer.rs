@@ -8,7 +8,7 @@ use crate::ns;
 use crate::stream::StreamHeader;
 
 /// Escapes text for an attribute value in single quotes.
-fn escape_attribute(value: &str) -> String {
+pub(crate) fn escape_attribute(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -25,6 +25,7 @@ fn world() -> World {
         policy: InboundPolicy {
             domains: vec!["gw.test".into(), "muc.gw.test".into()],
             require_tls: true,
+            dialback: false,
             limits: Limits::default(),
             domain_policy: DomainPolicy::default(),
         },
@@ -37,6 +38,14 @@ fn header(from: &str, to: &str) -> StreamHeader {
         to: Some(to.into()),
         version: Some("1.0".into()),
         ..StreamHeader::default()
+    }
+}
+
+/// The stream of a peer that authenticated with SASL EXTERNAL.
+fn sasl(accepted: Accepted) -> Authenticated {
+    match accepted {
+        Accepted::Sasl(authenticated) => authenticated,
+        Accepted::Dialback(_) => panic!("expected SASL EXTERNAL, got dialback"),
     }
 }
 
@@ -154,9 +163,11 @@ async fn starttls_then_sasl_external() {
             .unwrap();
         stream
     });
-    let mut authenticated = accept(Box::new(ours), false, &gateway, &policy)
-        .await
-        .unwrap();
+    let mut authenticated = sasl(
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .unwrap(),
+    );
     assert_eq!(authenticated.peer, "prosody.test");
     assert_eq!(authenticated.local, "gw.test");
     assert_eq!(authenticated.method, AuthMethod::SaslExternal);
@@ -175,9 +186,11 @@ async fn direct_tls_with_the_empty_authorization_identity() {
     } = world();
     let (ours, theirs) = duplex(64 * 1024);
     let peer = tokio::spawn(peer(theirs, prosody, "prosody.test", "=", true));
-    let authenticated = accept(Box::new(ours), true, &gateway, &policy)
-        .await
-        .unwrap();
+    let authenticated = sasl(
+        accept(Box::new(ours), true, &gateway, &policy)
+            .await
+            .unwrap(),
+    );
     assert_eq!(authenticated.peer, "prosody.test");
     assert!(peer.await.unwrap().is_ok());
 }
@@ -194,7 +207,7 @@ async fn a_certificate_for_another_domain_gets_no_external() {
     let server = tokio::spawn(async move {
         accept(Box::new(ours), false, &gateway, &policy)
             .await
-            .map(|a| a.peer)
+            .map(|_| ())
     });
     let result = peer.await.unwrap();
     assert_eq!(
@@ -216,7 +229,7 @@ async fn a_mismatched_authorization_identity_fails() {
     let server = tokio::spawn(async move {
         accept(Box::new(ours), false, &gateway, &policy)
             .await
-            .map(|a| a.peer)
+            .map(|_| ())
     });
     let result = peer.await.unwrap();
     assert_eq!(
@@ -240,7 +253,7 @@ async fn our_initiating_side_against_our_receiving_side() {
         let receiving = accept(Box::new(ours), direct, &gateway, &policy);
         let (outbound, inbound) = tokio::join!(initiating, receiving);
         let mut outbound = outbound.unwrap();
-        let mut inbound = inbound.unwrap();
+        let mut inbound = sasl(inbound.unwrap());
         assert_eq!(
             (outbound.peer.as_str(), inbound.peer.as_str()),
             ("gw.test", "prosody.test")
@@ -267,15 +280,15 @@ async fn prosody_as_causeway(
     io: tokio::io::DuplexStream,
     direct: bool,
 ) -> Result<Authenticated, NegotiationError> {
-    connect(
-        Box::new(io),
-        direct,
-        "prosody.test",
-        "gw.test",
+    let secret = Secret::random();
+    let policy = OutboundPolicy {
         tls,
-        Limits::default(),
-    )
-    .await
+        require_tls: true,
+        dialback: false,
+        secret: &secret,
+        limits: Limits::default(),
+    };
+    connect(Box::new(io), direct, "prosody.test", "gw.test", &policy).await
 }
 
 #[tokio::test]
@@ -289,7 +302,7 @@ async fn the_initiating_side_refuses_an_untrusted_peer() {
     let receiving = tokio::spawn(async move {
         accept(Box::new(ours), false, &gateway, &policy)
             .await
-            .map(|a| a.peer)
+            .map(|_| ())
     });
     let result = prosody_as_causeway(&prosody, theirs, false).await;
     assert!(result.is_err());
@@ -342,4 +355,237 @@ async fn unknown_hosts_old_versions_and_skipping_tls_are_refused() {
     input.extend_from_slice(b"<message from='bob@prosody.test' to='alice@gw.test'/>");
     let reply = refused(&input, policy, gateway).await;
     assert!(reply.contains("policy-violation"), "{reply}");
+}
+
+/// Two servers whose certificates the other does not trust, both allowing dialback.
+fn strangers() -> (TlsSettings, TlsSettings, InboundPolicy) {
+    let World { gateway, .. } = world();
+    let World {
+        prosody,
+        mut policy,
+        ..
+    } = world();
+    policy.dialback = true;
+    (gateway, prosody, policy)
+}
+
+fn dialback_policy<'a>(tls: &'a TlsSettings, secret: &'a Secret) -> OutboundPolicy<'a> {
+    OutboundPolicy {
+        tls,
+        require_tls: true,
+        dialback: true,
+        secret,
+        limits: Limits::default(),
+    }
+}
+
+/// The receiving side hands the peer's first dialback element over; answering it completes
+/// the initiating side's dialback.
+#[tokio::test]
+async fn dialback_over_tls_when_certificates_do_not_verify() {
+    let (gateway, prosody, policy) = strangers();
+    let secret = Secret::random();
+    let (ours, theirs) = duplex(64 * 1024);
+    let initiating = tokio::spawn(async move {
+        let policy = dialback_policy(&prosody, &secret);
+        let outcome = connect(Box::new(theirs), false, "prosody.test", "gw.test", &policy).await;
+        (outcome, secret)
+    });
+    let Accepted::Dialback(mut inbound) = accept(Box::new(ours), false, &gateway, &policy)
+        .await
+        .unwrap()
+    else {
+        panic!("expected dialback");
+    };
+    assert_eq!(inbound.local, "gw.test");
+    assert!(inbound.tls_version.is_some(), "dialback runs over TLS");
+    let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
+    assert_eq!(request.kind, Kind::Result);
+    assert_eq!(
+        (request.from.as_str(), request.to.as_str()),
+        ("prosody.test", "gw.test")
+    );
+    // Prosody puts an id on its answer to <db:result/>; it is still the answer.
+    let mut answer = request.answer(Outcome::Valid);
+    answer.id = Some("prosody-style".into());
+    inbound.stream.send_raw(&answer.to_bytes()).await.unwrap();
+    let (outcome, secret) = initiating.await.unwrap();
+    let outbound = outcome.unwrap();
+    assert_eq!(outbound.method, AuthMethod::Dialback);
+    assert_eq!(
+        outbound.stream_id.as_deref(),
+        Some(inbound.stream_id.as_str())
+    );
+    // The key is the one the initiating server's secret gives for this stream.
+    let key = request.key.unwrap();
+    assert!(secret.verifies(&key, "gw.test", "prosody.test", &inbound.stream_id));
+    assert!(!secret.verifies(&key, "gw.test", "prosody.test", "another-stream"));
+}
+
+#[tokio::test]
+async fn refused_dialback_fails_the_initiating_side() {
+    for (outcome, expected) in [
+        (Outcome::Invalid, "the peer found our dialback key invalid"),
+        (
+            Outcome::Error(DialbackError::RemoteServerTimeout),
+            "dialback failed: remote-server-timeout",
+        ),
+    ] {
+        let (gateway, prosody, policy) = strangers();
+        let (ours, theirs) = duplex(64 * 1024);
+        let initiating = tokio::spawn(async move {
+            let secret = Secret::random();
+            let policy = dialback_policy(&prosody, &secret);
+            connect(Box::new(theirs), false, "prosody.test", "gw.test", &policy)
+                .await
+                .err()
+                .map(|error| error.to_string())
+        });
+        let Ok(Accepted::Dialback(mut inbound)) =
+            accept(Box::new(ours), false, &gateway, &policy).await
+        else {
+            panic!("expected dialback");
+        };
+        let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
+        // Answers to other requests are not taken for this one.
+        let mut unrelated = request.answer(Outcome::Valid);
+        unrelated.id = Some("another".into());
+        unrelated.kind = Kind::Verify;
+        inbound
+            .stream
+            .send_raw(&unrelated.to_bytes())
+            .await
+            .unwrap();
+        inbound
+            .stream
+            .send_raw(&request.answer(outcome).to_bytes())
+            .await
+            .unwrap();
+        assert_eq!(initiating.await.unwrap().as_deref(), Some(expected));
+    }
+}
+
+#[tokio::test]
+async fn without_dialback_an_untrusted_peer_is_refused_by_both_sides() {
+    let (gateway, prosody, mut policy) = strangers();
+    policy.dialback = false;
+    let (ours, theirs) = duplex(64 * 1024);
+    let receiving = tokio::spawn(async move {
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .map(|_| ())
+    });
+    let secret = Secret::random();
+    let mut outbound = dialback_policy(&prosody, &secret);
+    outbound.dialback = false;
+    let refused = connect(
+        Box::new(theirs),
+        false,
+        "prosody.test",
+        "gw.test",
+        &outbound,
+    )
+    .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(NegotiationError::Connection(ConnectionError::Violation(error)))
+                if error.condition == StreamErrorCondition::PolicyViolation
+        ),
+        "{:?}",
+        refused.err()
+    );
+    assert!(receiving.await.unwrap().is_err());
+}
+
+/// A verification request goes to the authoritative server on a connection of its own, and
+/// its answer comes back; an answer for another stream id is not taken for it.
+#[tokio::test]
+async fn verification_with_the_authoritative_server() {
+    for valid in [true, false] {
+        let (gateway, prosody, policy) = strangers();
+        let (ours, theirs) = duplex(64 * 1024);
+        let authoritative = tokio::spawn(async move {
+            let Ok(Accepted::Dialback(mut inbound)) =
+                accept(Box::new(ours), false, &gateway, &policy).await
+            else {
+                panic!("expected dialback");
+            };
+            let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
+            let mut other = request.answer(Outcome::Valid);
+            other.id = Some("another".into());
+            inbound.stream.send_raw(&other.to_bytes()).await.unwrap();
+            let outcome = if valid {
+                Outcome::Valid
+            } else {
+                Outcome::Invalid
+            };
+            inbound
+                .stream
+                .send_raw(&request.answer(outcome).to_bytes())
+                .await
+                .unwrap();
+            let _ = inbound.stream.next().await;
+            request
+        });
+        let secret = Secret::random();
+        let outcome = verify(
+            Box::new(theirs),
+            false,
+            "prosody.test",
+            "gw.test",
+            "stream-1",
+            "abcd",
+            &dialback_policy(&prosody, &secret),
+        )
+        .await
+        .unwrap();
+        let request = authoritative.await.unwrap();
+        assert_eq!(request.kind, Kind::Verify);
+        assert_eq!(request.id.as_deref(), Some("stream-1"));
+        assert_eq!(request.key.as_deref(), Some("abcd"));
+        assert_eq!(
+            (request.from.as_str(), request.to.as_str()),
+            ("prosody.test", "gw.test")
+        );
+        let expected = if valid {
+            Outcome::Valid
+        } else {
+            Outcome::Invalid
+        };
+        assert_eq!(outcome, expected);
+    }
+}
+
+#[tokio::test]
+async fn dialback_without_tls_only_when_tls_is_optional() {
+    let open = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+        xmlns:db='jabber:server:dialback' from='prosody.test' to='gw.test' version='1.0'>\
+        <db:result from='prosody.test' to='gw.test'>abcd</db:result>";
+    // TLS required: only STARTTLS is offered, and plaintext dialback is a policy violation.
+    let (gateway, _, policy) = strangers();
+    let reply = refused(open.as_bytes(), policy, gateway).await;
+    assert!(reply.contains("<required"), "{reply}");
+    assert!(!reply.contains(ns::DIALBACK_FEATURE), "{reply}");
+    assert!(reply.contains("policy-violation"), "{reply}");
+    // TLS optional but no dialback: not authorized.
+    let (gateway, _, mut policy) = strangers();
+    policy.require_tls = false;
+    policy.dialback = false;
+    let reply = refused(open.as_bytes(), policy, gateway).await;
+    assert!(reply.contains("not-authorized"), "{reply}");
+    // Both optional: the stream goes on with dialback, its element kept for the service.
+    let (gateway, _, mut policy) = strangers();
+    policy.require_tls = false;
+    let (ours, mut theirs) = duplex(64 * 1024);
+    use tokio::io::AsyncWriteExt;
+    theirs.write_all(open.as_bytes()).await.unwrap();
+    let Ok(Accepted::Dialback(mut inbound)) =
+        accept(Box::new(ours), false, &gateway, &policy).await
+    else {
+        panic!("expected dialback");
+    };
+    assert_eq!(inbound.tls_version, None);
+    let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
+    assert_eq!(request.key.as_deref(), Some("abcd"));
 }

@@ -31,6 +31,7 @@ fn config(domains: &[&str], routes: HashMap<String, Vec<Endpoint>>) -> S2sConfig
         listen_direct_tls: vec!["127.0.0.1:0".parse().unwrap()],
         routes,
         require_tls: true,
+        dialback: false,
         limits: Limits::default(),
         idle_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
@@ -61,11 +62,31 @@ fn endpoint(s2s: &S2s, direct: bool) -> Endpoint {
 /// Causeway as gw.test, and a second instance playing the remote server prosody.test.
 /// `direct` chooses how each reaches the other.
 async fn pair(direct: bool) -> Pair {
+    pair_with(direct, false).await
+}
+
+/// With `dialback`, the two servers have certificates from CAs the other does not trust and
+/// allow dialback: only dialback authenticates them.
+async fn pair_with(direct: bool, dialback: bool) -> Pair {
     let ca = TestCa::new("Test CA");
+    let remote_ca = if dialback {
+        TestCa::new("Another CA")
+    } else {
+        TestCa::new("Test CA")
+    };
+    let remote_identity = if dialback {
+        remote_ca.identity(&["prosody.test"])
+    } else {
+        ca.identity(&["prosody.test"])
+    };
+    let with_dialback = |mut config: S2sConfig| {
+        config.dialback = dialback;
+        config
+    };
     let (gateway_tx, gateway_seen) = mpsc::unbounded_channel();
     let (remote_tx, remote_seen) = mpsc::unbounded_channel();
     let gateway = S2s::start(
-        config(&["gw.test", "muc.gw.test"], HashMap::new()),
+        with_dialback(config(&["gw.test", "muc.gw.test"], HashMap::new())),
         Arc::new(
             TlsSettings::new(
                 vec![ca.identity(&["gw.test", "muc.gw.test"])],
@@ -87,11 +108,10 @@ async fn pair(direct: bool) -> Pair {
     )
     .await
     .unwrap();
+    let remote_roots = if dialback { vec![] } else { vec![ca.root()] };
     let remote = S2s::start(
-        config(&["prosody.test"], HashMap::new()),
-        Arc::new(
-            TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap(),
-        ),
+        with_dialback(config(&["prosody.test"], HashMap::new())),
+        Arc::new(TlsSettings::new(vec![remote_identity], remote_roots, false).unwrap()),
         Arc::new(Recorder {
             router: None,
             seen: remote_tx,
@@ -127,6 +147,17 @@ async fn next(seen: &mut mpsc::UnboundedReceiver<Stanza>) -> Stanza {
         .await
         .expect("a stanza in time")
         .expect("the channel is open")
+}
+
+/// How a test peer connects: dialback allowed, TLS required.
+fn outbound_policy<'a>(tls: &'a TlsSettings, secret: &'a Secret) -> OutboundPolicy<'a> {
+    OutboundPolicy {
+        tls,
+        require_tls: true,
+        dialback: true,
+        secret,
+        limits: Limits::default(),
+    }
 }
 
 fn parse(xml: &str) -> Stanza {
@@ -266,13 +297,13 @@ async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
     )
     .unwrap();
     let socket = TcpStream::connect(address).await.unwrap();
+    let secret = Secret::random();
     let refused = negotiation::connect(
         Box::new(socket),
         false,
         "prosody.test",
         "gw.test",
-        &stranger,
-        Limits::default(),
+        &outbound_policy(&stranger, &secret),
     )
     .await;
     assert!(refused.is_err());
@@ -289,8 +320,7 @@ async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
         false,
         "prosody.test",
         "gw.test",
-        &trusted,
-        Limits::default(),
+        &outbound_policy(&trusted, &secret),
     )
     .await
     .unwrap();
@@ -318,5 +348,259 @@ async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
     assert!(
         matches!(answer, Stanza::Iq(Iq::Result { .. })),
         "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn servers_that_do_not_trust_each_others_certificates_federate_with_dialback() {
+    for direct in [false, true] {
+        let mut pair = pair_with(direct, true).await;
+        for target in ["gw.test", "muc.gw.test"] {
+            pair.remote.send(parse(&format!(
+                "<iq xmlns='jabber:server' type='get' id='p-{target}' from='bob@prosody.test/x' \
+                 to='{target}'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )));
+            let seen = next(&mut pair.gateway_seen).await;
+            assert_eq!(seen.to().unwrap().to_string(), target);
+            // The answer travels on the gateway's own stream, authenticated by dialback too.
+            let answer = next(&mut pair.remote_seen).await;
+            assert!(
+                matches!(&answer, Stanza::Iq(Iq::Result { .. })),
+                "{answer:?}"
+            );
+            assert_eq!(answer.from().unwrap().to_string(), target);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forged_dialback_key_is_refused() {
+    let pair = pair_with(false, true).await;
+    // Someone claims to be prosody.test; the real prosody.test does not know its key.
+    let impostor = TlsSettings::new(
+        vec![TestCa::new("Impostor CA").identity(&["prosody.test"])],
+        vec![],
+        false,
+    )
+    .unwrap();
+    let secret = Secret::random();
+    let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
+        .await
+        .unwrap();
+    let refused = negotiation::connect(
+        Box::new(socket),
+        false,
+        "prosody.test",
+        "gw.test",
+        &outbound_policy(&impostor, &secret),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(NegotiationError::DialbackInvalid)),
+        "{:?}",
+        refused.err()
+    );
+}
+
+/// An authoritative server for raw.test and other.raw.test, answering with `secret`.
+async fn authoritative(secret: Arc<Secret>, tls: Arc<TlsSettings>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (secret, tls) = (secret.clone(), tls.clone());
+            tokio::spawn(async move {
+                let policy = InboundPolicy {
+                    domains: vec!["raw.test".into(), "other.raw.test".into()],
+                    require_tls: true,
+                    dialback: true,
+                    limits: Limits::default(),
+                    domain_policy: DomainPolicy::default(),
+                };
+                let Ok(Accepted::Dialback(mut inbound)) =
+                    negotiation::accept(Box::new(socket), false, &tls, &policy).await
+                else {
+                    return;
+                };
+                while let Ok(StreamItem::Element(element)) = inbound.stream.next().await {
+                    let Ok(request) = Dialback::parse(&element) else {
+                        return;
+                    };
+                    if request.kind != Kind::Verify {
+                        continue;
+                    }
+                    let valid = secret.verifies(
+                        request.key.as_deref().unwrap_or_default(),
+                        &request.from,
+                        &request.to,
+                        request.id.as_deref().unwrap_or_default(),
+                    );
+                    let outcome = if valid {
+                        Outcome::Valid
+                    } else {
+                        Outcome::Invalid
+                    };
+                    let answer = request.answer(outcome).to_bytes();
+                    if inbound.stream.send_raw(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+async fn dialback_answer(stream: &mut XmlStream<BoxedIo>) -> Dialback {
+    let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an answer in time");
+    match item {
+        Ok(StreamItem::Element(element)) => Dialback::parse(&element).unwrap(),
+        other => panic!("expected a dialback answer, got {other:?}"),
+    }
+}
+
+/// Several sender and target domains over one stream (XEP-0220 §4), the gateway answering
+/// as an authoritative server on the same stream, and pairs kept apart.
+#[tokio::test]
+async fn several_domain_pairs_over_one_stream() {
+    let mut pair = pair_with(false, true).await;
+    let secret = Arc::new(Secret::random());
+    let tls = Arc::new(
+        TlsSettings::new(
+            vec![TestCa::new("Raw CA").identity(&["raw.test", "other.raw.test"])],
+            vec![],
+            false,
+        )
+        .unwrap(),
+    );
+    let address = authoritative(secret.clone(), tls.clone()).await;
+    for domain in ["raw.test", "other.raw.test"] {
+        pair.gateway.set_route(
+            domain,
+            vec![Endpoint {
+                address,
+                direct_tls: false,
+            }],
+        );
+    }
+    let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
+        .await
+        .unwrap();
+    let mut peer = negotiation::connect(
+        Box::new(socket),
+        false,
+        "raw.test",
+        "gw.test",
+        &outbound_policy(&tls, &secret),
+    )
+    .await
+    .unwrap();
+    assert_eq!(peer.method, negotiation::AuthMethod::Dialback);
+    let stream_id = peer.stream_id.clone().unwrap();
+    let stream = &mut peer.stream;
+    // Another sender domain to another target domain on the same stream.
+    let key = secret.key("muc.gw.test", "other.raw.test", &stream_id);
+    let request = Dialback::request(Kind::Result, "other.raw.test", "muc.gw.test", None, key);
+    stream.send_raw(&request.to_bytes()).await.unwrap();
+    assert_eq!(
+        dialback_answer(stream).await,
+        request.answer(Outcome::Valid)
+    );
+    // A target the gateway does not serve.
+    let request = Dialback::request(
+        Kind::Result,
+        "raw.test",
+        "elsewhere.test",
+        None,
+        "ab".into(),
+    );
+    stream.send_raw(&request.to_bytes()).await.unwrap();
+    assert_eq!(
+        dialback_answer(stream).await,
+        request.answer(Outcome::Error(DialbackError::ItemNotFound))
+    );
+    // A key for a pair, checked with the gateway as the authoritative server: it never gave it.
+    let request = Dialback::request(Kind::Verify, "raw.test", "gw.test", Some("s1"), "ab".into());
+    stream.send_raw(&request.to_bytes()).await.unwrap();
+    assert_eq!(
+        dialback_answer(stream).await,
+        request.answer(Outcome::Invalid)
+    );
+    // An answer nobody asked for is ignored (XEP-0220 §5), and the validated pairs work.
+    let unsolicited = Dialback::request(Kind::Result, "evil.test", "gw.test", None, "ab".into())
+        .answer(Outcome::Valid);
+    let mut unsolicited = unsolicited;
+    std::mem::swap(&mut unsolicited.from, &mut unsolicited.to);
+    stream.send_raw(&unsolicited.to_bytes()).await.unwrap();
+    for (from, to) in [
+        ("a@raw.test", "b@gw.test"),
+        ("c@other.raw.test", "room@muc.gw.test/n"),
+    ] {
+        stream
+            .send_element(
+                &format!(
+                    "<presence xmlns='jabber:server' type='unavailable' from='{from}' to='{to}'/>"
+                )
+                .parse()
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let seen = next(&mut pair.gateway_seen).await;
+        assert_eq!(seen.from().unwrap().to_string(), from);
+    }
+    // other.raw.test was validated for muc.gw.test only, and evil.test for nothing.
+    for (from, to) in [
+        ("c@other.raw.test", "b@gw.test"),
+        ("e@evil.test", "b@gw.test"),
+    ] {
+        let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
+            .await
+            .unwrap();
+        let mut fresh = negotiation::connect(
+            Box::new(socket),
+            false,
+            "raw.test",
+            "gw.test",
+            &outbound_policy(&tls, &secret),
+        )
+        .await
+        .unwrap();
+        if from.ends_with("other.raw.test") {
+            let key = secret.key(
+                "muc.gw.test",
+                "other.raw.test",
+                fresh.stream_id.as_deref().unwrap(),
+            );
+            let request =
+                Dialback::request(Kind::Result, "other.raw.test", "muc.gw.test", None, key);
+            fresh.stream.send_raw(&request.to_bytes()).await.unwrap();
+            assert_eq!(
+                dialback_answer(&mut fresh.stream).await.outcome,
+                Some(Outcome::Valid)
+            );
+        }
+        fresh
+            .stream
+            .send_element(
+                &format!(
+                    "<presence xmlns='jabber:server' type='unavailable' from='{from}' to='{to}'/>"
+                )
+                .parse()
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        match fresh.stream.next().await {
+            Err(ConnectionError::PeerError(condition)) => assert_eq!(condition, "invalid-from"),
+            other => panic!("expected invalid-from, got {other:?}"),
+        }
+    }
+    assert!(
+        pair.gateway_seen.try_recv().is_err(),
+        "nothing else arrived"
     );
 }
