@@ -15,52 +15,10 @@ use causeway_config::{Config, ServerName, XmppRoute};
 use causeway_xmpp::server::{Endpoint, S2s, S2sConfig, StanzaHandler};
 use causeway_xmpp::stanza::Stanza;
 use causeway_xmpp::stream::Limits;
-use causeway_xmpp::tls::{Identity, TlsSettings};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use causeway_xmpp::testing::TestCa;
+use causeway_xmpp::tls::TlsSettings;
 use tokio::sync::mpsc;
 use xmpp_parsers::iq::Iq;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Causeway test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// A leaf for `domains`: `(certificate PEM, key PEM)`.
-    fn leaf(&self, domains: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(domains.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, domains[0]);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 struct Recorder(mpsc::UnboundedSender<Stanza>);
 
@@ -80,27 +38,15 @@ fn free_address() -> std::net::SocketAddr {
 async fn the_configured_server_answers_an_authenticated_peer() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new();
-    let (cert, key) = ca.leaf(&["gw.test", "chat.gw.test"]);
-    std::fs::write(dir.path().join("gw.crt"), cert).unwrap();
-    std::fs::write(dir.path().join("gw.key"), key).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), ca.cert.pem()).unwrap();
+    let ca = TestCa::new("Causeway test CA");
+    let gateway = ca.leaf(&["gw.test", "chat.gw.test"]);
+    std::fs::write(dir.path().join("gw.crt"), gateway.cert_pem).unwrap();
+    std::fs::write(dir.path().join("gw.key"), gateway.key_pem).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.root_pem()).unwrap();
 
     // The peer, playing prosody.test, listens first so that the gateway can route to it.
-    let (peer_cert, peer_key) = ca.leaf(&["prosody.test"]);
-    let peer_tls = TlsSettings::new(
-        vec![Identity {
-            domains: vec!["prosody.test".into()],
-            chain: rustls::pki_types::CertificateDer::pem_slice_iter(peer_cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap(),
-            key: rustls::pki_types::PrivateKeyDer::from_pem_slice(peer_key.as_bytes()).unwrap(),
-        }],
-        vec![ca.cert.der().clone()],
-        false,
-    )
-    .unwrap();
-    use rustls::pki_types::pem::PemObject;
+    let peer_tls =
+        TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap();
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let peer = S2s::start(
         S2sConfig {

@@ -15,5 +15,7 @@ pub mod router;
 pub mod server;
 pub mod stanza;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 pub mod writer;

@@ -707,17 +707,42 @@ impl S2s {
                     // Reconnect once for what is left; it bounces if that fails too.
                     break;
                 }
-                match tokio::time::timeout(self.config.idle_timeout, queue.recv()).await {
-                    Ok(Some(stanza)) => pending.push_back(stanza),
-                    Ok(None) => {
-                        let _ = stream.stream.close().await;
-                        return;
+                // Wait for the next stanza while reading the stream: a peer that closes it (or
+                // sends a stream error) is noticed now, not by a stanza written into a dead
+                // connection.
+                let idle_until = tokio::time::Instant::now() + self.config.idle_timeout;
+                let peer_closed = loop {
+                    tokio::select! {
+                        received = queue.recv() => match received {
+                            Some(stanza) => {
+                                pending.push_back(stanza);
+                                break false;
+                            }
+                            None => {
+                                let _ = stream.stream.close().await;
+                                return;
+                            }
+                        },
+                        item = stream.stream.next() => match item {
+                            Ok(StreamItem::Element(element)) => {
+                                // Without XEP-0288 the peer sends nothing on our stream.
+                                tracing::debug!(%domain, name = element.name(), "ignored an element on an outbound stream");
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::info!(%domain, %error, "the peer ended the outbound stream");
+                                break true;
+                            }
+                        },
+                        () = tokio::time::sleep_until(idle_until) => {
+                            tracing::debug!(%domain, "closing an idle outbound stream");
+                            break true;
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%domain, "closing an idle outbound stream");
-                        let _ = stream.stream.close().await;
-                        break;
-                    }
+                };
+                if peer_closed {
+                    let _ = stream.stream.close().await;
+                    break;
                 }
             }
         }

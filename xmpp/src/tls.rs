@@ -296,71 +296,9 @@ impl ClientCertVerifier for AnyClientCertificate {
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
-    //! A test CA and certificates for test domains.
-
-    use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-
-    pub struct TestCa {
-        pub cert: rcgen::Certificate,
-        key: KeyPair,
-    }
-
-    impl TestCa {
-        pub fn new(name: &str) -> TestCa {
-            let key = KeyPair::generate().expect("key");
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.distinguished_name.push(DnType::CommonName, name);
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let cert = params.self_signed(&key).expect("CA certificate");
-            TestCa { cert, key }
-        }
-
-        pub fn root(&self) -> CertificateDer<'static> {
-            self.cert.der().clone()
-        }
-
-        /// A leaf for `domains`, usable as server and client certificate.
-        pub fn identity(&self, domains: &[&str]) -> Identity {
-            let key = KeyPair::generate().expect("key");
-            let names: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
-            let mut params = CertificateParams::new(names.clone()).expect("params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, domains[0]);
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let cert = params
-                .signed_by(&key, &self.cert, &self.key)
-                .expect("leaf certificate");
-            Identity {
-                domains: names,
-                chain: vec![cert.der().clone()],
-                key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testing::TestCa;
     use super::*;
+    use crate::testing::TestCa;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     /// Runs a handshake from `client` (as `client_domain`) to `server`, returning the chain the

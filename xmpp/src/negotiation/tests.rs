@@ -1,7 +1,7 @@
 //! Tests of the negotiation module.
 
 use super::*;
-use crate::tls::testing::TestCa;
+use crate::testing::TestCa;
 use rustls::pki_types::ServerName;
 use tokio::io::duplex;
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::router::{DefaultRouter, Domains};
-use crate::tls::testing::TestCa;
+use crate::testing::TestCa;
 use xmpp_parsers::iq::Iq;
 
 /// Answers as the server's default router does, and records what it saw.
@@ -603,4 +603,64 @@ async fn several_domain_pairs_over_one_stream() {
         pair.gateway_seen.try_recv().is_err(),
         "nothing else arrived"
     );
+}
+
+/// A peer that ends our outbound stream: the next stanza goes over a new stream instead of
+/// into the closed connection.
+#[tokio::test]
+async fn a_stream_the_peer_ends_is_opened_again_for_the_next_stanza() {
+    let pair = pair(false).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pair.gateway.set_route(
+        "closing.test",
+        vec![Endpoint {
+            address: listener.local_addr().unwrap(),
+            direct_tls: false,
+        }],
+    );
+    let tls = TlsSettings::new(
+        vec![pair.ca.identity(&["closing.test"])],
+        vec![pair.ca.root()],
+        false,
+    )
+    .unwrap();
+    let policy = InboundPolicy {
+        domains: vec!["closing.test".into()],
+        require_tls: true,
+        dialback: false,
+        limits: Limits::default(),
+        domain_policy: DomainPolicy::default(),
+    };
+    let message = |i: u32| {
+        parse(&format!(
+            "<message xmlns='jabber:server' id='m{i}' from='alice@gw.test' to='bob@closing.test'>\
+             <body>{i}</body></message>"
+        ))
+    };
+    for i in 1..=2 {
+        pair.gateway.send(message(i));
+        let (socket, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("a connection in time")
+            .unwrap();
+        let Accepted::Sasl(mut inbound) =
+            negotiation::accept(Box::new(socket), false, &tls, &policy)
+                .await
+                .unwrap()
+        else {
+            panic!("expected SASL EXTERNAL");
+        };
+        let Ok(StreamItem::Element(received)) = inbound.stream.next().await else {
+            panic!("expected a stanza");
+        };
+        assert_eq!(received.attr("id"), Some(format!("m{i}").as_str()));
+        // The peer ends the stream, and the gateway answers with the end of its own.
+        inbound.stream.close().await.unwrap();
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(10), inbound.stream.next())
+                .await
+                .expect("the gateway closes too"),
+            Err(ConnectionError::Closed)
+        ));
+    }
 }
