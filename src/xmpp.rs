@@ -126,6 +126,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
             deny: config.xmpp.deny_domains.clone(),
         },
         max_stanzas_per_second: config.xmpp.max_stanzas_per_second,
+        nameservers: config.xmpp.nameservers.clone(),
     };
     let handler = Arc::new(ServerHandler {
         router: DefaultRouter::new(domains.clone(), env!("CARGO_PKG_VERSION")),

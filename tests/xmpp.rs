@@ -61,6 +61,7 @@ async fn the_configured_server_answers_an_authenticated_peer() {
             connect_timeout: Duration::from_secs(5),
             domain_policy: Default::default(),
             max_stanzas_per_second: 1000,
+            nameservers: vec![],
         },
         Arc::new(peer_tls),
         Arc::new(Recorder(seen_tx)),

@@ -507,6 +507,7 @@ pub struct XmppConfig {
     pub idle_timeout_secs: u64,
     pub max_stanza_bytes: usize,
     pub max_stanzas_per_second: u32,
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Default for XmppConfig {
@@ -528,6 +529,7 @@ impl Default for XmppConfig {
             idle_timeout_secs: 300,
             max_stanza_bytes: 256 * 1024,
             max_stanzas_per_second: 500,
+            nameservers: Vec::new(),
         }
     }
 }

@@ -2,7 +2,12 @@
 //! `_xmpps-server._tcp` (direct TLS) and `_xmpp-server._tcp` (STARTTLS), ordered by priority and
 //! weight (RFC 2782), then the domain's own addresses on port 5269 when there are none.
 
+use std::net::SocketAddr;
+
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
 
 use crate::server::Endpoint;
 
@@ -53,6 +58,9 @@ pub fn order(mut records: Vec<SrvTarget>, mut random: impl FnMut(u32) -> u32) ->
 /// The resolver of remote domains.
 pub struct Resolver {
     inner: Option<TokioResolver>,
+    /// Whether `inner` also resolves the SRV targets' addresses (configured name servers);
+    /// otherwise the system's resolver does, with its hosts file.
+    addresses: bool,
 }
 
 impl Resolver {
@@ -65,7 +73,44 @@ impl Resolver {
                 None
             }
         };
-        Resolver { inner }
+        Resolver {
+            inner,
+            addresses: false,
+        }
+    }
+
+    /// Asks these DNS servers (UDP, then TCP) instead of the system's, for SRV records and
+    /// addresses alike.
+    pub fn with_nameservers(servers: &[SocketAddr]) -> Resolver {
+        let servers: Vec<NameServerConfig> = servers
+            .iter()
+            .flat_map(|server| {
+                [
+                    NameServerConfig::new(*server, Protocol::Udp),
+                    NameServerConfig::new(*server, Protocol::Tcp),
+                ]
+            })
+            .collect();
+        let config = ResolverConfig::from_parts(None, vec![], servers);
+        let resolver =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build();
+        Resolver {
+            inner: Some(resolver),
+            addresses: true,
+        }
+    }
+
+    async fn addresses(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        match &self.inner {
+            Some(resolver) if self.addresses => resolver
+                .lookup_ip(format!("{host}."))
+                .await
+                .map(|lookup| lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+                .map_err(std::io::Error::other),
+            _ => tokio::net::lookup_host((host, port))
+                .await
+                .map(Iterator::collect),
+        }
     }
 
     async fn srv(&self, name: &str, direct_tls: bool) -> Vec<SrvTarget> {
@@ -117,8 +162,8 @@ impl Resolver {
             if target.host.is_empty() {
                 continue;
             }
-            match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-                Ok(addresses) => endpoints.extend(addresses.map(|address| Endpoint {
+            match self.addresses(&target.host, target.port).await {
+                Ok(addresses) => endpoints.extend(addresses.into_iter().map(|address| Endpoint {
                     address,
                     direct_tls: target.direct_tls,
                 })),
@@ -128,6 +173,78 @@ impl Resolver {
             }
         }
         endpoints
+    }
+}
+
+/// A DNS server on loopback UDP for tests, answering from a fixed set of records.
+#[cfg(test)]
+pub(crate) async fn test_server(records: Vec<hickory_resolver::proto::rr::Record>) -> SocketAddr {
+    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 4096];
+        loop {
+            let Ok((length, from)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buffer[..length]) else {
+                continue;
+            };
+            let mut answer = Message::new();
+            answer
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .add_queries(query.queries().to_vec());
+            let mut known = false;
+            for question in query.queries() {
+                for record in &records {
+                    if record.name() == question.name() {
+                        known = true;
+                        if record.record_type() == question.query_type() {
+                            answer.add_answer(record.clone());
+                        }
+                    }
+                }
+            }
+            if !known {
+                answer.set_response_code(ResponseCode::NXDomain);
+            }
+            if let Ok(bytes) = answer.to_vec() {
+                let _ = socket.send_to(&bytes, from).await;
+            }
+        }
+    });
+    address
+}
+
+#[cfg(test)]
+pub(crate) mod records {
+    //! Records for [`super::test_server`].
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
+    use hickory_resolver::proto::rr::{Name, RData, Record};
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).unwrap()
+    }
+
+    pub fn srv(owner: &str, priority: u16, weight: u16, port: u16, target: &str) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::SRV(SRV::new(priority, weight, port, name(target))),
+        )
+    }
+
+    pub fn a(owner: &str, address: [u8; 4]) -> Record {
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::A(A::from(std::net::Ipv4Addr::from(address))),
+        )
     }
 }
 
@@ -189,5 +306,62 @@ mod tests {
                 .all(|e| e.address.port() == 5269 && !e.direct_tls)
         );
         assert!(endpoints.iter().all(|e| e.address.ip().is_loopback()));
+    }
+}
+
+#[cfg(test)]
+mod live {
+    //! The resolver against a DNS server speaking the wire protocol.
+    use super::records::{a, srv};
+    use super::*;
+
+    fn endpoint(address: &str, direct_tls: bool) -> Endpoint {
+        Endpoint {
+            address: address.parse().unwrap(),
+            direct_tls,
+        }
+    }
+
+    #[tokio::test]
+    async fn srv_records_then_addresses() {
+        let server = test_server(vec![
+            srv(
+                "_xmpps-server._tcp.remote.example.",
+                0,
+                0,
+                5270,
+                "xmpp.remote.example.",
+            ),
+            srv(
+                "_xmpp-server._tcp.remote.example.",
+                10,
+                0,
+                5999,
+                "xmpp.remote.example.",
+            ),
+            a("xmpp.remote.example.", [127, 0, 0, 9]),
+            a("fallback.example.", [127, 0, 0, 8]),
+            srv("_xmpp-server._tcp.none.example.", 0, 0, 0, "."),
+            a("none.example.", [127, 0, 0, 7]),
+        ])
+        .await;
+        let resolver = Resolver::with_nameservers(&[server]);
+        // Direct TLS from _xmpps-server, STARTTLS from _xmpp-server, each on its own port.
+        assert_eq!(
+            resolver.endpoints("remote.example").await,
+            vec![
+                endpoint("127.0.0.9:5270", true),
+                endpoint("127.0.0.9:5999", false)
+            ]
+        );
+        // No SRV records: the domain's own address on 5269.
+        assert_eq!(
+            resolver.endpoints("fallback.example").await,
+            vec![endpoint("127.0.0.8:5269", false)]
+        );
+        // "." as the only target: no XMPP service, even though the domain has an address.
+        assert_eq!(resolver.endpoints("none.example").await, vec![]);
+        // A domain that does not exist.
+        assert_eq!(resolver.endpoints("unknown.example").await, vec![]);
     }
 }

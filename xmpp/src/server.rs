@@ -61,6 +61,8 @@ pub struct S2sConfig {
     pub domain_policy: DomainPolicy,
     /// Stanzas per second read from one inbound stream; a faster peer is slowed down.
     pub max_stanzas_per_second: u32,
+    /// DNS servers for SRV records and addresses; empty: the system's resolver.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// What the rest of the server does with stanzas for our domains.
@@ -164,7 +166,11 @@ impl S2s {
             .collect::<std::io::Result<_>>()?;
         let s2s = Arc::new(S2s {
             routes: Mutex::new(config.routes.clone()),
-            resolver: crate::dns::Resolver::system(),
+            resolver: if config.nameservers.is_empty() {
+                crate::dns::Resolver::system()
+            } else {
+                crate::dns::Resolver::with_nameservers(&config.nameservers)
+            },
             config,
             tls,
             handler,

@@ -73,5 +73,6 @@ pub fn config(domain: &str, listen: &str) -> S2sConfig {
         connect_timeout: Duration::from_secs(30),
         domain_policy: DomainPolicy::default(),
         max_stanzas_per_second: 1_000_000,
+        nameservers: vec![],
     }
 }

@@ -37,6 +37,7 @@ fn config(domains: &[&str], routes: HashMap<String, Vec<Endpoint>>) -> S2sConfig
         connect_timeout: Duration::from_secs(5),
         domain_policy: DomainPolicy::default(),
         max_stanzas_per_second: 1000,
+        nameservers: vec![],
     }
 }
 
@@ -663,4 +664,49 @@ async fn a_stream_the_peer_ends_is_opened_again_for_the_next_stanza() {
             Err(ConnectionError::Closed)
         ));
     }
+}
+
+/// Without a fixed route, a remote server is found through its SRV record, on the port the
+/// record names.
+#[tokio::test]
+async fn a_remote_domain_found_through_its_srv_record() {
+    use crate::dns::records::{a, srv};
+    let mut pair = pair(false).await;
+    let remote = endpoint(&pair.remote, false).address;
+    let dns = crate::dns::test_server(vec![
+        srv(
+            "_xmpp-server._tcp.prosody.test.",
+            0,
+            0,
+            remote.port(),
+            "xmpp.prosody.test.",
+        ),
+        a("xmpp.prosody.test.", [127, 0, 0, 1]),
+    ])
+    .await;
+    let mut config = config(&["gw.test"], HashMap::new());
+    config.nameservers = vec![dns];
+    let (seen, _) = mpsc::unbounded_channel();
+    let gateway = S2s::start(
+        config,
+        Arc::new(
+            TlsSettings::new(
+                vec![pair.ca.identity(&["gw.test"])],
+                vec![pair.ca.root()],
+                false,
+            )
+            .unwrap(),
+        ),
+        Arc::new(Recorder { router: None, seen }),
+    )
+    .await
+    .unwrap();
+    gateway.send(parse(
+        "<message xmlns='jabber:server' id='by-srv' from='alice@gw.test' to='bob@prosody.test'>\
+         <body>found</body></message>",
+    ));
+    let Stanza::Message(message) = next(&mut pair.remote_seen).await else {
+        panic!("expected the message");
+    };
+    assert_eq!(message.id.map(|id| id.0).as_deref(), Some("by-srv"));
 }
