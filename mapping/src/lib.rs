@@ -1,5 +1,10 @@
 //! Pure translation between XMPP and Matrix: addresses and message content.
 //!
-//! This crate has no sockets, no async and no SQL. The mappings it will hold are specified in
-//! `docs/mapping.md`; until they land, the crate is empty so that the dependency graph of the
-//! workspace (`config` ← `mapping` ← {`xmpp`, `matrix`} ← `causeway`) is in place from the start.
+//! This crate has no sockets, no async and no SQL. What it implements is specified in
+//! `docs/mapping.md`: [`address`] maps users, rooms and MUCs between the two address spaces,
+//! built on the escapings of [`escape`].
+
+pub mod address;
+pub mod escape;
+
+pub use address::{AddressError, Gateway, MatrixRoom, RoomRef, XMPP_PREFIX};
