@@ -1,7 +1,7 @@
 //! Inbound stanzas: the checks of RFC 6120 §4.9.3 and §8.1 on a first-level element received
 //! from an authenticated server, and its conversion to xmpp-parsers types.
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::Message;
@@ -83,10 +83,33 @@ pub fn accept_inbound(
             "a stanza between servers needs both 'from' and 'to'",
         );
     };
+    let id = element.attr("id").map(str::to_owned);
+    let kind = element.name().to_owned();
+    let is_error = element.attr("type") == Some("error");
     let from: Jid = match from.parse() {
         Ok(jid) => jid,
         Err(_) => {
-            return stream_error(StreamErrorCondition::InvalidFrom, "'from' is not a JID");
+            // RFC 7622 allows characters in resources (emoji, for one) that the stringprep of
+            // Unicode 3.2 behind xmpp-parsers refuses. Such a stanza is refused to its sender's
+            // bare JID; the stream, and everyone else's stanzas on it, go on.
+            let bare = from
+                .split('/')
+                .next()
+                .and_then(|bare| bare.parse::<BareJid>().ok());
+            return match bare {
+                Some(bare) if from.contains('/') && authenticated(bare.domain().as_str()) => {
+                    Err(bounce(
+                        &kind,
+                        is_error,
+                        &Jid::from(bare),
+                        to.parse::<Jid>().ok().as_ref(),
+                        id,
+                        DefinedCondition::NotAcceptable,
+                        "this server cannot handle the characters of the sender's resource",
+                    ))
+                }
+                _ => stream_error(StreamErrorCondition::InvalidFrom, "'from' is not a JID"),
+            };
         }
     };
     if !authenticated(from.domain().as_str()) {
@@ -95,9 +118,6 @@ pub fn accept_inbound(
             "'from' is not a domain authenticated on this stream",
         );
     }
-    let id = element.attr("id").map(str::to_owned);
-    let kind = element.name().to_owned();
-    let is_error = element.attr("type") == Some("error");
     let to: Jid = match to.parse() {
         Ok(jid) => jid,
         Err(_) => {
@@ -283,6 +303,28 @@ mod tests {
             panic!("{reply:?}");
         };
         assert_eq!(message.id.unwrap().0, "x");
+        // A sender resource xmpp-parsers cannot represent (an emoji) is refused to the bare
+        // JID, without ending the stream.
+        let result = check(
+            "<message xmlns='jabber:server' from='bob@prosody.test/\u{1f980}' to='alice@gw.test' \
+             id='crab'><body>hi</body></message>",
+        );
+        let Err(Rejection::Stanza(reply)) = result else {
+            panic!("{result:?}");
+        };
+        let Stanza::Message(message) = *reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(message.to.unwrap().to_string(), "bob@prosody.test");
+        assert_eq!(message.from.unwrap().to_string(), "alice@gw.test");
+        assert_eq!(message.id.unwrap().0, "crab");
+        // But not for a domain the stream has not authenticated.
+        assert_eq!(
+            stream_condition(check(
+                "<message xmlns='jabber:server' from='eve@evil.test/\u{1f980}' to='alice@gw.test'/>"
+            )),
+            StreamErrorCondition::InvalidFrom
+        );
         // An error stanza that cannot be read is dropped, never answered.
         assert_eq!(
             check(
