@@ -207,6 +207,15 @@ impl Gateway {
             return Err(AddressError::NotAUser(jid.to_string()));
         }
         if domain != self.domain {
+            // A JID whose normal form is not stable under normalisation (the stringprep
+            // behind the jid crate is not idempotent for a few compatibility characters)
+            // could not be read back from its ghost.
+            if Jid::new(jid.as_str()).ok().as_ref() != Some(jid) {
+                return Err(AddressError::InvalidJid(
+                    jid.to_string(),
+                    "not in normal form".to_owned(),
+                ));
+            }
             return user_id(&Self::encode_remote(jid), self.server_name.as_str());
         }
         let Some(node) = jid.node() else {
@@ -280,6 +289,12 @@ impl Gateway {
             return Err(not_a_room());
         };
         if domain != self.muc_domain {
+            if BareJid::new(muc.as_str()).ok().as_ref() != Some(muc) {
+                return Err(AddressError::InvalidJid(
+                    muc.to_string(),
+                    "not in normal form".to_owned(),
+                ));
+            }
             let alias = alias_id(
                 &Self::encode_remote(&Jid::from(muc.clone())),
                 self.server_name.as_str(),

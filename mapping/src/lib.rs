@@ -2,9 +2,10 @@
 //!
 //! This crate has no sockets, no async and no SQL. What it implements is specified in
 //! `docs/mapping.md`: [`address`] maps users, rooms and MUCs between the two address spaces,
-//! built on the escapings of [`escape`].
+//! built on the escapings of [`escape`]; [`content`] translates what messages say.
 
 pub mod address;
+pub mod content;
 pub mod escape;
 
 pub use address::{AddressError, Gateway, MatrixRoom, RoomRef, XMPP_PREFIX};

@@ -1,0 +1,54 @@
+//! Message content between XMPP and Matrix (`docs/mapping.md`, "Content").
+//!
+//! A translation that cannot carry everything returns its result with what it dropped
+//! ([`Lossy`]), so that the caller can tell the sender or log it.
+
+pub mod html;
+pub mod styling;
+
+/// Something a translation could not carry to the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// Underlined text (XEP-0393 has no underline).
+    Underline,
+    /// Text colours.
+    Colour,
+    /// Superscript or subscript.
+    Script,
+    /// An inline image (its description stays).
+    Image,
+    /// The layout of a table (its cells stay, one row per line).
+    Table,
+    /// An inline spoiler: its text is shown.
+    Spoiler,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dropped::Underline => "underline",
+            Dropped::Colour => "text colour",
+            Dropped::Script => "superscript or subscript",
+            Dropped::Image => "inline image",
+            Dropped::Table => "table layout",
+            Dropped::Spoiler => "spoiler",
+        })
+    }
+}
+
+/// A translation's result, with what it could not carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lossy<T> {
+    pub value: T,
+    pub dropped: Vec<Dropped>,
+}
+
+impl<T> Lossy<T> {
+    /// A translation that lost nothing.
+    pub fn exact(value: T) -> Lossy<T> {
+        Lossy {
+            value,
+            dropped: Vec::new(),
+        }
+    }
+}
