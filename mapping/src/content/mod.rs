@@ -4,6 +4,7 @@
 //! ([`Lossy`]), so that the caller can tell the sender or log it.
 
 pub mod html;
+pub mod message;
 pub mod styling;
 
 /// Something a translation could not carry to the other side.

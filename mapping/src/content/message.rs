@@ -1,0 +1,473 @@
+//! Messages between XMPP and Matrix: text with its formatting, `/me`, replies, corrections,
+//! retractions, reactions, chat states and markers.
+//!
+//! Messages refer to other messages by id: XMPP by the id a client gave (or a server's
+//! stanza-id), Matrix by event id. This module does not know which is which; it says which XMPP
+//! id a message refers to ([`FromXmpp`]) and takes the event ids it refers to once the caller
+//! has looked them up ([`matrix_content`]), and the other way round ([`ToXmppRefs`]).
+
+use minidom::Element;
+use ruma::OwnedEventId;
+use ruma::events::relation::Replacement;
+use ruma::events::room::message::{
+    MessageType, Relation, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
+};
+use xmpp_parsers::chatstates::ChatState;
+use xmpp_parsers::message::{Lang, Message};
+
+use super::html;
+use super::{Dropped, Lossy, styling};
+
+/// Namespaces of the extensions read and written here that xmpp-parsers does not know.
+pub mod ns {
+    pub const REPLY: &str = "urn:xmpp:reply:0";
+    pub const FALLBACK: &str = "urn:xmpp:fallback:0";
+    pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+    pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
+    pub const FASTEN: &str = "urn:xmpp:fasten:0";
+    pub const STYLING: &str = "urn:xmpp:styling:0";
+    pub const XHTML_IM: &str = "http://jabber.org/protocol/xhtml-im";
+    pub const CORRECT: &str = "urn:xmpp:message-correct:0";
+    pub const REACTIONS: &str = "urn:xmpp:reactions:0";
+    pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+    pub const RECEIPTS: &str = "urn:xmpp:receipts";
+    pub const MARKERS: &str = "urn:xmpp:chat-markers:0";
+}
+
+/// What an XMPP message says, in the terms of Matrix.
+#[derive(Debug, Clone, Default)]
+pub struct FromXmpp {
+    /// The text: of a new message, or the new text of a correction.
+    pub content: Option<RoomMessageEventContentWithoutRelation>,
+    /// XEP-0308: the id of the message this one corrects.
+    pub replaces: Option<String>,
+    /// XEP-0461: the id of the message this one replies to.
+    pub reply_to: Option<String>,
+    /// XEP-0424: the id of the message the sender retracts.
+    pub retracts: Option<String>,
+    /// XEP-0444: the id of a message, and the sender's whole set of reactions to it.
+    pub reactions: Option<(String, Vec<String>)>,
+    /// XEP-0085: whether the sender is typing (`None` without a chat state).
+    pub typing: Option<bool>,
+    /// XEP-0333: the id of the last message the recipient displayed.
+    pub displayed: Option<String>,
+    /// XEP-0184: the id of a message whose receipt this acknowledges.
+    pub received: Option<String>,
+    /// XEP-0184: the sender asks for a receipt.
+    pub wants_receipt: bool,
+    /// What could not be carried over.
+    pub dropped: Vec<Dropped>,
+}
+
+fn payload<'a>(message: &'a Message, name: &str, namespace: &str) -> Option<&'a Element> {
+    message
+        .payloads
+        .iter()
+        .find(|payload| payload.is(name, namespace))
+}
+
+/// The text of the message's body in its default language (or the first there is).
+fn body(message: &Message) -> Option<&str> {
+    message
+        .bodies
+        .get(&Lang::default())
+        .or_else(|| message.bodies.values().next())
+        .map(String::as_str)
+}
+
+/// The body without the parts XEP-0428 marks as a fallback for `namespace`. Offsets count
+/// characters (Unicode scalar values); a `<body/>` without offsets covers the whole body.
+pub fn strip_fallback(message: &Message, namespace: &str) -> Option<String> {
+    let text = body(message)?;
+    let characters: Vec<char> = text.chars().collect();
+    let mut keep = vec![true; characters.len()];
+    let mut found = false;
+    for fallback in message
+        .payloads
+        .iter()
+        .filter(|payload| payload.is("fallback", ns::FALLBACK))
+        .filter(|fallback| fallback.attr("for") == Some(namespace))
+    {
+        found = true;
+        let ranges: Vec<&Element> = fallback
+            .children()
+            .filter(|child| child.name() == "body")
+            .collect();
+        if ranges.is_empty() {
+            keep.iter_mut().for_each(|k| *k = false);
+        }
+        for range in ranges {
+            let start = range.attr("start").and_then(|s| s.parse::<usize>().ok());
+            let end = range.attr("end").and_then(|e| e.parse::<usize>().ok());
+            let (start, end) = match (start, end) {
+                (Some(start), Some(end)) if start <= end => (start, end.min(keep.len())),
+                (None, None) => (0, keep.len()),
+                _ => continue,
+            };
+            for k in keep.iter_mut().take(end).skip(start) {
+                *k = false;
+            }
+        }
+    }
+    if !found {
+        return Some(text.to_owned());
+    }
+    Some(
+        characters
+            .iter()
+            .zip(keep)
+            .filter_map(|(character, keep)| keep.then_some(*character))
+            .collect(),
+    )
+}
+
+/// The Matrix content of a message's text: `/me` (XEP-0245) becomes an emote; XHTML-IM, or
+/// else XEP-0393 styling (unless the sender marked the body unstyled), the formatted body.
+pub fn text_to_matrix(text: &str, xhtml: Option<&Element>, unstyled: bool) -> MessageType {
+    let (emote, text) = match text.strip_prefix("/me ") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let html = xhtml
+        .and_then(html::xhtml_im_to_html)
+        .map(|html| match emote {
+            // The XHTML starts with "/me " too.
+            true => html.replacen("/me ", "", 1),
+            false => html,
+        })
+        .or_else(|| (!unstyled).then(|| styling::to_html(text)).flatten());
+    let content = match (emote, html) {
+        (true, Some(html)) => RoomMessageEventContentWithoutRelation::emote_html(text, html),
+        (true, None) => RoomMessageEventContentWithoutRelation::emote_plain(text),
+        (false, Some(html)) => RoomMessageEventContentWithoutRelation::text_html(text, html),
+        (false, None) => RoomMessageEventContentWithoutRelation::text_plain(text),
+    };
+    content.msgtype
+}
+
+/// Reads an XMPP message.
+pub fn from_xmpp(message: &Message) -> FromXmpp {
+    let mut read = FromXmpp::default();
+    let reply = payload(message, "reply", ns::REPLY);
+    read.reply_to = reply.and_then(|reply| reply.attr("id")).map(str::to_owned);
+    read.replaces = payload(message, "replace", ns::CORRECT)
+        .and_then(|replace| replace.attr("id"))
+        .map(str::to_owned);
+    read.retracts = payload(message, "retract", ns::RETRACT)
+        .and_then(|retract| retract.attr("id"))
+        .or_else(|| {
+            // The first version: <apply-to id='…'><retract/></apply-to> (XEP-0422).
+            payload(message, "apply-to", ns::FASTEN)
+                .filter(|apply| apply.has_child("retract", ns::RETRACT_0))
+                .and_then(|apply| apply.attr("id"))
+        })
+        .map(str::to_owned);
+    read.reactions = payload(message, "reactions", ns::REACTIONS).and_then(|reactions| {
+        let id = reactions.attr("id")?;
+        let mut keys: Vec<String> = Vec::new();
+        for reaction in reactions.children().filter(|c| c.name() == "reaction") {
+            let key = reaction.text();
+            if !key.is_empty() && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        Some((id.to_owned(), keys))
+    });
+    read.typing = message
+        .payloads
+        .iter()
+        .find_map(|payload| ChatState::try_from(payload.clone()).ok())
+        .map(|state| state == ChatState::Composing);
+    read.displayed = payload(message, "displayed", ns::MARKERS)
+        .and_then(|displayed| displayed.attr("id"))
+        .map(str::to_owned);
+    read.received = payload(message, "received", ns::RECEIPTS)
+        .and_then(|received| received.attr("id"))
+        .map(str::to_owned);
+    read.wants_receipt = payload(message, "request", ns::RECEIPTS).is_some();
+    // A retraction's body is a fallback for clients that do not know XEP-0424.
+    if read.retracts.is_some() || read.reactions.is_some() {
+        return read;
+    }
+    let text = if read.reply_to.is_some() {
+        strip_fallback(message, ns::REPLY)
+    } else {
+        body(message).map(str::to_owned)
+    };
+    if let Some(text) = text.filter(|text| !text.trim().is_empty()) {
+        let unstyled = payload(message, "unstyled", ns::STYLING).is_some();
+        // XHTML-IM of a reply would repeat the quoted fallback: only plain replies use it.
+        let xhtml = payload(message, "html", ns::XHTML_IM).filter(|_| read.reply_to.is_none());
+        let msgtype = text_to_matrix(&text, xhtml, unstyled);
+        read.content = Some(RoomMessageEventContentWithoutRelation::new(msgtype));
+    }
+    read
+}
+
+/// The Matrix event content of a message's text, with the events it replies to or replaces
+/// looked up. A replacement carries the new content in `m.new_content` and, for clients that
+/// do not know replacements, a body starting with `* `.
+pub fn matrix_content(
+    content: RoomMessageEventContentWithoutRelation,
+    reply_to: Option<OwnedEventId>,
+    replaces: Option<OwnedEventId>,
+) -> RoomMessageEventContent {
+    if let Some(original) = replaces {
+        let fallback = starred(&content.msgtype);
+        let mut outer = RoomMessageEventContent::new(fallback);
+        outer.relates_to = Some(Relation::Replacement(Replacement::new(original, content)));
+        return outer;
+    }
+    let mut message = content.with_relation(None);
+    if let Some(event_id) = reply_to {
+        message.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event_id),
+        ));
+    }
+    message
+}
+
+/// The fallback of a replacement: the new text after `* `.
+fn starred(msgtype: &MessageType) -> MessageType {
+    let (body, html) = text_of(msgtype);
+    let body = format!("* {body}");
+    let html = html.map(|html| format!("* {html}"));
+    let content = match (msgtype, html) {
+        (MessageType::Emote(_), Some(html)) => RoomMessageEventContent::emote_html(body, html),
+        (MessageType::Emote(_), None) => RoomMessageEventContent::emote_plain(body),
+        (MessageType::Notice(_), Some(html)) => RoomMessageEventContent::notice_html(body, html),
+        (MessageType::Notice(_), None) => RoomMessageEventContent::notice_plain(body),
+        (_, Some(html)) => RoomMessageEventContent::text_html(body, html),
+        (_, None) => RoomMessageEventContent::text_plain(body),
+    };
+    content.msgtype
+}
+
+/// The plain and HTML text of a text message type.
+fn text_of(msgtype: &MessageType) -> (&str, Option<&str>) {
+    let formatted = match msgtype {
+        MessageType::Text(text) => text.formatted.as_ref(),
+        MessageType::Emote(emote) => emote.formatted.as_ref(),
+        MessageType::Notice(notice) => notice.formatted.as_ref(),
+        _ => None,
+    };
+    let html = formatted
+        .filter(|formatted| formatted.format == ruma::events::room::message::MessageFormat::Html)
+        .map(|formatted| formatted.body.as_str());
+    (msgtype.body(), html)
+}
+
+/// Removes a Matrix reply fallback from a plain body: its leading lines quoted with `> ` and
+/// the empty line after them.
+pub fn strip_matrix_reply_fallback(body: &str) -> &str {
+    if !body.starts_with("> ") {
+        return body;
+    }
+    let mut rest = body;
+    while rest.starts_with("> ") || rest.starts_with(">\n") {
+        match rest.find('\n') {
+            Some(end) => rest = &rest[end + 1..],
+            None => return body,
+        }
+    }
+    match rest.strip_prefix('\n') {
+        Some(after) => after,
+        None => body,
+    }
+}
+
+/// The message a Matrix message's text becomes on XMPP: styled text, `/me` for emotes, and the
+/// hint that the body is not styled where its characters would read as styling.
+pub fn text_to_xmpp(msgtype: &MessageType, is_reply: bool) -> Option<Lossy<(String, bool)>> {
+    if !matches!(
+        msgtype,
+        MessageType::Text(_) | MessageType::Emote(_) | MessageType::Notice(_)
+    ) {
+        return None;
+    }
+    let (body, html) = text_of(msgtype);
+    let (text, dropped, unstyled) = match html {
+        Some(html) => {
+            let styled = html::to_styled_text(html);
+            (styled.value, styled.dropped, false)
+        }
+        None => {
+            let body = if is_reply {
+                strip_matrix_reply_fallback(body)
+            } else {
+                body
+            };
+            (body.to_owned(), vec![], styling::has_styling(body))
+        }
+    };
+    let text = match msgtype {
+        MessageType::Emote(_) => format!("/me {text}"),
+        _ => text,
+    };
+    Some(Lossy {
+        value: (text, unstyled),
+        dropped,
+    })
+}
+
+/// What a Matrix message refers to, as the caller found it on the XMPP side.
+#[derive(Debug, Clone, Default)]
+pub struct ToXmppRefs {
+    /// The message replied to: its XMPP id, the full JID of its author where known, and a
+    /// quotation for clients without XEP-0461 (the author's name and the text).
+    pub reply: Option<ReplyRef>,
+    /// The XMPP id of the message this one corrects.
+    pub replaces: Option<String>,
+}
+
+/// The message a reply answers.
+#[derive(Debug, Clone)]
+pub struct ReplyRef {
+    pub id: String,
+    pub to: Option<jid::Jid>,
+    pub author: String,
+    pub text: String,
+}
+
+/// The body and payloads of the XMPP message for a Matrix message event; the caller sets the
+/// addresses, type and id. `None` for messages that are not text.
+pub fn to_xmpp(content: &RoomMessageEventContent, refs: &ToXmppRefs) -> Option<Lossy<Message>> {
+    // A replacement's text is its new content.
+    let msgtype = match &content.relates_to {
+        Some(Relation::Replacement(replacement)) => &replacement.new_content.msgtype,
+        _ => &content.msgtype,
+    };
+    let is_reply = matches!(content.relates_to, Some(Relation::Reply(_)));
+    let text = text_to_xmpp(msgtype, is_reply)?;
+    let (mut body, unstyled) = text.value;
+    let mut message = Message::new(None);
+    if let Some(reply) = refs.reply.as_ref().filter(|_| is_reply) {
+        // XEP-0461 with an XEP-0428 fallback quoting the original, never a Matrix id.
+        let mut quote = format!("> {}:\n", reply.author);
+        for line in reply.text.lines() {
+            quote.push_str("> ");
+            quote.push_str(line);
+            quote.push('\n');
+        }
+        let end = quote.chars().count();
+        body = format!("{quote}{body}");
+        let mut reply_element = Element::builder("reply", ns::REPLY)
+            .attr(rxml::xml_ncname!("id").to_owned(), reply.id.as_str());
+        if let Some(to) = &reply.to {
+            reply_element = reply_element.attr(rxml::xml_ncname!("to").to_owned(), to.to_string());
+        }
+        message.payloads.push(reply_element.build());
+        message.payloads.push(
+            Element::builder("fallback", ns::FALLBACK)
+                .attr(rxml::xml_ncname!("for").to_owned(), ns::REPLY)
+                .append(
+                    Element::builder("body", ns::FALLBACK)
+                        .attr(rxml::xml_ncname!("start").to_owned(), "0")
+                        .attr(rxml::xml_ncname!("end").to_owned(), end.to_string())
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if let Some(id) = &refs.replaces {
+        message.payloads.push(
+            Element::builder("replace", ns::CORRECT)
+                .attr(rxml::xml_ncname!("id").to_owned(), id.as_str())
+                .build(),
+        );
+    }
+    if unstyled {
+        message
+            .payloads
+            .push(Element::bare("unstyled", ns::STYLING));
+    }
+    message.bodies.insert(Lang::default(), body);
+    Some(Lossy {
+        value: message,
+        dropped: text.dropped,
+    })
+}
+
+/// XEP-0444: the element stating a sender's whole set of reactions to a message.
+pub fn reactions(id: &str, keys: &[String]) -> Element {
+    let mut reactions = Element::builder("reactions", ns::REACTIONS)
+        .attr(rxml::xml_ncname!("id").to_owned(), id)
+        .build();
+    for key in keys {
+        reactions.append_child(
+            Element::builder("reaction", ns::REACTIONS)
+                .append(key.as_str())
+                .build(),
+        );
+    }
+    reactions
+}
+
+/// How a sender's Matrix reactions to one event change to match a new whole set from XMPP:
+/// the keys to annotate anew, and the reaction events to redact.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReactionChanges {
+    pub add: Vec<String>,
+    pub remove: Vec<OwnedEventId>,
+}
+
+/// The changes from the sender's `current` reactions (key and reaction event) to `wanted`.
+pub fn reaction_changes(current: &[(String, OwnedEventId)], wanted: &[String]) -> ReactionChanges {
+    let mut changes = ReactionChanges::default();
+    for key in wanted {
+        if !current.iter().any(|(have, _)| have == key) && !changes.add.contains(key) {
+            changes.add.push(key.clone());
+        }
+    }
+    for (key, event) in current {
+        if !wanted.contains(key) {
+            changes.remove.push(event.clone());
+        }
+    }
+    changes
+}
+
+/// XEP-0424: the retraction of a message by its XMPP id, with a body for clients that do not
+/// know retractions.
+pub fn retraction(id: &str) -> Message {
+    let mut message = Message::new(None);
+    message.payloads.push(
+        Element::builder("retract", ns::RETRACT)
+            .attr(rxml::xml_ncname!("id").to_owned(), id)
+            .build(),
+    );
+    message.payloads.push(
+        Element::builder("fallback", ns::FALLBACK)
+            .attr(rxml::xml_ncname!("for").to_owned(), ns::RETRACT)
+            .build(),
+    );
+    message.bodies.insert(
+        Lang::default(),
+        "This person attempted to retract a previous message, but it's unsupported by your client."
+            .to_owned(),
+    );
+    message
+}
+
+/// XEP-0085: the chat state for Matrix typing.
+pub fn chat_state(typing: bool) -> Element {
+    let state = if typing { "composing" } else { "active" };
+    Element::bare(state, ns::CHAT_STATES)
+}
+
+/// XEP-0333: the marker that a message was displayed (a Matrix read receipt).
+pub fn displayed(id: &str) -> Element {
+    Element::builder("displayed", ns::MARKERS)
+        .attr(rxml::xml_ncname!("id").to_owned(), id)
+        .build()
+}
+
+/// XEP-0184: the receipt of a message.
+pub fn received(id: &str) -> Element {
+    Element::builder("received", ns::RECEIPTS)
+        .attr(rxml::xml_ncname!("id").to_owned(), id)
+        .build()
+}
+
+#[cfg(test)]
+mod tests;

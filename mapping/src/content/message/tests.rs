@@ -1,0 +1,312 @@
+//! Tests of the message mappings.
+
+use super::*;
+use proptest::prelude::*;
+use ruma::events::room::message::TextMessageEventContent;
+use ruma::owned_event_id;
+
+fn xmpp(xml: &str) -> Message {
+    let element: Element = xml.parse().unwrap();
+    Message::try_from(element).unwrap()
+}
+
+fn message(inner: &str) -> Message {
+    xmpp(&format!(
+        "<message xmlns='jabber:client' type='chat' id='m1' from='bob@prosody.test/phone' \
+         to='alice@gw.test'>{inner}</message>"
+    ))
+}
+
+/// The plain and HTML text of content read from XMPP.
+fn text(read: &FromXmpp) -> (String, Option<String>) {
+    let msgtype = &read.content.as_ref().expect("content").msgtype;
+    let (body, html) = text_of(msgtype);
+    (body.to_owned(), html.map(str::to_owned))
+}
+
+#[test]
+fn plain_styled_and_xhtml_text() {
+    let read = from_xmpp(&message("<body>hello</body>"));
+    assert_eq!(text(&read), ("hello".into(), None));
+    assert!(matches!(
+        read.content.unwrap().msgtype,
+        MessageType::Text(_)
+    ));
+
+    let read = from_xmpp(&message("<body>a *b* c</body>"));
+    assert_eq!(
+        text(&read),
+        ("a *b* c".into(), Some("a <strong>b</strong> c".into()))
+    );
+    // The sender says the asterisks are not styling.
+    let read = from_xmpp(&message(
+        "<body>a *b* c</body><unstyled xmlns='urn:xmpp:styling:0'/>",
+    ));
+    assert_eq!(text(&read), ("a *b* c".into(), None));
+    // XHTML-IM comes before styling.
+    let read = from_xmpp(&message(
+        "<body>hi *there*</body><html xmlns='http://jabber.org/protocol/xhtml-im'>\
+         <body xmlns='http://www.w3.org/1999/xhtml'><p>hi <em>there</em></p></body></html>",
+    ));
+    assert_eq!(
+        text(&read),
+        ("hi *there*".into(), Some("<p>hi <em>there</em></p>".into()))
+    );
+    // Empty bodies carry no text.
+    assert!(from_xmpp(&message("<body>  </body>")).content.is_none());
+}
+
+#[test]
+fn me_is_an_emote_both_ways() {
+    let read = from_xmpp(&message("<body>/me waves</body>"));
+    let content = read.content.unwrap();
+    assert!(matches!(&content.msgtype, MessageType::Emote(_)));
+    assert_eq!(content.msgtype.body(), "waves");
+    let matrix = RoomMessageEventContent::emote_plain("waves back");
+    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
+    assert_eq!(body(&out), Some("/me waves back"));
+}
+
+#[test]
+fn replies_both_ways() {
+    // XEP-0461 with an XEP-0428 fallback: the quotation goes, the reference stays.
+    let read = from_xmpp(&message(
+        "<body>&gt; Alice:\n&gt; lunch?\nyes</body>\
+         <reply xmlns='urn:xmpp:reply:0' to='alice@gw.test/x' id='orig'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+         <body start='0' end='18'/></fallback>",
+    ));
+    assert_eq!(read.reply_to.as_deref(), Some("orig"));
+    assert_eq!(text(&read), ("yes".into(), None));
+    let content = matrix_content(
+        read.content.unwrap(),
+        Some(owned_event_id!("$orig:gw.test")),
+        None,
+    );
+    let Some(Relation::Reply(reply)) = &content.relates_to else {
+        panic!("{content:?}");
+    };
+    assert_eq!(reply.in_reply_to.event_id, "$orig:gw.test");
+
+    // A Matrix reply: its fallback goes, XEP-0461 and a quotation of the original by name
+    // come, and no Matrix id leaks into the body.
+    let mut matrix = RoomMessageEventContent::text_plain(
+        "> <@alice:gw.test> lunch?\n> > <@bob:gw.test> nested\n\nyes, at noon",
+    );
+    matrix.relates_to = Some(Relation::Reply(
+        ruma::events::relation::Reply::with_event_id(owned_event_id!("$orig:gw.test")),
+    ));
+    let refs = ToXmppRefs {
+        reply: Some(ReplyRef {
+            id: "orig".into(),
+            to: Some(jid::Jid::new("bob@prosody.test/phone").unwrap()),
+            author: "Bob".into(),
+            text: "lunch?".into(),
+        }),
+        replaces: None,
+    };
+    let out = to_xmpp(&matrix, &refs).unwrap().value;
+    assert_eq!(body(&out), Some("> Bob:\n> lunch?\nyes, at noon"));
+    assert!(!body(&out).unwrap().contains('@'));
+    let reply = out
+        .payloads
+        .iter()
+        .find(|p| p.is("reply", ns::REPLY))
+        .unwrap();
+    assert_eq!(reply.attr("id"), Some("orig"));
+    assert_eq!(reply.attr("to"), Some("bob@prosody.test/phone"));
+    // And read back, it is the same reply.
+    let read = from_xmpp(&out);
+    assert_eq!(read.reply_to.as_deref(), Some("orig"));
+    assert_eq!(text(&read).0, "yes, at noon");
+}
+
+#[test]
+fn matrix_reply_fallbacks_are_stripped() {
+    assert_eq!(
+        strip_matrix_reply_fallback("> <@a:b> x\n> y\n\nreply"),
+        "reply"
+    );
+    assert_eq!(
+        strip_matrix_reply_fallback("> quote without reply"),
+        "> quote without reply"
+    );
+    assert_eq!(
+        strip_matrix_reply_fallback("> a\nnot a fallback"),
+        "> a\nnot a fallback"
+    );
+    assert_eq!(strip_matrix_reply_fallback("plain"), "plain");
+}
+
+#[test]
+fn corrections_both_ways() {
+    let read = from_xmpp(&message(
+        "<body>fixed *text*</body><replace xmlns='urn:xmpp:message-correct:0' id='m0'/>",
+    ));
+    assert_eq!(read.replaces.as_deref(), Some("m0"));
+    let content = matrix_content(
+        read.content.unwrap(),
+        None,
+        Some(owned_event_id!("$original:gw.test")),
+    );
+    assert_eq!(content.body(), "* fixed *text*");
+    let Some(Relation::Replacement(replacement)) = &content.relates_to else {
+        panic!("{content:?}");
+    };
+    assert_eq!(replacement.event_id, "$original:gw.test");
+    assert_eq!(replacement.new_content.msgtype.body(), "fixed *text*");
+    // The edit's new content goes to XMPP, as a correction of the original's id.
+    let refs = ToXmppRefs {
+        reply: None,
+        replaces: Some("m0".into()),
+    };
+    let out = to_xmpp(&content, &refs).unwrap().value;
+    assert_eq!(body(&out), Some("fixed *text*"));
+    let replace = out
+        .payloads
+        .iter()
+        .find(|p| p.is("replace", ns::CORRECT))
+        .unwrap();
+    assert_eq!(replace.attr("id"), Some("m0"));
+}
+
+#[test]
+fn retractions_reactions_states_and_markers() {
+    let read = from_xmpp(&message(
+        "<body>This person attempted to retract a previous message</body>\
+         <retract xmlns='urn:xmpp:message-retract:1' id='m0'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>",
+    ));
+    assert_eq!(read.retracts.as_deref(), Some("m0"));
+    assert!(read.content.is_none(), "the fallback body is no message");
+    let read = from_xmpp(&message(
+        "<apply-to xmlns='urn:xmpp:fasten:0' id='m9'><retract xmlns='urn:xmpp:message-retract:0'/></apply-to>",
+    ));
+    assert_eq!(read.retracts.as_deref(), Some("m9"));
+    let out = retraction("m0");
+    let read = from_xmpp(&out);
+    assert_eq!(read.retracts.as_deref(), Some("m0"));
+
+    let read = from_xmpp(&message(
+        "<reactions xmlns='urn:xmpp:reactions:0' id='m0'><reaction>👍</reaction>\
+         <reaction>🐢</reaction><reaction>👍</reaction></reactions>",
+    ));
+    assert_eq!(
+        read.reactions,
+        Some(("m0".into(), vec!["👍".into(), "🐢".into()]))
+    );
+    let keys = vec!["👋".to_owned(), "👨‍👩‍👧".to_owned()];
+    let mut out = Message::new(None);
+    out.payloads.push(reactions("m1", &keys));
+    assert_eq!(from_xmpp(&out).reactions, Some(("m1".into(), keys)));
+
+    let read = from_xmpp(&message(
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+    ));
+    assert_eq!(read.typing, Some(true));
+    let read = from_xmpp(&message(
+        "<body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/>\
+         <request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>",
+    ));
+    assert_eq!(read.typing, Some(false));
+    assert!(read.wants_receipt);
+    let mut out = Message::new(None);
+    out.payloads.push(chat_state(true));
+    out.payloads.push(displayed("m5"));
+    out.payloads.push(received("m4"));
+    let read = from_xmpp(&out);
+    assert_eq!(read.typing, Some(true));
+    assert_eq!(read.displayed.as_deref(), Some("m5"));
+    assert_eq!(read.received.as_deref(), Some("m4"));
+    let mut out = Message::new(None);
+    out.payloads.push(chat_state(false));
+    assert_eq!(from_xmpp(&out).typing, Some(false));
+}
+
+#[test]
+fn reaction_sets_become_annotations_and_redactions() {
+    let current = vec![
+        ("👍".to_owned(), owned_event_id!("$a:gw.test")),
+        ("🐢".to_owned(), owned_event_id!("$b:gw.test")),
+    ];
+    assert_eq!(
+        reaction_changes(&current, &["🐢".into(), "🎉".into(), "🎉".into()]),
+        ReactionChanges {
+            add: vec!["🎉".into()],
+            remove: vec![owned_event_id!("$a:gw.test")],
+        }
+    );
+    // The empty set removes them all.
+    assert_eq!(reaction_changes(&current, &[]).remove.len(), 2);
+}
+
+#[test]
+fn formatted_matrix_text_becomes_styling() {
+    let matrix = RoomMessageEventContent::text_html(
+        "**bold** and <u>under</u>",
+        "<strong>bold</strong> and <u>under</u>",
+    );
+    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap();
+    assert_eq!(body(&out.value), Some("*bold* and under"));
+    assert_eq!(out.dropped, vec![Dropped::Underline]);
+    // A plain body with characters that would read as styling is marked unstyled.
+    let matrix = RoomMessageEventContent::text_plain("use *ptr and *other* here");
+    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
+    assert!(out.payloads.iter().any(|p| p.is("unstyled", ns::STYLING)));
+    // Not a text message: nothing to send as text.
+    let matrix =
+        RoomMessageEventContent::new(MessageType::Text(TextMessageEventContent::plain("x")));
+    assert!(to_xmpp(&matrix, &ToXmppRefs::default()).is_some());
+}
+
+#[test]
+fn fallback_offsets_count_characters() {
+    let read = from_xmpp(&message(
+        "<body>&gt; 🐢 wrote\nok</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+         <body start='0' end='10'/></fallback>",
+    ));
+    assert_eq!(text(&read).0, "ok");
+    // A fallback for another extension leaves the body alone; a bad range is ignored.
+    let read = from_xmpp(&message(
+        "<body>keep</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:other'><body/></fallback>\
+         <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
+         <body start='9' end='2'/></fallback>",
+    ));
+    assert_eq!(text(&read).0, "keep");
+}
+
+proptest! {
+    /// Matrix text → XMPP → Matrix keeps the text, styled or not.
+    #[test]
+    fn plain_text_round_trips(text in "[^\\r]{1,60}") {
+        prop_assume!(!text.trim().is_empty() && !text.starts_with("/me ") && !text.starts_with('>'));
+        let matrix = RoomMessageEventContent::text_plain(text.clone());
+        let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
+        let read = from_xmpp(&out);
+        let content = read.content.unwrap();
+        prop_assert_eq!(content.msgtype.body(), text.as_str());
+        prop_assert_eq!(text_of(&content.msgtype).1, None);
+    }
+
+    /// A Matrix reply → XMPP → Matrix keeps its text and what it replies to, whatever the
+    /// quoted message says.
+    #[test]
+    fn replies_round_trip(reply in "[a-zA-Z0-9 .,!?🐢]{1,40}", quoted in "[a-zA-Z0-9 \n>*🐢]{0,60}") {
+        prop_assume!(!reply.trim().is_empty() && !reply.starts_with('>'));
+        let mut matrix = RoomMessageEventContent::text_plain(reply.clone());
+        matrix.relates_to = Some(Relation::Reply(ruma::events::relation::Reply::with_event_id(
+            owned_event_id!("$orig:gw.test"),
+        )));
+        let refs = ToXmppRefs {
+            reply: Some(ReplyRef { id: "orig".into(), to: None, author: "Bob".into(), text: quoted }),
+            replaces: None,
+        };
+        let out = to_xmpp(&matrix, &refs).unwrap().value;
+        let read = from_xmpp(&out);
+        prop_assert_eq!(read.reply_to.as_deref(), Some("orig"));
+        let content = read.content.unwrap();
+        prop_assert_eq!(content.msgtype.body(), reply.as_str());
+    }
+}
