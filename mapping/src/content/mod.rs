@@ -4,7 +4,9 @@
 //! ([`Lossy`]), so that the caller can tell the sender or log it.
 
 pub mod html;
+pub mod media;
 pub mod message;
+pub mod presence;
 pub mod styling;
 
 /// Something a translation could not carry to the other side.
