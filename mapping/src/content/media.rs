@@ -219,7 +219,7 @@ pub fn file_name(file: &SharedFile) -> String {
 }
 
 fn uint(value: Option<u64>) -> Option<UInt> {
-    value.and_then(|value| UInt::new(value))
+    value.and_then(UInt::new)
 }
 
 /// The Matrix message of a shared file once stored as `mxc`. The body is the caption when
