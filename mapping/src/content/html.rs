@@ -319,8 +319,22 @@ fn read(sanitized: &str) -> Vec<Node> {
 
 fn push_text(stack: &mut [Open], text: &str) {
     if let Some((_, _, children)) = stack.last_mut() {
-        children.push(Node::Text(decode_entities(text)));
+        // The markers of mentions are this module's own.
+        let text = decode_entities(text).replace([MENTION_START, MENTION_END], "");
+        children.push(Node::Text(text));
     }
+}
+
+/// Private-use characters around the text of a mention while the text is written.
+const MENTION_START: char = '\u{e000}';
+const MENTION_END: char = '\u{e001}';
+
+/// The user a `matrix.to` link names, if it names one.
+fn pill_user(href: &str) -> Option<ruma::OwnedUserId> {
+    let fragment = href.strip_prefix("https://matrix.to/#/")?;
+    let identifier = fragment.split('?').next().unwrap_or_default();
+    let decoded = super::percent_decode(identifier);
+    ruma::UserId::parse(decoded.as_str()).ok()
 }
 
 fn close(stack: &mut Vec<Open>) {
@@ -357,6 +371,8 @@ fn plain_text(nodes: &[Node]) -> String {
 struct Writer {
     out: String,
     dropped: Vec<Dropped>,
+    /// The users mentioned, in the order of their markers in `out`.
+    mentions: Vec<ruma::OwnedUserId>,
     /// Inside a preformatted block: whitespace is kept as it is.
     pre: bool,
     /// Inline content inside other text: whitespace at its start is kept (as one space).
@@ -404,6 +420,7 @@ impl Writer {
         };
         inner.nodes(children);
         self.dropped.extend(inner.dropped);
+        self.mentions.extend(inner.mentions);
         let text = inner.out;
         let trimmed = text.trim();
         if trimmed.is_empty() || self.pre || trimmed.contains('\n') {
@@ -437,6 +454,7 @@ impl Writer {
         };
         inner.nodes(children);
         self.dropped.extend(inner.dropped);
+        self.mentions.extend(inner.mentions);
         self.line_break();
         let content = inner.out.trim_end_matches('\n');
         for (index, line) in content.split('\n').enumerate() {
@@ -590,7 +608,16 @@ impl Writer {
         };
         // Pills: a mention or a room shows as its name.
         if href.starts_with("https://matrix.to/#/") {
-            self.text(if text.is_empty() { href } else { text });
+            let shown = if text.is_empty() { href } else { text };
+            match pill_user(href) {
+                Some(user) => {
+                    self.out.push(MENTION_START);
+                    self.text_raw(shown);
+                    self.out.push(MENTION_END);
+                    self.mentions.push(user);
+                }
+                None => self.text(shown),
+            }
             return;
         }
         let bare = href.strip_prefix("mailto:").unwrap_or(href);
@@ -617,17 +644,65 @@ fn node_name(node: &Node) -> &str {
 /// and address. What styling cannot say (underline, colour, images, tables, spoilers) is listed
 /// as dropped.
 pub fn to_styled_text(html: &str) -> Lossy<String> {
+    let styled = to_styled(html);
+    Lossy {
+        value: styled.text,
+        dropped: styled.dropped,
+    }
+}
+
+/// A user mentioned in styled text: the characters `begin..end` name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    pub begin: usize,
+    pub end: usize,
+    pub user: ruma::OwnedUserId,
+}
+
+/// Styled text with what it dropped and the users it mentions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Styled {
+    pub text: String,
+    pub dropped: Vec<Dropped>,
+    pub mentions: Vec<Mention>,
+}
+
+/// [`to_styled_text`], with where the mentions (pills) are in the text.
+pub fn to_styled(html: &str) -> Styled {
     let nodes = read(&sanitize(html));
     let mut writer = Writer::default();
     writer.nodes(&nodes);
-    let text = writer
+    let marked = writer
         .out
         .trim_end_matches(['\n', ' '])
-        .trim_start_matches('\n')
-        .to_owned();
-    Lossy {
-        value: text,
+        .trim_start_matches('\n');
+    let mut text = String::with_capacity(marked.len());
+    let mut mentions = Vec::new();
+    let mut users = writer.mentions.into_iter();
+    let mut count = 0;
+    let mut begin = 0;
+    for character in marked.chars() {
+        match character {
+            MENTION_START => begin = count,
+            MENTION_END => {
+                if let Some(user) = users.next() {
+                    mentions.push(Mention {
+                        begin,
+                        end: count,
+                        user,
+                    });
+                }
+            }
+            character => {
+                text.push(character);
+                count += 1;
+            }
+        }
+    }
+    Styled {
+        text,
         dropped: writer.dropped,
+        mentions,
     }
 }
 

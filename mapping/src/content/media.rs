@@ -164,33 +164,13 @@ fn extension(media_type: &str) -> Option<&'static str> {
     })
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%'
-            && let Some(value) = text
-                .get(at + 1..at + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            decoded.push(value);
-            at += 3;
-            continue;
-        }
-        decoded.push(bytes[at]);
-        at += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
 /// The file's name: as described, or else the last part of its address; with an extension
 /// from its media type when it has none.
 pub fn file_name(file: &SharedFile) -> String {
     let from_url = || {
         let path = file.url.split(['?', '#']).next().unwrap_or_default();
         let last = path.rsplit('/').next().unwrap_or_default();
-        let name = percent_decode(last);
+        let name = super::percent_decode(last);
         (!name.trim().is_empty()).then_some(name)
     };
     let name = file

@@ -15,8 +15,9 @@ use ruma::events::room::message::{
 use xmpp_parsers::chatstates::ChatState;
 use xmpp_parsers::message::{Lang, Message};
 
-use super::html;
+use super::html::{self, Mention};
 use super::{Dropped, Lossy, styling};
+use crate::address::Gateway;
 
 /// Namespaces of the extensions read and written here that xmpp-parsers does not know.
 pub mod ns {
@@ -32,6 +33,7 @@ pub mod ns {
     pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
     pub const RECEIPTS: &str = "urn:xmpp:receipts";
     pub const MARKERS: &str = "urn:xmpp:chat-markers:0";
+    pub const REFERENCE: &str = "urn:xmpp:reference:0";
 }
 
 /// What an XMPP message says, in the terms of Matrix.
@@ -78,6 +80,12 @@ fn body(message: &Message) -> Option<&str> {
 /// The body without the parts XEP-0428 marks as a fallback for `namespace`. Offsets count
 /// characters (Unicode scalar values); a `<body/>` without offsets covers the whole body.
 pub fn strip_fallback(message: &Message, namespace: &str) -> Option<String> {
+    kept_body(message, namespace).map(|(text, _)| text)
+}
+
+/// The body without the fallback for `namespace`, and for each character of the whole body
+/// its position in what is kept (`None` for a character of the fallback).
+fn kept_body(message: &Message, namespace: &str) -> Option<(String, Vec<Option<usize>>)> {
     let text = body(message)?;
     let characters: Vec<char> = text.chars().collect();
     let mut keep = vec![true; characters.len()];
@@ -110,15 +118,61 @@ pub fn strip_fallback(message: &Message, namespace: &str) -> Option<String> {
         }
     }
     if !found {
-        return Some(text.to_owned());
+        return Some((text.to_owned(), (0..characters.len()).map(Some).collect()));
     }
-    Some(
-        characters
-            .iter()
-            .zip(keep)
-            .filter_map(|(character, keep)| keep.then_some(*character))
-            .collect(),
-    )
+    let mut kept = String::new();
+    let mut positions = Vec::with_capacity(characters.len());
+    let mut count = 0;
+    for (character, keep) in characters.iter().zip(keep) {
+        if keep {
+            kept.push(*character);
+            positions.push(Some(count));
+            count += 1;
+        } else {
+            positions.push(None);
+        }
+    }
+    Some((kept, positions))
+}
+
+/// A user mentioned in an XMPP message, and where in the body.
+type Mentioned = (ruma::OwnedUserId, Option<(usize, usize)>);
+
+/// The users an XMPP message mentions (XEP-0372 references of type `mention` to `xmpp:`
+/// addresses), with where in the body, as Matrix users.
+fn mentions(message: &Message, gateway: &Gateway) -> Vec<Mentioned> {
+    let mut found = Vec::new();
+    for reference in message
+        .payloads
+        .iter()
+        .filter(|payload| payload.is("reference", ns::REFERENCE))
+        .filter(|reference| reference.attr("type") == Some("mention"))
+    {
+        let Some(address) = reference
+            .attr("uri")
+            .and_then(|uri| uri.strip_prefix("xmpp:"))
+        else {
+            continue;
+        };
+        let address = super::percent_decode(address.split('?').next().unwrap_or_default());
+        let Ok(jid) = jid::Jid::new(&address) else {
+            continue;
+        };
+        let Ok(user) = gateway.jid_to_user(&jid.to_bare().into()) else {
+            continue;
+        };
+        let range = reference
+            .attr("begin")
+            .and_then(|begin| begin.parse::<usize>().ok())
+            .zip(
+                reference
+                    .attr("end")
+                    .and_then(|end| end.parse::<usize>().ok()),
+            )
+            .filter(|(begin, end)| begin < end);
+        found.push((user, range));
+    }
+    found
 }
 
 /// The Matrix content of a message's text: `/me` (XEP-0245) becomes an emote; XHTML-IM, or
@@ -145,8 +199,8 @@ pub fn text_to_matrix(text: &str, xhtml: Option<&Element>, unstyled: bool) -> Me
     content.msgtype
 }
 
-/// Reads an XMPP message.
-pub fn from_xmpp(message: &Message) -> FromXmpp {
+/// Reads an XMPP message; `gateway` maps the addresses of mentioned users.
+pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
     let mut read = FromXmpp::default();
     let reply = payload(message, "reply", ns::REPLY);
     read.reply_to = reply.and_then(|reply| reply.attr("id")).map(str::to_owned);
@@ -189,19 +243,75 @@ pub fn from_xmpp(message: &Message) -> FromXmpp {
     if read.retracts.is_some() || read.reactions.is_some() {
         return read;
     }
-    let text = if read.reply_to.is_some() {
-        strip_fallback(message, ns::REPLY)
+    let namespace = if read.reply_to.is_some() {
+        ns::REPLY
     } else {
-        body(message).map(str::to_owned)
+        ""
     };
-    if let Some(text) = text.filter(|text| !text.trim().is_empty()) {
-        let unstyled = payload(message, "unstyled", ns::STYLING).is_some();
-        // XHTML-IM of a reply would repeat the quoted fallback: only plain replies use it.
-        let xhtml = payload(message, "html", ns::XHTML_IM).filter(|_| read.reply_to.is_none());
-        let msgtype = text_to_matrix(&text, xhtml, unstyled);
-        read.content = Some(RoomMessageEventContentWithoutRelation::new(msgtype));
+    let Some((text, positions)) = kept_body(message, namespace) else {
+        return read;
+    };
+    if text.trim().is_empty() {
+        return read;
     }
+    let unstyled = payload(message, "unstyled", ns::STYLING).is_some();
+    // XHTML-IM of a reply would repeat the quoted fallback: only plain replies use it.
+    let xhtml = payload(message, "html", ns::XHTML_IM).filter(|_| read.reply_to.is_none());
+    let mut msgtype = text_to_matrix(&text, xhtml, unstyled);
+    let mentioned = mentions(message, gateway);
+    // Where the text has no formatting of its own, mentions become pills.
+    let ranges: Vec<Mention> = mentioned
+        .iter()
+        .filter_map(|(user, range)| {
+            let (begin, end) = (*range)?;
+            let begin = positions.get(begin).copied().flatten()?;
+            let end = positions.get(end - 1).copied().flatten()? + 1;
+            Some(Mention {
+                begin,
+                end,
+                user: user.clone(),
+            })
+        })
+        .collect();
+    if matches!(&msgtype, MessageType::Text(t) if t.formatted.is_none()) && !ranges.is_empty() {
+        msgtype = MessageType::Text(ruma::events::room::message::TextMessageEventContent::html(
+            text.clone(),
+            pills(&text, &ranges),
+        ));
+    }
+    let mut content = RoomMessageEventContentWithoutRelation::new(msgtype);
+    if !mentioned.is_empty() {
+        let users = mentioned.into_iter().map(|(user, _)| user);
+        content.mentions = Some(ruma::events::Mentions::with_user_ids(users));
+    }
+    read.content = Some(content);
     read
+}
+
+/// HTML of plain text with the mentioned ranges as pills (`matrix.to` links).
+fn pills(text: &str, mentions: &[Mention]) -> String {
+    let characters: Vec<char> = text.chars().collect();
+    let mut sorted: Vec<&Mention> = mentions.iter().collect();
+    sorted.sort_by_key(|mention| mention.begin);
+    let mut html = String::new();
+    let mut at = 0;
+    for mention in sorted {
+        if mention.begin < at || mention.end > characters.len() {
+            continue;
+        }
+        let before: String = characters[at..mention.begin].iter().collect();
+        let name: String = characters[mention.begin..mention.end].iter().collect();
+        html.push_str(&html::escape_text(&before).replace('\n', "<br>"));
+        html.push_str(&format!(
+            "<a href=\"https://matrix.to/#/{}\">{}</a>",
+            mention.user,
+            html::escape_text(&name)
+        ));
+        at = mention.end;
+    }
+    let rest: String = characters[at..].iter().collect();
+    html.push_str(&html::escape_text(&rest).replace('\n', "<br>"));
+    html
 }
 
 /// The Matrix event content of a message's text, with the events it replies to or replaces
@@ -278,7 +388,7 @@ pub fn strip_matrix_reply_fallback(body: &str) -> &str {
 
 /// The message a Matrix message's text becomes on XMPP: styled text, `/me` for emotes, and the
 /// hint that the body is not styled where its characters would read as styling.
-pub fn text_to_xmpp(msgtype: &MessageType, is_reply: bool) -> Option<Lossy<(String, bool)>> {
+pub fn text_to_xmpp(msgtype: &MessageType, is_reply: bool) -> Option<Lossy<XmppText>> {
     if !matches!(
         msgtype,
         MessageType::Text(_) | MessageType::Emote(_) | MessageType::Notice(_)
@@ -286,10 +396,10 @@ pub fn text_to_xmpp(msgtype: &MessageType, is_reply: bool) -> Option<Lossy<(Stri
         return None;
     }
     let (body, html) = text_of(msgtype);
-    let (text, dropped, unstyled) = match html {
+    let (text, dropped, unstyled, mut mentions) = match html {
         Some(html) => {
-            let styled = html::to_styled_text(html);
-            (styled.value, styled.dropped, false)
+            let styled = html::to_styled(html);
+            (styled.text, styled.dropped, false, styled.mentions)
         }
         None => {
             let body = if is_reply {
@@ -297,17 +407,37 @@ pub fn text_to_xmpp(msgtype: &MessageType, is_reply: bool) -> Option<Lossy<(Stri
             } else {
                 body
             };
-            (body.to_owned(), vec![], styling::has_styling(body))
+            (body.to_owned(), vec![], styling::has_styling(body), vec![])
         }
     };
     let text = match msgtype {
-        MessageType::Emote(_) => format!("/me {text}"),
+        MessageType::Emote(_) => {
+            for mention in &mut mentions {
+                mention.begin += 4;
+                mention.end += 4;
+            }
+            format!("/me {text}")
+        }
         _ => text,
     };
     Some(Lossy {
-        value: (text, unstyled),
+        value: XmppText {
+            body: text,
+            unstyled,
+            mentions,
+        },
         dropped,
     })
+}
+
+/// A Matrix message's text for XMPP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmppText {
+    pub body: String,
+    /// The body has characters that would read as styling but are not.
+    pub unstyled: bool,
+    /// The pills, by where their names are in the body.
+    pub mentions: Vec<Mention>,
 }
 
 /// What a Matrix message refers to, as the caller found it on the XMPP side.
@@ -331,7 +461,11 @@ pub struct ReplyRef {
 
 /// The body and payloads of the XMPP message for a Matrix message event; the caller sets the
 /// addresses, type and id. `None` for messages that are not text.
-pub fn to_xmpp(content: &RoomMessageEventContent, refs: &ToXmppRefs) -> Option<Lossy<Message>> {
+pub fn to_xmpp(
+    content: &RoomMessageEventContent,
+    refs: &ToXmppRefs,
+    gateway: &Gateway,
+) -> Option<Lossy<Message>> {
     // A replacement's text is its new content.
     let msgtype = match &content.relates_to {
         Some(Relation::Replacement(replacement)) => &replacement.new_content.msgtype,
@@ -339,8 +473,13 @@ pub fn to_xmpp(content: &RoomMessageEventContent, refs: &ToXmppRefs) -> Option<L
     };
     let is_reply = matches!(content.relates_to, Some(Relation::Reply(_)));
     let text = text_to_xmpp(msgtype, is_reply)?;
-    let (mut body, unstyled) = text.value;
+    let XmppText {
+        mut body,
+        unstyled,
+        mut mentions,
+    } = text.value;
     let mut message = Message::new(None);
+    let mut shift = 0;
     if let Some(reply) = refs.reply.as_ref().filter(|_| is_reply) {
         // XEP-0461 with an XEP-0428 fallback quoting the original, never a Matrix id.
         let mut quote = format!("> {}:\n", reply.author);
@@ -350,6 +489,7 @@ pub fn to_xmpp(content: &RoomMessageEventContent, refs: &ToXmppRefs) -> Option<L
             quote.push('\n');
         }
         let end = quote.chars().count();
+        shift = end;
         body = format!("{quote}{body}");
         let mut reply_element = Element::builder("reply", ns::REPLY)
             .attr(rxml::xml_ncname!("id").to_owned(), reply.id.as_str());
@@ -380,6 +520,38 @@ pub fn to_xmpp(content: &RoomMessageEventContent, refs: &ToXmppRefs) -> Option<L
         message
             .payloads
             .push(Element::bare("unstyled", ns::STYLING));
+    }
+    // XEP-0372 references for the pills, and for users mentioned without one.
+    for mention in &mut mentions {
+        mention.begin += shift;
+        mention.end += shift;
+    }
+    let mut referenced: Vec<ruma::OwnedUserId> = Vec::new();
+    let intentional = content
+        .mentions
+        .iter()
+        .flat_map(|mentions| mentions.user_ids.iter())
+        .map(|user| (user.clone(), None));
+    let placed = mentions
+        .iter()
+        .map(|mention| (mention.user.clone(), Some((mention.begin, mention.end))));
+    for (user, range) in placed.chain(intentional) {
+        if range.is_none() && referenced.contains(&user) {
+            continue;
+        }
+        let Ok(jid) = gateway.user_to_jid(&user) else {
+            continue;
+        };
+        referenced.push(user);
+        let mut reference = Element::builder("reference", ns::REFERENCE)
+            .attr(rxml::xml_ncname!("type").to_owned(), "mention")
+            .attr(rxml::xml_ncname!("uri").to_owned(), format!("xmpp:{jid}"));
+        if let Some((begin, end)) = range {
+            reference = reference
+                .attr(rxml::xml_ncname!("begin").to_owned(), begin.to_string())
+                .attr(rxml::xml_ncname!("end").to_owned(), end.to_string());
+        }
+        message.payloads.push(reference.build());
     }
     message.bodies.insert(Lang::default(), body);
     Some(Lossy {

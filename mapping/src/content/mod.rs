@@ -55,3 +55,24 @@ impl<T> Lossy<T> {
         }
     }
 }
+
+/// Decodes `%xx` escapes (of URLs); invalid UTF-8 is replaced.
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && let Some(value) = text
+                .get(at + 1..at + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            decoded.push(value);
+            at += 3;
+            continue;
+        }
+        decoded.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}

@@ -5,6 +5,18 @@ use proptest::prelude::*;
 use ruma::events::room::message::TextMessageEventContent;
 use ruma::owned_event_id;
 
+fn gateway() -> Gateway {
+    Gateway::new(
+        ruma::OwnedServerName::try_from("gw.test").unwrap(),
+        "muc.gw.test",
+    )
+    .unwrap()
+}
+
+fn from_xmpp_of(message: Message) -> FromXmpp {
+    from_xmpp(&message, &gateway())
+}
+
 fn xmpp(xml: &str) -> Message {
     let element: Element = xml.parse().unwrap();
     Message::try_from(element).unwrap()
@@ -26,25 +38,25 @@ fn text(read: &FromXmpp) -> (String, Option<String>) {
 
 #[test]
 fn plain_styled_and_xhtml_text() {
-    let read = from_xmpp(&message("<body>hello</body>"));
+    let read = from_xmpp_of(message("<body>hello</body>"));
     assert_eq!(text(&read), ("hello".into(), None));
     assert!(matches!(
         read.content.unwrap().msgtype,
         MessageType::Text(_)
     ));
 
-    let read = from_xmpp(&message("<body>a *b* c</body>"));
+    let read = from_xmpp_of(message("<body>a *b* c</body>"));
     assert_eq!(
         text(&read),
         ("a *b* c".into(), Some("a <strong>b</strong> c".into()))
     );
     // The sender says the asterisks are not styling.
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>a *b* c</body><unstyled xmlns='urn:xmpp:styling:0'/>",
     ));
     assert_eq!(text(&read), ("a *b* c".into(), None));
     // XHTML-IM comes before styling.
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>hi *there*</body><html xmlns='http://jabber.org/protocol/xhtml-im'>\
          <body xmlns='http://www.w3.org/1999/xhtml'><p>hi <em>there</em></p></body></html>",
     ));
@@ -53,24 +65,26 @@ fn plain_styled_and_xhtml_text() {
         ("hi *there*".into(), Some("<p>hi <em>there</em></p>".into()))
     );
     // Empty bodies carry no text.
-    assert!(from_xmpp(&message("<body>  </body>")).content.is_none());
+    assert!(from_xmpp_of(message("<body>  </body>")).content.is_none());
 }
 
 #[test]
 fn me_is_an_emote_both_ways() {
-    let read = from_xmpp(&message("<body>/me waves</body>"));
+    let read = from_xmpp_of(message("<body>/me waves</body>"));
     let content = read.content.unwrap();
     assert!(matches!(&content.msgtype, MessageType::Emote(_)));
     assert_eq!(content.msgtype.body(), "waves");
     let matrix = RoomMessageEventContent::emote_plain("waves back");
-    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
+    let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway())
+        .unwrap()
+        .value;
     assert_eq!(body(&out), Some("/me waves back"));
 }
 
 #[test]
 fn replies_both_ways() {
     // XEP-0461 with an XEP-0428 fallback: the quotation goes, the reference stays.
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>&gt; Alice:\n&gt; lunch?\nyes</body>\
          <reply xmlns='urn:xmpp:reply:0' to='alice@gw.test/x' id='orig'/>\
          <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
@@ -105,7 +119,7 @@ fn replies_both_ways() {
         }),
         replaces: None,
     };
-    let out = to_xmpp(&matrix, &refs).unwrap().value;
+    let out = to_xmpp(&matrix, &refs, &gateway()).unwrap().value;
     assert_eq!(body(&out), Some("> Bob:\n> lunch?\nyes, at noon"));
     assert!(!body(&out).unwrap().contains('@'));
     let reply = out
@@ -116,7 +130,7 @@ fn replies_both_ways() {
     assert_eq!(reply.attr("id"), Some("orig"));
     assert_eq!(reply.attr("to"), Some("bob@prosody.test/phone"));
     // And read back, it is the same reply.
-    let read = from_xmpp(&out);
+    let read = from_xmpp(&out, &gateway());
     assert_eq!(read.reply_to.as_deref(), Some("orig"));
     assert_eq!(text(&read).0, "yes, at noon");
 }
@@ -140,7 +154,7 @@ fn matrix_reply_fallbacks_are_stripped() {
 
 #[test]
 fn corrections_both_ways() {
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>fixed *text*</body><replace xmlns='urn:xmpp:message-correct:0' id='m0'/>",
     ));
     assert_eq!(read.replaces.as_deref(), Some("m0"));
@@ -160,7 +174,7 @@ fn corrections_both_ways() {
         reply: None,
         replaces: Some("m0".into()),
     };
-    let out = to_xmpp(&content, &refs).unwrap().value;
+    let out = to_xmpp(&content, &refs, &gateway()).unwrap().value;
     assert_eq!(body(&out), Some("fixed *text*"));
     let replace = out
         .payloads
@@ -172,22 +186,22 @@ fn corrections_both_ways() {
 
 #[test]
 fn retractions_reactions_states_and_markers() {
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>This person attempted to retract a previous message</body>\
          <retract xmlns='urn:xmpp:message-retract:1' id='m0'/>\
          <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>",
     ));
     assert_eq!(read.retracts.as_deref(), Some("m0"));
     assert!(read.content.is_none(), "the fallback body is no message");
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<apply-to xmlns='urn:xmpp:fasten:0' id='m9'><retract xmlns='urn:xmpp:message-retract:0'/></apply-to>",
     ));
     assert_eq!(read.retracts.as_deref(), Some("m9"));
     let out = retraction("m0");
-    let read = from_xmpp(&out);
+    let read = from_xmpp(&out, &gateway());
     assert_eq!(read.retracts.as_deref(), Some("m0"));
 
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<reactions xmlns='urn:xmpp:reactions:0' id='m0'><reaction>👍</reaction>\
          <reaction>🐢</reaction><reaction>👍</reaction></reactions>",
     ));
@@ -198,13 +212,16 @@ fn retractions_reactions_states_and_markers() {
     let keys = vec!["👋".to_owned(), "👨‍👩‍👧".to_owned()];
     let mut out = Message::new(None);
     out.payloads.push(reactions("m1", &keys));
-    assert_eq!(from_xmpp(&out).reactions, Some(("m1".into(), keys)));
+    assert_eq!(
+        from_xmpp(&out, &gateway()).reactions,
+        Some(("m1".into(), keys))
+    );
 
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
     ));
     assert_eq!(read.typing, Some(true));
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/>\
          <request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>",
     ));
@@ -214,13 +231,13 @@ fn retractions_reactions_states_and_markers() {
     out.payloads.push(chat_state(true));
     out.payloads.push(displayed("m5"));
     out.payloads.push(received("m4"));
-    let read = from_xmpp(&out);
+    let read = from_xmpp(&out, &gateway());
     assert_eq!(read.typing, Some(true));
     assert_eq!(read.displayed.as_deref(), Some("m5"));
     assert_eq!(read.received.as_deref(), Some("m4"));
     let mut out = Message::new(None);
     out.payloads.push(chat_state(false));
-    assert_eq!(from_xmpp(&out).typing, Some(false));
+    assert_eq!(from_xmpp(&out, &gateway()).typing, Some(false));
 }
 
 #[test]
@@ -246,29 +263,93 @@ fn formatted_matrix_text_becomes_styling() {
         "**bold** and <u>under</u>",
         "<strong>bold</strong> and <u>under</u>",
     );
-    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap();
+    let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway()).unwrap();
     assert_eq!(body(&out.value), Some("*bold* and under"));
     assert_eq!(out.dropped, vec![Dropped::Underline]);
     // A plain body with characters that would read as styling is marked unstyled.
     let matrix = RoomMessageEventContent::text_plain("use *ptr and *other* here");
-    let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
+    let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway())
+        .unwrap()
+        .value;
     assert!(out.payloads.iter().any(|p| p.is("unstyled", ns::STYLING)));
     // Not a text message: nothing to send as text.
     let matrix =
         RoomMessageEventContent::new(MessageType::Text(TextMessageEventContent::plain("x")));
-    assert!(to_xmpp(&matrix, &ToXmppRefs::default()).is_some());
+    assert!(to_xmpp(&matrix, &ToXmppRefs::default(), &gateway()).is_some());
+}
+
+#[test]
+fn mentions_both_ways() {
+    // Pills become XEP-0372 references to the users' JIDs, at their names.
+    let mut matrix = RoomMessageEventContent::text_html(
+        "Alice, Carol and Bob: lunch?",
+        "<a href=\"https://matrix.to/#/@alice:gw.test\">Alice</a>, \
+         <a href=\"https://matrix.to/#/%40carol%3Amatrix.org\">Carol</a> and \
+         <a href=\"https://matrix.to/#/@_xmpp_bob=40prosody.test:gw.test\">Bob</a>: <em>lunch?</em>",
+    );
+    matrix.mentions = Some(ruma::events::Mentions::with_user_ids([
+        ruma::owned_user_id!("@alice:gw.test"),
+        ruma::owned_user_id!("@dave:gw.test"),
+    ]));
+    let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway())
+        .unwrap()
+        .value;
+    assert_eq!(body(&out), Some("Alice, Carol and Bob: _lunch?_"));
+    let references: Vec<(Option<&str>, Option<&str>, Option<&str>)> = out
+        .payloads
+        .iter()
+        .filter(|p| p.is("reference", ns::REFERENCE))
+        .map(|r| (r.attr("uri"), r.attr("begin"), r.attr("end")))
+        .collect();
+    assert_eq!(
+        references,
+        vec![
+            (Some("xmpp:alice@gw.test"), Some("0"), Some("5")),
+            (Some("xmpp:carol%matrix.org@gw.test"), Some("7"), Some("12")),
+            (Some("xmpp:bob@prosody.test"), Some("17"), Some("20")),
+            // Mentioned without a pill.
+            (Some("xmpp:dave@gw.test"), None, None),
+        ]
+    );
+    // And back: m.mentions, with pills where the text has no formatting of its own.
+    let read = from_xmpp_of(message(
+        "<body>hi Alice and Bob</body>\
+         <reference xmlns='urn:xmpp:reference:0' type='mention' uri='xmpp:alice@gw.test' begin='3' end='8'/>\
+         <reference xmlns='urn:xmpp:reference:0' type='mention' uri='xmpp:bob@prosody.test' begin='13' end='16'/>\
+         <reference xmlns='urn:xmpp:reference:0' type='mention' uri='https://not.xmpp/' begin='0' end='2'/>",
+    ));
+    let content = read.content.unwrap();
+    let users: Vec<String> = content
+        .mentions
+        .as_ref()
+        .unwrap()
+        .user_ids
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        users,
+        vec!["@_xmpp_bob=40prosody.test:gw.test", "@alice:gw.test"]
+    );
+    assert_eq!(
+        text_of(&content.msgtype).1,
+        Some(
+            "hi <a href=\"https://matrix.to/#/@alice:gw.test\">Alice</a> and \
+             <a href=\"https://matrix.to/#/@_xmpp_bob=40prosody.test:gw.test\">Bob</a>"
+        )
+    );
 }
 
 #[test]
 fn fallback_offsets_count_characters() {
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>&gt; 🐢 wrote\nok</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
          <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
          <body start='0' end='10'/></fallback>",
     ));
     assert_eq!(text(&read).0, "ok");
     // A fallback for another extension leaves the body alone; a bad range is ignored.
-    let read = from_xmpp(&message(
+    let read = from_xmpp_of(message(
         "<body>keep</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
          <fallback xmlns='urn:xmpp:fallback:0' for='urn:other'><body/></fallback>\
          <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'>\
@@ -283,8 +364,8 @@ proptest! {
     fn plain_text_round_trips(text in "[^\\r]{1,60}") {
         prop_assume!(!text.trim().is_empty() && !text.starts_with("/me ") && !text.starts_with('>'));
         let matrix = RoomMessageEventContent::text_plain(text.clone());
-        let out = to_xmpp(&matrix, &ToXmppRefs::default()).unwrap().value;
-        let read = from_xmpp(&out);
+        let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway()).unwrap().value;
+        let read = from_xmpp(&out, &gateway());
         let content = read.content.unwrap();
         prop_assert_eq!(content.msgtype.body(), text.as_str());
         prop_assert_eq!(text_of(&content.msgtype).1, None);
@@ -303,8 +384,8 @@ proptest! {
             reply: Some(ReplyRef { id: "orig".into(), to: None, author: "Bob".into(), text: quoted }),
             replaces: None,
         };
-        let out = to_xmpp(&matrix, &refs).unwrap().value;
-        let read = from_xmpp(&out);
+        let out = to_xmpp(&matrix, &refs, &gateway()).unwrap().value;
+        let read = from_xmpp(&out, &gateway());
         prop_assert_eq!(read.reply_to.as_deref(), Some("orig"));
         let content = read.content.unwrap();
         prop_assert_eq!(content.msgtype.body(), reply.as_str());
