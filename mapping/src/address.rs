@@ -271,6 +271,10 @@ impl Gateway {
                         .ok_or_else(|| AddressError::NotARoom(id.as_str().to_owned()))?;
                     format!("!{}%{}", case(opaque, id.as_str())?, server_text(server)?)
                 }
+                // Without a server part, a '%' would read as one.
+                None if id.strip_sigil().contains('%') => {
+                    return Err(AddressError::NotJidSafe(id.as_str().to_owned()));
+                }
                 None => format!("!{}", case(id.strip_sigil(), id.as_str())?),
             },
         };

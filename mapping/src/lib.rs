@@ -7,5 +7,6 @@
 pub mod address;
 pub mod content;
 pub mod escape;
+pub mod fuzzing;
 
 pub use address::{AddressError, Gateway, MatrixRoom, RoomRef, XMPP_PREFIX};

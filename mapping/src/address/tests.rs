@@ -261,6 +261,12 @@ fn rooms_that_cannot_be_mapped() {
         AddressError::NotARoom(_)
     ));
     assert!(matches!(to_muc("#x:Matrix.org"), AddressError::CaseLost(_)));
+    // A room id without a server part cannot hold the separator of one.
+    let id = RoomId::parse("!abc%matrix.org").unwrap();
+    assert!(matches!(
+        gateway.room_to_muc(RoomRef::Id(&id)),
+        Err(AddressError::NotJidSafe(_))
+    ));
 }
 
 fn remote_jid() -> impl Strategy<Value = Jid> {
