@@ -137,15 +137,27 @@ pub fn sanitize(html: &str) -> String {
     clean
 }
 
-/// Escapes text for HTML.
+/// Escapes text for HTML as the sanitiser writes it (so that sanitising changes nothing). NUL,
+/// which HTML cannot carry, goes, and so does CR, which HTML reads as part of a line break.
 pub fn escape_text(text: &str) -> String {
+    escape(text, false)
+}
+
+/// Escapes an attribute value (in double quotes) as the sanitiser writes it.
+pub fn escape_attribute(value: &str) -> String {
+    escape(value, true)
+}
+
+fn escape(text: &str, attribute: bool) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
         match character {
+            '\0' | '\r' => {}
             '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
+            '\u{a0}' => escaped.push_str("&nbsp;"),
+            '"' if attribute => escaped.push_str("&quot;"),
+            '<' if !attribute => escaped.push_str("&lt;"),
+            '>' if !attribute => escaped.push_str("&gt;"),
             character => escaped.push(character),
         }
     }
@@ -760,7 +772,7 @@ fn write_xhtml(element: &Element, out: &mut String, depth: usize) {
     out.push_str(name);
     for attribute in ["href", "alt", "title", "start"] {
         if let Some(value) = element.attr(attribute) {
-            out.push_str(&format!(" {attribute}=\"{}\"", escape_text(value)));
+            out.push_str(&format!(" {attribute}=\"{}\"", escape_attribute(value)));
         }
     }
     out.push('>');

@@ -304,7 +304,7 @@ fn pills(text: &str, mentions: &[Mention]) -> String {
         html.push_str(&html::escape_text(&before).replace('\n', "<br>"));
         html.push_str(&format!(
             "<a href=\"https://matrix.to/#/{}\">{}</a>",
-            mention.user,
+            html::escape_attribute(mention.user.as_str()),
             html::escape_text(&name)
         ));
         at = mention.end;
