@@ -63,6 +63,15 @@ fn colour(value: &str) -> bool {
     value.len() == 7 && value.starts_with('#') && value[1..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// The sanitiser, configured once.
+static SANITIZER: std::sync::LazyLock<ammonia::Builder<'static>> =
+    std::sync::LazyLock::new(sanitizer);
+
+/// One pass of the sanitiser: safe, though not always a fixed point (see [`sanitize`]).
+fn sanitize_once(html: &str) -> String {
+    SANITIZER.clean(html).to_string()
+}
+
 fn sanitizer() -> ammonia::Builder<'static> {
     let mut builder = ammonia::Builder::empty();
     let attributes: HashMap<&str, HashSet<&str>> = [
@@ -125,7 +134,7 @@ fn sanitizer() -> ammonia::Builder<'static> {
 pub fn sanitize(html: &str) -> String {
     // The HTML parser repairs some invalid nesting (links in links, say) differently on a
     // second reading; cleaning again until nothing changes makes the result a fixed point.
-    let builder = sanitizer();
+    let builder = &*SANITIZER;
     let mut clean = builder.clean(html).to_string();
     for _ in 0..3 {
         let again = builder.clean(&clean).to_string();
@@ -681,7 +690,7 @@ pub struct Styled {
 
 /// [`to_styled_text`], with where the mentions (pills) are in the text.
 pub fn to_styled(html: &str) -> Styled {
-    let nodes = read(&sanitize(html));
+    let nodes = read(&sanitize_once(html));
     let mut writer = Writer::default();
     writer.nodes(&nodes);
     let marked = writer
