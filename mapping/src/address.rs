@@ -341,5 +341,7 @@ impl Gateway {
     }
 }
 
+mod typed;
+
 #[cfg(test)]
 mod tests;

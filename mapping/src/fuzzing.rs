@@ -20,6 +20,9 @@ pub fn addresses(data: &[u8]) {
         return;
     };
     let gateway = gateway();
+    // What people type: answered, whatever it is.
+    let _ = gateway.parse_user(text);
+    let _ = gateway.parse_room(text);
     if let Ok(jid) = jid::Jid::new(text) {
         if let Ok(user) = gateway.jid_to_user(&jid) {
             let expected = if jid.domain().as_str() == gateway.domain() {
