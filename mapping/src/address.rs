@@ -341,7 +341,10 @@ impl Gateway {
     }
 }
 
+mod nick;
 mod typed;
+
+pub use nick::occupant_nick;
 
 #[cfg(test)]
 mod tests;
