@@ -10,7 +10,7 @@ use ruma::events::room::message::{
     AudioInfo, AudioMessageEventContent, FileInfo, FileMessageEventContent,
     ImageMessageEventContent, MessageType, VideoInfo, VideoMessageEventContent,
 };
-use ruma::events::room::{ImageInfo, MediaSource};
+use ruma::events::room::{ImageInfo, MediaSource, ThumbnailInfo};
 use ruma::{OwnedMxcUri, UInt};
 use xmpp_parsers::message::{Lang, Message};
 
@@ -23,6 +23,17 @@ pub mod ns {
     pub const REFERENCE: &str = "urn:xmpp:reference:0";
     pub const SIMS: &str = "urn:xmpp:sims:1";
     pub const JINGLE_FILE: &str = "urn:xmpp:jingle:apps:file-transfer:5";
+    pub const THUMBS: &str = "urn:xmpp:thumbs:1";
+}
+
+/// A thumbnail of a shared file (XEP-0264).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Thumbnail {
+    /// Where to fetch it (empty for a Matrix thumbnail the caller has not given an address).
+    pub url: String,
+    pub media_type: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 /// A file an XMPP message shares.
@@ -37,6 +48,7 @@ pub struct SharedFile {
     pub height: Option<u32>,
     /// A caption.
     pub description: Option<String>,
+    pub thumbnail: Option<Thumbnail>,
 }
 
 /// The kind of Matrix message a file becomes.
@@ -80,6 +92,16 @@ fn described(file: &Element, namespace: &str, url: String) -> SharedFile {
         width = w.trim().parse().ok();
         height = h.trim().parse().ok();
     }
+    let thumbnail = file
+        .children()
+        .filter(|child| child.is("thumbnail", ns::THUMBS))
+        .find(|thumbnail| thumbnail.attr("uri").is_some_and(web_url))
+        .map(|thumbnail| Thumbnail {
+            url: thumbnail.attr("uri").unwrap_or_default().to_owned(),
+            media_type: thumbnail.attr("media-type").map(str::to_owned),
+            width: thumbnail.attr("width").and_then(|w| w.parse().ok()),
+            height: thumbnail.attr("height").and_then(|h| h.parse().ok()),
+        });
     SharedFile {
         url,
         name: child_text(file, "name", namespace),
@@ -88,6 +110,7 @@ fn described(file: &Element, namespace: &str, url: String) -> SharedFile {
         width,
         height,
         description: child_text(file, "desc", namespace),
+        thumbnail,
     }
 }
 
@@ -202,9 +225,24 @@ fn uint(value: Option<u64>) -> Option<UInt> {
     value.and_then(UInt::new)
 }
 
-/// The Matrix message of a shared file once stored as `mxc`. The body is the caption when
-/// there is one, else the file name; `filename` always names the file.
-pub fn matrix_media(file: &SharedFile, mxc: OwnedMxcUri) -> MessageType {
+/// The thumbnail of a Matrix image or video, stored as `mxc`.
+fn thumbnail_info(thumbnail: &Thumbnail) -> Box<ThumbnailInfo> {
+    let mut info = ThumbnailInfo::new();
+    info.mimetype = thumbnail.media_type.clone();
+    info.width = uint(thumbnail.width.map(u64::from));
+    info.height = uint(thumbnail.height.map(u64::from));
+    Box::new(info)
+}
+
+/// The Matrix message of a shared file once stored as `mxc` (and its thumbnail, if any, as
+/// `thumbnail`). The body is the caption when there is one, else the file name; `filename`
+/// always names the file.
+pub fn matrix_media(
+    file: &SharedFile,
+    mxc: OwnedMxcUri,
+    thumbnail: Option<OwnedMxcUri>,
+) -> MessageType {
+    let thumb = file.thumbnail.as_ref().zip(thumbnail);
     let name = file_name(file);
     let body = file.description.clone().unwrap_or_else(|| name.clone());
     let size = uint(file.size);
@@ -215,6 +253,10 @@ pub fn matrix_media(file: &SharedFile, mxc: OwnedMxcUri) -> MessageType {
         MediaKind::Image => {
             let mut info = ImageInfo::new();
             (info.mimetype, info.size, info.width, info.height) = (mimetype, size, width, height);
+            if let Some((described, stored)) = thumb {
+                info.thumbnail_info = Some(thumbnail_info(described));
+                info.thumbnail_source = Some(MediaSource::Plain(stored));
+            }
             let mut content = ImageMessageEventContent::plain(body, mxc).info(Box::new(info));
             content.filename = Some(name);
             MessageType::Image(content)
@@ -229,6 +271,10 @@ pub fn matrix_media(file: &SharedFile, mxc: OwnedMxcUri) -> MessageType {
         MediaKind::Video => {
             let mut info = VideoInfo::new();
             (info.mimetype, info.size, info.width, info.height) = (mimetype, size, width, height);
+            if let Some((described, stored)) = thumb {
+                info.thumbnail_info = Some(thumbnail_info(described));
+                info.thumbnail_source = Some(MediaSource::Plain(stored));
+            }
             let mut content = VideoMessageEventContent::plain(body, mxc).info(Box::new(info));
             content.filename = Some(name);
             MessageType::Video(content)
@@ -243,11 +289,44 @@ pub fn matrix_media(file: &SharedFile, mxc: OwnedMxcUri) -> MessageType {
     }
 }
 
-/// What a Matrix file message says about its file: its `mxc` address and description.
-pub fn matrix_file(msgtype: &MessageType) -> Option<(OwnedMxcUri, SharedFile)> {
+/// A Matrix file message's file: its `mxc` address, its thumbnail's, and its description
+/// (with an empty address, for the caller to give one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixFile {
+    pub mxc: OwnedMxcUri,
+    pub thumbnail: Option<OwnedMxcUri>,
+    pub file: SharedFile,
+}
+
+/// A plain thumbnail of an image or video: its address and description.
+fn matrix_thumbnail(
+    source: Option<&MediaSource>,
+    info: Option<&ThumbnailInfo>,
+) -> Option<(OwnedMxcUri, Thumbnail)> {
+    let Some(MediaSource::Plain(mxc)) = source else {
+        return None;
+    };
+    let number = |value: Option<UInt>| value.and_then(|v| u32::try_from(u64::from(v)).ok());
+    Some((
+        mxc.clone(),
+        Thumbnail {
+            url: String::new(),
+            media_type: info.and_then(|i| i.mimetype.clone()),
+            width: number(info.and_then(|i| i.width)),
+            height: number(info.and_then(|i| i.height)),
+        },
+    ))
+}
+
+/// What a Matrix file message says about its file.
+pub fn matrix_file(msgtype: &MessageType) -> Option<MatrixFile> {
+    let mut thumbnail = None;
     let (source, body, filename, mimetype, size, width, height) = match msgtype {
         MessageType::Image(c) => {
             let info = c.info.as_deref();
+            thumbnail = info.and_then(|i| {
+                matrix_thumbnail(i.thumbnail_source.as_ref(), i.thumbnail_info.as_deref())
+            });
             (
                 &c.source,
                 &c.body,
@@ -260,6 +339,9 @@ pub fn matrix_file(msgtype: &MessageType) -> Option<(OwnedMxcUri, SharedFile)> {
         }
         MessageType::Video(c) => {
             let info = c.info.as_deref();
+            thumbnail = info.and_then(|i| {
+                matrix_thumbnail(i.thumbnail_source.as_ref(), i.thumbnail_info.as_deref())
+            });
             (
                 &c.source,
                 &c.body,
@@ -308,9 +390,11 @@ pub fn matrix_file(msgtype: &MessageType) -> Option<(OwnedMxcUri, SharedFile)> {
         Some(name) => (name.clone(), None),
         None => (body.clone(), None),
     };
-    Some((
-        mxc.clone(),
-        SharedFile {
+    let (thumbnail_mxc, thumbnail) = thumbnail.unzip();
+    Some(MatrixFile {
+        mxc: mxc.clone(),
+        thumbnail: thumbnail_mxc,
+        file: SharedFile {
             url: String::new(),
             name: Some(name),
             media_type: mimetype,
@@ -318,8 +402,9 @@ pub fn matrix_file(msgtype: &MessageType) -> Option<(OwnedMxcUri, SharedFile)> {
             width: width.and_then(|w| u32::try_from(u64::from(w)).ok()),
             height: height.and_then(|h| u32::try_from(u64::from(h)).ok()),
             description,
+            thumbnail,
         },
-    ))
+    })
 }
 
 fn text_element(name: &str, namespace: &str, text: &str) -> Element {
@@ -351,6 +436,23 @@ pub fn xmpp_media(file: &SharedFile) -> Message {
     }
     if let Some(description) = &file.description {
         metadata = metadata.append(text_element("desc", ns::FILE_METADATA, description));
+    }
+    if let Some(thumbnail) = file.thumbnail.as_ref().filter(|t| web_url(&t.url)) {
+        let mut element = Element::builder("thumbnail", ns::THUMBS)
+            .attr(rxml::xml_ncname!("uri").to_owned(), thumbnail.url.as_str());
+        if let Some(media_type) = &thumbnail.media_type {
+            element = element.attr(
+                rxml::xml_ncname!("media-type").to_owned(),
+                media_type.as_str(),
+            );
+        }
+        if let Some(width) = thumbnail.width {
+            element = element.attr(rxml::xml_ncname!("width").to_owned(), width.to_string());
+        }
+        if let Some(height) = thumbnail.height {
+            element = element.attr(rxml::xml_ncname!("height").to_owned(), height.to_string());
+        }
+        metadata = metadata.append(element.build());
     }
     let sources = Element::builder("sources", ns::SFS)
         .append(

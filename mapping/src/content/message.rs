@@ -279,6 +279,14 @@ pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
             pills(&text, &ranges),
         ));
     }
+    // Headlines (alerts, news, automated messages) are notices.
+    if message.type_ == xmpp_parsers::message::MessageType::Headline
+        && let MessageType::Text(text) = msgtype
+    {
+        let mut notice = ruma::events::room::message::NoticeMessageEventContent::plain(text.body);
+        notice.formatted = text.formatted;
+        msgtype = MessageType::Notice(notice);
+    }
     let mut content = RoomMessageEventContentWithoutRelation::new(msgtype);
     if !mentioned.is_empty() {
         let users = mentioned.into_iter().map(|(user, _)| user);

@@ -7,6 +7,7 @@ pub mod html;
 pub mod media;
 pub mod message;
 pub mod presence;
+pub mod room;
 pub mod styling;
 
 /// Something a translation could not carry to the other side.

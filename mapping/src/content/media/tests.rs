@@ -49,6 +49,7 @@ fn stateless_file_sharing_and_sims() {
             width: Some(640),
             height: Some(480),
             description: Some("my cat".into()),
+            thumbnail: None,
         }]
     );
     let sims = "<reference xmlns='urn:xmpp:reference:0' type='data' uri='https://x.test/v.mp4'>\
@@ -102,9 +103,16 @@ fn files_become_matrix_media_and_back() {
         width: Some(640),
         height: Some(480),
         description: Some("my cat".into()),
+        thumbnail: Some(Thumbnail {
+            url: "https://x.test/cat-small.png".into(),
+            media_type: Some("image/png".into()),
+            width: Some(64),
+            height: Some(48),
+        }),
     };
     let mxc = owned_mxc_uri!("mxc://gw.test/abc");
-    let msgtype = matrix_media(&file, mxc.clone());
+    let thumbnail_mxc = owned_mxc_uri!("mxc://gw.test/thumb");
+    let msgtype = matrix_media(&file, mxc.clone(), Some(thumbnail_mxc.clone()));
     let MessageType::Image(image) = &msgtype else {
         panic!("{msgtype:?}");
     };
@@ -114,15 +122,19 @@ fn files_become_matrix_media_and_back() {
     assert_eq!(info.mimetype.as_deref(), Some("image/png"));
     assert_eq!(info.size, UInt::new(1234));
     assert_eq!((info.width, info.height), (UInt::new(640), UInt::new(480)));
-    let (back_mxc, back) = matrix_file(&msgtype).unwrap();
-    assert_eq!(back_mxc, mxc);
-    assert_eq!(
-        back,
-        SharedFile {
-            url: String::new(),
-            ..file.clone()
-        }
-    );
+    assert!(matches!(
+        &info.thumbnail_source,
+        Some(MediaSource::Plain(source)) if *source == thumbnail_mxc
+    ));
+    let back = matrix_file(&msgtype).unwrap();
+    assert_eq!(back.mxc, mxc);
+    assert_eq!(back.thumbnail, Some(thumbnail_mxc));
+    let mut expected = file.clone();
+    expected.url = String::new();
+    if let Some(thumbnail) = expected.thumbnail.as_mut() {
+        thumbnail.url = String::new();
+    }
+    assert_eq!(back.file, expected);
     // And out to XMPP: OOB with the address as body, XEP-0447 with the metadata.
     let out = xmpp_media(&file);
     assert_eq!(
@@ -136,7 +148,7 @@ fn files_become_matrix_media_and_back() {
         media_type: Some("application/pdf".into()),
         ..SharedFile::default()
     };
-    let MessageType::File(document) = matrix_media(&plain, mxc) else {
+    let MessageType::File(document) = matrix_media(&plain, mxc, None) else {
         panic!();
     };
     assert_eq!(document.body, "doc.pdf");
@@ -162,9 +174,10 @@ proptest! {
             width: dimensions.map(|d| d.0),
             height: dimensions.map(|d| d.1),
             description: description.filter(|d| !d.trim().is_empty()),
+            thumbnail: None,
         };
-        let msgtype = matrix_media(&file, owned_mxc_uri!("mxc://gw.test/f"));
-        let (_, mut back) = matrix_file(&msgtype).unwrap();
+        let msgtype = matrix_media(&file, owned_mxc_uri!("mxc://gw.test/f"), None);
+        let mut back = matrix_file(&msgtype).unwrap().file;
         let dimensional = matches!(kind(file.media_type.as_deref()), MediaKind::Image | MediaKind::Video);
         prop_assert_eq!(back.name.clone(), Some(file_name(&file)));
         prop_assert_eq!(back.size, file.size);

@@ -69,6 +69,26 @@ fn plain_styled_and_xhtml_text() {
 }
 
 #[test]
+fn headlines_are_notices() {
+    let read = from_xmpp_of(xmpp(
+        "<message xmlns='jabber:client' type='headline' from='news.prosody.test' to='alice@gw.test'>\
+         <body>Service *maintenance* tonight</body></message>",
+    ));
+    let content = read.content.unwrap();
+    let MessageType::Notice(notice) = &content.msgtype else {
+        panic!("{content:?}");
+    };
+    assert_eq!(notice.body, "Service *maintenance* tonight");
+    assert!(notice.formatted.is_some());
+    // A Matrix notice is sent as text.
+    let matrix = RoomMessageEventContent::notice_plain("beep");
+    let out = to_xmpp(&matrix, &ToXmppRefs::default(), &gateway())
+        .unwrap()
+        .value;
+    assert_eq!(body(&out), Some("beep"));
+}
+
+#[test]
 fn me_is_an_emote_both_ways() {
     let read = from_xmpp_of(message("<body>/me waves</body>"));
     let content = read.content.unwrap();

@@ -1,0 +1,121 @@
+//! Room metadata between MUCs and Matrix rooms: the subject and the topic, the name.
+
+use minidom::Element;
+use xmpp_parsers::message::{Lang, Message, MessageType};
+
+/// Namespaces of room metadata.
+pub mod ns {
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub const DATA_FORMS: &str = "jabber:x:data";
+}
+
+/// The topic a MUC subject message sets (XEP-0045 §8.1): the subject's text, empty when it is
+/// cleared. `None` for messages that set no subject (or carry a body, which makes them
+/// ordinary messages that happen to have a subject).
+pub fn subject_to_topic(message: &Message) -> Option<String> {
+    if message.type_ != MessageType::Groupchat || !message.bodies.is_empty() {
+        return None;
+    }
+    let subject = message
+        .subjects
+        .get(&Lang::default())
+        .or_else(|| message.subjects.values().next())?;
+    Some(subject.trim().to_owned())
+}
+
+/// The MUC message that sets the subject to a Matrix room's topic (an empty topic clears it).
+pub fn topic_to_subject(topic: &str) -> Message {
+    let mut message = Message::new(None);
+    message.type_ = MessageType::Groupchat;
+    message.subjects.insert(Lang::default(), topic.to_owned());
+    message
+}
+
+/// The name of a MUC from its disco#info answer: the room information form's
+/// `muc#roomconfig_roomname`, or else the name of its conference identity.
+pub fn room_name(disco_info: &Element) -> Option<String> {
+    let from_form = disco_info
+        .children()
+        .filter(|child| child.is("x", ns::DATA_FORMS))
+        .flat_map(|form| form.children())
+        .filter(|field| field.attr("var") == Some("muc#roomconfig_roomname"))
+        .find_map(|field| {
+            field
+                .children()
+                .find(|c| c.name() == "value")
+                .map(Element::text)
+        });
+    let from_identity = || {
+        disco_info
+            .children()
+            .filter(|child| child.is("identity", ns::DISCO_INFO))
+            .find(|identity| identity.attr("category") == Some("conference"))
+            .and_then(|identity| identity.attr("name"))
+            .map(str::to_owned)
+    };
+    from_form
+        .or_else(from_identity)
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(xml: &str) -> Message {
+        Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn subjects_and_topics() {
+        let set = message(
+            "<message xmlns='jabber:client' type='groupchat' from='room@conference.jabber.de/owner'>\
+             <subject>Fire Burn and Cauldron Bubble!</subject></message>",
+        );
+        assert_eq!(
+            subject_to_topic(&set).as_deref(),
+            Some("Fire Burn and Cauldron Bubble!")
+        );
+        let cleared = message(
+            "<message xmlns='jabber:client' type='groupchat' from='room@conference.jabber.de'>\
+             <subject/></message>",
+        );
+        assert_eq!(subject_to_topic(&cleared).as_deref(), Some(""));
+        // A message with a body and a subject is a message; a chat subject is no topic.
+        let with_body = message(
+            "<message xmlns='jabber:client' type='groupchat'><subject>s</subject><body>b</body></message>",
+        );
+        assert_eq!(subject_to_topic(&with_body), None);
+        let chat =
+            message("<message xmlns='jabber:client' type='chat'><subject>s</subject></message>");
+        assert_eq!(subject_to_topic(&chat), None);
+        for topic in ["A topic", ""] {
+            assert_eq!(
+                subject_to_topic(&topic_to_subject(topic)).as_deref(),
+                Some(topic)
+            );
+        }
+    }
+
+    #[test]
+    fn names_from_disco() {
+        let info: Element = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+            <identity category='conference' type='text' name='Identity Name'/>\
+            <x xmlns='jabber:x:data' type='result'>\
+            <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field>\
+            <field var='muc#roomconfig_roomname'><value>The Coven</value></field></x></query>"
+            .parse()
+            .unwrap();
+        assert_eq!(room_name(&info).as_deref(), Some("The Coven"));
+        let info: Element = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+            <identity category='conference' type='text' name='Identity Name'/></query>"
+            .parse()
+            .unwrap();
+        assert_eq!(room_name(&info).as_deref(), Some("Identity Name"));
+        let info: Element = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+            .parse()
+            .unwrap();
+        assert_eq!(room_name(&info), None);
+    }
+}
