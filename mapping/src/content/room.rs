@@ -1,7 +1,9 @@
-//! Room metadata between MUCs and Matrix rooms: the subject and the topic, the name.
+//! Room metadata between MUCs and Matrix rooms: the subject and the topic, the name, the
+//! avatar (XEP-0486: the MUC's vCard photo, announced by its hash in disco#info).
 
 use minidom::Element;
 use xmpp_parsers::message::{Lang, Message, MessageType};
+use xmpp_parsers::vcard::{Binval, Photo, Type, VCard};
 
 /// Namespaces of room metadata.
 pub mod ns {
@@ -59,9 +61,103 @@ pub fn room_name(disco_info: &Element) -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
+/// An image: its media type and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Avatar {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The avatar in a MUC's (or a user's) vCard, if it has one.
+pub fn avatar_from_vcard(vcard: &Element) -> Option<Avatar> {
+    let vcard = VCard::try_from(vcard.clone()).ok()?;
+    let photo = vcard.photo?;
+    if photo.binval.data.is_empty() {
+        return None;
+    }
+    Some(Avatar {
+        media_type: photo.type_.data,
+        bytes: photo.binval.data,
+    })
+}
+
+/// The vCard publishing an avatar.
+pub fn vcard_with_avatar(avatar: &Avatar) -> Element {
+    Element::from(VCard {
+        photo: Some(Photo {
+            type_: Type {
+                data: avatar.media_type.clone(),
+            },
+            binval: Binval {
+                data: avatar.bytes.clone(),
+            },
+        }),
+        payloads: Vec::new(),
+    })
+}
+
+/// The hash that announces an avatar (`muc#roominfo_avatarhash`, XEP-0153 `<photo/>`): SHA-1
+/// of its bytes, in lower-case hex.
+pub fn avatar_hash(avatar: &Avatar) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(&avatar.bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The avatar hash a MUC's disco#info announces; an empty value says it has none.
+pub fn announced_avatar_hash(disco_info: &Element) -> Option<String> {
+    disco_info
+        .children()
+        .filter(|child| child.is("x", ns::DATA_FORMS))
+        .flat_map(|form| form.children())
+        .filter(|field| field.attr("var") == Some("muc#roominfo_avatarhash"))
+        .find_map(|field| {
+            field
+                .children()
+                .find(|c| c.name() == "value")
+                .map(Element::text)
+        })
+        .map(|hash| hash.trim().to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn avatars() {
+        let avatar = Avatar {
+            media_type: "image/png".into(),
+            bytes: b"\x89PNG not really".to_vec(),
+        };
+        let vcard = vcard_with_avatar(&avatar);
+        assert!(vcard.is("vCard", "vcard-temp"));
+        assert_eq!(avatar_from_vcard(&vcard), Some(avatar.clone()));
+        assert_eq!(avatar_hash(&avatar).len(), 40);
+        // The hash of the empty string, as everyone computes it.
+        let empty = Avatar {
+            media_type: "image/png".into(),
+            bytes: vec![],
+        };
+        assert_eq!(
+            avatar_hash(&empty),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        let none: Element = "<vCard xmlns='vcard-temp'/>".parse().unwrap();
+        assert_eq!(avatar_from_vcard(&none), None);
+        let info: Element = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+            <x xmlns='jabber:x:data' type='result'>\
+            <field var='muc#roominfo_avatarhash'><value>DA39A3EE5E6B4B0D3255BFEF95601890AFD80709</value></field>\
+            </x></query>"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            announced_avatar_hash(&info).as_deref(),
+            Some("da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        );
+    }
 
     fn message(xml: &str) -> Message {
         Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
