@@ -296,6 +296,44 @@ pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
     read
 }
 
+/// Mentions by name, for XMPP clients that send no references: an occupant's nickname at the
+/// start of the body followed by `:` or `,` (how MUC clients address someone), or standing
+/// as a whole word elsewhere. `occupants` are nicknames and the Matrix users they stand for;
+/// the offsets are in characters.
+pub fn name_mentions(body: &str, occupants: &[(&str, &ruma::UserId)]) -> Vec<Mention> {
+    let characters: Vec<char> = body.chars().collect();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found: Vec<Mention> = Vec::new();
+    for (nick, user) in occupants {
+        let nick: Vec<char> = nick.chars().collect();
+        if nick.is_empty() {
+            continue;
+        }
+        let mut at = 0;
+        while at + nick.len() <= characters.len() {
+            let end = at + nick.len();
+            let matches = characters[at..end] == nick[..];
+            let starts_word = at == 0 || !word(characters[at - 1]);
+            let ends_word = characters.get(end).is_none_or(|c| !word(*c));
+            let addressed = at == 0 && matches!(characters.get(end), Some(':' | ','));
+            if matches && starts_word && (ends_word || addressed) {
+                if !found.iter().any(|m| m.begin < end && at < m.end) {
+                    found.push(Mention {
+                        begin: at,
+                        end,
+                        user: (*user).to_owned(),
+                    });
+                }
+                at = end;
+            } else {
+                at += 1;
+            }
+        }
+    }
+    found.sort_by_key(|mention| mention.begin);
+    found
+}
+
 /// HTML of plain text with the mentioned ranges as pills (`matrix.to` links).
 fn pills(text: &str, mentions: &[Mention]) -> String {
     let characters: Vec<char> = text.chars().collect();

@@ -361,6 +361,30 @@ fn mentions_both_ways() {
 }
 
 #[test]
+fn mentions_by_name() {
+    let alice = ruma::owned_user_id!("@alice:gw.test");
+    let bob = ruma::owned_user_id!("@_xmpp_bob=40prosody.test:gw.test");
+    let occupants = [("Alice", alice.as_ref()), ("Bob Builder", bob.as_ref())];
+    let found = name_mentions(
+        "Alice: did Bob Builder call? Alicex no, Bob Builder's yes",
+        &occupants,
+    );
+    let spans: Vec<(usize, usize, String)> = found
+        .iter()
+        .map(|m| (m.begin, m.end, m.user.to_string()))
+        .collect();
+    assert_eq!(
+        spans,
+        vec![
+            (0, 5, alice.to_string()),
+            (11, 22, bob.to_string()),
+            (40, 51, bob.to_string()),
+        ]
+    );
+    assert!(name_mentions("nobody here", &occupants).is_empty());
+}
+
+#[test]
 fn fallback_offsets_count_characters() {
     let read = from_xmpp_of(message(
         "<body>&gt; 🐢 wrote\nok</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
