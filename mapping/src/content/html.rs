@@ -135,15 +135,28 @@ pub fn sanitize(html: &str) -> String {
     // The HTML parser repairs some invalid nesting (links in links, say) differently on a
     // second reading; cleaning again until nothing changes makes the result a fixed point.
     let builder = &*SANITIZER;
-    let mut clean = builder.clean(html).to_string();
+    let mut clean = without_pre_newlines(&builder.clean(html).to_string());
     for _ in 0..3 {
-        let again = builder.clean(&clean).to_string();
+        let again = without_pre_newlines(&builder.clean(&clean).to_string());
         if again == clean {
             break;
         }
         clean = again;
     }
     clean
+}
+
+/// Removes the line breaks right after `<pre>`: HTML drops one on every reading, and the
+/// serialiser does not write it back, so each sanitising pass would lose one more.
+fn without_pre_newlines(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find("<pre>") {
+        out.push_str(&rest[..at + 5]);
+        rest = rest[at + 5..].trim_start_matches('\n');
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Escapes text for HTML as the sanitiser writes it (so that sanitising changes nothing). NUL,

@@ -52,6 +52,8 @@ fn the_sanitiser_keeps_the_allowed_subset() {
             "<ol start=\"3\"><li>three</li></ol>",
         ),
         ("<b>unclosed <i>tags", "<b>unclosed <i>tags</i></b>"),
+        // Line breaks right after <pre> go: each reading would drop one.
+        ("<pre>\n\n\nx\n</pre>", "<pre>x\n</pre>"),
     ] {
         assert_eq!(sanitize(input), expected, "{input}");
     }
