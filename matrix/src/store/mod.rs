@@ -9,6 +9,7 @@
 //! in order and a reader that has seen position `n` has seen everything below it.
 
 mod account;
+mod bridge;
 mod changes;
 mod e2ee;
 mod events;
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
+pub use bridge::BridgedMessage;
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, StateMap};

@@ -1,0 +1,224 @@
+//! What the bridge between XMPP and Matrix keeps: the direct room of each pair of a local
+//! account and an XMPP user, and which Matrix event each XMPP message is.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// A message known on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgedMessage {
+    pub room_id: String,
+    /// The bare JID of the message's sender (of the XMPP user, or of the local account).
+    pub sender_jid: String,
+    pub xmpp_id: String,
+    pub event_id: String,
+}
+
+impl Store {
+    /// The direct room of a local account and an XMPP user (a bare JID).
+    pub async fn xmpp_direct_room(
+        &self,
+        local_user: &str,
+        remote_jid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT room_id FROM xmpp_direct_rooms WHERE local_user = $1 AND remote_jid = $2",
+        )
+        .bind(local_user)
+        .bind(remote_jid)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get("room_id")).transpose()?)
+    }
+
+    /// Records the direct room of a pair, unless one is recorded already; returns the room of
+    /// the pair from then on (the one recorded first, when two were made at once).
+    pub async fn set_xmpp_direct_room(
+        &self,
+        local_user: &str,
+        remote_jid: &str,
+        room_id: &str,
+    ) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO xmpp_direct_rooms (local_user, remote_jid, room_id, created_ts) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (local_user, remote_jid) DO NOTHING",
+        )
+        .bind(local_user)
+        .bind(remote_jid)
+        .bind(room_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        self.xmpp_direct_room(local_user, remote_jid)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a direct room vanished as it was recorded".into()))
+    }
+
+    /// The pair of a direct room: `(local user, remote JID)`.
+    pub async fn xmpp_direct_pair(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT local_user, remote_jid FROM xmpp_direct_rooms WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|row| -> Result<(String, String), StoreError> {
+            Ok((row.try_get("local_user")?, row.try_get("remote_jid")?))
+        })
+        .transpose()
+    }
+
+    /// Records which event an XMPP message is. When the sender's id is recorded already (a
+    /// stanza sent again), nothing changes and the event recorded first is returned.
+    pub async fn record_xmpp_message(
+        &self,
+        message: &BridgedMessage,
+    ) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO xmpp_messages (room_id, sender_jid, xmpp_id, event_id, created_ts) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, sender_jid, xmpp_id) DO NOTHING",
+        )
+        .bind(&message.room_id)
+        .bind(&message.sender_jid)
+        .bind(&message.xmpp_id)
+        .bind(&message.event_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        self.xmpp_message_event(&message.room_id, &message.sender_jid, &message.xmpp_id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt("a bridged message vanished as it was recorded".into())
+            })
+    }
+
+    /// The event of a sender's XMPP message in a room.
+    pub async fn xmpp_message_event(
+        &self,
+        room_id: &str,
+        sender_jid: &str,
+        xmpp_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT event_id FROM xmpp_messages \
+             WHERE room_id = $1 AND sender_jid = $2 AND xmpp_id = $3",
+        )
+        .bind(room_id)
+        .bind(sender_jid)
+        .bind(xmpp_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get("event_id")).transpose()?)
+    }
+
+    /// The XMPP message an event is: `(sender JID, XMPP id)`.
+    pub async fn xmpp_message_of_event(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sender_jid, xmpp_id FROM xmpp_messages WHERE event_id = $1 \
+             ORDER BY created_ts LIMIT 1",
+        )
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| -> Result<(String, String), StoreError> {
+            Ok((row.try_get("sender_jid")?, row.try_get("xmpp_id")?))
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::both_backends;
+
+    both_backends!(direct_rooms_and_messages, |store: Store| async move {
+        let alice = "@alice:gw.test";
+        let bob = "bob@prosody.test";
+        assert_eq!(store.xmpp_direct_room(alice, bob).await.unwrap(), None);
+        // The first room recorded for a pair stays its room.
+        assert_eq!(
+            store
+                .set_xmpp_direct_room(alice, bob, "!one:gw.test")
+                .await
+                .unwrap(),
+            "!one:gw.test"
+        );
+        assert_eq!(
+            store
+                .set_xmpp_direct_room(alice, bob, "!two:gw.test")
+                .await
+                .unwrap(),
+            "!one:gw.test"
+        );
+        assert_eq!(
+            store.xmpp_direct_room(alice, bob).await.unwrap().as_deref(),
+            Some("!one:gw.test")
+        );
+        assert_eq!(
+            store.xmpp_direct_pair("!one:gw.test").await.unwrap(),
+            Some((alice.to_owned(), bob.to_owned()))
+        );
+        assert_eq!(store.xmpp_direct_pair("!two:gw.test").await.unwrap(), None);
+        // Another XMPP user, another room.
+        store
+            .set_xmpp_direct_room(alice, "carol@prosody.test", "!three:gw.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .xmpp_direct_room(alice, "carol@prosody.test")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("!three:gw.test")
+        );
+
+        // A stanza sent again keeps its first event.
+        let message = BridgedMessage {
+            room_id: "!one:gw.test".into(),
+            sender_jid: bob.into(),
+            xmpp_id: "m1".into(),
+            event_id: "$e1".into(),
+        };
+        assert_eq!(store.record_xmpp_message(&message).await.unwrap(), "$e1");
+        let again = BridgedMessage {
+            event_id: "$e2".into(),
+            ..message.clone()
+        };
+        assert_eq!(store.record_xmpp_message(&again).await.unwrap(), "$e1");
+        // Ids are per sender: Alice's own "m1" is another message.
+        let alices = BridgedMessage {
+            sender_jid: "alice@gw.test".into(),
+            event_id: "$e3".into(),
+            ..message.clone()
+        };
+        assert_eq!(store.record_xmpp_message(&alices).await.unwrap(), "$e3");
+        assert_eq!(
+            store
+                .xmpp_message_event("!one:gw.test", bob, "m1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("$e1")
+        );
+        assert_eq!(
+            store
+                .xmpp_message_event("!one:gw.test", bob, "m9")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.xmpp_message_of_event("$e3").await.unwrap(),
+            Some(("alice@gw.test".to_owned(), "m1".to_owned()))
+        );
+        assert_eq!(store.xmpp_message_of_event("$e2").await.unwrap(), None);
+    });
+}
