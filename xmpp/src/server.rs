@@ -21,16 +21,15 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-use crate::connection::{ConnectionError, XmlStream};
-use crate::dialback::{Dialback, DialbackError, Kind, Outcome, Secret};
+use crate::connection::ConnectionError;
+use crate::dialback::{Dialback, Outcome, Secret};
 use crate::error::{StreamError, StreamErrorCondition};
 pub use crate::negotiation::DomainPolicy;
-use crate::negotiation::{
-    self, Accepted, Authenticated, BoxedIo, InboundPolicy, NegotiationError, OutboundPolicy,
-};
+use crate::negotiation::{self, Accepted, Authenticated, BoxedIo, InboundPolicy, OutboundPolicy};
 use crate::stanza::{Rejection, Stanza, accept_inbound, bounce};
 use crate::stream::{Limits, StreamItem};
 use crate::tls::TlsSettings;
+use dialback::InboundAuth;
 
 /// Where a remote domain's server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,46 +77,6 @@ fn record_negotiation(peer: &str, tls_version: Option<&str>, method: negotiation
     span.record("peer", peer);
     span.record("tls", tls_version.unwrap_or("none"));
     span.record("auth", format!("{method:?}").as_str());
-}
-
-/// Dialback verifications one inbound stream may have under way at once.
-const MAX_PENDING_VERIFICATIONS: usize = 8;
-/// Domain pairs one inbound stream may authenticate with dialback.
-const MAX_DIALBACK_PAIRS: usize = 256;
-
-/// What an inbound stream has authenticated.
-struct InboundAuth {
-    /// A peer domain authenticated with SASL EXTERNAL, for all our domains.
-    sasl: Option<String>,
-    /// (remote, local) domain pairs authenticated with dialback.
-    pairs: HashSet<(String, String)>,
-    /// Pairs whose key is being verified.
-    pending: HashSet<(String, String)>,
-}
-
-impl InboundAuth {
-    fn is_empty(&self) -> bool {
-        self.sasl.is_none() && self.pairs.is_empty()
-    }
-
-    fn sender_authenticated(&self, remote: &str) -> bool {
-        self.sasl
-            .as_deref()
-            .is_some_and(|peer| peer.eq_ignore_ascii_case(remote))
-            || self
-                .pairs
-                .iter()
-                .any(|(from, _)| from.eq_ignore_ascii_case(remote))
-    }
-
-    fn pair_authenticated(&self, remote: &str, local: &str) -> bool {
-        self.sasl
-            .as_deref()
-            .is_some_and(|peer| peer.eq_ignore_ascii_case(remote))
-            || self
-                .pairs
-                .contains(&(remote.to_ascii_lowercase(), local.to_ascii_lowercase()))
-    }
 }
 
 /// What the reading loop of an inbound stream waits for.
@@ -268,18 +227,10 @@ impl S2s {
                     authenticated.tls_version.as_deref(),
                     authenticated.method,
                 );
-                let mut stream = authenticated.stream;
-                if !self.config.domain_policy.permits(&authenticated.peer) {
-                    let error = StreamError::new(
-                        StreamErrorCondition::PolicyViolation,
-                        "this server does not federate with your domain",
-                    );
-                    stream.fail(&error).await;
-                    tracing::info!(peer = %authenticated.peer, "refused a domain the federation policy excludes");
-                    return;
-                }
+                // The negotiation refused a domain the federation policy excludes when the
+                // stream opened, and SASL EXTERNAL authenticates only the domain claimed then.
                 auth.sasl = Some(authenticated.peer);
-                (stream, String::new())
+                (authenticated.stream, String::new())
             }
             Accepted::Dialback(dialback) => {
                 tracing::Span::current()
@@ -388,161 +339,6 @@ impl S2s {
                 }
             }
         }
-    }
-
-    /// Handles a dialback element on an inbound stream; returns what to answer at once.
-    fn dialback_request(
-        self: &Arc<Self>,
-        auth: &mut InboundAuth,
-        request: Dialback,
-        stream_id: &str,
-        verified: &mpsc::UnboundedSender<(Dialback, Outcome)>,
-    ) -> Option<Dialback> {
-        let Some(key) = request.key.clone() else {
-            // An answer nobody asked for on this stream (XEP-0220 §5): never acted upon.
-            tracing::info!(?request, "ignored an unsolicited dialback answer");
-            return None;
-        };
-        let refuse = |error| Some(request.answer(Outcome::Error(error)));
-        if !self.is_ours(&request.to) {
-            return refuse(DialbackError::ItemNotFound);
-        }
-        match request.kind {
-            // We are the authoritative server: was this key ours for that stream?
-            Kind::Verify => {
-                let id = request.id.as_deref().unwrap_or_default();
-                let valid = self.secret.verifies(&key, &request.from, &request.to, id);
-                tracing::info!(receiving = %request.from, originating = %request.to, valid, "answered a dialback verification");
-                let outcome = if valid {
-                    Outcome::Valid
-                } else {
-                    Outcome::Invalid
-                };
-                Some(request.answer(outcome))
-            }
-            // The peer asks to send from its domain to ours: ask its authoritative server.
-            Kind::Result => {
-                let pair = (request.from.clone(), request.to.clone());
-                if self.is_ours(&request.from) || !self.config.domain_policy.permits(&request.from)
-                {
-                    return refuse(DialbackError::Forbidden);
-                }
-                if !self.config.dialback {
-                    return refuse(DialbackError::NotAuthorized);
-                }
-                if auth.pairs.contains(&pair) {
-                    return Some(request.answer(Outcome::Valid));
-                }
-                if auth.pending.contains(&pair) {
-                    return None;
-                }
-                if auth.pending.len() >= MAX_PENDING_VERIFICATIONS
-                    || auth.pairs.len() >= MAX_DIALBACK_PAIRS
-                {
-                    return refuse(DialbackError::ResourceConstraint);
-                }
-                auth.pending.insert(pair);
-                let s2s = self.clone();
-                let verified = verified.clone();
-                let stream_id = stream_id.to_owned();
-                tokio::spawn(
-                    async move {
-                        let outcome = s2s.ask_authoritative(&request, &key, &stream_id).await;
-                        let _ = verified.send((request, outcome));
-                    }
-                    .in_current_span(),
-                );
-                None
-            }
-        }
-    }
-
-    /// Acts on the authoritative server's answer about a peer's key; returns whether the
-    /// stream goes on.
-    async fn dialback_verified(
-        &self,
-        stream: &mut XmlStream<BoxedIo>,
-        auth: &mut InboundAuth,
-        request: Dialback,
-        outcome: Outcome,
-    ) -> bool {
-        let pair = (request.from.clone(), request.to.clone());
-        auth.pending.remove(&pair);
-        let answer = match outcome {
-            Outcome::Valid => {
-                if auth.is_empty() {
-                    tracing::Span::current().record("peer", request.from.as_str());
-                    tracing::Span::current().record("auth", "Dialback");
-                }
-                tracing::info!(peer = %request.from, local = %request.to, method = "dialback", "inbound domain pair authenticated");
-                auth.pairs.insert(pair);
-                request.answer(Outcome::Valid)
-            }
-            Outcome::Invalid if auth.is_empty() => {
-                // A first pair with a forged key: the stream ends (XEP-0220 §2.4).
-                tracing::warn!(peer = %request.from, local = %request.to, "dialback key refused by the authoritative server");
-                let _ = stream
-                    .send_raw(&request.answer(Outcome::Invalid).to_bytes())
-                    .await;
-                let _ = stream.close().await;
-                return false;
-            }
-            Outcome::Invalid => {
-                tracing::warn!(peer = %request.from, local = %request.to, "dialback key refused by the authoritative server");
-                request.answer(Outcome::Error(DialbackError::Forbidden))
-            }
-            Outcome::Error(error) => {
-                tracing::info!(peer = %request.from, %error, "dialback verification failed");
-                request.answer(Outcome::Error(error))
-            }
-        };
-        stream.send_raw(&answer.to_bytes()).await.is_ok()
-    }
-
-    /// Asks the authoritative server of the request's sender domain about its key (we are the
-    /// receiving server).
-    async fn ask_authoritative(&self, request: &Dialback, key: &str, stream_id: &str) -> Outcome {
-        let endpoints = self.endpoints(&request.from).await;
-        if endpoints.is_empty() {
-            return Outcome::Error(DialbackError::RemoteServerNotFound);
-        }
-        let policy = self.outbound_policy();
-        let mut failure = DialbackError::RemoteConnectionFailed;
-        for endpoint in endpoints {
-            let attempt = async {
-                let socket = TcpStream::connect(endpoint.address)
-                    .await
-                    .map_err(|_| DialbackError::RemoteConnectionFailed)?;
-                let _ = socket.set_nodelay(true);
-                negotiation::verify(
-                    Box::new(socket),
-                    endpoint.direct_tls,
-                    &request.to,
-                    &request.from,
-                    stream_id,
-                    key,
-                    &policy,
-                )
-                .await
-                .map_err(|error| {
-                    tracing::info!(%error, address = %endpoint.address, "dialback verification connection failed");
-                    match error {
-                        NegotiationError::Connection(ConnectionError::PeerError(condition))
-                            if condition == "host-unknown" =>
-                        {
-                            DialbackError::RemoteServerNotFound
-                        }
-                        _ => DialbackError::RemoteServerTimeout,
-                    }
-                })
-            };
-            match tokio::time::timeout(self.config.connect_timeout, attempt).await {
-                Ok(Ok(outcome)) => return outcome,
-                Ok(Err(error)) => failure = error,
-                Err(_) => failure = DialbackError::RemoteServerTimeout,
-            }
-        }
-        Outcome::Error(failure)
     }
 
     /// Sends a stanza to its recipient's server (or hands it to the handler when the
@@ -806,6 +602,8 @@ impl S2s {
         }
     }
 }
+
+mod dialback;
 
 #[cfg(test)]
 mod tests;

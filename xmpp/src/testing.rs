@@ -1,6 +1,6 @@
 //! Certificates for tests and benchmarks: a CA and leaves for test domains, usable as server and
-//! client certificates. Built for this crate's tests, and for other crates' tests and the
-//! benchmarks with the `testing` feature.
+//! client certificates; and the policy of a test peer. Built for this crate's tests, and for
+//! other crates' tests and the benchmarks with the `testing` feature.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -8,7 +8,10 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::tls::Identity;
+use crate::dialback::Secret;
+use crate::negotiation::OutboundPolicy;
+use crate::stream::Limits;
+use crate::tls::{Identity, TlsSettings};
 
 /// A leaf certificate: for rustls, and as PEM files for other servers.
 pub struct Leaf {
@@ -80,5 +83,16 @@ impl TestCa {
     /// The identity of a leaf for `domains`.
     pub fn identity(&self, domains: &[&str]) -> Identity {
         self.leaf(domains).identity
+    }
+}
+
+/// How a test peer connects: TLS required, dialback allowed.
+pub fn dialback_policy<'a>(tls: &'a TlsSettings, secret: &'a Secret) -> OutboundPolicy<'a> {
+    OutboundPolicy {
+        tls,
+        require_tls: true,
+        dialback: true,
+        secret,
+        limits: Limits::default(),
     }
 }

@@ -72,6 +72,9 @@ impl TlsSettings {
         let roots = Arc::new(roots);
         let mut by_domain = HashMap::new();
         let mut clients = HashMap::new();
+        let verifier = Arc::new(AnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        });
         let mut default = None;
         for identity in identities {
             let key = Arc::new(CertifiedKey::from_der(
@@ -83,9 +86,7 @@ impl TlsSettings {
             let client = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate {
-                    algorithms: provider.signature_verification_algorithms,
-                }))
+                .with_custom_certificate_verifier(verifier.clone())
                 .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
             let mut direct = client.clone();
             direct.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
@@ -97,9 +98,6 @@ impl TlsSettings {
             }
         }
         let default = default.ok_or(TlsError::NoCertificate)?;
-        let verifier = Arc::new(AnyClientCertificate {
-            algorithms: provider.signature_verification_algorithms,
-        });
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -181,48 +179,6 @@ impl TlsSettings {
     }
 }
 
-/// Accepts any server certificate whose handshake signature is right, and leaves the decision
-/// about the chain to [`TlsSettings::verifies_server`].
-#[derive(Debug)]
-struct AnyServerCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// Chooses our certificate by the name the peer asked for; peers that send no name (Prosody
 /// does not) get the first certificate.
 #[derive(Debug)]
@@ -243,14 +199,35 @@ impl ResolvesServerCert for ByDomain {
     }
 }
 
-/// Requests a client certificate and checks its handshake signature, but leaves the decision
-/// about the chain to [`TlsSettings::verifies`].
+/// Accepts any peer certificate whose handshake signature is right, as client certificate
+/// (requested, not required) and as server certificate, and leaves the decision about the
+/// chain to [`TlsSettings::verifies`] and [`TlsSettings::verifies_server`].
 #[derive(Debug)]
-struct AnyClientCertificate {
+struct AnyCertificate {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ClientCertVerifier for AnyClientCertificate {
+impl AnyCertificate {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+impl ClientCertVerifier for AnyCertificate {
     fn offer_client_auth(&self) -> bool {
         true
     }
@@ -278,7 +255,7 @@ impl ClientCertVerifier for AnyClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -287,7 +264,42 @@ impl ClientCertVerifier for AnyClientCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -242,7 +242,12 @@ pub fn matrix_media(
     mxc: OwnedMxcUri,
     thumbnail: Option<OwnedMxcUri>,
 ) -> MessageType {
-    let thumb = file.thumbnail.as_ref().zip(thumbnail);
+    let (thumbnail_info, thumbnail_source) = file
+        .thumbnail
+        .as_ref()
+        .zip(thumbnail)
+        .map(|(described, stored)| (thumbnail_info(described), MediaSource::Plain(stored)))
+        .unzip();
     let name = file_name(file);
     let body = file.description.clone().unwrap_or_else(|| name.clone());
     let size = uint(file.size);
@@ -253,10 +258,7 @@ pub fn matrix_media(
         MediaKind::Image => {
             let mut info = ImageInfo::new();
             (info.mimetype, info.size, info.width, info.height) = (mimetype, size, width, height);
-            if let Some((described, stored)) = thumb {
-                info.thumbnail_info = Some(thumbnail_info(described));
-                info.thumbnail_source = Some(MediaSource::Plain(stored));
-            }
+            (info.thumbnail_info, info.thumbnail_source) = (thumbnail_info, thumbnail_source);
             let mut content = ImageMessageEventContent::plain(body, mxc).info(Box::new(info));
             content.filename = Some(name);
             MessageType::Image(content)
@@ -271,10 +273,7 @@ pub fn matrix_media(
         MediaKind::Video => {
             let mut info = VideoInfo::new();
             (info.mimetype, info.size, info.width, info.height) = (mimetype, size, width, height);
-            if let Some((described, stored)) = thumb {
-                info.thumbnail_info = Some(thumbnail_info(described));
-                info.thumbnail_source = Some(MediaSource::Plain(stored));
-            }
+            (info.thumbnail_info, info.thumbnail_source) = (thumbnail_info, thumbnail_source);
             let mut content = VideoMessageEventContent::plain(body, mxc).info(Box::new(info));
             content.filename = Some(name);
             MessageType::Video(content)
@@ -318,68 +317,78 @@ fn matrix_thumbnail(
     ))
 }
 
+/// What the `info` of a Matrix file message says.
+#[derive(Default)]
+struct Described {
+    mimetype: Option<String>,
+    size: Option<UInt>,
+    width: Option<UInt>,
+    height: Option<UInt>,
+    thumbnail: Option<(OwnedMxcUri, Thumbnail)>,
+}
+
+impl Described {
+    /// An image or a video: with dimensions and a thumbnail.
+    fn visual(
+        mimetype: &Option<String>,
+        size: Option<UInt>,
+        (width, height): (Option<UInt>, Option<UInt>),
+        thumbnail: (Option<&MediaSource>, Option<&ThumbnailInfo>),
+    ) -> Described {
+        Described {
+            mimetype: mimetype.clone(),
+            size,
+            width,
+            height,
+            thumbnail: matrix_thumbnail(thumbnail.0, thumbnail.1),
+        }
+    }
+
+    /// Audio or another file.
+    fn plain(mimetype: &Option<String>, size: Option<UInt>) -> Described {
+        Described {
+            mimetype: mimetype.clone(),
+            size,
+            ..Described::default()
+        }
+    }
+}
+
 /// What a Matrix file message says about its file.
 pub fn matrix_file(msgtype: &MessageType) -> Option<MatrixFile> {
-    let mut thumbnail = None;
-    let (source, body, filename, mimetype, size, width, height) = match msgtype {
-        MessageType::Image(c) => {
-            let info = c.info.as_deref();
-            thumbnail = info.and_then(|i| {
-                matrix_thumbnail(i.thumbnail_source.as_ref(), i.thumbnail_info.as_deref())
-            });
+    // The contents of the four types differ in type, not in shape.
+    macro_rules! fields {
+        ($content:expr, visual) => {
             (
-                &c.source,
-                &c.body,
-                &c.filename,
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-                info.and_then(|i| i.width),
-                info.and_then(|i| i.height),
+                &$content.source,
+                &$content.body,
+                &$content.filename,
+                $content.info.as_deref().map(|i| {
+                    let thumbnail = (i.thumbnail_source.as_ref(), i.thumbnail_info.as_deref());
+                    Described::visual(&i.mimetype, i.size, (i.width, i.height), thumbnail)
+                }),
             )
-        }
-        MessageType::Video(c) => {
-            let info = c.info.as_deref();
-            thumbnail = info.and_then(|i| {
-                matrix_thumbnail(i.thumbnail_source.as_ref(), i.thumbnail_info.as_deref())
-            });
+        };
+        ($content:expr, plain) => {
             (
-                &c.source,
-                &c.body,
-                &c.filename,
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-                info.and_then(|i| i.width),
-                info.and_then(|i| i.height),
+                &$content.source,
+                &$content.body,
+                &$content.filename,
+                $content
+                    .info
+                    .as_deref()
+                    .map(|i| Described::plain(&i.mimetype, i.size)),
             )
-        }
-        MessageType::Audio(c) => {
-            let info = c.info.as_deref();
-            let mimetype = info.and_then(|i| i.mimetype.clone());
-            (
-                &c.source,
-                &c.body,
-                &c.filename,
-                mimetype,
-                info.and_then(|i| i.size),
-                None,
-                None,
-            )
-        }
-        MessageType::File(c) => {
-            let info = c.info.as_deref();
-            let mimetype = info.and_then(|i| i.mimetype.clone());
-            (
-                &c.source,
-                &c.body,
-                &c.filename,
-                mimetype,
-                info.and_then(|i| i.size),
-                None,
-                None,
-            )
-        }
+        };
+    }
+    let (source, body, filename, described) = match msgtype {
+        MessageType::Image(c) => fields!(c, visual),
+        MessageType::Video(c) => fields!(c, visual),
+        MessageType::Audio(c) => fields!(c, plain),
+        MessageType::File(c) => fields!(c, plain),
         _ => return None,
     };
+    let described = described.unwrap_or_default();
     // Encrypted files cannot be shared with XMPP this way.
     let MediaSource::Plain(mxc) = source else {
         return None;
@@ -390,17 +399,18 @@ pub fn matrix_file(msgtype: &MessageType) -> Option<MatrixFile> {
         Some(name) => (name.clone(), None),
         None => (body.clone(), None),
     };
-    let (thumbnail_mxc, thumbnail) = thumbnail.unzip();
+    let number = |value: Option<UInt>| value.and_then(|v| u32::try_from(u64::from(v)).ok());
+    let (thumbnail_mxc, thumbnail) = described.thumbnail.unzip();
     Some(MatrixFile {
         mxc: mxc.clone(),
         thumbnail: thumbnail_mxc,
         file: SharedFile {
             url: String::new(),
             name: Some(name),
-            media_type: mimetype,
-            size: size.map(u64::from),
-            width: width.and_then(|w| u32::try_from(u64::from(w)).ok()),
-            height: height.and_then(|h| u32::try_from(u64::from(h)).ok()),
+            media_type: described.mimetype,
+            size: described.size.map(u64::from),
+            width: number(described.width),
+            height: number(described.height),
             description,
             thumbnail,
         },

@@ -77,14 +77,10 @@ fn body(message: &Message) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The body without the parts XEP-0428 marks as a fallback for `namespace`. Offsets count
-/// characters (Unicode scalar values); a `<body/>` without offsets covers the whole body.
-pub fn strip_fallback(message: &Message, namespace: &str) -> Option<String> {
-    kept_body(message, namespace).map(|(text, _)| text)
-}
-
-/// The body without the fallback for `namespace`, and for each character of the whole body
-/// its position in what is kept (`None` for a character of the fallback).
+/// The body without the parts XEP-0428 marks as a fallback for `namespace` (offsets count
+/// characters, Unicode scalar values; a `<body/>` without offsets covers the whole body), and
+/// for each character of the whole body its position in what is kept (`None` for a character
+/// of the fallback).
 fn kept_body(message: &Message, namespace: &str) -> Option<(String, Vec<Option<usize>>)> {
     let text = body(message)?;
     let characters: Vec<char> = text.chars().collect();

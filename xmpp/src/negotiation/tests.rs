@@ -1,7 +1,7 @@
 //! Tests of the negotiation module.
 
 use super::*;
-use crate::testing::TestCa;
+use crate::testing::{TestCa, dialback_policy};
 use rustls::pki_types::ServerName;
 use tokio::io::duplex;
 
@@ -47,6 +47,19 @@ fn sasl(accepted: Accepted) -> Authenticated {
         Accepted::Sasl(authenticated) => authenticated,
         Accepted::Dialback(_) => panic!("expected SASL EXTERNAL, got dialback"),
     }
+}
+
+/// Runs the receiving side over STARTTLS in a task of its own.
+fn spawn_accept(
+    ours: tokio::io::DuplexStream,
+    gateway: TlsSettings,
+    policy: InboundPolicy,
+) -> tokio::task::JoinHandle<Result<(), NegotiationError>> {
+    tokio::spawn(async move {
+        accept(Box::new(ours), false, &gateway, &policy)
+            .await
+            .map(|_| ())
+    })
 }
 
 async fn element(stream: &mut XmlStream<BoxedIo>) -> Element {
@@ -204,11 +217,7 @@ async fn a_certificate_for_another_domain_gets_no_external() {
     } = world();
     let (ours, theirs) = duplex(64 * 1024);
     let peer = tokio::spawn(peer(theirs, prosody, "evil.test", "evil.test", false));
-    let server = tokio::spawn(async move {
-        accept(Box::new(ours), false, &gateway, &policy)
-            .await
-            .map(|_| ())
-    });
+    let server = spawn_accept(ours, gateway, policy);
     let result = peer.await.unwrap();
     assert_eq!(
         result.err().as_deref(),
@@ -226,11 +235,7 @@ async fn a_mismatched_authorization_identity_fails() {
     } = world();
     let (ours, theirs) = duplex(64 * 1024);
     let peer = tokio::spawn(peer(theirs, prosody, "prosody.test", "other.test", false));
-    let server = tokio::spawn(async move {
-        accept(Box::new(ours), false, &gateway, &policy)
-            .await
-            .map(|_| ())
-    });
+    let server = spawn_accept(ours, gateway, policy);
     let result = peer.await.unwrap();
     assert_eq!(
         result.err().as_deref(),
@@ -299,11 +304,7 @@ async fn the_initiating_side_refuses_an_untrusted_peer() {
         gateway, policy, ..
     } = world();
     let (ours, theirs) = duplex(64 * 1024);
-    let receiving = tokio::spawn(async move {
-        accept(Box::new(ours), false, &gateway, &policy)
-            .await
-            .map(|_| ())
-    });
+    let receiving = spawn_accept(ours, gateway, policy);
     let result = prosody_as_causeway(&prosody, theirs, false).await;
     assert!(result.is_err());
     let _ = receiving.await;
@@ -369,13 +370,16 @@ fn strangers() -> (TlsSettings, TlsSettings, InboundPolicy) {
     (gateway, prosody, policy)
 }
 
-fn dialback_policy<'a>(tls: &'a TlsSettings, secret: &'a Secret) -> OutboundPolicy<'a> {
-    OutboundPolicy {
-        tls,
-        require_tls: true,
-        dialback: true,
-        secret,
-        limits: Limits::default(),
+/// The receiving side, which must hand the stream over for dialback.
+async fn accept_dialback(
+    ours: tokio::io::DuplexStream,
+    gateway: &TlsSettings,
+    policy: &InboundPolicy,
+) -> DialbackStream {
+    match accept(Box::new(ours), false, gateway, policy).await {
+        Ok(Accepted::Dialback(inbound)) => inbound,
+        Ok(Accepted::Sasl(_)) => panic!("expected dialback, got SASL EXTERNAL"),
+        Err(error) => panic!("expected dialback, got {error}"),
     }
 }
 
@@ -391,12 +395,7 @@ async fn dialback_over_tls_when_certificates_do_not_verify() {
         let outcome = connect(Box::new(theirs), false, "prosody.test", "gw.test", &policy).await;
         (outcome, secret)
     });
-    let Accepted::Dialback(mut inbound) = accept(Box::new(ours), false, &gateway, &policy)
-        .await
-        .unwrap()
-    else {
-        panic!("expected dialback");
-    };
+    let mut inbound = accept_dialback(ours, &gateway, &policy).await;
     assert_eq!(inbound.local, "gw.test");
     assert!(inbound.tls_version.is_some(), "dialback runs over TLS");
     let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
@@ -441,11 +440,7 @@ async fn refused_dialback_fails_the_initiating_side() {
                 .err()
                 .map(|error| error.to_string())
         });
-        let Ok(Accepted::Dialback(mut inbound)) =
-            accept(Box::new(ours), false, &gateway, &policy).await
-        else {
-            panic!("expected dialback");
-        };
+        let mut inbound = accept_dialback(ours, &gateway, &policy).await;
         let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
         // Answers to other requests are not taken for this one.
         let mut unrelated = request.answer(Outcome::Valid);
@@ -470,11 +465,7 @@ async fn without_dialback_an_untrusted_peer_is_refused_by_both_sides() {
     let (gateway, prosody, mut policy) = strangers();
     policy.dialback = false;
     let (ours, theirs) = duplex(64 * 1024);
-    let receiving = tokio::spawn(async move {
-        accept(Box::new(ours), false, &gateway, &policy)
-            .await
-            .map(|_| ())
-    });
+    let receiving = spawn_accept(ours, gateway, policy);
     let secret = Secret::random();
     let mut outbound = dialback_policy(&prosody, &secret);
     outbound.dialback = false;
@@ -506,11 +497,7 @@ async fn verification_with_the_authoritative_server() {
         let (gateway, prosody, policy) = strangers();
         let (ours, theirs) = duplex(64 * 1024);
         let authoritative = tokio::spawn(async move {
-            let Ok(Accepted::Dialback(mut inbound)) =
-                accept(Box::new(ours), false, &gateway, &policy).await
-            else {
-                panic!("expected dialback");
-            };
+            let mut inbound = accept_dialback(ours, &gateway, &policy).await;
             let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
             let mut other = request.answer(Outcome::Valid);
             other.id = Some("another".into());
@@ -580,11 +567,7 @@ async fn dialback_without_tls_only_when_tls_is_optional() {
     let (ours, mut theirs) = duplex(64 * 1024);
     use tokio::io::AsyncWriteExt;
     theirs.write_all(open.as_bytes()).await.unwrap();
-    let Ok(Accepted::Dialback(mut inbound)) =
-        accept(Box::new(ours), false, &gateway, &policy).await
-    else {
-        panic!("expected dialback");
-    };
+    let mut inbound = accept_dialback(ours, &gateway, &policy).await;
     assert_eq!(inbound.tls_version, None);
     let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
     assert_eq!(request.key.as_deref(), Some("abcd"));

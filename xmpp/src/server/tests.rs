@@ -1,8 +1,11 @@
 //! Tests of the server module.
 
 use super::*;
+use crate::connection::XmlStream;
+use crate::dialback::{DialbackError, Kind};
+use crate::negotiation::NegotiationError;
 use crate::router::{DefaultRouter, Domains};
-use crate::testing::TestCa;
+use crate::testing::{TestCa, dialback_policy};
 use xmpp_parsers::iq::Iq;
 
 /// Answers as the server's default router does, and records what it saw.
@@ -150,17 +153,6 @@ async fn next(seen: &mut mpsc::UnboundedReceiver<Stanza>) -> Stanza {
         .expect("the channel is open")
 }
 
-/// How a test peer connects: dialback allowed, TLS required.
-fn outbound_policy<'a>(tls: &'a TlsSettings, secret: &'a Secret) -> OutboundPolicy<'a> {
-    OutboundPolicy {
-        tls,
-        require_tls: true,
-        dialback: true,
-        secret,
-        limits: Limits::default(),
-    }
-}
-
 fn parse(xml: &str) -> Stanza {
     crate::stanza::accept_inbound(xml.parse().unwrap(), |_| true, |_| true).unwrap()
 }
@@ -304,7 +296,7 @@ async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
         false,
         "prosody.test",
         "gw.test",
-        &outbound_policy(&stranger, &secret),
+        &dialback_policy(&stranger, &secret),
     )
     .await;
     assert!(refused.is_err());
@@ -321,7 +313,7 @@ async fn a_peer_lying_about_its_domain_is_cut_off_and_others_go_on() {
         false,
         "prosody.test",
         "gw.test",
-        &outbound_policy(&trusted, &secret),
+        &dialback_policy(&trusted, &secret),
     )
     .await
     .unwrap();
@@ -385,22 +377,32 @@ async fn a_forged_dialback_key_is_refused() {
     )
     .unwrap();
     let secret = Secret::random();
-    let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
-        .await
-        .unwrap();
-    let refused = negotiation::connect(
-        Box::new(socket),
-        false,
-        "prosody.test",
-        "gw.test",
-        &outbound_policy(&impostor, &secret),
-    )
-    .await;
+    let refused = connect_to(&pair.gateway, "prosody.test", &impostor, &secret).await;
     assert!(
         matches!(refused, Err(NegotiationError::DialbackInvalid)),
         "{:?}",
         refused.err()
     );
+}
+
+/// A peer's stream to the gateway (over STARTTLS) as `local`.
+async fn connect_to(
+    gateway: &S2s,
+    local: &str,
+    tls: &TlsSettings,
+    secret: &Secret,
+) -> Result<Authenticated, NegotiationError> {
+    let socket = TcpStream::connect(endpoint(gateway, false).address)
+        .await
+        .unwrap();
+    negotiation::connect(
+        Box::new(socket),
+        false,
+        local,
+        "gw.test",
+        &dialback_policy(tls, secret),
+    )
+    .await
 }
 
 /// An authoritative server for raw.test and other.raw.test, answering with `secret`.
@@ -487,18 +489,9 @@ async fn several_domain_pairs_over_one_stream() {
             }],
         );
     }
-    let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
+    let mut peer = connect_to(&pair.gateway, "raw.test", &tls, &secret)
         .await
         .unwrap();
-    let mut peer = negotiation::connect(
-        Box::new(socket),
-        false,
-        "raw.test",
-        "gw.test",
-        &outbound_policy(&tls, &secret),
-    )
-    .await
-    .unwrap();
     assert_eq!(peer.method, negotiation::AuthMethod::Dialback);
     let stream_id = peer.stream_id.clone().unwrap();
     let stream = &mut peer.stream;
@@ -558,18 +551,9 @@ async fn several_domain_pairs_over_one_stream() {
         ("c@other.raw.test", "b@gw.test"),
         ("e@evil.test", "b@gw.test"),
     ] {
-        let socket = TcpStream::connect(endpoint(&pair.gateway, false).address)
+        let mut fresh = connect_to(&pair.gateway, "raw.test", &tls, &secret)
             .await
             .unwrap();
-        let mut fresh = negotiation::connect(
-            Box::new(socket),
-            false,
-            "raw.test",
-            "gw.test",
-            &outbound_policy(&tls, &secret),
-        )
-        .await
-        .unwrap();
         if from.ends_with("other.raw.test") {
             let key = secret.key(
                 "muc.gw.test",

@@ -2,7 +2,6 @@
 
 use super::*;
 use proptest::prelude::*;
-use ruma::events::room::message::TextMessageEventContent;
 use ruma::owned_event_id;
 
 fn gateway() -> Gateway {
@@ -293,9 +292,13 @@ fn formatted_matrix_text_becomes_styling() {
         .value;
     assert!(out.payloads.iter().any(|p| p.is("unstyled", ns::STYLING)));
     // Not a text message: nothing to send as text.
-    let matrix =
-        RoomMessageEventContent::new(MessageType::Text(TextMessageEventContent::plain("x")));
-    assert!(to_xmpp(&matrix, &ToXmppRefs::default(), &gateway()).is_some());
+    let matrix = RoomMessageEventContent::new(MessageType::Image(
+        ruma::events::room::message::ImageMessageEventContent::plain(
+            "cat.png".into(),
+            ruma::owned_mxc_uri!("mxc://gw.test/cat"),
+        ),
+    ));
+    assert!(to_xmpp(&matrix, &ToXmppRefs::default(), &gateway()).is_none());
 }
 
 #[test]
