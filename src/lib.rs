@@ -1,6 +1,7 @@
 //! Causeway: wiring of the homeserver, the listeners and the administration commands.
 
 pub mod admin;
+pub mod bridge;
 pub mod federation_listener;
 pub mod xmpp;
 
@@ -56,7 +57,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let xmpp = if config.xmpp.enabled {
-        Some(xmpp::start(&config).await?)
+        Some(xmpp::start(&config, services.clone()).await?)
     } else {
         None
     };

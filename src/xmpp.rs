@@ -1,34 +1,22 @@
-//! Starting the XMPP server-to-server side for the server's domains.
-//!
-//! Until the bridge lands, stanzas for our domains are answered by the server's default
-//! router (service discovery, ping, version, time; `service-unavailable` for the rest).
+//! Starting the XMPP server-to-server side for the server's domains, with the bridge as the
+//! handler of what arrives (messages to local accounts; the default router answers service
+//! discovery, ping, version and time, and `service-unavailable` for the rest).
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use causeway_config::Config;
-use causeway_xmpp::router::{DefaultRouter, Domains};
-use causeway_xmpp::server::{DomainPolicy, Endpoint, S2s, S2sConfig, StanzaHandler};
-use causeway_xmpp::stanza::Stanza;
+use causeway_matrix::Services;
+use causeway_xmpp::router::Domains;
+use causeway_xmpp::server::{DomainPolicy, Endpoint, S2s, S2sConfig};
 use causeway_xmpp::stream::Limits;
 use causeway_xmpp::tls::{Identity, TlsSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Answers stanzas for the server's own domains.
-struct ServerHandler {
-    router: DefaultRouter,
-}
-
-impl StanzaHandler for ServerHandler {
-    fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
-        Box::pin(async move { self.router.answer(&stanza).into_iter().collect() })
-    }
-}
+use crate::bridge::Bridge;
 
 /// The XMPP domains: the server's host and the MUC service.
 pub fn domains(config: &Config) -> Domains {
@@ -80,8 +68,14 @@ fn identity(config: &Config, domains: &Domains) -> anyhow::Result<Identity> {
     read_identity(&certificate, &key, domains)
 }
 
-/// Starts the listeners and the outbound side.
-pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
+/// The running XMPP side and the bridge behind it.
+pub struct Xmpp {
+    pub s2s: Arc<S2s>,
+    pub bridge: Arc<Bridge>,
+}
+
+/// Starts the listeners, the outbound side and the bridge to the homeserver.
+pub async fn start(config: &Config, services: Arc<Services>) -> anyhow::Result<Xmpp> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let domains = domains(config);
     let mut roots = Vec::new();
@@ -128,14 +122,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Arc<S2s>> {
         max_stanzas_per_second: config.xmpp.max_stanzas_per_second,
         nameservers: config.xmpp.nameservers.clone(),
     };
-    let handler = Arc::new(ServerHandler {
-        router: DefaultRouter::new(domains.clone(), env!("CARGO_PKG_VERSION")),
-    });
-    let s2s = S2s::start(s2s_config, Arc::new(tls), handler)
+    let bridge = Bridge::new(services, domains.clone(), env!("CARGO_PKG_VERSION"))
+        .context("setting up the bridge")?;
+    let s2s = S2s::start(s2s_config, Arc::new(tls), bridge.clone())
         .await
         .context("binding the XMPP listeners")?;
+    bridge.attach(&s2s);
     for (address, direct) in s2s.local_addresses() {
         tracing::info!(%address, direct_tls = direct, domain = %domains.server, muc = %domains.muc, "XMPP server-to-server listening");
     }
-    Ok(s2s)
+    Ok(Xmpp { s2s, bridge })
 }

@@ -5,34 +5,15 @@
 // The certificate helpers above the tests unwrap like the tests do.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use causeway_config::{Config, ServerName, XmppRoute};
-use causeway_xmpp::server::{Endpoint, S2s, S2sConfig, StanzaHandler};
+use causeway_xmpp::server::Endpoint;
 use causeway_xmpp::stanza::Stanza;
-use causeway_xmpp::stream::Limits;
 use causeway_xmpp::testing::TestCa;
-use causeway_xmpp::tls::TlsSettings;
-use tokio::sync::mpsc;
 use xmpp_parsers::iq::Iq;
-
-struct Recorder(mpsc::UnboundedSender<Stanza>);
-
-impl StanzaHandler for Recorder {
-    fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
-        let _ = self.0.send(stanza);
-        Box::pin(async { vec![] })
-    }
-}
-
-fn free_address() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 #[tokio::test]
 async fn the_configured_server_answers_an_authenticated_peer() {
@@ -45,36 +26,14 @@ async fn the_configured_server_answers_an_authenticated_peer() {
     std::fs::write(dir.path().join("ca.crt"), ca.root_pem()).unwrap();
 
     // The peer, playing prosody.test, listens first so that the gateway can route to it.
-    let peer_tls =
-        TlsSettings::new(vec![ca.identity(&["prosody.test"])], vec![ca.root()], false).unwrap();
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let peer = S2s::start(
-        S2sConfig {
-            domains: vec!["prosody.test".into()],
-            listen_starttls: vec!["127.0.0.1:0".parse().unwrap()],
-            listen_direct_tls: vec![],
-            routes: HashMap::new(),
-            require_tls: true,
-            dialback: false,
-            limits: Limits::default(),
-            idle_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            domain_policy: Default::default(),
-            max_stanzas_per_second: 1000,
-            nameservers: vec![],
-        },
-        Arc::new(peer_tls),
-        Arc::new(Recorder(seen_tx)),
-    )
-    .await
-    .unwrap();
+    let (peer, mut seen) = common::peer::start(&ca, "prosody.test").await;
     let peer_address = peer.local_addresses()[0].0;
 
     let mut config = Config::default();
     config.server.name = ServerName::try_from("gw.test").unwrap();
     config.server.data_dir = dir.path().join("data");
     config.xmpp.muc_domain = Some("chat.gw.test".into());
-    let gateway_address = free_address();
+    let gateway_address = common::peer::free_address();
     config.xmpp.listen_starttls = vec![gateway_address];
     config.xmpp.listen_direct_tls = vec![];
     config.xmpp.tls_certificate = Some(dir.path().join("gw.crt"));
@@ -86,7 +45,10 @@ async fn the_configured_server_answers_an_authenticated_peer() {
         address: peer_address,
         direct_tls: false,
     }];
-    let gateway = causeway::xmpp::start(&config).await.unwrap();
+    let services = causeway_matrix::Services::start(config.clone())
+        .await
+        .unwrap();
+    let gateway = causeway::xmpp::start(&config, services).await.unwrap();
     peer.set_route(
         "chat.gw.test",
         vec![Endpoint {

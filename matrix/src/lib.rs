@@ -2,6 +2,7 @@
 //! rules, the room engine, sync, media and storage. It knows nothing of XMPP.
 
 pub mod api;
+pub mod create_room;
 pub mod error;
 pub mod keys;
 pub mod pdu;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::pdu::{self, EventDraft, Pdu};
-use crate::store::{NewEvent, StateMap, Store};
+use crate::store::{NewEvent, Relation, StateMap, Store};
 
 /// At most this many forward extremities are referenced by a new event.
 const MAX_PREV_EVENTS: usize = 20;
@@ -447,6 +447,7 @@ impl Rooms {
             state_group_before: cache.state_group,
             membership: membership.map(str::to_owned),
             transaction,
+            relation: Relation::of_content(&pdu.content_value()),
         };
         let mut writer = self.store.stream_writer().await;
         let persisted = self.store.persist_event(&mut writer, &new_event).await?;

@@ -1,7 +1,9 @@
 //! The homeserver's services, shared by every request handler through `Arc<Services>`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,19 @@ pub struct Services {
     pub limits: RateLimiters,
     pub media_dir: PathBuf,
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
+    /// Makes the accounts of users of other networks on demand (see [`UserProvisioner`]).
+    provisioner: std::sync::OnceLock<Arc<dyn UserProvisioner>>,
+}
+
+/// Makes local accounts on demand for users the server stands in for, such as the users of
+/// another network who appear here as local users. Asked when a local user id without an
+/// account is invited or looked up.
+pub trait UserProvisioner: Send + Sync + 'static {
+    /// Makes the account of `user_id` if this provisioner stands for it; says whether it did.
+    fn provision<'a>(
+        &'a self,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>>;
 }
 
 /// The progress of one registration's user-interactive authentication: the stages done.
@@ -67,6 +82,7 @@ impl Services {
             limits,
             media_dir,
             uiaa: std::sync::Mutex::new(HashMap::new()),
+            provisioner: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -87,6 +103,26 @@ impl Services {
             device_id: info.device_id.as_str().into(),
             access_token: token.to_owned(),
         })
+    }
+
+    /// Sets the provisioner of accounts made on demand; only the first one set counts.
+    pub fn set_provisioner(&self, provisioner: Arc<dyn UserProvisioner>) {
+        let _ = self.provisioner.set(provisioner);
+    }
+
+    /// Makes sure a local user's account exists when the provisioner stands for the user;
+    /// returns whether the account exists.
+    pub async fn provision_user(&self, user_id: &UserId) -> Result<bool, Error> {
+        if !self.is_local(user_id) {
+            return Ok(false);
+        }
+        if self.store.user(user_id.as_str()).await?.is_some() {
+            return Ok(true);
+        }
+        match self.provisioner.get() {
+            Some(provisioner) => provisioner.provision(user_id).await,
+            None => Ok(false),
+        }
     }
 
     /// Whether a user id belongs to this server.

@@ -283,3 +283,63 @@ fn rand_suffix() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
+
+/// A peer XMPP server for one domain, recording every stanza that reaches it.
+pub mod peer {
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use causeway_xmpp::server::{S2s, S2sConfig, StanzaHandler};
+    use causeway_xmpp::stanza::Stanza;
+    use causeway_xmpp::stream::Limits;
+    use causeway_xmpp::testing::TestCa;
+    use causeway_xmpp::tls::TlsSettings;
+    use tokio::sync::mpsc;
+
+    struct Recorder(mpsc::UnboundedSender<Stanza>);
+
+    impl StanzaHandler for Recorder {
+        fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
+            let _ = self.0.send(stanza);
+            Box::pin(async { vec![] })
+        }
+    }
+
+    /// Starts the peer on a free loopback port with a certificate from `ca`; it trusts `ca`
+    /// and requires certificates (no dialback).
+    pub async fn start(ca: &TestCa, domain: &str) -> (Arc<S2s>, mpsc::UnboundedReceiver<Stanza>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = TlsSettings::new(vec![ca.identity(&[domain])], vec![ca.root()], false).unwrap();
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let peer = S2s::start(
+            S2sConfig {
+                domains: vec![domain.into()],
+                listen_starttls: vec!["127.0.0.1:0".parse().unwrap()],
+                listen_direct_tls: vec![],
+                routes: HashMap::new(),
+                require_tls: true,
+                dialback: false,
+                limits: Limits::default(),
+                idle_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(5),
+                domain_policy: Default::default(),
+                max_stanzas_per_second: 1000,
+                nameservers: vec![],
+            },
+            Arc::new(tls),
+            Arc::new(Recorder(seen_tx)),
+        )
+        .await
+        .unwrap();
+        (peer, seen)
+    }
+
+    /// A loopback address nothing listens on (yet).
+    pub fn free_address() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+}

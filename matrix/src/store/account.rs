@@ -209,7 +209,7 @@ impl Store {
     /// Marks the account deactivated, removes its password, devices and tokens.
     pub async fn deactivate_user(&self, user_id: &str) -> Result<bool, StoreError> {
         self.tokens.forget_user(user_id);
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         let result = sqlx::query(
             "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1",
         )
@@ -240,7 +240,7 @@ impl Store {
         ip: Option<&str>,
     ) -> Result<(), StoreError> {
         self.tokens.forget_user(user_id);
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         // Logging in again with an existing device id replaces the device's old tokens.
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
@@ -301,7 +301,7 @@ impl Store {
     /// Deletes a device and every token of it.
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
         self.tokens.forget_user(user_id);
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)
@@ -326,7 +326,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let keep = keep.unwrap_or("");
         self.tokens.forget_user(user_id);
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id)
             .bind(keep)

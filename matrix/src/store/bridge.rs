@@ -55,6 +55,27 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a direct room vanished as it was recorded".into()))
     }
 
+    /// Makes `room_id` the direct room of a pair, in place of the one recorded before.
+    pub async fn replace_xmpp_direct_room(
+        &self,
+        local_user: &str,
+        remote_jid: &str,
+        room_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO xmpp_direct_rooms (local_user, remote_jid, room_id, created_ts) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (local_user, remote_jid) \
+             DO UPDATE SET room_id = excluded.room_id, created_ts = excluded.created_ts",
+        )
+        .bind(local_user)
+        .bind(remote_jid)
+        .bind(room_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The pair of a direct room: `(local user, remote JID)`.
     pub async fn xmpp_direct_pair(
         &self,
@@ -131,6 +152,49 @@ impl Store {
         })
         .transpose()
     }
+
+    /// The messages of a room with an XMPP id, whoever sent them: `(sender JID, event id)`,
+    /// oldest first.
+    pub async fn xmpp_messages_with_id(
+        &self,
+        room_id: &str,
+        xmpp_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sender_jid, event_id FROM xmpp_messages WHERE room_id = $1 AND xmpp_id = $2 \
+             ORDER BY created_ts",
+        )
+        .bind(room_id)
+        .bind(xmpp_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("sender_jid")?, row.try_get("event_id")?)))
+            .collect()
+    }
+
+    /// How far the stream reader `name` got, if it ever ran.
+    pub async fn stream_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT position FROM stream_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records how far the stream reader `name` got.
+    pub async fn set_stream_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stream_cursors (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +230,20 @@ mod tests {
             Some((alice.to_owned(), bob.to_owned()))
         );
         assert_eq!(store.xmpp_direct_pair("!two:gw.test").await.unwrap(), None);
+        // A direct chat made anew takes over.
+        store
+            .replace_xmpp_direct_room(alice, bob, "!four:gw.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.xmpp_direct_room(alice, bob).await.unwrap().as_deref(),
+            Some("!four:gw.test")
+        );
+        assert_eq!(store.xmpp_direct_pair("!one:gw.test").await.unwrap(), None);
+        store
+            .replace_xmpp_direct_room(alice, bob, "!one:gw.test")
+            .await
+            .unwrap();
         // Another XMPP user, another room.
         store
             .set_xmpp_direct_room(alice, "carol@prosody.test", "!three:gw.test")
@@ -220,5 +298,31 @@ mod tests {
             Some(("alice@gw.test".to_owned(), "m1".to_owned()))
         );
         assert_eq!(store.xmpp_message_of_event("$e2").await.unwrap(), None);
+        assert_eq!(
+            store
+                .xmpp_messages_with_id("!one:gw.test", "m1")
+                .await
+                .unwrap(),
+            vec![
+                (bob.to_owned(), "$e1".to_owned()),
+                ("alice@gw.test".to_owned(), "$e3".to_owned())
+            ]
+        );
+        assert!(
+            store
+                .xmpp_messages_with_id("!two:gw.test", "m1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+
+    both_backends!(stream_cursors, |store: Store| async move {
+        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), None);
+        store.set_stream_cursor("xmpp", 7).await.unwrap();
+        store.set_stream_cursor("xmpp", 12).await.unwrap();
+        store.set_stream_cursor("other", 1).await.unwrap();
+        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), Some(12));
+        assert_eq!(store.stream_cursor("other").await.unwrap(), Some(1));
     });
 }

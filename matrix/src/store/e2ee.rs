@@ -145,7 +145,7 @@ impl Store {
         keys: &[(String, String, String)],
     ) -> Result<(), StoreError> {
         self.key_counts.forget(user_id, device_id);
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         for (key_id, algorithm, json) in keys {
             sqlx::query(
                 "INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, json) \
@@ -262,7 +262,7 @@ impl Store {
         device_id: &str,
         algorithm: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT key_id, json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 \
              AND algorithm = $3 ORDER BY key_id LIMIT 1",
@@ -420,7 +420,7 @@ impl Store {
         transaction: (&str, &str, &str),
     ) -> Result<bool, StoreError> {
         let mut writer = self.stream_writer().await;
-        let mut db = self.pool().begin().await?;
+        let mut db = self.begin_write().await?;
         let (user_id, device_id, txn_id) = transaction;
         let inserted = sqlx::query(
             "INSERT INTO to_device_transactions (user_id, device_id, txn_id) VALUES ($1, $2, $3) \

@@ -34,6 +34,32 @@ pub struct NewEvent {
     pub membership: Option<String>,
     /// `(user, device, txn id)` for client sends.
     pub transaction: Option<(String, String, String)>,
+    /// The event's `m.relates_to`, if it has a relation.
+    pub relation: Option<Relation>,
+}
+
+/// An event's relation to another (`m.relates_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub rel_type: String,
+    pub event_id: String,
+    /// The key of an annotation (a reaction).
+    pub key: Option<String>,
+}
+
+impl Relation {
+    /// The relation in an event's content, if it has one with a type and a target.
+    pub fn of_content(content: &serde_json::Value) -> Option<Relation> {
+        let relation = content.get("m.relates_to")?;
+        Some(Relation {
+            rel_type: relation.get("rel_type")?.as_str()?.to_owned(),
+            event_id: relation.get("event_id")?.as_str()?.to_owned(),
+            key: relation
+                .get("key")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        })
+    }
 }
 
 /// What [`Store::persist_event`] wrote.
@@ -92,7 +118,7 @@ impl Store {
         event: &NewEvent,
     ) -> Result<Persisted, StoreError> {
         let stream_ordering = writer.next_position();
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         let state_group = match &event.state_key {
             None => event.state_group_before,
             Some(state_key) => {
@@ -210,6 +236,19 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         }
+        if let Some(relation) = &event.relation {
+            sqlx::query(
+                "INSERT INTO event_relations (event_id, room_id, rel_type, relates_to, \
+                 aggregation_key) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&event.event_id)
+            .bind(&event.room_id)
+            .bind(&relation.rel_type)
+            .bind(&relation.event_id)
+            .bind(relation.key.as_deref())
+            .execute(&mut *transaction)
+            .await?;
+        }
         if let Some((user_id, device_id, txn_id)) = &event.transaction {
             sqlx::query(
                 "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
@@ -302,6 +341,92 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Events of every room with `after < stream_ordering <= until`, in stream order, at most
+    /// `limit`.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 \
+             AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(query))
+            .bind(after)
+            .bind(until)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The annotations (reactions) a user made to an event and has not redacted:
+    /// `(key, reaction event id)`, oldest first.
+    pub async fn annotations_by(
+        &self,
+        target: &str,
+        sender: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.aggregation_key, r.event_id FROM event_relations r \
+             JOIN events e ON e.event_id = r.event_id \
+             WHERE r.relates_to = $1 AND r.rel_type = 'm.annotation' AND e.sender = $2 \
+             AND e.redacted_by IS NULL AND r.aggregation_key IS NOT NULL \
+             ORDER BY e.stream_ordering",
+        )
+        .bind(target)
+        .bind(sender)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("aggregation_key")?, row.try_get("event_id")?)))
+            .collect()
+    }
+
+    /// The last replacement (edit) of an event by its sender, not redacted.
+    pub async fn latest_replacement(
+        &self,
+        target: &str,
+        sender: &str,
+    ) -> Result<Option<EventRow>, StoreError> {
+        let query = format!(
+            "SELECT {} FROM events e JOIN event_relations r ON r.event_id = e.event_id \
+             WHERE r.relates_to = $1 AND r.rel_type = 'm.replace' AND e.sender = $2 \
+             AND e.redacted_by IS NULL ORDER BY e.stream_ordering DESC LIMIT 1",
+            EVENT_COLUMNS
+                .split(", ")
+                .map(|column| format!("e.{}", column.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row = sqlx::query(AssertSqlSafe(query))
+            .bind(target)
+            .bind(sender)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(event_from_row).transpose()?)
+    }
+
+    /// The relation of an event, kept also after it was redacted.
+    pub async fn relation(&self, event_id: &str) -> Result<Option<Relation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT rel_type, relates_to, aggregation_key FROM event_relations WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| -> Result<Relation, StoreError> {
+            Ok(Relation {
+                rel_type: row.try_get("rel_type")?,
+                event_id: row.try_get("relates_to")?,
+                key: row.try_get("aggregation_key")?,
+            })
+        })
+        .transpose()
     }
 
     /// The last event of a room at or before a position.
@@ -496,6 +621,7 @@ mod tests {
             state_group_before: before,
             membership: state_key.map(|_| "join".to_owned()),
             transaction: None,
+            relation: None,
         }
     }
 
@@ -568,4 +694,97 @@ mod tests {
         let ids = store.transaction_ids("@a:x", "D", &["$t1"]).await.unwrap();
         assert_eq!(ids.get("$t1").map(String::as_str), Some("txn"));
     });
+
+    both_backends!(
+        events_across_rooms_and_relations,
+        |store: Store| async move {
+            let mut writer = store.stream_writer().await;
+            let mut positions = Vec::new();
+            for (id, room, sender, key) in [
+                ("$a", "!r:x", "@a:x", Some("👍")),
+                ("$b", "!s:x", "@a:x", None),
+                ("$c", "!r:x", "@b:x", Some("👍")),
+                ("$d", "!r:x", "@a:x", Some("🎉")),
+                ("$e", "!r:x", "@a:x", Some("😀")),
+            ] {
+                let mut new = event(id, None, 0, &[]);
+                new.room_id = room.into();
+                new.sender = sender.into();
+                new.relation = key.map(|key| Relation {
+                    rel_type: "m.annotation".into(),
+                    event_id: "$target".into(),
+                    key: Some(key.into()),
+                });
+                let persisted = store.persist_event(&mut writer, &new).await.unwrap();
+                positions.push(persisted.stream_ordering);
+            }
+            writer.publish();
+            store.redact_event("$e", "{}", "$redaction").await.unwrap();
+            let ids =
+                |rows: Vec<EventRow>| rows.into_iter().map(|r| r.event_id).collect::<Vec<_>>();
+            // Every room, in stream order, from a position on and up to a limit.
+            assert_eq!(
+                ids(store
+                    .events_after(positions[0], i64::MAX, 10)
+                    .await
+                    .unwrap()),
+                ["$b", "$c", "$d", "$e"]
+            );
+            assert_eq!(
+                ids(store.events_after(0, positions[2], 2).await.unwrap()),
+                ["$a", "$b"]
+            );
+            // One sender's reactions, redacted ones left out.
+            assert_eq!(
+                store.annotations_by("$target", "@a:x").await.unwrap(),
+                [
+                    ("👍".to_owned(), "$a".to_owned()),
+                    ("🎉".to_owned(), "$d".to_owned())
+                ]
+            );
+            assert!(
+                store
+                    .annotations_by("$other", "@a:x")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // The relation outlives the redaction.
+            assert_eq!(
+                store.relation("$e").await.unwrap(),
+                Some(Relation {
+                    rel_type: "m.annotation".into(),
+                    event_id: "$target".into(),
+                    key: Some("😀".into()),
+                })
+            );
+            assert_eq!(store.relation("$b").await.unwrap(), None);
+
+            // The last edit of an event by its sender.
+            let mut writer = store.stream_writer().await;
+            for (id, sender) in [("$edit1", "@a:x"), ("$edit2", "@a:x"), ("$edit3", "@b:x")] {
+                let mut new = event(id, None, 0, &[]);
+                new.sender = sender.into();
+                new.relation = Some(Relation {
+                    rel_type: "m.replace".into(),
+                    event_id: "$original".into(),
+                    key: None,
+                });
+                store.persist_event(&mut writer, &new).await.unwrap();
+            }
+            writer.publish();
+            let latest = |sender: &'static str| {
+                let store = store.clone();
+                async move {
+                    store
+                        .latest_replacement("$original", sender)
+                        .await
+                        .unwrap()
+                        .map(|row| row.event_id)
+                }
+            };
+            assert_eq!(latest("@a:x").await.as_deref(), Some("$edit2"));
+            assert_eq!(latest("@c:x").await, None);
+        }
+    );
 }

@@ -221,7 +221,7 @@ impl Store {
 
     /// Stores a filter and returns its id (a number, unique per user).
     pub async fn create_filter(&self, user_id: &str, json: &str) -> Result<i64, StoreError> {
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = self.begin_write().await?;
         let next: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1",
         )

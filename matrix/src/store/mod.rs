@@ -29,7 +29,7 @@ pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
 pub use bridge::BridgedMessage;
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
-pub use events::{Direction, EventRow, NewEvent, StateMap};
+pub use events::{Direction, EventRow, NewEvent, Relation, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use rooms::{MembershipRow, RoomRecord};
 
@@ -175,6 +175,19 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a transaction that read first and wrote later would fail with
+    /// `SQLITE_BUSY_SNAPSHOT` whenever another connection wrote in between, which waiting
+    /// cannot cure.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// What changed at which position (see [`ChangeTracker`]).

@@ -88,6 +88,7 @@ pub async fn get_profile_route(
     services: Arc<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response, Error> {
+    services.provision_user(&request.body.user_id).await?;
     let user = services
         .store
         .user(request.body.user_id.as_str())
@@ -109,6 +110,7 @@ pub async fn get_profile_field_route(
     services: Arc<Services>,
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response, Error> {
+    services.provision_user(&request.body.user_id).await?;
     let user = services
         .store
         .user(request.body.user_id.as_str())

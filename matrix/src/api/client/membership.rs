@@ -225,12 +225,7 @@ pub async fn invite_user_route(
     // Only members may invite, also someone who is in the room already.
     crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
-    if services
-        .store
-        .user(recipient.user_id.as_str())
-        .await?
-        .is_none()
-    {
+    if !services.provision_user(&recipient.user_id).await? {
         return Err(Error::NotFound(format!(
             "unknown user {}",
             recipient.user_id

@@ -9,35 +9,19 @@ use ruma::api::client::directory::{
 use ruma::api::client::room::{Visibility, aliases, create_room};
 use ruma::directory::PublicRoomsChunk;
 use ruma::{OwnedRoomAliasId, RoomAliasId, RoomId, UInt};
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
 use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
+use crate::create_room::{RoomOptions, create_room as create};
 use crate::error::Error;
-use crate::pdu::{self, DEFAULT_ROOM_VERSION, canonical_content};
-use crate::rooms::NewLocalEvent;
+use crate::pdu::DEFAULT_ROOM_VERSION;
 
-fn preset_defaults(preset: &create_room::v3::RoomPreset) -> (&'static str, &'static str, bool) {
-    // (join rule, history visibility, guests may join)
-    match preset {
-        create_room::v3::RoomPreset::PublicChat => ("public", "shared", false),
-        _ => ("invite", "shared", true),
-    }
-}
-
-/// Merges `overlay` into `base`, key by key, one level deep for objects.
-fn merge(base: &mut serde_json::Map<String, Value>, overlay: serde_json::Map<String, Value>) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(Value::Object(existing)), Value::Object(new)) => {
-                for (k, v) in new {
-                    existing.insert(k, v);
-                }
-            }
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
+/// A JSON object of the request, or `M_BAD_JSON` naming the field.
+fn object<T>(raw: &ruma::serde::Raw<T>, field: &str) -> Result<Map<String, Value>, Error> {
+    match serde_json::from_str::<Value>(raw.json().get()) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Error::BadJson(format!("{field} must be an object"))),
     }
 }
 
@@ -49,214 +33,31 @@ pub async fn create_room_route(
     let sender = request.sender()?.clone();
     services.limits.message.check(sender.user_id.as_str())?;
     let body = request.body;
-    let creator = &sender.user_id;
-    let version = body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION);
-    let rules = pdu::rules(&version)?;
-    let preset = body.preset.clone().unwrap_or(match body.visibility {
+    let mut options = RoomOptions::private(sender.user_id.clone());
+    options.version = body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION);
+    options.preset = body.preset.clone().unwrap_or(match body.visibility {
         Visibility::Public => create_room::v3::RoomPreset::PublicChat,
         _ => create_room::v3::RoomPreset::PrivateChat,
     });
-    let alias = match &body.room_alias_name {
-        Some(name) => {
-            let alias = RoomAliasId::parse(format!("#{name}:{}", services.server_name))
-                .map_err(|e| Error::InvalidParam(format!("invalid room_alias_name: {e}")))?;
-            if services.store.alias(alias.as_str()).await?.is_some() {
-                return Err(Error::RoomInUse);
-            }
-            Some(alias)
-        }
-        None => None,
-    };
-    for invitee in &body.invite {
-        if invitee == creator {
-            return Err(Error::InvalidParam("you cannot invite yourself".into()));
-        }
+    options.is_public = body.visibility == Visibility::Public;
+    options.alias_name = body.room_alias_name.clone();
+    options.name = body.name.clone();
+    options.topic = body.topic.clone();
+    options.invite = body.invite.clone();
+    options.is_direct = body.is_direct;
+    if let Some(raw) = &body.creation_content {
+        options.creation_content = object(raw, "creation_content")?;
     }
-    let mut create_content = match &body.creation_content {
-        Some(raw) => match serde_json::from_str::<Value>(raw.json().get()) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(Error::BadJson("creation_content must be an object".into())),
-        },
-        None => serde_json::Map::new(),
-    };
-    create_content.remove("room_version");
-    if !rules.authorization.additional_room_creators {
-        create_content.remove("additional_creators");
-    }
-    let is_public = body.visibility == Visibility::Public;
-    let room_id = services
-        .rooms
-        .create_room(
-            creator,
-            &version,
-            canonical_content(Value::Object(create_content))?,
-            is_public,
-        )
-        .await?;
-    let send = |event_type: &'static str, state_key: Option<String>, content: Value| {
-        let services = services.clone();
-        let room_id = room_id.clone();
-        let creator = creator.clone();
-        async move {
-            let content = canonical_content(content)?;
-            services
-                .rooms
-                .append(
-                    &room_id,
-                    NewLocalEvent::new(&creator, event_type, state_key.as_deref(), content),
-                )
-                .await
-        }
-    };
-    let profile = services.store.user(creator.as_str()).await?;
-    let mut join = json!({"membership": "join"});
-    if let Some(profile) = &profile {
-        if let Some(name) = &profile.displayname {
-            join["displayname"] = json!(name);
-        }
-        if let Some(avatar) = &profile.avatar_url {
-            join["avatar_url"] = json!(avatar);
-        }
-    }
-    send("m.room.member", Some(creator.to_string()), join).await?;
-
-    // Power levels: the defaults of the preset, then the client's override.
-    let mut users = serde_json::Map::new();
-    if !rules.authorization.explicitly_privilege_room_creators {
-        users.insert(creator.to_string(), json!(100));
-    }
-    if preset == create_room::v3::RoomPreset::TrustedPrivateChat {
-        for invitee in &body.invite {
-            users.insert(invitee.to_string(), json!(100));
-        }
-    }
-    let mut power_levels = json!({
-        "users": users,
-        "users_default": 0,
-        "events": {
-            "m.room.name": 50,
-            "m.room.power_levels": 100,
-            "m.room.history_visibility": 100,
-            "m.room.canonical_alias": 50,
-            "m.room.avatar": 50,
-            "m.room.tombstone": 100,
-            "m.room.server_acl": 100,
-            "m.room.encryption": 100,
-        },
-        "events_default": 0,
-        "state_default": 50,
-        "ban": 50,
-        "kick": 50,
-        "redact": 50,
-        "invite": if preset == create_room::v3::RoomPreset::PublicChat { 50 } else { 0 },
-        "notifications": {"room": 50},
-    });
     if let Some(raw) = &body.power_level_content_override {
-        match serde_json::from_str::<Value>(raw.json().get()) {
-            Ok(Value::Object(overlay)) => {
-                if let Value::Object(base) = &mut power_levels {
-                    merge(base, overlay);
-                }
-            }
-            _ => {
-                return Err(Error::BadJson(
-                    "power_level_content_override must be an object".into(),
-                ));
-            }
-        }
-    }
-    send("m.room.power_levels", Some(String::new()), power_levels).await?;
-    if let Some(alias) = &alias {
-        send(
-            "m.room.canonical_alias",
-            Some(String::new()),
-            json!({"alias": alias}),
-        )
-        .await?;
-    }
-    let (join_rule, history, guests) = preset_defaults(&preset);
-    send(
-        "m.room.join_rules",
-        Some(String::new()),
-        json!({"join_rule": join_rule}),
-    )
-    .await?;
-    send(
-        "m.room.history_visibility",
-        Some(String::new()),
-        json!({"history_visibility": history}),
-    )
-    .await?;
-    if guests {
-        send(
-            "m.room.guest_access",
-            Some(String::new()),
-            json!({"guest_access": "can_join"}),
-        )
-        .await?;
+        options.power_level_override = Some(object(raw, "power_level_content_override")?);
     }
     for raw in &body.initial_state {
-        let event: Value = serde_json::from_str(raw.json().get())
-            .map_err(|e| Error::BadJson(format!("initial_state: {e}")))?;
-        let event_type = event
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::BadJson("initial_state event without type".into()))?;
-        if matches!(
-            event_type,
-            "m.room.create" | "m.room.member" | "m.room.power_levels"
-        ) {
-            return Err(Error::BadJson(format!(
-                "initial_state may not contain {event_type}"
-            )));
-        }
-        let state_key = event
-            .get("state_key")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let content = event.get("content").cloned().unwrap_or(json!({}));
-        let content = canonical_content(content)?;
-        services
-            .rooms
-            .append(
-                &room_id,
-                NewLocalEvent::new(creator, event_type, Some(&state_key), content),
-            )
-            .await?;
+        options.initial_state.push(
+            serde_json::from_str(raw.json().get())
+                .map_err(|e| Error::BadJson(format!("initial_state: {e}")))?,
+        );
     }
-    if let Some(name) = &body.name {
-        send("m.room.name", Some(String::new()), json!({"name": name})).await?;
-    }
-    if let Some(topic) = &body.topic {
-        send(
-            "m.room.topic",
-            Some(String::new()),
-            json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]}),
-        )
-        .await?;
-    }
-    for invitee in &body.invite {
-        let mut content = json!({"membership": "invite"});
-        if body.is_direct {
-            content["is_direct"] = json!(true);
-        }
-        if let Some(profile) = services.store.user(invitee.as_str()).await?
-            && let Some(name) = profile.displayname
-        {
-            content["displayname"] = json!(name);
-        }
-        send("m.room.member", Some(invitee.to_string()), content).await?;
-    }
-    if let Some(alias) = &alias
-        && !services
-            .store
-            .create_alias(alias.as_str(), room_id.as_str(), creator.as_str())
-            .await?
-    {
-        return Err(Error::RoomInUse);
-    }
-    tracing::info!(room_id = %room_id, creator = %creator, version = %version, "created a room");
+    let room_id = create(&services, options).await?;
     Ok(create_room::v3::Response::new(room_id))
 }
 

@@ -1,0 +1,17 @@
+-- How far a reader of the event stream (the bridge's sender to XMPP) has handled it, so that
+-- it goes on from there after a restart.
+CREATE TABLE stream_cursors (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+
+-- The relation of each event that has one (`m.relates_to`: annotations, replacements,
+-- threads, references), kept when the event is redacted.
+CREATE TABLE event_relations (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    rel_type TEXT NOT NULL,
+    relates_to TEXT NOT NULL,
+    aggregation_key TEXT
+);
+CREATE INDEX event_relations_target ON event_relations (relates_to, rel_type);

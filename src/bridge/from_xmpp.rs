@@ -1,0 +1,327 @@
+//! XMPP → Matrix: messages from XMPP users to local accounts become events of their ghosts
+//! in the direct room of the two; bounces of what a local account sent become a notice.
+
+use std::time::Duration;
+
+use causeway_mapping::content::message::{FromXmpp, from_xmpp, matrix_content, reaction_changes};
+use causeway_matrix::rooms::NewLocalEvent;
+use causeway_matrix::store::{BridgedMessage, ReceiptRecord};
+use causeway_xmpp::stanza::Stanza;
+use ruma::events::relation::Annotation;
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
+use serde_json::json;
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::stanza_error::StanzaError;
+
+use super::{Bridge, BridgeError, XMPP_DEVICE};
+
+/// How long an XMPP user counts as typing after `composing`, unless they say otherwise
+/// (XEP-0085 leaves it open; clients send `paused` or a message well within this).
+const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Bridge {
+    /// Handles a message to a local account; returns the error to answer with, if any.
+    pub(super) async fn message_from_xmpp(&self, message: Message) -> Option<Stanza> {
+        if message.type_ == MessageType::Error {
+            if let Err(error) = self.bounced(&message).await {
+                tracing::warn!(%error, "a bounce could not be shown");
+            }
+            return None;
+        }
+        match self.deliver(&message).await {
+            Ok(()) => None,
+            Err(error) => {
+                match &error {
+                    BridgeError::Matrix(_) | BridgeError::Store(_) => {
+                        tracing::warn!(%error, from = ?message.from, "an XMPP message was not delivered")
+                    }
+                    _ => {
+                        tracing::debug!(%error, from = ?message.from, "an XMPP message was refused")
+                    }
+                }
+                let to = message.from.clone()?;
+                let mut reply = Message::error(Some(to)).with_payload(error.to_stanza_error());
+                reply.from = message.to.clone();
+                reply.id = message.id.clone();
+                Some(Stanza::Message(reply))
+            }
+        }
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<(), BridgeError> {
+        let (Some(from), Some(to)) = (&message.from, &message.to) else {
+            return Err(BridgeError::NotAcceptable(
+                "a message needs from and to".into(),
+            ));
+        };
+        let local = self.local_account(&to.to_bare()).await?;
+        let remote = from.to_bare();
+        let ghost = self.ghost(&remote).await?;
+        let read = from_xmpp(message, &self.gateway);
+        let lock = self.pair_lock(&local, &remote);
+        let _pair = lock.lock().await;
+        // Typing and markers alone do not open a chat.
+        let worth_a_room =
+            read.content.is_some() || read.reactions.is_some() || read.retracts.is_some();
+        let Some(room) = self
+            .direct_room(&local, &ghost, &remote, worth_a_room)
+            .await?
+        else {
+            return Ok(());
+        };
+        let id = message.id.as_ref().map(|id| id.0.as_str());
+        self.apply(&room, &ghost, &remote, id, read).await
+    }
+
+    /// Applies what an XMPP message says to the direct room, as the ghost.
+    async fn apply(
+        &self,
+        room: &RoomId,
+        ghost: &UserId,
+        remote: &BareJid,
+        id: Option<&str>,
+        read: FromXmpp,
+    ) -> Result<(), BridgeError> {
+        if let Some(typing) = read.typing {
+            let timeout = typing.then_some(TYPING_TIMEOUT);
+            self.services.typing.set(room, ghost, timeout);
+        }
+        if let Some(displayed) = &read.displayed
+            && let Some(event) = self.event_of(room, remote, displayed, false).await?
+        {
+            self.services
+                .store
+                .set_receipt(&ReceiptRecord {
+                    room_id: room.to_string(),
+                    receipt_type: "m.read".into(),
+                    user_id: ghost.to_string(),
+                    thread_id: String::new(),
+                    event_id: event.to_string(),
+                    ts: causeway_matrix::store::now_ms(),
+                })
+                .await?;
+        }
+        if let Some(retracted) = &read.retracts {
+            // Only the sender's own messages.
+            if let Some(event) = self.event_of(room, remote, retracted, true).await? {
+                self.append(
+                    room,
+                    ghost,
+                    "m.room.redaction",
+                    None,
+                    json!({"redacts": event, "reason": "retracted"}),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        if let Some((target, keys)) = &read.reactions {
+            if let Some(event) = self.event_of(room, remote, target, false).await? {
+                self.react(room, ghost, &event, keys).await?;
+            }
+            return Ok(());
+        }
+        let Some(content) = read.content else {
+            return Ok(());
+        };
+        let store = &self.services.store;
+        // A stanza sent again with the same id is the message recorded already.
+        if let Some(id) = id
+            && store
+                .xmpp_message_event(room.as_str(), remote.as_str(), id)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        let reply_to = match &read.reply_to {
+            Some(target) => self.event_of(room, remote, target, false).await?,
+            None => None,
+        };
+        let replaces = match &read.replaces {
+            Some(target) => self.event_of(room, remote, target, true).await?,
+            None => None,
+        };
+        let content: RoomMessageEventContent = matrix_content(content, reply_to, replaces);
+        let content = serde_json::to_value(&content)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        let transaction = id.map(|id| format!("{room}|{id}"));
+        if let Some(txn) = &transaction
+            && let Some(event) = self
+                .services
+                .rooms
+                .transaction_event(ghost, XMPP_DEVICE, txn)
+                .await?
+        {
+            // Appended before a restart, not yet recorded.
+            self.record(room, remote, id, &event).await?;
+            return Ok(());
+        }
+        let mut event = NewLocalEvent::new(
+            ghost,
+            "m.room.message",
+            None,
+            causeway_matrix::pdu::canonical_content(content)?,
+        );
+        event.transaction = transaction.as_deref().map(|txn| (XMPP_DEVICE, txn));
+        let appended = self.services.rooms.append(room, event).await?;
+        self.record(room, remote, id, &appended.event_id).await?;
+        // A message ends typing.
+        self.services.typing.set(room, ghost, None);
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        room: &RoomId,
+        remote: &BareJid,
+        id: Option<&str>,
+        event: &EventId,
+    ) -> Result<(), BridgeError> {
+        if let Some(id) = id {
+            self.services
+                .store
+                .record_xmpp_message(&BridgedMessage {
+                    room_id: room.to_string(),
+                    sender_jid: remote.to_string(),
+                    xmpp_id: id.to_owned(),
+                    event_id: event.to_string(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The event of an XMPP id in a room: of `remote`'s own messages only, or of anyone's
+    /// (the remote user's first, then the local account's).
+    async fn event_of(
+        &self,
+        room: &RoomId,
+        remote: &BareJid,
+        id: &str,
+        own: bool,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
+        let found = self
+            .services
+            .store
+            .xmpp_messages_with_id(room.as_str(), id)
+            .await?;
+        let event = found
+            .iter()
+            .find(|(sender, _)| sender == remote.as_str())
+            .or_else(|| if own { None } else { found.first() })
+            .and_then(|(_, event)| EventId::parse(event).ok());
+        Ok(event)
+    }
+
+    /// Makes the ghost's reactions to an event the set `keys` (XEP-0444 sends the whole set).
+    async fn react(
+        &self,
+        room: &RoomId,
+        ghost: &UserId,
+        target: &EventId,
+        keys: &[String],
+    ) -> Result<(), BridgeError> {
+        let current: Vec<(String, OwnedEventId)> = self
+            .services
+            .store
+            .annotations_by(target.as_str(), ghost.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(key, event)| Some((key, EventId::parse(&event).ok()?)))
+            .collect();
+        let changes = reaction_changes(&current, keys);
+        for key in changes.add {
+            let annotation = Annotation::new(target.to_owned(), key);
+            let content = ruma::events::reaction::ReactionEventContent::new(annotation);
+            let content = serde_json::to_value(&content)
+                .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+            self.append(room, ghost, "m.reaction", None, content)
+                .await?;
+        }
+        for event in changes.remove {
+            self.append(
+                room,
+                ghost,
+                "m.room.redaction",
+                None,
+                json!({"redacts": event}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A message of a local account that the XMPP side could not deliver: the ghost says so
+    /// in the room, in reply to it.
+    async fn bounced(&self, message: &Message) -> Result<(), BridgeError> {
+        let Some(id) = &message.id else {
+            return Ok(());
+        };
+        let Ok(event_id) = EventId::parse(&id.0) else {
+            return Ok(());
+        };
+        let Some(row) = self.services.store.event(event_id.as_str()).await? else {
+            return Ok(());
+        };
+        let Some((local, remote)) = self.services.store.xmpp_direct_pair(&row.room_id).await?
+        else {
+            return Ok(());
+        };
+        if row.sender != local {
+            return Ok(());
+        }
+        let Ok(room) = RoomId::parse(&row.room_id) else {
+            return Ok(());
+        };
+        let Ok(remote) = BareJid::new(&remote) else {
+            return Ok(());
+        };
+        let ghost = self.ghost(&remote).await?;
+        let reason = message
+            .payloads
+            .iter()
+            .find_map(|payload| StanzaError::try_from(payload.clone()).ok())
+            .map(|error| describe(&error, &remote))
+            .unwrap_or_else(|| "the XMPP server gave no reason".to_owned());
+        let text = format!("⚠ Not delivered to {remote}: {reason}.");
+        let mut content = RoomMessageEventContent::notice_plain(text);
+        content.relates_to = Some(ruma::events::room::message::Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event_id.clone()),
+        ));
+        let content = serde_json::to_value(&content)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        self.append(&room, &ghost, "m.room.message", None, content)
+            .await?;
+        tracing::info!(event_id = %event_id, %remote, %reason, "a message to XMPP bounced");
+        Ok(())
+    }
+}
+
+/// A sentence on why a stanza bounced.
+fn describe(error: &StanzaError, remote: &BareJid) -> String {
+    use xmpp_parsers::stanza_error::DefinedCondition as C;
+    let domain = remote.domain();
+    let mut reason = match error.defined_condition {
+        C::RemoteServerNotFound => format!("the server {domain} cannot be reached"),
+        C::RemoteServerTimeout => format!("the server {domain} did not answer in time"),
+        C::ServiceUnavailable | C::ItemNotFound => {
+            format!("{remote} does not exist or does not accept messages")
+        }
+        C::NotAllowed => format!("this server does not federate with {domain}"),
+        C::Forbidden | C::NotAuthorized => format!("{remote} does not accept messages from you"),
+        C::ResourceConstraint => format!("the server {domain} is overloaded"),
+        ref other => format!("the XMPP error {}", condition_name(other)),
+    };
+    if let Some(text) = error.texts.values().next() {
+        reason.push_str(&format!(" ({text})"));
+    }
+    reason
+}
+
+fn condition_name(condition: &xmpp_parsers::stanza_error::DefinedCondition) -> String {
+    let element = minidom::Element::from(condition.clone());
+    element.name().to_owned()
+}

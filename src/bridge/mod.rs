@@ -1,0 +1,331 @@
+//! The bridge: XMPP users and the server's Matrix accounts talk as if on one network.
+//!
+//! - An XMPP user appears in Matrix as a ghost, a local account without login
+//!   (`@_xmpp_bob=40prosody.test:gw.test`, see `docs/mapping.md`), made when first needed.
+//! - A chat between a local account and an XMPP user is a direct Matrix room of the two
+//!   (`xmpp_direct_rooms`), made once by whichever side speaks first and used from then on.
+//! - XMPP → Matrix: [`Bridge`] is the XMPP side's [`StanzaHandler`]; messages to local
+//!   accounts become events of the ghost (`from_xmpp.rs`), everything else goes to the default
+//!   router.
+//! - Matrix → XMPP: one task reads the event stream from where it stopped (a cursor kept in
+//!   the store) and sends what local accounts do in direct rooms to the XMPP user
+//!   (`to_xmpp.rs`); events of ghosts never go back.
+//! - Every bridged message is recorded once with its XMPP id (`xmpp_messages`), which is how
+//!   replies, corrections, retractions, reactions and markers find their event, and how a
+//!   stanza sent twice is stored once.
+
+mod error;
+mod from_xmpp;
+mod to_xmpp;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
+
+use causeway_mapping::address::Gateway;
+use causeway_matrix::Services;
+use causeway_matrix::create_room::{RoomOptions, create_room};
+use causeway_matrix::pdu::canonical_content;
+use causeway_matrix::rooms::NewLocalEvent;
+use causeway_matrix::services::UserProvisioner;
+use causeway_xmpp::router::{DefaultRouter, Domains};
+use causeway_xmpp::server::{S2s, StanzaHandler};
+use causeway_xmpp::stanza::Stanza;
+use ruma::api::client::room::create_room::v3::RoomPreset;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::message::{Message, MessageType};
+
+pub use error::BridgeError;
+
+/// The device name under which ghosts' events are recorded with their XMPP ids.
+const XMPP_DEVICE: &str = "xmpp";
+
+/// A lock per (local account, XMPP user).
+type PairLocks = HashMap<(OwnedUserId, BareJid), Arc<tokio::sync::Mutex<()>>>;
+
+/// The bridge between the XMPP side and the homeserver.
+pub struct Bridge {
+    services: Arc<Services>,
+    gateway: Gateway,
+    router: DefaultRouter,
+    s2s: OnceLock<Weak<S2s>>,
+    /// One lock per (local account, XMPP user): a pair's messages are handled in order, and
+    /// its direct room is made once.
+    pairs: std::sync::Mutex<PairLocks>,
+}
+
+impl Bridge {
+    pub fn new(
+        services: Arc<Services>,
+        domains: Domains,
+        version: &str,
+    ) -> Result<Arc<Bridge>, BridgeError> {
+        let gateway = Gateway::new(services.server_name.clone(), &domains.muc)?;
+        let bridge = Arc::new(Bridge {
+            gateway: gateway.clone(),
+            router: DefaultRouter::new(domains, version),
+            s2s: OnceLock::new(),
+            pairs: std::sync::Mutex::default(),
+            services: services.clone(),
+        });
+        services.set_provisioner(Arc::new(Ghosts {
+            gateway,
+            services: Arc::downgrade(&services),
+        }));
+        Ok(bridge)
+    }
+
+    /// Connects the bridge to the running XMPP side and starts sending to it.
+    pub fn attach(self: &Arc<Self>, s2s: &Arc<S2s>) {
+        let _ = self.s2s.set(Arc::downgrade(s2s));
+        let bridge = self.clone();
+        tokio::spawn(async move { bridge.send_loop().await });
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Sends a stanza over the XMPP side, if it still runs.
+    fn send(&self, stanza: Stanza) {
+        match self.s2s.get().and_then(Weak::upgrade) {
+            Some(s2s) => s2s.send(stanza),
+            None => tracing::debug!("the XMPP side is not running: a stanza is not sent"),
+        }
+    }
+
+    fn pair_lock(&self, local: &UserId, remote: &BareJid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut pairs = self
+            .pairs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pairs.len() > 10_000 {
+            pairs.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        pairs
+            .entry((local.to_owned(), remote.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The ghost of an XMPP user, its account made if needed.
+    async fn ghost(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(&Jid::from(jid.clone()))?;
+        if !self.gateway.is_ghost(&ghost) {
+            return Err(BridgeError::NotAcceptable(format!(
+                "{jid} is an address of this server"
+            )));
+        }
+        make_ghost(&self.services, &ghost, jid).await?;
+        Ok(ghost)
+    }
+
+    /// A local account that can receive: it exists and is not deactivated.
+    async fn local_account(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
+        let user = self
+            .gateway
+            .jid_to_user(&Jid::from(jid.clone()))
+            .map_err(|_| BridgeError::NoSuchUser(jid.to_string()))?;
+        if !self.services.is_local(&user) || self.gateway.is_ghost(&user) {
+            return Err(BridgeError::NoSuchUser(jid.to_string()));
+        }
+        match self.services.store.user(user.as_str()).await? {
+            Some(record) if !record.deactivated => Ok(user),
+            _ => Err(BridgeError::NoSuchUser(jid.to_string())),
+        }
+    }
+
+    /// The direct room of a local account and an XMPP user, made (by the ghost, inviting the
+    /// account) when there is none. The caller holds the pair's lock.
+    async fn direct_room(
+        &self,
+        local: &UserId,
+        ghost: &UserId,
+        remote: &BareJid,
+        create: bool,
+    ) -> Result<Option<OwnedRoomId>, BridgeError> {
+        let store = &self.services.store;
+        if let Some(room) = store
+            .xmpp_direct_room(local.as_str(), remote.as_str())
+            .await?
+        {
+            let room = RoomId::parse(&room).map_err(|e| {
+                causeway_matrix::error::Error::Internal(format!("stored room id: {e}"))
+            })?;
+            if create {
+                self.bring_back(&room, local, ghost).await?;
+            }
+            return Ok(Some(room));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let mut options = RoomOptions::private(ghost.to_owned());
+        options.preset = RoomPreset::TrustedPrivateChat;
+        options.invite = vec![local.to_owned()];
+        options.is_direct = true;
+        let room = create_room(&self.services, options).await?;
+        store
+            .set_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
+            .await?;
+        self.mark_direct(local, ghost, &room).await?;
+        tracing::info!(room_id = %room, local = %local, remote = %remote, "made a direct room for an XMPP contact");
+        Ok(Some(room))
+    }
+
+    /// Invites the local account again when it left the direct room, so that a new message
+    /// reaches it.
+    async fn bring_back(
+        &self,
+        room: &RoomId,
+        local: &UserId,
+        ghost: &UserId,
+    ) -> Result<(), BridgeError> {
+        let rooms = &self.services.rooms;
+        let membership = rooms.membership(room, local).await?;
+        if matches!(membership.as_deref(), Some("join" | "invite" | "ban")) {
+            return Ok(());
+        }
+        if rooms.membership(room, ghost).await?.as_deref() != Some("join") {
+            return Ok(());
+        }
+        let mut content = json!({"membership": "invite", "is_direct": true});
+        if let Some(profile) = self.services.store.user(local.as_str()).await?
+            && let Some(name) = profile.displayname
+        {
+            content["displayname"] = json!(name);
+        }
+        self.append(room, ghost, "m.room.member", Some(local.as_str()), content)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a room to the direct chats with `ghost` in the account data of `local`
+    /// (`m.direct`), as clients do for the direct chats they make.
+    async fn mark_direct(
+        &self,
+        local: &UserId,
+        ghost: &UserId,
+        room: &RoomId,
+    ) -> Result<(), BridgeError> {
+        let store = &self.services.store;
+        let mut direct = store
+            .account_data(local.as_str(), "", "m.direct")
+            .await?
+            .and_then(|text| serde_json::from_str::<serde_json::Map<String, Value>>(&text).ok())
+            .unwrap_or_default();
+        let rooms = direct
+            .entry(ghost.to_string())
+            .or_insert_with(|| Value::Array(vec![]));
+        if !rooms.is_array() {
+            *rooms = Value::Array(vec![]);
+        }
+        if let Value::Array(list) = rooms
+            && !list.iter().any(|r| r.as_str() == Some(room.as_str()))
+        {
+            list.push(json!(room));
+            store
+                .set_account_data(
+                    local.as_str(),
+                    "",
+                    "m.direct",
+                    &Value::Object(direct).to_string(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Appends an event of `sender`.
+    async fn append(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let appended = self
+            .services
+            .rooms
+            .append(
+                room,
+                NewLocalEvent::new(sender, event_type, state_key, canonical_content(content)?),
+            )
+            .await?;
+        Ok(appended.event_id)
+    }
+}
+
+impl StanzaHandler for Bridge {
+    fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
+        Box::pin(async move {
+            match stanza {
+                Stanza::Message(message) if self.is_for_an_account(&message) => {
+                    self.message_from_xmpp(message).await.into_iter().collect()
+                }
+                stanza => self.router.answer(&stanza).into_iter().collect(),
+            }
+        })
+    }
+}
+
+impl Bridge {
+    /// A message to a user of our domain (not to the domain itself, nor the MUC service).
+    fn is_for_an_account(&self, message: &Message) -> bool {
+        message
+            .to
+            .as_ref()
+            .is_some_and(|to| to.node().is_some() && to.domain().as_str() == self.gateway.domain())
+            && message.type_ != MessageType::Groupchat
+            || message.type_ == MessageType::Error
+    }
+}
+
+/// Makes the account of a ghost: no password (it cannot log in), the JID as its name until
+/// the XMPP user's own name is known.
+async fn make_ghost(services: &Services, ghost: &UserId, jid: &BareJid) -> Result<(), BridgeError> {
+    if services.store.user(ghost.as_str()).await?.is_none() {
+        services
+            .store
+            .create_user(ghost.as_str(), None, Some(jid.as_str()), false)
+            .await?;
+        tracing::debug!(ghost = %ghost, %jid, "made the account of an XMPP user");
+    }
+    Ok(())
+}
+
+/// Makes ghosts' accounts when a local user invites or looks up an XMPP user.
+struct Ghosts {
+    gateway: Gateway,
+    services: Weak<Services>,
+}
+
+impl UserProvisioner for Ghosts {
+    fn provision<'a>(
+        &'a self,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, causeway_matrix::error::Error>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let Some(services) = self.services.upgrade() else {
+                return Ok(false);
+            };
+            if !self.gateway.is_ghost(user_id) {
+                return Ok(false);
+            }
+            let Ok(jid) = self.gateway.user_to_jid(user_id) else {
+                return Ok(false);
+            };
+            match make_ghost(&services, user_id, &jid.to_bare()).await {
+                Ok(()) => Ok(true),
+                Err(BridgeError::Matrix(error)) => Err(error),
+                Err(BridgeError::Store(error)) => Err(error.into()),
+                Err(_) => Ok(false),
+            }
+        })
+    }
+}

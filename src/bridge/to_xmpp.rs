@@ -1,0 +1,433 @@
+//! Matrix → XMPP: what local accounts do in direct rooms with XMPP users, read from the event
+//! stream in order, from where the last run stopped.
+
+use std::time::Duration;
+
+use causeway_mapping::content::message::{ReplyRef, ToXmppRefs, reactions, retraction, to_xmpp};
+use causeway_matrix::pdu::Pdu;
+use causeway_matrix::store::{BridgedMessage, EventRow};
+use causeway_xmpp::stanza::Stanza;
+use minidom::Element;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
+use serde_json::Value;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::message::{Id, Message, MessageType};
+
+use super::{Bridge, BridgeError};
+
+/// The name of the sender's cursor in the store.
+const CURSOR: &str = "xmpp-sender";
+/// Events read from the store at once.
+const BATCH: i64 = 200;
+
+/// XEP-0359: the sender's own id of a message, kept by every server on the way.
+const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0333: markers.
+const MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0334: processing hints.
+const HINTS: &str = "urn:xmpp:hints";
+
+/// A direct room as the sender sees it.
+struct Pair {
+    local: OwnedUserId,
+    local_jid: BareJid,
+    remote: BareJid,
+    ghost: OwnedUserId,
+}
+
+impl Bridge {
+    /// Follows the event stream for as long as the server runs.
+    pub(super) async fn send_loop(self: std::sync::Arc<Self>) {
+        let store = &self.services.store;
+        let mut changes = store.subscribe();
+        let mut cursor = match store.stream_cursor(CURSOR).await {
+            Ok(Some(position)) => position,
+            Ok(None) => {
+                // The first start: what happened before the bridge existed stays where it is.
+                let position = store.current_position();
+                if let Err(error) = store.set_stream_cursor(CURSOR, position).await {
+                    tracing::error!(%error, "the XMPP sender cannot record its position");
+                }
+                position
+            }
+            Err(error) => {
+                tracing::error!(%error, "the XMPP sender cannot read its position; not sending to XMPP");
+                return;
+            }
+        };
+        loop {
+            let until = store.current_position();
+            if until <= cursor {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let rows = match store.events_after(cursor, until, BATCH).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(%error, "the XMPP sender cannot read events; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let complete = (rows.len() as i64) < BATCH;
+            for row in &rows {
+                if let Err(error) = self.event_to_xmpp(row).await {
+                    tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
+                }
+                cursor = row.stream_ordering;
+            }
+            if complete {
+                cursor = until;
+            }
+            if let Err(error) = store.set_stream_cursor(CURSOR, cursor).await {
+                tracing::warn!(%error, "the XMPP sender cannot record its position");
+            }
+        }
+    }
+
+    /// The direct room of an event's room, if it is one, and the event is the local
+    /// account's.
+    async fn pair_of(&self, row: &EventRow) -> Result<Option<Pair>, BridgeError> {
+        let Some((local, remote)) = self.services.store.xmpp_direct_pair(&row.room_id).await?
+        else {
+            return Ok(None);
+        };
+        if row.sender != local {
+            return Ok(None);
+        }
+        let (Ok(local), Ok(remote)) = (UserId::parse(&local), BareJid::new(&remote)) else {
+            return Ok(None);
+        };
+        let local_jid = self.gateway.user_to_jid(&local)?.to_bare();
+        let ghost = self.gateway.jid_to_user(&Jid::from(remote.clone()))?;
+        Ok(Some(Pair {
+            local,
+            local_jid,
+            remote,
+            ghost,
+        }))
+    }
+
+    async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        if row.event_type == "m.room.member" {
+            return self.member_event(row, &pdu).await;
+        }
+        let Some(pair) = self.pair_of(row).await? else {
+            return Ok(());
+        };
+        let room = RoomId::parse(&row.room_id)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        let content = pdu.content_value();
+        match row.event_type.as_str() {
+            "m.room.message" if row.redacted_by.is_none() => {
+                self.message_to_xmpp(&room, &pair, &pdu, content).await
+            }
+            "m.reaction" => {
+                let target = content
+                    .get("m.relates_to")
+                    .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.annotation"))
+                    .and_then(|r| r.get("event_id"))
+                    .and_then(Value::as_str)
+                    .and_then(|id| EventId::parse(id).ok());
+                match target {
+                    Some(target) => self.reactions_to_xmpp(&pair, &target, None).await,
+                    None => Ok(()),
+                }
+            }
+            "m.room.redaction" => {
+                let target = pdu.redacts.clone().or_else(|| {
+                    content
+                        .get("redacts")
+                        .and_then(Value::as_str)
+                        .and_then(|id| EventId::parse(id).ok())
+                });
+                match target {
+                    Some(target) => self.redaction_to_xmpp(&room, &pair, &target).await,
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The message of the local account to the XMPP user, with an id for both ends.
+    fn chat(&self, pair: &Pair, id: &str, mut message: Message) -> Message {
+        message.from = Some(Jid::from(pair.local_jid.clone()));
+        message.to = Some(Jid::from(pair.remote.clone()));
+        message.type_ = MessageType::Chat;
+        message.id = Some(Id(id.to_owned()));
+        message
+    }
+
+    async fn message_to_xmpp(
+        &self,
+        room: &RoomId,
+        pair: &Pair,
+        pdu: &Pdu,
+        content: Value,
+    ) -> Result<(), BridgeError> {
+        let Ok(content) = serde_json::from_value::<RoomMessageEventContent>(content) else {
+            return Ok(());
+        };
+        let mut refs = ToXmppRefs::default();
+        match &content.relates_to {
+            Some(Relation::Reply(reply)) => {
+                refs.reply = self.reply_ref(pair, &reply.in_reply_to.event_id).await?;
+            }
+            Some(Relation::Replacement(replacement)) => {
+                refs.replaces = self
+                    .services
+                    .store
+                    .xmpp_message_of_event(replacement.event_id.as_str())
+                    .await?
+                    .filter(|(sender, _)| sender == pair.local_jid.as_str())
+                    .map(|(_, id)| id);
+                if refs.replaces.is_none() {
+                    // A correction of a message XMPP never saw.
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        let Some(translated) = to_xmpp(&content, &refs, &self.gateway) else {
+            tracing::debug!(event_id = %pdu.event_id, "a message that is not text is not sent to XMPP");
+            return Ok(());
+        };
+        if !translated.dropped.is_empty() {
+            tracing::debug!(event_id = %pdu.event_id, dropped = ?translated.dropped, "parts of a message are not sent to XMPP");
+        }
+        let id = pdu.event_id.as_str();
+        let mut message = self.chat(pair, id, translated.value);
+        message.payloads.push(
+            Element::builder("origin-id", SID)
+                .attr(rxml::xml_ncname!("id").to_owned(), id)
+                .build(),
+        );
+        message.payloads.push(Element::bare("markable", MARKERS));
+        message.payloads.push(Element::bare(
+            "active",
+            causeway_mapping::content::message::ns::CHAT_STATES,
+        ));
+        self.services
+            .store
+            .record_xmpp_message(&BridgedMessage {
+                room_id: room.to_string(),
+                sender_jid: pair.local_jid.to_string(),
+                xmpp_id: id.to_owned(),
+                event_id: id.to_owned(),
+            })
+            .await?;
+        self.send(Stanza::Message(message));
+        Ok(())
+    }
+
+    /// What a reply needs to know of the message it answers.
+    async fn reply_ref(
+        &self,
+        pair: &Pair,
+        target: &EventId,
+    ) -> Result<Option<ReplyRef>, BridgeError> {
+        let store = &self.services.store;
+        let Some((sender_jid, id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+            return Ok(None);
+        };
+        let Some(row) = store.event(target.as_str()).await? else {
+            return Ok(None);
+        };
+        let author_user = if sender_jid == pair.remote.as_str() {
+            &pair.ghost
+        } else {
+            &pair.local
+        };
+        let author = store
+            .user(author_user.as_str())
+            .await?
+            .and_then(|user| user.displayname)
+            .unwrap_or_else(|| sender_jid.clone());
+        // The text as it reads now: the last correction's, if any.
+        let current = store
+            .latest_replacement(target.as_str(), &row.sender)
+            .await?
+            .unwrap_or(row);
+        let text = serde_json::from_str::<Value>(&current.json)
+            .ok()
+            .and_then(|json| {
+                let content = json.get("content")?;
+                let body = content
+                    .get("m.new_content")
+                    .and_then(|new| new.get("body"))
+                    .or_else(|| content.get("body"))?
+                    .as_str()?;
+                Some(
+                    causeway_mapping::content::message::strip_matrix_reply_fallback(body)
+                        .to_owned(),
+                )
+            })
+            .unwrap_or_default();
+        Ok(Some(ReplyRef {
+            id,
+            to: Jid::new(&sender_jid).ok(),
+            author,
+            text,
+        }))
+    }
+
+    /// XEP-0444: the local account's whole set of reactions to a message.
+    /// `redacted` is a reaction being redacted, whose redaction may not be applied yet.
+    async fn reactions_to_xmpp(
+        &self,
+        pair: &Pair,
+        target: &EventId,
+        redacted: Option<&EventId>,
+    ) -> Result<(), BridgeError> {
+        let store = &self.services.store;
+        let Some((_, target_id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+            return Ok(());
+        };
+        let mut current = store
+            .annotations_by(target.as_str(), pair.local.as_str())
+            .await?;
+        current.retain(|(_, event)| Some(event.as_str()) != redacted.map(|r| r.as_str()));
+        let mut keys: Vec<String> = Vec::new();
+        for (key, _) in &current {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        let last = current.last().map(|(_, event)| event.clone());
+        let id = last.unwrap_or_else(|| format!("reactions-{target}"));
+        let mut message = self.chat(pair, &id, Message::new(None));
+        message.payloads.push(reactions(&target_id, &keys));
+        message.payloads.push(Element::bare("store", HINTS));
+        self.send(Stanza::Message(message));
+        Ok(())
+    }
+
+    /// A redaction of the local account's message retracts it; of a reaction, the set of
+    /// reactions changes.
+    async fn redaction_to_xmpp(
+        &self,
+        room: &RoomId,
+        pair: &Pair,
+        target: &EventId,
+    ) -> Result<(), BridgeError> {
+        let store = &self.services.store;
+        let Some(row) = store.event(target.as_str()).await? else {
+            return Ok(());
+        };
+        if row.room_id != room.as_str() || row.sender != pair.local.as_str() {
+            return Ok(());
+        }
+        match row.event_type.as_str() {
+            "m.reaction" => {
+                // The redacted reaction's content is gone; its relation is kept.
+                let Some(relation) = store.relation(target.as_str()).await? else {
+                    return Ok(());
+                };
+                let Ok(original) = EventId::parse(&relation.event_id) else {
+                    return Ok(());
+                };
+                self.reactions_to_xmpp(pair, &original, Some(target)).await
+            }
+            "m.room.message" => {
+                let Some((sender, id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+                    return Ok(());
+                };
+                if sender != pair.local_jid.as_str() {
+                    return Ok(());
+                }
+                let message = self.chat(pair, &format!("retract-{target}"), retraction(&id));
+                self.send(Stanza::Message(message));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A local account invited a ghost: into a direct chat, the ghost joins and the room
+    /// becomes the chat of the two; into anything else, it declines.
+    async fn member_event(&self, row: &EventRow, pdu: &Pdu) -> Result<(), BridgeError> {
+        let content = pdu.content_value();
+        if content.get("membership").and_then(Value::as_str) != Some("invite") {
+            return Ok(());
+        }
+        let Some(ghost) = pdu
+            .state_key
+            .as_deref()
+            .and_then(|key| UserId::parse(key).ok())
+        else {
+            return Ok(());
+        };
+        if !self.gateway.is_ghost(&ghost) || self.gateway.is_ghost(&pdu.sender) {
+            return Ok(());
+        }
+        if !self.services.is_local(&pdu.sender) {
+            return Ok(());
+        }
+        let room = RoomId::parse(&row.room_id)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        let remote = self.gateway.user_to_jid(&ghost)?.to_bare();
+        let local = pdu.sender.clone();
+        let store = &self.services.store;
+        let mut members = store.room_members(row.room_id.as_str(), "join").await?;
+        members.extend(store.room_members(row.room_id.as_str(), "invite").await?);
+        let others = members
+            .iter()
+            .filter(|member| *member != local.as_str() && *member != ghost.as_str())
+            .count();
+        let is_direct = content.get("is_direct").and_then(Value::as_bool) == Some(true);
+        if !is_direct || others > 0 {
+            self.append(
+                &room,
+                &ghost,
+                "m.room.member",
+                Some(ghost.as_str()),
+                serde_json::json!({
+                    "membership": "leave",
+                    "reason": "XMPP users take part in direct chats; group chats with them are XMPP group chats (MUC)",
+                }),
+            )
+            .await?;
+            return Ok(());
+        }
+        let lock = self.pair_lock(&local, &remote);
+        let _pair = lock.lock().await;
+        let mut join = serde_json::json!({"membership": "join"});
+        if let Some(profile) = self.services.store.user(ghost.as_str()).await?
+            && let Some(name) = profile.displayname
+        {
+            join["displayname"] = serde_json::json!(name);
+        }
+        self.append(&room, &ghost, "m.room.member", Some(ghost.as_str()), join)
+            .await?;
+        let existing = store
+            .xmpp_direct_room(local.as_str(), remote.as_str())
+            .await?;
+        let replace = match &existing {
+            None => true,
+            // A new direct chat takes over from one the account has left.
+            Some(old) => match RoomId::parse(old) {
+                Ok(old) => !matches!(
+                    self.services
+                        .rooms
+                        .membership(&old, &local)
+                        .await?
+                        .as_deref(),
+                    Some("join" | "invite")
+                ),
+                Err(_) => true,
+            },
+        };
+        if replace {
+            store
+                .replace_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
+                .await?;
+            tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");
+        }
+        Ok(())
+    }
+}

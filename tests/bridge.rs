@@ -1,0 +1,584 @@
+//! The bridge in one process: the homeserver with its XMPP side, and a peer server playing
+//! `prosody.test` that records what reaches it. Alice is a local account; Bob and Carol are
+//! XMPP users on the peer.
+
+// The helpers above the tests unwrap like the tests do.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_config::{ServerName, XmppRoute};
+use causeway_xmpp::server::{Endpoint, S2s};
+use causeway_xmpp::stanza::Stanza;
+use causeway_xmpp::testing::TestCa;
+use common::TestServer;
+use minidom::Element;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use xmpp_parsers::message::{Message, MessageType};
+
+const BOB: &str = "@_xmpp_bob=40prosody.test:gw.test";
+const CAROL: &str = "@_xmpp_carol=40prosody.test:gw.test";
+
+struct World {
+    server: TestServer,
+    _xmpp: causeway::xmpp::Xmpp,
+    peer: Arc<S2s>,
+    seen: mpsc::UnboundedReceiver<Stanza>,
+    alice: String,
+}
+
+async fn world() -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new("Causeway test CA");
+    let (peer, seen) = common::peer::start(&ca, "prosody.test").await;
+    let peer_address = peer.local_addresses()[0].0;
+    let gateway = ca.leaf(&["gw.test", "muc.gw.test"]);
+    let gateway_address = common::peer::free_address();
+    let server = TestServer::with_config(|config| {
+        let dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("gw.crt"), &gateway.cert_pem).unwrap();
+        std::fs::write(dir.join("gw.key"), &gateway.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.root_pem()).unwrap();
+        config.server.name = ServerName::try_from("gw.test").unwrap();
+        config.xmpp.listen_starttls = vec![gateway_address];
+        config.xmpp.listen_direct_tls = vec![];
+        config.xmpp.tls_certificate = Some(dir.join("gw.crt"));
+        config.xmpp.tls_private_key = Some(dir.join("gw.key"));
+        config.xmpp.ca_files = vec![dir.join("ca.crt")];
+        config.xmpp.system_roots = false;
+        config.xmpp.routes = vec![
+            XmppRoute {
+                domain: "prosody.test".into(),
+                address: peer_address,
+                direct_tls: false,
+            },
+            // Nothing listens there.
+            XmppRoute {
+                domain: "unreachable.invalid".into(),
+                address: common::peer::free_address(),
+                direct_tls: false,
+            },
+        ];
+    })
+    .await;
+    let config = server.services.config.clone();
+    causeway::init_logging(&config);
+    let xmpp = causeway::xmpp::start(&config, server.services.clone())
+        .await
+        .unwrap();
+    for domain in ["gw.test", "muc.gw.test"] {
+        peer.set_route(
+            domain,
+            vec![Endpoint {
+                address: gateway_address,
+                direct_tls: false,
+            }],
+        );
+    }
+    let (alice, _) = server.register("alice").await;
+    World {
+        server,
+        _xmpp: xmpp,
+        peer,
+        seen,
+        alice,
+    }
+}
+
+/// A message stanza as the peer sends it.
+fn stanza(xml: &str) -> Stanza {
+    let element: Element = xml.parse().unwrap();
+    causeway_xmpp::stanza::accept_inbound(element, |_| true, |_| true).expect("a valid stanza")
+}
+
+fn chat(from: &str, id: &str, inner: &str) -> Stanza {
+    stanza(&format!(
+        "<message xmlns='jabber:server' type='chat' id='{id}' from='{from}' to='alice@gw.test'>\
+         {inner}</message>"
+    ))
+}
+
+impl World {
+    async fn token(&self) -> String {
+        let (token, _) = self
+            .server
+            .services
+            .login_device(&ruma::UserId::parse(&self.alice).unwrap(), None, None, None)
+            .await
+            .unwrap();
+        token
+    }
+
+    async fn redact(&self, token: &str, room: &str, event_id: &str, txn: &str) {
+        self.server
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/redact/{}/{txn}",
+                    common::encode(event_id)
+                ),
+                token,
+                json!({}),
+            )
+            .await
+            .assert_ok();
+    }
+
+    /// The next stanza the peer receives.
+    async fn next(&mut self) -> Stanza {
+        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
+            .await
+            .expect("a stanza in time")
+            .unwrap()
+    }
+
+    async fn next_message(&mut self) -> Message {
+        loop {
+            if let Stanza::Message(message) = self.next().await {
+                return message;
+            }
+        }
+    }
+
+    /// Waits until `check` finds what it wants in a room's timeline (as Alice sees it).
+    async fn wait_for<T>(
+        &self,
+        token: &str,
+        room: &str,
+        mut check: impl FnMut(&[Value]) -> Option<T>,
+    ) -> T {
+        for _ in 0..100 {
+            let response = self
+                .server
+                .get(
+                    &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+                    token,
+                )
+                .await;
+            let body = response.json();
+            let mut events: Vec<Value> = body["chunk"].as_array().cloned().unwrap_or_default();
+            events.reverse();
+            if let Some(found) = check(&events) {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the room never showed what was expected");
+    }
+
+    /// The room Alice was invited to by a ghost, once there is one.
+    async fn invited_room(&self, token: &str) -> String {
+        for _ in 0..100 {
+            let sync = self.server.sync(token, "timeout=0").await;
+            if let Some(invites) = sync["rooms"]["invite"].as_object()
+                && let Some(room) = invites.keys().next()
+            {
+                return room.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no invite came");
+    }
+}
+
+fn messages<'a>(events: &'a [Value], sender: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
+        .collect()
+}
+
+fn payload<'a>(message: &'a Message, name: &str, namespace: &str) -> &'a Element {
+    message
+        .payloads
+        .iter()
+        .find(|p| p.is(name, namespace))
+        .unwrap_or_else(|| panic!("no {name} in {message:?}"))
+}
+
+fn body(message: &Message) -> &str {
+    message
+        .bodies
+        .values()
+        .next()
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_chat_started_on_xmpp_goes_both_ways() {
+    let mut world = world().await;
+    let token = world.token().await;
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m1",
+        "<body>Hi *Alice*</body><nick xmlns='http://jabber.org/protocol/nick'>Bob</nick>",
+    ));
+    let room = world.invited_room(&token).await;
+    // The ghost invited her to a direct chat, and said so in her account data.
+    let direct = world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                world.alice
+            ),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(direct[BOB], json!([room.clone()]));
+    world.server.join(&token, &room).await;
+    let first = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB).first().map(|e| (*e).clone())
+        })
+        .await;
+    assert_eq!(first["content"]["body"], "Hi *Alice*");
+    assert_eq!(
+        first["content"]["formatted_body"],
+        "Hi <strong>Alice</strong>"
+    );
+    // The ghost's account exists, named by its JID, and cannot log in.
+    let profile = world
+        .server
+        .get(&format!("/_matrix/client/v3/profile/{BOB}"), &token)
+        .await
+        .assert_ok();
+    assert_eq!(profile["displayname"], "bob@prosody.test");
+    world
+        .server
+        .call(
+            http::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": BOB}, "password": ""})),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    // The same stanza again, and a second message: one room, each message once.
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m1",
+        "<body>Hi *Alice*</body>",
+    ));
+    world.peer.send(chat(
+        "bob@prosody.test/laptop",
+        "m2",
+        "<body>/me waves</body>",
+    ));
+    let events = world
+        .wait_for(&token, &room, |events| {
+            (messages(events, BOB).len() >= 2).then(|| events.to_vec())
+        })
+        .await;
+    let bobs = messages(&events, BOB);
+    assert_eq!(bobs.len(), 2, "{events:#?}");
+    assert_eq!(bobs[1]["content"]["msgtype"], "m.emote");
+    assert_eq!(bobs[1]["content"]["body"], "waves");
+
+    // Alice answers; Bob gets a chat message from her JID whose id is the event's.
+    let sent = world
+        .server
+        .send_text(&token, &room, "t1", "Hello Bob")
+        .await
+        .assert_ok();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let message = world.next_message().await;
+    assert_eq!(message.type_, MessageType::Chat);
+    assert_eq!(message.from.as_ref().unwrap().to_string(), "alice@gw.test");
+    assert_eq!(message.to.as_ref().unwrap().to_string(), "bob@prosody.test");
+    assert_eq!(body(&message), "Hello Bob");
+    assert_eq!(message.id.as_ref().unwrap().0, event_id);
+
+    // Bob corrects his first message, reacts to Alice's, and retracts his second.
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m3",
+        "<body>Hi Alice!</body><replace xmlns='urn:xmpp:message-correct:0' id='m1'/>",
+    ));
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m4",
+        &format!("<reactions xmlns='urn:xmpp:reactions:0' id='{event_id}'><reaction>👍</reaction></reactions>"),
+    ));
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m5",
+        "<retract xmlns='urn:xmpp:message-retract:1' id='m2'/><body>retracted</body>",
+    ));
+    let first_id = first["event_id"].as_str().unwrap().to_owned();
+    let events = world
+        .wait_for(&token, &room, |events| {
+            let redacted = events.iter().any(|e| e["type"] == "m.room.redaction");
+            let reacted = events.iter().any(|e| e["type"] == "m.reaction");
+            (redacted && reacted).then(|| events.to_vec())
+        })
+        .await;
+    let edit = events
+        .iter()
+        .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
+        .expect("an edit");
+    assert_eq!(
+        edit["content"]["m.relates_to"]["event_id"],
+        first_id.as_str()
+    );
+    assert_eq!(edit["content"]["m.new_content"]["body"], "Hi Alice!");
+    let reaction = events.iter().find(|e| e["type"] == "m.reaction").unwrap();
+    assert_eq!(reaction["sender"], BOB);
+    assert_eq!(
+        reaction["content"]["m.relates_to"]["event_id"],
+        event_id.as_str()
+    );
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
+    let second_id = bobs[1]["event_id"].as_str().unwrap();
+    let redaction = events
+        .iter()
+        .find(|e| e["type"] == "m.room.redaction")
+        .unwrap();
+    assert_eq!(redaction["redacts"], second_id);
+
+    // Alice replies to Bob's message, reacts to it, takes the reaction back and retracts
+    // her own message.
+    let reply = world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t2"),
+            &token,
+            json!({"msgtype": "m.text", "body": "> <@_xmpp_bob=40prosody.test:gw.test> Hi *Alice*\n\nIndeed",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": first_id}}}),
+        )
+        .await
+        .assert_ok();
+    let message = world.next_message().await;
+    assert_eq!(
+        body(&message),
+        "> bob@prosody.test:\n> Hi Alice!\nIndeed",
+        "the quotation names Bob, never his Matrix id"
+    );
+    let reply_element = payload(&message, "reply", "urn:xmpp:reply:0");
+    assert_eq!(reply_element.attr("id"), Some("m1"));
+    let _ = reply;
+    let reacted = world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/t3"),
+            &token,
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": first_id, "key": "❤"}}),
+        )
+        .await
+        .assert_ok();
+    let message = world.next_message().await;
+    let reactions = payload(&message, "reactions", "urn:xmpp:reactions:0");
+    assert_eq!(reactions.attr("id"), Some("m1"));
+    assert_eq!(
+        reactions.children().map(|c| c.text()).collect::<Vec<_>>(),
+        ["❤"]
+    );
+    let reaction_id = reacted["event_id"].as_str().unwrap();
+    world.redact(&token, &room, reaction_id, "t4").await;
+    let message = world.next_message().await;
+    let reactions = payload(&message, "reactions", "urn:xmpp:reactions:0");
+    assert_eq!(reactions.attr("id"), Some("m1"));
+    assert_eq!(reactions.children().count(), 0, "the whole set, now empty");
+    world.redact(&token, &room, &event_id, "t5").await;
+    let message = world.next_message().await;
+    let retract = payload(&message, "retract", "urn:xmpp:message-retract:1");
+    assert_eq!(retract.attr("id"), Some(event_id.as_str()));
+
+    // Bob is typing, then reads Alice's reply.
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m6",
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+    ));
+    let room_id = ruma::RoomId::parse(&room).unwrap();
+    for _ in 0..100 {
+        if !world.server.services.typing.users(&room_id).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        world.server.services.typing.users(&room_id),
+        vec![ruma::UserId::parse(BOB).unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn a_chat_started_on_matrix_reaches_the_xmpp_user() {
+    let mut world = world().await;
+    let token = world.token().await;
+    // Element looks the user up before it offers to start a chat.
+    world
+        .server
+        .get(&format!("/_matrix/client/v3/profile/{CAROL}"), &token)
+        .await
+        .assert_ok();
+    let room = world
+        .server
+        .create_room(
+            &token,
+            json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [CAROL]}),
+        )
+        .await;
+    // The ghost joins by itself.
+    world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .any(|e| {
+                    e["type"] == "m.room.member"
+                        && e["state_key"] == CAROL
+                        && e["content"]["membership"] == "join"
+                })
+                .then_some(())
+        })
+        .await;
+    world
+        .server
+        .send_text(&token, &room, "c1", "Hello Carol")
+        .await
+        .assert_ok();
+    let message = world.next_message().await;
+    assert_eq!(
+        message.to.as_ref().unwrap().to_string(),
+        "carol@prosody.test"
+    );
+    assert_eq!(body(&message), "Hello Carol");
+    // Carol's answer lands in that room, not in a new one.
+    world
+        .peer
+        .send(chat("carol@prosody.test/pc", "c-1", "<body>Hi!</body>"));
+    world
+        .wait_for(&token, &room, |events| {
+            messages(events, CAROL)
+                .first()
+                .map(|e| e["content"]["body"].clone())
+        })
+        .await;
+    let sync = world.server.sync(&token, "timeout=0").await;
+    assert!(
+        sync["rooms"]["invite"]
+            .as_object()
+            .is_none_or(|i| i.is_empty())
+    );
+
+    // A ghost invited into a group room declines.
+    let group = world
+        .server
+        .create_room(&token, json!({"preset": "private_chat", "name": "Group"}))
+        .await;
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{group}/invite"),
+            &token,
+            json!({"user_id": BOB}),
+        )
+        .await
+        .assert_ok();
+    let left = world
+        .wait_for(&token, &group, |events| {
+            events
+                .iter()
+                .find(|e| e["state_key"] == BOB && e["content"]["membership"] == "leave")
+                .cloned()
+        })
+        .await;
+    assert!(
+        left["content"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("direct")
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_errors_and_bounces_are_shown() {
+    let mut world = world().await;
+    let token = world.token().await;
+    // Nobody by that name, a ghost's address, and the reserved prefix: errors, not rooms.
+    for (to, condition) in [
+        ("nobody@gw.test", "service-unavailable"),
+        ("_xmpp_bob=40prosody.test@gw.test", "service-unavailable"),
+    ] {
+        world.peer.send(stanza(&format!(
+            "<message xmlns='jabber:server' type='chat' id='x' from='bob@prosody.test/a' to='{to}'>\
+             <body>hello?</body></message>"
+        )));
+        let answer = world.next_message().await;
+        assert_eq!(answer.type_, MessageType::Error);
+        let error = answer
+            .payloads
+            .iter()
+            .find(|p| p.name() == "error")
+            .unwrap();
+        assert!(error.children().any(|c| c.name() == condition), "{error:?}");
+    }
+    let sync = world.server.sync(&token, "timeout=0").await;
+    assert!(
+        sync["rooms"]["invite"]
+            .as_object()
+            .is_none_or(|i| i.is_empty())
+    );
+    // Typing alone opens no chat.
+    world.peer.send(chat(
+        "dave@prosody.test/a",
+        "d1",
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+    ));
+    // A message to someone whose server cannot be reached bounces, and Alice sees why.
+    let room = world
+        .server
+        .create_room(
+            &token,
+            json!({"is_direct": true, "invite": ["@_xmpp_erin=40unreachable.invalid:gw.test"]}),
+        )
+        .await;
+    world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .any(|e| {
+                    e["state_key"] == "@_xmpp_erin=40unreachable.invalid:gw.test"
+                        && e["content"]["membership"] == "join"
+                })
+                .then_some(())
+        })
+        .await;
+    let sent = world
+        .server
+        .send_text(&token, &room, "e1", "Are you there?")
+        .await
+        .assert_ok();
+    let notice = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["content"]["msgtype"] == "m.notice")
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        sent["event_id"]
+    );
+    let text = notice["content"]["body"].as_str().unwrap();
+    assert!(
+        text.contains("Not delivered to erin@unreachable.invalid"),
+        "{text}"
+    );
+    assert!(text.contains("cannot be reached"), "{text}");
+    let sync = world.server.sync(&token, "timeout=0").await;
+    let invites = sync["rooms"]["invite"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(invites.is_empty(), "{invites:?}");
+}
