@@ -408,6 +408,41 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
         world.server.services.typing.users(&room_id),
         vec![ruma::UserId::parse(BOB).unwrap()]
     );
+
+    // Alice types, then reads Bob's first message: a chat state and a displayed marker.
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", world.alice),
+            &token,
+            json!({"typing": true, "timeout": 10000}),
+        )
+        .await
+        .assert_ok();
+    let message = world.next_message().await;
+    payload(
+        &message,
+        "composing",
+        "http://jabber.org/protocol/chatstates",
+    );
+    assert!(message.bodies.is_empty());
+    world
+        .server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                common::encode(&first_id)
+            ),
+            &token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let message = world.next_message().await;
+    assert_eq!(
+        payload(&message, "displayed", "urn:xmpp:chat-markers:0").attr("id"),
+        Some("m1")
+    );
 }
 
 #[tokio::test]

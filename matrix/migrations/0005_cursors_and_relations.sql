@@ -15,3 +15,6 @@ CREATE TABLE event_relations (
     aggregation_key TEXT
 );
 CREATE INDEX event_relations_target ON event_relations (relates_to, rel_type);
+
+-- Receipts of every room by position, for readers of the whole stream.
+CREATE INDEX receipts_position ON receipts (stream_ordering);

@@ -362,6 +362,17 @@ impl Typing {
             .unwrap_or(0)
     }
 
+    /// The rooms whose typing changed after the serial `since`.
+    pub fn changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
+        self.last_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, serial)| **serial > since)
+            .map(|(room, _)| room.clone())
+            .collect()
+    }
+
     pub fn current(&self) -> u64 {
         *self.serial.borrow()
     }
@@ -462,6 +473,8 @@ mod tests {
         typing.set(&room, &user, Some(Duration::from_secs(30)));
         assert_eq!(typing.users(&room), vec![user.clone()]);
         assert!(typing.last_change(&room) > start);
+        assert_eq!(typing.changed_since(start), vec![room.clone()]);
+        assert!(typing.changed_since(typing.current()).is_empty());
         typing.set(&room, &user, None);
         assert!(typing.users(&room).is_empty());
         typing.set(&room, &user, Some(Duration::from_millis(1)));

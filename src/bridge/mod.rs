@@ -83,6 +83,8 @@ impl Bridge {
         let _ = self.s2s.set(Arc::downgrade(s2s));
         let bridge = self.clone();
         tokio::spawn(async move { bridge.send_loop().await });
+        let bridge = self.clone();
+        tokio::spawn(async move { bridge.typing_loop().await });
     }
 
     pub fn gateway(&self) -> &Gateway {

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use causeway_mapping::content::message::{ReplyRef, ToXmppRefs, reactions, retraction, to_xmpp};
+use causeway_mapping::content::message::{
+    ReplyRef, ToXmppRefs, chat_state, displayed, reactions, retraction, to_xmpp,
+};
 use causeway_matrix::pdu::Pdu;
-use causeway_matrix::store::{BridgedMessage, EventRow};
+use causeway_matrix::store::{BridgedMessage, EventRow, ReceiptRecord};
 use causeway_xmpp::stanza::Stanza;
 use minidom::Element;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
@@ -27,6 +29,11 @@ const SID: &str = "urn:xmpp:sid:0";
 const MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0334: processing hints.
 const HINTS: &str = "urn:xmpp:hints";
+
+/// A random id for stanzas that are no message of their own.
+fn random_id() -> String {
+    causeway_matrix::services::random_string(12)
+}
 
 /// A direct room as the sender sees it.
 struct Pair {
@@ -72,30 +79,112 @@ impl Bridge {
                     continue;
                 }
             };
-            let complete = (rows.len() as i64) < BATCH;
+            let upper = match rows.last() {
+                Some(last) if rows.len() as i64 >= BATCH => last.stream_ordering,
+                _ => until,
+            };
             for row in &rows {
                 if let Err(error) = self.event_to_xmpp(row).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
                 }
-                cursor = row.stream_ordering;
             }
-            if complete {
-                cursor = until;
+            match store.receipts_after(cursor, upper).await {
+                Ok(receipts) => {
+                    for receipt in &receipts {
+                        if let Err(error) = self.receipt_to_xmpp(receipt).await {
+                            tracing::warn!(%error, event_id = %receipt.event_id, "a receipt was not sent to XMPP");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the XMPP sender cannot read receipts"),
             }
+            cursor = upper;
             if let Err(error) = store.set_stream_cursor(CURSOR, cursor).await {
                 tracing::warn!(%error, "the XMPP sender cannot record its position");
             }
         }
     }
 
-    /// The direct room of an event's room, if it is one, and the event is the local
-    /// account's.
-    async fn pair_of(&self, row: &EventRow) -> Result<Option<Pair>, BridgeError> {
-        let Some((local, remote)) = self.services.store.xmpp_direct_pair(&row.room_id).await?
+    /// Sends the local accounts' typing in direct rooms as chat states, for as long as the
+    /// server runs.
+    pub(super) async fn typing_loop(self: std::sync::Arc<Self>) {
+        let typing = &self.services.typing;
+        let mut changes = typing.subscribe();
+        let mut seen = typing.current();
+        // What the XMPP user was last told, by room.
+        let mut told: std::collections::HashMap<ruma::OwnedRoomId, bool> = Default::default();
+        loop {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            let now = *changes.borrow_and_update();
+            for room in typing.changed_since(seen) {
+                let pair = match self.pair_of(room.as_str(), None).await {
+                    Ok(Some(pair)) => pair,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "typing not sent to XMPP");
+                        continue;
+                    }
+                };
+                let is_typing = typing.users(&room).contains(&pair.local);
+                if told.get(&room).copied().unwrap_or(false) == is_typing {
+                    continue;
+                }
+                told.insert(room.clone(), is_typing);
+                let mut message = self.chat(
+                    &pair,
+                    &format!("typing-{}", random_id()),
+                    Message::new(None),
+                );
+                message.payloads.push(chat_state(is_typing));
+                message.payloads.push(Element::bare("no-store", HINTS));
+                self.send(Stanza::Message(message));
+            }
+            seen = now;
+        }
+    }
+
+    /// A read receipt of the local account on the XMPP user's message becomes an XEP-0333
+    /// displayed marker.
+    async fn receipt_to_xmpp(&self, receipt: &ReceiptRecord) -> Result<(), BridgeError> {
+        if receipt.receipt_type != "m.read" {
+            return Ok(());
+        }
+        let Some(pair) = self
+            .pair_of(&receipt.room_id, Some(&receipt.user_id))
+            .await?
         else {
+            return Ok(());
+        };
+        let Some((sender, id)) = self
+            .services
+            .store
+            .xmpp_message_of_event(&receipt.event_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        if sender != pair.remote.as_str() {
+            return Ok(());
+        }
+        let mut message = self.chat(
+            &pair,
+            &format!("displayed-{}", random_id()),
+            Message::new(None),
+        );
+        message.payloads.push(displayed(&id));
+        message.payloads.push(Element::bare("store", HINTS));
+        self.send(Stanza::Message(message));
+        Ok(())
+    }
+
+    /// The direct room `room`, if it is one; with `sender`, only if that is the local account.
+    async fn pair_of(&self, room: &str, sender: Option<&str>) -> Result<Option<Pair>, BridgeError> {
+        let Some((local, remote)) = self.services.store.xmpp_direct_pair(room).await? else {
             return Ok(None);
         };
-        if row.sender != local {
+        if sender.is_some_and(|sender| sender != local) {
             return Ok(None);
         }
         let (Ok(local), Ok(remote)) = (UserId::parse(&local), BareJid::new(&remote)) else {
@@ -116,7 +205,7 @@ impl Bridge {
         if row.event_type == "m.room.member" {
             return self.member_event(row, &pdu).await;
         }
-        let Some(pair) = self.pair_of(row).await? else {
+        let Some(pair) = self.pair_of(&row.room_id, Some(&row.sender)).await? else {
             return Ok(());
         };
         let room = RoomId::parse(&row.room_id)

@@ -35,6 +35,17 @@ pub struct MediaRecord {
     pub uploader: String,
 }
 
+fn receipt_from_row(row: &sqlx::any::AnyRow) -> Result<ReceiptRecord, StoreError> {
+    Ok(ReceiptRecord {
+        room_id: row.try_get("room_id")?,
+        receipt_type: row.try_get("receipt_type")?,
+        user_id: row.try_get("user_id")?,
+        thread_id: row.try_get("thread_id")?,
+        event_id: row.try_get("event_id")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
 impl Store {
     /// The server's signing key: `(key id, base64 seed)`.
     pub async fn signing_key(&self) -> Result<Option<(String, String)>, StoreError> {
@@ -182,18 +193,24 @@ impl Store {
         .bind(until)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| -> Result<ReceiptRecord, StoreError> {
-                Ok(ReceiptRecord {
-                    room_id: row.try_get("room_id")?,
-                    receipt_type: row.try_get("receipt_type")?,
-                    user_id: row.try_get("user_id")?,
-                    thread_id: row.try_get("thread_id")?,
-                    event_id: row.try_get("event_id")?,
-                    ts: row.try_get("ts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(receipt_from_row).collect()
+    }
+
+    /// Receipts of every room changed in `(after, until]`, in stream order.
+    pub async fn receipts_after(
+        &self,
+        after: i64,
+        until: i64,
+    ) -> Result<Vec<ReceiptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts FROM receipts \
+             WHERE stream_ordering > $1 AND stream_ordering <= $2 ORDER BY stream_ordering",
+        )
+        .bind(after)
+        .bind(until)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(receipt_from_row).collect()
     }
 
     /// The stream position up to which a user has read a room: their latest read receipt
@@ -411,7 +428,7 @@ mod tests {
         let at = store.set_receipt(&receipt).await.unwrap();
         assert_eq!(
             store.receipts_since("!r:x", at - 1, at).await.unwrap(),
-            vec![receipt]
+            vec![receipt.clone()]
         );
         assert!(
             store
@@ -419,6 +436,19 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+        let other_room = ReceiptRecord {
+            room_id: "!s:x".into(),
+            ..receipt.clone()
+        };
+        let other_at = store.set_receipt(&other_room).await.unwrap();
+        assert_eq!(
+            store.receipts_after(at - 1, other_at).await.unwrap(),
+            vec![receipt.clone(), other_room.clone()]
+        );
+        assert_eq!(
+            store.receipts_after(at, i64::MAX).await.unwrap(),
+            vec![other_room]
         );
         let presence_at = store
             .set_presence("@a:x", "online", Some("hi"))
