@@ -154,7 +154,7 @@ impl Store {
     }
 
     /// The messages of a room with an XMPP id, whoever sent them: `(sender JID, event id)`,
-    /// oldest first.
+    /// by sender.
     pub async fn xmpp_messages_with_id(
         &self,
         room_id: &str,
@@ -162,7 +162,7 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT sender_jid, event_id FROM xmpp_messages WHERE room_id = $1 AND xmpp_id = $2 \
-             ORDER BY created_ts",
+             ORDER BY sender_jid",
         )
         .bind(room_id)
         .bind(xmpp_id)
@@ -304,8 +304,8 @@ mod tests {
                 .await
                 .unwrap(),
             vec![
+                ("alice@gw.test".to_owned(), "$e3".to_owned()),
                 (bob.to_owned(), "$e1".to_owned()),
-                ("alice@gw.test".to_owned(), "$e3".to_owned())
             ]
         );
         assert!(
