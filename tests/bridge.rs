@@ -24,6 +24,9 @@ const BOB: &str = "@_xmpp_bob=40prosody.test:gw.test";
 const CAROL: &str = "@_xmpp_carol=40prosody.test:gw.test";
 
 struct World {
+    ca: TestCa,
+    /// Where the server expects `later.test`, which is not there at first.
+    later: std::net::SocketAddr,
     server: TestServer,
     _xmpp: causeway::xmpp::Xmpp,
     peer: Arc<S2s>,
@@ -38,6 +41,7 @@ async fn world() -> World {
     let peer_address = peer.local_addresses()[0].0;
     let gateway = ca.leaf(&["gw.test", "muc.gw.test"]);
     let gateway_address = common::peer::free_address();
+    let later = common::peer::free_address();
     let server = TestServer::with_config(|config| {
         let dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&dir).unwrap();
@@ -57,10 +61,10 @@ async fn world() -> World {
                 address: peer_address,
                 direct_tls: false,
             },
-            // Nothing listens there.
+            // Nothing listens there at first.
             XmppRoute {
-                domain: "unreachable.invalid".into(),
-                address: common::peer::free_address(),
+                domain: "later.test".into(),
+                address: later,
                 direct_tls: false,
             },
         ];
@@ -82,6 +86,8 @@ async fn world() -> World {
     }
     let (alice, _) = server.register("alice").await;
     World {
+        ca,
+        later,
         server,
         _xmpp: xmpp,
         peer,
@@ -573,7 +579,7 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         .server
         .create_room(
             &token,
-            json!({"is_direct": true, "invite": ["@_xmpp_erin=40unreachable.invalid:gw.test"]}),
+            json!({"is_direct": true, "invite": ["@_xmpp_erin=40later.test:gw.test"]}),
         )
         .await;
     world
@@ -581,7 +587,7 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
             events
                 .iter()
                 .any(|e| {
-                    e["state_key"] == "@_xmpp_erin=40unreachable.invalid:gw.test"
+                    e["state_key"] == "@_xmpp_erin=40later.test:gw.test"
                         && e["content"]["membership"] == "join"
                 })
                 .then_some(())
@@ -605,15 +611,45 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         sent["event_id"]
     );
     let text = notice["content"]["body"].as_str().unwrap();
-    assert!(
-        text.contains("Not delivered to erin@unreachable.invalid"),
-        "{text}"
+    assert_eq!(
+        text,
+        "⚠ Not delivered to erin@later.test yet: the server later.test cannot be reached. \
+         Causeway keeps trying."
     );
-    assert!(text.contains("cannot be reached"), "{text}");
     let sync = world.server.sync(&token, "timeout=0").await;
     let invites = sync["rooms"]["invite"]
         .as_object()
         .cloned()
         .unwrap_or_default();
     assert!(invites.is_empty(), "{invites:?}");
+
+    // The server comes up: the message arrives, and the notice says it was delivered.
+    let (_later, mut later_seen) =
+        common::peer::start_on(&world.ca, "later.test", world.later).await;
+    let arrived = tokio::time::timeout(Duration::from_secs(30), later_seen.recv())
+        .await
+        .expect("the message in time")
+        .unwrap();
+    let Stanza::Message(arrived) = arrived else {
+        panic!("{arrived:?}");
+    };
+    assert_eq!(body(&arrived), "Are you there?");
+    assert_eq!(
+        arrived.id.as_ref().unwrap().0,
+        sent["event_id"].as_str().unwrap()
+    );
+    let notice_id = notice["event_id"].as_str().unwrap().to_owned();
+    let edit = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["content"]["m.relates_to"]["event_id"] == notice_id.as_str())
+                .cloned()
+        })
+        .await;
+    let text = edit["content"]["m.new_content"]["body"].as_str().unwrap();
+    assert!(
+        text.starts_with("✓ Delivered to erin@later.test after "),
+        "{text}"
+    );
 }

@@ -270,7 +270,7 @@ impl Bridge {
         else {
             return Ok(());
         };
-        if row.sender != local {
+        if row.sender != local || row.event_type != "m.room.message" {
             return Ok(());
         }
         let Ok(room) = RoomId::parse(&row.room_id) else {
@@ -279,22 +279,21 @@ impl Bridge {
         let Ok(remote) = BareJid::new(&remote) else {
             return Ok(());
         };
-        let ghost = self.ghost(&remote).await?;
         let reason = message
             .payloads
             .iter()
             .find_map(|payload| StanzaError::try_from(payload.clone()).ok())
             .map(|error| describe(&error, &remote))
             .unwrap_or_else(|| "the XMPP server gave no reason".to_owned());
-        let text = format!("⚠ Not delivered to {remote}: {reason}.");
-        let mut content = RoomMessageEventContent::notice_plain(text);
-        content.relates_to = Some(ruma::events::room::message::Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event_id.clone()),
-        ));
-        let content = serde_json::to_value(&content)
-            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
-        self.append(&room, &ghost, "m.room.message", None, content)
-            .await?;
+        // A message that failed on the way before and now got an answer leaves the outbox.
+        self.services.store.outbox_remove(event_id.as_str()).await?;
+        self.notice(
+            &room,
+            &event_id,
+            &remote,
+            format!("⚠ Not delivered to {remote}: {reason}."),
+        )
+        .await?;
         tracing::info!(event_id = %event_id, %remote, %reason, "a message to XMPP bounced");
         Ok(())
     }

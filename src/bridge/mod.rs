@@ -14,6 +14,7 @@
 //!   replies, corrections, retractions, reactions and markers find their event, and how a
 //!   stanza sent twice is stored once.
 
+mod delivery;
 mod error;
 mod from_xmpp;
 mod to_xmpp;
@@ -52,6 +53,8 @@ pub struct Bridge {
     gateway: Gateway,
     router: DefaultRouter,
     s2s: OnceLock<Weak<S2s>>,
+    /// The bridge itself, for tasks it starts.
+    me: Weak<Bridge>,
     /// One lock per (local account, XMPP user): a pair's messages are handled in order, and
     /// its direct room is made once.
     pairs: std::sync::Mutex<PairLocks>,
@@ -64,10 +67,11 @@ impl Bridge {
         version: &str,
     ) -> Result<Arc<Bridge>, BridgeError> {
         let gateway = Gateway::new(services.server_name.clone(), &domains.muc)?;
-        let bridge = Arc::new(Bridge {
+        let bridge = Arc::new_cyclic(|me| Bridge {
             gateway: gateway.clone(),
             router: DefaultRouter::new(domains, version),
             s2s: OnceLock::new(),
+            me: me.clone(),
             pairs: std::sync::Mutex::default(),
             services: services.clone(),
         });
@@ -85,6 +89,8 @@ impl Bridge {
         tokio::spawn(async move { bridge.send_loop().await });
         let bridge = self.clone();
         tokio::spawn(async move { bridge.typing_loop().await });
+        let bridge = self.clone();
+        tokio::spawn(async move { bridge.outbox_loop().await });
     }
 
     pub fn gateway(&self) -> &Gateway {

@@ -200,7 +200,7 @@ impl Bridge {
         }))
     }
 
-    async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
+    pub(super) async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         if row.event_type == "m.room.member" {
             return self.member_event(row, &pdu).await;
@@ -310,7 +310,7 @@ impl Bridge {
                 event_id: id.to_owned(),
             })
             .await?;
-        self.send(Stanza::Message(message));
+        self.send_message(room, &pdu.event_id, &pair.remote, Stanza::Message(message));
         Ok(())
     }
 

@@ -311,13 +311,22 @@ pub mod peer {
     /// Starts the peer on a free loopback port with a certificate from `ca`; it trusts `ca`
     /// and requires certificates (no dialback).
     pub async fn start(ca: &TestCa, domain: &str) -> (Arc<S2s>, mpsc::UnboundedReceiver<Stanza>) {
+        start_on(ca, domain, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts the peer on a given address.
+    pub async fn start_on(
+        ca: &TestCa,
+        domain: &str,
+        address: std::net::SocketAddr,
+    ) -> (Arc<S2s>, mpsc::UnboundedReceiver<Stanza>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = TlsSettings::new(vec![ca.identity(&[domain])], vec![ca.root()], false).unwrap();
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let peer = S2s::start(
             S2sConfig {
                 domains: vec![domain.into()],
-                listen_starttls: vec!["127.0.0.1:0".parse().unwrap()],
+                listen_starttls: vec![address],
                 listen_direct_tls: vec![],
                 routes: HashMap::new(),
                 require_tls: true,

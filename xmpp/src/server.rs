@@ -88,6 +88,30 @@ enum InboundEvent {
     Timeout,
 }
 
+/// What became of a stanza given to [`S2s::send_tracked`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Written to an authenticated stream to the recipient's server (or handed to our own
+    /// handler). Without stream management (XEP-0198) this is as far as a sender can know.
+    Sent,
+    /// Not sent, for this reason; the stanza was not bounced to its sender.
+    Failed(DefinedCondition),
+}
+
+/// A stanza waiting in an outbound queue, and who wants to know what became of it.
+struct Outgoing {
+    stanza: Stanza,
+    report: Option<tokio::sync::oneshot::Sender<Delivery>>,
+}
+
+impl Outgoing {
+    fn sent(&mut self) {
+        if let Some(report) = self.report.take() {
+            let _ = report.send(Delivery::Sent);
+        }
+    }
+}
+
 /// The running service.
 pub struct S2s {
     config: S2sConfig,
@@ -96,7 +120,7 @@ pub struct S2s {
     tls: Arc<TlsSettings>,
     handler: Arc<dyn StanzaHandler>,
     /// Outbound queues by `(our domain, remote domain)`.
-    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Stanza>>>,
+    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Outgoing>>>,
     local_addresses: Vec<(SocketAddr, bool)>,
     /// The secret our dialback keys come from; it lives as long as the process.
     secret: Secret,
@@ -344,6 +368,28 @@ impl S2s {
     /// Sends a stanza to its recipient's server (or hands it to the handler when the
     /// recipient is ours). Never blocks; delivery failures bounce to the sender.
     pub fn send(self: &Arc<Self>, stanza: Stanza) {
+        self.enqueue(Outgoing {
+            stanza,
+            report: None,
+        });
+    }
+
+    /// Sends a stanza like [`S2s::send`], and says what became of it instead of bouncing it
+    /// when it cannot be delivered.
+    pub fn send_tracked(
+        self: &Arc<Self>,
+        stanza: Stanza,
+    ) -> tokio::sync::oneshot::Receiver<Delivery> {
+        let (report, receiver) = tokio::sync::oneshot::channel();
+        self.enqueue(Outgoing {
+            stanza,
+            report: Some(report),
+        });
+        receiver
+    }
+
+    fn enqueue(self: &Arc<Self>, mut outgoing: Outgoing) {
+        let stanza = &outgoing.stanza;
         let Some(to) = stanza.to() else {
             tracing::warn!("a stanza without a recipient cannot be sent");
             return;
@@ -353,7 +399,7 @@ impl S2s {
             let s2s = self.clone();
             tokio::spawn(async move {
                 s2s.bounce_with(
-                    stanza,
+                    outgoing,
                     DefinedCondition::NotAllowed,
                     "this server does not federate with that domain",
                 )
@@ -363,8 +409,9 @@ impl S2s {
         }
         if self.is_ours(&domain) {
             let s2s = self.clone();
+            outgoing.sent();
             tokio::spawn(async move {
-                for reply in s2s.handler.handle(stanza).await {
+                for reply in s2s.handler.handle(outgoing.stanza).await {
                     s2s.send(reply);
                 }
             });
@@ -402,11 +449,11 @@ impl S2s {
             );
             sender
         });
-        if let Err(mpsc::error::SendError(stanza)) = sender.send(stanza) {
+        if let Err(mpsc::error::SendError(outgoing)) = sender.send(outgoing) {
             // The destination task ended between two sends: start it again.
             queues.remove(&key);
             drop(queues);
-            self.send(stanza);
+            self.enqueue(outgoing);
         }
     }
 
@@ -460,9 +507,9 @@ impl S2s {
         self: Arc<Self>,
         local: String,
         domain: String,
-        mut queue: mpsc::UnboundedReceiver<Stanza>,
+        mut queue: mpsc::UnboundedReceiver<Outgoing>,
     ) {
-        let mut pending: VecDeque<Stanza> = VecDeque::new();
+        let mut pending: VecDeque<Outgoing> = VecDeque::new();
         let mut backoff = Duration::from_millis(500);
         let mut failed_at: Option<tokio::time::Instant> = None;
         loop {
@@ -494,16 +541,17 @@ impl S2s {
             failed_at = None;
             backoff = Duration::from_millis(500);
             loop {
-                while let Some(stanza) = pending.pop_front() {
+                while let Some(mut outgoing) = pending.pop_front() {
                     if let Err(error) = stream
                         .stream
-                        .send_element(&stanza.to_server_element())
+                        .send_element(&outgoing.stanza.to_server_element())
                         .await
                     {
                         tracing::info!(%domain, %error, "outbound stream failed");
-                        pending.push_front(stanza);
+                        pending.push_front(outgoing);
                         break;
                     }
+                    outgoing.sent();
                 }
                 if !pending.is_empty() {
                     // Reconnect once for what is left; it bounces if that fails too.
@@ -551,21 +599,27 @@ impl S2s {
     }
 
     /// Returns an undeliverable stanza to its sender as an error.
-    async fn bounce(self: &Arc<Self>, stanza: Stanza) {
+    async fn bounce(self: &Arc<Self>, outgoing: Outgoing) {
         self.bounce_with(
-            stanza,
+            outgoing,
             DefinedCondition::RemoteServerNotFound,
             "the remote server cannot be reached",
         )
         .await;
     }
 
+    /// Tells whoever tracks an undeliverable stanza, or else returns it to its sender.
     async fn bounce_with(
         self: &Arc<Self>,
-        stanza: Stanza,
+        outgoing: Outgoing,
         condition: DefinedCondition,
         text: &str,
     ) {
+        if let Some(report) = outgoing.report {
+            let _ = report.send(Delivery::Failed(condition));
+            return;
+        }
+        let stanza = outgoing.stanza;
         let (Some(sender), recipient) = (stanza.from().cloned(), stanza.to().cloned()) else {
             return;
         };

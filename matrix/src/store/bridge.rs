@@ -15,6 +15,35 @@ pub struct BridgedMessage {
     pub event_id: String,
 }
 
+/// A message waiting in the outbox for another attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub event_id: String,
+    pub room_id: String,
+    /// Why the last attempt failed.
+    pub reason: String,
+    pub attempts: i64,
+    pub first_failure_ts: i64,
+    pub next_attempt_ts: i64,
+    /// The notice that told the sender.
+    pub notice_event_id: Option<String>,
+}
+
+fn outbox_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEntry, StoreError> {
+    Ok(OutboxEntry {
+        event_id: row.try_get("event_id")?,
+        room_id: row.try_get("room_id")?,
+        reason: row.try_get("reason")?,
+        attempts: row.try_get("attempts")?,
+        first_failure_ts: row.try_get("first_failure_ts")?,
+        next_attempt_ts: row.try_get("next_attempt_ts")?,
+        notice_event_id: row.try_get("notice_event_id")?,
+    })
+}
+
+const OUTBOX_COLUMNS: &str = "SELECT event_id, room_id, reason, attempts, first_failure_ts, \
+                              next_attempt_ts, notice_event_id FROM xmpp_outbox";
+
 impl Store {
     /// The direct room of a local account and an XMPP user (a bare JID).
     pub async fn xmpp_direct_room(
@@ -173,6 +202,98 @@ impl Store {
             .collect()
     }
 
+    /// Records a failed attempt to deliver an event: the first puts it in the outbox, later
+    /// ones count. Returns the entry as it is now.
+    pub async fn outbox_failed(
+        &self,
+        event_id: &str,
+        room_id: &str,
+        reason: &str,
+        next_attempt_ts: i64,
+    ) -> Result<OutboxEntry, StoreError> {
+        sqlx::query(
+            "INSERT INTO xmpp_outbox (event_id, room_id, reason, attempts, first_failure_ts, \
+             next_attempt_ts) VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (event_id) DO UPDATE \
+             SET reason = excluded.reason, attempts = xmpp_outbox.attempts + 1, \
+             next_attempt_ts = excluded.next_attempt_ts",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(next_attempt_ts)
+        .execute(self.pool())
+        .await?;
+        self.outbox_entry(event_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an outbox entry vanished as it was written".into()))
+    }
+
+    pub async fn outbox_entry(&self, event_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let query = format!("{OUTBOX_COLUMNS} WHERE event_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(outbox_from_row).transpose()
+    }
+
+    /// Records the notice that told the sender about an entry.
+    pub async fn outbox_set_notice(
+        &self,
+        event_id: &str,
+        notice_event_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE xmpp_outbox SET notice_event_id = $1 WHERE event_id = $2")
+            .bind(notice_event_id)
+            .bind(event_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Entries due for another attempt at `now`, each put off until `later` so that it is
+    /// taken once; oldest first.
+    pub async fn outbox_take_due(
+        &self,
+        now: i64,
+        later: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let query = format!(
+            "{OUTBOX_COLUMNS} WHERE next_attempt_ts <= $1 ORDER BY next_attempt_ts LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let entries = rows
+            .iter()
+            .map(outbox_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        for entry in &entries {
+            sqlx::query("UPDATE xmpp_outbox SET next_attempt_ts = $1 WHERE event_id = $2")
+                .bind(later)
+                .bind(&entry.event_id)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(entries)
+    }
+
+    /// Takes an event out of the outbox; returns its entry if it was there.
+    pub async fn outbox_remove(&self, event_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let entry = self.outbox_entry(event_id).await?;
+        if entry.is_some() {
+            sqlx::query("DELETE FROM xmpp_outbox WHERE event_id = $1")
+                .bind(event_id)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(entry)
+    }
+
     /// How far the stream reader `name` got, if it ever ran.
     pub async fn stream_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(
@@ -315,6 +436,47 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    });
+
+    both_backends!(outbox, |store: Store| async move {
+        assert_eq!(store.outbox_entry("$m").await.unwrap(), None);
+        let first = store
+            .outbox_failed("$m", "!r:gw.test", "unreachable", 1_000)
+            .await
+            .unwrap();
+        assert_eq!((first.attempts, first.next_attempt_ts), (1, 1_000));
+        assert_eq!(first.notice_event_id, None);
+        store.outbox_set_notice("$m", "$notice").await.unwrap();
+        let again = store
+            .outbox_failed("$m", "!r:gw.test", "still unreachable", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(again.attempts, 2);
+        assert_eq!(again.reason, "still unreachable");
+        assert_eq!(again.first_failure_ts, first.first_failure_ts);
+        assert_eq!(again.notice_event_id.as_deref(), Some("$notice"));
+        store
+            .outbox_failed("$n", "!r:gw.test", "unreachable", 2_000)
+            .await
+            .unwrap();
+        // Due at 2,500: only $n; taken once.
+        let due = store.outbox_take_due(2_500, 9_000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event_id, "$n");
+        assert!(
+            store
+                .outbox_take_due(2_500, 9_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let due = store.outbox_take_due(3_000, 9_000, 10).await.unwrap();
+        assert_eq!(due[0].event_id, "$m");
+        assert_eq!(
+            store.outbox_remove("$m").await.unwrap().unwrap().attempts,
+            2
+        );
+        assert_eq!(store.outbox_remove("$m").await.unwrap(), None);
     });
 
     both_backends!(stream_cursors, |store: Store| async move {

@@ -239,6 +239,37 @@ async fn unreachable_domains_bounce_to_the_sender() {
 }
 
 #[tokio::test]
+async fn tracked_stanzas_report_instead_of_bouncing() {
+    let mut pair = pair(false).await;
+    let lost = pair.gateway.send_tracked(parse(
+        "<message xmlns='jabber:server' type='chat' id='t1' from='alice@gw.test' \
+         to='x@nowhere.test'><body>hello?</body></message>",
+    ));
+    assert_eq!(
+        lost.await.unwrap(),
+        Delivery::Failed(DefinedCondition::RemoteServerNotFound)
+    );
+    let delivered = pair.gateway.send_tracked(parse(
+        "<message xmlns='jabber:server' type='chat' id='t2' from='alice@gw.test' \
+         to='bob@prosody.test'><body>hello</body></message>",
+    ));
+    assert_eq!(delivered.await.unwrap(), Delivery::Sent);
+    let Stanza::Message(message) = next(&mut pair.remote_seen).await else {
+        panic!("not a message");
+    };
+    assert_eq!(message.id.unwrap().0, "t2");
+    // The failure was reported, not bounced: the sender got nothing but what it sent next.
+    pair.gateway.send(parse(
+        "<message xmlns='jabber:server' type='chat' id='t3' from='alice@gw.test' \
+         to='x@nowhere.test'><body>again</body></message>",
+    ));
+    let Stanza::Message(bounced) = next(&mut pair.gateway_seen).await else {
+        panic!("not a message");
+    };
+    assert_eq!(bounced.id.unwrap().0, "t3");
+}
+
+#[tokio::test]
 async fn a_remote_server_pings_the_gateway_and_reads_the_answers() {
     for direct in [false, true] {
         let mut pair = pair(direct).await;

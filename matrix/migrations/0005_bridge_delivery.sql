@@ -18,3 +18,16 @@ CREATE INDEX event_relations_target ON event_relations (relates_to, rel_type);
 
 -- Receipts of every room by position, for readers of the whole stream.
 CREATE INDEX receipts_position ON receipts (stream_ordering);
+
+-- Messages of local accounts that could not be delivered to XMPP yet: retried until they are
+-- (or for a day), with the notice that tells the sender.
+CREATE TABLE xmpp_outbox (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    first_failure_ts BIGINT NOT NULL,
+    next_attempt_ts BIGINT NOT NULL,
+    notice_event_id TEXT
+);
+CREATE INDEX xmpp_outbox_due ON xmpp_outbox (next_attempt_ts);

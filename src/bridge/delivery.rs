@@ -1,0 +1,263 @@
+//! Delivery of local accounts' messages to XMPP, and what the sender sees when it fails: a
+//! notice from the contact's ghost, in reply to the message, that says why; further attempts
+//! with growing pauses (kept in the store's outbox, so across restarts too) for as long as the
+//! contact's server cannot be reached, up to a day; and the notice corrected once the message
+//! went through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_matrix::store::{OutboxEntry, now_ms};
+use causeway_xmpp::server::Delivery;
+use causeway_xmpp::stanza::Stanza;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+use ruma::{EventId, RoomId, UserId};
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+use super::{Bridge, BridgeError};
+
+/// The pause before the first retry; it doubles with each failure up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+/// After this long, a message that could not be delivered is given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How often the outbox is looked at.
+const OUTBOX_TICK: Duration = Duration::from_secs(1);
+
+fn pause(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    (FIRST_PAUSE * 2u32.pow(doublings)).min(MAX_PAUSE)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why a message was not delivered, in words, and whether trying again may help.
+fn failure(condition: &DefinedCondition, remote: &BareJid) -> (String, bool) {
+    let domain = remote.domain();
+    match condition {
+        DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout => {
+            (format!("the server {domain} cannot be reached"), true)
+        }
+        DefinedCondition::NotAllowed => (
+            format!("this server does not federate with {domain}"),
+            false,
+        ),
+        other => (format!("the XMPP error {other:?}"), false),
+    }
+}
+
+impl Bridge {
+    /// Sends a local account's message and follows what becomes of it.
+    pub(super) fn send_message(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        remote: &BareJid,
+        stanza: Stanza,
+    ) {
+        let Some(bridge) = self.me.upgrade() else {
+            return;
+        };
+        let Some(s2s) = self.s2s.get().and_then(std::sync::Weak::upgrade) else {
+            tracing::debug!("the XMPP side is not running: a message is not sent");
+            return;
+        };
+        let report = s2s.send_tracked(stanza);
+        let (room, event, remote) = (room.to_owned(), event.to_owned(), remote.clone());
+        tokio::spawn(async move {
+            let outcome = match report.await {
+                Ok(Delivery::Sent) => bridge.delivered(&event, &remote).await,
+                Ok(Delivery::Failed(condition)) => {
+                    bridge.undelivered(&room, &event, &remote, &condition).await
+                }
+                Err(_) => Ok(()),
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(%error, event_id = %event, "the outcome of a delivery was not recorded");
+            }
+        });
+    }
+
+    /// A message went through: if it had failed before, the notice says so now.
+    async fn delivered(&self, event: &EventId, remote: &BareJid) -> Result<(), BridgeError> {
+        let Some(entry) = self.services.store.outbox_remove(event.as_str()).await? else {
+            return Ok(());
+        };
+        let attempts = entry.attempts + 1;
+        tracing::info!(event_id = %event, %remote, attempts, "a message to XMPP was delivered after failing");
+        self.correct_notice(
+            &entry,
+            remote,
+            format!("✓ Delivered to {remote} after {attempts} attempts."),
+        )
+        .await
+    }
+
+    async fn undelivered(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        remote: &BareJid,
+        condition: &DefinedCondition,
+    ) -> Result<(), BridgeError> {
+        let (reason, retry) = failure(condition, remote);
+        let store = &self.services.store;
+        if !retry {
+            store.outbox_remove(event.as_str()).await?;
+            self.notice(
+                room,
+                event,
+                remote,
+                format!("⚠ Not delivered to {remote}: {reason}."),
+            )
+            .await?;
+            return Ok(());
+        }
+        let previous = store.outbox_entry(event.as_str()).await?;
+        let attempts = previous.as_ref().map_or(0, |entry| entry.attempts) + 1;
+        let entry = store
+            .outbox_failed(
+                event.as_str(),
+                room.as_str(),
+                &reason,
+                now_ms() + millis(pause(attempts)),
+            )
+            .await?;
+        if now_ms() - entry.first_failure_ts > millis(GIVE_UP_AFTER) {
+            store.outbox_remove(event.as_str()).await?;
+            return self
+                .correct_notice(
+                    &entry,
+                    remote,
+                    format!(
+                        "⚠ Not delivered to {remote}: {reason}, for a day now. Causeway gave up."
+                    ),
+                )
+                .await;
+        }
+        tracing::info!(event_id = %event, %remote, attempts = entry.attempts, %reason, "a message to XMPP was not delivered; trying again later");
+        if entry.notice_event_id.is_none() {
+            let notice = self
+                .notice(
+                    room,
+                    event,
+                    remote,
+                    format!("⚠ Not delivered to {remote} yet: {reason}. Causeway keeps trying."),
+                )
+                .await?;
+            store
+                .outbox_set_notice(event.as_str(), notice.as_str())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The ghost's notice about a message, in reply to it.
+    pub(super) async fn notice(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        remote: &BareJid,
+        text: String,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let ghost = self.ghost(remote).await?;
+        let mut content = RoomMessageEventContent::notice_plain(text);
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event.to_owned()),
+        ));
+        self.append_content(room, &ghost, &content).await
+    }
+
+    /// Replaces the text of an entry's notice (an edit, `m.replace`).
+    async fn correct_notice(
+        &self,
+        entry: &OutboxEntry,
+        remote: &BareJid,
+        text: String,
+    ) -> Result<(), BridgeError> {
+        let (Some(notice), Ok(room)) = (
+            entry
+                .notice_event_id
+                .as_deref()
+                .and_then(|id| EventId::parse(id).ok()),
+            RoomId::parse(&entry.room_id),
+        ) else {
+            return Ok(());
+        };
+        let ghost = self.ghost(remote).await?;
+        let new = RoomMessageEventContent::notice_plain(text.clone());
+        let mut content = RoomMessageEventContent::notice_plain(format!("* {text}"));
+        content.relates_to = Some(Relation::Replacement(
+            ruma::events::relation::Replacement::new(notice, new.into()),
+        ));
+        self.append_content(&room, &ghost, &content).await?;
+        Ok(())
+    }
+
+    async fn append_content(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        content: &RoomMessageEventContent,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let value = serde_json::to_value(content)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        self.append(room, sender, "m.room.message", None, value)
+            .await
+    }
+
+    /// Tries the messages in the outbox again when they are due, for as long as the server
+    /// runs.
+    pub(super) async fn outbox_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(OUTBOX_TICK);
+        loop {
+            tick.tick().await;
+            let now = now_ms();
+            // Taken entries wait this long unless the attempt reports back sooner.
+            let later = now + millis(MAX_PAUSE);
+            let due = match self.services.store.outbox_take_due(now, later, 50).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "the XMPP outbox cannot be read");
+                    continue;
+                }
+            };
+            for entry in due {
+                if let Err(error) = self.retry(&entry).await {
+                    tracing::warn!(%error, event_id = %entry.event_id, "a message could not be tried again");
+                }
+            }
+        }
+    }
+
+    async fn retry(&self, entry: &OutboxEntry) -> Result<(), BridgeError> {
+        let store = &self.services.store;
+        match store.event(&entry.event_id).await? {
+            Some(row) if row.redacted_by.is_none() => self.event_to_xmpp(&row).await,
+            // Redacted or gone meanwhile: nothing to deliver.
+            _ => {
+                store.outbox_remove(&entry.event_id).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_up_to_the_maximum() {
+        assert_eq!(pause(1), FIRST_PAUSE);
+        assert_eq!(pause(2), FIRST_PAUSE * 2);
+        assert_eq!(pause(4), FIRST_PAUSE * 8);
+        assert_eq!(pause(40), MAX_PAUSE);
+        assert_eq!(pause(i64::MAX), MAX_PAUSE);
+    }
+}
