@@ -117,7 +117,11 @@ VirtualHost "prosody.test"
     def start(self) -> None:
         self.write_config()
         run("prosodyctl", "--config", str(self.config), "register", "bob", "prosody.test", "bobpw")
-        log = open(self.dir / "prosody.stdout", "w")
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Starts Prosody on the configuration and data it has (after `stop`)."""
+        log = open(self.dir / "prosody.stdout", "a")
         self.proc = subprocess.Popen(["prosody", "--config", str(self.config), "-F"],
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15

@@ -1,0 +1,419 @@
+"""The bridge with a real Prosody: an XMPP user (slixmpp on Prosody) and a Causeway account (matrix-nio).
+
+Prosody serves prosody.test on 127.0.0.2 and Causeway gw.test on 127.0.0.5, in the secure mode
+of test_xmpp_prosody.py (test CA, STARTTLS, SASL EXTERNAL both ways). bob@prosody.test is a
+slixmpp client on Prosody; @alice:gw.test is a matrix-nio client on Causeway. Then:
+
+- Bob writes to alice@gw.test: Causeway makes a direct room of Bob's ghost
+  (@_xmpp_bob=40prosody.test:gw.test) and Alice, marked direct in her account data; she is
+  invited, joins, and reads the message (with its XEP-0393 styling as HTML) under Bob's name.
+- Alice answers: Bob receives a chat message from alice@gw.test.
+- Bob types, corrects his message, reacts to Alice's and retracts a message; Alice sees typing,
+  an edit, a reaction and a redaction. Alice types, replies, reacts, reads and redacts; Bob
+  receives a chat state, an XEP-0461 reply, XEP-0444 reactions, an XEP-0333 marker and an
+  XEP-0424 retraction.
+- Alice starts a chat with @_xmpp_carol=40prosody.test:gw.test from Matrix: the ghost joins by
+  itself and Carol receives her message.
+- Causeway restarts: the same room is used, nothing is sent twice, the chat goes on.
+- Prosody stops: Alice's message gets a notice that it was not delivered; Prosody comes back:
+  the message arrives and the notice says it was delivered.
+
+Run: python interop-tests/test_bridge_prosody.py --causeway target/debug/causeway
+Needs: prosody and lua-unbound (Debian), openssl, slixmpp, matrix-nio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from typing import Any, Callable
+
+import aiohttp
+from nio import AsyncClient, AsyncClientConfig, RoomSendResponse, SyncResponse
+
+import harness
+import test_xmpp_prosody as xp
+
+BOB_GHOST = "@_xmpp_bob=40prosody.test:gw.test"
+CAROL_GHOST = "@_xmpp_carol=40prosody.test:gw.test"
+ALICE = "@alice:gw.test"
+PASSWORD = "alice's long password"
+
+
+class BridgeCauseway(xp.GatewayCauseway):
+    """Causeway as gw.test with open registration, for the Matrix side of the test."""
+
+    def config_text(self) -> str:
+        return super().config_text() + (
+            '\n[registration]\nmode = "open"\n'
+            + "".join(f"\n[rate_limits.{name}]\nper_second = 1000.0\nburst = 1000\n"
+                      for name in ("login", "registration", "message"))
+        ).replace('filter = "info,causeway_xmpp=debug"', 'filter = "info,causeway=debug"')
+
+
+class XmppUser:
+    """A slixmpp client on Prosody that keeps every message stanza it receives."""
+
+    def __init__(self, jid: str, password: str) -> None:
+        import slixmpp
+        from slixmpp.xmlstream.handler import Callback
+        from slixmpp.xmlstream.matcher import MatchXPath
+
+        self.client = slixmpp.ClientXMPP(jid, password)
+        self.client.register_plugin("xep_0030")
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.client.register_handler(Callback(
+            "every message", MatchXPath("{jabber:client}message"),
+            lambda stanza: self.messages.put_nowait(stanza)))
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def started(_event: Any) -> None:
+            self.client.send_presence()
+            if not self.ready.done():
+                self.ready.set_result(True)
+
+        self.client.add_event_handler("session_start", started)
+
+    async def connect(self, ca: str) -> None:
+        self.client.ca_certs = ca
+        self.client.connect(host=xp.PROSODY_IP, port=5222)
+        await asyncio.wait_for(self.ready, 20)
+        # Prosody routes messages to the resource once its presence is in.
+        await asyncio.sleep(0.3)
+
+    def send(self, xml: str) -> None:
+        self.client.send_raw(xml)
+
+    async def next(self, accept: Callable[[Any], bool], timeout: float = 20) -> Any:
+        """The next received message that `accept` takes; others are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no such message arrived")
+            stanza = await asyncio.wait_for(self.messages.get(), left)
+            if accept(stanza):
+                return stanza
+
+    async def disconnect(self) -> None:
+        self.client.disconnect()
+        await asyncio.sleep(0.3)
+
+
+def child(stanza: Any, name: str, namespace: str) -> Any:
+    return stanza.xml.find(f"{{{namespace}}}{name}")
+
+
+def body_of(stanza: Any) -> str:
+    element = stanza.xml.find("{jabber:client}body")
+    return element.text if element is not None and element.text else ""
+
+
+class Matrix:
+    """Alice through matrix-nio, with a sync position kept between calls."""
+
+    def __init__(self, base_url: str) -> None:
+        config = AsyncClientConfig(max_limit_exceeded=0, max_timeouts=2, request_timeout=60)
+        self.client = AsyncClient(base_url, ALICE, config=config)
+        self.http = harness.HttpRecorder(self.client)
+        self.since: str | None = None
+
+    async def sync_until(self, found: Callable[[SyncResponse], Any], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = await self.client.sync(timeout=1000, since=self.since)
+            if not isinstance(response, SyncResponse):
+                raise RuntimeError(f"sync failed: {response}\n{self.http.last()}")
+            self.since = response.next_batch
+            result = found(response)
+            if result:
+                return result
+        return None
+
+    async def raw(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                method, f"{self.client.homeserver}{path}", json=body,
+                headers={"Authorization": f"Bearer {self.client.access_token}"},
+            ) as response:
+                return response.status, await response.json(content_type=None)
+
+
+def timeline(response: SyncResponse, room: str) -> list[dict[str, Any]]:
+    joined = response.rooms.join.get(room)
+    return [event.source for event in joined.timeline.events] if joined else []
+
+
+class BridgeTest:
+    def __init__(self, args: Any, work: Any) -> None:
+        self.args = args
+        self.work = work
+        self.ca = str(work / "ca.crt")
+        self.c = harness.Checks("bridge-prosody")
+        self.prosody = xp.Prosody(work)
+        self.gateway = BridgeCauseway(args.causeway, work, direct_tls=False)
+        self.bob: XmppUser | None = None
+        self.alice: Matrix | None = None
+        self.room = ""
+        self.bob_first_id = "bob-1"
+        self.bob_first_event = ""
+        self.alice_event = ""
+
+    async def wait_event(self, what: str, match: Callable[[dict[str, Any]], bool],
+                         timeout: float = 30) -> dict[str, Any]:
+        assert self.alice
+        found = await self.alice.sync_until(
+            lambda r: next((e for e in timeline(r, self.room) if match(e)), None), timeout)
+        self.c.require(found is not None, what, f"no such event in {self.room}")
+        return found
+
+    async def send(self, content: dict[str, Any], event_type: str = "m.room.message") -> str:
+        assert self.alice
+        response = await self.alice.client.room_send(self.room, event_type, content)
+        self.c.require(isinstance(response, RoomSendResponse), f"Alice sends {event_type}",
+                       f"{response}\n{self.alice.http.last()}")
+        return response.event_id
+
+    # -- steps ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.prosody.start()
+        xp.run("prosodyctl", "--config", str(self.prosody.config), "register", "carol",
+               "prosody.test", "carolpw")
+        self.gateway.start()
+        self.alice = Matrix(self.gateway.base_url)
+        response = await self.alice.client.register("alice", PASSWORD, device_name="interop")
+        self.c.require(getattr(response, "user_id", None) == ALICE, "Alice registers on Causeway",
+                       str(response))
+        await self.alice.sync_until(lambda _r: True)
+        self.bob = XmppUser("bob@prosody.test/interop", "bobpw")
+        await self.bob.connect(self.ca)
+        self.c.check(True, "Bob is online on Prosody")
+
+    async def first_contact(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send(f"<message to='alice@gw.test' type='chat' id='{self.bob_first_id}'>"
+                      "<body>Hello *Alice*, it's Bob</body></message>")
+        invite = await self.alice.sync_until(
+            lambda r: next(iter(r.rooms.invite.items()), None))
+        self.c.require(invite is not None, "Alice is invited to a room when Bob writes")
+        self.room, invited = invite
+        members = [e for e in invited.invite_state if getattr(e, "state_key", None) == ALICE]
+        member = members[0] if members else None
+        self.c.equal(getattr(member, "sender", None), BOB_GHOST, "the invite comes from Bob's ghost")
+        self.c.equal((getattr(member, "content", None) or {}).get("is_direct"), True,
+                     "the invite is to a direct chat")
+        status, direct = await self.alice.raw("GET", f"/_matrix/client/v3/user/{ALICE}/account_data/m.direct")
+        self.c.equal((status, direct.get(BOB_GHOST)), (200, [self.room]),
+                     "the room is in Alice's m.direct under Bob's ghost")
+        await self.alice.client.join(self.room)
+        event = await self.wait_event(
+            "Bob's message appears in the room",
+            lambda e: e["type"] == "m.room.message" and e["sender"] == BOB_GHOST)
+        self.bob_first_event = event["event_id"]
+        content = event["content"]
+        self.c.equal(content.get("body"), "Hello *Alice*, it's Bob", "with its text")
+        self.c.equal(content.get("formatted_body"), "Hello <strong>Alice</strong>, it's Bob",
+                     "and its styling as HTML")
+        status, profile = await self.alice.raw("GET", f"/_matrix/client/v3/profile/{BOB_GHOST}")
+        self.c.equal((status, profile.get("displayname")), (200, "bob@prosody.test"),
+                     "Bob's ghost is named by his address")
+
+    async def alice_answers(self) -> None:
+        assert self.alice and self.bob
+        self.alice_event = await self.send({"msgtype": "m.text", "body": "Hi Bob! Good to see you."})
+        message = await self.bob.next(lambda s: body_of(s) != "")
+        self.c.equal((str(message["from"]), str(message["to"].bare), message["type"]),
+                     ("alice@gw.test", "bob@prosody.test", "chat"),
+                     "Bob receives a chat message from alice@gw.test")
+        self.c.equal(body_of(message), "Hi Bob! Good to see you.", "with Alice's text")
+        self.c.equal(message["id"], self.alice_event, "its id is the event id")
+
+    async def xmpp_extensions(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-typing'>"
+                      "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        typing = await self.alice.sync_until(lambda r: next(
+            (e for e in (r.rooms.join.get(self.room).ephemeral if r.rooms.join.get(self.room) else [])
+             if getattr(e, "users", None)), None))
+        self.c.check(typing is not None and BOB_GHOST in typing.users, "Alice sees Bob typing",
+                     repr(typing))
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-2'><body>Hello Alice!</body>"
+                      f"<replace xmlns='urn:xmpp:message-correct:0' id='{self.bob_first_id}'/></message>")
+        edit = await self.wait_event("Bob's correction becomes an edit", lambda e: e["content"].get(
+            "m.relates_to", {}).get("rel_type") == "m.replace")
+        self.c.equal((edit["content"]["m.relates_to"]["event_id"], edit["content"]["m.new_content"]["body"]),
+                     (self.bob_first_event, "Hello Alice!"), "of his first message, with the new text")
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-3'>"
+                      f"<reactions xmlns='urn:xmpp:reactions:0' id='{self.alice_event}'>"
+                      "<reaction>👍</reaction></reactions></message>")
+        reaction = await self.wait_event("Bob's reaction becomes a reaction", lambda e: e["type"] == "m.reaction")
+        self.c.equal((reaction["sender"], reaction["content"]["m.relates_to"]["event_id"],
+                      reaction["content"]["m.relates_to"]["key"]),
+                     (BOB_GHOST, self.alice_event, "👍"), "to Alice's message, by Bob's ghost")
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-4'><body>oops</body></message>")
+        oops = await self.wait_event("Bob's next message arrives", lambda e: e["content"].get("body") == "oops")
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-5'>"
+                      "<retract xmlns='urn:xmpp:message-retract:1' id='bob-4'/>"
+                      "<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>"
+                      "<body>retracted</body></message>")
+        redaction = await self.wait_event("Bob's retraction becomes a redaction",
+                                          lambda e: e["type"] == "m.room.redaction")
+        self.c.equal(redaction.get("redacts") or redaction["content"].get("redacts"), oops["event_id"],
+                     "of the retracted message")
+
+    async def matrix_extensions(self) -> None:
+        assert self.alice and self.bob
+        await self.alice.client.room_typing(self.room, True, timeout=10000)
+        state = await self.bob.next(lambda s: child(s, "composing", "http://jabber.org/protocol/chatstates") is not None)
+        self.c.check(body_of(state) == "", "Bob receives Alice's typing as a chat state")
+        await self.alice.client.room_typing(self.room, False)
+        await self.send({"msgtype": "m.text", "body": f"> <{BOB_GHOST}> Hello Alice!\n\nAnd hello to you",
+                         "m.relates_to": {"m.in_reply_to": {"event_id": self.bob_first_event}}})
+        reply = await self.bob.next(lambda s: child(s, "reply", "urn:xmpp:reply:0") is not None)
+        self.c.equal(child(reply, "reply", "urn:xmpp:reply:0").get("id"), self.bob_first_id,
+                     "Bob receives Alice's reply to his message (XEP-0461)")
+        self.c.equal(body_of(reply), "> bob@prosody.test:\n> Hello Alice!\nAnd hello to you",
+                     "quoting his corrected text by name, never a Matrix id")
+        reaction = await self.send({"m.relates_to": {"rel_type": "m.annotation",
+                                                     "event_id": self.bob_first_event, "key": "🎉"}},
+                                   "m.reaction")
+        message = await self.bob.next(lambda s: child(s, "reactions", "urn:xmpp:reactions:0") is not None)
+        reactions = child(message, "reactions", "urn:xmpp:reactions:0")
+        self.c.equal((reactions.get("id"), [r.text for r in reactions]), (self.bob_first_id, ["🎉"]),
+                     "Bob receives Alice's reaction (XEP-0444)")
+        await self.alice.client.room_redact(self.room, reaction)
+        message = await self.bob.next(lambda s: child(s, "reactions", "urn:xmpp:reactions:0") is not None)
+        self.c.equal(len(list(child(message, "reactions", "urn:xmpp:reactions:0"))), 0,
+                     "and an empty set when she takes it back")
+        await self.alice.client.update_receipt_marker(self.room, self.bob_first_event)
+        marker = await self.bob.next(lambda s: child(s, "displayed", "urn:xmpp:chat-markers:0") is not None)
+        self.c.equal(child(marker, "displayed", "urn:xmpp:chat-markers:0").get("id"), self.bob_first_id,
+                     "Bob receives Alice's read receipt as a displayed marker (XEP-0333)")
+        await self.alice.client.room_redact(self.room, self.alice_event)
+        message = await self.bob.next(lambda s: child(s, "retract", "urn:xmpp:message-retract:1") is not None)
+        self.c.equal(child(message, "retract", "urn:xmpp:message-retract:1").get("id"), self.alice_event,
+                     "Bob receives Alice's redaction as a retraction (XEP-0424)")
+        await self.send({"msgtype": "m.emote", "body": "waves"})
+        message = await self.bob.next(lambda s: body_of(s) != "")
+        self.c.equal(body_of(message), "/me waves", "an emote is /me")
+
+    async def matrix_starts(self) -> None:
+        assert self.alice
+        carol = XmppUser("carol@prosody.test/interop", "carolpw")
+        await carol.connect(self.ca)
+        try:
+            response = await self.alice.client.room_create(is_direct=True, invite=[CAROL_GHOST])
+            room = getattr(response, "room_id", None)
+            self.c.require(room is not None, "Alice creates a direct chat with Carol's ghost",
+                           f"{response}\n{self.alice.http.last()}")
+            joined = await self.alice.sync_until(lambda r: any(
+                e.get("state_key") == CAROL_GHOST and e.get("content", {}).get("membership") == "join"
+                for e in timeline(r, room)))
+            self.c.check(bool(joined), "Carol's ghost joins by itself")
+            await self.alice.client.room_send(room, "m.room.message",
+                                              {"msgtype": "m.text", "body": "Hello Carol"})
+            message = await carol.next(lambda s: body_of(s) != "")
+            self.c.equal((str(message["from"]), body_of(message)), ("alice@gw.test", "Hello Carol"),
+                         "Carol receives Alice's message")
+            carol.send("<message to='alice@gw.test' type='chat' id='carol-1'><body>Hi Alice</body></message>")
+            answer = await self.alice.sync_until(lambda r: next(
+                (e for e in timeline(r, room) if e.get("sender") == CAROL_GHOST
+                 and e["type"] == "m.room.message"), None))
+            self.c.check(answer is not None, "Carol's answer lands in the same room")
+        finally:
+            await carol.disconnect()
+
+    async def causeway_restarts(self) -> None:
+        assert self.alice and self.bob
+        self.gateway.stop()
+        self.gateway.start()
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-after'><body>Still there?</body></message>")
+        seen = await self.alice.sync_until(lambda r: next(
+            (e for e in timeline(r, self.room) if e["content"].get("body") == "Still there?"), None)
+            or (r.rooms.invite and "invite"))
+        self.c.check(isinstance(seen, dict), "after a restart of Causeway, Bob's message lands in the same room",
+                     repr(seen))
+        # The same stanza again is not stored twice.
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-after'><body>Still there?</body></message>")
+        self.bob.send("<message to='alice@gw.test' type='chat' id='bob-after-2'><body>marker</body></message>")
+        events = await self.alice.sync_until(lambda r: (lambda t: t if any(
+            e["content"].get("body") == "marker" for e in t) else None)(timeline(r, self.room)))
+        self.c.check(events is not None and not any(e["content"].get("body") == "Still there?" for e in events),
+                     "a stanza sent again with the same id is not stored again", repr(events))
+        await self.send({"msgtype": "m.text", "body": "Yes, after a restart"})
+        message = await self.bob.next(lambda s: body_of(s) != "")
+        self.c.equal(body_of(message), "Yes, after a restart", "and Alice's answer reaches Bob")
+        try:
+            extra = await self.bob.next(lambda s: body_of(s) != "", timeout=2)
+            self.c.check(False, "nothing is sent twice after the restart", body_of(extra))
+        except (TimeoutError, asyncio.TimeoutError):
+            self.c.check(True, "nothing is sent twice after the restart")
+
+    async def prosody_restarts(self) -> None:
+        assert self.alice and self.bob
+        await self.bob.disconnect()
+        self.prosody.stop()
+        event = await self.send({"msgtype": "m.text", "body": "Are you there, Bob?"})
+        notice = await self.wait_event("Alice sees that her message was not delivered", lambda e: e[
+            "content"].get("msgtype") == "m.notice" and e["content"].get("m.relates_to", {}).get(
+            "m.in_reply_to", {}).get("event_id") == event)
+        self.c.check("cannot be reached" in notice["content"]["body"], "and why",
+                     notice["content"]["body"])
+        self.prosody.start_again()
+        self.bob = XmppUser("bob@prosody.test/interop", "bobpw")
+        await self.bob.connect(self.ca)
+        message = await self.bob.next(lambda s: body_of(s) != "", timeout=60)
+        self.c.equal(body_of(message), "Are you there, Bob?",
+                     "when Prosody is back, the message is delivered")
+        edit = await self.wait_event("and the notice says so", lambda e: e["content"].get(
+            "m.relates_to", {}).get("event_id") == notice["event_id"])
+        self.c.check(edit["content"]["m.new_content"]["body"].startswith("✓ Delivered to bob@prosody.test"),
+                     "in words", edit["content"]["m.new_content"]["body"])
+
+    async def run(self) -> int:
+        try:
+            ok = await self.c.step("start Prosody, Causeway, Alice and Bob", self.start)
+            if ok:
+                await self.c.step("Bob writes first", self.first_contact)
+                await self.c.step("Alice answers", self.alice_answers, needs=("Bob writes first",))
+                await self.c.step("XMPP extensions reach Matrix", self.xmpp_extensions,
+                                  needs=("Alice answers",))
+                await self.c.step("Matrix features reach XMPP", self.matrix_extensions,
+                                  needs=("Alice answers",))
+                await self.c.step("Alice starts a chat from Matrix", self.matrix_starts)
+                await self.c.step("Causeway restarts", self.causeway_restarts, needs=("Alice answers",))
+                await self.c.step("Prosody stops and comes back", self.prosody_restarts,
+                                  needs=("Alice answers",))
+        finally:
+            if self.bob:
+                await self.bob.disconnect()
+            if self.alice:
+                await self.alice.client.close()
+            self.gateway.stop()
+            self.prosody.stop()
+            if self.c.failures:
+                print("--- Causeway log ---\n" + self.gateway.log_tail(120))
+                print("--- Prosody log ---\n" + self.prosody.log_tail())
+        return self.c.summary()
+
+
+def main() -> int:
+    parser = harness.test_argparser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    if args.synapse_venv:
+        print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
+        return 0
+    if not shutil.which("prosody") or not shutil.which("openssl"):
+        print("FAIL: prosody and openssl are needed (scripts/test-all installs them)")
+        return 1
+    logging.basicConfig(level=logging.ERROR)
+    work = harness.make_workdir("bridge-prosody-")
+    xp.make_certificates(work)
+    return asyncio.run(BridgeTest(args, work).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
