@@ -11,7 +11,7 @@ use causeway_matrix::store::{OutboxEntry, now_ms};
 use causeway_xmpp::server::Delivery;
 use causeway_xmpp::stanza::Stanza;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
-use ruma::{EventId, RoomId, UserId};
+use ruma::{EventId, RoomId};
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
@@ -173,7 +173,7 @@ impl Bridge {
         self.append_content(room, &ghost, &content).await
     }
 
-    /// Replaces the text of an entry's notice (an edit, `m.replace`).
+    /// Replaces the text of an entry's notice.
     async fn correct_notice(
         &self,
         entry: &OutboxEntry,
@@ -190,25 +190,7 @@ impl Bridge {
             return Ok(());
         };
         let ghost = self.ghost(remote).await?;
-        let new = RoomMessageEventContent::notice_plain(text.clone());
-        let mut content = RoomMessageEventContent::notice_plain(format!("* {text}"));
-        content.relates_to = Some(Relation::Replacement(
-            ruma::events::relation::Replacement::new(notice, new.into()),
-        ));
-        self.append_content(&room, &ghost, &content).await?;
-        Ok(())
-    }
-
-    async fn append_content(
-        &self,
-        room: &RoomId,
-        sender: &UserId,
-        content: &RoomMessageEventContent,
-    ) -> Result<ruma::OwnedEventId, BridgeError> {
-        let value = serde_json::to_value(content)
-            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
-        self.append(room, sender, "m.room.message", None, value)
-            .await
+        self.correct(&room, &ghost, &notice, text).await
     }
 
     /// Tries the messages in the outbox again when they are due, for as long as the server

@@ -17,6 +17,7 @@
 mod delivery;
 mod error;
 mod from_xmpp;
+mod presence;
 mod to_xmpp;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use causeway_xmpp::router::{DefaultRouter, Domains};
 use causeway_xmpp::server::{S2s, StanzaHandler};
 use causeway_xmpp::stanza::Stanza;
 use ruma::api::client::room::create_room::v3::RoomPreset;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -58,6 +60,11 @@ pub struct Bridge {
     /// One lock per (local account, XMPP user): a pair's messages are handled in order, and
     /// its direct room is made once.
     pairs: std::sync::Mutex<PairLocks>,
+    /// The presence of XMPP users' resources (in memory: presence is sent again on
+    /// reconnection).
+    resources: std::sync::Mutex<presence::Resources>,
+    /// The presence last sent for each local account.
+    told_presence: std::sync::Mutex<presence::ToldPresence>,
 }
 
 impl Bridge {
@@ -73,6 +80,8 @@ impl Bridge {
             s2s: OnceLock::new(),
             me: me.clone(),
             pairs: std::sync::Mutex::default(),
+            resources: std::sync::Mutex::default(),
+            told_presence: std::sync::Mutex::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -275,6 +284,9 @@ impl StanzaHandler for Bridge {
                 Stanza::Message(message) if self.is_for_an_account(&message) => {
                     self.message_from_xmpp(message).await.into_iter().collect()
                 }
+                Stanza::Presence(presence) if self.is_an_account(presence.to.as_ref()) => {
+                    self.presence_from_xmpp(presence).await
+                }
                 stanza => self.router.answer(&stanza).into_iter().collect(),
             }
         })
@@ -282,14 +294,55 @@ impl StanzaHandler for Bridge {
 }
 
 impl Bridge {
-    /// A message to a user of our domain (not to the domain itself, nor the MUC service).
+    /// An address of a user of our domain (not the domain itself, nor the MUC service).
+    fn is_an_account(&self, to: Option<&Jid>) -> bool {
+        to.is_some_and(|to| to.node().is_some() && to.domain().as_str() == self.gateway.domain())
+    }
+
+    /// A message to a user of our domain, or an error about one sent by a local account.
     fn is_for_an_account(&self, message: &Message) -> bool {
-        message
-            .to
-            .as_ref()
-            .is_some_and(|to| to.node().is_some() && to.domain().as_str() == self.gateway.domain())
-            && message.type_ != MessageType::Groupchat
+        (self.is_an_account(message.to.as_ref()) && message.type_ != MessageType::Groupchat)
             || message.type_ == MessageType::Error
+    }
+
+    /// A notice of `sender` in a room.
+    async fn notice_in(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        text: String,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let content = RoomMessageEventContent::notice_plain(text);
+        self.append_content(room, sender, &content).await
+    }
+
+    /// Replaces the text of a notice of `sender` (an edit, `m.replace`).
+    async fn correct(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        notice: &ruma::EventId,
+        text: String,
+    ) -> Result<(), BridgeError> {
+        let new = RoomMessageEventContent::notice_plain(text.clone());
+        let mut content = RoomMessageEventContent::notice_plain(format!("* {text}"));
+        content.relates_to = Some(Relation::Replacement(
+            ruma::events::relation::Replacement::new(notice.to_owned(), new.into()),
+        ));
+        self.append_content(room, sender, &content).await?;
+        Ok(())
+    }
+
+    async fn append_content(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        content: &RoomMessageEventContent,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let value = serde_json::to_value(content)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        self.append(room, sender, "m.room.message", None, value)
+            .await
     }
 }
 

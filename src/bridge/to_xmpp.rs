@@ -88,6 +88,16 @@ impl Bridge {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
                 }
             }
+            match store.presence_since(cursor, upper).await {
+                Ok(changes) => {
+                    for record in &changes {
+                        if let Err(error) = self.local_presence_changed(record).await {
+                            tracing::warn!(%error, user = %record.user_id, "a presence was not sent to XMPP");
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the XMPP sender cannot read presence"),
+            }
             match store.receipts_after(cursor, upper).await {
                 Ok(receipts) => {
                     for receipt in &receipts {
@@ -216,13 +226,21 @@ impl Bridge {
                 self.message_to_xmpp(&room, &pair, &pdu, content).await
             }
             "m.reaction" => {
-                let target = content
+                let relation = content
                     .get("m.relates_to")
-                    .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.annotation"))
+                    .filter(|r| r.get("rel_type").and_then(Value::as_str) == Some("m.annotation"));
+                let target = relation
                     .and_then(|r| r.get("event_id"))
                     .and_then(Value::as_str)
                     .and_then(|id| EventId::parse(id).ok());
+                let key = relation
+                    .and_then(|r| r.get("key"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match target {
+                    Some(target) if self.subscription_answer(&pair.local, &target, key).await? => {
+                        Ok(())
+                    }
                     Some(target) => self.reactions_to_xmpp(&pair, &target, None).await,
                     None => Ok(()),
                 }
@@ -441,7 +459,15 @@ impl Bridge {
     /// becomes the chat of the two; into anything else, it declines.
     async fn member_event(&self, row: &EventRow, pdu: &Pdu) -> Result<(), BridgeError> {
         let content = pdu.content_value();
-        if content.get("membership").and_then(Value::as_str) != Some("invite") {
+        let membership = content.get("membership").and_then(Value::as_str);
+        if membership == Some("join") {
+            // Taking part in a direct chat with an XMPP user asks for their presence.
+            if let Some(pair) = self.pair_of(&row.room_id, pdu.state_key.as_deref()).await? {
+                self.subscribe(&pair.local, &pair.remote).await?;
+            }
+            return Ok(());
+        }
+        if membership != Some("invite") {
             return Ok(());
         }
         let Some(ghost) = pdu
@@ -516,6 +542,7 @@ impl Bridge {
                 .replace_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
                 .await?;
             tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");
+            self.subscribe(&local, &remote).await?;
         }
         Ok(())
     }

@@ -15,6 +15,19 @@ pub struct BridgedMessage {
     pub event_id: String,
 }
 
+/// The presence subscriptions between a local account and an XMPP user (RFC 6121 §3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// The local account receives the XMPP user's presence.
+    pub to_remote: bool,
+    /// The XMPP user receives the local account's presence.
+    pub from_remote: bool,
+    /// The local account asked for the XMPP user's presence and has no answer yet.
+    pub pending_out: bool,
+    /// The XMPP user asked for the local account's presence: the notice that asks the account.
+    pub request_event_id: Option<String>,
+}
+
 /// A message waiting in the outbox for another attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -294,6 +307,83 @@ impl Store {
         Ok(entry)
     }
 
+    /// The subscriptions between a local account and an XMPP user (none when never set).
+    pub async fn xmpp_subscription(
+        &self,
+        local_user: &str,
+        remote_jid: &str,
+    ) -> Result<Subscription, StoreError> {
+        let row = sqlx::query(
+            "SELECT to_remote, from_remote, pending_out, request_event_id FROM xmpp_subscriptions \
+             WHERE local_user = $1 AND remote_jid = $2",
+        )
+        .bind(local_user)
+        .bind(remote_jid)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(Subscription::default());
+        };
+        Ok(Subscription {
+            to_remote: row.try_get::<i64, _>("to_remote")? != 0,
+            from_remote: row.try_get::<i64, _>("from_remote")? != 0,
+            pending_out: row.try_get::<i64, _>("pending_out")? != 0,
+            request_event_id: row.try_get("request_event_id")?,
+        })
+    }
+
+    pub async fn set_xmpp_subscription(
+        &self,
+        local_user: &str,
+        remote_jid: &str,
+        subscription: &Subscription,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO xmpp_subscriptions (local_user, remote_jid, to_remote, from_remote, \
+             pending_out, request_event_id) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (local_user, remote_jid) DO UPDATE SET to_remote = excluded.to_remote, \
+             from_remote = excluded.from_remote, pending_out = excluded.pending_out, \
+             request_event_id = excluded.request_event_id",
+        )
+        .bind(local_user)
+        .bind(remote_jid)
+        .bind(i64::from(subscription.to_remote))
+        .bind(i64::from(subscription.from_remote))
+        .bind(i64::from(subscription.pending_out))
+        .bind(subscription.request_event_id.as_deref())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The XMPP users who receive a local account's presence.
+    pub async fn xmpp_subscribers(&self, local_user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT remote_jid FROM xmpp_subscriptions WHERE local_user = $1 AND from_remote = 1 \
+             ORDER BY remote_jid",
+        )
+        .bind(local_user)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The pair whose subscription request a notice is: `(local user, remote JID)`.
+    pub async fn xmpp_subscription_request(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT local_user, remote_jid FROM xmpp_subscriptions WHERE request_event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| -> Result<(String, String), StoreError> {
+            Ok((row.try_get("local_user")?, row.try_get("remote_jid")?))
+        })
+        .transpose()
+    }
+
     /// How far the stream reader `name` got, if it ever ran.
     pub async fn stream_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(
@@ -477,6 +567,62 @@ mod tests {
             2
         );
         assert_eq!(store.outbox_remove("$m").await.unwrap(), None);
+    });
+
+    both_backends!(subscriptions, |store: Store| async move {
+        let alice = "@alice:gw.test";
+        assert_eq!(
+            store.xmpp_subscription(alice, "bob@x").await.unwrap(),
+            Subscription::default()
+        );
+        let asked = Subscription {
+            pending_out: true,
+            request_event_id: Some("$ask".into()),
+            ..Subscription::default()
+        };
+        store
+            .set_xmpp_subscription(alice, "bob@x", &asked)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.xmpp_subscription(alice, "bob@x").await.unwrap(),
+            asked
+        );
+        assert_eq!(
+            store.xmpp_subscription_request("$ask").await.unwrap(),
+            Some((alice.to_owned(), "bob@x".to_owned()))
+        );
+        assert!(store.xmpp_subscribers(alice).await.unwrap().is_empty());
+        let both = Subscription {
+            to_remote: true,
+            from_remote: true,
+            ..Subscription::default()
+        };
+        store
+            .set_xmpp_subscription(alice, "bob@x", &both)
+            .await
+            .unwrap();
+        store
+            .set_xmpp_subscription(
+                alice,
+                "carol@x",
+                &Subscription {
+                    from_remote: true,
+                    ..Subscription::default()
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .set_xmpp_subscription("@dave:gw.test", "erin@x", &both)
+            .await
+            .unwrap();
+        assert_eq!(store.xmpp_subscription(alice, "bob@x").await.unwrap(), both);
+        assert_eq!(store.xmpp_subscription_request("$ask").await.unwrap(), None);
+        assert_eq!(
+            store.xmpp_subscribers(alice).await.unwrap(),
+            ["bob@x", "carol@x"]
+        );
     });
 
     both_backends!(stream_cursors, |store: Store| async move {

@@ -26,7 +26,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
-pub use bridge::{BridgedMessage, OutboxEntry};
+pub use bridge::{BridgedMessage, OutboxEntry, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, Relation, StateMap};

@@ -31,3 +31,19 @@ CREATE TABLE xmpp_outbox (
     notice_event_id TEXT
 );
 CREATE INDEX xmpp_outbox_due ON xmpp_outbox (next_attempt_ts);
+
+-- Presence subscriptions between local accounts and XMPP users (RFC 6121 §3).
+CREATE TABLE xmpp_subscriptions (
+    local_user TEXT NOT NULL,
+    remote_jid TEXT NOT NULL,
+    -- The local account receives the XMPP user's presence.
+    to_remote BIGINT NOT NULL,
+    -- The XMPP user receives the local account's presence.
+    from_remote BIGINT NOT NULL,
+    -- The local account asked for the XMPP user's presence and has no answer yet.
+    pending_out BIGINT NOT NULL,
+    -- The XMPP user asked for the local account's presence: the notice that asks the account.
+    request_event_id TEXT,
+    PRIMARY KEY (local_user, remote_jid)
+);
+CREATE INDEX xmpp_subscriptions_request ON xmpp_subscriptions (request_event_id);
