@@ -12,6 +12,8 @@ slixmpp client on Prosody; @alice:gw.test is a matrix-nio client on Causeway. Th
   an edit, a reaction and a redaction. Alice types, replies, reacts, reads and redacts; Bob
   receives a chat state, an XEP-0461 reply, XEP-0444 reactions, an XEP-0333 marker and an
   XEP-0424 retraction.
+- Bob asks for Alice's presence: a notice of his ghost asks her; she reacts 👍 and Bob sees
+  her presence (and she his, slixmpp allowing her by itself); presence with status both ways.
 - Alice starts a chat with @_xmpp_carol=40prosody.test:gw.test from Matrix: the ghost joins by
   itself and Carol receives her message.
 - Causeway restarts: the same room is used, nothing is sent twice, the chat goes on.
@@ -65,9 +67,11 @@ class XmppUser:
         self.client = slixmpp.ClientXMPP(jid, password)
         self.client.register_plugin("xep_0030")
         self.messages: asyncio.Queue = asyncio.Queue()
+        self.presences: asyncio.Queue = asyncio.Queue()
         self.client.register_handler(Callback(
             "every message", MatchXPath("{jabber:client}message"),
             lambda stanza: self.messages.put_nowait(stanza)))
+        self.client.add_event_handler("presence", lambda stanza: self.presences.put_nowait(stanza))
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
 
         def started(_event: Any) -> None:
@@ -81,6 +85,8 @@ class XmppUser:
         self.client.ca_certs = ca
         self.client.connect(host=xp.PROSODY_IP, port=5222)
         await asyncio.wait_for(self.ready, 20)
+        # With the roster asked for, Prosody pushes its changes (RFC 6121 §2.1.6).
+        await self.client.get_roster()
         # Prosody routes messages to the resource once its presence is in.
         await asyncio.sleep(0.3)
 
@@ -211,7 +217,8 @@ class BridgeTest:
         await self.alice.client.join(self.room)
         event = await self.wait_event(
             "Bob's message appears in the room",
-            lambda e: e["type"] == "m.room.message" and e["sender"] == BOB_GHOST)
+            lambda e: e["type"] == "m.room.message" and e["sender"] == BOB_GHOST
+            and e["content"].get("msgtype") == "m.text")
         self.bob_first_event = event["event_id"]
         content = event["content"]
         self.c.equal(content.get("body"), "Hello *Alice*, it's Bob", "with its text")
@@ -300,6 +307,60 @@ class BridgeTest:
         message = await self.bob.next(lambda s: body_of(s) != "")
         self.c.equal(body_of(message), "/me waves", "an emote is /me")
 
+    async def presence(self) -> None:
+        assert self.alice and self.bob
+        status, messages = await self.alice.raw(
+            "GET", f"/_matrix/client/v3/rooms/{self.room}/messages?dir=b&limit=100")
+        request = next((e for e in messages.get("chunk", []) if e["sender"] == BOB_GHOST
+                        and "asks to see when you are online" in e["content"].get("body", "")), None)
+        if request is None:
+            # slixmpp asks back by itself when it allows Alice; ask here if it did not.
+            self.bob.send("<presence to='alice@gw.test' type='subscribe'/>")
+            request = await self.wait_event("Bob's subscription request reaches Alice", lambda e: e[
+                "sender"] == BOB_GHOST and "asks to see when you are online" in e["content"].get("body", ""))
+        self.c.check(True, "Bob's subscription request reaches Alice as a notice of his ghost")
+        self.c.check("React with 👍" in request["content"]["body"], "which says how to answer",
+                     request["content"]["body"])
+        await self.send({"m.relates_to": {"rel_type": "m.annotation", "event_id": request["event_id"],
+                                          "key": "👍"}}, "m.reaction")
+        roster = self.bob.client.client_roster
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and roster["alice@gw.test"]["subscription"] not in ("to", "both"):
+            await asyncio.sleep(0.2)
+        self.c.equal(roster["alice@gw.test"]["subscription"], "both",
+                     "Alice's 👍 lets Bob see her presence, and she sees his (roster: both)")
+        await self.alice.client.set_presence("unavailable", "in a meeting")
+        # The presence Alice's syncs keep setting would say online: sync without it here.
+        status, _ = await self.alice.raw("PUT", f"/_matrix/client/v3/presence/{ALICE}/status",
+                                         {"presence": "unavailable", "status_msg": "in a meeting"})
+        away = await self.wait_presence(lambda p: str(p["from"].bare) == "alice@gw.test"
+                                        and p["status"] == "in a meeting")
+        self.c.equal((away["show"], away["status"]), ("away", "in a meeting"),
+                     "Bob sees Alice away, with her status message")
+        self.bob.client.send_presence(pshow="dnd", pstatus="busy")
+        deadline = time.monotonic() + 20
+        presence = None
+        while time.monotonic() < deadline:
+            status, presence = await self.alice.raw("GET", f"/_matrix/client/v3/presence/{BOB_GHOST}/status")
+            if presence.get("status_msg") == "busy":
+                break
+            await asyncio.sleep(0.2)
+        self.c.equal((presence or {}).get("presence"), "unavailable",
+                     "Alice sees Bob's ghost unavailable when he is busy", repr(presence))
+        self.c.equal((presence or {}).get("status_msg"), "busy", "with his status message")
+        self.bob.client.send_presence()
+
+    async def wait_presence(self, accept: Callable[[Any], bool], timeout: float = 20) -> Any:
+        assert self.bob
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise harness.StepFailed("no such presence arrived")
+            stanza = await asyncio.wait_for(self.bob.presences.get(), left)
+            if accept(stanza):
+                return stanza
+
     async def matrix_starts(self) -> None:
         assert self.alice
         carol = XmppUser("carol@prosody.test/interop", "carolpw")
@@ -382,6 +443,8 @@ class BridgeTest:
                 await self.c.step("XMPP extensions reach Matrix", self.xmpp_extensions,
                                   needs=("Alice answers",))
                 await self.c.step("Matrix features reach XMPP", self.matrix_extensions,
+                                  needs=("Alice answers",))
+                await self.c.step("presence and subscriptions", self.presence,
                                   needs=("Alice answers",))
                 await self.c.step("Alice starts a chat from Matrix", self.matrix_starts)
                 await self.c.step("Causeway restarts", self.causeway_restarts, needs=("Alice answers",))
