@@ -6,7 +6,8 @@ slixmpp client on Prosody; @alice:gw.test is a matrix-nio client on Causeway. Th
 
 - Bob writes to alice@gw.test: Causeway makes a direct room of Bob's ghost
   (@_xmpp_bob=40prosody.test:gw.test) and Alice, marked direct in her account data; she is
-  invited, joins, and reads the message (with its XEP-0393 styling as HTML) under Bob's name.
+  invited, joins, and reads the message (with its XEP-0393 styling as HTML) under Bob's name,
+  which, with his avatar, comes from his vCard. Bob reads Alice's name from her vCard.
 - Alice answers: Bob receives a chat message from alice@gw.test.
 - Bob types, corrects his message, reacts to Alice's and retracts a message; Alice sees typing,
   an edit, a reaction and a redaction. Alice types, replies, reacts, reads and redacts; Bob
@@ -43,6 +44,11 @@ BOB_GHOST = "@_xmpp_bob=40prosody.test:gw.test"
 CAROL_GHOST = "@_xmpp_carol=40prosody.test:gw.test"
 ALICE = "@alice:gw.test"
 PASSWORD = "alice's long password"
+# A 1×1 PNG.
+BOB_PHOTO = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b7f2"
+    "4a0000000049454e44ae426082")
 
 
 class BridgeCauseway(xp.GatewayCauseway):
@@ -66,6 +72,7 @@ class XmppUser:
 
         self.client = slixmpp.ClientXMPP(jid, password)
         self.client.register_plugin("xep_0030")
+        self.client.register_plugin("xep_0054")
         self.messages: asyncio.Queue = asyncio.Queue()
         self.presences: asyncio.Queue = asyncio.Queue()
         self.client.register_handler(Callback(
@@ -197,6 +204,12 @@ class BridgeTest:
         self.bob = XmppUser("bob@prosody.test/interop", "bobpw")
         await self.bob.connect(self.ca)
         self.c.check(True, "Bob is online on Prosody")
+        vcard = self.bob.client.plugin["xep_0054"].make_vcard()
+        vcard["FN"] = "Bob Builder"
+        vcard["PHOTO"]["TYPE"] = "image/png"
+        vcard["PHOTO"]["BINVAL"] = BOB_PHOTO
+        await self.bob.client.plugin["xep_0054"].publish_vcard(vcard)
+        self.c.check(True, "Bob publishes his vCard on Prosody")
 
     async def first_contact(self) -> None:
         assert self.alice and self.bob
@@ -224,9 +237,17 @@ class BridgeTest:
         self.c.equal(content.get("body"), "Hello *Alice*, it's Bob", "with its text")
         self.c.equal(content.get("formatted_body"), "Hello <strong>Alice</strong>, it's Bob",
                      "and its styling as HTML")
-        status, profile = await self.alice.raw("GET", f"/_matrix/client/v3/profile/{BOB_GHOST}")
-        self.c.equal((status, profile.get("displayname")), (200, "bob@prosody.test"),
-                     "Bob's ghost is named by his address")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, profile = await self.alice.raw("GET", f"/_matrix/client/v3/profile/{BOB_GHOST}")
+            if profile.get("avatar_url"):
+                break
+            await asyncio.sleep(0.2)
+        self.c.equal((status, profile.get("displayname")), (200, "Bob Builder"),
+                     "Bob's ghost has the name of his vCard")
+        avatar = profile.get("avatar_url", "")
+        photo = await self.alice.client.download(avatar) if avatar else None
+        self.c.equal(getattr(photo, "body", None), BOB_PHOTO, "and its photo as avatar", repr(profile))
 
     async def alice_answers(self) -> None:
         assert self.alice and self.bob
@@ -237,6 +258,14 @@ class BridgeTest:
                      "Bob receives a chat message from alice@gw.test")
         self.c.equal(body_of(message), "Hi Bob! Good to see you.", "with Alice's text")
         self.c.equal(message["id"], self.alice_event, "its id is the event id")
+
+    async def alice_profile(self) -> None:
+        assert self.alice and self.bob
+        await self.alice.client.set_displayname("Alice Liddell")
+        vcard = await self.bob.client.plugin["xep_0054"].get_vcard("alice@gw.test", cached=False,
+                                                                   timeout=20)
+        self.c.equal(vcard["vcard_temp"]["FN"], "Alice Liddell",
+                     "Bob reads Alice's display name from her vCard")
 
     async def xmpp_extensions(self) -> None:
         assert self.alice and self.bob
@@ -440,6 +469,8 @@ class BridgeTest:
             if ok:
                 await self.c.step("Bob writes first", self.first_contact)
                 await self.c.step("Alice answers", self.alice_answers, needs=("Bob writes first",))
+                await self.c.step("Alice's profile is her vCard", self.alice_profile,
+                                  needs=("Alice answers",))
                 await self.c.step("XMPP extensions reach Matrix", self.xmpp_extensions,
                                   needs=("Alice answers",))
                 await self.c.step("Matrix features reach XMPP", self.matrix_extensions,

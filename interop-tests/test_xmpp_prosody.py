@@ -107,7 +107,7 @@ certificates = "{self.dir}/certs"
 unbound = {{ hoststxt = "{self.dir}/hosts.test" }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "message"; "iq";
-    "s2s_auth_certs";
+    "s2s_auth_certs"; "vcard";
 }}
 modules_disabled = {{ "offline" }}
 authentication = "internal_hashed"

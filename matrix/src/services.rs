@@ -125,6 +125,59 @@ impl Services {
         }
     }
 
+    /// Stores a file in the content repository; returns its `mxc://` address.
+    pub async fn store_media(
+        &self,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        filename: Option<&str>,
+        uploader: &UserId,
+    ) -> Result<ruma::OwnedMxcUri, Error> {
+        let media_id = random_string(24);
+        let path = self.media_dir.join(&media_id);
+        let partial = self.media_dir.join(format!("{media_id}.partial"));
+        tokio::fs::write(&partial, bytes)
+            .await
+            .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
+        self.store
+            .create_media(&crate::store::MediaRecord {
+                media_id: media_id.clone(),
+                content_type: content_type.map(str::to_owned),
+                filename: filename.map(str::to_owned),
+                size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+                uploader: uploader.to_string(),
+            })
+            .await?;
+        Ok(ruma::OwnedMxcUri::from(format!(
+            "mxc://{}/{media_id}",
+            self.server_name
+        )))
+    }
+
+    /// A file of this server's content repository by its `mxc://` address: its bytes and
+    /// content type; `None` for another server's or an unknown file.
+    pub async fn read_media(
+        &self,
+        uri: &ruma::MxcUri,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, Error> {
+        let Ok((server, media_id)) = uri.parts() else {
+            return Ok(None);
+        };
+        if server != self.server_name || !crate::api::client::media::is_valid_media_id(media_id) {
+            return Ok(None);
+        }
+        let Some(record) = self.store.media(media_id).await? else {
+            return Ok(None);
+        };
+        let bytes = tokio::fs::read(self.media_dir.join(media_id))
+            .await
+            .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
+        Ok(Some((bytes, record.content_type)))
+    }
+
     /// Whether a user id belongs to this server.
     pub fn is_local(&self, user_id: &UserId) -> bool {
         user_id.server_name() == self.server_name

@@ -123,6 +123,7 @@ impl Bridge {
             }
             return Ok(());
         }
+        let wants_receipt = read.wants_receipt;
         let Some(content) = read.content else {
             return Ok(());
         };
@@ -134,6 +135,9 @@ impl Bridge {
                 .await?
                 .is_some()
         {
+            if wants_receipt {
+                self.receipt(room, remote, id).await?;
+            }
             return Ok(());
         }
         let reply_to = match &read.reply_to {
@@ -168,8 +172,29 @@ impl Bridge {
         event.transaction = transaction.as_deref().map(|txn| (XMPP_DEVICE, txn));
         let appended = self.services.rooms.append(room, event).await?;
         self.record(room, remote, id, &appended.event_id).await?;
+        if let (true, Some(id)) = (wants_receipt, id) {
+            // XEP-0184: stored, so received.
+            self.receipt(room, remote, id).await?;
+        }
         // A message ends typing.
         self.services.typing.set(room, ghost, None);
+        Ok(())
+    }
+
+    /// XEP-0184: tells the sender that their message was received.
+    async fn receipt(&self, room: &RoomId, remote: &BareJid, id: &str) -> Result<(), BridgeError> {
+        let Some((local, _)) = self.services.store.xmpp_direct_pair(room.as_str()).await? else {
+            return Ok(());
+        };
+        let local = UserId::parse(&local)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        let mut message = Message::new(Some(xmpp_parsers::jid::Jid::from(remote.clone())));
+        message.from = Some(self.gateway.user_to_jid(&local)?.to_bare().into());
+        message.type_ = MessageType::Chat;
+        message
+            .payloads
+            .push(causeway_mapping::content::message::received(id));
+        self.send(Stanza::Message(message));
         Ok(())
     }
 

@@ -18,6 +18,7 @@ mod delivery;
 mod error;
 mod from_xmpp;
 mod presence;
+mod profile;
 mod to_xmpp;
 
 use std::collections::HashMap;
@@ -65,6 +66,8 @@ pub struct Bridge {
     resources: std::sync::Mutex<presence::Resources>,
     /// The presence last sent for each local account.
     told_presence: std::sync::Mutex<presence::ToldPresence>,
+    /// Requests sent, waiting for their answers.
+    pending: std::sync::Mutex<profile::Pending>,
 }
 
 impl Bridge {
@@ -75,18 +78,18 @@ impl Bridge {
     ) -> Result<Arc<Bridge>, BridgeError> {
         let gateway = Gateway::new(services.server_name.clone(), &domains.muc)?;
         let bridge = Arc::new_cyclic(|me| Bridge {
-            gateway: gateway.clone(),
+            gateway,
             router: DefaultRouter::new(domains, version),
             s2s: OnceLock::new(),
             me: me.clone(),
             pairs: std::sync::Mutex::default(),
             resources: std::sync::Mutex::default(),
             told_presence: std::sync::Mutex::default(),
+            pending: std::sync::Mutex::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
-            gateway,
-            services: Arc::downgrade(&services),
+            bridge: Arc::downgrade(&bridge),
         }));
         Ok(bridge)
     }
@@ -136,7 +139,9 @@ impl Bridge {
                 "{jid} is an address of this server"
             )));
         }
-        make_ghost(&self.services, &ghost, jid).await?;
+        if make_ghost(&self.services, &ghost, jid).await? {
+            self.refresh_profile(&ghost, jid);
+        }
         Ok(ghost)
     }
 
@@ -287,6 +292,10 @@ impl StanzaHandler for Bridge {
                 Stanza::Presence(presence) if self.is_an_account(presence.to.as_ref()) => {
                     self.presence_from_xmpp(presence).await
                 }
+                Stanza::Iq(iq) => match self.iq(iq.clone()).await {
+                    Some(replies) => replies,
+                    None => self.router.answer(&Stanza::Iq(iq)).into_iter().collect(),
+                },
                 stanza => self.router.answer(&stanza).into_iter().collect(),
             }
         })
@@ -347,22 +356,28 @@ impl Bridge {
 }
 
 /// Makes the account of a ghost: no password (it cannot log in), the JID as its name until
-/// the XMPP user's own name is known.
-async fn make_ghost(services: &Services, ghost: &UserId, jid: &BareJid) -> Result<(), BridgeError> {
-    if services.store.user(ghost.as_str()).await?.is_none() {
-        services
-            .store
-            .create_user(ghost.as_str(), None, Some(jid.as_str()), false)
-            .await?;
+/// the XMPP user's own name is known (from their vCard). Says whether the account is new.
+async fn make_ghost(
+    services: &Services,
+    ghost: &UserId,
+    jid: &BareJid,
+) -> Result<bool, BridgeError> {
+    if services.store.user(ghost.as_str()).await?.is_some() {
+        return Ok(false);
+    }
+    let made = services
+        .store
+        .create_user(ghost.as_str(), None, Some(jid.as_str()), false)
+        .await?;
+    if made {
         tracing::debug!(ghost = %ghost, %jid, "made the account of an XMPP user");
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Makes ghosts' accounts when a local user invites or looks up an XMPP user.
 struct Ghosts {
-    gateway: Gateway,
-    services: Weak<Services>,
+    bridge: Weak<Bridge>,
 }
 
 impl UserProvisioner for Ghosts {
@@ -372,17 +387,17 @@ impl UserProvisioner for Ghosts {
     ) -> Pin<Box<dyn Future<Output = Result<bool, causeway_matrix::error::Error>> + Send + 'a>>
     {
         Box::pin(async move {
-            let Some(services) = self.services.upgrade() else {
+            let Some(bridge) = self.bridge.upgrade() else {
                 return Ok(false);
             };
-            if !self.gateway.is_ghost(user_id) {
+            if !bridge.gateway.is_ghost(user_id) {
                 return Ok(false);
             }
-            let Ok(jid) = self.gateway.user_to_jid(user_id) else {
+            let Ok(jid) = bridge.gateway.user_to_jid(user_id) else {
                 return Ok(false);
             };
-            match make_ghost(&services, user_id, &jid.to_bare()).await {
-                Ok(()) => Ok(true),
+            match bridge.ghost(&jid.to_bare()).await {
+                Ok(_) => Ok(true),
                 Err(BridgeError::Matrix(error)) => Err(error),
                 Err(BridgeError::Store(error)) => Err(error.into()),
                 Err(_) => Ok(false),

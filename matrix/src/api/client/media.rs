@@ -13,18 +13,16 @@ use ruma::api::client::authenticated_media as v1;
 use ruma::api::client::media as legacy;
 use ruma::http_headers::{ContentDisposition, ContentDispositionType};
 use ruma::media::Method;
-use ruma::{OwnedMxcUri, ServerName, UInt};
+use ruma::{ServerName, UInt};
 
 use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
-use crate::services::random_string;
-use crate::store::MediaRecord;
 
 /// The largest image the server decodes to make a thumbnail, in pixels.
 const MAX_THUMBNAIL_SOURCE_PIXELS: u64 = 40_000_000;
 
-fn is_valid_media_id(id: &str) -> bool {
+pub(crate) fn is_valid_media_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 255
         && id
@@ -37,30 +35,17 @@ pub async fn create_content_route(
     services: Arc<Services>,
     request: Ruma<legacy::create_content::v3::Request>,
 ) -> Result<legacy::create_content::v3::Response, Error> {
-    let uploader = request.sender()?.user_id.to_string();
+    let uploader = request.sender()?.user_id.clone();
     let body = request.body;
-    let media_id = random_string(24);
-    let path = services.media_dir.join(&media_id);
-    let partial = services.media_dir.join(format!("{media_id}.partial"));
-    tokio::fs::write(&partial, &body.file)
-        .await
-        .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
-    tokio::fs::rename(&partial, &path)
-        .await
-        .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
-    services
-        .store
-        .create_media(&MediaRecord {
-            media_id: media_id.clone(),
-            content_type: body.content_type.clone(),
-            filename: body.filename.clone(),
-            size: i64::try_from(body.file.len()).unwrap_or(i64::MAX),
-            uploader,
-        })
+    let uri = services
+        .store_media(
+            &body.file,
+            body.content_type.as_deref(),
+            body.filename.as_deref(),
+            &uploader,
+        )
         .await?;
-    Ok(legacy::create_content::v3::Response::new(
-        OwnedMxcUri::from(format!("mxc://{}/{media_id}", services.server_name)),
-    ))
+    Ok(legacy::create_content::v3::Response::new(uri))
 }
 
 /// A stored file and its metadata.
