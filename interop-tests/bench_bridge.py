@@ -139,8 +139,7 @@ class BenchCauseway(xp.GatewayCauseway):
         return super().config_text().replace(
             'filter = "info,causeway_xmpp=debug"', 'filter = "warn"').replace(
             "system_roots = false\n", "system_roots = false\nmax_stanzas_per_second = 1000000\n") + (
-            '\n[registration]\nmode = "open"\n'
-            + "".join(f"\n[rate_limits.{name}]\nper_second = 100000.0\nburst = 100000\n"
+            "".join(f"\n[rate_limits.{name}]\nper_second = 100000.0\nburst = 100000\n"
                       for name in ("login", "registration", "message")))
 
 

@@ -13,6 +13,8 @@ A slixmpp client logged in on Prosody as bob@prosody.test then:
   answers over its own stream to Prosody, again STARTTLS and SASL EXTERNAL);
 - reads disco#info of gw.test (server/im) and of muc.gw.test (conference/text);
 - gets service-unavailable for a query Causeway does not handle;
+- receives a message that a local account of Causeway sends him through the bridge (Causeway's
+  own stream to Prosody);
 and the same again with Causeway reaching Prosody over XEP-0368 direct TLS (port 5270). A peer
 that sends garbage gets a stream error while Prosody keeps working, and a certificate for the
 wrong domain is refused in both directions.
@@ -183,10 +185,40 @@ class GatewayCauseway(harness.Causeway):
             f'address = "{PROSODY_IP}:{port}"\n'
             f"direct_tls = {'true' if self.direct_tls else 'false'}\n"
             '\n[logging]\nfilter = "info,causeway_xmpp=debug"\n'
+            '\n[registration]\nmode = "open"\n'
         )
 
 
-async def client_checks(ca: Path, checks: harness.Checks, label: str) -> None:
+async def message_from_causeway(gateway: "GatewayCauseway", client, inbox: asyncio.Queue,
+                                checks: harness.Checks, label: str) -> None:
+    """A local account of Causeway writes to Bob through the bridge; the message arrives."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        account = await harness.register_user(http, gateway.base_url, "alice", "alice's password")
+        auth = {"Authorization": f"Bearer {account['access_token']}"}
+        async with http.post(f"{gateway.base_url}/_matrix/client/v3/createRoom", headers=auth,
+                             json={"is_direct": True,
+                                   "invite": ["@_xmpp_bob=40prosody.test:gw.test"]}) as response:
+            room = (await response.json())["room_id"]
+        text = f"Hello Bob, {label}"
+        async with http.put(f"{gateway.base_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/1",
+                            headers=auth, json={"msgtype": "m.text", "body": text}) as response:
+            checks.check(response.status == 200, f"{label}: alice@gw.test sends Bob a message",
+                         await response.text())
+    try:
+        while True:
+            message = await asyncio.wait_for(inbox.get(), 20)
+            if message["body"]:
+                break
+        checks.check(str(message["from"]) == "alice@gw.test" and message["body"] == text,
+                     f"{label}: Bob receives it on Prosody", str(message))
+    except asyncio.TimeoutError:
+        checks.check(False, f"{label}: Bob receives it on Prosody", "nothing arrived")
+
+
+async def client_checks(ca: Path, checks: harness.Checks, label: str,
+                        gateway: "GatewayCauseway | None" = None) -> None:
     import slixmpp
     from slixmpp.exceptions import IqError, IqTimeout
 
@@ -194,8 +226,16 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str) -> None:
     client.register_plugin("xep_0030")
     client.register_plugin("xep_0199")
     client.ca_certs = str(ca)
+    inbox: asyncio.Queue = asyncio.Queue()
+    client.add_event_handler("message", inbox.put_nowait)
     ready: asyncio.Future = asyncio.get_running_loop().create_future()
-    client.add_event_handler("session_start", lambda _event: ready.done() or ready.set_result(True))
+
+    def started(_event) -> None:
+        client.send_presence()
+        if not ready.done():
+            ready.set_result(True)
+
+    client.add_event_handler("session_start", started)
     client.add_event_handler("failed_auth", lambda _event: ready.done() or ready.set_exception(RuntimeError("auth failed")))
     client.connect(host=PROSODY_IP, port=5222)
     try:
@@ -227,6 +267,8 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str) -> None:
             condition = error.iq["error"]["condition"]
             checks.check(condition == "service-unavailable",
                          f"{label}: an unhandled query gets service-unavailable", repr(condition))
+        if gateway is not None:
+            await message_from_causeway(gateway, client, inbox, checks, label)
     except (IqError, IqTimeout, asyncio.TimeoutError, RuntimeError) as error:
         checks.check(False, f"{label}: {type(error).__name__}: {error}")
     finally:
@@ -352,7 +394,7 @@ def main() -> int:
             gateway = GatewayCauseway(args.causeway, work, direct)
             gateway.start()
             try:
-                asyncio.run(client_checks(work / "ca.crt", checks, label))
+                asyncio.run(client_checks(work / "ca.crt", checks, label, gateway))
                 if not direct:
                     # Garbage from one peer disturbs nobody else.
                     garbage_gets_a_stream_error(checks)
@@ -381,7 +423,7 @@ def main() -> int:
             gateway = GatewayCauseway(args.causeway, work, direct, dialback=True)
             gateway.start()
             try:
-                asyncio.run(client_checks(work / "ca.crt", checks, label))
+                asyncio.run(client_checks(work / "ca.crt", checks, label, gateway))
                 log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
                 inbound = [line for line in log.splitlines() if "inbound domain pair authenticated" in line]
                 outbound = [line for line in log.splitlines() if "outbound stream authenticated" in line]
