@@ -661,3 +661,40 @@ async fn a_token_from_before_a_restart_still_gets_everything() {
         fresh["to_device"]
     );
 }
+
+#[tokio::test]
+async fn a_room_joined_since_the_last_sync_shows_what_was_said_before() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id], "is_direct": true}))
+        .await;
+    server
+        .send_text(&alice, &room, "t1", "before you came")
+        .await
+        .assert_ok();
+    let first = server.sync(&bob, "timeout=0").await;
+    assert!(first["rooms"]["invite"].get(&room).is_some(), "{first}");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    server.join(&bob, &room).await;
+    let next = server.sync(&bob, &format!("timeout=0&since={since}")).await;
+    let events = timeline(&next, &room);
+    let bodies: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["before you came"], "{next}");
+    // The sync after that has only what is new.
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    server
+        .send_text(&alice, &room, "t2", "welcome")
+        .await
+        .assert_ok();
+    let later = server.sync(&bob, &format!("timeout=0&since={since}")).await;
+    let events = timeline(&later, &room).as_array().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["content"]["body"], "welcome");
+}

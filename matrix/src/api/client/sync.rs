@@ -335,11 +335,14 @@ async fn joined_room(
     let since_position = since.map(|s| s.position).unwrap_or(0);
     let newly_joined = since.is_none() || membership.stream_ordering > since_position;
     let limit = timeline_limit(&filter.room.timeline);
+    // A room joined since the last sync shows its recent history, as at an initial sync
+    // (what was said before the join, such as the message that came with the invite).
+    let timeline_after = if newly_joined { 0 } else { since_position };
     let mut rows = services
         .store
         .room_events(
             room_id.as_str(),
-            since_position,
+            timeline_after,
             now.position,
             Direction::Backward,
             limit + 1,
