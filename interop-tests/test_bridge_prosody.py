@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -496,12 +495,9 @@ class BridgeTest:
 def main() -> int:
     parser = harness.test_argparser(__doc__.splitlines()[0])
     args = parser.parse_args()
-    if args.synapse_venv:
-        print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
-        return 0
-    if not shutil.which("prosody") or not shutil.which("openssl"):
-        print("FAIL: prosody and openssl are needed (scripts/test-all installs them)")
-        return 1
+    cannot = xp.cannot_run(args)
+    if cannot is not None:
+        return cannot
     logging.basicConfig(level=logging.ERROR)
     work = harness.make_workdir("bridge-prosody-")
     xp.make_certificates(work)

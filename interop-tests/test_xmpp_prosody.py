@@ -373,15 +373,24 @@ def forged_dialback_key_is_refused(checks: harness.Checks) -> None:
                  received)
 
 
-def main() -> int:
-    parser = harness.test_argparser(__doc__.splitlines()[0])
-    args = parser.parse_args()
+def cannot_run(args: argparse.Namespace) -> int | None:
+    """The exit code of a Prosody test that cannot run: there is no XMPP side to test against
+    Synapse, and Prosody and openssl must be installed."""
     if args.synapse_venv:
         print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
         return 0
     if not shutil.which("prosody") or not shutil.which("openssl"):
         print("FAIL: prosody and openssl are needed (scripts/test-all installs them)")
         return 1
+    return None
+
+
+def main() -> int:
+    parser = harness.test_argparser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    cannot = cannot_run(args)
+    if cannot is not None:
+        return cannot
     logging.basicConfig(level=logging.WARNING)
     work = harness.make_workdir("xmpp-prosody-")
     make_certificates(work)
