@@ -333,6 +333,12 @@ class BridgeTest:
         await self.send({"msgtype": "m.emote", "body": "waves"})
         message = await self.bob.next(lambda s: body_of(s) != "")
         self.c.equal(body_of(message), "/me waves", "an emote is /me")
+        await self.send({"msgtype": "m.text", "body": "really important, see code",
+                         "format": "org.matrix.custom.html",
+                         "formatted_body": "<strong>really</strong> important, see <code>code</code>"})
+        message = await self.bob.next(lambda s: body_of(s) != "")
+        self.c.equal(body_of(message), "*really* important, see `code`",
+                     "formatted text is XEP-0393 styling")
 
     async def presence(self) -> None:
         assert self.alice and self.bob
