@@ -127,14 +127,18 @@ impl Bridge {
         let Some(content) = read.content else {
             return Ok(());
         };
-        let store = &self.services.store;
-        // A stanza sent again with the same id is the message recorded already.
-        if let Some(id) = id
-            && store
-                .xmpp_message_event(room.as_str(), remote.as_str(), id)
+        // A stanza sent again with the same id is the message appended already: each is
+        // appended with its id as transaction id, in the same database transaction.
+        let transaction = id.map(|id| format!("{room}|{id}"));
+        if let (Some(txn), Some(id)) = (&transaction, id)
+            && let Some(event) = self
+                .services
+                .rooms
+                .transaction_event(ghost, XMPP_DEVICE, txn)
                 .await?
-                .is_some()
         {
+            // Recorded already, or appended just before a restart and not yet recorded.
+            self.record(room, remote, Some(id), &event).await?;
             if wants_receipt {
                 self.receipt(room, remote, id).await?;
             }
@@ -151,18 +155,6 @@ impl Bridge {
         let content: RoomMessageEventContent = matrix_content(content, reply_to, replaces);
         let content = serde_json::to_value(&content)
             .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
-        let transaction = id.map(|id| format!("{room}|{id}"));
-        if let Some(txn) = &transaction
-            && let Some(event) = self
-                .services
-                .rooms
-                .transaction_event(ghost, XMPP_DEVICE, txn)
-                .await?
-        {
-            // Appended before a restart, not yet recorded.
-            self.record(room, remote, id, &event).await?;
-            return Ok(());
-        }
         let mut event = NewLocalEvent::new(
             ghost,
             "m.room.message",
@@ -183,7 +175,7 @@ impl Bridge {
 
     /// XEP-0184: tells the sender that their message was received.
     async fn receipt(&self, room: &RoomId, remote: &BareJid, id: &str) -> Result<(), BridgeError> {
-        let Some((local, _)) = self.services.store.xmpp_direct_pair(room.as_str()).await? else {
+        let Some((local, _)) = self.pair_of_room(room.as_str()).await? else {
             return Ok(());
         };
         let local = UserId::parse(&local)
@@ -291,8 +283,7 @@ impl Bridge {
         let Some(row) = self.services.store.event(event_id.as_str()).await? else {
             return Ok(());
         };
-        let Some((local, remote)) = self.services.store.xmpp_direct_pair(&row.room_id).await?
-        else {
+        let Some((local, remote)) = self.pair_of_room(&row.room_id).await? else {
             return Ok(());
         };
         if row.sender != local || row.event_type != "m.room.message" {

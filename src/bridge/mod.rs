@@ -14,6 +14,7 @@
 //!   replies, corrections, retractions, reactions and markers find their event, and how a
 //!   stanza sent twice is stored once.
 
+mod cache;
 mod delivery;
 mod error;
 mod from_xmpp;
@@ -68,6 +69,7 @@ pub struct Bridge {
     told_presence: std::sync::Mutex<presence::ToldPresence>,
     /// Requests sent, waiting for their answers.
     pending: std::sync::Mutex<profile::Pending>,
+    cache: std::sync::Mutex<cache::Cache>,
 }
 
 impl Bridge {
@@ -86,6 +88,7 @@ impl Bridge {
             resources: std::sync::Mutex::default(),
             told_presence: std::sync::Mutex::default(),
             pending: std::sync::Mutex::default(),
+            cache: std::sync::Mutex::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -139,9 +142,13 @@ impl Bridge {
                 "{jid} is an address of this server"
             )));
         }
+        if self.ghost_known(&ghost) {
+            return Ok(ghost);
+        }
         if make_ghost(&self.services, &ghost, jid).await? {
             self.refresh_profile(&ghost, jid);
         }
+        self.remember_ghost(&ghost);
         Ok(ghost)
     }
 
@@ -169,14 +176,7 @@ impl Bridge {
         remote: &BareJid,
         create: bool,
     ) -> Result<Option<OwnedRoomId>, BridgeError> {
-        let store = &self.services.store;
-        if let Some(room) = store
-            .xmpp_direct_room(local.as_str(), remote.as_str())
-            .await?
-        {
-            let room = RoomId::parse(&room).map_err(|e| {
-                causeway_matrix::error::Error::Internal(format!("stored room id: {e}"))
-            })?;
+        if let Some(room) = self.room_of_pair(local, remote).await? {
             if create {
                 self.bring_back(&room, local, ghost).await?;
             }
@@ -190,9 +190,7 @@ impl Bridge {
         options.invite = vec![local.to_owned()];
         options.is_direct = true;
         let room = create_room(&self.services, options).await?;
-        store
-            .set_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
-            .await?;
+        self.set_room_of_pair(local, remote, &room).await?;
         self.mark_direct(local, ghost, &room).await?;
         tracing::info!(room_id = %room, local = %local, remote = %remote, "made a direct room for an XMPP contact");
         Ok(Some(room))

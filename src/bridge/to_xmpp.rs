@@ -22,6 +22,8 @@ use super::{Bridge, BridgeError};
 const CURSOR: &str = "xmpp-sender";
 /// Events read from the store at once.
 const BATCH: i64 = 200;
+/// How long the sender's position may stay unwritten while nothing goes out.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// XEP-0359: the sender's own id of a message, kept by every server on the way.
 const SID: &str = "urn:xmpp:sid:0";
@@ -63,11 +65,28 @@ impl Bridge {
                 return;
             }
         };
+        // The position is written when something may have gone out, and otherwise at most
+        // every SAVE_EVERY: what is read again after a restart is only events that go nowhere
+        // (of ghosts, of rooms that are not direct chats with XMPP users).
+        let mut saved = cursor;
+        let mut saved_at = tokio::time::Instant::now();
         loop {
             let until = store.current_position();
             if until <= cursor {
-                if changes.changed().await.is_err() {
-                    return;
+                match tokio::time::timeout(SAVE_EVERY, changes.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        if saved != cursor {
+                            match store.set_stream_cursor(CURSOR, cursor).await {
+                                Ok(()) => saved = cursor,
+                                Err(error) => {
+                                    tracing::warn!(%error, "the XMPP sender cannot record its position")
+                                }
+                            }
+                            saved_at = tokio::time::Instant::now();
+                        }
+                    }
                 }
                 continue;
             }
@@ -83,6 +102,7 @@ impl Bridge {
                 Some(last) if rows.len() as i64 >= BATCH => last.stream_ordering,
                 _ => until,
             };
+            let mut went_out = rows.iter().any(|row| self.may_go_out(&row.sender));
             for row in &rows {
                 if let Err(error) = self.event_to_xmpp(row).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
@@ -90,6 +110,9 @@ impl Bridge {
             }
             match store.presence_since(cursor, upper).await {
                 Ok(changes) => {
+                    went_out |= changes
+                        .iter()
+                        .any(|record| self.may_go_out(&record.user_id));
                     for record in &changes {
                         if let Err(error) = self.local_presence_changed(record).await {
                             tracing::warn!(%error, user = %record.user_id, "a presence was not sent to XMPP");
@@ -100,6 +123,9 @@ impl Bridge {
             }
             match store.receipts_after(cursor, upper).await {
                 Ok(receipts) => {
+                    went_out |= receipts
+                        .iter()
+                        .any(|receipt| self.may_go_out(&receipt.user_id));
                     for receipt in &receipts {
                         if let Err(error) = self.receipt_to_xmpp(receipt).await {
                             tracing::warn!(%error, event_id = %receipt.event_id, "a receipt was not sent to XMPP");
@@ -109,10 +135,22 @@ impl Bridge {
                 Err(error) => tracing::warn!(%error, "the XMPP sender cannot read receipts"),
             }
             cursor = upper;
-            if let Err(error) = store.set_stream_cursor(CURSOR, cursor).await {
-                tracing::warn!(%error, "the XMPP sender cannot record its position");
+            if went_out || saved_at.elapsed() >= SAVE_EVERY {
+                match store.set_stream_cursor(CURSOR, cursor).await {
+                    Ok(()) => saved = cursor,
+                    Err(error) => {
+                        tracing::warn!(%error, "the XMPP sender cannot record its position")
+                    }
+                }
+                saved_at = tokio::time::Instant::now();
             }
         }
+    }
+
+    /// Whether something of this user may go to XMPP: a local account's, not a ghost's.
+    fn may_go_out(&self, user: &str) -> bool {
+        UserId::parse(user)
+            .is_ok_and(|user| self.services.is_local(&user) && !self.gateway.is_ghost(&user))
     }
 
     /// Sends the local accounts' typing in direct rooms as chat states, for as long as the
@@ -191,7 +229,7 @@ impl Bridge {
 
     /// The direct room `room`, if it is one; with `sender`, only if that is the local account.
     async fn pair_of(&self, room: &str, sender: Option<&str>) -> Result<Option<Pair>, BridgeError> {
-        let Some((local, remote)) = self.services.store.xmpp_direct_pair(room).await? else {
+        let Some((local, remote)) = self.pair_of_room(room).await? else {
             return Ok(None);
         };
         if sender.is_some_and(|sender| sender != local) {
@@ -485,6 +523,17 @@ impl Bridge {
         }
         let room = RoomId::parse(&row.room_id)
             .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        if self
+            .services
+            .rooms
+            .membership(&room, &ghost)
+            .await?
+            .as_deref()
+            != Some("invite")
+        {
+            // Answered already (an event read again after a restart).
+            return Ok(());
+        }
         let remote = self.gateway.user_to_jid(&ghost)?.to_bare();
         let local = pdu.sender.clone();
         let store = &self.services.store;
@@ -519,28 +568,20 @@ impl Bridge {
         }
         self.append(&room, &ghost, "m.room.member", Some(ghost.as_str()), join)
             .await?;
-        let existing = store
-            .xmpp_direct_room(local.as_str(), remote.as_str())
-            .await?;
-        let replace = match &existing {
+        let replace = match self.room_of_pair(&local, &remote).await? {
             None => true,
             // A new direct chat takes over from one the account has left.
-            Some(old) => match RoomId::parse(old) {
-                Ok(old) => !matches!(
-                    self.services
-                        .rooms
-                        .membership(&old, &local)
-                        .await?
-                        .as_deref(),
-                    Some("join" | "invite")
-                ),
-                Err(_) => true,
-            },
+            Some(old) => !matches!(
+                self.services
+                    .rooms
+                    .membership(&old, &local)
+                    .await?
+                    .as_deref(),
+                Some("join" | "invite")
+            ),
         };
         if replace {
-            store
-                .replace_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
-                .await?;
+            self.replace_room_of_pair(&local, &remote, &room).await?;
             tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");
             self.subscribe(&local, &remote).await?;
         }
