@@ -337,6 +337,7 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
         .iter()
         .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.replace")
         .expect("an edit");
+    let edit_id = edit["event_id"].as_str().unwrap().to_owned();
     assert_eq!(
         edit["content"]["m.relates_to"]["event_id"],
         first_id.as_str()
@@ -355,6 +356,29 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
         .find(|e| e["type"] == "m.room.redaction")
         .unwrap();
     assert_eq!(redaction["redacts"], second_id);
+    // A correction of the correction (by its id, as some clients send) edits the original:
+    // the Matrix specification ignores edits of edits.
+    world.peer.send(chat(
+        "bob@prosody.test/phone",
+        "m3b",
+        "<body>Hi Alice!!</body><replace xmlns='urn:xmpp:message-correct:0' id='m3'/>",
+    ));
+    let second_edit = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["content"]["m.new_content"]["body"] == "Hi Alice!!")
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        second_edit["content"]["m.relates_to"]["event_id"],
+        first_id.as_str()
+    );
+    assert_ne!(
+        second_edit["content"]["m.relates_to"]["event_id"],
+        edit_id.as_str()
+    );
 
     // Alice replies to Bob's message, reacts to it, takes the reaction back and retracts
     // her own message.
@@ -371,7 +395,7 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
     let message = world.next_message().await;
     assert_eq!(
         body(&message),
-        "> bob@prosody.test:\n> Hi Alice!\nIndeed",
+        "> bob@prosody.test:\n> Hi Alice!!\nIndeed",
         "the quotation names Bob, never his Matrix id"
     );
     let reply_element = payload(&message, "reply", "urn:xmpp:reply:0");
@@ -517,6 +541,45 @@ async fn a_chat_started_on_matrix_reaches_the_xmpp_user() {
             .is_none_or(|i| i.is_empty())
     );
 
+    // A second direct chat with Carol while the first goes on: the ghost declines and says
+    // where the chat is.
+    let second = world
+        .server
+        .create_room(&token, json!({"is_direct": true, "invite": [CAROL]}))
+        .await;
+    let left = world
+        .wait_for(&token, &second, |events| {
+            events
+                .iter()
+                .find(|e| e["state_key"] == CAROL && e["content"]["membership"] == "leave")
+                .cloned()
+        })
+        .await;
+    let reason = left["content"]["reason"].as_str().unwrap();
+    assert!(reason.contains(&room), "{reason}");
+
+    // Without a token, looking a ghost up makes nothing.
+    world
+        .server
+        .call(
+            http::Method::GET,
+            "/_matrix/client/v3/profile/@_xmpp_nobody=40elsewhere.test:gw.test",
+            None,
+            None,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    assert!(
+        world
+            .server
+            .services
+            .store
+            .user("@_xmpp_nobody=40elsewhere.test:gw.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     // A ghost invited into a group room declines.
     let group = world
         .server
@@ -629,6 +692,19 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         .cloned()
         .unwrap_or_default();
     assert!(invites.is_empty(), "{invites:?}");
+    // A bounce claimed by another server for that message is not believed.
+    world.peer.send(stanza(&format!(
+        "<message xmlns='jabber:server' type='error' id='{}' from='mallory@prosody.test' \
+         to='alice@gw.test'><error type='cancel'><item-not-found \
+         xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+        sent["event_id"].as_str().unwrap()
+    )));
+    // A second message waits behind the first.
+    let second = world
+        .server
+        .send_text(&token, &room, "e2", "Hello?")
+        .await
+        .assert_ok();
 
     // The server comes up: the message arrives, and the notice says it was delivered.
     let (_later, mut later_seen) =
@@ -645,6 +721,18 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         arrived.id.as_ref().unwrap().0,
         sent["event_id"].as_str().unwrap()
     );
+    let next = tokio::time::timeout(Duration::from_secs(30), later_seen.recv())
+        .await
+        .expect("the second message in time")
+        .unwrap();
+    let Stanza::Message(next) = next else {
+        panic!("{next:?}");
+    };
+    assert_eq!(body(&next), "Hello?", "in the order they were written");
+    assert_eq!(
+        next.id.as_ref().unwrap().0,
+        second["event_id"].as_str().unwrap()
+    );
     let notice_id = notice["event_id"].as_str().unwrap().to_owned();
     let edit = world
         .wait_for(&token, &room, |events| {
@@ -655,9 +743,23 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         })
         .await;
     let text = edit["content"]["m.new_content"]["body"].as_str().unwrap();
+    assert_eq!(text, "✓ Delivered to erin@later.test, later.");
+    // Two notices, one for each message, and none for the forged bounce.
+    let events = world
+        .wait_for(&token, &room, |events| Some(events.to_vec()))
+        .await;
+    let notices: Vec<&str> = events
+        .iter()
+        .filter(|e| {
+            e["content"]["msgtype"] == "m.notice"
+                && e["content"]["m.relates_to"]["rel_type"].is_null()
+        })
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
     assert!(
-        text.starts_with("✓ Delivered to erin@later.test after "),
-        "{text}"
+        notices[1].contains("waits for earlier messages"),
+        "{notices:?}"
     );
 }
 
@@ -761,7 +863,8 @@ async fn presence_and_subscriptions() {
         .count();
     assert_eq!(notices, 1, "one request, one notice");
 
-    // Bob accepts Alice's request and is away on his phone, online on his laptop.
+    // Bob accepts Alice's request and is away on his phone, online on his laptop. (An
+    // approval nobody asked for would be ignored: Alice asked when she joined.)
     world.peer.send(stanza(
         "<presence xmlns='jabber:server' type='subscribed' from='bob@prosody.test' \
          to='alice@gw.test'/>",

@@ -697,4 +697,18 @@ async fn a_room_joined_since_the_last_sync_shows_what_was_said_before() {
     let events = timeline(&later, &room).as_array().unwrap().clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["content"]["body"], "welcome");
+    // A profile change is a new member event, not a new join: no history again.
+    let since = later["next_batch"].as_str().unwrap().to_owned();
+    server
+        .put(
+            &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+            &bob,
+            json!({"displayname": "Bobby"}),
+        )
+        .await
+        .assert_ok();
+    let renamed = server.sync(&bob, &format!("timeout=0&since={since}")).await;
+    let events = timeline(&renamed, &room).as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{renamed}");
+    assert_eq!(events[0]["type"], "m.room.member");
 }

@@ -42,6 +42,8 @@ CREATE TABLE xmpp_subscriptions (
     from_remote BIGINT NOT NULL,
     -- The local account asked for the XMPP user's presence and has no answer yet.
     pending_out BIGINT NOT NULL,
+    -- The XMPP user refused or revoked the local account's subscription: not asked again.
+    declined BIGINT NOT NULL,
     -- The XMPP user asked for the local account's presence: the notice that asks the account.
     request_event_id TEXT,
     PRIMARY KEY (local_user, remote_jid)

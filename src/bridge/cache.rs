@@ -21,6 +21,9 @@ pub(super) struct Cache {
     rooms: HashMap<(String, String), OwnedRoomId>,
     /// `None`: the room is not a direct room of the bridge.
     pairs: HashMap<OwnedRoomId, Option<Pair>>,
+    /// Counts the changes of direct rooms: a look-up that raced with one does not keep its
+    /// (perhaps outdated) answer.
+    generation: u64,
 }
 
 fn bounded<K, V>(map: &mut HashMap<K, V>) {
@@ -55,9 +58,13 @@ impl Bridge {
         remote: &BareJid,
     ) -> Result<Option<OwnedRoomId>, BridgeError> {
         let key = (local.to_string(), remote.to_string());
-        if let Some(room) = self.cache().rooms.get(&key) {
-            return Ok(Some(room.clone()));
-        }
+        let generation = {
+            let cache = self.cache();
+            if let Some(room) = cache.rooms.get(&key) {
+                return Ok(Some(room.clone()));
+            }
+            cache.generation
+        };
         let Some(room) = self
             .services
             .store
@@ -69,8 +76,10 @@ impl Bridge {
         let room = RoomId::parse(&room)
             .map_err(|e| causeway_matrix::error::Error::Internal(format!("stored room id: {e}")))?;
         let mut cache = self.cache();
-        bounded(&mut cache.rooms);
-        cache.rooms.insert(key, room.clone());
+        if cache.generation == generation {
+            bounded(&mut cache.rooms);
+            cache.rooms.insert(key, room.clone());
+        }
         Ok(Some(room))
     }
 
@@ -79,17 +88,23 @@ impl Bridge {
         let Ok(room_id) = RoomId::parse(room) else {
             return Ok(None);
         };
-        if let Some(pair) = self.cache().pairs.get(&room_id) {
-            return Ok(pair.clone());
-        }
+        let generation = {
+            let cache = self.cache();
+            if let Some(pair) = cache.pairs.get(&room_id) {
+                return Ok(pair.clone());
+            }
+            cache.generation
+        };
         let pair = self.services.store.xmpp_direct_pair(room).await?;
         let mut cache = self.cache();
-        bounded(&mut cache.pairs);
-        cache.pairs.insert(room_id, pair.clone());
+        if cache.generation == generation {
+            bounded(&mut cache.pairs);
+            cache.pairs.insert(room_id, pair.clone());
+        }
         Ok(pair)
     }
 
-    /// Records the direct room of a pair unless it has one; returns the pair's room.
+    /// Records the direct room of a pair unless it has one.
     pub(super) async fn set_room_of_pair(
         &self,
         local: &UserId,
@@ -122,6 +137,7 @@ impl Bridge {
     /// Drops what is known of a pair and a room after a change, so that it is read anew.
     fn forget_pair(&self, local: &UserId, remote: &BareJid, room: &RoomId) {
         let mut cache = self.cache();
+        cache.generation += 1;
         let key = (local.to_string(), remote.to_string());
         if let Some(old) = cache.rooms.remove(&key) {
             cache.pairs.remove(&old);

@@ -88,14 +88,9 @@ impl Bridge {
         let Some(entry) = self.services.store.outbox_remove(event.as_str()).await? else {
             return Ok(());
         };
-        let attempts = entry.attempts + 1;
-        tracing::info!(event_id = %event, %remote, attempts, "a message to XMPP was delivered after failing");
-        self.correct_notice(
-            &entry,
-            remote,
-            format!("✓ Delivered to {remote} after {attempts} attempts."),
-        )
-        .await
+        tracing::info!(event_id = %event, %remote, attempts = entry.attempts + 1, "a message to XMPP was delivered after waiting");
+        self.correct_notice(&entry, remote, format!("✓ Delivered to {remote}, later."))
+            .await
     }
 
     async fn undelivered(
@@ -209,9 +204,25 @@ impl Bridge {
                     continue;
                 }
             };
+            // A room's messages go again together, in order, behind the first that is due.
+            let mut rooms: Vec<String> = Vec::new();
             for entry in due {
-                if let Err(error) = self.retry(&entry).await {
-                    tracing::warn!(%error, event_id = %entry.event_id, "a message could not be tried again");
+                if !rooms.contains(&entry.room_id) {
+                    rooms.push(entry.room_id);
+                }
+            }
+            for room in rooms {
+                let entries = match self.services.store.outbox_take_room(&room, later).await {
+                    Ok(entries) => entries,
+                    Err(error) => {
+                        tracing::warn!(%error, "the XMPP outbox cannot be read");
+                        continue;
+                    }
+                };
+                for entry in entries {
+                    if let Err(error) = self.retry(&entry).await {
+                        tracing::warn!(%error, event_id = %entry.event_id, "a message could not be tried again");
+                    }
                 }
             }
         }
@@ -219,14 +230,71 @@ impl Bridge {
 
     async fn retry(&self, entry: &OutboxEntry) -> Result<(), BridgeError> {
         let store = &self.services.store;
-        match store.event(&entry.event_id).await? {
-            Some(row) if row.redacted_by.is_none() => self.event_to_xmpp(&row).await,
-            // Redacted or gone meanwhile: nothing to deliver.
-            _ => {
-                store.outbox_remove(&entry.event_id).await?;
-                Ok(())
-            }
+        let pair = self.pair_of_room(&entry.room_id).await?;
+        let row = store.event(&entry.event_id).await?;
+        let (Some((_, remote)), Some(row)) = (pair, row.filter(|row| row.redacted_by.is_none()))
+        else {
+            // Redacted, gone, or no longer in a direct chat: nothing to deliver.
+            store.outbox_remove(&entry.event_id).await?;
+            return Ok(());
+        };
+        let Ok(remote) = BareJid::new(&remote) else {
+            store.outbox_remove(&entry.event_id).await?;
+            return Ok(());
+        };
+        if now_ms() - entry.first_failure_ts > millis(GIVE_UP_AFTER) {
+            store.outbox_remove(&entry.event_id).await?;
+            let reason = &entry.reason;
+            return self
+                .correct_notice(
+                    entry,
+                    &remote,
+                    format!(
+                        "⚠ Not delivered to {remote}: {reason}, for a day now. Causeway gave up."
+                    ),
+                )
+                .await;
         }
+        self.event_to_xmpp_again(&row).await
+    }
+
+    /// Whether a new message of a room has to wait behind earlier ones in the outbox; if so,
+    /// it joins them (with its notice) and goes when they go.
+    pub(super) async fn wait_behind(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        remote: &BareJid,
+    ) -> Result<bool, BridgeError> {
+        let store = &self.services.store;
+        let Some(next) = store.outbox_room_next(room.as_str()).await? else {
+            return Ok(false);
+        };
+        let entry = store
+            .outbox_failed(
+                event.as_str(),
+                room.as_str(),
+                "earlier messages are not delivered yet",
+                next,
+            )
+            .await?;
+        if entry.notice_event_id.is_none() {
+            let notice = self
+                .notice(
+                    room,
+                    event,
+                    remote,
+                    format!(
+                        "⚠ Not delivered to {remote} yet: it waits for earlier messages. \
+                         Causeway keeps trying."
+                    ),
+                )
+                .await?;
+            store
+                .outbox_set_notice(event.as_str(), notice.as_str())
+                .await?;
+        }
+        Ok(true)
     }
 }
 

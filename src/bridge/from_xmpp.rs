@@ -58,7 +58,7 @@ impl Bridge {
         };
         let local = self.local_account(&to.to_bare()).await?;
         let remote = from.to_bare();
-        let ghost = self.ghost(&remote).await?;
+        let ghost = self.ghost_id(&remote)?;
         let read = from_xmpp(message, &self.gateway);
         let lock = self.pair_lock(&local, &remote);
         let _pair = lock.lock().await;
@@ -149,7 +149,7 @@ impl Bridge {
             None => None,
         };
         let replaces = match &read.replaces {
-            Some(target) => self.event_of(room, remote, target, true).await?,
+            Some(target) => self.original_of(room, remote, target).await?,
             None => None,
         };
         let content: RoomMessageEventContent = matrix_content(content, reply_to, replaces);
@@ -233,6 +233,26 @@ impl Bridge {
         Ok(event)
     }
 
+    /// The message a correction corrects: the sender's message with that id, or, when the id
+    /// is of an earlier correction (as some clients send), the message that one corrected: the
+    /// Matrix specification ignores edits of edits.
+    async fn original_of(
+        &self,
+        room: &RoomId,
+        remote: &BareJid,
+        id: &str,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
+        let Some(event) = self.event_of(room, remote, id, true).await? else {
+            return Ok(None);
+        };
+        match self.services.store.relation(event.as_str()).await? {
+            Some(relation) if relation.rel_type == "m.replace" => {
+                Ok(EventId::parse(&relation.event_id).ok().or(Some(event)))
+            }
+            _ => Ok(Some(event)),
+        }
+    }
+
     /// Makes the ghost's reactions to an event the set `keys` (XEP-0444 sends the whole set).
     async fn react(
         &self,
@@ -295,6 +315,25 @@ impl Bridge {
         let Ok(remote) = BareJid::new(&remote) else {
             return Ok(());
         };
+        // Only the contact's server may say that a message to the contact failed, and only to
+        // the account that sent it.
+        let from_contacts_server = message
+            .from
+            .as_ref()
+            .is_some_and(|from| from.domain() == remote.domain());
+        let to_sender = match (&message.to, UserId::parse(&local)) {
+            (Some(to), Ok(local)) => {
+                self.gateway
+                    .user_to_jid(&local)
+                    .ok()
+                    .map(|jid| jid.to_bare())
+                    == Some(to.to_bare())
+            }
+            _ => false,
+        };
+        if !from_contacts_server || !to_sender {
+            return Ok(());
+        }
         let reason = message
             .payloads
             .iter()

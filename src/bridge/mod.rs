@@ -70,6 +70,8 @@ pub struct Bridge {
     /// Requests sent, waiting for their answers.
     pending: std::sync::Mutex<profile::Pending>,
     cache: std::sync::Mutex<cache::Cache>,
+    /// Held while the subscriptions of a pair are read and changed.
+    subscriptions: tokio::sync::Mutex<()>,
 }
 
 impl Bridge {
@@ -89,6 +91,7 @@ impl Bridge {
             told_presence: std::sync::Mutex::default(),
             pending: std::sync::Mutex::default(),
             cache: std::sync::Mutex::default(),
+            subscriptions: tokio::sync::Mutex::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -106,6 +109,12 @@ impl Bridge {
         tokio::spawn(async move { bridge.typing_loop().await });
         let bridge = self.clone();
         tokio::spawn(async move { bridge.outbox_loop().await });
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = bridge.probe_contacts().await {
+                tracing::warn!(%error, "the presence of XMPP contacts was not asked for");
+            }
+        });
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -136,12 +145,7 @@ impl Bridge {
 
     /// The ghost of an XMPP user, its account made if needed.
     async fn ghost(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
-        let ghost = self.gateway.jid_to_user(&Jid::from(jid.clone()))?;
-        if !self.gateway.is_ghost(&ghost) {
-            return Err(BridgeError::NotAcceptable(format!(
-                "{jid} is an address of this server"
-            )));
-        }
+        let ghost = self.ghost_id(jid)?;
         if self.ghost_known(&ghost) {
             return Ok(ghost);
         }
@@ -149,6 +153,17 @@ impl Bridge {
             self.refresh_profile(&ghost, jid);
         }
         self.remember_ghost(&ghost);
+        Ok(ghost)
+    }
+
+    /// The id of an XMPP user's ghost, whether or not its account exists yet.
+    fn ghost_id(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(&Jid::from(jid.clone()))?;
+        if !self.gateway.is_ghost(&ghost) {
+            return Err(BridgeError::NotAcceptable(format!(
+                "{jid} is an address of this server"
+            )));
+        }
         Ok(ghost)
     }
 
@@ -185,6 +200,8 @@ impl Bridge {
         if !create {
             return Ok(None);
         }
+        // The ghost's account is made when a room needs it, not for every stanza.
+        self.ghost(remote).await?;
         let mut options = RoomOptions::private(ghost.to_owned());
         options.preset = RoomPreset::TrustedPrivateChat;
         options.invite = vec![local.to_owned()];

@@ -86,84 +86,98 @@ impl Bridge {
         let local = self.local_account(&to.to_bare()).await?;
         let local_jid = to.to_bare();
         let remote = from.to_bare();
-        let ghost = self.ghost(&remote).await?;
-        let store = &self.services.store;
-        let mut subscription = store
-            .xmpp_subscription(local.as_str(), remote.as_str())
-            .await?;
+        let ghost = self.ghost_id(&remote)?;
+        let (l, r) = (&local, &remote);
         match presence.type_ {
             Type::None | Type::Unavailable => {
+                // Only of contacts: anyone else's presence makes no ghost and no presence.
+                let subscription = self.update_subscription(l, r, |_| ()).await?.0;
+                if !subscription.to_remote && self.room_of_pair(l, r).await?.is_none() {
+                    return Ok(vec![]);
+                }
                 let resource = from.resource().map(|r| r.to_string()).unwrap_or_default();
                 self.remote_presence(&ghost, &remote, resource, presence)
                     .await?;
                 Ok(vec![])
             }
             Type::Subscribe => {
+                let subscription = self.update_subscription(l, r, |_| ()).await?.0;
                 if subscription.from_remote {
                     // Already allowed (RFC 6121 §3.1.3): say so again, with the presence.
                     let mut replies = vec![answer(&local_jid, &remote, Type::Subscribed)];
                     replies.extend(self.local_presence_to(&local, &local_jid, &remote).await?);
                     return Ok(replies);
                 }
-                if subscription.request_event_id.is_none() {
-                    let lock = self.pair_lock(&local, &remote);
-                    let _pair = lock.lock().await;
-                    let Some(room) = self.direct_room(&local, &ghost, &remote, true).await? else {
-                        return Ok(vec![]);
-                    };
-                    let notice = self
-                        .notice_in(
-                            &room,
-                            &ghost,
-                            format!(
-                                "{remote} asks to see when you are online. \
-                                 React with 👍 to allow it or with 👎 to decline."
-                            ),
-                        )
-                        .await?;
-                    subscription.request_event_id = Some(notice.to_string());
-                    store
-                        .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
-                        .await?;
+                if subscription.request_event_id.is_some() {
+                    return Ok(vec![]);
                 }
-                Ok(vec![])
-            }
-            Type::Subscribed => {
-                if subscription.pending_out || !subscription.to_remote {
-                    subscription.to_remote = true;
-                    subscription.pending_out = false;
-                    store
-                        .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
-                        .await?;
-                }
-                Ok(vec![])
-            }
-            Type::Unsubscribed => {
-                subscription.to_remote = false;
-                subscription.pending_out = false;
-                store
-                    .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
+                let lock = self.pair_lock(&local, &remote);
+                let _pair = lock.lock().await;
+                let Some(room) = self.direct_room(&local, &ghost, &remote, true).await? else {
+                    return Ok(vec![]);
+                };
+                let notice = self
+                    .notice_in(
+                        &room,
+                        &ghost,
+                        format!(
+                            "{remote} asks to see when you are online. \
+                             React with 👍 to allow it or with 👎 to decline."
+                        ),
+                    )
                     .await?;
-                self.forget_resources(&remote);
-                self.set_ghost_presence(
-                    &ghost,
-                    &MatrixPresence {
-                        state: PresenceState::Offline,
-                        status: None,
-                    },
-                )
+                self.update_subscription(l, r, |sub| {
+                    sub.request_event_id = Some(notice.to_string());
+                })
                 .await?;
                 Ok(vec![])
             }
-            Type::Unsubscribe => {
-                subscription.from_remote = false;
-                subscription.request_event_id = None;
-                store
-                    .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
+            Type::Subscribed => {
+                // Unasked-for approvals are ignored (RFC 6121 §3.1.6).
+                self.update_subscription(l, r, |sub| {
+                    if sub.pending_out {
+                        sub.to_remote = true;
+                        sub.pending_out = false;
+                        sub.declined = false;
+                    }
+                })
+                .await?;
+                Ok(vec![])
+            }
+            Type::Unsubscribed => {
+                let (before, _) = self
+                    .update_subscription(l, r, |sub| {
+                        if sub.to_remote || sub.pending_out {
+                            // Refused or revoked: not asked again by itself.
+                            sub.declined = true;
+                        }
+                        sub.to_remote = false;
+                        sub.pending_out = false;
+                    })
                     .await?;
+                if before.to_remote {
+                    self.forget_resources(&remote);
+                    self.set_ghost_presence(
+                        &ghost,
+                        &MatrixPresence {
+                            state: PresenceState::Offline,
+                            status: None,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(vec![])
+            }
+            Type::Unsubscribe => {
+                self.update_subscription(l, r, |sub| {
+                    sub.from_remote = false;
+                    sub.request_event_id = None;
+                })
+                .await?;
                 Ok(vec![answer(&local_jid, &remote, Type::Unsubscribed)])
             }
             Type::Probe => {
+                let subscription = self.update_subscription(l, r, |_| ()).await?.0;
                 if subscription.from_remote {
                     self.local_presence_to(&local, &local_jid, &remote).await
                 } else {
@@ -172,6 +186,30 @@ impl Bridge {
             }
             Type::Error => Ok(vec![]),
         }
+    }
+
+    /// Reads and changes the subscriptions of a pair in one step, under the bridge's
+    /// subscription lock (the XMPP handler and the sender task both change them); returns
+    /// them as they were and the closure's result. Nothing else is awaited under the lock.
+    async fn update_subscription<R>(
+        &self,
+        local: &UserId,
+        remote: &BareJid,
+        change: impl FnOnce(&mut Subscription) -> R,
+    ) -> Result<(Subscription, R), BridgeError> {
+        let _lock = self.subscriptions.lock().await;
+        let store = &self.services.store;
+        let before = store
+            .xmpp_subscription(local.as_str(), remote.as_str())
+            .await?;
+        let mut after = before.clone();
+        let result = change(&mut after);
+        if after != before {
+            store
+                .set_xmpp_subscription(local.as_str(), remote.as_str(), &after)
+                .await?;
+        }
+        Ok((before, result))
     }
 
     async fn remote_presence(
@@ -273,6 +311,28 @@ impl Bridge {
         Stanza::Presence(presence)
     }
 
+    /// At start: what was known of contacts' presence is stale, so their ghosts are offline
+    /// until their servers answer a probe (RFC 6121 §4.3.1).
+    pub(super) async fn probe_contacts(&self) -> Result<(), BridgeError> {
+        for (local, remote) in self.services.store.xmpp_subscriptions_to_remote().await? {
+            let (Ok(local), Ok(remote)) = (UserId::parse(&local), BareJid::new(&remote)) else {
+                continue;
+            };
+            let ghost = self.ghost_id(&remote)?;
+            self.set_ghost_presence(
+                &ghost,
+                &MatrixPresence {
+                    state: PresenceState::Offline,
+                    status: None,
+                },
+            )
+            .await?;
+            let local_jid = self.gateway.user_to_jid(&local)?.to_bare();
+            self.send(answer(&local_jid, &remote, Type::Probe));
+        }
+        Ok(())
+    }
+
     /// A local account's presence changed: the XMPP users who may see it are told, once per
     /// change.
     pub(super) async fn local_presence_changed(
@@ -329,14 +389,11 @@ impl Bridge {
             return Ok(true);
         };
         let local_jid = self.gateway.user_to_jid(local)?.to_bare();
-        let mut subscription = store
-            .xmpp_subscription(local.as_str(), remote.as_str())
-            .await?;
-        subscription.request_event_id = None;
-        subscription.from_remote = agree;
-        store
-            .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
-            .await?;
+        self.update_subscription(local, &remote, |sub| {
+            sub.request_event_id = None;
+            sub.from_remote = agree;
+        })
+        .await?;
         if agree {
             self.send(answer(&local_jid, &remote, Type::Subscribed));
             for stanza in self.local_presence_to(local, &local_jid, &remote).await? {
@@ -360,24 +417,26 @@ impl Bridge {
         Ok(true)
     }
 
-    /// Asks for an XMPP user's presence on behalf of a local account, unless it has it or
-    /// asked already.
+    /// Asks for an XMPP user's presence on behalf of a local account, unless it has it, asked
+    /// already, or was refused before.
     pub(super) async fn subscribe(
         &self,
         local: &UserId,
         remote: &BareJid,
     ) -> Result<(), BridgeError> {
-        let store = &self.services.store;
-        let mut subscription: Subscription = store
-            .xmpp_subscription(local.as_str(), remote.as_str())
-            .await?;
-        if subscription.to_remote || subscription.pending_out {
+        let ask = self
+            .update_subscription(local, remote, |sub| {
+                let ask = !sub.to_remote && !sub.pending_out && !sub.declined;
+                if ask {
+                    sub.pending_out = true;
+                }
+                ask
+            })
+            .await?
+            .1;
+        if !ask {
             return Ok(());
         }
-        subscription.pending_out = true;
-        store
-            .set_xmpp_subscription(local.as_str(), remote.as_str(), &subscription)
-            .await?;
         let local_jid = self.gateway.user_to_jid(local)?.to_bare();
         self.send(answer(&local_jid, remote, Type::Subscribe));
         Ok(())

@@ -18,8 +18,10 @@ use super::{Bridge, BridgeError};
 const VCARD: &str = "vcard-temp";
 /// How long an answer to one of the bridge's requests is waited for.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
-/// The largest avatar taken from a vCard.
+/// The largest photo taken from a vCard.
 const MAX_PHOTO_BYTES: usize = 1024 * 1024;
+/// The largest photo put in a vCard.
+const MAX_SENT_PHOTO_BYTES: usize = 128 * 1024;
 
 /// Requests the bridge sent and waits for answers to, by id.
 pub(super) type Pending = HashMap<String, tokio::sync::oneshot::Sender<Iq>>;
@@ -91,7 +93,14 @@ impl Bridge {
         let mut photo = None;
         if let Some(avatar) = user.avatar_url.as_deref() {
             let uri: &MxcUri = avatar.into();
-            if let Some((bytes, content_type)) = self.services.read_media(uri).await? {
+            // A larger photo, base64-encoded, would not fit in the stanza limits of servers
+            // (Causeway's own default is 256 KiB).
+            if let Some((bytes, content_type)) = self
+                .services
+                .read_media(uri)
+                .await?
+                .filter(|(bytes, _)| bytes.len() <= MAX_SENT_PHOTO_BYTES)
+            {
                 photo = Some(Photo {
                     type_: Type {
                         data: content_type.unwrap_or_else(|| "image/png".to_owned()),

@@ -248,7 +248,16 @@ impl Bridge {
         }))
     }
 
-    pub(super) async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
+    async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
+        self.event_to_xmpp_as(row, false).await
+    }
+
+    /// An event again, from the outbox.
+    pub(super) async fn event_to_xmpp_again(&self, row: &EventRow) -> Result<(), BridgeError> {
+        self.event_to_xmpp_as(row, true).await
+    }
+
+    async fn event_to_xmpp_as(&self, row: &EventRow, again: bool) -> Result<(), BridgeError> {
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         if row.event_type == "m.room.member" {
             return self.member_event(row, &pdu).await;
@@ -261,7 +270,8 @@ impl Bridge {
         let content = pdu.content_value();
         match row.event_type.as_str() {
             "m.room.message" if row.redacted_by.is_none() => {
-                self.message_to_xmpp(&room, &pair, &pdu, content).await
+                self.message_to_xmpp(&room, &pair, &pdu, content, again)
+                    .await
             }
             "m.reaction" => {
                 let relation = content
@@ -314,10 +324,15 @@ impl Bridge {
         pair: &Pair,
         pdu: &Pdu,
         content: Value,
+        again: bool,
     ) -> Result<(), BridgeError> {
         let Ok(content) = serde_json::from_value::<RoomMessageEventContent>(content) else {
             return Ok(());
         };
+        // Messages reach the contact in the order they were written.
+        if !again && self.wait_behind(room, &pdu.event_id, &pair.remote).await? {
+            return Ok(());
+        }
         let mut refs = ToXmppRefs::default();
         match &content.relates_to {
             Some(Relation::Reply(reply)) => {
@@ -560,6 +575,32 @@ impl Bridge {
         }
         let lock = self.pair_lock(&local, &remote);
         let _pair = lock.lock().await;
+        let existing = self.room_of_pair(&local, &remote).await?;
+        if let Some(old) = &existing
+            && old != &room
+            && matches!(
+                self.services
+                    .rooms
+                    .membership(old, &local)
+                    .await?
+                    .as_deref(),
+                Some("join" | "invite")
+            )
+        {
+            // The chat the account is in goes on; a second one would not be bridged.
+            self.append(
+                &room,
+                &ghost,
+                "m.room.member",
+                Some(ghost.as_str()),
+                serde_json::json!({
+                    "membership": "leave",
+                    "reason": format!("You have a direct chat with {remote} already: {old}"),
+                }),
+            )
+            .await?;
+            return Ok(());
+        }
         let mut join = serde_json::json!({"membership": "join"});
         if let Some(profile) = self.services.store.user(ghost.as_str()).await?
             && let Some(name) = profile.displayname
@@ -568,18 +609,8 @@ impl Bridge {
         }
         self.append(&room, &ghost, "m.room.member", Some(ghost.as_str()), join)
             .await?;
-        let replace = match self.room_of_pair(&local, &remote).await? {
-            None => true,
-            // A new direct chat takes over from one the account has left.
-            Some(old) => !matches!(
-                self.services
-                    .rooms
-                    .membership(&old, &local)
-                    .await?
-                    .as_deref(),
-                Some("join" | "invite")
-            ),
-        };
+        // A new direct chat takes over from one the account has left.
+        let replace = existing.as_ref() != Some(&room);
         if replace {
             self.replace_room_of_pair(&local, &remote, &room).await?;
             tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");

@@ -70,6 +70,13 @@ where
     {
         return TokenUse::Required;
     }
+    // Profiles are public, but an authenticated look-up of an account the server makes on
+    // demand (an XMPP user's ghost) makes it: the token is read when there is one.
+    if request == TypeId::of::<ruma::api::client::profile::get_profile::v3::Request>()
+        || request == TypeId::of::<ruma::api::client::profile::get_profile_field::v3::Request>()
+    {
+        return TokenUse::Optional;
+    }
     let scheme = TypeId::of::<T::Authentication>();
     if scheme == TypeId::of::<AccessToken>() {
         TokenUse::Required

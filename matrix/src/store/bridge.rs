@@ -24,6 +24,8 @@ pub struct Subscription {
     pub from_remote: bool,
     /// The local account asked for the XMPP user's presence and has no answer yet.
     pub pending_out: bool,
+    /// The XMPP user refused or revoked the local account's subscription.
+    pub declined: bool,
     /// The XMPP user asked for the local account's presence: the notice that asks the account.
     pub request_event_id: Option<String>,
 }
@@ -295,6 +297,44 @@ impl Store {
         Ok(entries)
     }
 
+    /// When the first of a room's entries in the outbox is due, if it has any.
+    pub async fn outbox_room_next(&self, room_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_attempt_ts) FROM xmpp_outbox WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// Every entry of a room, in the order of their events, each put off until `later`: a
+    /// room's messages are tried again together and in order.
+    pub async fn outbox_take_room(
+        &self,
+        room_id: &str,
+        later: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let query = format!(
+            "{} o LEFT JOIN events e ON e.event_id = o.event_id WHERE o.room_id = $1 \
+             ORDER BY COALESCE(e.stream_ordering, 0)",
+            OUTBOX_COLUMNS.replace("SELECT event_id, room_id,", "SELECT o.event_id, o.room_id,")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(room_id)
+            .fetch_all(self.pool())
+            .await?;
+        let entries = rows
+            .iter()
+            .map(outbox_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("UPDATE xmpp_outbox SET next_attempt_ts = $1 WHERE room_id = $2")
+            .bind(later)
+            .bind(room_id)
+            .execute(self.pool())
+            .await?;
+        Ok(entries)
+    }
+
     /// Takes an event out of the outbox; returns its entry if it was there.
     pub async fn outbox_remove(&self, event_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         let entry = self.outbox_entry(event_id).await?;
@@ -314,7 +354,8 @@ impl Store {
         remote_jid: &str,
     ) -> Result<Subscription, StoreError> {
         let row = sqlx::query(
-            "SELECT to_remote, from_remote, pending_out, request_event_id FROM xmpp_subscriptions \
+            "SELECT to_remote, from_remote, pending_out, declined, request_event_id \
+             FROM xmpp_subscriptions \
              WHERE local_user = $1 AND remote_jid = $2",
         )
         .bind(local_user)
@@ -328,6 +369,7 @@ impl Store {
             to_remote: row.try_get::<i64, _>("to_remote")? != 0,
             from_remote: row.try_get::<i64, _>("from_remote")? != 0,
             pending_out: row.try_get::<i64, _>("pending_out")? != 0,
+            declined: row.try_get::<i64, _>("declined")? != 0,
             request_event_id: row.try_get("request_event_id")?,
         })
     }
@@ -340,16 +382,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO xmpp_subscriptions (local_user, remote_jid, to_remote, from_remote, \
-             pending_out, request_event_id) VALUES ($1, $2, $3, $4, $5, $6) \
+             pending_out, declined, request_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (local_user, remote_jid) DO UPDATE SET to_remote = excluded.to_remote, \
              from_remote = excluded.from_remote, pending_out = excluded.pending_out, \
-             request_event_id = excluded.request_event_id",
+             declined = excluded.declined, request_event_id = excluded.request_event_id",
         )
         .bind(local_user)
         .bind(remote_jid)
         .bind(i64::from(subscription.to_remote))
         .bind(i64::from(subscription.from_remote))
         .bind(i64::from(subscription.pending_out))
+        .bind(i64::from(subscription.declined))
         .bind(subscription.request_event_id.as_deref())
         .execute(self.pool())
         .await?;
@@ -365,6 +408,20 @@ impl Store {
         .bind(local_user)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// Every pair in which the local account receives the XMPP user's presence:
+    /// `(local user, remote JID)`.
+    pub async fn xmpp_subscriptions_to_remote(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT local_user, remote_jid FROM xmpp_subscriptions WHERE to_remote = 1 \
+             ORDER BY local_user, remote_jid",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("local_user")?, row.try_get("remote_jid")?)))
+            .collect()
     }
 
     /// The pair whose subscription request a notice is: `(local user, remote JID)`.
@@ -596,6 +653,7 @@ mod tests {
         let both = Subscription {
             to_remote: true,
             from_remote: true,
+            declined: true,
             ..Subscription::default()
         };
         store
@@ -618,6 +676,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.xmpp_subscription(alice, "bob@x").await.unwrap(), both);
+        assert_eq!(
+            store.xmpp_subscriptions_to_remote().await.unwrap(),
+            [
+                (alice.to_owned(), "bob@x".to_owned()),
+                ("@dave:gw.test".to_owned(), "erin@x".to_owned())
+            ]
+        );
         assert_eq!(store.xmpp_subscription_request("$ask").await.unwrap(), None);
         assert_eq!(
             store.xmpp_subscribers(alice).await.unwrap(),

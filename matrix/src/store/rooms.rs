@@ -167,6 +167,29 @@ impl Store {
     }
 
     /// The users with a given membership in a room.
+    /// A user's membership in a room as of a stream position (their last member event at or
+    /// before it), if they had one.
+    pub async fn membership_at(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        position: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT json FROM events WHERE room_id = $1 AND event_type = 'm.room.member' \
+             AND state_key = $2 AND stream_ordering <= $3 ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .bind(position)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(json.and_then(|json| {
+            let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+            value["content"]["membership"].as_str().map(str::to_owned)
+        }))
+    }
+
     pub async fn room_members(
         &self,
         room_id: &str,

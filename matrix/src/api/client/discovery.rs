@@ -83,12 +83,30 @@ pub async fn get_capabilities_route(
     Ok(capabilities::Response::new(caps))
 }
 
+/// Makes an account the server makes on demand when an authenticated user looks it up, within
+/// the user's rate limit (each one may make the server contact another).
+async fn provision_for<T>(
+    services: &Services,
+    request: &Ruma<T>,
+    user_id: &UserId,
+) -> Result<(), Error> {
+    let Ok(sender) = request.sender() else {
+        return Ok(());
+    };
+    if services.store.user(user_id.as_str()).await?.is_some() || !services.is_local(user_id) {
+        return Ok(());
+    }
+    services.limits.message.check(sender.user_id.as_str())?;
+    services.provision_user(user_id).await?;
+    Ok(())
+}
+
 /// # `GET /_matrix/client/v3/profile/{userId}`
 pub async fn get_profile_route(
     services: Arc<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response, Error> {
-    services.provision_user(&request.body.user_id).await?;
+    provision_for(&services, &request, &request.body.user_id).await?;
     let user = services
         .store
         .user(request.body.user_id.as_str())
@@ -110,7 +128,7 @@ pub async fn get_profile_field_route(
     services: Arc<Services>,
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response, Error> {
-    services.provision_user(&request.body.user_id).await?;
+    provision_for(&services, &request, &request.body.user_id).await?;
     let user = services
         .store
         .user(request.body.user_id.as_str())

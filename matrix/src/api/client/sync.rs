@@ -336,8 +336,24 @@ async fn joined_room(
     let newly_joined = since.is_none() || membership.stream_ordering > since_position;
     let limit = timeline_limit(&filter.room.timeline);
     // A room joined since the last sync shows its recent history, as at an initial sync
-    // (what was said before the join, such as the message that came with the invite).
-    let timeline_after = if newly_joined { 0 } else { since_position };
+    // (what was said before the join, such as the message that came with the invite). A new
+    // member event of someone joined before (a profile change) is no new join.
+    let joined_before = match since {
+        Some(_) if newly_joined => {
+            services
+                .store
+                .membership_at(room_id.as_str(), sender.user_id.as_str(), since_position)
+                .await?
+                .as_deref()
+                == Some("join")
+        }
+        _ => false,
+    };
+    let timeline_after = if newly_joined && !joined_before {
+        0
+    } else {
+        since_position
+    };
     let mut rows = services
         .store
         .room_events(
