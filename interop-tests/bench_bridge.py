@@ -145,7 +145,29 @@ class BenchCauseway(xp.GatewayCauseway):
                       for name in ("login", "registration", "message")))
 
 
-class XmppClient:
+class Arrivals:
+    """When each message body arrived, and futures for bodies still awaited."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future] = {}
+
+    def arrive(self, body: str, at: float) -> None:
+        self.arrived[body] = at
+        waiter = self.waiters.pop(body, None)
+        if waiter and not waiter.done():
+            waiter.set_result(None)
+
+    def waiter(self, body: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if body in self.arrived:
+            future.set_result(None)
+        else:
+            self.waiters[body] = future
+        return future
+
+
+class XmppClient(Arrivals):
     """A slixmpp client that timestamps the body of every chat message it receives."""
 
     def __init__(self, jid: str, ip: str) -> None:
@@ -153,8 +175,7 @@ class XmppClient:
 
         self.ip = ip
         self.client = slixmpp.ClientXMPP(jid, "pw")
-        self.arrived: dict[str, float] = {}
-        self.waiters: dict[str, asyncio.Future] = {}
+        super().__init__()
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.client.add_event_handler("message", self.on_message)
 
@@ -169,10 +190,7 @@ class XmppClient:
         body = message["body"]
         if not body:
             return
-        self.arrived[body] = time.perf_counter()
-        waiter = self.waiters.pop(body, None)
-        if waiter and not waiter.done():
-            waiter.set_result(None)
+        self.arrive(body, time.perf_counter())
 
     async def connect(self, ca: str) -> None:
         self.client.ca_certs = ca
@@ -183,25 +201,16 @@ class XmppClient:
     def send(self, to: str, body: str) -> None:
         self.client.send_message(mto=to, mbody=body, mtype="chat")
 
-    def waiter(self, body: str) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if body in self.arrived:
-            future.set_result(None)
-        else:
-            self.waiters[body] = future
-        return future
 
-
-class MatrixClient:
+class MatrixClient(Arrivals):
     """Alice: sends with PUT, and a long-polling /sync loop that timestamps message bodies."""
 
     def __init__(self, base_url: str) -> None:
+        super().__init__()
         self.base = base_url
         self.session: aiohttp.ClientSession | None = None
         self.token = ""
         self.since: str | None = None
-        self.arrived: dict[str, float] = {}
-        self.waiters: dict[str, asyncio.Future] = {}
         self.invites: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.txn = 0
@@ -236,18 +245,7 @@ class MatrixClient:
                 for event in room.get("timeline", {}).get("events", []):
                     text = event.get("content", {}).get("body")
                     if event.get("type") == "m.room.message" and text and event.get("sender") != ALICE:
-                        self.arrived[text] = now
-                        waiter = self.waiters.pop(text, None)
-                        if waiter and not waiter.done():
-                            waiter.set_result(None)
-
-    def waiter(self, body: str) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if body in self.arrived:
-            future.set_result(None)
-        else:
-            self.waiters[body] = future
-        return future
+                        self.arrive(text, now)
 
     async def join(self, room: str) -> None:
         assert self.session

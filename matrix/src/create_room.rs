@@ -124,8 +124,9 @@ async fn check(
     Ok(Some(alias))
 }
 
-/// The content of a member event of a local user, with their profile.
-async fn member_content(
+/// The content of a member event of a local user, with their profile (display name and
+/// avatar), as joins and invites carry it.
+pub async fn member_content(
     services: &Services,
     user: &UserId,
     membership: &str,

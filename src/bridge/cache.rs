@@ -104,32 +104,26 @@ impl Bridge {
         Ok(pair)
     }
 
-    /// Records the direct room of a pair unless it has one.
-    pub(super) async fn set_room_of_pair(
+    /// Records the direct room of a pair: in place of the one before with `replace`, else
+    /// only when it has none.
+    pub(super) async fn record_room_of_pair(
         &self,
         local: &UserId,
         remote: &BareJid,
         room: &RoomId,
+        replace: bool,
     ) -> Result<(), BridgeError> {
-        self.services
-            .store
-            .set_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
-            .await?;
-        self.forget_pair(local, remote, room);
-        Ok(())
-    }
-
-    /// Makes `room` the direct room of a pair, in place of the one before.
-    pub(super) async fn replace_room_of_pair(
-        &self,
-        local: &UserId,
-        remote: &BareJid,
-        room: &RoomId,
-    ) -> Result<(), BridgeError> {
-        self.services
-            .store
-            .replace_xmpp_direct_room(local.as_str(), remote.as_str(), room.as_str())
-            .await?;
+        let (store, local_user, remote_jid) =
+            (&self.services.store, local.as_str(), remote.as_str());
+        if replace {
+            store
+                .replace_xmpp_direct_room(local_user, remote_jid, room.as_str())
+                .await?;
+        } else {
+            store
+                .set_xmpp_direct_room(local_user, remote_jid, room.as_str())
+                .await?;
+        }
         self.forget_pair(local, remote, room);
         Ok(())
     }

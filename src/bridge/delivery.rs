@@ -36,19 +36,32 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Why a message was not delivered, in words, and whether trying again may help.
-fn failure(condition: &DefinedCondition, remote: &BareJid) -> (String, bool) {
+/// Why a message was not delivered, in words.
+pub(super) fn reason(condition: &DefinedCondition, remote: &BareJid) -> String {
+    use DefinedCondition as C;
     let domain = remote.domain();
     match condition {
-        DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout => {
-            (format!("the server {domain} cannot be reached"), true)
+        C::RemoteServerNotFound => format!("the server {domain} cannot be reached"),
+        C::RemoteServerTimeout => format!("the server {domain} did not answer in time"),
+        C::ServiceUnavailable | C::ItemNotFound => {
+            format!("{remote} does not exist or does not accept messages")
         }
-        DefinedCondition::NotAllowed => (
-            format!("this server does not federate with {domain}"),
-            false,
+        C::NotAllowed => format!("this server does not federate with {domain}"),
+        C::Forbidden | C::NotAuthorized => format!("{remote} does not accept messages from you"),
+        C::ResourceConstraint => format!("the server {domain} is overloaded"),
+        other => format!(
+            "the XMPP error {}",
+            minidom::Element::from(other.clone()).name()
         ),
-        other => (format!("the XMPP error {other:?}"), false),
     }
+}
+
+/// Whether trying again may help: the contact's server could not be reached.
+fn worth_retrying(condition: &DefinedCondition) -> bool {
+    matches!(
+        condition,
+        DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout
+    )
 }
 
 impl Bridge {
@@ -100,9 +113,9 @@ impl Bridge {
         remote: &BareJid,
         condition: &DefinedCondition,
     ) -> Result<(), BridgeError> {
-        let (reason, retry) = failure(condition, remote);
+        let reason = reason(condition, remote);
         let store = &self.services.store;
-        if !retry {
+        if !worth_retrying(condition) {
             store.outbox_remove(event.as_str()).await?;
             self.notice(
                 room,
@@ -255,7 +268,7 @@ impl Bridge {
                 )
                 .await;
         }
-        self.event_to_xmpp_again(&row).await
+        self.event_to_xmpp(&row, true).await
     }
 
     /// Whether a new message of a room has to wait behind earlier ones in the outbox; if so,

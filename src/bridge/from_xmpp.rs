@@ -354,28 +354,11 @@ impl Bridge {
     }
 }
 
-/// A sentence on why a stanza bounced.
+/// A sentence on why a stanza bounced, with the text the error came with.
 fn describe(error: &StanzaError, remote: &BareJid) -> String {
-    use xmpp_parsers::stanza_error::DefinedCondition as C;
-    let domain = remote.domain();
-    let mut reason = match error.defined_condition {
-        C::RemoteServerNotFound => format!("the server {domain} cannot be reached"),
-        C::RemoteServerTimeout => format!("the server {domain} did not answer in time"),
-        C::ServiceUnavailable | C::ItemNotFound => {
-            format!("{remote} does not exist or does not accept messages")
-        }
-        C::NotAllowed => format!("this server does not federate with {domain}"),
-        C::Forbidden | C::NotAuthorized => format!("{remote} does not accept messages from you"),
-        C::ResourceConstraint => format!("the server {domain} is overloaded"),
-        ref other => format!("the XMPP error {}", condition_name(other)),
-    };
+    let mut reason = super::delivery::reason(&error.defined_condition, remote);
     if let Some(text) = error.texts.values().next() {
         reason.push_str(&format!(" ({text})"));
     }
     reason
-}
-
-fn condition_name(condition: &xmpp_parsers::stanza_error::DefinedCondition) -> String {
-    let element = minidom::Element::from(condition.clone());
-    element.name().to_owned()
 }

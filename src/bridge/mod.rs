@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use causeway_mapping::address::Gateway;
 use causeway_matrix::Services;
-use causeway_matrix::create_room::{RoomOptions, create_room};
+use causeway_matrix::create_room::{RoomOptions, create_room, member_content};
 use causeway_matrix::pdu::canonical_content;
 use causeway_matrix::rooms::NewLocalEvent;
 use causeway_matrix::services::UserProvisioner;
@@ -207,7 +207,8 @@ impl Bridge {
         options.invite = vec![local.to_owned()];
         options.is_direct = true;
         let room = create_room(&self.services, options).await?;
-        self.set_room_of_pair(local, remote, &room).await?;
+        self.record_room_of_pair(local, remote, &room, false)
+            .await?;
         self.mark_direct(local, ghost, &room).await?;
         tracing::info!(room_id = %room, local = %local, remote = %remote, "made a direct room for an XMPP contact");
         Ok(Some(room))
@@ -229,12 +230,8 @@ impl Bridge {
         if rooms.membership(room, ghost).await?.as_deref() != Some("join") {
             return Ok(());
         }
-        let mut content = json!({"membership": "invite", "is_direct": true});
-        if let Some(profile) = self.services.store.user(local.as_str()).await?
-            && let Some(name) = profile.displayname
-        {
-            content["displayname"] = json!(name);
-        }
+        let mut content = member_content(&self.services, local, "invite").await?;
+        content["is_direct"] = json!(true);
         self.append(room, ghost, "m.room.member", Some(local.as_str()), content)
             .await?;
         Ok(())

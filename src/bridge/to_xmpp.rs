@@ -6,6 +6,7 @@ use std::time::Duration;
 use causeway_mapping::content::message::{
     ReplyRef, ToXmppRefs, chat_state, displayed, reactions, retraction, to_xmpp,
 };
+use causeway_matrix::create_room::member_content;
 use causeway_matrix::pdu::Pdu;
 use causeway_matrix::store::{BridgedMessage, EventRow, ReceiptRecord};
 use causeway_xmpp::stanza::Stanza;
@@ -32,6 +33,28 @@ const MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0334: processing hints.
 const HINTS: &str = "urn:xmpp:hints";
 
+/// How far the sender got, and how far the store knows. The position is written when
+/// something may have gone out, and otherwise at most every SAVE_EVERY: what is read again
+/// after a restart is only events that go nowhere (of ghosts, of rooms that are not direct
+/// chats with XMPP users).
+struct Cursor {
+    position: i64,
+    saved: i64,
+    saved_at: tokio::time::Instant,
+}
+
+impl Cursor {
+    async fn save(&mut self, store: &causeway_matrix::store::Store) {
+        if self.saved != self.position {
+            match store.set_stream_cursor(CURSOR, self.position).await {
+                Ok(()) => self.saved = self.position,
+                Err(error) => tracing::warn!(%error, "the XMPP sender cannot record its position"),
+            }
+        }
+        self.saved_at = tokio::time::Instant::now();
+    }
+}
+
 /// A random id for stanzas that are no message of their own.
 fn random_id() -> String {
     causeway_matrix::services::random_string(12)
@@ -50,7 +73,7 @@ impl Bridge {
     pub(super) async fn send_loop(self: std::sync::Arc<Self>) {
         let store = &self.services.store;
         let mut changes = store.subscribe();
-        let mut cursor = match store.stream_cursor(CURSOR).await {
+        let start = match store.stream_cursor(CURSOR).await {
             Ok(Some(position)) => position,
             Ok(None) => {
                 // The first start: what happened before the bridge existed stays where it is.
@@ -65,32 +88,23 @@ impl Bridge {
                 return;
             }
         };
-        // The position is written when something may have gone out, and otherwise at most
-        // every SAVE_EVERY: what is read again after a restart is only events that go nowhere
-        // (of ghosts, of rooms that are not direct chats with XMPP users).
-        let mut saved = cursor;
-        let mut saved_at = tokio::time::Instant::now();
+        let mut cursor = Cursor {
+            position: start,
+            saved: start,
+            saved_at: tokio::time::Instant::now(),
+        };
         loop {
             let until = store.current_position();
-            if until <= cursor {
+            if until <= cursor.position {
                 match tokio::time::timeout(SAVE_EVERY, changes.changed()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
-                    Err(_) => {
-                        if saved != cursor {
-                            match store.set_stream_cursor(CURSOR, cursor).await {
-                                Ok(()) => saved = cursor,
-                                Err(error) => {
-                                    tracing::warn!(%error, "the XMPP sender cannot record its position")
-                                }
-                            }
-                            saved_at = tokio::time::Instant::now();
-                        }
-                    }
+                    Err(_) => cursor.save(store).await,
                 }
                 continue;
             }
-            let rows = match store.events_after(cursor, until, BATCH).await {
+            let after = cursor.position;
+            let rows = match store.events_after(after, until, BATCH).await {
                 Ok(rows) => rows,
                 Err(error) => {
                     tracing::warn!(%error, "the XMPP sender cannot read events; trying again");
@@ -104,24 +118,30 @@ impl Bridge {
             };
             let mut went_out = rows.iter().any(|row| self.may_go_out(&row.sender));
             for row in &rows {
-                if let Err(error) = self.event_to_xmpp(row).await {
+                if let Err(error) = self.event_to_xmpp(row, false).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
                 }
             }
-            match store.presence_since(cursor, upper).await {
-                Ok(changes) => {
-                    went_out |= changes
-                        .iter()
-                        .any(|record| self.may_go_out(&record.user_id));
-                    for record in &changes {
-                        if let Err(error) = self.local_presence_changed(record).await {
-                            tracing::warn!(%error, user = %record.user_id, "a presence was not sent to XMPP");
+            // Presence changes are rare: the store is asked only when there are any.
+            let presence_changed = store
+                .changes()
+                .changed_since(&causeway_matrix::store::Change::Presence, after);
+            if presence_changed {
+                match store.presence_since(after, upper).await {
+                    Ok(changes) => {
+                        went_out |= changes
+                            .iter()
+                            .any(|record| self.may_go_out(&record.user_id));
+                        for record in &changes {
+                            if let Err(error) = self.local_presence_changed(record).await {
+                                tracing::warn!(%error, user = %record.user_id, "a presence was not sent to XMPP");
+                            }
                         }
                     }
+                    Err(error) => tracing::warn!(%error, "the XMPP sender cannot read presence"),
                 }
-                Err(error) => tracing::warn!(%error, "the XMPP sender cannot read presence"),
             }
-            match store.receipts_after(cursor, upper).await {
+            match store.receipts_after(after, upper).await {
                 Ok(receipts) => {
                     went_out |= receipts
                         .iter()
@@ -134,15 +154,9 @@ impl Bridge {
                 }
                 Err(error) => tracing::warn!(%error, "the XMPP sender cannot read receipts"),
             }
-            cursor = upper;
-            if went_out || saved_at.elapsed() >= SAVE_EVERY {
-                match store.set_stream_cursor(CURSOR, cursor).await {
-                    Ok(()) => saved = cursor,
-                    Err(error) => {
-                        tracing::warn!(%error, "the XMPP sender cannot record its position")
-                    }
-                }
-                saved_at = tokio::time::Instant::now();
+            cursor.position = upper;
+            if went_out || cursor.saved_at.elapsed() >= SAVE_EVERY {
+                cursor.save(store).await;
             }
         }
     }
@@ -239,7 +253,7 @@ impl Bridge {
             return Ok(None);
         };
         let local_jid = self.gateway.user_to_jid(&local)?.to_bare();
-        let ghost = self.gateway.jid_to_user(&Jid::from(remote.clone()))?;
+        let ghost = self.ghost_id(&remote)?;
         Ok(Some(Pair {
             local,
             local_jid,
@@ -248,23 +262,21 @@ impl Bridge {
         }))
     }
 
-    async fn event_to_xmpp(&self, row: &EventRow) -> Result<(), BridgeError> {
-        self.event_to_xmpp_as(row, false).await
-    }
-
-    /// An event again, from the outbox.
-    pub(super) async fn event_to_xmpp_again(&self, row: &EventRow) -> Result<(), BridgeError> {
-        self.event_to_xmpp_as(row, true).await
-    }
-
-    async fn event_to_xmpp_as(&self, row: &EventRow, again: bool) -> Result<(), BridgeError> {
-        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+    /// Sends what an event does to XMPP; `again` for a message from the outbox.
+    pub(super) async fn event_to_xmpp(
+        &self,
+        row: &EventRow,
+        again: bool,
+    ) -> Result<(), BridgeError> {
         if row.event_type == "m.room.member" {
+            let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
             return self.member_event(row, &pdu).await;
         }
         let Some(pair) = self.pair_of(&row.room_id, Some(&row.sender)).await? else {
             return Ok(());
         };
+        // Only events of direct chats are read further.
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         let room = RoomId::parse(&row.room_id)
             .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
         let content = pdu.content_value();
@@ -601,18 +613,14 @@ impl Bridge {
             .await?;
             return Ok(());
         }
-        let mut join = serde_json::json!({"membership": "join"});
-        if let Some(profile) = self.services.store.user(ghost.as_str()).await?
-            && let Some(name) = profile.displayname
-        {
-            join["displayname"] = serde_json::json!(name);
-        }
+        let join = member_content(&self.services, &ghost, "join").await?;
         self.append(&room, &ghost, "m.room.member", Some(ghost.as_str()), join)
             .await?;
         // A new direct chat takes over from one the account has left.
         let replace = existing.as_ref() != Some(&room);
         if replace {
-            self.replace_room_of_pair(&local, &remote, &room).await?;
+            self.record_room_of_pair(&local, &remote, &room, true)
+                .await?;
             tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");
             self.subscribe(&local, &remote).await?;
         }

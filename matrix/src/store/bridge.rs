@@ -59,6 +59,11 @@ fn outbox_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEntry, StoreError> {
 const OUTBOX_COLUMNS: &str = "SELECT event_id, room_id, reason, attempts, first_failure_ts, \
                               next_attempt_ts, notice_event_id FROM xmpp_outbox";
 
+/// Two text columns of a row.
+fn two(row: &sqlx::any::AnyRow, first: &str, second: &str) -> Result<(String, String), StoreError> {
+    Ok((row.try_get(first)?, row.try_get(second)?))
+}
+
 impl Store {
     /// The direct room of a local account and an XMPP user (a bare JID).
     pub async fn xmpp_direct_room(
@@ -130,10 +135,8 @@ impl Store {
                 .bind(room_id)
                 .fetch_optional(self.pool())
                 .await?;
-        row.map(|row| -> Result<(String, String), StoreError> {
-            Ok((row.try_get("local_user")?, row.try_get("remote_jid")?))
-        })
-        .transpose()
+        row.map(|row| two(&row, "local_user", "remote_jid"))
+            .transpose()
     }
 
     /// Records which event an XMPP message is. When the sender's id is recorded already (a
@@ -142,7 +145,7 @@ impl Store {
         &self,
         message: &BridgedMessage,
     ) -> Result<String, StoreError> {
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO xmpp_messages (room_id, sender_jid, xmpp_id, event_id, created_ts) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, sender_jid, xmpp_id) DO NOTHING",
         )
@@ -153,6 +156,9 @@ impl Store {
         .bind(now_ms())
         .execute(self.pool())
         .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(message.event_id.clone());
+        }
         self.xmpp_message_event(&message.room_id, &message.sender_jid, &message.xmpp_id)
             .await?
             .ok_or_else(|| {
@@ -191,10 +197,8 @@ impl Store {
         .bind(event_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| -> Result<(String, String), StoreError> {
-            Ok((row.try_get("sender_jid")?, row.try_get("xmpp_id")?))
-        })
-        .transpose()
+        row.map(|row| two(&row, "sender_jid", "xmpp_id"))
+            .transpose()
     }
 
     /// The messages of a room with an XMPP id, whoever sent them: `(sender JID, event id)`,
@@ -213,7 +217,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("sender_jid")?, row.try_get("event_id")?)))
+            .map(|row| two(row, "sender_jid", "event_id"))
             .collect()
     }
 
@@ -420,7 +424,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("local_user")?, row.try_get("remote_jid")?)))
+            .map(|row| two(row, "local_user", "remote_jid"))
             .collect()
     }
 
@@ -435,10 +439,8 @@ impl Store {
         .bind(event_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| -> Result<(String, String), StoreError> {
-            Ok((row.try_get("local_user")?, row.try_get("remote_jid")?))
-        })
-        .transpose()
+        row.map(|row| two(&row, "local_user", "remote_jid"))
+            .transpose()
     }
 
     /// How far the stream reader `name` got, if it ever ran.

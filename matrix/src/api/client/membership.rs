@@ -32,17 +32,11 @@ async fn set_membership(
     if !services.rooms.exists(room_id).await? {
         return Err(Error::NotFound("unknown room".into()));
     }
-    let mut content = json!({ "membership": membership });
-    if (membership == "join" || membership == "invite")
-        && let Some(user) = services.store.user(target.as_str()).await?
-    {
-        if let Some(name) = user.displayname {
-            content["displayname"] = json!(name);
-        }
-        if let Some(avatar) = user.avatar_url {
-            content["avatar_url"] = json!(avatar);
-        }
-    }
+    let mut content = if membership == "join" || membership == "invite" {
+        crate::create_room::member_content(services, target, membership).await?
+    } else {
+        json!({ "membership": membership })
+    };
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }

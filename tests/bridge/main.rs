@@ -1,0 +1,15 @@
+//! The bridge in one process: the homeserver with its XMPP side, and a peer server playing
+//! `prosody.test` that records what reaches it. Alice is a local account; Bob and Carol are
+//! XMPP users on the peer.
+
+// The helpers unwrap like the tests do.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod chat;
+mod delivery;
+mod presence;
+mod profiles;
+mod world;
