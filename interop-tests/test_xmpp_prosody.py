@@ -53,13 +53,14 @@ def run(*command: str, cwd: Path | None = None) -> None:
 
 
 def make_certificates(dir: Path) -> None:
-    """A test CA and leaf certificates for both servers, with both TLS usages."""
+    """A test CA and leaf certificates for the servers (Prosody, ejabberd, Causeway, and one
+    for a wrong domain), with both TLS usages."""
     run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
         "-nodes", "-days", "2", "-subj", "/CN=Causeway interop CA", "-keyout", "ca.key",
         "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=dir)
     for name, sans in (("prosody.test", ["prosody.test"]), ("gw.test", ["gw.test", "muc.gw.test"]),
-                       ("wrong.test", ["wrong.test"])):
+                       ("wrong.test", ["wrong.test"]), ("ejabberd.test", ["ejabberd.test"])):
         ext = dir / f"{name}.ext"
         ext.write_text(
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -73,6 +74,10 @@ def make_certificates(dir: Path) -> None:
 
 
 class Prosody:
+    name = "Prosody"
+    domain = "prosody.test"
+    ip = PROSODY_IP
+
     def __init__(self, dir: Path, certificate: str = "prosody.test", secure: bool = True) -> None:
         self.dir = dir
         self.certificate = certificate
@@ -118,8 +123,11 @@ VirtualHost "prosody.test"
 
     def start(self) -> None:
         self.write_config()
-        run("prosodyctl", "--config", str(self.config), "register", "bob", "prosody.test", "bobpw")
+        self.register("bob", "bobpw")
         self.start_again()
+
+    def register(self, user: str, password: str) -> None:
+        run("prosodyctl", "--config", str(self.config), "register", user, "prosody.test", password)
 
     def start_again(self) -> None:
         """Starts Prosody on the configuration and data it has (after `stop`)."""
@@ -155,8 +163,11 @@ class GatewayCauseway(harness.Causeway):
     """Causeway as gw.test with its XMPP side on 127.0.0.5."""
 
     def __init__(self, binary: str, certs: Path, direct_tls: bool, certificate: str = "gw.test",
-                 dialback: bool = False) -> None:
+                 dialback: bool = False, peer_domain: str = "prosody.test",
+                 peer_ip: str = PROSODY_IP) -> None:
         super().__init__(binary)
+        self.peer_domain = peer_domain
+        self.peer_ip = peer_ip
         self.certs = certs
         self.direct_tls = direct_tls
         self.certificate = certificate
@@ -181,8 +192,8 @@ class GatewayCauseway(harness.Causeway):
             )
             + "system_roots = false\n"
             "\n[[xmpp.routes]]\n"
-            'domain = "prosody.test"\n'
-            f'address = "{PROSODY_IP}:{port}"\n'
+            f'domain = "{self.peer_domain}"\n'
+            f'address = "{self.peer_ip}:{port}"\n'
             f"direct_tls = {'true' if self.direct_tls else 'false'}\n"
             '\n[logging]\nfilter = "info,causeway_xmpp=debug"\n'
             '\n[registration]\nmode = "open"\n'
@@ -190,7 +201,8 @@ class GatewayCauseway(harness.Causeway):
 
 
 async def message_from_causeway(gateway: "GatewayCauseway", client, inbox: asyncio.Queue,
-                                checks: harness.Checks, label: str) -> None:
+                                checks: harness.Checks, label: str,
+                                domain: str = "prosody.test") -> None:
     """A local account of Causeway writes to Bob through the bridge; the message arrives."""
     import aiohttp
 
@@ -199,7 +211,7 @@ async def message_from_causeway(gateway: "GatewayCauseway", client, inbox: async
         auth = {"Authorization": f"Bearer {account['access_token']}"}
         async with http.post(f"{gateway.base_url}/_matrix/client/v3/createRoom", headers=auth,
                              json={"is_direct": True,
-                                   "invite": ["@_xmpp_bob=40prosody.test:gw.test"]}) as response:
+                                   "invite": [f"@_xmpp_bob=40{domain}:gw.test"]}) as response:
             room = (await response.json())["room_id"]
         text = f"Hello Bob, {label}"
         async with http.put(f"{gateway.base_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/1",
@@ -212,17 +224,18 @@ async def message_from_causeway(gateway: "GatewayCauseway", client, inbox: async
             if message["body"]:
                 break
         checks.check(str(message["from"]) == "alice@gw.test" and message["body"] == text,
-                     f"{label}: Bob receives it on Prosody", str(message))
+                     f"{label}: Bob receives it on {domain}", str(message))
     except asyncio.TimeoutError:
-        checks.check(False, f"{label}: Bob receives it on Prosody", "nothing arrived")
+        checks.check(False, f"{label}: Bob receives it on {domain}", "nothing arrived")
 
 
 async def client_checks(ca: Path, checks: harness.Checks, label: str,
-                        gateway: "GatewayCauseway | None" = None) -> None:
+                        gateway: "GatewayCauseway | None" = None, domain: str = "prosody.test",
+                        ip: str = PROSODY_IP) -> None:
     import slixmpp
     from slixmpp.exceptions import IqError, IqTimeout
 
-    client = slixmpp.ClientXMPP("bob@prosody.test/interop", "bobpw")
+    client = slixmpp.ClientXMPP(f"bob@{domain}/interop", "bobpw")
     client.register_plugin("xep_0030")
     client.register_plugin("xep_0199")
     client.ca_certs = str(ca)
@@ -237,10 +250,12 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str,
 
     client.add_event_handler("session_start", started)
     client.add_event_handler("failed_auth", lambda _event: ready.done() or ready.set_exception(RuntimeError("auth failed")))
-    client.connect(host=PROSODY_IP, port=5222)
+    presences: asyncio.Queue = asyncio.Queue()
+    client.add_event_handler("presence_error", presences.put_nowait)
+    client.connect(host=ip, port=5222)
     try:
         await asyncio.wait_for(ready, 20)
-        checks.check(True, f"{label}: slixmpp logged in on Prosody")
+        checks.check(True, f"{label}: slixmpp logged in on {domain}")
 
         start = time.monotonic()
         rtt = await client.plugin["xep_0199"].ping("gw.test", timeout=20)
@@ -255,10 +270,28 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str,
         checks.check("urn:xmpp:ping" in features and "jabber:iq:version" in features,
                      f"{label}: disco#info of gw.test lists ping and version", repr(features))
 
-        info = await client.plugin["xep_0030"].get_info(jid="muc.gw.test", timeout=20)
-        identities = info["disco_info"]["identities"]
-        checks.check(any(i[0] == "conference" for i in identities),
-                     f"{label}: disco#info of muc.gw.test names a conference service", repr(identities))
+        items = await client.plugin["xep_0030"].get_items(jid="gw.test", timeout=20)
+        checks.check(not items["disco_items"]["items"],
+                     f"{label}: disco#items of gw.test lists no MUC service (there is none yet)",
+                     repr(items["disco_items"]["items"]))
+        try:
+            await client.plugin["xep_0030"].get_info(jid="muc.gw.test", timeout=20)
+            checks.check(False, f"{label}: disco#info of muc.gw.test announces a service")
+        except IqError as error:
+            condition = error.iq["error"]["condition"]
+            checks.check(condition == "service-unavailable",
+                         f"{label}: disco#info of muc.gw.test is service-unavailable", repr(condition))
+        # A MUC join gets its error at once instead of waiting for a timeout.
+        client.send_presence(pto="room@muc.gw.test/Bob")
+        while True:
+            # Errors about other presence (to contacts of earlier runs) are not this one.
+            error = await asyncio.wait_for(presences.get(), 10)
+            if str(error["from"]) == "room@muc.gw.test/Bob":
+                break
+        checks.check(str(error["from"]) == "room@muc.gw.test/Bob"
+                     and error["error"]["condition"] == "service-unavailable"
+                     and "not available" in error["error"]["text"],
+                     f"{label}: a MUC join gets service-unavailable with a reason", str(error))
 
         try:
             await client.plugin["xep_0030"].get_items(jid="alice@gw.test", timeout=20)
@@ -268,7 +301,7 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str,
             checks.check(condition == "service-unavailable",
                          f"{label}: an unhandled query gets service-unavailable", repr(condition))
         if gateway is not None:
-            await message_from_causeway(gateway, client, inbox, checks, label)
+            await message_from_causeway(gateway, client, inbox, checks, label, domain)
     except (IqError, IqTimeout, asyncio.TimeoutError, RuntimeError) as error:
         checks.check(False, f"{label}: {type(error).__name__}: {error}")
     finally:
@@ -327,6 +360,8 @@ def garbage_gets_a_stream_error(checks: harness.Checks) -> None:
             received += chunk
     text = received.decode(errors="replace")
     checks.check("not-well-formed" in text, "a garbage peer gets <not-well-formed/>", text)
+    checks.check("<stream:error>" in text,
+                 "written as <stream:error>, with the prefix the header declares (RFC 6120 §4.9)", text)
     checks.check(text.endswith("</stream:stream>"), "and its stream is closed", text)
 
 
@@ -364,6 +399,9 @@ def forged_dialback_key_is_refused(checks: harness.Checks) -> None:
             features = read_until(tls, b"features>").decode(errors="replace")
             checks.check("urn:xmpp:features:dialback" in features,
                          "dialback mode: Causeway offers dialback to a peer without a trusted certificate",
+                         features)
+            checks.check("<stream:features>" in features and "xmlns:db=" in features,
+                         "in <stream:features>, on a stream declaring the stream and db prefixes",
                          features)
             tls.sendall(b"<db:result from='prosody.test' to='gw.test'>"
                         b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef</db:result>")

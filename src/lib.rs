@@ -14,11 +14,37 @@ use causeway_config::{Config, LogFormat};
 use causeway_matrix::Services;
 use tracing_subscriber::EnvFilter;
 
-/// Sets up structured logging as configured.
+/// The crates whose log lines a bare level (`filter = "info"`) is about.
+const OWN_CRATES: [&str; 5] = [
+    "causeway",
+    "causeway_matrix",
+    "causeway_xmpp",
+    "causeway_mapping",
+    "causeway_config",
+];
+
+/// The tracing filter a configured one stands for. A bare level (`"info"`, `"debug"`) applies
+/// to Causeway's own crates, and dependencies (the authorization rules, HTTP, SQL) stay at
+/// `warn` or quieter; a filter that names targets (`"info,ruma_state_res=debug"`) is taken as
+/// written.
+pub fn effective_log_filter(configured: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    let Ok(level) = configured.trim().parse::<LevelFilter>() else {
+        return configured.to_owned();
+    };
+    let dependencies = level.min(LevelFilter::WARN);
+    let mut filter = dependencies.to_string().to_lowercase();
+    for name in OWN_CRATES {
+        filter.push_str(&format!(",{name}={}", level.to_string().to_lowercase()));
+    }
+    filter
+}
+
+/// Sets up structured logging as configured (`RUST_LOG`, when set, is taken as written).
 pub fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.logging.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(effective_log_filter(&config.logging.filter)))
+        .unwrap_or_else(|_| EnvFilter::new(effective_log_filter("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match config.logging.format {
         LogFormat::Json => builder.json().try_init(),
@@ -49,7 +75,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         client,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal());
+    .with_graceful_shutdown({
+        let services = services.clone();
+        async move {
+            shutdown_signal().await;
+            // Waiting syncs answer now, so that the graceful shutdown does not wait for them.
+            services.begin_shutdown();
+        }
+    });
 
     let federation = if config.federation.enabled {
         Some(federation_listener::spawn(services.clone()).await?)
@@ -103,4 +136,84 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Records the targets of the events a filter lets through.
+    struct Targets(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Targets {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", event.metadata().level(), event.metadata().target()));
+        }
+    }
+
+    fn passed(configured: &str) -> Vec<String> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::try_new(effective_log_filter(configured)).unwrap())
+            .with(Targets(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "ruma_state_res::event_auth", "auth check");
+            tracing::warn!(target: "ruma_state_res::event_auth", "odd event");
+            tracing::info!(target: "causeway_matrix::rooms", "room made");
+            tracing::debug!(target: "causeway_xmpp::server", "stream opened");
+            tracing::debug!(target: "sqlx::query", "select");
+            tracing::info!(target: "causeway::bridge", "bridged");
+        });
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[test]
+    fn a_bare_level_keeps_dependencies_quiet() {
+        assert_eq!(
+            passed("info"),
+            [
+                "WARN ruma_state_res::event_auth",
+                "INFO causeway_matrix::rooms",
+                "INFO causeway::bridge"
+            ]
+        );
+        assert_eq!(
+            passed("debug"),
+            [
+                "WARN ruma_state_res::event_auth",
+                "INFO causeway_matrix::rooms",
+                "DEBUG causeway_xmpp::server",
+                "INFO causeway::bridge"
+            ]
+        );
+        assert_eq!(passed("error"), Vec::<String>::new());
+        // The default configuration is such a level.
+        assert_eq!(
+            passed(&causeway_config::Config::default().logging.filter),
+            passed("info")
+        );
+    }
+
+    #[test]
+    fn a_filter_naming_targets_is_taken_as_written() {
+        assert_eq!(
+            passed("info,ruma_state_res=debug"),
+            [
+                "INFO ruma_state_res::event_auth",
+                "WARN ruma_state_res::event_auth",
+                "INFO causeway_matrix::rooms",
+                "INFO causeway::bridge"
+            ]
+        );
+    }
 }

@@ -128,6 +128,63 @@ async fn a_send_wakes_a_waiting_sync() {
     assert_eq!(bodies(timeline(&woken, &room)), vec!["wake up"]);
 }
 
+/// A shutdown answers every waiting sync at once, with nothing new and the position it had,
+/// so that the server does not wait for long-polls to run out and the client loses nothing.
+#[tokio::test]
+async fn a_shutdown_answers_waiting_syncs_at_once() {
+    let server = std::sync::Arc::new(TestServer::new().await);
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    let since = server.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let server = server.clone();
+            let alice = alice.clone();
+            let since = since.clone();
+            tokio::spawn(async move {
+                server
+                    .sync(&alice, &format!("since={since}&timeout=600000"))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    server.services.begin_shutdown();
+    for sync in waiting {
+        // Without the shutdown it would wait for its timeout, 60 s (the server's maximum).
+        let answer = tokio::time::timeout(Duration::from_secs(30), sync)
+            .await
+            .expect("a waiting sync did not answer at shutdown")
+            .unwrap();
+        assert_eq!(answer["next_batch"], since.as_str(), "{answer}");
+        assert!(timeline(&answer, &room).is_null(), "{answer}");
+    }
+    // A sync that starts during the shutdown does not wait either, and what happens is still
+    // delivered.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        server.sync(&alice, &format!("since={since}&timeout=600000")),
+    )
+    .await
+    .expect("a sync waited during the shutdown");
+    assert_eq!(answer["next_batch"], since.as_str(), "{answer}");
+    server
+        .send_text(&alice, &room, "late", "still here")
+        .await
+        .assert_ok();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        server.sync(&alice, &format!("since={since}&timeout=600000")),
+    )
+    .await
+    .expect("a sync waited during the shutdown");
+    assert_eq!(bodies(timeline(&answer, &room)), vec!["still here"]);
+}
+
 #[tokio::test]
 async fn lazy_loading_members_and_filters() {
     let server = TestServer::new().await;

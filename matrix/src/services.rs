@@ -37,6 +37,8 @@ pub struct Services {
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
     /// Makes the accounts of users of other networks on demand (see [`UserProvisioner`]).
     provisioner: std::sync::OnceLock<Arc<dyn UserProvisioner>>,
+    /// True once the server is shutting down: waiting requests (sync long-polls) answer at once.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// Makes local accounts on demand for users the server stands in for, such as the users of
@@ -83,8 +85,22 @@ impl Services {
             media_dir,
             uiaa: std::sync::Mutex::new(HashMap::new()),
             provisioner: std::sync::OnceLock::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
             config,
         }))
+    }
+
+    /// Starts the shutdown: every request that waits for something to happen (a sync
+    /// long-poll) answers at once with what it has.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once the server is shutting down (at once if it already is).
+    pub async fn shutting_down(&self) {
+        let mut receiver = self.shutdown.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail while we are borrowed.
+        let _ = receiver.wait_for(|down| *down).await;
     }
 
     /// Resolves an access token to its user and device.

@@ -569,68 +569,25 @@ pub async fn connect(
                     .children()
                     .any(|mechanism| mechanism.text().trim() == "EXTERNAL")
             });
+    let dialback_offered = policy.dialback && features.has_child("dialback", ns::DIALBACK_FEATURE);
     let method = if external {
-        use base64::Engine;
-        let authzid = base64::engine::general_purpose::STANDARD.encode(local);
-        stream
-            .send_element(
-                &Element::builder("auth", ns::SASL)
-                    .attr(rxml::xml_ncname!("mechanism").to_owned(), "EXTERNAL")
-                    .append(authzid.as_str())
-                    .build(),
-            )
-            .await?;
-        let StreamItem::Element(answer) = stream.next().await? else {
-            return violation(&mut stream, StreamErrorCondition::NotWellFormed, "").await;
-        };
-        if !answer.is("success", ns::SASL) {
-            let condition = answer
-                .children()
-                .next()
-                .map(|child| child.name().to_owned())
-                .unwrap_or_else(|| "failure".to_owned());
-            let _ = stream.close().await;
-            return Err(ConnectionError::PeerError(format!("SASL {condition}")).into());
-        }
-        stream.reset();
-        stream
-            .send_header(
-                &StreamHeader {
-                    from: Some(local.to_owned()),
-                    to: Some(remote.to_owned()),
-                    version: Some("1.0".to_owned()),
-                    lang: Some("en".to_owned()),
-                    id: None,
-                },
-                true,
-            )
-            .await?;
-        stream.read_header().await?;
-        read_features(&mut stream).await?;
-        AuthMethod::SaslExternal
-    } else if policy.dialback && features.has_child("dialback", ns::DIALBACK_FEATURE) {
-        let Some(id) = id.clone() else {
-            return violation(
-                &mut stream,
-                StreamErrorCondition::InvalidXml,
-                "dialback needs the id of your stream",
-            )
-            .await;
-        };
-        let key = policy.secret.key(remote, local, &id);
-        let request = Dialback::request(Kind::Result, local, remote, None, key);
-        stream.send_raw(&request.to_bytes()).await?;
-        match await_answer(&mut stream, &request).await? {
-            Outcome::Valid => {}
-            Outcome::Invalid => {
-                let _ = stream.close().await;
-                return Err(NegotiationError::DialbackInvalid);
+        match sasl_external(&mut stream, local, remote).await? {
+            None => AuthMethod::SaslExternal,
+            // Servers such as ejabberd offer EXTERNAL before they check the certificate; after
+            // its failure the same stream may go on with dialback (XEP-0220 §2.1, RFC 6120
+            // §6.4.5: a failure does not end the stream).
+            Some(condition) if dialback_offered => {
+                tracing::debug!(peer = %remote, %condition, "SASL EXTERNAL refused: trying dialback");
+                dialback(&mut stream, id.as_deref(), local, remote, policy).await?;
+                AuthMethod::Dialback
             }
-            Outcome::Error(error) => {
+            Some(condition) => {
                 let _ = stream.close().await;
-                return Err(NegotiationError::Dialback(error));
+                return Err(ConnectionError::PeerError(format!("SASL {condition}")).into());
             }
         }
+    } else if dialback_offered {
+        dialback(&mut stream, id.as_deref(), local, remote, policy).await?;
         AuthMethod::Dialback
     } else {
         return violation(
@@ -649,6 +606,85 @@ pub async fn connect(
         tls_version,
         stream_id: id,
     })
+}
+
+/// SASL EXTERNAL with the certificate of `local`, and the stream restarted after success.
+/// Returns `None` on success, or the condition of the peer's `<failure/>`.
+async fn sasl_external(
+    stream: &mut XmlStream<BoxedIo>,
+    local: &str,
+    remote: &str,
+) -> Result<Option<String>, NegotiationError> {
+    use base64::Engine;
+    let authzid = base64::engine::general_purpose::STANDARD.encode(local);
+    stream
+        .send_element(
+            &Element::builder("auth", ns::SASL)
+                .attr(rxml::xml_ncname!("mechanism").to_owned(), "EXTERNAL")
+                .append(authzid.as_str())
+                .build(),
+        )
+        .await?;
+    let StreamItem::Element(answer) = stream.next().await? else {
+        return violation(stream, StreamErrorCondition::NotWellFormed, "").await;
+    };
+    if !answer.is("success", ns::SASL) {
+        let condition = answer
+            .children()
+            .find(|child| child.name() != "text")
+            .map(|child| child.name().to_owned())
+            .unwrap_or_else(|| "failure".to_owned());
+        return Ok(Some(condition));
+    }
+    stream.reset();
+    stream
+        .send_header(
+            &StreamHeader {
+                from: Some(local.to_owned()),
+                to: Some(remote.to_owned()),
+                version: Some("1.0".to_owned()),
+                lang: Some("en".to_owned()),
+                id: None,
+            },
+            true,
+        )
+        .await?;
+    stream.read_header().await?;
+    read_features(stream).await?;
+    Ok(None)
+}
+
+/// Server Dialback (XEP-0220) for the pair (`local`, `remote`) on a stream whose id the peer
+/// gave: our key for it, and the peer's answer after it asked us as authoritative server.
+async fn dialback(
+    stream: &mut XmlStream<BoxedIo>,
+    id: Option<&str>,
+    local: &str,
+    remote: &str,
+    policy: &OutboundPolicy<'_>,
+) -> Result<(), NegotiationError> {
+    let Some(id) = id else {
+        return violation(
+            stream,
+            StreamErrorCondition::InvalidXml,
+            "dialback needs the id of your stream",
+        )
+        .await;
+    };
+    let key = policy.secret.key(remote, local, id);
+    let request = Dialback::request(Kind::Result, local, remote, None, key);
+    stream.send_raw(&request.to_bytes()).await?;
+    match await_answer(stream, &request).await? {
+        Outcome::Valid => Ok(()),
+        Outcome::Invalid => {
+            let _ = stream.close().await;
+            Err(NegotiationError::DialbackInvalid)
+        }
+        Outcome::Error(error) => {
+            let _ = stream.close().await;
+            Err(NegotiationError::Dialback(error))
+        }
+    }
 }
 
 /// Waits for the answer to a dialback request: the element of the same kind from its target,

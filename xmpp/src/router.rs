@@ -1,6 +1,7 @@
 //! The answers Causeway gives for its own domains (the server and its MUC service) when no
 //! other part of the server handles a stanza: XEP-0030 service discovery, XEP-0199 ping,
-//! XEP-0092 software version, XEP-0202 entity time, and `service-unavailable` otherwise.
+//! XEP-0092 software version, XEP-0202 entity time, and `service-unavailable` otherwise. The
+//! MUC domain answers every stanza with `service-unavailable` until group chats exist.
 
 use std::collections::BTreeSet;
 
@@ -19,7 +20,6 @@ const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const PING: &str = "urn:xmpp:ping";
 const VERSION: &str = "jabber:iq:version";
 const TIME: &str = "urn:xmpp:time";
-const MUC: &str = "http://jabber.org/protocol/muc";
 
 /// The domains the default router answers for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +45,21 @@ impl DefaultRouter {
         }
     }
 
+    /// Whether a stanza is addressed to the MUC service or one of its rooms.
+    fn to_muc_service(&self, stanza: &Stanza) -> bool {
+        let to = match stanza {
+            Stanza::Iq(iq) => iq_to(iq),
+            Stanza::Message(message) => message.to.as_ref(),
+            Stanza::Presence(presence) => presence.to.as_ref(),
+        };
+        to.is_some_and(|to| to.domain().as_str() == self.domains.muc)
+    }
+
     /// The reply to a stanza nobody else handled, if one is due.
     pub fn answer(&self, stanza: &Stanza) -> Option<Stanza> {
+        if self.to_muc_service(stanza) {
+            return muc_unavailable(stanza);
+        }
         match stanza {
             Stanza::Iq(iq) => Some(Stanza::Iq(self.answer_iq(iq)?)),
             Stanza::Message(message) => {
@@ -87,32 +100,23 @@ impl DefaultRouter {
             })
         };
         let to_server = is_domain(target, &self.domains.server);
-        let to_muc = is_domain(target, &self.domains.muc);
-        let answer = if payload.is("query", DISCO_INFO) && (to_server || to_muc) {
+        let answer = if payload.is("query", DISCO_INFO) && to_server {
             if payload.attr("node").is_some() {
                 Iq::from_error(id.clone(), item_not_found())
             } else {
-                Iq::from_result(id.clone(), Some(self.disco_info(to_muc)))
+                Iq::from_result(id.clone(), Some(self.disco_info()))
             }
-        } else if payload.is("query", DISCO_ITEMS) && (to_server || to_muc) {
-            let items = if to_server {
-                vec![xmpp_parsers::disco::Item {
-                    jid: Jid::new(&self.domains.muc).ok()?,
-                    node: None,
-                    name: Some("Chatrooms".to_owned()),
-                }]
-            } else {
-                vec![]
-            };
+        } else if payload.is("query", DISCO_ITEMS) && to_server {
+            // The MUC service is not listed until it exists.
             Iq::from_result(
                 id.clone(),
                 Some(DiscoItemsResult {
                     node: None,
-                    items,
+                    items: vec![],
                     rsm: None,
                 }),
             )
-        } else if payload.is("ping", PING) && (to_server || to_muc) {
+        } else if payload.is("ping", PING) && to_server {
             Iq::from_result(id.clone(), None::<DiscoInfoResult>)
         } else if payload.is("query", VERSION) && to_server {
             Iq::from_result(
@@ -132,28 +136,14 @@ impl DefaultRouter {
         Some(reply(answer, from, to))
     }
 
-    fn disco_info(&self, muc: bool) -> DiscoInfoResult {
-        let (identity, features): (Identity, &[&str]) = if muc {
-            (
-                Identity {
-                    category: "conference".to_owned(),
-                    type_: "text".to_owned(),
-                    lang: None,
-                    name: Some("Chatrooms".to_owned()),
-                },
-                &[DISCO_INFO, DISCO_ITEMS, PING, MUC],
-            )
-        } else {
-            (
-                Identity {
-                    category: "server".to_owned(),
-                    type_: "im".to_owned(),
-                    lang: None,
-                    name: Some("Causeway".to_owned()),
-                },
-                &[DISCO_INFO, DISCO_ITEMS, PING, VERSION, TIME],
-            )
+    fn disco_info(&self) -> DiscoInfoResult {
+        let identity = Identity {
+            category: "server".to_owned(),
+            type_: "im".to_owned(),
+            lang: None,
+            name: Some("Causeway".to_owned()),
         };
+        let features = [DISCO_INFO, DISCO_ITEMS, PING, VERSION, TIME];
         DiscoInfoResult {
             node: None,
             identities: vec![identity],
@@ -163,6 +153,55 @@ impl DefaultRouter {
                 .collect::<BTreeSet<_>>(),
             extensions: vec![],
         }
+    }
+}
+
+fn iq_to(iq: &Iq) -> Option<&Jid> {
+    match iq {
+        Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
+            to.as_ref()
+        }
+    }
+}
+
+/// The answer of the MUC domain while Causeway has no group chats: every request, message and
+/// join gets `service-unavailable` at once (a join would otherwise wait for its timeout), with
+/// a text that says why. Errors, results, and presence that asks for nothing get no answer.
+fn muc_unavailable(stanza: &Stanza) -> Option<Stanza> {
+    use xmpp_parsers::presence::{Presence, Type as PresenceType};
+    let error = || {
+        StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "Group chats are not available on this server yet",
+        )
+    };
+    match stanza {
+        Stanza::Iq(Iq::Get { from, to, id, .. } | Iq::Set { from, to, id, .. }) => Some(
+            Stanza::Iq(reply(Iq::from_error(id.clone(), error()), from, to)),
+        ),
+        Stanza::Iq(_) => None,
+        Stanza::Message(message) => {
+            if message.type_ == MessageType::Error {
+                return None;
+            }
+            let mut reply = xmpp_parsers::message::Message::error(Some(message.from.clone()?))
+                .with_payload(error());
+            reply.from = message.to.clone();
+            reply.id = message.id.clone();
+            Some(Stanza::Message(reply))
+        }
+        Stanza::Presence(presence) => match presence.type_ {
+            PresenceType::None | PresenceType::Probe | PresenceType::Subscribe => {
+                let mut reply = Presence::new(PresenceType::Error).with_payload(error());
+                reply.from = presence.to.clone();
+                reply.to = Some(presence.from.clone()?);
+                reply.id = presence.id.clone();
+                Some(Stanza::Presence(reply))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -237,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn disco_info_of_the_server_and_the_muc_service() {
+    fn disco_of_the_server() {
         let router = router();
         let server = result_payload(router.answer(&inbound(
             "<iq xmlns='jabber:server' type='get' id='d1' from='bob@prosody.test/laptop' \
@@ -247,19 +286,106 @@ mod tests {
         assert_eq!(info.identities[0].category, "server");
         assert!(info.features.contains(PING));
         assert!(info.features.contains(VERSION));
-        let muc = result_payload(router.answer(&inbound(
-            "<iq xmlns='jabber:server' type='get' id='d2' from='bob@prosody.test/laptop' \
-             to='muc.gw.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        )));
-        let info = DiscoInfoResult::try_from(muc).unwrap();
-        assert_eq!(info.identities[0].category, "conference");
-        assert!(info.features.contains(MUC));
         let items = result_payload(router.answer(&inbound(
             "<iq xmlns='jabber:server' type='get' id='d3' from='bob@prosody.test/laptop' \
              to='gw.test'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
         )));
         let items = DiscoItemsResult::try_from(items).unwrap();
-        assert_eq!(items.items[0].jid.to_string(), "muc.gw.test");
+        assert!(items.items.is_empty(), "no MUC service is announced: {items:?}");
+    }
+
+    /// Until group chats exist, the MUC domain answers everything at once with
+    /// service-unavailable, and announces nothing.
+    #[test]
+    fn the_muc_domain_refuses_at_once() {
+        let router = router();
+        let unavailable = |answer: Option<Stanza>| -> (String, String, StanzaError) {
+            let (from, to, error) = match answer {
+                Some(Stanza::Iq(Iq::Error { from, to, error, .. })) => (from, to, error),
+                Some(Stanza::Message(mut message)) => {
+                    let error = message
+                        .payloads
+                        .pop()
+                        .map(|p| StanzaError::try_from(p).unwrap())
+                        .unwrap();
+                    assert_eq!(message.type_, MessageType::Error);
+                    (message.from, message.to, error)
+                }
+                Some(Stanza::Presence(mut presence)) => {
+                    assert_eq!(
+                        presence.type_,
+                        xmpp_parsers::presence::Type::Error
+                    );
+                    let error = presence
+                        .payloads
+                        .pop()
+                        .map(|p| StanzaError::try_from(p).unwrap())
+                        .unwrap();
+                    (presence.from, presence.to, error)
+                }
+                other => panic!("expected an error, got {other:?}"),
+            };
+            assert_eq!(error.defined_condition, DefinedCondition::ServiceUnavailable);
+            assert_eq!(error.type_, ErrorType::Cancel);
+            assert!(
+                error.texts.values().any(|t| t.contains("not available")),
+                "{error:?}"
+            );
+            (from.unwrap().to_string(), to.unwrap().to_string(), error)
+        };
+        for (xml, from) in [
+            (
+                "<iq xmlns='jabber:server' type='get' id='d2' from='bob@prosody.test/laptop' \
+                 to='muc.gw.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+                "muc.gw.test",
+            ),
+            (
+                "<iq xmlns='jabber:server' type='get' id='d3' from='bob@prosody.test/laptop' \
+                 to='room@muc.gw.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+                "room@muc.gw.test",
+            ),
+            (
+                "<iq xmlns='jabber:server' type='get' id='p2' from='bob@prosody.test/laptop' \
+                 to='muc.gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+                "muc.gw.test",
+            ),
+            // A MUC join.
+            (
+                "<presence xmlns='jabber:server' id='j1' from='bob@prosody.test/laptop' \
+                 to='room@muc.gw.test/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+                "room@muc.gw.test/Bob",
+            ),
+            (
+                "<message xmlns='jabber:server' type='groupchat' id='g1' \
+                 from='bob@prosody.test/laptop' to='room@muc.gw.test'><body>hi</body></message>",
+                "room@muc.gw.test",
+            ),
+            (
+                "<message xmlns='jabber:server' type='chat' id='g2' \
+                 from='bob@prosody.test/laptop' to='room@muc.gw.test/Alice'><body>hi</body></message>",
+                "room@muc.gw.test/Alice",
+            ),
+        ] {
+            let (replied_from, to, _) = unavailable(router.answer(&inbound(xml)));
+            assert_eq!(
+                (replied_from.as_str(), to.as_str()),
+                (from, "bob@prosody.test/laptop"),
+                "{xml}"
+            );
+        }
+        // Nothing answers a leave, an error or a result.
+        for xml in [
+            "<presence xmlns='jabber:server' type='unavailable' from='bob@prosody.test/laptop' \
+             to='room@muc.gw.test/Bob'/>",
+            "<presence xmlns='jabber:server' type='error' from='bob@prosody.test/laptop' \
+             to='room@muc.gw.test/Bob'/>",
+            "<message xmlns='jabber:server' type='error' from='bob@prosody.test/laptop' \
+             to='room@muc.gw.test'/>",
+            "<iq xmlns='jabber:server' type='result' id='r1' from='bob@prosody.test/laptop' \
+             to='muc.gw.test'/>",
+        ] {
+            assert_eq!(router.answer(&inbound(xml)), None, "{xml}");
+        }
     }
 
     #[test]

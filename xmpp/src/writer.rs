@@ -1,7 +1,7 @@
 //! Serialising what a server sends: the stream header, first-level elements, and the end of
 //! the stream (with a stream error before it when there is one).
 
-use minidom::Element;
+use minidom::{Element, Node};
 
 use crate::error::StreamError;
 use crate::ns;
@@ -55,12 +55,73 @@ pub fn stream_header(header: &StreamHeader, dialback: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// One first-level element. Its namespace is declared on it, so that it stands alone in the
-/// stream whatever the stream's default namespace.
+/// The prefix a first-level element of `namespace` is written with: the ones declared on every
+/// stream header this server sends. RFC 6120 writes stream-level elements as `<stream:features>`
+/// and `<stream:error>`, XEP-0220 its elements as `<db:result>` and `<db:verify>`, and some
+/// servers (ejabberd) recognise them only in that form, by their prefixed names.
+fn declared_prefix(namespace: &str) -> Option<&'static str> {
+    match namespace {
+        ns::STREAM => Some("stream"),
+        ns::DIALBACK => Some("db"),
+        _ => None,
+    }
+}
+
+/// One first-level element. An element of the streams or dialback namespace is written with
+/// the prefix the stream header declares (`<stream:features>`); any other declares its
+/// namespace on itself, so that it stands alone in the stream whatever the stream's default
+/// namespace. Children always declare their own namespace.
 pub fn element(element: &Element) -> Result<Vec<u8>, minidom::Error> {
     let mut out = Vec::new();
-    element.write_to(&mut out)?;
+    let Some(prefix) = declared_prefix(&element.ns()) else {
+        element.write_to(&mut out)?;
+        return Ok(out);
+    };
+    let name = element.name();
+    out.extend_from_slice(format!("<{prefix}:{name}").as_bytes());
+    for ((namespace, attribute), value) in element.attrs() {
+        // Only unqualified attributes and those of the `xml` prefix need no declaration.
+        let qualifier = if namespace.is_none() {
+            ""
+        } else if namespace.as_str() == XML_NAMESPACE {
+            "xml:"
+        } else {
+            return Err(minidom::Error::InvalidPrefix);
+        };
+        out.extend_from_slice(
+            format!(" {qualifier}{attribute}='{}'", escape_attribute(value)).as_bytes(),
+        );
+    }
+    if element.nodes().next().is_none() {
+        out.extend_from_slice(b"/>");
+        return Ok(out);
+    }
+    out.push(b'>');
+    for node in element.nodes() {
+        match node {
+            Node::Element(child) => child.write_to(&mut out)?,
+            Node::Text(text) => out.extend_from_slice(escape_text(text).as_bytes()),
+        }
+    }
+    out.extend_from_slice(format!("</{prefix}:{name}>").as_bytes());
     Ok(out)
+}
+
+/// The namespace bound to the `xml` prefix.
+const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// Escapes character data.
+fn escape_text(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The closing tag of the stream.
@@ -78,6 +139,86 @@ mod tests {
     use super::*;
     use crate::error::StreamErrorCondition;
     use crate::stream::{Limits, StreamItem, StreamParser};
+
+    /// Stream-level elements are written as RFC 6120 writes them, which is the only form
+    /// prefix-strict servers (ejabberd) recognise.
+    #[test]
+    fn stream_level_elements_carry_the_declared_prefixes() {
+        let header = StreamHeader {
+            from: Some("gw.test".into()),
+            to: Some("ejabberd.test".into()),
+            id: Some("s1".into()),
+            version: Some("1.0".into()),
+            lang: None,
+        };
+        let features = Element::builder("features", ns::STREAM)
+            .append(
+                Element::builder("starttls", ns::TLS)
+                    .append(Element::bare("required", ns::TLS))
+                    .build(),
+            )
+            .append(crate::dialback::feature())
+            .build();
+        let mut bytes = stream_header(&header, true);
+        bytes.extend(element(&features).unwrap());
+        bytes.extend(
+            element(&Element::builder("verify", ns::DIALBACK).attr(
+                rxml::xml_ncname!("id").to_owned(),
+                "s1",
+            ).append("k&y").build())
+            .unwrap(),
+        );
+        bytes.extend(
+            stream_error(&StreamError::new(
+                StreamErrorCondition::HostUnknown,
+                "no <such> host",
+            ))
+            .unwrap(),
+        );
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("<stream:features><starttls "), "{text}");
+        assert!(text.contains("</stream:features>"), "{text}");
+        assert!(text.contains("<db:verify id='s1'>k&amp;y</db:verify>"), "{text}");
+        assert!(text.contains("<stream:error><host-unknown "), "{text}");
+        assert!(text.ends_with("</stream:error></stream:stream>"), "{text}");
+        assert_eq!(
+            crate::testing::strict_first_level_names(&bytes),
+            Ok(vec![
+                "stream:features".to_owned(),
+                "db:verify".to_owned(),
+                "stream:error".to_owned()
+            ])
+        );
+        // And the namespace-aware parser reads the same elements back.
+        let mut parser = StreamParser::new(Limits::default());
+        parser.feed(&bytes, true).unwrap();
+        let items: Vec<StreamItem> = std::iter::from_fn(|| parser.next_item()).collect();
+        assert_eq!(items[1], StreamItem::Element(features));
+        let StreamItem::Element(verify) = &items[2] else {
+            panic!("{items:?}");
+        };
+        assert_eq!((verify.name(), verify.text().as_str()), ("verify", "k&y"));
+        assert!(verify.is("verify", ns::DIALBACK));
+        let StreamItem::Element(error) = &items[3] else {
+            panic!("{items:?}");
+        };
+        assert_eq!(
+            error.get_child("text", ns::STREAM_ERRORS).unwrap().text(),
+            "no <such> host"
+        );
+    }
+
+    /// A namespaced attribute other than `xml:` cannot be written on a prefixed element.
+    #[test]
+    fn foreign_attributes_on_stream_elements_are_refused() {
+        let mut error = Element::bare("error", ns::STREAM);
+        error.attrs_mut().insert(
+            rxml::Namespace::from("urn:example"),
+            rxml::xml_ncname!("x").to_owned(),
+            "1".into(),
+        );
+        assert!(element(&error).is_err());
+    }
 
     /// What the writer produces, the parser reads back.
     #[test]

@@ -1,7 +1,7 @@
 //! Tests of the negotiation module.
 
 use super::*;
-use crate::testing::{TestCa, dialback_policy};
+use crate::testing::{Tap, TestCa, dialback_policy, strict_first_level_names};
 use rustls::pki_types::ServerName;
 use tokio::io::duplex;
 
@@ -80,14 +80,17 @@ async fn peer(
 ) -> Result<XmlStream<BoxedIo>, String> {
     let connector = tls.connector("prosody.test", direct).unwrap();
     let name = ServerName::try_from("gw.test").unwrap();
-    let mut stream: XmlStream<BoxedIo> = if direct {
+    // Everything Causeway writes is read again as a prefix-strict parser (ejabberd's) reads it.
+    let (mut stream, mut written): (XmlStream<BoxedIo>, _) = if direct {
         let tls = connector
             .connect(name.clone(), io)
             .await
             .map_err(|e| e.to_string())?;
-        XmlStream::new(Box::new(tls), Limits::default())
+        let (tapped, written) = Tap::new(tls);
+        (XmlStream::new(Box::new(tapped), Limits::default()), written)
     } else {
-        XmlStream::new(Box::new(io), Limits::default())
+        let (tapped, written) = Tap::new(io);
+        (XmlStream::new(Box::new(tapped), Limits::default()), written)
     };
     if !direct {
         stream
@@ -102,12 +105,21 @@ async fn peer(
             .await
             .unwrap();
         assert!(element(&mut stream).await.is("proceed", ns::TLS));
+        let plain = written.lock().unwrap().clone();
+        assert_eq!(
+            strict_first_level_names(&plain),
+            Ok(vec!["stream:features".to_owned(), "proceed".to_owned()]),
+            "{}",
+            String::from_utf8_lossy(&plain)
+        );
         let io = stream.into_inner();
         let tls = connector
             .connect(name, io)
             .await
             .map_err(|e| e.to_string())?;
-        stream = XmlStream::new(Box::new(tls), Limits::default());
+        let (tapped, secure) = Tap::new(tls);
+        written = secure;
+        stream = XmlStream::new(Box::new(tapped), Limits::default());
     }
     stream
         .send_header(&header(claim, "gw.test"), true)
@@ -141,6 +153,13 @@ async fn peer(
             .next()
             .map(|c| c.name().to_owned())
             .unwrap_or_default();
+        let written = written.lock().unwrap().clone();
+        assert_eq!(
+            strict_first_level_names(&written),
+            Ok(vec!["stream:features".to_owned(), "failure".to_owned()]),
+            "{}",
+            String::from_utf8_lossy(&written)
+        );
         return Err(format!("offered={offered} failure={condition}"));
     }
     stream.reset();
@@ -151,6 +170,17 @@ async fn peer(
     stream.read_header().await.map_err(|e| e.to_string())?;
     let features = element(&mut stream).await;
     assert!(features.is("features", ns::STREAM));
+    let written = written.lock().unwrap().clone();
+    assert_eq!(
+        strict_first_level_names(&written),
+        Ok(vec![
+            "stream:features".to_owned(),
+            "success".to_owned(),
+            "stream:features".to_owned()
+        ]),
+        "{}",
+        String::from_utf8_lossy(&written)
+    );
     Ok(stream)
 }
 
@@ -319,6 +349,13 @@ async fn refused(first: &[u8], policy: InboundPolicy, gateway: TlsSettings) -> S
     let mut reply = Vec::new();
     theirs.read_to_end(&mut reply).await.unwrap();
     assert!(server.await.unwrap().is_some());
+    let names = strict_first_level_names(&reply);
+    assert_eq!(
+        names.as_ref().map(|names| names.last().map(String::as_str)),
+        Ok(Some("stream:error")),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
     String::from_utf8(reply).unwrap()
 }
 
@@ -571,4 +608,114 @@ async fn dialback_without_tls_only_when_tls_is_optional() {
     assert_eq!(inbound.tls_version, None);
     let request = Dialback::parse(&element(&mut inbound.stream).await).unwrap();
     assert_eq!(request.key.as_deref(), Some("abcd"));
+}
+
+/// A receiving server like ejabberd in dialback mode: it offers SASL EXTERNAL before it checks
+/// the certificate, refuses it, and then takes dialback on the same stream. Causeway's
+/// initiating side falls back to dialback, and writes every element as a prefix-strict reader
+/// expects (`<db:result>`).
+#[tokio::test]
+async fn a_refused_external_falls_back_to_dialback_on_the_same_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gateway, prosody, _) = strangers();
+    let secret = Secret::random();
+    let (ours, theirs) = duplex(64 * 1024);
+    let initiating = tokio::spawn(async move {
+        let policy = dialback_policy(&prosody, &secret);
+        connect(Box::new(ours), true, "prosody.test", "gw.test", &policy).await
+    });
+    // The receiving side, by hand, over direct TLS.
+    let mut tls = gateway.acceptor().accept(theirs).await.unwrap();
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    async fn until<S: AsyncReadExt + Unpin>(
+        io: &mut S,
+        read: &mut Vec<u8>,
+        buffer: &mut [u8],
+        needle: &str,
+    ) {
+        while !String::from_utf8_lossy(read).contains(needle) {
+            let n = io.read(buffer).await.unwrap();
+            assert!(n > 0, "closed before {needle}: {}", String::from_utf8_lossy(read));
+            read.extend_from_slice(&buffer[..n]);
+        }
+    }
+    until(&mut tls, &mut read, &mut buffer, "<stream:stream").await;
+    tls.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+          xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+          id='ejabberd-stream-1' from='gw.test' to='prosody.test' version='1.0'>\
+          <stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+          <mechanism>EXTERNAL</mechanism></mechanisms>\
+          <dialback xmlns='urn:xmpp:features:dialback'/></stream:features>",
+    )
+    .await
+    .unwrap();
+    until(&mut tls, &mut read, &mut buffer, "</auth>").await;
+    tls.write_all(
+        b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/>\
+          <text>unable to verify the first certificate</text></failure>",
+    )
+    .await
+    .unwrap();
+    until(&mut tls, &mut read, &mut buffer, "</db:result>").await;
+    tls.write_all(b"<db:result from='gw.test' to='prosody.test' type='valid'/>")
+        .await
+        .unwrap();
+    let outbound = initiating.await.unwrap().unwrap();
+    assert_eq!(outbound.method, AuthMethod::Dialback);
+    assert_eq!(outbound.stream_id.as_deref(), Some("ejabberd-stream-1"));
+    let sent = String::from_utf8(read).unwrap();
+    assert_eq!(
+        strict_first_level_names(sent.as_bytes()),
+        Ok(vec!["auth".to_owned(), "db:result".to_owned()]),
+        "{sent}"
+    );
+}
+
+/// Without dialback allowed, a refused EXTERNAL ends the attempt with the peer's condition.
+#[tokio::test]
+async fn a_refused_external_without_dialback_fails() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Certificates that verify both ways, and a peer that refuses EXTERNAL all the same.
+    let World {
+        gateway, prosody, ..
+    } = world();
+    let secret = Secret::random();
+    let (ours, theirs) = duplex(64 * 1024);
+    let initiating = tokio::spawn(async move {
+        let mut policy = dialback_policy(&prosody, &secret);
+        policy.dialback = false;
+        connect(Box::new(ours), true, "prosody.test", "gw.test", &policy).await
+    });
+    let mut tls = gateway.acceptor().accept(theirs).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let mut read = Vec::new();
+    while !String::from_utf8_lossy(&read).contains("<stream:stream") {
+        let n = tls.read(&mut buffer).await.unwrap();
+        assert!(n > 0);
+        read.extend_from_slice(&buffer[..n]);
+    }
+    tls.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+          xmlns:stream='http://etherx.jabber.org/streams' id='s2' from='gw.test' \
+          to='prosody.test' version='1.0'><stream:features>\
+          <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism>\
+          </mechanisms><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>",
+    )
+    .await
+    .unwrap();
+    while !String::from_utf8_lossy(&read).contains("</auth>") {
+        let n = tls.read(&mut buffer).await.unwrap();
+        assert!(n > 0);
+        read.extend_from_slice(&buffer[..n]);
+    }
+    tls.write_all(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+    let error = initiating.await.unwrap().err().expect("the attempt must fail");
+    assert!(error.to_string().contains("SASL not-authorized"), "{error}");
+    assert!(!String::from_utf8_lossy(&rest).contains("db:result"));
 }

@@ -107,6 +107,7 @@ pub async fn sync_events_route(
             tokio::select! {
                 changed = positions.changed() => changed.is_ok(),
                 changed = typing.changed() => changed.is_ok(),
+                () = services.shutting_down() => false,
             }
         })
         .await;

@@ -1,0 +1,116 @@
+"""XMPP server-to-server interop with a real ejabberd (Debian package), in secure and dialback mode.
+
+ejabberd serves ejabberd.test on 127.0.0.3 (see ejabberd.py); Causeway serves gw.test on
+127.0.0.5 and reaches ejabberd.test through a fixed route. The certificates come from the test CA
+of test_xmpp_prosody.py.
+
+ejabberd reads stream elements by their prefixed names (`<stream:features>`, `<stream:error>`,
+`<db:result>`), so these checks are the ones a namespace-lenient peer cannot make.
+
+Secure mode (ejabberd: STARTTLS required, the test CA trusted, no dialback module; Causeway:
+dialback = false), over STARTTLS and over XEP-0368 direct TLS from Causeway's side. A slixmpp
+client logged in on ejabberd as bob@ejabberd.test:
+- pings gw.test (ejabberd opens a stream to Causeway: STARTTLS, SASL EXTERNAL; Causeway answers
+  over its own stream to ejabberd, again STARTTLS and SASL EXTERNAL);
+- reads disco#info and disco#items of gw.test, gets service-unavailable for disco#info of
+  muc.gw.test and for a MUC join (at once), and for a query Causeway does not handle;
+- receives a message that a local account of Causeway sends him through the bridge.
+ejabberd's log must show the inbound EXTERNAL authentication of gw.test, and Causeway's the
+inbound stream of ejabberd.test authenticated by SASL EXTERNAL.
+
+Dialback mode (ejabberd: STARTTLS optional, no trusted CA, mod_s2s_dialback; Causeway trusts no
+CA): the same client checks pass, both streams authenticated by dialback over TLS.
+
+Run: python interop-tests/test_xmpp_ejabberd.py --causeway target/debug/causeway
+Needs: ejabberd (Debian), openssl, slixmpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+
+import ejabberd
+import harness
+import test_xmpp_prosody as xp
+
+
+def cannot_run(args) -> int | None:
+    if args.synapse_venv:
+        print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
+        return 0
+    if not ejabberd.installed() or not shutil.which("openssl"):
+        print("FAIL: ejabberd and openssl are needed (scripts/test-all installs them)")
+        return 1
+    return None
+
+
+def log_of(server) -> str:
+    return server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+
+
+def main() -> int:
+    parser = harness.test_argparser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    cannot = cannot_run(args)
+    if cannot is not None:
+        return cannot
+    ejabberd.stop_system_ejabberd()
+    logging.basicConfig(level=logging.WARNING)
+    work = harness.make_workdir("xmpp-ejabberd-")
+    xp.make_certificates(work)
+    checks = harness.Checks("xmpp-ejabberd")
+    for secure in (True, False):
+        server = ejabberd.Ejabberd(work, secure=secure)
+        server.start()
+        try:
+            for direct in (False, True):
+                mode = "secure" if secure else "dialback"
+                label = f"ejabberd, {mode}, " + ("direct TLS" if direct else "STARTTLS")
+                gateway = xp.GatewayCauseway(args.causeway, work, direct, dialback=not secure,
+                                             peer_domain=ejabberd.DOMAIN, peer_ip=ejabberd.IP)
+                gateway.start()
+                try:
+                    asyncio.run(xp.client_checks(work / "ca.crt", checks, label, gateway,
+                                                 domain=ejabberd.DOMAIN, ip=ejabberd.IP))
+                    log = log_of(gateway)
+                    lines = log.splitlines()
+                    inbound = [line for line in lines if ejabberd.DOMAIN in line and (
+                        "inbound stream authenticated" in line
+                        or "inbound domain pair authenticated" in line)]
+                    outbound = [line for line in lines if "outbound stream authenticated" in line]
+                    if secure:
+                        checks.check(any("SASL EXTERNAL" in line for line in inbound),
+                                     f"{label}: ejabberd's stream to Causeway is authenticated "
+                                     "by SASL EXTERNAL", "\n".join(inbound) or log[-3000:])
+                        checks.check(bool(outbound) and all("SaslExternal" in line for line in outbound),
+                                     f"{label}: Causeway's stream to ejabberd is authenticated "
+                                     "by SASL EXTERNAL", "\n".join(outbound) or log[-3000:])
+                        ej_log = server.log_tail(400)
+                        checks.check("Accepted inbound s2s EXTERNAL authentication gw.test -> "
+                                     "ejabberd.test" in ej_log,
+                                     f"{label}: ejabberd accepted Causeway by SASL EXTERNAL",
+                                     ej_log[-3000:])
+                    else:
+                        checks.check(any("inbound domain pair authenticated" in line for line in inbound),
+                                     f"{label}: ejabberd's stream to Causeway is authenticated by dialback",
+                                     "\n".join(inbound) or log[-3000:])
+                        checks.check(bool(outbound) and all("Dialback" in line and "TLS" in line
+                                                            for line in outbound),
+                                     f"{label}: Causeway's stream to ejabberd is encrypted and "
+                                     "authenticated by dialback", "\n".join(outbound) or log[-3000:])
+                finally:
+                    gateway.stop()
+                    if checks.failures:
+                        print("--- Causeway log ---\n" + gateway.log_tail(80))
+        finally:
+            server.stop()
+            if checks.failures:
+                print("--- ejabberd log ---\n" + server.log_tail())
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
