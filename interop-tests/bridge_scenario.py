@@ -166,6 +166,7 @@ class BridgeTest:
         self.ca = str(work / "ca.crt")
         self.c = checks
         self.server = server
+        self.secure = secure
         self.name = server.name
         self.domain = server.domain
         self.bob_jid = f"bob@{self.domain}"
@@ -473,6 +474,24 @@ class BridgeTest:
         self.c.check(edit["content"]["m.new_content"]["body"].startswith(f"✓ Delivered to {self.bob_jid}"),
                      "in words", edit["content"]["m.new_content"]["body"])
 
+    async def authentication(self) -> None:
+        """Both streams were authenticated as the mode says (read from Causeway's log)."""
+        log = self.gateway.log_path.read_text(errors="replace")
+        lines = [line for line in log.splitlines() if self.domain in line]
+        inbound = [line for line in lines if "inbound stream authenticated" in line
+                   or "inbound domain pair authenticated" in line]
+        outbound = [line for line in lines if "outbound stream authenticated" in line]
+        if self.secure:
+            self.c.check(bool(inbound) and all("SASL EXTERNAL" in line for line in inbound),
+                         f"{self.name}'s streams to Causeway used SASL EXTERNAL", "\n".join(inbound))
+            self.c.check(bool(outbound) and all("SaslExternal" in line for line in outbound),
+                         f"Causeway's streams to {self.name} used SASL EXTERNAL", "\n".join(outbound))
+        else:
+            self.c.check(bool(inbound) and all("dialback" in line for line in inbound),
+                         f"{self.name}'s streams to Causeway used dialback", "\n".join(inbound))
+            self.c.check(bool(outbound) and all("Dialback" in line for line in outbound),
+                         f"Causeway's streams to {self.name} used dialback", "\n".join(outbound))
+
     async def run(self) -> int:
         try:
             ok = await self.c.step(f"start {self.name}, Causeway, Alice and Bob", self.start)
@@ -491,6 +510,8 @@ class BridgeTest:
                 await self.c.step("Causeway restarts", self.causeway_restarts, needs=("Alice answers",))
                 await self.c.step(f"{self.name} stops and comes back", self.server_restarts,
                                   needs=("Alice answers",))
+                await self.c.step("the streams were authenticated as the mode says",
+                                  self.authentication)
         finally:
             if self.bob:
                 await self.bob.disconnect()
