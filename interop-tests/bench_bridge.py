@@ -1,22 +1,26 @@
-"""Benchmark: messages through the bridge, against Prosody-to-Prosody delivery of the same messages.
+"""Benchmark: messages through the bridge, against server-to-server delivery of the same messages
+between two Prosodys, and then between two ejabberds.
 
 Three servers on loopback, in the secure mode of test_xmpp_prosody.py (a test CA, STARTTLS, SASL
-EXTERNAL): Prosody for prosody.test (127.0.0.2), a second Prosody for other.test (127.0.0.3) and
-Causeway (the given binary, normally the release build) for gw.test (127.0.0.5). Clients:
-bob@prosody.test and dave@other.test with slixmpp, @alice:gw.test with aiohttp (sends with PUT,
-receives with long-polling /sync). Logging is at warning level everywhere.
+EXTERNAL): with Prosody, Prosody for prosody.test (127.0.0.2), a second Prosody for other.test
+(127.0.0.3); with ejabberd, ejabberd for ejabberd.test (127.0.0.3) and a second one for
+other-ejabberd.test (127.0.0.4); and Causeway (the given binary, normally the release build) for
+gw.test (127.0.0.5), fresh for each. Clients: bob on the first server and dave on the second with
+slixmpp, @alice:gw.test with aiohttp (sends with PUT, receives with long-polling /sync). Logging is
+at warning level everywhere.
 
-For each direction, the same load over the bridge and, as the baseline, between the two Prosodys:
+For each direction, the same load over the bridge and, as the baseline, between the two servers
+of the same kind:
 
-  XMPP → Matrix:  bob@prosody.test → alice@gw.test        (baseline bob → dave@other.test)
-  Matrix → XMPP:  @alice:gw.test → bob@prosody.test       (baseline dave → bob)
+  XMPP → Matrix:  bob@<first> → alice@gw.test        (baseline bob → dave@<second>)
+  Matrix → XMPP:  @alice:gw.test → bob@<first>       (baseline dave → bob)
 
   latency:    N messages one at a time, each sent when the one before arrived; p50 and p99 of
               the time from the sender's send to the receiver's reading it;
   throughput: M messages sent as fast as the sender can; messages per second from the first
               send to the last arrival.
 
-Run: scripts/bench-bridge [--quick]
+Run: scripts/bench-bridge [--quick] [--server Prosody|ejabberd|all]
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from urllib.parse import quote
 
 import aiohttp
 
+import ejabberd
 import harness
 import test_xmpp_prosody as xp
 
 OTHER_IP = "127.0.0.3"
+EJABBERD_OTHER_IP = "127.0.0.4"
 SYNC_FILTER = json.dumps({"room": {"timeline": {"limit": 10000}}, "presence": {"not_types": ["*"]}},
                          separators=(",", ":"))
 ALICE = "@alice:gw.test"
@@ -290,23 +296,57 @@ async def measure(label: str, send: Callable[[str], Any], waiter: Callable[[str]
     return {"throughput": m / elapsed, "burst_seconds": elapsed}
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+class EjabberdNode:
+    """An ejabberd serving one domain, warnings only, with the users of the benchmark."""
+
+    def __init__(self, work: Path, domain: str, ip: str, users: list[str], dist_port: int,
+                 other: tuple[str, str]) -> None:
+        self.domain = domain
+        self.ip = ip
+        self.users = users
+        self.server = ejabberd.Ejabberd(work, domain=domain, ip=ip, dist_port=dist_port,
+                                        loglevel="warning", hosts={other[0]: other[1]})
+
+    def start(self) -> None:
+        self.server.write_config()
+        self.server.start_again()
+        for user in self.users:
+            self.server.register(user, "pw")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+async def run(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The benchmark with `kind` ("Prosody" or "ejabberd") as the XMPP side: bob on its first
+    server, dave on a second one of the same kind for the baseline."""
     work = harness.make_workdir("bench-bridge-")
     xp.make_certificates(work)
-    leaf(work, "other.test")
     ca = str(work / "ca.crt")
-    prosody = ProsodyNode(work, "prosody.test", xp.PROSODY_IP, ["bob"])
-    other = ProsodyNode(work, "other.test", OTHER_IP, ["dave"])
-    gateway = BenchCauseway(args.causeway, work, direct_tls=False)
+    if kind == "Prosody":
+        first, second = "prosody.test", "other.test"
+        leaf(work, second)
+        servers = [ProsodyNode(work, first, xp.PROSODY_IP, ["bob"]),
+                   ProsodyNode(work, second, OTHER_IP, ["dave"])]
+        first_ip, second_ip = xp.PROSODY_IP, OTHER_IP
+    else:
+        first, second = ejabberd.DOMAIN, "other-ejabberd.test"
+        first_ip, second_ip = ejabberd.IP, EJABBERD_OTHER_IP
+        leaf(work, second)
+        servers = [EjabberdNode(work, first, first_ip, ["bob"], 5210, (second, second_ip)),
+                   EjabberdNode(work, second, second_ip, ["dave"], 5211, (first, first_ip))]
+    gateway = BenchCauseway(args.causeway, work, direct_tls=False, peer_domain=first,
+                            peer_ip=first_ip)
     alice = MatrixClient(gateway.base_url)
+    bob_jid, dave_jid = f"bob@{first}", f"dave@{second}"
     results: dict[str, Any] = {}
     try:
-        prosody.start()
-        other.start()
+        for server in servers:
+            server.start()
         gateway.start()
         await alice.start()
-        bob = XmppClient("bob@prosody.test/bench", xp.PROSODY_IP)
-        dave = XmppClient("dave@other.test/bench", OTHER_IP)
+        bob = XmppClient(f"{bob_jid}/bench", first_ip)
+        dave = XmppClient(f"{dave_jid}/bench", second_ip)
         await bob.connect(ca)
         await dave.connect(ca)
 
@@ -318,7 +358,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         arrived = bob.waiter("warm-up back")
         await alice.send(room, "warm-up back")
         await asyncio.wait_for(arrived, 30)
-        for sender, receiver, to in ((bob, dave, "dave@other.test"), (dave, bob, "bob@prosody.test")):
+        for sender, receiver, to in ((bob, dave, dave_jid), (dave, bob, bob_jid)):
             arrived = receiver.waiter(f"warm-up {to}")
             sender.send(to, f"warm-up {to}")
             await asyncio.wait_for(arrived, 30)
@@ -338,17 +378,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await alice.send(room, body)
 
         results["xmpp_to_matrix"] = await timed("x2m", await xmpp_send(bob, "alice@gw.test"), alice)
-        results["xmpp_to_xmpp_forward"] = await timed("x2x", await xmpp_send(bob, "dave@other.test"), dave)
+        results["xmpp_to_xmpp_forward"] = await timed("x2x", await xmpp_send(bob, dave_jid), dave)
         results["matrix_to_xmpp"] = await timed("m2x", matrix_send, bob)
-        results["xmpp_to_xmpp_back"] = await timed("x2x back", await xmpp_send(dave, "bob@prosody.test"), bob)
+        results["xmpp_to_xmpp_back"] = await timed("x2x back", await xmpp_send(dave, bob_jid), bob)
         bob.client.disconnect()
         dave.client.disconnect()
         await asyncio.sleep(0.3)
     finally:
         await alice.close()
         gateway.stop()
-        prosody.stop()
-        other.stop()
+        for server in servers:
+            server.stop()
     return results
 
 
@@ -357,31 +397,39 @@ def main() -> int:
     parser.add_argument("--causeway", default=str(harness.REPO / "target" / "release" / "causeway"),
                         help="the Causeway binary (default: the release build)")
     parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--server", choices=["Prosody", "ejabberd", "all"], default="all",
+                        help="the XMPP server of the other side (default: both, one after the other)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     args.n, args.m = (50, 200) if args.quick else (300, 2000)
     logging.basicConfig(level=logging.ERROR)
-    results = asyncio.run(run(args))
+    kinds = ["Prosody", "ejabberd"] if args.server == "all" else [args.server]
+    summary: dict[str, Any] = {}
+    for kind in kinds:
+        results = asyncio.run(run(args, kind))
+        baseline = f"{kind}→{kind}"
 
-    def row(name: str, ours: float | None, base: float | None, unit: str, lower_better: bool) -> None:
-        ratio = "" if not ours or not base else f"{(base / ours if lower_better else ours / base):.2f}x"
-        fmt = (lambda v: "-" if v is None else f"{v:,.1f}")
-        print(f"{name:<34} {fmt(ours):>12} {fmt(base):>16} {unit:<6} {ratio:>8}")
+        def row(name: str, ours: float | None, base: float | None, unit: str,
+                lower_better: bool) -> None:
+            ratio = "" if not ours or not base else f"{(base / ours if lower_better else ours / base):.2f}x"
+            fmt = (lambda v: "-" if v is None else f"{v:,.1f}")
+            print(f"{name:<34} {fmt(ours):>12} {fmt(base):>18} {unit:<6} {ratio:>8}")
 
-    print(f"\nmessages: {args.n} one at a time for latency, {args.m} at once for throughput")
-    print(f"{'':<34} {'via Causeway':>12} {'Prosody→Prosody':>16} {'':<6} {'ratio':>8}")
-    for name, ours, base in (("XMPP → Matrix", "xmpp_to_matrix", "xmpp_to_xmpp_forward"),
-                             ("Matrix → XMPP", "matrix_to_xmpp", "xmpp_to_xmpp_back")):
-        o, b = results[ours], results[base]
-        for p in (50, 99):
-            row(f"{name} latency p{p}", (pct(o["latencies"], p) or 0) * 1000,
-                (pct(b["latencies"], p) or 0) * 1000, "ms", True)
-        row(f"{name} throughput", o["throughput"], b["throughput"], "msg/s", False)
+        print(f"\n{kind} as the XMPP side; messages: {args.n} one at a time for latency, "
+              f"{args.m} at once for throughput")
+        print(f"{'':<34} {'via Causeway':>12} {baseline:>18} {'':<6} {'ratio':>8}")
+        for name, ours, base in (("XMPP → Matrix", "xmpp_to_matrix", "xmpp_to_xmpp_forward"),
+                                 ("Matrix → XMPP", "matrix_to_xmpp", "xmpp_to_xmpp_back")):
+            o, b = results[ours], results[base]
+            for p in (50, 99):
+                row(f"{name} latency p{p}", (pct(o["latencies"], p) or 0) * 1000,
+                    (pct(b["latencies"], p) or 0) * 1000, "ms", True)
+            row(f"{name} throughput", o["throughput"], b["throughput"], "msg/s", False)
+        summary[kind] = {k: {"p50_ms": (pct(v["latencies"], 50) or 0) * 1000,
+                             "p99_ms": (pct(v["latencies"], 99) or 0) * 1000,
+                             "throughput_per_s": v["throughput"]} for k, v in results.items()}
     print("ratio: how many times better Causeway is (above 1) or worse (below 1) than the baseline")
     if args.json:
-        summary = {k: {"p50_ms": (pct(v["latencies"], 50) or 0) * 1000,
-                       "p99_ms": (pct(v["latencies"], 99) or 0) * 1000,
-                       "throughput_per_s": v["throughput"]} for k, v in results.items()}
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0
 

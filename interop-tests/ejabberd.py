@@ -9,7 +9,8 @@ loopback address there, and nothing else on the machine is touched. ejabberdctl 
 The Erlang node listens for ejabberdctl on 127.0.0.1:5210 only (no epmd).
 
 Its interface is the one of ``test_xmpp_prosody.Prosody``: ``start()`` (with bob registered),
-``register()``, ``stop()``, ``start_again()``, ``log_tail()``, ``domain``, ``ip``.
+``register()``, ``stop()``, ``start_again()``, ``log_tail()``, ``domain``, ``ip``. The
+benchmark runs two at once, for two domains on two addresses.
 """
 
 from __future__ import annotations
@@ -41,16 +42,23 @@ def stop_system_ejabberd() -> None:
 
 class Ejabberd:
     name = "ejabberd"
-    domain = DOMAIN
-    ip = IP
 
-    def __init__(self, dir: Path, certificate: str = DOMAIN, secure: bool = True,
-                 gateway_ip: str = "127.0.0.5") -> None:
-        self.dir = dir / "ejabberd"
+    def __init__(self, dir: Path, certificate: str | None = None, secure: bool = True,
+                 gateway_ip: str = "127.0.0.5", domain: str = DOMAIN, ip: str = IP,
+                 dist_port: int = 5210, loglevel: str = "info",
+                 hosts: dict[str, str] | None = None) -> None:
+        """`hosts`: further names ejabberd resolves (name → address), such as another
+        server of the test; `dist_port` must differ between ejabberds running at once."""
+        self.domain = domain
+        self.ip = ip
+        self.dir = dir / f"ejabberd-{domain}"
         self.certs = dir
-        self.certificate = certificate
+        self.certificate = certificate or domain
         self.secure = secure
         self.gateway_ip = gateway_ip
+        self.dist_port = dist_port
+        self.loglevel = loglevel
+        self.extra_hosts = hosts or {}
         self.config = self.dir / "ejabberd.yml"
         self.proc: subprocess.Popen | None = None
 
@@ -80,12 +88,13 @@ class Ejabberd:
             shutil.chown(path, "ejabberd", "ejabberd")
             os.chmod(path, 0o640)
         self.hosts = self.dir / "hosts"
-        self.hosts.write_text(f"127.0.0.1 localhost\n{IP} {DOMAIN}\n"
-                              f"{self.gateway_ip} gw.test muc.gw.test\n")
+        self.hosts.write_text(f"127.0.0.1 localhost\n{self.ip} {self.domain}\n"
+                              f"{self.gateway_ip} gw.test muc.gw.test\n"
+                              + "".join(f"{ip} {name}\n" for name, ip in self.extra_hosts.items()))
         (self.dir / "inetrc").write_text('{lookup,["file","native"]}.\n')
         (self.dir / "ejabberdctl.cfg").write_text(
-            "ERLANG_NODE=ejabberd@localhost\n"
-            "ERL_DIST_PORT=5210\n"
+            f"ERLANG_NODE=ejabberd{self.dist_port}@localhost\n"
+            f"ERL_DIST_PORT={self.dist_port}\n"
             f'ERL_OPTIONS="-setcookie {COOKIE} -kernel inet_dist_use_interface {{127,0,0,1}} '
             '-env ERL_CRASH_DUMP_BYTES 0"\n'
             f"EJABBERD_PID_PATH={self.dir}/logs/ejabberd.pid\n"
@@ -100,8 +109,8 @@ class Ejabberd:
             dialback = "  mod_s2s_dialback: {}\n"
         self.config.write_text(f"""\
 hosts:
-  - {DOMAIN}
-loglevel: info
+  - {self.domain}
+loglevel: {self.loglevel}
 log_rotate_count: 0
 certfiles:
   - {pem}
@@ -112,14 +121,14 @@ s2s_max_retry_delay: 1
 auth_method: internal
 listen:
   - port: 5222
-    ip: "{IP}"
+    ip: "{self.ip}"
     module: ejabberd_c2s
     starttls_required: true
   - port: 5269
-    ip: "{IP}"
+    ip: "{self.ip}"
     module: ejabberd_s2s_in
   - port: 5270
-    ip: "{IP}"
+    ip: "{self.ip}"
     module: ejabberd_s2s_in
     tls: true
 acl:
@@ -148,7 +157,7 @@ modules:
         self.register("bob", "bobpw")
 
     def register(self, user: str, password: str) -> None:
-        result = self.ctl("register", user, DOMAIN, password, check=False)
+        result = self.ctl("register", user, self.domain, password, check=False)
         if result.returncode != 0 and "already registered" not in result.stdout:
             raise RuntimeError(f"ejabberdctl register {user}: {result.stdout}")
 
@@ -169,9 +178,9 @@ modules:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ejabberd exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with socket.create_connection((IP, 5222), timeout=0.5):
+                with socket.create_connection((self.ip, 5222), timeout=0.5):
                     pass
-                with socket.create_connection((IP, 5269), timeout=0.5):
+                with socket.create_connection((self.ip, 5269), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.2)
@@ -192,7 +201,7 @@ modules:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection((IP, 5269), timeout=0.2):
+                with socket.create_connection((self.ip, 5269), timeout=0.2):
                     time.sleep(0.1)
             except OSError:
                 return
