@@ -476,21 +476,8 @@ class BridgeTest:
 
     async def authentication(self) -> None:
         """Both streams were authenticated as the mode says (read from Causeway's log)."""
-        log = self.gateway.log_path.read_text(errors="replace")
-        lines = [line for line in log.splitlines() if self.domain in line]
-        inbound = [line for line in lines if "inbound stream authenticated" in line
-                   or "inbound domain pair authenticated" in line]
-        outbound = [line for line in lines if "outbound stream authenticated" in line]
-        if self.secure:
-            self.c.check(bool(inbound) and all("SASL EXTERNAL" in line for line in inbound),
-                         f"{self.name}'s streams to Causeway used SASL EXTERNAL", "\n".join(inbound))
-            self.c.check(bool(outbound) and all("SaslExternal" in line for line in outbound),
-                         f"Causeway's streams to {self.name} used SASL EXTERNAL", "\n".join(outbound))
-        else:
-            self.c.check(bool(inbound) and all("dialback" in line for line in inbound),
-                         f"{self.name}'s streams to Causeway used dialback", "\n".join(inbound))
-            self.c.check(bool(outbound) and all("Dialback" in line for line in outbound),
-                         f"Causeway's streams to {self.name} used dialback", "\n".join(outbound))
+        xp.check_authentication(self.c, self.gateway, self.domain, self.name, self.secure,
+                                "the whole scenario")
 
     async def run(self) -> int:
         try:

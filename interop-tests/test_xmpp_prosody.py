@@ -411,6 +411,26 @@ def forged_dialback_key_is_refused(checks: harness.Checks) -> None:
                  received)
 
 
+def check_authentication(checks: harness.Checks, gateway: "GatewayCauseway", peer: str,
+                         peer_name: str, secure: bool, label: str) -> None:
+    """From Causeway's log: the streams between it and `peer` were encrypted and authenticated
+    with SASL EXTERNAL (`secure`) or Server Dialback, both ways."""
+    log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
+    lines = [line for line in log.splitlines() if peer in line]
+    inbound = [line for line in lines if "inbound stream authenticated" in line
+               or "inbound domain pair authenticated" in line]
+    outbound = [line for line in lines if "outbound stream authenticated" in line]
+    method, inbound_mark, outbound_mark = (
+        ("SASL EXTERNAL", "SASL EXTERNAL", "SaslExternal") if secure
+        else ("dialback", 'method="dialback"', "Dialback"))
+    checks.check(bool(inbound) and all(inbound_mark in line for line in inbound),
+                 f"{label}: {peer_name}'s streams to Causeway are authenticated by {method}",
+                 "\n".join(inbound) or log[-3000:])
+    checks.check(bool(outbound) and all(outbound_mark in line and "TLS" in line for line in outbound),
+                 f"{label}: Causeway's streams to {peer_name} are encrypted and authenticated by {method}",
+                 "\n".join(outbound) or log[-3000:])
+
+
 def cannot_run(args: argparse.Namespace) -> int | None:
     """The exit code of a Prosody test that cannot run: there is no XMPP side to test against
     Synapse, and Prosody and openssl must be installed."""
@@ -471,15 +491,7 @@ def main() -> int:
             gateway.start()
             try:
                 asyncio.run(client_checks(work / "ca.crt", checks, label, gateway))
-                log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
-                inbound = [line for line in log.splitlines() if "inbound domain pair authenticated" in line]
-                outbound = [line for line in log.splitlines() if "outbound stream authenticated" in line]
-                checks.check(any("prosody.test" in line for line in inbound),
-                             f"{label}: Prosody's stream to Causeway is authenticated by dialback",
-                             log[-3000:])
-                checks.check(bool(outbound) and all("Dialback" in line and "TLS" in line for line in outbound),
-                             f"{label}: Causeway's stream to Prosody is encrypted and authenticated by dialback",
-                             "\n".join(outbound) or log[-3000:])
+                check_authentication(checks, gateway, "prosody.test", "Prosody", False, label)
                 if not direct:
                     forged_dialback_key_is_refused(checks)
             finally:

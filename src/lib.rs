@@ -153,10 +153,11 @@ mod tests {
             event: &tracing::Event<'_>,
             _: tracing_subscriber::layer::Context<'_, S>,
         ) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} {}", event.metadata().level(), event.metadata().target()));
+            self.0.lock().unwrap().push(format!(
+                "{} {}",
+                event.metadata().level(),
+                event.metadata().target()
+            ));
         }
     }
 
@@ -173,8 +174,7 @@ mod tests {
             tracing::debug!(target: "sqlx::query", "select");
             tracing::info!(target: "causeway::bridge", "bridged");
         });
-        let seen = seen.lock().unwrap().clone();
-        seen
+        seen.lock().unwrap().clone()
     }
 
     #[test]

@@ -49,22 +49,28 @@ async fn the_configured_server_answers_an_authenticated_peer() {
         .await
         .unwrap();
     let gateway = causeway::xmpp::start(&config, services).await.unwrap();
-    peer.set_route(
-        "chat.gw.test",
-        vec![Endpoint {
-            address: gateway_address,
-            direct_tls: false,
-        }],
-    );
+    for domain in ["gw.test", "chat.gw.test"] {
+        peer.set_route(
+            domain,
+            vec![Endpoint {
+                address: gateway_address,
+                direct_tls: false,
+            }],
+        );
+    }
 
-    let iq: minidom::Element = "<iq xmlns='jabber:server' type='get' id='disco' \
-        from='bob@prosody.test/phone' to='chat.gw.test'>\
-        <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    // The server's own domain answers service discovery as a server.
+    let disco = |to: &str, id: &str| {
+        let iq: minidom::Element = format!(
+            "<iq xmlns='jabber:server' type='get' id='{id}' \
+             from='bob@prosody.test/phone' to='{to}'>\
+             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
         .parse()
         .unwrap();
-    let stanza =
-        causeway_xmpp::stanza::accept_inbound(iq, |_| true, |_| true).expect("a valid stanza");
-    peer.send(stanza);
+        causeway_xmpp::stanza::accept_inbound(iq, |_| true, |_| true).expect("a valid stanza")
+    };
+    peer.send(disco("gw.test", "disco-server"));
     let answer = tokio::time::timeout(Duration::from_secs(10), seen.recv())
         .await
         .expect("an answer in time")
@@ -78,10 +84,29 @@ async fn the_configured_server_answers_an_authenticated_peer() {
     else {
         panic!("{answer:?}");
     };
-    assert_eq!(id, "disco");
-    assert_eq!(from.unwrap().to_string(), "chat.gw.test");
+    assert_eq!(id, "disco-server");
+    assert_eq!(from.unwrap().to_string(), "gw.test");
     let info = xmpp_parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
-    assert_eq!(info.identities[0].category, "conference");
+    assert_eq!(info.identities[0].category, "server");
+    // The configured MUC domain is ours too: it answers, at once, that there is no group chat
+    // service yet.
+    peer.send(disco("chat.gw.test", "disco-muc"));
+    let answer = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let Stanza::Iq(Iq::Error {
+        id, from, error, ..
+    }) = answer
+    else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(id, "disco-muc");
+    assert_eq!(from.unwrap().to_string(), "chat.gw.test");
+    assert_eq!(
+        error.defined_condition,
+        xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable
+    );
     drop(gateway);
 }
 

@@ -291,7 +291,10 @@ mod tests {
              to='gw.test'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
         )));
         let items = DiscoItemsResult::try_from(items).unwrap();
-        assert!(items.items.is_empty(), "no MUC service is announced: {items:?}");
+        assert!(
+            items.items.is_empty(),
+            "no MUC service is announced: {items:?}"
+        );
     }
 
     /// Until group chats exist, the MUC domain answers everything at once with
@@ -301,7 +304,9 @@ mod tests {
         let router = router();
         let unavailable = |answer: Option<Stanza>| -> (String, String, StanzaError) {
             let (from, to, error) = match answer {
-                Some(Stanza::Iq(Iq::Error { from, to, error, .. })) => (from, to, error),
+                Some(Stanza::Iq(Iq::Error {
+                    from, to, error, ..
+                })) => (from, to, error),
                 Some(Stanza::Message(mut message)) => {
                     let error = message
                         .payloads
@@ -312,10 +317,7 @@ mod tests {
                     (message.from, message.to, error)
                 }
                 Some(Stanza::Presence(mut presence)) => {
-                    assert_eq!(
-                        presence.type_,
-                        xmpp_parsers::presence::Type::Error
-                    );
+                    assert_eq!(presence.type_, xmpp_parsers::presence::Type::Error);
                     let error = presence
                         .payloads
                         .pop()
@@ -325,7 +327,10 @@ mod tests {
                 }
                 other => panic!("expected an error, got {other:?}"),
             };
-            assert_eq!(error.defined_condition, DefinedCondition::ServiceUnavailable);
+            assert_eq!(
+                error.defined_condition,
+                DefinedCondition::ServiceUnavailable
+            );
             assert_eq!(error.type_, ErrorType::Cancel);
             assert!(
                 error.texts.values().any(|t| t.contains("not available")),

@@ -110,7 +110,10 @@ pub fn strict_first_level_names(bytes: &[u8]) -> Result<Vec<String>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     let mut documents: Vec<&str> = text.split("<?xml").collect();
-    if documents.first().is_some_and(|first| first.trim().is_empty()) {
+    if documents
+        .first()
+        .is_some_and(|first| first.trim().is_empty())
+    {
         documents.remove(0);
     }
     for document in documents {

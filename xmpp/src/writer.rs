@@ -162,10 +162,12 @@ mod tests {
         let mut bytes = stream_header(&header, true);
         bytes.extend(element(&features).unwrap());
         bytes.extend(
-            element(&Element::builder("verify", ns::DIALBACK).attr(
-                rxml::xml_ncname!("id").to_owned(),
-                "s1",
-            ).append("k&y").build())
+            element(
+                &Element::builder("verify", ns::DIALBACK)
+                    .attr(rxml::xml_ncname!("id").to_owned(), "s1")
+                    .append("k&y")
+                    .build(),
+            )
             .unwrap(),
         );
         bytes.extend(
@@ -178,7 +180,10 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("<stream:features><starttls "), "{text}");
         assert!(text.contains("</stream:features>"), "{text}");
-        assert!(text.contains("<db:verify id='s1'>k&amp;y</db:verify>"), "{text}");
+        assert!(
+            text.contains("<db:verify id='s1'>k&amp;y</db:verify>"),
+            "{text}"
+        );
         assert!(text.contains("<stream:error><host-unknown "), "{text}");
         assert!(text.ends_with("</stream:error></stream:stream>"), "{text}");
         assert_eq!(

@@ -636,7 +636,11 @@ async fn a_refused_external_falls_back_to_dialback_on_the_same_stream() {
     ) {
         while !String::from_utf8_lossy(read).contains(needle) {
             let n = io.read(buffer).await.unwrap();
-            assert!(n > 0, "closed before {needle}: {}", String::from_utf8_lossy(read));
+            assert!(
+                n > 0,
+                "closed before {needle}: {}",
+                String::from_utf8_lossy(read)
+            );
             read.extend_from_slice(&buffer[..n]);
         }
     }
@@ -715,7 +719,11 @@ async fn a_refused_external_without_dialback_fails() {
         .unwrap();
     let mut rest = Vec::new();
     let _ = tls.read_to_end(&mut rest).await;
-    let error = initiating.await.unwrap().err().expect("the attempt must fail");
+    let error = initiating
+        .await
+        .unwrap()
+        .err()
+        .expect("the attempt must fail");
     assert!(error.to_string().contains("SASL not-authorized"), "{error}");
     assert!(!String::from_utf8_lossy(&rest).contains("db:result"));
 }

@@ -297,10 +297,16 @@ async fn a_remote_server_pings_the_gateway_and_reads_the_answers() {
         ));
         let _ = next(&mut pair.gateway_seen).await;
         let answer = next(&mut pair.remote_seen).await;
-        let Stanza::Iq(Iq::Error { id, from, error, .. }) = answer else {
+        let Stanza::Iq(Iq::Error {
+            id, from, error, ..
+        }) = answer
+        else {
             panic!("{answer:?}");
         };
-        assert_eq!((id.as_str(), from.unwrap().to_string()), ("disco1", "muc.gw.test".to_owned()));
+        assert_eq!(
+            (id.as_str(), from.unwrap().to_string()),
+            ("disco1", "muc.gw.test".to_owned())
+        );
         assert_eq!(
             error.defined_condition,
             xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable
