@@ -31,10 +31,15 @@ import asyncio
 import logging
 import shutil
 import sys
+import time
 
 import ejabberd
 import harness
 import test_xmpp_prosody as xp
+
+
+# What ejabberd logs when a peer ends a stream with <stream:error><system-shutdown/>.
+SHUTDOWN_SEEN = "Stream closed by peer: the server is shutting down (system-shutdown)"
 
 
 def cannot_run(args) -> int | None:
@@ -80,9 +85,18 @@ def main() -> int:
                                      f"{label}: ejabberd accepted Causeway by SASL EXTERNAL",
                                      ej_log[-3000:])
                 finally:
+                    closed_before = server.log_tail(5000).count(SHUTDOWN_SEEN)
                     gateway.stop()
                     if checks.failures:
                         print("--- Causeway log ---\n" + gateway.log_tail(80))
+                # Causeway's stream error at shutdown is one ejabberd reads (<stream:error>).
+                deadline = time.monotonic() + 10
+                while (server.log_tail(5000).count(SHUTDOWN_SEEN) <= closed_before
+                       and time.monotonic() < deadline):
+                    time.sleep(0.2)
+                checks.check(server.log_tail(5000).count(SHUTDOWN_SEEN) > closed_before,
+                             f"{label}: ejabberd reads Causeway's system-shutdown stream error",
+                             server.log_tail(20))
         finally:
             server.stop()
             if checks.failures:

@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -416,6 +417,7 @@ def check_authentication(checks: harness.Checks, gateway: "GatewayCauseway", pee
     """From Causeway's log: the streams between it and `peer` were encrypted and authenticated
     with SASL EXTERNAL (`secure`) or Server Dialback, both ways."""
     log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # colours, should the log have them
     lines = [line for line in log.splitlines() if peer in line]
     inbound = [line for line in lines if "inbound stream authenticated" in line
                or "inbound domain pair authenticated" in line]

@@ -45,7 +45,11 @@ pub fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(effective_log_filter(&config.logging.filter)))
         .unwrap_or_else(|_| EnvFilter::new(effective_log_filter("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colours);
     let result = match config.logging.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -98,6 +102,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     client_server.await.context("serving the client API")?;
     if let Some(handle) = federation {
         handle.abort();
+    }
+    if let Some(xmpp) = &xmpp {
+        // Peers learn that the streams end on purpose (`system-shutdown`), and what was
+        // queued for them is written first.
+        xmpp.s2s.shut_down(Duration::from_secs(1)).await;
     }
     drop(xmpp);
     tracing::info!("stopped");

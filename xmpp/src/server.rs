@@ -86,6 +86,8 @@ enum InboundEvent {
     Verified(Dialback, Outcome),
     /// Nothing was authenticated in time.
     Timeout,
+    /// The service is shutting down.
+    Shutdown,
 }
 
 /// What became of a stanza given to [`S2s::send_tracked`].
@@ -124,6 +126,26 @@ pub struct S2s {
     local_addresses: Vec<(SocketAddr, bool)>,
     /// The secret our dialback keys come from; it lives as long as the process.
     secret: Secret,
+    /// True once the service is shutting down.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// How many streams are open, inbound and outbound, for the shutdown to wait for.
+    open_streams: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts a stream as open while it lives.
+struct OpenStream<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> OpenStream<'a> {
+    fn new(counter: &'a tokio::sync::watch::Sender<usize>) -> OpenStream<'a> {
+        counter.send_modify(|open| *open += 1);
+        OpenStream(counter)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open = open.saturating_sub(1));
+    }
 }
 
 impl S2s {
@@ -160,6 +182,8 @@ impl S2s {
             queues: Mutex::new(HashMap::new()),
             local_addresses,
             secret: Secret::random(),
+            shutdown: tokio::sync::watch::Sender::new(false),
+            open_streams: tokio::sync::watch::Sender::new(0),
         });
         for (listener, direct) in listeners {
             let s2s = s2s.clone();
@@ -176,6 +200,36 @@ impl S2s {
             .insert(domain.to_ascii_lowercase(), endpoints);
     }
 
+    /// Shuts the service down: the listeners stop accepting, every inbound stream ends with
+    /// the `system-shutdown` stream error (RFC 6120 §4.9.3.22), and every outbound stream is
+    /// closed once what was queued on it is written. Returns when all streams are closed, or
+    /// after `grace`.
+    pub async fn shut_down(&self, grace: Duration) {
+        self.shutdown.send_replace(true);
+        let mut open = self.open_streams.subscribe();
+        if tokio::time::timeout(grace, open.wait_for(|open| *open == 0))
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                open = *open.borrow(),
+                "streams still open at the end of the shutdown"
+            );
+        }
+    }
+
+    /// How many streams are open, inbound and outbound.
+    pub fn open_streams(&self) -> usize {
+        *self.open_streams.borrow()
+    }
+
+    /// Resolves once the service is shutting down.
+    async fn shutting_down(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        // The sender lives in `self`: waiting cannot fail while `self` is borrowed.
+        let _ = shutdown.wait_for(|down| *down).await;
+    }
+
     /// The addresses the listeners are bound to, with whether each is direct TLS.
     pub fn local_addresses(&self) -> &[(SocketAddr, bool)] {
         &self.local_addresses
@@ -190,7 +244,12 @@ impl S2s {
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, direct: bool) {
         loop {
-            let (socket, remote) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The listener closes: new connections are refused.
+                () = self.shutting_down() => return,
+            };
+            let (socket, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a server-to-server connection failed");
@@ -216,6 +275,7 @@ impl S2s {
     }
 
     async fn inbound(self: Arc<Self>, socket: TcpStream, direct: bool) {
+        let _open = OpenStream::new(&self.open_streams);
         let policy = InboundPolicy {
             domains: self.config.domains.clone(),
             require_tls: self.config.require_tls,
@@ -282,6 +342,7 @@ impl S2s {
                 item = stream.next() => InboundEvent::Item(item),
                 Some((request, outcome)) = verified.recv() => InboundEvent::Verified(request, outcome),
                 () = tokio::time::sleep_until(deadline), if waiting => InboundEvent::Timeout,
+                () = self.shutting_down() => InboundEvent::Shutdown,
             };
             let element = match event {
                 InboundEvent::Item(Ok(StreamItem::Element(element))) => element,
@@ -306,6 +367,15 @@ impl S2s {
                     );
                     stream.fail(&error).await;
                     tracing::info!("closed an inbound stream that authenticated nothing");
+                    return;
+                }
+                InboundEvent::Shutdown => {
+                    let error = StreamError::new(
+                        StreamErrorCondition::SystemShutdown,
+                        "the server is shutting down",
+                    );
+                    stream.fail(&error).await;
+                    tracing::debug!("closed an inbound stream at shutdown");
                     return;
                 }
             };
@@ -537,6 +607,7 @@ impl S2s {
                 backoff = (backoff * 2).min(Duration::from_secs(60));
                 continue;
             };
+            let _open = OpenStream::new(&self.open_streams);
             record_negotiation(&stream.peer, stream.tls_version.as_deref(), stream.method);
             failed_at = None;
             backoff = Duration::from_millis(500);
@@ -587,6 +658,22 @@ impl S2s {
                         () = tokio::time::sleep_until(idle_until) => {
                             tracing::debug!(%domain, "closing an idle outbound stream");
                             break true;
+                        }
+                        () = self.shutting_down() => {
+                            // What is queued is written before the stream ends politely.
+                            while let Ok(outgoing) = queue.try_recv() {
+                                pending.push_back(outgoing);
+                            }
+                            for mut outgoing in pending.drain(..) {
+                                let element = outgoing.stanza.to_server_element();
+                                if stream.stream.send_element(&element).await.is_err() {
+                                    break;
+                                }
+                                outgoing.sent();
+                            }
+                            let _ = stream.stream.close().await;
+                            tracing::debug!(%domain, "closed an outbound stream at shutdown");
+                            return;
                         }
                     }
                 };

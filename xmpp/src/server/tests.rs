@@ -738,3 +738,67 @@ async fn a_remote_domain_found_through_its_srv_record() {
     };
     assert_eq!(message.id.map(|id| id.0).as_deref(), Some("by-srv"));
 }
+
+/// At shutdown the listeners close, an inbound stream ends with the `system-shutdown` stream
+/// error, and the outbound stream closes after writing what was queued on it.
+#[tokio::test]
+async fn shutdown_closes_every_stream() {
+    let mut pair = pair_with(false, true).await;
+    let secret = Arc::new(Secret::random());
+    let tls = Arc::new(
+        TlsSettings::new(
+            vec![TestCa::new("Raw CA").identity(&["raw.test"])],
+            vec![],
+            false,
+        )
+        .unwrap(),
+    );
+    let address = authoritative(secret.clone(), tls.clone()).await;
+    pair.gateway.set_route(
+        "raw.test",
+        vec![Endpoint {
+            address,
+            direct_tls: false,
+        }],
+    );
+    // An inbound stream of a raw peer, and both streams between the gateway and the remote.
+    let mut peer = connect_to(&pair.gateway, "raw.test", &tls, &secret)
+        .await
+        .unwrap();
+    pair.remote.send(parse(
+        "<iq xmlns='jabber:server' type='get' id='before' from='bob@prosody.test/x' \
+         to='gw.test'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ));
+    let _ = next(&mut pair.gateway_seen).await;
+    let _ = next(&mut pair.remote_seen).await;
+    assert!(
+        pair.gateway.open_streams() >= 2,
+        "{}",
+        pair.gateway.open_streams()
+    );
+    // A stanza queued at the moment of the shutdown is still written.
+    pair.gateway.send(parse(
+        "<message xmlns='jabber:server' type='chat' id='last' from='alice@gw.test' \
+         to='bob@prosody.test'><body>bye</body></message>",
+    ));
+    pair.gateway.shut_down(Duration::from_secs(10)).await;
+    assert_eq!(pair.gateway.open_streams(), 0);
+    let last = next(&mut pair.remote_seen).await;
+    let Stanza::Message(message) = last else {
+        panic!("{last:?}");
+    };
+    assert_eq!(message.id.unwrap().0, "last");
+    let ended = tokio::time::timeout(Duration::from_secs(10), peer.stream.next())
+        .await
+        .expect("the stream ends at once");
+    match ended {
+        Err(ConnectionError::PeerError(condition)) => assert_eq!(condition, "system-shutdown"),
+        other => panic!("expected system-shutdown, got {other:?}"),
+    }
+    assert!(
+        TcpStream::connect(endpoint(&pair.gateway, false).address)
+            .await
+            .is_err(),
+        "the listener still accepts"
+    );
+}
