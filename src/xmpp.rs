@@ -120,6 +120,8 @@ pub async fn start(config: &Config, services: Arc<Services>) -> anyhow::Result<X
             deny: config.xmpp.deny_domains.clone(),
         },
         max_stanzas_per_second: config.xmpp.max_stanzas_per_second,
+        max_inbound_streams: config.xmpp.max_inbound_streams,
+        max_inbound_streams_per_address: config.xmpp.max_inbound_streams_per_address,
         nameservers: config.xmpp.nameservers.clone(),
     };
     let bridge = Bridge::new(services, domains.clone(), env!("CARGO_PKG_VERSION"))

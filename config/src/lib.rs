@@ -184,6 +184,14 @@ impl Config {
         {
             return Err(("xmpp.muc_domain", format!("{domain:?} is not a domain")));
         }
+        if self.xmpp.max_inbound_streams == 0 || self.xmpp.max_inbound_streams_per_address == 0 {
+            let key = if self.xmpp.max_inbound_streams == 0 {
+                "xmpp.max_inbound_streams"
+            } else {
+                "xmpp.max_inbound_streams_per_address"
+            };
+            return Err((key, "must be at least 1".to_owned()));
+        }
         if self.xmpp.max_stanzas_per_second == 0 {
             return Err((
                 "xmpp.max_stanzas_per_second",
@@ -507,6 +515,8 @@ pub struct XmppConfig {
     pub idle_timeout_secs: u64,
     pub max_stanza_bytes: usize,
     pub max_stanzas_per_second: u32,
+    pub max_inbound_streams: usize,
+    pub max_inbound_streams_per_address: usize,
     pub nameservers: Vec<SocketAddr>,
 }
 
@@ -529,6 +539,8 @@ impl Default for XmppConfig {
             idle_timeout_secs: 300,
             max_stanza_bytes: 256 * 1024,
             max_stanzas_per_second: 500,
+            max_inbound_streams: 4096,
+            max_inbound_streams_per_address: 64,
             nameservers: Vec::new(),
         }
     }

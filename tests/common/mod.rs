@@ -336,6 +336,8 @@ pub mod peer {
                 connect_timeout: Duration::from_secs(5),
                 domain_policy: Default::default(),
                 max_stanzas_per_second: 1000,
+                max_inbound_streams: 64,
+                max_inbound_streams_per_address: 64,
                 nameservers: vec![],
             },
             Arc::new(tls),

@@ -111,6 +111,9 @@ ca_files = ["{dir}/ca.crt"]
 system_roots = false
 dialback = false
 max_stanzas_per_second = 1000000
+# The streams of the memory figure all come from one address.
+max_inbound_streams_per_address = 100000
+max_inbound_streams = 100000
 
 [[xmpp.routes]]
 domain = "remote.test"

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod dialback;
 pub mod dns;
 pub mod error;
+pub mod fuzzing;
 pub mod negotiation;
 pub mod ns;
 pub mod router;

@@ -60,6 +60,10 @@ pub struct S2sConfig {
     pub domain_policy: DomainPolicy,
     /// Stanzas per second read from one inbound stream; a faster peer is slowed down.
     pub max_stanzas_per_second: u32,
+    /// Inbound connections open at once, in all and from one address (negotiating or not);
+    /// a connection over either is closed as soon as it is accepted.
+    pub max_inbound_streams: usize,
+    pub max_inbound_streams_per_address: usize,
     /// DNS servers for SRV records and addresses; empty: the system's resolver.
     pub nameservers: Vec<SocketAddr>,
 }
@@ -130,6 +134,30 @@ pub struct S2s {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// How many streams are open, inbound and outbound, for the shutdown to wait for.
     open_streams: tokio::sync::watch::Sender<usize>,
+    /// Inbound connections open now, by the address they come from.
+    inbound_by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// An accepted inbound connection, counted against the caps while it lives.
+struct InboundSlot {
+    s2s: Arc<S2s>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .s2s
+            .inbound_by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Counts a stream as open while it lives.
@@ -184,6 +212,7 @@ impl S2s {
             secret: Secret::random(),
             shutdown: tokio::sync::watch::Sender::new(false),
             open_streams: tokio::sync::watch::Sender::new(0),
+            inbound_by_address: Mutex::new(HashMap::new()),
         });
         for (listener, direct) in listeners {
             let s2s = s2s.clone();
@@ -223,6 +252,26 @@ impl S2s {
         *self.open_streams.borrow()
     }
 
+    /// Takes a place for an inbound connection from `address`, if the caps leave one.
+    fn inbound_slot(self: &Arc<Self>, address: std::net::IpAddr) -> Option<InboundSlot> {
+        let mut counts = self
+            .inbound_by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = counts.values().sum();
+        let from_address = counts.get(&address).copied().unwrap_or(0);
+        if total >= self.config.max_inbound_streams
+            || from_address >= self.config.max_inbound_streams_per_address
+        {
+            return None;
+        }
+        counts.insert(address, from_address + 1);
+        Some(InboundSlot {
+            s2s: self.clone(),
+            address,
+        })
+    }
+
     /// Resolves once the service is shutting down.
     async fn shutting_down(&self) {
         let mut shutdown = self.shutdown.subscribe();
@@ -257,6 +306,12 @@ impl S2s {
                     continue;
                 }
             };
+            let Some(slot) = self.inbound_slot(remote.ip()) else {
+                // Over the caps: closed before anything is read from it or kept for it.
+                tracing::info!(%remote, "refused an inbound connection: too many open");
+                drop(socket);
+                continue;
+            };
             // Negotiation is a ping-pong of small writes: without this, Nagle's algorithm and
             // delayed acknowledgements stall each step.
             let _ = socket.set_nodelay(true);
@@ -270,7 +325,13 @@ impl S2s {
                 tls = tracing::field::Empty,
                 auth = tracing::field::Empty,
             );
-            tokio::spawn(async move { s2s.inbound(socket, direct).await }.instrument(span));
+            tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    s2s.inbound(socket, direct).await;
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -323,7 +384,8 @@ impl S2s {
             }
         };
         let (verified_sender, mut verified) = mpsc::unbounded_channel();
-        // A stream that authenticates nothing in time is closed.
+        // A stream that authenticates nothing in time is closed, verifications under way or
+        // not: a peer cannot hold a stream open by asking for checks that never end.
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         // A token bucket of stanzas: a peer sending faster is read more slowly (backpressure).
         let rate = f64::from(self.config.max_stanzas_per_second.max(1));
@@ -337,7 +399,7 @@ impl S2s {
                 tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
                 continue;
             }
-            let waiting = auth.is_empty() && auth.pending.is_empty();
+            let waiting = auth.is_empty();
             let event = tokio::select! {
                 item = stream.next() => InboundEvent::Item(item),
                 Some((request, outcome)) = verified.recv() => InboundEvent::Verified(request, outcome),
@@ -528,16 +590,40 @@ impl S2s {
     }
 
     async fn endpoints(&self, domain: &str) -> Vec<Endpoint> {
-        let fixed = self
-            .routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(domain)
-            .cloned();
-        if let Some(routes) = fixed {
+        if let Some(routes) = self.fixed_route(domain) {
             return routes;
         }
         self.resolver.endpoints(domain).await
+    }
+
+    fn fixed_route(&self, domain: &str) -> Option<Vec<Endpoint>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&domain.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Where to ask a domain's authoritative server about a dialback key: its fixed route,
+    /// or the addresses its DNS gives, public ones only. Whoever opens a stream to us chooses
+    /// the domain, and so its DNS: it must not be able to make this server connect to its own
+    /// host or network (loopback, private, link-local, unique-local addresses) unless the
+    /// configuration routes the domain there.
+    async fn verification_endpoints(&self, domain: &str) -> Vec<Endpoint> {
+        if let Some(routes) = self.fixed_route(domain) {
+            return routes;
+        }
+        let (public, internal): (Vec<Endpoint>, Vec<Endpoint>) = self
+            .resolver
+            .endpoints(domain)
+            .await
+            .into_iter()
+            .partition(|endpoint| is_public(endpoint.address.ip()));
+        if !internal.is_empty() {
+            let refused: Vec<String> = internal.iter().map(|e| e.address.to_string()).collect();
+            tracing::info!(%domain, ?refused, "dialback verification: not connecting to non-public addresses");
+        }
+        public
     }
 
     fn outbound_policy(&self) -> OutboundPolicy<'_> {
@@ -748,3 +834,36 @@ mod dialback;
 
 #[cfg(test)]
 mod tests;
+
+/// Whether an address is on the public internet: not loopback, private (RFC 1918), shared
+/// (RFC 6598), link-local, unique-local (RFC 4193), unspecified, broadcast, multicast or
+/// documentation space, in IPv4 or IPv6 (IPv4-mapped addresses as their IPv4 address).
+pub fn is_public(address: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
+            }
+        },
+    }
+}

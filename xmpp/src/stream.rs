@@ -7,7 +7,7 @@
 //! Stanzas keep their namespaces as received; [`crate::ns`] normalises `jabber:server`.
 
 use minidom::Element;
-use rxml::{Event, Parse, Parser, WithOptions};
+use rxml::{Event, Parse, Parser, RawEvent, RawParser, WithOptions};
 
 use crate::error::{StreamError, StreamErrorCondition};
 use crate::ns;
@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// The most bytes of whitespace between stanzas before the next stanza starts.
     pub max_whitespace_bytes: usize,
+    /// The most bytes the stream header (the `<stream:stream>` start tag) may take.
+    pub max_header_bytes: usize,
+    /// The most attributes (namespace declarations included) one start tag may have.
+    pub max_attributes: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +33,8 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
             max_whitespace_bytes: 64 * 1024,
+            max_header_bytes: 8 * 1024,
+            max_attributes: 64,
         }
     }
 }
@@ -90,6 +96,153 @@ pub struct StreamParser {
     /// Input not yet consumed by the parser.
     pending: Vec<u8>,
     items: std::collections::VecDeque<StreamItem>,
+    /// Counts start tags as they arrive, ahead of `parser`.
+    guard: HeadGuard,
+}
+
+/// The namespace-aware parser keeps a start tag whole, every attribute of it, before it hands
+/// the element out, and counts nothing until then. The guard reads the same bytes with a raw
+/// parser, which reports each attribute as it is read, and counts each start tag's bytes and
+/// attributes against the limits: a peer streaming one endless start tag (or stream header) is
+/// cut off at the limit, before the parser has kept more than that.
+#[derive(Debug)]
+struct HeadGuard {
+    raw: RawParser,
+    /// Input the raw parser has not consumed yet.
+    pending: Vec<u8>,
+    /// How deep the raw parser is: 0 before the stream header closes, 1 between stanzas.
+    depth: usize,
+    /// Bytes and attributes of the start tag being read.
+    head_bytes: usize,
+    head_attributes: usize,
+    /// Set when the raw parser found an error: the namespace-aware parser reports it.
+    done: bool,
+    /// Bytes given to the guard, and consumed by its events, since the stream started.
+    fed: usize,
+    consumed: usize,
+    /// Where the start tag being read begins in the stream.
+    head_start: usize,
+}
+
+impl HeadGuard {
+    fn new(limits: Limits) -> HeadGuard {
+        let options = rxml::parser::Options {
+            max_token_length: limits.max_stanza_bytes,
+            ..Default::default()
+        };
+        HeadGuard {
+            raw: RawParser::with_options(options),
+            pending: Vec::new(),
+            depth: 0,
+            head_bytes: 0,
+            head_attributes: 0,
+            done: false,
+            fed: 0,
+            consumed: 0,
+            head_start: 0,
+        }
+    }
+
+    /// Reads `data` (after what was left over) and fails on the first start tag over a limit,
+    /// with how many bytes of `data` come before that tag (zero if it began in an earlier read).
+    fn scan(
+        &mut self,
+        data: &[u8],
+        at_eof: bool,
+        limits: &Limits,
+    ) -> Result<(), (StreamError, usize)> {
+        let data_start = self.fed;
+        self.fed += data.len();
+        if self.done {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        let buffer = std::mem::take(&mut self.pending);
+        // Where `buffer` starts in the whole stream.
+        let buffer_start = self.fed - buffer.len();
+        let mut input: &[u8] = &buffer;
+        let result = loop {
+            match self.raw.parse(&mut input, at_eof) {
+                Ok(Some(event)) => {
+                    if let RawEvent::ElementHeadOpen(..) = event {
+                        // Everything read before this event belongs to what came before the tag.
+                        self.head_start = self.consumed;
+                    }
+                    self.consumed = buffer_start + buffer.len() - input.len();
+                    if let Err(error) = self.observe(&event, limits) {
+                        let before = self.head_start.saturating_sub(data_start).min(data.len());
+                        break Err((error, before));
+                    }
+                }
+                Err(rxml::error::EndOrError::NeedMoreData) => break Ok(()),
+                // The end of the document, or an error that the namespace-aware parser
+                // reports where it finds it.
+                Ok(None) | Err(rxml::error::EndOrError::Error(_)) => {
+                    self.done = true;
+                    input = &[];
+                    break Ok(());
+                }
+            }
+        };
+        self.pending = input.to_vec();
+        if result.is_ok() && self.pending.len() > limits.max_stanza_bytes {
+            // One token longer than a stanza may be.
+            let before = self.consumed.saturating_sub(data_start).min(data.len());
+            return Err((
+                StreamError::new(StreamErrorCondition::PolicyViolation, "stanza too large"),
+                before,
+            ));
+        }
+        result
+    }
+
+    fn observe(&mut self, event: &RawEvent, limits: &Limits) -> Result<(), StreamError> {
+        match event {
+            RawEvent::ElementHeadOpen(metrics, _) => {
+                self.head_bytes = metrics.len();
+                self.head_attributes = 0;
+            }
+            RawEvent::Attribute(metrics, ..) => {
+                self.head_bytes += metrics.len();
+                self.head_attributes += 1;
+            }
+            RawEvent::ElementHeadClose(metrics) => {
+                self.head_bytes += metrics.len();
+                self.check(limits)?;
+                self.depth += 1;
+                self.head_bytes = 0;
+                self.head_attributes = 0;
+                return Ok(());
+            }
+            RawEvent::ElementFoot(_) => {
+                self.depth = self.depth.saturating_sub(1);
+                return Ok(());
+            }
+            RawEvent::XmlDeclaration(..) | RawEvent::Text(..) => return Ok(()),
+        }
+        self.check(limits)
+    }
+
+    fn check(&self, limits: &Limits) -> Result<(), StreamError> {
+        let (most, what) = if self.depth == 0 {
+            (limits.max_header_bytes, "stream header too large")
+        } else {
+            (limits.max_stanza_bytes, "start tag too large")
+        };
+        if self.head_bytes > most {
+            return Err(StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                what,
+            ));
+        }
+        if self.head_attributes > limits.max_attributes {
+            return Err(StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                "too many attributes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl StreamParser {
@@ -108,6 +261,7 @@ impl StreamParser {
             whitespace_bytes: 0,
             pending: Vec::new(),
             items: std::collections::VecDeque::new(),
+            guard: HeadGuard::new(limits),
         }
     }
 
@@ -124,6 +278,12 @@ impl StreamParser {
     /// Feeds bytes from the connection; `at_eof` when the connection has closed. Fails with
     /// the stream error to send before closing.
     pub fn feed(&mut self, data: &[u8], at_eof: bool) -> Result<(), StreamError> {
+        // Start tags are counted first. The parser then reads what comes before one over the
+        // limits (items complete before it are handed out), and never that tag itself.
+        let (data, violation) = match self.guard.scan(data, at_eof, &self.limits) {
+            Ok(()) => (data, None),
+            Err((error, before)) => (&data[..before], Some(error)),
+        };
         self.pending.extend_from_slice(data);
         let mut buffer = std::mem::take(&mut self.pending);
         let mut input: &[u8] = &buffer;
@@ -180,7 +340,8 @@ impl StreamParser {
                 "stanza too large",
             ));
         }
-        result
+        result?;
+        violation.map_or(Ok(()), Err)
     }
 
     fn handle(&mut self, event: Event) -> Result<(), StreamError> {
@@ -438,12 +599,112 @@ mod tests {
         );
     }
 
+    /// Feeds `head` and then `repeat` again and again in reads of about 1 KiB, as a peer that
+    /// never closes a start tag would; returns the error and how many bytes it took.
+    fn endless(head: &str, repeat: &str, limits: Limits, most: usize) -> (StreamError, usize) {
+        let mut parser = StreamParser::new(limits);
+        let mut fed = head.len();
+        if let Err(error) = parser.feed(head.as_bytes(), false) {
+            return (error, fed);
+        }
+        let read = repeat.repeat(1024 / repeat.len() + 1);
+        while fed < most {
+            fed += read.len();
+            if let Err(error) = parser.feed(read.as_bytes(), false) {
+                return (error, fed);
+            }
+        }
+        panic!("{fed} bytes of one start tag were taken in");
+    }
+
+    /// A start tag or stream header is counted as it arrives, attribute by attribute, before
+    /// the parser keeps it whole: one that never ends is cut off at the limit.
+    #[test]
+    fn endless_start_tags_are_cut_off_at_the_limit() {
+        let limits = Limits {
+            max_stanza_bytes: 16 * 1024,
+            ..Limits::default()
+        };
+        // Many attributes: cut at the count, within the first read.
+        let (error, fed) = endless(&format!("{HEADER}<message "), " a='x'", limits, 1 << 20);
+        assert_eq!(
+            (error.condition, error.text.as_str()),
+            (StreamErrorCondition::PolicyViolation, "too many attributes")
+        );
+        assert!(fed < HEADER.len() + 2048, "{fed}");
+        // Long values under the count: cut at the stanza limit.
+        let value = "v".repeat(1000);
+        let (error, fed) = endless(
+            &format!("{HEADER}<message "),
+            &format!(" a='{value}' "),
+            Limits {
+                max_attributes: usize::MAX,
+                ..limits
+            },
+            1 << 20,
+        );
+        assert_eq!(
+            (error.condition, error.text.as_str()),
+            (StreamErrorCondition::PolicyViolation, "start tag too large")
+        );
+        assert!(fed < HEADER.len() + 16 * 1024 + 4096, "{fed}");
+        // The stream header itself, before anything else: attributes, then bytes.
+        let open = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+            xmlns:stream='http://etherx.jabber.org/streams' ";
+        let (error, fed) = endless(open, " x='1'", Limits::default(), 1 << 20);
+        assert_eq!(
+            (error.condition, error.text.as_str()),
+            (StreamErrorCondition::PolicyViolation, "too many attributes")
+        );
+        assert!(fed < 2048, "{fed}");
+        let (error, fed) = endless(
+            open,
+            &format!(" x='{}'", "y".repeat(500)),
+            Limits::default(),
+            1 << 20,
+        );
+        assert_eq!(
+            (error.condition, error.text.as_str()),
+            (
+                StreamErrorCondition::PolicyViolation,
+                "stream header too large"
+            )
+        );
+        assert!(fed < 8 * 1024 + 2048, "{fed}");
+    }
+
+    /// Stanzas complete before an over-long start tag are still handed out; tags at the limits
+    /// and CDATA with markup characters in it are fine.
+    #[test]
+    fn what_came_before_a_violation_is_kept_and_the_limits_are_exact() {
+        let attributes: String = (0..64).map(|i| format!(" a{i}='{i}'")).collect();
+        let input = format!(
+            "{HEADER}<message{attributes}><body><![CDATA[<a b='c\">]]></body></message>\
+             <presence{attributes} a64='64'/>"
+        );
+        let mut parser = StreamParser::new(Limits::default());
+        let error = parser.feed(input.as_bytes(), false).unwrap_err();
+        assert_eq!(error.text, "too many attributes");
+        let items = items(&mut parser);
+        assert!(matches!(items[0], StreamItem::Header(_)), "{items:?}");
+        let StreamItem::Element(message) = &items[1] else {
+            panic!("{items:?}");
+        };
+        assert_eq!(message.attrs().into_iter().count(), 64);
+        assert_eq!(
+            message.get_child("body", ns::JABBER_SERVER).unwrap().text(),
+            "<a b='c\">"
+        );
+        assert_eq!(items.len(), 2, "{items:?}");
+    }
+
     #[test]
     fn limits_are_enforced() {
         let small = Limits {
             max_stanza_bytes: 200,
             max_depth: 3,
             max_whitespace_bytes: 10,
+            ..Limits::default()
         };
         let big = format!(
             "{HEADER}<message><body>{}</body></message>",

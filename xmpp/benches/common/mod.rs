@@ -73,6 +73,8 @@ pub fn config(domain: &str, listen: &str) -> S2sConfig {
         connect_timeout: Duration::from_secs(30),
         domain_policy: DomainPolicy::default(),
         max_stanzas_per_second: 1_000_000,
+        max_inbound_streams: 100_000,
+        max_inbound_streams_per_address: 100_000,
         nameservers: vec![],
     }
 }

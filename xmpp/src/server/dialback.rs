@@ -167,7 +167,7 @@ impl S2s {
     /// Asks the authoritative server of the request's sender domain about its key (we are the
     /// receiving server).
     async fn ask_authoritative(&self, request: &Dialback, key: &str, stream_id: &str) -> Outcome {
-        let endpoints = self.endpoints(&request.from).await;
+        let endpoints = self.verification_endpoints(&request.from).await;
         if endpoints.is_empty() {
             return Outcome::Error(DialbackError::RemoteServerNotFound);
         }

@@ -40,6 +40,8 @@ fn config(domains: &[&str], routes: HashMap<String, Vec<Endpoint>>) -> S2sConfig
         connect_timeout: Duration::from_secs(5),
         domain_policy: DomainPolicy::default(),
         max_stanzas_per_second: 1000,
+        max_inbound_streams: 64,
+        max_inbound_streams_per_address: 64,
         nameservers: vec![],
     }
 }
@@ -800,5 +802,215 @@ async fn shutdown_closes_every_stream() {
             .await
             .is_err(),
         "the listener still accepts"
+    );
+}
+
+/// A dialback verification goes where a fixed route says, but never, through DNS, to a
+/// loopback, private or link-local address: whoever claims a domain chooses its DNS.
+#[tokio::test]
+async fn dialback_verification_never_follows_dns_to_internal_addresses() {
+    use crate::dns::records::{a, srv};
+    let secret = Arc::new(Secret::random());
+    let tls = Arc::new(
+        TlsSettings::new(
+            vec![TestCa::new("Raw CA").identity(&["raw.test"])],
+            vec![],
+            false,
+        )
+        .unwrap(),
+    );
+    // The authoritative server of raw.test would answer, on loopback.
+    let authoritative_address = authoritative(secret.clone(), tls.clone()).await;
+    let dns = crate::dns::test_server(vec![
+        srv(
+            "_xmpp-server._tcp.raw.test.",
+            0,
+            0,
+            authoritative_address.port(),
+            "xmpp.raw.test.",
+        ),
+        a("xmpp.raw.test.", [127, 0, 0, 1]),
+    ])
+    .await;
+    let mut config = config(&["gw.test"], HashMap::new());
+    config.nameservers = vec![dns];
+    config.dialback = true;
+    let (seen, _) = mpsc::unbounded_channel();
+    let ca = TestCa::new("Test CA");
+    let gateway = S2s::start(
+        config,
+        Arc::new(
+            TlsSettings::new(vec![ca.identity(&["gw.test"])], vec![ca.root()], false).unwrap(),
+        ),
+        Arc::new(Recorder { router: None, seen }),
+    )
+    .await
+    .unwrap();
+    match connect_to(&gateway, "raw.test", &tls, &secret).await {
+        Err(NegotiationError::Dialback(error)) => {
+            assert_eq!(error, DialbackError::RemoteServerNotFound);
+        }
+        other => panic!(
+            "expected a refused verification, got {:?}",
+            other.map(|a| a.peer)
+        ),
+    }
+    // The same address as a fixed route of the configuration is used.
+    gateway.set_route(
+        "raw.test",
+        vec![Endpoint {
+            address: authoritative_address,
+            direct_tls: false,
+        }],
+    );
+    let authenticated = connect_to(&gateway, "raw.test", &tls, &secret)
+        .await
+        .unwrap();
+    assert_eq!(authenticated.method, negotiation::AuthMethod::Dialback);
+}
+
+/// Verifications under way do not keep a stream that authenticated nothing open past its
+/// deadline.
+#[tokio::test]
+async fn a_pending_verification_does_not_lift_the_deadline() {
+    let secret = Arc::new(Secret::random());
+    let tls = Arc::new(
+        TlsSettings::new(
+            vec![TestCa::new("Raw CA").identity(&["raw.test"])],
+            vec![],
+            false,
+        )
+        .unwrap(),
+    );
+    // Authoritative servers that accept connections and never say anything.
+    let mut silent = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        endpoints.push(Endpoint {
+            address: listener.local_addr().unwrap(),
+            direct_tls: false,
+        });
+        silent.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }));
+    }
+    let mut config = config(&["gw.test"], HashMap::new());
+    config.dialback = true;
+    config.connect_timeout = Duration::from_secs(1);
+    let (seen, _) = mpsc::unbounded_channel();
+    let ca = TestCa::new("Test CA");
+    let gateway = S2s::start(
+        config,
+        Arc::new(
+            TlsSettings::new(vec![ca.identity(&["gw.test"])], vec![ca.root()], false).unwrap(),
+        ),
+        Arc::new(Recorder { router: None, seen }),
+    )
+    .await
+    .unwrap();
+    gateway.set_route("raw.test", endpoints);
+    // Each silent server takes the whole connection timeout: three of them, three seconds,
+    // while the stream's deadline is one.
+    match connect_to(&gateway, "raw.test", &tls, &secret).await {
+        Err(NegotiationError::Connection(ConnectionError::PeerError(condition))) => {
+            assert_eq!(condition, "connection-timeout");
+        }
+        other => panic!(
+            "expected the stream to end at its deadline, got {:?}",
+            other.map(|a| a.peer)
+        ),
+    }
+    for task in silent {
+        task.abort();
+    }
+}
+
+#[test]
+fn public_addresses() {
+    for internal in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "192.0.2.1",
+        "::1",
+        "::",
+        "fc00::1",
+        "fd12::1",
+        "fe80::1",
+        "ff02::1",
+        "2001:db8::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+    ] {
+        assert!(!is_public(internal.parse().unwrap()), "{internal}");
+    }
+    for public in ["8.8.8.8", "100.128.0.1", "2a00:1450::1", "::ffff:8.8.8.8"] {
+        assert!(is_public(public.parse().unwrap()), "{public}");
+    }
+}
+
+/// Inbound connections over the caps (per address, in all) are closed at once; a place frees
+/// up when a connection ends.
+#[tokio::test]
+async fn inbound_connections_are_capped() {
+    use tokio::io::AsyncReadExt;
+    let mut config = config(&["gw.test"], HashMap::new());
+    config.max_inbound_streams_per_address = 3;
+    config.max_inbound_streams = 100;
+    let (seen, _) = mpsc::unbounded_channel();
+    let ca = TestCa::new("Test CA");
+    let gateway = S2s::start(
+        config,
+        Arc::new(
+            TlsSettings::new(vec![ca.identity(&["gw.test"])], vec![ca.root()], false).unwrap(),
+        ),
+        Arc::new(Recorder { router: None, seen }),
+    )
+    .await
+    .unwrap();
+    let address = endpoint(&gateway, false).address;
+    // Three idle connections that never send a header hold their places.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = TcpStream::connect(address).await.unwrap();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), refused.read(&mut buffer))
+        .await
+        .expect("the fourth connection is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // One idle connection goes: a new one is served (it gets the gateway's stream header).
+    drop(idle.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut served = TcpStream::connect(address).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    served
+        .write_all(
+            b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+              from='prosody.test' to='gw.test' version='1.0'>",
+        )
+        .await
+        .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), served.read(&mut reply))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply[..read]).contains("<stream:stream"),
+        "{}",
+        String::from_utf8_lossy(&reply[..read])
     );
 }
