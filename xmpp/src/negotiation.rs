@@ -202,6 +202,17 @@ async fn open_stream(
         .await;
     }
     if let Some(claimed) = &header.from
+        && policy.serves(claimed)
+    {
+        // Nobody authenticates as one of our own domains, whatever certificate it holds.
+        return violation(
+            stream,
+            StreamErrorCondition::InvalidFrom,
+            "a peer cannot be one of this server's own domains",
+        )
+        .await;
+    }
+    if let Some(claimed) = &header.from
         && !policy.domain_policy.permits(claimed)
     {
         return violation(

@@ -2,10 +2,8 @@
 //! client certificates; and the policy of a test peer. Built for this crate's tests, and for
 //! other crates' tests and the benchmarks with the `testing` feature.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+pub use rcgen::ExtendedKeyUsagePurpose;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::dialback::Secret;
@@ -52,6 +50,18 @@ impl TestCa {
     /// A leaf for `domains`, with both TLS usages (servers present theirs as client
     /// certificates too).
     pub fn leaf(&self, domains: &[&str]) -> Leaf {
+        self.leaf_with_usages(
+            domains,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    /// A leaf for `domains` with these extended key usages only (public CAs now issue
+    /// server certificates with `serverAuth` alone).
+    pub fn leaf_with_usages(&self, domains: &[&str], usages: Vec<ExtendedKeyUsagePurpose>) -> Leaf {
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("params");
@@ -62,10 +72,7 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("leaf certificate");

@@ -129,8 +129,15 @@ impl TlsSettings {
         Some(tokio_rustls::TlsConnector::from(config.clone()))
     }
 
-    /// Whether a peer's certificate chain verifies against our roots and names `domain`.
+    /// Whether a peer's certificate chain verifies against our roots and names `domain`. A
+    /// server certificate (extended key usage `serverAuth` only) counts as well as a client
+    /// one: public CAs no longer issue `clientAuth`, and Prosody and ejabberd accept it too.
     pub fn verifies(&self, chain: &[CertificateDer<'_>], domain: &str) -> bool {
+        self.verifies_server(chain, domain) || self.verifies_client(chain, domain)
+    }
+
+    /// Whether the chain verifies as a client certificate (`clientAuth`) naming `domain`.
+    fn verifies_client(&self, chain: &[CertificateDer<'_>], domain: &str) -> bool {
         let Some((end_entity, intermediates)) = chain.split_first() else {
             return false;
         };
@@ -345,6 +352,30 @@ mod tests {
             connection.peer_certificates().map(|chain| chain.to_vec()),
             connection.alpn_protocol().map(<[u8]>::to_vec),
         )
+    }
+
+    /// A peer's certificate with `serverAuth` alone (as public CAs issue them now) or
+    /// `clientAuth` alone authenticates its domain; one for another usage does not.
+    #[test]
+    fn server_certificates_authenticate_peers_too() {
+        use crate::testing::ExtendedKeyUsagePurpose as Usage;
+        let ca = TestCa::new("Test CA");
+        let gateway =
+            TlsSettings::new(vec![ca.identity(&["gw.test"])], vec![ca.root()], false).unwrap();
+        for (usages, accepted) in [
+            (vec![Usage::ServerAuth], true),
+            (vec![Usage::ClientAuth], true),
+            (vec![Usage::ServerAuth, Usage::ClientAuth], true),
+            (vec![Usage::CodeSigning], false),
+        ] {
+            let leaf = ca.leaf_with_usages(&["prosody.test"], usages.clone());
+            assert_eq!(
+                gateway.verifies(&leaf.identity.chain, "prosody.test"),
+                accepted,
+                "{usages:?}"
+            );
+            assert!(!gateway.verifies(&leaf.identity.chain, "other.test"));
+        }
     }
 
     #[tokio::test]

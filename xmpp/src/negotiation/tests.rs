@@ -727,3 +727,21 @@ async fn a_refused_external_without_dialback_fails() {
     assert!(error.to_string().contains("SASL not-authorized"), "{error}");
     assert!(!String::from_utf8_lossy(&rest).contains("db:result"));
 }
+
+/// A peer never authenticates as one of our own domains, whatever certificate it holds: the
+/// stream ends with invalid-from as soon as its header says so.
+#[tokio::test]
+async fn a_peer_claiming_one_of_our_domains_is_refused() {
+    for claim in ["gw.test", "MUC.gw.test"] {
+        let World {
+            gateway, policy, ..
+        } = world();
+        let header = format!(
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:db='jabber:server:dialback' from='{claim}' to='gw.test' version='1.0'>"
+        );
+        let reply = refused(header.as_bytes(), policy, gateway).await;
+        assert!(reply.contains("<invalid-from"), "{reply}");
+        assert!(!reply.contains("starttls"), "nothing is offered: {reply}");
+    }
+}
