@@ -39,7 +39,7 @@ fn certificate_paths(services: &Services) -> anyhow::Result<(PathBuf, PathBuf)> 
         let generated = rcgen::generate_simple_self_signed(vec![host])
             .context("generating a self-signed certificate")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&key, generated.key_pair.serialize_pem())
+        crate::write_private(&key, generated.key_pair.serialize_pem().as_bytes())
             .with_context(|| format!("writing {}", key.display()))?;
         std::fs::write(&cert, generated.cert.pem())
             .with_context(|| format!("writing {}", cert.display()))?;

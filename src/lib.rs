@@ -14,6 +14,30 @@ use causeway_config::{Config, LogFormat};
 use causeway_matrix::Services;
 use tracing_subscriber::EnvFilter;
 
+/// Writes a private key (or any secret) readable by its owner only (mode 0600 on Unix), set
+/// when the file is made, so that it is never readable by others, not even for a moment.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // A file that existed keeps its mode through open(): set it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+}
+
 /// The crates whose log lines a bare level (`filter = "info"`) is about.
 const OWN_CRATES: [&str; 5] = [
     "causeway",

@@ -55,7 +55,7 @@ fn identity(config: &Config, domains: &Domains) -> anyhow::Result<Identity> {
             rcgen::generate_simple_self_signed(vec![domains.server.clone(), domains.muc.clone()])
                 .context("generating a certificate for XMPP")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&key, generated.key_pair.serialize_pem())
+        crate::write_private(&key, generated.key_pair.serialize_pem().as_bytes())
             .with_context(|| format!("writing {}", key.display()))?;
         std::fs::write(&certificate, generated.cert.pem())
             .with_context(|| format!("writing {}", certificate.display()))?;

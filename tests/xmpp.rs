@@ -128,3 +128,39 @@ fn xmpp_configuration_is_checked() {
     let error = causeway_config::parse("[[xmpp.routes]]\ndomain = \"x\"\n").unwrap_err();
     assert!(error.key().unwrap().starts_with("xmpp.routes"), "{error}");
 }
+
+/// Without a configured certificate, one is generated and kept; its private key is readable by
+/// its owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_generated_private_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.name = ServerName::try_from("gw.test").unwrap();
+    config.server.data_dir = dir.path().join("data");
+    config.xmpp.listen_starttls = vec![common::peer::free_address()];
+    config.xmpp.listen_direct_tls = vec![];
+    config.xmpp.system_roots = false;
+    let services = causeway_matrix::Services::start(config.clone())
+        .await
+        .unwrap();
+    let gateway = causeway::xmpp::start(&config, services).await.unwrap();
+    let key = config.server.data_dir.join("xmpp.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", key.display());
+    let certificate = std::fs::read_to_string(config.server.data_dir.join("xmpp.crt")).unwrap();
+    assert!(certificate.starts_with("-----BEGIN CERTIFICATE-----"));
+    drop(gateway);
+    // A key file that exists with a wider mode is made private when written again.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "old").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+    causeway::write_private(&other, b"new").unwrap();
+    assert_eq!(
+        std::fs::metadata(&other).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "new");
+}
