@@ -694,3 +694,70 @@ async fn the_user_directory_finds_accounts_by_name() {
         .await
         .assert_error(401, "M_MISSING_TOKEN");
 }
+
+/// Registration tokens are checked only after the rate limiter: once a client has used its
+/// attempts, even the right token waits, so tokens cannot be guessed at network speed.
+#[tokio::test]
+async fn registration_token_guesses_are_rate_limited() {
+    let server = TestServer::with_config(|c| {
+        c.registration.mode = RegistrationMode::Token;
+        c.registration.tokens = vec!["first-token".into(), "let-me-in".into()];
+        c.rate_limits.registration = causeway_config::RateLimit {
+            per_second: 0.001,
+            burst: 3,
+        };
+    })
+    .await;
+    let attempt = |token: &str| {
+        json!({"username": "x", "password": "pw",
+               "auth": {"type": "m.login.registration_token", "token": token}})
+    };
+    // Asking for the flows costs nothing.
+    for _ in 0..5 {
+        let ask = server
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({"username": "x", "password": "pw"})),
+            )
+            .await;
+        assert_eq!(ask.status, 401);
+    }
+    for guess in ["aaaa", "let-me-", "let-me-in-"] {
+        let wrong = server
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(attempt(guess)),
+            )
+            .await;
+        assert_eq!(wrong.status, 401, "{guess}");
+        assert_eq!(wrong.json()["errcode"], "M_FORBIDDEN", "{guess}");
+    }
+    let limited = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(attempt("let-me-in")),
+        )
+        .await;
+    limited.assert_error(429, "M_LIMIT_EXCEEDED");
+    // Any of the configured tokens is accepted on a server that has not been guessed at.
+    let fresh = TestServer::with_config(|c| {
+        c.registration.mode = RegistrationMode::Token;
+        c.registration.tokens = vec!["first-token".into(), "let-me-in".into()];
+    })
+    .await;
+    fresh
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/register",
+            None,
+            Some(attempt("let-me-in")),
+        )
+        .await
+        .assert_ok();
+}

@@ -62,6 +62,17 @@ fn uiaa_flows(services: &Services) -> Vec<&'static str> {
     }
 }
 
+/// Whether two secrets are equal, in a time that depends on neither: their SHA-256 digests
+/// (of fixed length, whatever the secrets' lengths) compared byte by byte without stopping.
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
+
 /// Asks for (or checks) user-interactive authentication; `Ok` once a flow is complete.
 fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(), Error> {
     let flows = uiaa_flows(services);
@@ -86,12 +97,15 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
         Some(AuthData::RegistrationToken(token))
             if flows.contains(&"m.login.registration_token") =>
         {
+            // Every configured token is compared, each in constant time: how long the check
+            // takes says nothing about how close a guess came.
+            let given = token.token.as_str();
             if services
                 .config
                 .registration
                 .tokens
                 .iter()
-                .any(|valid| valid == &token.token)
+                .fold(false, |found, valid| found | same_secret(valid, given))
             {
                 session.completed.push("m.login.registration_token".into());
             } else {
@@ -187,12 +201,16 @@ pub async fn register_route(
     if services.store.user(user_id.as_str()).await?.is_some() {
         return Err(Error::UserInUse);
     }
-    registration_uiaa(&services, body.auth.as_ref())?;
     let ip = request.client_ip.map(|ip| ip.to_string());
-    services
-        .limits
-        .registration
-        .check(ip.as_deref().unwrap_or("unknown"))?;
+    if body.auth.is_some() {
+        // Every attempt at a stage (a registration token above all) is limited before it is
+        // checked, so that tokens cannot be guessed at the speed of the network.
+        services
+            .limits
+            .registration
+            .check(ip.as_deref().unwrap_or("unknown"))?;
+    }
+    registration_uiaa(&services, body.auth.as_ref())?;
     let password = body
         .password
         .as_deref()
