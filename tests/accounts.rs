@@ -761,3 +761,66 @@ async fn registration_token_guesses_are_rate_limited() {
         .await
         .assert_ok();
 }
+
+/// Behind a trusted reverse proxy, rate limits apply to the client's address from
+/// `X-Forwarded-For`; from anyone else that header is ignored.
+#[tokio::test]
+async fn rate_limits_key_on_the_real_client_address() {
+    let server = TestServer::with_config(|c| {
+        c.client_api.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.rate_limits.registration = causeway_config::RateLimit {
+            per_second: 0.001,
+            burst: 1,
+        };
+    })
+    .await;
+    let proxy: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let stranger: std::net::SocketAddr = "192.0.2.50:40000".parse().unwrap();
+    let register =
+        |name: &str| json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}});
+    let path = "/_matrix/client/v3/register";
+    // Two clients behind the proxy each have their own allowance.
+    for (client, name) in [("198.51.100.1", "one"), ("198.51.100.2", "two")] {
+        server
+            .call_from(
+                proxy,
+                &[("x-forwarded-for", client)],
+                Method::POST,
+                path,
+                register(name),
+            )
+            .await
+            .assert_ok();
+    }
+    server
+        .call_from(
+            proxy,
+            &[("x-forwarded-for", "198.51.100.1")],
+            Method::POST,
+            path,
+            register("three"),
+        )
+        .await
+        .assert_error(429, "M_LIMIT_EXCEEDED");
+    // A client that is not a trusted proxy cannot escape its limit by naming other addresses.
+    server
+        .call_from(
+            stranger,
+            &[("x-forwarded-for", "198.51.100.7")],
+            Method::POST,
+            path,
+            register("four"),
+        )
+        .await
+        .assert_ok();
+    server
+        .call_from(
+            stranger,
+            &[("x-forwarded-for", "198.51.100.8")],
+            Method::POST,
+            path,
+            register("five"),
+        )
+        .await
+        .assert_error(429, "M_LIMIT_EXCEEDED");
+}

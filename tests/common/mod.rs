@@ -152,6 +152,29 @@ impl TestServer {
         self.send(request).await
     }
 
+    /// A JSON request that arrives over a connection from `peer`, with these extra headers.
+    pub async fn call_from(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &[(&str, &str)],
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> Response {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder.body(Body::from(body.to_string())).unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.send(request).await
+    }
+
     async fn send(&self, request: Request<Body>) -> Response {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();

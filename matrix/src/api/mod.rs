@@ -1,6 +1,7 @@
 //! HTTP APIs: the router, typed request extraction, and the endpoint handlers.
 
 pub mod client;
+pub mod client_address;
 pub mod ruma_wrapper;
 
 use std::sync::Arc;

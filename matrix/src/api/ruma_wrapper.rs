@@ -111,7 +111,13 @@ where
         let client_ip = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+            .map(|info| {
+                super::client_address::client_address(
+                    info.0.ip().to_canonical(),
+                    request.headers(),
+                    &services.config.client_api.trusted_proxies,
+                )
+            });
         let is_upload = TypeId::of::<T>()
             == TypeId::of::<ruma::api::client::media::create_content::v3::Request>();
         let limit = if is_upload {
