@@ -17,6 +17,9 @@ use xmpp_parsers::stanza_error::StanzaError;
 
 use super::{Bridge, BridgeError, XMPP_DEVICE};
 
+/// The most reactions one XMPP user may put on one message (XEP-0444 sends the whole set).
+const MAX_REACTIONS: usize = 20;
+
 /// How long an XMPP user counts as typing after `composing`, unless they say otherwise
 /// (XEP-0085 leaves it open; clients send `paused` or a message well within this).
 const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +63,14 @@ impl Bridge {
         let remote = from.to_bare();
         let ghost = self.ghost_id(&remote)?;
         let read = from_xmpp(message, &self.gateway);
+        if let Some((_, keys)) = &read.reactions
+            && keys.len() > MAX_REACTIONS
+        {
+            // Refused whole, with the reason (XEP-0444, "Rejecting a reaction").
+            return Err(BridgeError::NotAcceptable(format!(
+                "at most {MAX_REACTIONS} reactions to one message"
+            )));
+        }
         let lock = self.pair_lock(&local, &remote);
         let _pair = lock.lock().await;
         // Typing and markers alone do not open a chat.

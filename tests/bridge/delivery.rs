@@ -31,6 +31,33 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
             .unwrap();
         assert!(error.children().any(|c| c.name() == condition), "{error:?}");
     }
+    // More reactions than a user may put on one message: refused whole, with the reason.
+    let many: String = (0..21)
+        .map(|i| format!("<reaction>r{i}</reaction>"))
+        .collect();
+    world.peer.send(chat(
+        "bob@prosody.test/a",
+        "too-many",
+        &format!("<reactions xmlns='urn:xmpp:reactions:0' id='m1'>{many}</reactions>"),
+    ));
+    let answer = world.next_message().await;
+    assert_eq!(answer.type_, MessageType::Error);
+    assert_eq!(answer.id.map(|id| id.0).as_deref(), Some("too-many"));
+    let error = answer
+        .payloads
+        .iter()
+        .find(|p| p.name() == "error")
+        .unwrap();
+    assert!(
+        error.children().any(|c| c.name() == "not-acceptable"),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .children()
+            .any(|c| c.text().contains("at most 20 reactions")),
+        "{error:?}"
+    );
     let sync = world.server.sync(&token, "timeout=0").await;
     assert!(
         sync["rooms"]["invite"]
