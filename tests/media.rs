@@ -52,6 +52,28 @@ async fn media_upload_download_and_thumbnails() {
         disposition.contains("report final.pdf") || disposition.contains("report%20final.pdf"),
         "{disposition}"
     );
+    // Whatever was uploaded, a browser neither sniffs another type nor runs it.
+    for response in [&download] {
+        assert_eq!(response.headers["x-content-type-options"], "nosniff");
+        let policy = response.headers["content-security-policy"]
+            .to_str()
+            .unwrap();
+        assert!(policy.starts_with("sandbox;"), "{policy}");
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("script-src 'none'"), "{policy}");
+    }
+    let missing = server
+        .get(
+            "/_matrix/client/v1/media/download/test.example/nothingHere",
+            &alice,
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.headers["x-content-type-options"], "nosniff");
+    let other = server
+        .get("/_matrix/client/v3/account/whoami", &alice)
+        .await;
+    assert!(other.headers.get("content-security-policy").is_none());
     // Authenticated media needs a token; the legacy path does not.
     server
         .call(
@@ -71,6 +93,8 @@ async fn media_upload_download_and_thumbnails() {
         )
         .await;
     assert_eq!(legacy.body, b"%PDF-1.4 hello");
+    assert_eq!(legacy.headers["x-content-type-options"], "nosniff");
+    assert!(legacy.headers.contains_key("content-security-policy"));
     assert!(
         legacy.headers["content-disposition"]
             .to_str()

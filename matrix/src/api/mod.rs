@@ -126,6 +126,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     router
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(media_headers))
         .layer(TraceLayer::new_for_http())
         .layer(
             CorsLayer::new()
@@ -140,6 +141,32 @@ pub fn client_router(services: Arc<Services>) -> Router {
                 .allow_headers(Any),
         )
         .with_state(services)
+}
+
+/// What a browser may do with media that anyone could have uploaded: never guess another
+/// content type than the one sent (`nosniff`), and treat the content as a sandboxed document
+/// that runs no script and loads nothing from elsewhere, should it be opened directly.
+const MEDIA_CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; \
+    plugin-types application/pdf; style-src 'unsafe-inline'; media-src 'self'; object-src 'self';";
+
+/// Adds the media headers to every response of the media endpoints (errors included).
+async fn media_headers(
+    uri: http::Uri,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let path = uri.path();
+    if path.starts_with("/_matrix/media/") || path.starts_with("/_matrix/client/v1/media/") {
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(MEDIA_CONTENT_SECURITY_POLICY),
+        );
+    }
+    response
 }
 
 async fn unrecognized() -> impl IntoResponse {
