@@ -86,7 +86,7 @@ pub fn init_logging(config: &Config) {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
-    let services = Services::start(config.clone())
+    let services = Services::serve(config.clone())
         .await
         .context("starting the homeserver")?;
     tracing::info!(

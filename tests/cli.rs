@@ -93,3 +93,81 @@ fn user_administration() {
         vec!["@alice:admin.test\tdeactivated", "@root:admin.test\tadmin"]
     );
 }
+
+/// A second `causeway serve` on the database another one serves refuses to start, saying why,
+/// before it writes anything; once the first stops, a new one starts.
+#[test]
+fn one_server_per_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let write_config = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nname = \"one.test\"\ndata_dir = {:?}\n[client_api]\nbind = \"{}\"\n\
+                 [federation]\nenabled = false\n[xmpp]\nenabled = false\n",
+                dir.path().join("data"),
+                free()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let first_config = write_config("first.toml");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&first_config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first server is up once its lock file is there and its listener answers.
+    let bind = std::fs::read_to_string(&first_config).unwrap();
+    let address = bind
+        .split("bind = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = causeway(Some(&write_config("second.toml")), &["serve"]);
+    let message = text(&second.stderr);
+    assert!(!second.status.success(), "{message}");
+    assert!(
+        message.contains("another Causeway process is serving this database")
+            && message.contains("only one process may write it"),
+        "{message}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // With the first gone, the lock is free again.
+    let mut third = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(write_config("third.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the server after the first did not start"
+    );
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

@@ -39,6 +39,8 @@ pub struct Services {
     provisioner: std::sync::OnceLock<Arc<dyn UserProvisioner>>,
     /// True once the server is shutting down: waiting requests (sync long-polls) answer at once.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The exclusive right to write the database, for a server (see [`Services::serve`]).
+    _writer: Option<crate::store::WriterLock>,
 }
 
 /// Makes local accounts on demand for users the server stands in for, such as the users of
@@ -61,9 +63,25 @@ pub struct UiaaSession {
 impl Services {
     /// Opens the store and builds the services for a configuration.
     pub async fn start(config: Config) -> Result<Arc<Services>, Error> {
+        Services::start_with(config, false).await
+    }
+
+    /// The same for the server itself: it first takes the exclusive right to write the
+    /// database, so that a second server on the same database refuses to start
+    /// ([`crate::store::StoreError::InUse`]) before it writes anything.
+    pub async fn serve(config: Config) -> Result<Arc<Services>, Error> {
+        Services::start_with(config, true).await
+    }
+
+    async fn start_with(config: Config, exclusive: bool) -> Result<Arc<Services>, Error> {
         let server_name = ServerName::parse(config.server.name.as_str())
             .map_err(|e| Error::Internal(format!("server.name: {e}")))?;
         let store = Store::connect(&config.database_url(), config.database.max_connections).await?;
+        let writer = if exclusive {
+            Some(store.lock_writer().await?)
+        } else {
+            None
+        };
         let key = Arc::new(crate::keys::load_or_generate(&store).await?);
         let media_dir = config.server.data_dir.join("media");
         std::fs::create_dir_all(&media_dir)
@@ -86,6 +104,7 @@ impl Services {
             uiaa: std::sync::Mutex::new(HashMap::new()),
             provisioner: std::sync::OnceLock::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            _writer: writer,
             config,
         }))
     }

@@ -397,6 +397,24 @@ mod tests {
     use super::*;
     use crate::store::testing::both_backends;
 
+    both_backends!(one_writer_at_a_time, |store: Store| async move {
+        let held = store.lock_writer().await.expect("the first writer");
+        // Another holder (a file opened again, a PostgreSQL session of its own) is refused.
+        match store.lock_writer().await {
+            Err(error @ StoreError::InUse(_)) => {
+                assert!(error.to_string().contains("only one process"), "{error}");
+            }
+            Err(other) => panic!("expected InUse, got {other}"),
+            Ok(_) => panic!("a second writer was let in"),
+        }
+        held.release().await;
+        // Once the first lets go, the next may write.
+        let _again = store
+            .lock_writer()
+            .await
+            .expect("the writer after the first");
+    });
+
     both_backends!(streamed_data, |store: Store| async move {
         let start = store.current_position();
         let first = store

@@ -16,7 +16,7 @@ mod events;
 mod misc;
 mod rooms;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -47,6 +47,50 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// Another process holds the right to write this database.
+    #[error(
+        "another Causeway process is serving this database ({0}); only one process may write \
+         it: stop the other one first"
+    )]
+    InUse(String),
+    #[error("cannot open the lock file {path}: {source}")]
+    LockFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The exclusive right to write a database, held while this lives: on SQLite a lock on a file
+/// beside the database, on PostgreSQL a session advisory lock keyed by database and schema on
+/// a connection of its own.
+pub struct WriterLock {
+    _held: WriterLockKind,
+}
+
+impl WriterLock {
+    /// Lets go of the right to write now (dropping the lock does too, as the connection or
+    /// file closes).
+    pub async fn release(self) {
+        match self._held {
+            WriterLockKind::Postgres(connection) => {
+                use sqlx::Connection;
+                let connection = connection
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _ = connection.close().await;
+            }
+            WriterLockKind::File(file) => drop(file),
+            WriterLockKind::Memory => {}
+        }
+    }
+}
+
+enum WriterLockKind {
+    File(std::fs::File),
+    /// In a mutex only so that the lock can be shared between threads (it is never used).
+    Postgres(std::sync::Mutex<sqlx::AnyConnection>),
+    /// An in-memory SQLite database: no other process can see it.
+    Memory,
 }
 
 /// Which database the store talks to.
@@ -63,6 +107,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The file of a SQLite database (`None` in memory or on PostgreSQL).
+    sqlite_path: Option<PathBuf>,
     stream: Arc<StreamState>,
     tokens: Arc<account::TokenCache>,
     changes: Arc<ChangeTracker>,
@@ -158,6 +204,9 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            sqlite_path: (backend == Backend::Sqlite)
+                .then(|| sqlite_file(url))
+                .flatten(),
             stream: Arc::new(StreamState {
                 allocated: AtomicI64::new(position),
                 writer: Mutex::new(()),
@@ -171,6 +220,60 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Takes the exclusive right to write the database, or fails at once with
+    /// [`StoreError::InUse`] when another process holds it. `causeway serve` holds it while it
+    /// runs, so that a second server on the same database refuses to start.
+    pub async fn lock_writer(&self) -> Result<WriterLock, StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                let Some(database) = &self.sqlite_path else {
+                    return Ok(WriterLock {
+                        _held: WriterLockKind::Memory,
+                    });
+                };
+                let mut path = database.clone().into_os_string();
+                path.push(".lock");
+                let path = PathBuf::from(path);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::LockFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                match file.try_lock() {
+                    Ok(()) => Ok(WriterLock {
+                        _held: WriterLockKind::File(file),
+                    }),
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        Err(StoreError::InUse(database.display().to_string()))
+                    }
+                    Err(std::fs::TryLockError::Error(source)) => Err(StoreError::LockFile {
+                        path: path.display().to_string(),
+                        source,
+                    }),
+                }
+            }
+            Backend::Postgres => {
+                let mut connection = self.pool.acquire().await?.detach();
+                let (locked, place): (bool, String) = sqlx::query_as(
+                    "SELECT pg_try_advisory_lock(hashtext(current_database() || '.' || \
+                     current_schema())), current_database() || '.' || current_schema()",
+                )
+                .fetch_one(&mut connection)
+                .await?;
+                if !locked {
+                    return Err(StoreError::InUse(format!("PostgreSQL {place}")));
+                }
+                Ok(WriterLock {
+                    _held: WriterLockKind::Postgres(std::sync::Mutex::new(connection)),
+                })
+            }
+        }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -238,6 +341,15 @@ async fn max_stream_position(pool: &AnyPool) -> Result<i64, StoreError> {
         max = max.max(value);
     }
     Ok(max)
+}
+
+/// The file of a SQLite database URL, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 fn create_sqlite_parent(url: &str) -> Result<(), StoreError> {
