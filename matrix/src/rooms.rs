@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::pdu::{self, EventDraft, Pdu};
-use crate::store::{NewEvent, Relation, StateMap, Store};
+use crate::store::{NewEvent, Redacted, Relation, StateMap, Store};
 
 /// At most this many forward extremities are referenced by a new event.
 const MAX_PREV_EVENTS: usize = 20;
@@ -210,7 +210,7 @@ impl Rooms {
             depth: 0,
             state_events: HashMap::new(),
         };
-        self.persist(&room_id, &mut cache, create, None, None)
+        self.persist(&room_id, &mut cache, create, None, None, None)
             .await?;
         *guard = Some(cache);
         Ok(room_id)
@@ -313,9 +313,14 @@ impl Rooms {
             &self.key,
         )?;
         self.authorize(room_id, cache, &pdu)?;
-        if let Some(target) = &redacts {
-            self.check_redaction(room_id, cache, &pdu, target).await?;
-        }
+        // What a redaction removes is computed now, so that it is stored with the redaction.
+        let redacted = match &redacts {
+            Some(target) => {
+                self.check_redaction(room_id, cache, &pdu, target).await?;
+                self.redacted(cache, target).await?
+            }
+            None => None,
+        };
         let membership = pdu
             .content_value()
             .get("membership")
@@ -330,6 +335,7 @@ impl Rooms {
                 (event_type == "m.room.member")
                     .then_some(membership.as_deref())
                     .flatten(),
+                redacted.as_ref(),
             )
             .await?;
         if let Some(key) = transaction_key {
@@ -338,8 +344,10 @@ impl Rooms {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remember(key, pdu.event_id.clone());
         }
-        if let Some(target) = redacts {
-            self.apply_redaction(cache, &pdu, &target).await?;
+        if let Some(redacted) = redacted
+            && let Some(entry) = cache.state_events.get_mut(&redacted.event_id)
+        {
+            *entry = Arc::new(redacted);
         }
         Ok(Appended {
             event_id: pdu.event_id,
@@ -402,28 +410,13 @@ impl Rooms {
         }
     }
 
-    async fn apply_redaction(
-        &self,
-        cache: &mut RoomCache,
-        redaction: &Pdu,
-        target: &EventId,
-    ) -> Result<(), Error> {
+    /// The redacted form of an event, if it is stored.
+    async fn redacted(&self, cache: &RoomCache, target: &EventId) -> Result<Option<Pdu>, Error> {
         let Some(row) = self.store.event(target.as_str()).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let original = Pdu::from_stored(&row.event_id, &row.json)?;
-        let redacted = pdu::redacted(&original, &cache.rules)?;
-        self.store
-            .redact_event(
-                target.as_str(),
-                &redacted.to_stored(),
-                redaction.event_id.as_str(),
-            )
-            .await?;
-        if let Some(entry) = cache.state_events.get_mut(target) {
-            *entry = Arc::new(redacted);
-        }
-        Ok(())
+        Ok(Some(pdu::redacted(&original, &cache.rules)?))
     }
 
     async fn persist(
@@ -433,6 +426,7 @@ impl Rooms {
         pdu: Pdu,
         transaction: Option<(String, String, String)>,
         membership: Option<&str>,
+        redacted: Option<&Pdu>,
     ) -> Result<i64, Error> {
         let new_event = NewEvent {
             event_id: pdu.event_id.to_string(),
@@ -448,6 +442,10 @@ impl Rooms {
             membership: membership.map(str::to_owned),
             transaction,
             relation: Relation::of_content(&pdu.content_value()),
+            redacts: redacted.map(|redacted| Redacted {
+                event_id: redacted.event_id.to_string(),
+                json: redacted.to_stored(),
+            }),
         };
         let mut writer = self.store.stream_writer().await;
         let persisted = self.store.persist_event(&mut writer, &new_event).await?;

@@ -36,6 +36,16 @@ pub struct NewEvent {
     pub transaction: Option<(String, String, String)>,
     /// The event's `m.relates_to`, if it has a relation.
     pub relation: Option<Relation>,
+    /// For a redaction: the event it redacts, with its redacted JSON, replaced in the same
+    /// transaction as the redaction is stored.
+    pub redacts: Option<Redacted>,
+}
+
+/// The redacted form of an event, to store in its place.
+#[derive(Debug, Clone)]
+pub struct Redacted {
+    pub event_id: String,
+    pub json: String,
 }
 
 /// An event's relation to another (`m.relates_to`).
@@ -249,6 +259,15 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         }
+        if let Some(redacted) = &event.redacts {
+            // The redaction and the removal of what it redacts commit together.
+            sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
+                .bind(&redacted.json)
+                .bind(&event.event_id)
+                .bind(&redacted.event_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
         if let Some((user_id, device_id, txn_id)) = &event.transaction {
             sqlx::query(
                 "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id) \
@@ -442,21 +461,6 @@ impl Store {
     }
 
     /// Replaces an event's JSON by its redacted form.
-    pub async fn redact_event(
-        &self,
-        event_id: &str,
-        redacted_json: &str,
-        redacted_by: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
-            .bind(redacted_json)
-            .bind(redacted_by)
-            .bind(event_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
     pub async fn forward_extremities(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT event_id FROM room_forward_extremities WHERE room_id = $1 ORDER BY event_id",
@@ -622,6 +626,7 @@ mod tests {
             membership: state_key.map(|_| "join".to_owned()),
             transaction: None,
             relation: None,
+            redacts: None,
         }
     }
 
@@ -718,8 +723,20 @@ mod tests {
                 let persisted = store.persist_event(&mut writer, &new).await.unwrap();
                 positions.push(persisted.stream_ordering);
             }
+            // A redaction of $e, stored with $e's redacted form in one transaction.
+            let mut redaction = event("$redaction", None, 0, &[]);
+            redaction.room_id = "!r:x".into();
+            redaction.redacts = Some(Redacted {
+                event_id: "$e".into(),
+                json: "{}".into(),
+            });
+            store.persist_event(&mut writer, &redaction).await.unwrap();
             writer.publish();
-            store.redact_event("$e", "{}", "$redaction").await.unwrap();
+            let redacted = store.event("$e").await.unwrap().unwrap();
+            assert_eq!(
+                (redacted.json.as_str(), redacted.redacted_by.as_deref()),
+                ("{}", Some("$redaction"))
+            );
             let ids =
                 |rows: Vec<EventRow>| rows.into_iter().map(|r| r.event_id).collect::<Vec<_>>();
             // Every room, in stream order, from a position on and up to a limit.
@@ -728,7 +745,7 @@ mod tests {
                     .events_after(positions[0], i64::MAX, 10)
                     .await
                     .unwrap()),
-                ["$b", "$c", "$d", "$e"]
+                ["$b", "$c", "$d", "$e", "$redaction"]
             );
             assert_eq!(
                 ids(store.events_after(0, positions[2], 2).await.unwrap()),

@@ -29,7 +29,7 @@ pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
 pub use bridge::{BridgedMessage, OutboxEntry, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
-pub use events::{Direction, EventRow, NewEvent, Relation, StateMap};
+pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use rooms::{MembershipRow, RoomRecord};
 
