@@ -72,7 +72,7 @@ async fn media_upload_download_and_thumbnails() {
         .get("/_matrix/client/v3/account/whoami", &alice)
         .await;
     assert!(other.headers.get("content-security-policy").is_none());
-    // Authenticated media needs a token; the legacy path does not.
+    // Authenticated media needs a token.
     server
         .call(
             Method::GET,
@@ -82,19 +82,26 @@ async fn media_upload_download_and_thumbnails() {
         )
         .await
         .assert_error(401, "M_MISSING_TOKEN");
-    let legacy = server
-        .call(
-            Method::GET,
-            &format!("/_matrix/media/v3/download/{server_name}/{media_id}/other.pdf"),
-            None,
-            None,
+    // The unauthenticated endpoints are frozen: media uploaded now is not served there.
+    for path in [
+        format!("/_matrix/media/v3/download/{server_name}/{media_id}"),
+        format!("/_matrix/media/v3/download/{server_name}/{media_id}/other.pdf"),
+        format!("/_matrix/media/v3/thumbnail/{server_name}/{media_id}?width=8&height=8"),
+    ] {
+        let legacy = server.call(Method::GET, &path, None, None).await;
+        assert_eq!(legacy.headers["x-content-type-options"], "nosniff");
+        legacy.assert_error(404, "M_NOT_FOUND");
+    }
+    // The download under another name, on the authenticated path.
+    let renamed = server
+        .get(
+            &format!("/_matrix/client/v1/media/download/{server_name}/{media_id}/other.pdf"),
+            &alice,
         )
         .await;
-    assert_eq!(legacy.body, b"%PDF-1.4 hello");
-    assert_eq!(legacy.headers["x-content-type-options"], "nosniff");
-    assert!(legacy.headers.contains_key("content-security-policy"));
+    assert_eq!(renamed.body, b"%PDF-1.4 hello");
     assert!(
-        legacy.headers["content-disposition"]
+        renamed.headers["content-disposition"]
             .to_str()
             .unwrap()
             .contains("other.pdf")

@@ -184,6 +184,8 @@ impl Services {
                 filename: filename.map(str::to_owned),
                 size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
                 uploader: uploader.to_string(),
+                // Uploads are served on the authenticated endpoints only (Matrix 1.11).
+                unauthenticated: false,
             })
             .await?;
         Ok(ruma::OwnedMxcUri::from(format!(

@@ -33,6 +33,9 @@ pub struct MediaRecord {
     pub filename: Option<String>,
     pub size: i64,
     pub uploader: String,
+    /// Whether the legacy unauthenticated endpoints may serve it: only media stored before
+    /// they were frozen.
+    pub unauthenticated: bool,
 }
 
 fn receipt_from_row(row: &sqlx::any::AnyRow) -> Result<ReceiptRecord, StoreError> {
@@ -347,8 +350,8 @@ impl Store {
 
     pub async fn create_media(&self, media: &MediaRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO media (media_id, content_type, filename, size, uploader, created_ts) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO media (media_id, content_type, filename, size, uploader, created_ts, \
+             unauthenticated) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&media.media_id)
         .bind(media.content_type.as_deref())
@@ -356,6 +359,7 @@ impl Store {
         .bind(media.size)
         .bind(&media.uploader)
         .bind(now_ms())
+        .bind(i64::from(media.unauthenticated))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -363,7 +367,7 @@ impl Store {
 
     pub async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT media_id, content_type, filename, size, uploader FROM media \
+            "SELECT media_id, content_type, filename, size, uploader, unauthenticated FROM media \
              WHERE media_id = $1",
         )
         .bind(media_id)
@@ -376,6 +380,7 @@ impl Store {
                 filename: row.try_get("filename")?,
                 size: row.try_get("size")?,
                 uploader: row.try_get("uploader")?,
+                unauthenticated: row.try_get::<i64, _>("unauthenticated")? != 0,
             })
         })
         .transpose()
@@ -396,6 +401,30 @@ fn presence_from_row(row: &sqlx::any::AnyRow) -> Result<PresenceRecord, StoreErr
 mod tests {
     use super::*;
     use crate::store::testing::both_backends;
+
+    both_backends!(media_stored_before_the_freeze, |store: Store| async move {
+        // A row as it was stored before the unauthenticated endpoints were frozen.
+        sqlx::query(
+            "INSERT INTO media (media_id, content_type, filename, size, uploader, created_ts) \
+             VALUES ('old', 'image/png', NULL, 3, '@a:x', 1)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert!(store.media("old").await.unwrap().unwrap().unauthenticated);
+        store
+            .create_media(&MediaRecord {
+                media_id: "new".into(),
+                content_type: None,
+                filename: None,
+                size: 1,
+                uploader: "@a:x".into(),
+                unauthenticated: false,
+            })
+            .await
+            .unwrap();
+        assert!(!store.media("new").await.unwrap().unwrap().unauthenticated);
+    });
 
     both_backends!(one_writer_at_a_time, |store: Store| async move {
         let held = store.lock_writer().await.expect("the first writer");

@@ -83,11 +83,21 @@ fn inline_safe(content_type: &str) -> bool {
     )
 }
 
+/// Which endpoints a request for media came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `/_matrix/client/v1/media/…`, with an access token.
+    Authenticated,
+    /// The frozen `/_matrix/media/v3/…` endpoints, without one.
+    Legacy,
+}
+
 async fn load(
     services: &Services,
     server_name: &ServerName,
     media_id: &str,
     filename: Option<&str>,
+    access: Access,
 ) -> Result<Content, Error> {
     if server_name != services.server_name {
         return Err(Error::NotFound(
@@ -102,6 +112,14 @@ async fn load(
         .media(media_id)
         .await?
         .ok_or_else(|| Error::NotFound("media not found".into()))?;
+    if access == Access::Legacy && !record.unauthenticated {
+        // Frozen as Matrix 1.11 allows: newer media only with an access token.
+        return Err(Error::NotFound(
+            "media uploaded since the unauthenticated endpoints were frozen is served only \
+             on /_matrix/client/v1/media"
+                .into(),
+        ));
+    }
     let file = tokio::fs::read(services.media_dir.join(media_id))
         .await
         .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
@@ -189,8 +207,9 @@ async fn load_thumbnail(
     width: UInt,
     height: UInt,
     method: Option<Method>,
+    access: Access,
 ) -> Result<Content, Error> {
-    let content = load(services, server_name, media_id, None).await?;
+    let content = load(services, server_name, media_id, None, access).await?;
     tokio::task::spawn_blocking(move || thumbnail(&content, width, height, method.as_ref()))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -202,7 +221,14 @@ pub async fn get_content_route(
     request: Ruma<v1::get_content::v1::Request>,
 ) -> Result<v1::get_content::v1::Response, Error> {
     let body = request.body;
-    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    let content = load(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        None,
+        Access::Authenticated,
+    )
+    .await?;
     Ok(v1::get_content::v1::Response::new(
         content.file,
         content.content_type,
@@ -221,6 +247,7 @@ pub async fn get_content_as_filename_route(
         &body.server_name,
         &body.media_id,
         Some(&body.filename),
+        Access::Authenticated,
     )
     .await?;
     Ok(v1::get_content_as_filename::v1::Response::new(
@@ -243,6 +270,7 @@ pub async fn get_content_thumbnail_route(
         body.width,
         body.height,
         body.method,
+        Access::Authenticated,
     )
     .await?;
     Ok(v1::get_content_thumbnail::v1::Response::new(
@@ -268,7 +296,14 @@ pub async fn legacy_get_content_route(
     request: Ruma<legacy::get_content::v3::Request>,
 ) -> Result<legacy::get_content::v3::Response, Error> {
     let body = request.body;
-    let content = load(&services, &body.server_name, &body.media_id, None).await?;
+    let content = load(
+        &services,
+        &body.server_name,
+        &body.media_id,
+        None,
+        Access::Legacy,
+    )
+    .await?;
     Ok(legacy::get_content::v3::Response::new(
         content.file,
         content.content_type,
@@ -287,6 +322,7 @@ pub async fn legacy_get_content_as_filename_route(
         &body.server_name,
         &body.media_id,
         Some(&body.filename),
+        Access::Legacy,
     )
     .await?;
     Ok(legacy::get_content_as_filename::v3::Response::new(
@@ -309,6 +345,7 @@ pub async fn legacy_get_content_thumbnail_route(
         body.width,
         body.height,
         body.method,
+        Access::Legacy,
     )
     .await?;
     let mut response = legacy::get_content_thumbnail::v3::Response::new(
