@@ -31,6 +31,26 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
         .await
         .assert_ok();
     assert_eq!(direct[BOB], json!([room.clone()]));
+    // Before she joins, the directory does not list Bob's ghost to her.
+    let search = |token: String| {
+        let server = &world.server;
+        async move {
+            server
+                .post(
+                    "/_matrix/client/v3/user_directory/search",
+                    &token,
+                    json!({"search_term": "xmpp_bob"}),
+                )
+                .await
+                .assert_ok()["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["user_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(search(token.clone()).await.is_empty());
     world.server.join(&token, &room).await;
     let first = world
         .wait_for(&token, &room, |events| {
@@ -38,6 +58,10 @@ async fn a_chat_started_on_xmpp_goes_both_ways() {
         })
         .await;
     assert_eq!(first["content"]["body"], "Hi *Alice*");
+    // Sharing a room with him, she finds him; another local account does not.
+    assert_eq!(search(token.clone()).await, vec![BOB.to_owned()]);
+    let (_, dave) = world.server.register("dave").await;
+    assert!(search(dave).await.is_empty());
     assert_eq!(
         first["content"]["formatted_body"],
         "Hi <strong>Alice</strong>"

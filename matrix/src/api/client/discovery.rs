@@ -230,12 +230,14 @@ pub async fn propagate_profile(services: &Services, user_id: &UserId) -> Result<
 /// # `POST /_matrix/client/v3/user_directory/search`
 ///
 /// The directory is this server's active accounts, matched on the user name and the display
-/// name, case-insensitively: the people of the organisation the server belongs to.
+/// name, case-insensitively: the people of the organisation the server belongs to. The users
+/// of other networks (their ghosts) are listed only to those who share a room with them: the
+/// directory does not tell who talks to whom outside the organisation.
 pub async fn search_users_route(
     services: Arc<Services>,
     request: Ruma<search_users::v3::Request>,
 ) -> Result<search_users::v3::Response, Error> {
-    request.sender()?;
+    let searcher = request.sender()?.user_id.clone();
     let term = request.body.search_term.trim().to_lowercase();
     if term.is_empty() {
         return Ok(search_users::v3::Response::new(vec![], false));
@@ -258,6 +260,16 @@ pub async fn search_users_route(
                 .as_deref()
                 .is_some_and(|name| name.to_lowercase().contains(&term));
         if !named {
+            continue;
+        }
+        if user_id
+            .localpart()
+            .starts_with(super::account::RESERVED_PREFIX)
+            && !services
+                .store
+                .share_a_room(searcher.as_str(), user_id.as_str())
+                .await?
+        {
             continue;
         }
         if results.len() == limit {
