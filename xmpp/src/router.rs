@@ -13,7 +13,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use xmpp_parsers::time::TimeResult;
 use xmpp_parsers::version::VersionResult;
 
-use crate::stanza::Stanza;
+use crate::stanza::{Rejection, Stanza};
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -45,35 +45,24 @@ impl DefaultRouter {
         }
     }
 
-    /// Whether a stanza is addressed to the MUC service or one of its rooms.
-    fn to_muc_service(&self, stanza: &Stanza) -> bool {
-        let to = match stanza {
-            Stanza::Iq(iq) => iq_to(iq),
-            Stanza::Message(message) => message.to.as_ref(),
-            Stanza::Presence(presence) => presence.to.as_ref(),
-        };
-        to.is_some_and(|to| to.domain().as_str() == self.domains.muc)
-    }
-
     /// The reply to a stanza nobody else handled, if one is due.
     pub fn answer(&self, stanza: &Stanza) -> Option<Stanza> {
-        if self.to_muc_service(stanza) {
+        if stanza
+            .to()
+            .is_some_and(|to| to.domain().as_str() == self.domains.muc)
+        {
             return muc_unavailable(stanza);
         }
         match stanza {
             Stanza::Iq(iq) => Some(Stanza::Iq(self.answer_iq(iq)?)),
-            Stanza::Message(message) => {
-                // Messages to an address nobody handles bounce, unless they are errors.
-                if message.type_ == MessageType::Error {
-                    return None;
-                }
-                let sender = message.from.clone()?;
-                let mut reply =
-                    xmpp_parsers::message::Message::error(Some(sender)).with_payload(unavailable());
-                reply.from = message.to.clone();
-                reply.id = message.id.clone();
-                Some(Stanza::Message(reply))
-            }
+            // Messages to an address nobody handles bounce, unless they are errors.
+            Stanza::Message(message) => refusal(
+                "message",
+                message.type_ == MessageType::Error,
+                stanza,
+                message.id.clone().map(|id| id.0),
+                "The service is unavailable",
+            ),
             // Presence to an address nobody handles is ignored (RFC 6121 §4.3, §8.5.1).
             Stanza::Presence(_) => None,
         }
@@ -156,52 +145,51 @@ impl DefaultRouter {
     }
 }
 
-fn iq_to(iq: &Iq) -> Option<&Jid> {
-    match iq {
-        Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
-            to.as_ref()
-        }
-    }
-}
-
 /// The answer of the MUC domain while Causeway has no group chats: every request, message and
 /// join gets `service-unavailable` at once (a join would otherwise wait for its timeout), with
 /// a text that says why. Errors, results, and presence that asks for nothing get no answer.
 fn muc_unavailable(stanza: &Stanza) -> Option<Stanza> {
-    use xmpp_parsers::presence::{Presence, Type as PresenceType};
-    let error = || {
-        StanzaError::new(
-            ErrorType::Cancel,
-            DefinedCondition::ServiceUnavailable,
-            "en",
-            "Group chats are not available on this server yet",
-        )
-    };
-    match stanza {
-        Stanza::Iq(Iq::Get { from, to, id, .. } | Iq::Set { from, to, id, .. }) => Some(
-            Stanza::Iq(reply(Iq::from_error(id.clone(), error()), from, to)),
-        ),
-        Stanza::Iq(_) => None,
-        Stanza::Message(message) => {
-            if message.type_ == MessageType::Error {
-                return None;
-            }
-            let mut reply = xmpp_parsers::message::Message::error(Some(message.from.clone()?))
-                .with_payload(error());
-            reply.from = message.to.clone();
-            reply.id = message.id.clone();
-            Some(Stanza::Message(reply))
-        }
+    use xmpp_parsers::presence::Type as PresenceType;
+    let (kind, id) = match stanza {
+        Stanza::Iq(Iq::Get { id, .. } | Iq::Set { id, .. }) => ("iq", Some(id.clone())),
+        Stanza::Iq(_) => return None,
+        Stanza::Message(message) => ("message", message.id.clone().map(|id| id.0)),
         Stanza::Presence(presence) => match presence.type_ {
             PresenceType::None | PresenceType::Probe | PresenceType::Subscribe => {
-                let mut reply = Presence::new(PresenceType::Error).with_payload(error());
-                reply.from = presence.to.clone();
-                reply.to = Some(presence.from.clone()?);
-                reply.id = presence.id.clone();
-                Some(Stanza::Presence(reply))
+                ("presence", presence.id.clone())
             }
-            _ => None,
+            _ => return None,
         },
+    };
+    let is_error = matches!(stanza, Stanza::Message(m) if m.type_ == MessageType::Error);
+    refusal(
+        kind,
+        is_error,
+        stanza,
+        id,
+        "Group chats are not available on this server yet",
+    )
+}
+
+/// `service-unavailable` with `text`, back to the sender of `stanza` (nothing for an error).
+fn refusal(
+    kind: &str,
+    is_error: bool,
+    stanza: &Stanza,
+    id: Option<String>,
+    text: &str,
+) -> Option<Stanza> {
+    match crate::stanza::bounce(
+        kind,
+        is_error,
+        stanza.from()?,
+        stanza.to(),
+        id,
+        DefinedCondition::ServiceUnavailable,
+        text,
+    ) {
+        Rejection::Stanza(reply) => Some(*reply),
+        Rejection::Drop | Rejection::Stream(_) => None,
     }
 }
 

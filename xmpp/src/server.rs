@@ -134,8 +134,15 @@ pub struct S2s {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// How many streams are open, inbound and outbound, for the shutdown to wait for.
     open_streams: tokio::sync::watch::Sender<usize>,
-    /// Inbound connections open now, by the address they come from.
-    inbound_by_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Inbound connections open now.
+    inbound: Mutex<InboundCounts>,
+}
+
+/// Inbound connections open now, in all and by the address they come from.
+#[derive(Default)]
+struct InboundCounts {
+    total: usize,
+    by_address: HashMap<std::net::IpAddr, usize>,
 }
 
 /// An accepted inbound connection, counted against the caps while it lives.
@@ -148,13 +155,14 @@ impl Drop for InboundSlot {
     fn drop(&mut self) {
         let mut counts = self
             .s2s
-            .inbound_by_address
+            .inbound
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.address) {
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.by_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.address);
+                counts.by_address.remove(&self.address);
             }
         }
     }
@@ -212,7 +220,7 @@ impl S2s {
             secret: Secret::random(),
             shutdown: tokio::sync::watch::Sender::new(false),
             open_streams: tokio::sync::watch::Sender::new(0),
-            inbound_by_address: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(InboundCounts::default()),
         });
         for (listener, direct) in listeners {
             let s2s = s2s.clone();
@@ -255,17 +263,17 @@ impl S2s {
     /// Takes a place for an inbound connection from `address`, if the caps leave one.
     fn inbound_slot(self: &Arc<Self>, address: std::net::IpAddr) -> Option<InboundSlot> {
         let mut counts = self
-            .inbound_by_address
+            .inbound
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total: usize = counts.values().sum();
-        let from_address = counts.get(&address).copied().unwrap_or(0);
-        if total >= self.config.max_inbound_streams
+        let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
+        if counts.total >= self.config.max_inbound_streams
             || from_address >= self.config.max_inbound_streams_per_address
         {
             return None;
         }
-        counts.insert(address, from_address + 1);
+        counts.total += 1;
+        counts.by_address.insert(address, from_address + 1);
         Some(InboundSlot {
             s2s: self.clone(),
             address,
@@ -274,9 +282,7 @@ impl S2s {
 
     /// Resolves once the service is shutting down.
     async fn shutting_down(&self) {
-        let mut shutdown = self.shutdown.subscribe();
-        // The sender lives in `self`: waiting cannot fail while `self` is borrowed.
-        let _ = shutdown.wait_for(|down| *down).await;
+        until_shutdown(&mut self.shutdown.subscribe()).await;
     }
 
     /// The addresses the listeners are bound to, with whether each is direct TLS.
@@ -391,6 +397,7 @@ impl S2s {
         let rate = f64::from(self.config.max_stanzas_per_second.max(1));
         let mut tokens = rate;
         let mut refilled = tokio::time::Instant::now();
+        let mut shutdown = self.shutdown.subscribe();
         loop {
             let now = tokio::time::Instant::now();
             tokens = (tokens + now.duration_since(refilled).as_secs_f64() * rate).min(rate);
@@ -404,7 +411,7 @@ impl S2s {
                 item = stream.next() => InboundEvent::Item(item),
                 Some((request, outcome)) = verified.recv() => InboundEvent::Verified(request, outcome),
                 () = tokio::time::sleep_until(deadline), if waiting => InboundEvent::Timeout,
-                () = self.shutting_down() => InboundEvent::Shutdown,
+                () = until_shutdown(&mut shutdown) => InboundEvent::Shutdown,
             };
             let element = match event {
                 InboundEvent::Item(Ok(StreamItem::Element(element))) => element,
@@ -618,7 +625,7 @@ impl S2s {
             .endpoints(domain)
             .await
             .into_iter()
-            .partition(|endpoint| is_public(endpoint.address.ip()));
+            .partition(|endpoint| crate::dns::is_public(endpoint.address.ip()));
         if !internal.is_empty() {
             let refused: Vec<String> = internal.iter().map(|e| e.address.to_string()).collect();
             tracing::info!(%domain, ?refused, "dialback verification: not connecting to non-public addresses");
@@ -666,6 +673,7 @@ impl S2s {
         mut queue: mpsc::UnboundedReceiver<Outgoing>,
     ) {
         let mut pending: VecDeque<Outgoing> = VecDeque::new();
+        let mut shutdown = self.shutdown.subscribe();
         let mut backoff = Duration::from_millis(500);
         let mut failed_at: Option<tokio::time::Instant> = None;
         loop {
@@ -698,17 +706,8 @@ impl S2s {
             failed_at = None;
             backoff = Duration::from_millis(500);
             loop {
-                while let Some(mut outgoing) = pending.pop_front() {
-                    if let Err(error) = stream
-                        .stream
-                        .send_element(&outgoing.stanza.to_server_element())
-                        .await
-                    {
-                        tracing::info!(%domain, %error, "outbound stream failed");
-                        pending.push_front(outgoing);
-                        break;
-                    }
-                    outgoing.sent();
+                if let Err(error) = write_pending(&mut stream.stream, &mut pending).await {
+                    tracing::info!(%domain, %error, "outbound stream failed");
                 }
                 if !pending.is_empty() {
                     // Reconnect once for what is left; it bounces if that fails too.
@@ -745,18 +744,12 @@ impl S2s {
                             tracing::debug!(%domain, "closing an idle outbound stream");
                             break true;
                         }
-                        () = self.shutting_down() => {
+                        () = until_shutdown(&mut shutdown) => {
                             // What is queued is written before the stream ends politely.
                             while let Ok(outgoing) = queue.try_recv() {
                                 pending.push_back(outgoing);
                             }
-                            for mut outgoing in pending.drain(..) {
-                                let element = outgoing.stanza.to_server_element();
-                                if stream.stream.send_element(&element).await.is_err() {
-                                    break;
-                                }
-                                outgoing.sent();
-                            }
+                            let _ = write_pending(&mut stream.stream, &mut pending).await;
                             let _ = stream.stream.close().await;
                             tracing::debug!(%domain, "closed an outbound stream at shutdown");
                             return;
@@ -835,35 +828,27 @@ mod dialback;
 #[cfg(test)]
 mod tests;
 
-/// Whether an address is on the public internet: not loopback, private (RFC 1918), shared
-/// (RFC 6598), link-local, unique-local (RFC 4193), unspecified, broadcast, multicast or
-/// documentation space, in IPv4 or IPv6 (IPv4-mapped addresses as their IPv4 address).
-pub fn is_public(address: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+/// Resolves once `shutdown` says the service is shutting down. Its sender lives in the `S2s`
+/// whose tasks wait on it, so waiting does not fail while they run.
+async fn until_shutdown(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+/// Writes queued stanzas in order, each reported sent once written; on a failure the stanza
+/// that failed and those after it stay queued.
+async fn write_pending(
+    stream: &mut crate::connection::XmlStream<BoxedIo>,
+    pending: &mut VecDeque<Outgoing>,
+) -> Result<(), ConnectionError> {
+    while let Some(mut outgoing) = pending.pop_front() {
+        if let Err(error) = stream
+            .send_element(&outgoing.stanza.to_server_element())
+            .await
+        {
+            pending.push_front(outgoing);
+            return Err(error);
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local()
-                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
-            }
-        },
+        outgoing.sent();
     }
+    Ok(())
 }

@@ -126,12 +126,8 @@ struct HeadGuard {
 
 impl HeadGuard {
     fn new(limits: Limits) -> HeadGuard {
-        let options = rxml::parser::Options {
-            max_token_length: limits.max_stanza_bytes,
-            ..Default::default()
-        };
         HeadGuard {
-            raw: RawParser::with_options(options),
+            raw: RawParser::with_options(parser_options(limits)),
             pending: Vec::new(),
             depth: 0,
             head_bytes: 0,
@@ -184,15 +180,8 @@ impl HeadGuard {
                 }
             }
         };
+        // What is left over is what the parser keeps too, and limits (`StreamParser::feed`).
         self.pending = input.to_vec();
-        if result.is_ok() && self.pending.len() > limits.max_stanza_bytes {
-            // One token longer than a stanza may be.
-            let before = self.consumed.saturating_sub(data_start).min(data.len());
-            return Err((
-                StreamError::new(StreamErrorCondition::PolicyViolation, "stanza too large"),
-                before,
-            ));
-        }
         result
     }
 
@@ -247,13 +236,8 @@ impl HeadGuard {
 
 impl StreamParser {
     pub fn new(limits: Limits) -> StreamParser {
-        // No single token (a name, an attribute value, a run of text) may exceed a stanza.
-        let options = rxml::parser::Options {
-            max_token_length: limits.max_stanza_bytes,
-            ..Default::default()
-        };
         StreamParser {
-            parser: Parser::with_options(options),
+            parser: Parser::with_options(parser_options(limits)),
             limits,
             state: State::Start,
             stack: Vec::new(),
@@ -459,6 +443,15 @@ impl StreamParser {
             ));
         }
         Ok(())
+    }
+}
+
+/// The options of both parsers: no single token (a name, an attribute value, a run of text)
+/// may exceed a stanza.
+fn parser_options(limits: Limits) -> rxml::parser::Options {
+    rxml::parser::Options {
+        max_token_length: limits.max_stanza_bytes,
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::StreamError;
 use crate::ns;
 use crate::stream::StreamHeader;
 
-/// Escapes text for an attribute value in single quotes.
+/// Escapes text for an attribute value in single quotes (or for character data).
 pub(crate) fn escape_attribute(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
@@ -100,7 +100,8 @@ pub fn element(element: &Element) -> Result<Vec<u8>, minidom::Error> {
     for node in element.nodes() {
         match node {
             Node::Element(child) => child.write_to(&mut out)?,
-            Node::Text(text) => out.extend_from_slice(escape_text(text).as_bytes()),
+            // Escaped as attributes are: quotes as entities are valid in text too.
+            Node::Text(text) => out.extend_from_slice(escape_attribute(text).as_bytes()),
         }
     }
     out.extend_from_slice(format!("</{prefix}:{name}>").as_bytes());
@@ -109,20 +110,6 @@ pub fn element(element: &Element) -> Result<Vec<u8>, minidom::Error> {
 
 /// The namespace bound to the `xml` prefix.
 const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
-
-/// Escapes character data.
-fn escape_text(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
 
 /// The closing tag of the stream.
 pub const STREAM_END: &[u8] = b"</stream:stream>";

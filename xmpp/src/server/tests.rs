@@ -952,10 +952,13 @@ fn public_addresses() {
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
     ] {
-        assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        assert!(
+            !crate::dns::is_public(internal.parse().unwrap()),
+            "{internal}"
+        );
     }
     for public in ["8.8.8.8", "100.128.0.1", "2a00:1450::1", "::ffff:8.8.8.8"] {
-        assert!(is_public(public.parse().unwrap()), "{public}");
+        assert!(crate::dns::is_public(public.parse().unwrap()), "{public}");
     }
 }
 
