@@ -202,20 +202,25 @@ impl Bridge {
         }
         // The ghost's account is made when a room needs it, not for every stanza.
         self.ghost(remote).await?;
+        // The room is in the account's `m.direct` before the invite reaches it, so that its
+        // client shows the invite as a direct chat at once. The invitee has the creator's power,
+        // as in a trusted private chat.
         let mut options = RoomOptions::private(ghost.to_owned());
         options.preset = RoomPreset::TrustedPrivateChat;
-        options.invite = vec![local.to_owned()];
-        options.is_direct = true;
+        let mut users = serde_json::Map::new();
+        users.insert("users".into(), json!({ local.as_str(): 100 }));
+        options.power_level_override = Some(users);
         let room = create_room(&self.services, options).await?;
         self.record_room_of_pair(local, remote, &room, false)
             .await?;
         self.mark_direct(local, ghost, &room).await?;
+        self.bring_back(&room, local, ghost).await?;
         tracing::info!(room_id = %room, local = %local, remote = %remote, "made a direct room for an XMPP contact");
         Ok(Some(room))
     }
 
-    /// Invites the local account again when it left the direct room, so that a new message
-    /// reaches it.
+    /// Invites the local account when it is not in the direct room (not yet, or not since it
+    /// left), so that a new message reaches it.
     async fn bring_back(
         &self,
         room: &RoomId,

@@ -32,7 +32,9 @@ async fn presence_and_subscriptions() {
          React with 👍 to allow it or with 👎 to decline."
     );
     // Joining the chat asked for Bob's presence.
-    let presences = world.presences(Duration::from_millis(500)).await;
+    let presences = world
+        .presences_until(|found| found.iter().any(|p| p.type_ == Type::Subscribe))
+        .await;
     assert!(
         presences.iter().any(|p| p.type_ == Type::Subscribe
             && p.from.as_ref().unwrap().to_string() == "alice@gw.test"
@@ -55,7 +57,7 @@ async fn presence_and_subscriptions() {
         )
         .await
         .assert_ok();
-    let presences = world.presences(Duration::from_millis(800)).await;
+    let presences = world.presences_until(|found| found.len() >= 2).await;
     let kinds: Vec<Type> = presences.iter().map(|p| p.type_.clone()).collect();
     // Allowed once, and Bob learns her presence (online: her client syncs).
     assert_eq!(kinds, [Type::Subscribed, Type::None], "{presences:?}");
@@ -141,7 +143,9 @@ async fn presence_and_subscriptions() {
         )
         .await
         .assert_ok();
-    let presences = world.presences(Duration::from_millis(800)).await;
+    let presences = world
+        .presences_until(|found| found.iter().any(|p| p.type_ == Type::None))
+        .await;
     let away = presences
         .iter()
         .find(|p| p.type_ == Type::None)
@@ -155,7 +159,9 @@ async fn presence_and_subscriptions() {
     world.peer.send(stanza(
         "<presence xmlns='jabber:server' type='probe' from='bob@prosody.test' to='alice@gw.test'/>",
     ));
-    let presences = world.presences(Duration::from_millis(500)).await;
+    let presences = world
+        .presences_until(|found| found.iter().any(|p| p.show == Some(Show::Away)))
+        .await;
     assert!(
         presences.iter().any(|p| p.show == Some(Show::Away)),
         "{presences:?}"
@@ -164,7 +170,9 @@ async fn presence_and_subscriptions() {
         "<presence xmlns='jabber:server' type='unsubscribe' from='bob@prosody.test' \
          to='alice@gw.test'/>",
     ));
-    let presences = world.presences(Duration::from_millis(500)).await;
+    let presences = world
+        .presences_until(|found| found.iter().any(|p| p.type_ == Type::Unsubscribed))
+        .await;
     assert!(
         presences.iter().any(|p| p.type_ == Type::Unsubscribed),
         "{presences:?}"

@@ -171,13 +171,38 @@ impl World {
         panic!("the room never showed what was expected");
     }
 
-    /// The room Alice was invited to by a ghost, once there is one.
+    /// The direct chat Alice was invited to by a ghost, once there is one.
     pub async fn invited_room(&self, token: &str) -> String {
         for _ in 0..100 {
             let sync = self.server.sync(token, "timeout=0").await;
             if let Some(invites) = sync["rooms"]["invite"].as_object()
-                && let Some(room) = invites.keys().next()
+                && let Some((room, invite)) = invites.iter().next()
             {
+                // Ghosts invite to direct chats; the invite says so, and the room is already in
+                // `m.direct` in the same response, so that the client shows it as a direct chat
+                // at once.
+                let direct_invite = invite["invite_state"]["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["type"] == "m.room.member" && e["content"]["is_direct"] == true);
+                assert!(direct_invite, "not a direct invite: {invite}");
+                let listed = sync["account_data"]["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["type"] == "m.direct")
+                    .flat_map(|e| {
+                        e["content"]
+                            .as_object()
+                            .into_iter()
+                            .flat_map(|m| m.values())
+                    })
+                    .any(|rooms| rooms.as_array().is_some_and(|r| r.contains(&json!(room))));
+                assert!(
+                    listed,
+                    "the direct invite to {room} came before m.direct: {sync}"
+                );
                 return room.clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -216,6 +241,23 @@ impl World {
         let mut found = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(stanza)) = tokio::time::timeout_at(deadline, self.seen.recv()).await {
+            if let Stanza::Presence(presence) = stanza {
+                found.push(presence);
+            }
+        }
+        found
+    }
+
+    /// The presences the peer receives until `enough` holds of them (or ten seconds pass).
+    pub async fn presences_until(
+        &mut self,
+        enough: impl Fn(&[xmpp_parsers::presence::Presence]) -> bool,
+    ) -> Vec<xmpp_parsers::presence::Presence> {
+        let mut found = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !enough(&found)
+            && let Ok(Some(stanza)) = tokio::time::timeout_at(deadline, self.seen.recv()).await
+        {
             if let Stanza::Presence(presence) = stanza {
                 found.push(presence);
             }
