@@ -10,5 +10,6 @@ pub mod push;
 pub mod rooms;
 pub mod services;
 pub mod store;
+pub mod visibility;
 
 pub use services::Services;

@@ -9,6 +9,7 @@ use causeway_mapping::content::message::{
 use causeway_matrix::create_room::member_content;
 use causeway_matrix::pdu::Pdu;
 use causeway_matrix::store::{BridgedMessage, EventRow, ReceiptRecord};
+use causeway_matrix::visibility;
 use causeway_xmpp::stanza::Stanza;
 use minidom::Element;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
@@ -275,10 +276,15 @@ impl Bridge {
         let Some(pair) = self.pair_of(&row.room_id, Some(&row.sender)).await? else {
             return Ok(());
         };
-        // Only events of direct chats are read further.
-        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        // Only events of direct chats are read further, and only those the XMPP user's ghost
+        // may see.
         let room = RoomId::parse(&row.room_id)
             .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+        let visible = visibility::for_user(&self.services.store, &room, &pair.ghost).await?;
+        if !visible.contains(row.stream_ordering) {
+            return Ok(());
+        }
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         let content = pdu.content_value();
         match row.event_type.as_str() {
             "m.room.message" if row.redacted_by.is_none() => {

@@ -190,6 +190,32 @@ impl Store {
         }))
     }
 
+    /// Every change of one piece of state in a room, in stream order: `(position, content)`.
+    pub async fn state_changes(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_ordering, json FROM events WHERE room_id = $1 AND event_type = $2 \
+             AND state_key = $3 ORDER BY stream_ordering",
+        )
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let json: String = row.try_get("json")?;
+                let mut event: serde_json::Value = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("stored event: {e}")))?;
+                Ok((row.try_get("stream_ordering")?, event["content"].take()))
+            })
+            .collect()
+    }
+
     pub async fn room_members(
         &self,
         room_id: &str,

@@ -11,9 +11,7 @@ use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::Services;
-use crate::api::client::message::{
-    client_state_events, parse_position, state_at_group, visible_until,
-};
+use crate::api::client::message::{client_state_events, parse_position, state_seen_at, visible_to};
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
 use crate::pdu::{Pdu, canonical_content, raw_event};
@@ -379,23 +377,9 @@ pub async fn get_member_events_route(
 ) -> Result<get_member_events::v3::Response, Error> {
     let sender = request.sender()?;
     let body = &request.body;
-    let until = visible_until(&services, &body.room_id, &sender.user_id).await?;
-    let at = match &body.at {
-        Some(token) => parse_position(token)?.min(until),
-        None => until,
-    };
-    let state: Vec<Arc<Pdu>> = if at == i64::MAX {
-        services.rooms.current_state(&body.room_id).await?
-    } else {
-        match services
-            .store
-            .last_room_event_at(body.room_id.as_str(), at)
-            .await?
-        {
-            Some(row) => state_at_group(&services, row.state_group).await?,
-            None => vec![],
-        }
-    };
+    let visible = visible_to(&services, &body.room_id, &sender.user_id).await?;
+    let at = body.at.as_deref().map(parse_position).transpose()?;
+    let state = state_seen_at(&services, &body.room_id, &visible, at).await?;
     let members: Vec<Arc<Pdu>> = state
         .into_iter()
         .filter(|pdu| pdu.event_type.to_string() == "m.room.member")

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::pdu::{Pdu, Unsigned, canonical_content, raw_event};
 use crate::rooms::NewLocalEvent;
 use crate::store::{Direction, EventRow, now_ms};
+use crate::visibility::{self, Visible};
 
 /// Fails unless the user is joined to the room.
 pub async fn require_joined(
@@ -37,26 +38,48 @@ pub async fn require_joined(
     }
 }
 
-/// The last stream position of a room the user may see: everything while joined, up to the
-/// moment they left otherwise.
-pub async fn visible_until(
+/// What `user_id` may see of a room ([`crate::visibility`]); forbidden when nothing.
+pub async fn visible_to(
     services: &Services,
     room_id: &RoomId,
     user_id: &UserId,
-) -> Result<i64, Error> {
-    let memberships = services.store.user_memberships(user_id.as_str()).await?;
-    let row = memberships
-        .into_iter()
-        .find(|row| row.room_id == room_id.as_str());
-    match row {
-        Some(row) if row.membership == "join" => Ok(i64::MAX),
-        Some(row) if row.membership == "leave" || row.membership == "ban" => {
-            Ok(row.stream_ordering)
-        }
-        _ => Err(Error::Forbidden(
+) -> Result<Visible, Error> {
+    let visible = visibility::for_user(&services.store, room_id, user_id).await?;
+    if visible.is_empty() {
+        return Err(Error::Forbidden(
             "you are not allowed to see this room's events".into(),
-        )),
+        ));
     }
+    Ok(visible)
+}
+
+/// The state a viewer may see: the state after the latest visible event at or before `at`
+/// (the current state when what comes next is visible and no earlier point is asked for).
+pub async fn state_seen_at(
+    services: &Services,
+    room_id: &RoomId,
+    visible: &Visible,
+    at: Option<i64>,
+) -> Result<Vec<Arc<Pdu>>, Error> {
+    if visible.is_open() && at.is_none_or(|at| at >= services.store.current_position()) {
+        return services.rooms.current_state(room_id).await;
+    }
+    let at = at.unwrap_or(i64::MAX);
+    for range in visible.latest_first() {
+        if *range.start() > at {
+            continue;
+        }
+        let upto = (*range.end()).min(at);
+        if let Some(row) = services
+            .store
+            .last_room_event_at(room_id.as_str(), upto)
+            .await?
+            && row.stream_ordering >= *range.start()
+        {
+            return state_at_group(services, row.state_group).await;
+        }
+    }
+    Ok(vec![])
 }
 
 /// Stored events in the client format, as seen by `viewer`.
@@ -322,24 +345,14 @@ pub async fn get_state_events_route(
     Ok(get_state_events::v3::Response::new(events))
 }
 
-/// The current state for members, the state when they left for former members.
+/// The state a viewer may see now.
 async fn state_for_viewer(
     services: &Services,
     room_id: &RoomId,
     user_id: &UserId,
 ) -> Result<Vec<Arc<Pdu>>, Error> {
-    let until = visible_until(services, room_id, user_id).await?;
-    if until == i64::MAX {
-        return services.rooms.current_state(room_id).await;
-    }
-    let Some(last) = services
-        .store
-        .last_room_event_at(room_id.as_str(), until)
-        .await?
-    else {
-        return Ok(vec![]);
-    };
-    state_at_group(services, last.state_group).await
+    let visible = visible_to(services, room_id, user_id).await?;
+    state_seen_at(services, room_id, &visible, None).await
 }
 
 /// The events of a state group.
@@ -396,10 +409,8 @@ pub async fn get_room_event_route(
         .await?
         .filter(|row| row.room_id == body.room_id.as_str())
         .ok_or_else(|| Error::NotFound("event not found".into()))?;
-    let until = visible_until(&services, &body.room_id, &sender.user_id)
-        .await
-        .map_err(|_| Error::NotFound("event not found".into()))?;
-    if row.stream_ordering > until {
+    let visible = visibility::for_user(&services.store, &body.room_id, &sender.user_id).await?;
+    if !visible.contains(row.stream_ordering) {
         return Err(Error::NotFound("event not found".into()));
     }
     let event = client_events(&services, std::slice::from_ref(&row), Some(sender))
@@ -423,9 +434,10 @@ pub async fn get_message_events_route(
     if !services.rooms.exists(&body.room_id).await? {
         return Err(Error::Forbidden("you are not in this room".into()));
     }
-    let until = visible_until(&services, &body.room_id, &sender.user_id).await?;
+    let visible = visible_to(&services, &body.room_id, &sender.user_id).await?;
+    let (first, last) = visible.bounds().unwrap_or((0, 0));
     let limit = limit_of(body.limit, 1000);
-    let current = services.store.current_position().min(until);
+    let current = services.store.current_position().min(last);
     let from = match &body.from {
         Some(token) => parse_position(token)?,
         None => match body.dir {
@@ -434,15 +446,17 @@ pub async fn get_message_events_route(
         },
     };
     let to = body.to.as_deref().map(parse_position).transpose()?;
+    // Only the visible stretch of the room is read; events in gaps of it are left out.
+    let before_first = first.saturating_sub(1).max(0);
     let (rows, next) = match body.dir {
         ApiDirection::Backward => {
-            let lower = to.unwrap_or(0);
+            let lower = to.unwrap_or(0).max(before_first);
             let rows = services
                 .store
                 .room_events(
                     body.room_id.as_str(),
                     lower,
-                    from.min(until),
+                    from.min(current),
                     Direction::Backward,
                     limit,
                 )
@@ -453,12 +467,12 @@ pub async fn get_message_events_route(
             (rows, next)
         }
         _ => {
-            let upper = to.unwrap_or(current).min(until);
+            let upper = to.unwrap_or(current).min(current);
             let rows = services
                 .store
                 .room_events(
                     body.room_id.as_str(),
-                    from,
+                    from.max(before_first),
                     upper,
                     Direction::Forward,
                     limit,
@@ -470,6 +484,10 @@ pub async fn get_message_events_route(
             (rows, next)
         }
     };
+    let rows: Vec<EventRow> = rows
+        .into_iter()
+        .filter(|row| visible.contains(row.stream_ordering))
+        .collect();
     let events = client_events(&services, &rows, Some(sender)).await?;
     let mut response = get_message_events::v3::Response::new();
     response.start = format!("s{from}");
@@ -484,8 +502,9 @@ pub async fn get_message_events_route(
         }
     }
     if !body.filter.lazy_load_options.is_disabled() {
-        // Lazy loading: the member events of the senders in the chunk.
-        let state = services.rooms.current_state(&body.room_id).await?;
+        // Lazy loading: the member events of the senders in the chunk, as the viewer may see
+        // them.
+        let state = state_seen_at(&services, &body.room_id, &visible, None).await?;
         let members: Vec<Arc<Pdu>> = state
             .into_iter()
             .filter(|pdu| {
@@ -510,13 +529,14 @@ pub async fn get_context_route(
 ) -> Result<get_context::v3::Response, Error> {
     let sender = request.sender()?;
     let body = &request.body;
-    let until = visible_until(&services, &body.room_id, &sender.user_id).await?;
+    let visible = visible_to(&services, &body.room_id, &sender.user_id).await?;
     let row = services
         .store
         .event(body.event_id.as_str())
         .await?
-        .filter(|row| row.room_id == body.room_id.as_str() && row.stream_ordering <= until)
+        .filter(|row| row.room_id == body.room_id.as_str() && visible.contains(row.stream_ordering))
         .ok_or_else(|| Error::NotFound("event not found".into()))?;
+    let (first, until) = visible.bounds().unwrap_or((0, 0));
     let limit = limit_of(body.limit, 100);
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
@@ -524,7 +544,7 @@ pub async fn get_context_route(
         .store
         .room_events(
             body.room_id.as_str(),
-            0,
+            first.saturating_sub(1).max(0),
             row.stream_ordering - 1,
             Direction::Backward,
             before_limit.max(1),
@@ -543,6 +563,13 @@ pub async fn get_context_route(
         .await?;
     let after: Vec<EventRow> = after.into_iter().take(after_limit as usize).collect();
     let mut response = get_context::v3::Response::new();
+    // The tokens are of the rows read; the events are those the viewer may see.
+    let seen = |rows: &[EventRow]| -> Vec<EventRow> {
+        rows.iter()
+            .filter(|row| visible.contains(row.stream_ordering))
+            .cloned()
+            .collect()
+    };
     response.start = Some(format!(
         "s{}",
         before
@@ -557,6 +584,7 @@ pub async fn get_context_route(
             .map(|r| r.stream_ordering)
             .unwrap_or(row.stream_ordering)
     ));
+    let (before, after) = (seen(&before), seen(&after));
     for event in client_events(&services, &before, Some(sender)).await? {
         if filter_allows(&body.filter, &event) {
             response.events_before.push(raw_event(event)?);

@@ -20,7 +20,8 @@ use crate::api::client::message::{client_events, client_state_events, filter_all
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
-use crate::store::{Change, Direction, MembershipRow, now_ms};
+use crate::store::{Change, Direction, EventRow, MembershipRow, now_ms};
+use crate::visibility;
 
 /// The default number of timeline events per room.
 const DEFAULT_TIMELINE_LIMIT: u64 = 10;
@@ -368,6 +369,12 @@ async fn joined_room(
     let limited = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(10));
     rows.reverse();
+    // Everything after the member's latest member event is visible to them (they are joined);
+    // what came before depends on the room's history visibility.
+    if timeline_after < membership.stream_ordering {
+        let visible = visibility::for_user(&services.store, room_id, &sender.user_id).await?;
+        rows.retain(|row| visible.contains(row.stream_ordering));
+    }
     let mut room = sync::JoinedRoom::new();
     let timeline_events = client_events(services, &rows, Some(sender)).await?;
     let timeline_ids: HashSet<String> = rows.iter().map(|row| row.event_id.clone()).collect();
@@ -629,6 +636,13 @@ async fn left_room(
     let limited = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(10));
     rows.reverse();
+    // What the viewer may see of the history, and their own leave (or ban) in any case, as the
+    // reason the room is in this section.
+    let visible = visibility::for_user(&services.store, room_id, &sender.user_id).await?;
+    let rows: Vec<EventRow> = rows
+        .into_iter()
+        .filter(|row| visible.contains(row.stream_ordering) || row.event_id == membership.event_id)
+        .collect();
     let mut room = sync::LeftRoom::new();
     for event in client_events(services, &rows, Some(sender)).await? {
         if filter_allows(&filter.room.timeline, &event) {
