@@ -23,6 +23,9 @@ matrix-nio client on Causeway. Then:
 - Causeway restarts: the same room is used, nothing is sent twice, the chat goes on.
 - The XMPP server stops: Alice's message gets a notice that it was not delivered; the server
   comes back: the message arrives and the notice says it was delivered.
+- Causeway stops (SIGTERM, then SIGKILL) while Alice's messages are on their way to a server
+  that accepted the connection and never answers; once the XMPP server is back, each message
+  arrives exactly once, in order, with at most one notice.
 """
 
 from __future__ import annotations
@@ -110,6 +113,39 @@ class XmppUser:
     async def disconnect(self) -> None:
         self.client.disconnect()
         await asyncio.sleep(0.3)
+
+
+class Silent:
+    """A server that accepts connections on an address and never answers: what Causeway sends
+    to it stays on its way."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, ip: str, port: int) -> None:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self.writers.append(writer)
+            while await reader.read(4096):
+                pass
+
+        self.server = await asyncio.start_server(hold, ip, port, reuse_address=True)
+
+    async def wait_accepted(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.accepted < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.accepted >= count
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+        for writer in self.writers:
+            writer.close()
+        if self.server:
+            await self.server.wait_closed()
 
 
 def child(stanza: Any, name: str, namespace: str) -> Any:
@@ -474,6 +510,62 @@ class BridgeTest:
         self.c.check(edit["content"]["m.new_content"]["body"].startswith(f"✓ Delivered to {self.bob_jid}"),
                      "in words", edit["content"]["m.new_content"]["body"])
 
+    async def stopped_mid_send(self) -> None:
+        """Causeway stops while Alice's messages are on their way to a server that accepted the
+        connection and never answers: once by SIGTERM, once by SIGKILL. When the XMPP server is
+        back, each message arrives exactly once, and each has at most one notice."""
+        assert self.alice and self.bob
+        await self.bob.disconnect()
+        self.bob = None
+        self.server.stop()
+        silent = Silent()
+        await silent.start(self.server.ip, 5269)
+        sent: dict[str, str] = {}
+        try:
+            for how in ("SIGTERM", "SIGKILL"):
+                body = f"sent as Causeway gets {how}"
+                before = silent.accepted
+                sent[await self.send({"msgtype": "m.text", "body": body})] = body
+                self.c.check(await silent.wait_accepted(before + 1, 15),
+                             f"a message is on its way when Causeway gets {how}")
+                if how == "SIGTERM":
+                    self.c.equal(self.gateway.stop(), 0, "Causeway stops cleanly on SIGTERM")
+                    self.gateway.start()
+                else:
+                    self.gateway.kill()
+        finally:
+            await silent.stop()
+        self.server.start_again()
+        self.bob = XmppUser(f"{self.bob_jid}/interop", "bobpw")
+        await self.bob.connect(self.ca, self.server.ip)
+        self.gateway.start()
+        received: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # Once both are in, a little longer for a second copy.
+            left = deadline - time.monotonic()
+            if len(received) >= len(sent):
+                left = min(left, 3)
+            try:
+                message = await self.bob.next(lambda s: body_of(s).startswith("sent as Causeway"),
+                                              timeout=left)
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+            received.append(body_of(message))
+        self.c.equal(sorted(received), sorted(sent.values()),
+                     "after SIGTERM and SIGKILL mid-send, each message arrives exactly once")
+        self.c.equal(received, list(sent.values()), "in the order Alice wrote them")
+        status, messages = await self.alice.raw(
+            "GET", f"/_matrix/client/v3/rooms/{self.room}/messages?dir=b&limit=100")
+        notices: dict[str, int] = {event: 0 for event in sent}
+        for event in messages.get("chunk", []) if status == 200 else []:
+            content = event.get("content", {})
+            answered = content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+            if content.get("msgtype") == "m.notice" and answered in notices:
+                notices[answered] += 1
+        self.c.check(status == 200 and all(count <= 1 for count in notices.values()),
+                     "each has at most one notice", repr(notices))
+
     async def authentication(self) -> None:
         """Both streams were authenticated as the mode says (read from Causeway's log)."""
         xp.check_authentication(self.c, self.gateway, self.domain, self.name, self.secure,
@@ -497,6 +589,8 @@ class BridgeTest:
                 await self.c.step("Causeway restarts", self.causeway_restarts, needs=("Alice answers",))
                 await self.c.step(f"{self.name} stops and comes back", self.server_restarts,
                                   needs=("Alice answers",))
+                await self.c.step("Causeway stops while messages are on their way",
+                                  self.stopped_mid_send, needs=("Alice answers",))
                 await self.c.step("the streams were authenticated as the mode says",
                                   self.authentication)
         finally:

@@ -123,6 +123,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Peers learn that the streams end on purpose (`system-shutdown`), and what was
         // queued for them is written first.
         xmpp.s2s.shut_down(Duration::from_secs(1)).await;
+        // The outcome of what was written is recorded; what was not stays in the outbox.
+        xmpp.bridge.drain(Duration::from_secs(2)).await;
     }
     drop(xmpp);
     tracing::info!("stopped");

@@ -24,6 +24,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(300);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How often the outbox is looked at.
 const OUTBOX_TICK: Duration = Duration::from_secs(1);
+/// A message in flight whose attempt has not reported back after this long is tried again.
+const IN_FLIGHT_FOR: Duration = MAX_PAUSE;
 
 fn pause(attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1))
@@ -64,7 +66,50 @@ fn worth_retrying(condition: &DefinedCondition) -> bool {
     )
 }
 
+/// The deliveries whose outcome is still to be recorded; the shutdown waits for them.
+#[derive(Default)]
+pub(super) struct InFlight {
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// One delivery being followed, from before it is handed to the XMPP side.
+struct Following(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl InFlight {
+    fn follow(&self) -> Following {
+        self.count.send_modify(|count| *count += 1);
+        Following(self.count.clone())
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
 impl Bridge {
+    /// When a message sent now is looked at again if its attempt has not reported back.
+    pub(super) fn in_flight_check_at(&self) -> i64 {
+        now_ms() + millis(IN_FLIGHT_FOR)
+    }
+
+    /// Waits (at most `grace`) until the outcome of every delivery under way is recorded: what
+    /// was written to a peer is not sent again after a restart, and what was not stays in the
+    /// outbox.
+    pub async fn drain(&self, grace: Duration) {
+        let mut count = self.in_flight.count.subscribe();
+        if tokio::time::timeout(grace, count.wait_for(|count| *count == 0))
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                in_flight = *count.borrow(),
+                "messages to XMPP still under way at shutdown stay in the outbox"
+            );
+        }
+    }
+
     /// Sends a local account's message and follows what becomes of it.
     pub(super) fn send_message(
         &self,
@@ -80,9 +125,11 @@ impl Bridge {
             tracing::debug!("the XMPP side is not running: a message is not sent");
             return;
         };
+        let following = self.in_flight.follow();
         let report = s2s.send_tracked(stanza);
         let (room, event, remote) = (room.to_owned(), event.to_owned(), remote.clone());
         tokio::spawn(async move {
+            let _following = following;
             let outcome = match report.await {
                 Ok(Delivery::Sent) => bridge.delivered(&event, &remote).await,
                 Ok(Delivery::Failed(condition)) => {
@@ -98,9 +145,16 @@ impl Bridge {
 
     /// A message went through: if it had failed before, the notice says so now.
     async fn delivered(&self, event: &EventId, remote: &BareJid) -> Result<(), BridgeError> {
-        let Some(entry) = self.services.store.outbox_remove(event.as_str()).await? else {
+        let store = &self.services.store;
+        let Some(entry) = store.outbox_remove(event.as_str()).await? else {
             return Ok(());
         };
+        // The contact's server takes messages again: what waits in the room goes now.
+        store.outbox_release_room(&entry.room_id, now_ms()).await?;
+        if entry.attempts == 0 {
+            // Through at the first attempt.
+            return Ok(());
+        }
         tracing::info!(event_id = %event, %remote, attempts = entry.attempts + 1, "a message to XMPP was delivered after waiting");
         self.correct_notice(&entry, remote, format!("✓ Delivered to {remote}, later."))
             .await
@@ -203,6 +257,21 @@ impl Bridge {
 
     /// Tries the messages in the outbox again when they are due, for as long as the server
     /// runs.
+    /// At start-up, before anything is sent: what was in flight when the server stopped goes
+    /// again now, with what waited, and new messages of its room wait behind it.
+    pub(super) async fn outbox_restart(&self) {
+        match self.services.store.outbox_restart(now_ms()).await {
+            Ok(0) => {}
+            Ok(entries) => {
+                tracing::info!(
+                    entries,
+                    "messages to XMPP from before the restart are sent again"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "the XMPP outbox cannot be read"),
+        }
+    }
+
     pub(super) async fn outbox_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(OUTBOX_TICK);
         loop {
@@ -225,7 +294,12 @@ impl Bridge {
                 }
             }
             for room in rooms {
-                let entries = match self.services.store.outbox_take_room(&room, later).await {
+                let entries = match self
+                    .services
+                    .store
+                    .outbox_take_room(&room, now, later)
+                    .await
+                {
                     Ok(entries) => entries,
                     Err(error) => {
                         tracing::warn!(%error, "the XMPP outbox cannot be read");

@@ -72,6 +72,8 @@ pub struct Bridge {
     cache: std::sync::Mutex<cache::Cache>,
     /// Held while the subscriptions of a pair are read and changed.
     subscriptions: tokio::sync::Mutex<()>,
+    /// Messages handed to the XMPP side whose outcome is not recorded yet.
+    in_flight: delivery::InFlight,
 }
 
 impl Bridge {
@@ -92,6 +94,7 @@ impl Bridge {
             pending: std::sync::Mutex::default(),
             cache: std::sync::Mutex::default(),
             subscriptions: tokio::sync::Mutex::default(),
+            in_flight: delivery::InFlight::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -104,11 +107,13 @@ impl Bridge {
     pub fn attach(self: &Arc<Self>, s2s: &Arc<S2s>) {
         let _ = self.s2s.set(Arc::downgrade(s2s));
         let bridge = self.clone();
-        tokio::spawn(async move { bridge.send_loop().await });
+        tokio::spawn(async move {
+            bridge.outbox_restart().await;
+            tokio::spawn(bridge.clone().send_loop());
+            bridge.outbox_loop().await;
+        });
         let bridge = self.clone();
         tokio::spawn(async move { bridge.typing_loop().await });
-        let bridge = self.clone();
-        tokio::spawn(async move { bridge.outbox_loop().await });
         let bridge = self.clone();
         tokio::spawn(async move {
             if let Err(error) = bridge.probe_contacts().await {

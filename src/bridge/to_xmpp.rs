@@ -390,15 +390,22 @@ impl Bridge {
             "active",
             causeway_mapping::content::message::ns::CHAT_STATES,
         ));
-        self.services
-            .store
-            .record_xmpp_message(&BridgedMessage {
-                room_id: room.to_string(),
-                sender_jid: pair.local_jid.to_string(),
-                xmpp_id: id.to_owned(),
-                event_id: id.to_owned(),
-            })
-            .await?;
+        let record = BridgedMessage {
+            room_id: room.to_string(),
+            sender_jid: pair.local_jid.to_string(),
+            xmpp_id: id.to_owned(),
+            event_id: id.to_owned(),
+        };
+        let store = &self.services.store;
+        if again {
+            store.record_xmpp_message(&record).await?;
+        } else if !store
+            .record_outgoing(&record, self.in_flight_check_at())
+            .await?
+        {
+            // Read again after a restart: it is in the outbox, which sends it once more.
+            return Ok(());
+        }
         self.send_message(room, &pdu.event_id, &pair.remote, Stanza::Message(message));
         Ok(())
     }
