@@ -51,6 +51,33 @@ impl TokenCache {
     }
 }
 
+/// What is stored of an access token: its SHA-256, in hex. Tokens are long random strings, so
+/// the hash cannot be reversed by guessing.
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Hashes the access tokens stored in the clear by earlier versions.
+pub(super) async fn hash_stored_tokens(pool: &sqlx::AnyPool) -> Result<u64, StoreError> {
+    let clear: Vec<String> = sqlx::query_scalar("SELECT token FROM access_tokens WHERE hashed = 0")
+        .fetch_all(pool)
+        .await?;
+    let mut transaction = pool.begin().await?;
+    for token in &clear {
+        sqlx::query("UPDATE access_tokens SET token = $1, hashed = 1 WHERE token = $2")
+            .bind(token_hash(token))
+            .bind(token)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(clear.len() as u64)
+}
+
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -260,12 +287,14 @@ impl Store {
         .bind(ip)
         .execute(&mut *transaction)
         .await?;
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id) VALUES ($1, $2, $3)")
-            .bind(token)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token, user_id, device_id, hashed) VALUES ($1, $2, $3, 1)",
+        )
+        .bind(token_hash(token))
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         // A lookup racing the deletion may have cached a token again.
         self.tokens.forget_user(user_id);
@@ -273,6 +302,7 @@ impl Store {
     }
 
     pub async fn access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, StoreError> {
+        let token = &token_hash(token);
         if let Some(info) = self.tokens.get(token) {
             return Ok(Some(info));
         }
@@ -392,6 +422,50 @@ impl Store {
 mod tests {
     use crate::store::Store;
     use crate::store::testing::both_backends;
+
+    both_backends!(tokens_are_stored_as_hashes, |store: Store| async move {
+        store.create_user("@a:x", None, None, false).await.unwrap();
+        store
+            .create_device_and_token("@a:x", "DEV1", None, "secret-token", None)
+            .await
+            .unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT token FROM access_tokens")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_ne!(stored[0], "secret-token");
+        assert_eq!(stored[0].len(), 64);
+        // A token stored in the clear by an earlier version is hashed when the store opens.
+        sqlx::query(
+            "INSERT INTO access_tokens (token, user_id, device_id, hashed) \
+             VALUES ('old-token', '@a:x', 'DEV2', 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            crate::store::account::hash_stored_tokens(store.pool())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            crate::store::account::hash_stored_tokens(store.pool())
+                .await
+                .unwrap(),
+            0
+        );
+        let info = store.access_token("old-token").await.unwrap().unwrap();
+        assert_eq!(info.device_id, "DEV2");
+        let clear: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE token = 'old-token'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(clear, 0);
+        assert!(store.access_token("secret-token").await.unwrap().is_some());
+    });
 
     both_backends!(accounts_devices_tokens, |store: Store| async move {
         assert!(

@@ -200,6 +200,13 @@ impl Store {
         }
         let pool = pool_options.connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
+        let hashed = account::hash_stored_tokens(&pool).await?;
+        if hashed > 0 {
+            tracing::info!(
+                tokens = hashed,
+                "stored access tokens are kept as hashes from now on"
+            );
+        }
         let position = max_stream_position(&pool).await?;
         Ok(Store {
             pool,
