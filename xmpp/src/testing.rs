@@ -18,6 +18,18 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+/// A DER element with a definite length.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        len @ 0..0x80 => out.push(len as u8),
+        len @ 0x80..0x100 => out.extend([0x81, len as u8]),
+        len => out.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// A certificate authority for test domains.
 pub struct TestCa {
     pub cert: rcgen::Certificate,
@@ -62,23 +74,55 @@ impl TestCa {
     /// A leaf for `domains` with these extended key usages only (public CAs now issue
     /// server certificates with `serverAuth` alone).
     pub fn leaf_with_usages(&self, domains: &[&str], usages: Vec<ExtendedKeyUsagePurpose>) -> Leaf {
-        let key = KeyPair::generate().expect("key");
         let names: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("params");
         params
             .distinguished_name
             .push(DnType::CommonName, domains[0]);
+        params.extended_key_usages = usages;
+        self.sign(params, names)
+    }
+
+    /// A leaf whose names are not DNS names but XMPP ones (RFC 7590): `XmppAddr` names and
+    /// `SRV-ID`s (such as `_xmpp-server.example.org`), as some XMPP CAs issue them.
+    pub fn leaf_with_xmpp_names(&self, xmpp_addrs: &[&str], srv_ids: &[&str]) -> Leaf {
+        let mut names = Vec::new();
+        for (oid_last, tag, values) in [(5u8, 0x0c, xmpp_addrs), (7u8, 0x16, srv_ids)] {
+            for value in values {
+                let oid = der(0x06, &[0x2b, 6, 1, 5, 5, 7, 8, oid_last]);
+                let inner = der(0xa0, &der(tag, value.as_bytes()));
+                names.extend(der(0xa0, &[oid, inner].concat()));
+            }
+        }
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "XMPP names only");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 17],
+                der(0x30, &names),
+            ));
+        self.sign(params, vec![])
+    }
+
+    fn sign(&self, mut params: CertificateParams, domains: Vec<String>) -> Leaf {
+        let key = KeyPair::generate().expect("key");
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = usages;
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("leaf certificate");
         Leaf {
             identity: Identity {
-                domains: names,
+                domains,
                 chain: vec![cert.der().clone()],
                 key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
             },

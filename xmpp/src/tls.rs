@@ -156,10 +156,81 @@ impl TlsSettings {
         let Ok(name) = ServerName::try_from(domain.to_owned()) else {
             return false;
         };
-        ParsedCertificate::try_from(end_entity)
+        match ParsedCertificate::try_from(end_entity)
             .and_then(|parsed| rustls::client::verify_server_name(&parsed, &name))
-            .is_ok()
+        {
+            Ok(()) => true,
+            Err(error) if names_another(&error) => has_xmpp_name(end_entity, domain),
+            Err(_) => false,
+        }
     }
+}
+
+/// Whether a verification failed only because the certificate has no DNS name of the domain.
+fn names_another(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. }
+        )
+    )
+}
+
+/// `id-on-xmppAddr` (RFC 6120 §13.7.1.4): an XMPP address, for a server its domain.
+const ID_ON_XMPP_ADDR: &str = "1.3.6.1.5.5.7.8.5";
+/// `id-on-dnsSRV` (RFC 4985): an SRV-ID, `_service.domain`.
+const ID_ON_DNS_SRV: &str = "1.3.6.1.5.5.7.8.7";
+/// The services whose SRV-IDs name an XMPP server (RFC 7590; XEP-0368 for direct TLS).
+const SERVER_SERVICES: [&str; 2] = ["_xmpp-server.", "_xmpps-server."];
+
+/// Whether a certificate (whose chain verified) names `domain` by an `XmppAddr` or an `SRV-ID`
+/// of an XMPP server (RFC 6125 §6, RFC 7590 §3.2). Neither may hold a wildcard.
+fn has_xmpp_name(end_entity: &CertificateDer<'_>, domain: &str) -> bool {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer;
+    let Ok((_, certificate)) = x509_parser::certificate::X509Certificate::from_der(end_entity)
+    else {
+        return false;
+    };
+    let Ok(Some(names)) = certificate.subject_alternative_name() else {
+        return false;
+    };
+    names.value.general_names.iter().any(|name| {
+        let GeneralName::OtherName(oid, value) = name else {
+            return false;
+        };
+        let Some(text) = other_name_text(value) else {
+            return false;
+        };
+        match oid.to_id_string().as_str() {
+            ID_ON_XMPP_ADDR => text.eq_ignore_ascii_case(domain),
+            ID_ON_DNS_SRV => SERVER_SERVICES.iter().any(|service| {
+                text.len() == service.len() + domain.len()
+                    && text.is_char_boundary(service.len())
+                    && text[..service.len()].eq_ignore_ascii_case(service)
+                    && text[service.len()..].eq_ignore_ascii_case(domain)
+            }),
+            _ => false,
+        }
+    })
+}
+
+/// The text of an `otherName` value: `[0] EXPLICIT` around a UTF8String (XmppAddr) or an
+/// IA5String (SRV-ID).
+fn other_name_text(value: &[u8]) -> Option<&str> {
+    use x509_parser::der_parser::asn1_rs::{Any, Class, FromDer, Tag};
+    let (_, explicit) = Any::from_der(value).ok()?;
+    if explicit.class() != Class::ContextSpecific || explicit.tag() != Tag(0) {
+        return None;
+    }
+    let (_, inner) = Any::from_der(explicit.data).ok()?;
+    if inner.class() != Class::Universal
+        || !(inner.tag() == Tag::Utf8String || inner.tag() == Tag::Ia5String)
+    {
+        return None;
+    }
+    std::str::from_utf8(inner.data).ok()
 }
 
 impl TlsSettings {
@@ -180,9 +251,12 @@ impl TlsSettings {
         .build() else {
             return false;
         };
-        strict
-            .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
-            .is_ok()
+        match strict.verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now()) {
+            Ok(_) => true,
+            // The chain verified; the domain may be named as XMPP names it.
+            Err(error) if names_another(&error) => has_xmpp_name(end_entity, domain),
+            Err(_) => false,
+        }
     }
 }
 
@@ -376,6 +450,43 @@ mod tests {
             );
             assert!(!gateway.verifies(&leaf.identity.chain, "other.test"));
         }
+    }
+
+    /// RFC 7590: a certificate may name an XMPP server by an `XmppAddr` or an `SRV-ID` instead
+    /// of a DNS name; both are understood, for the domain they name and no other.
+    #[test]
+    fn xmpp_names_in_certificates() {
+        let ca = TestCa::new("Test CA");
+        let gateway =
+            TlsSettings::new(vec![ca.identity(&["gw.test"])], vec![ca.root()], false).unwrap();
+        let xmpp_addr = ca.leaf_with_xmpp_names(&["prosody.test"], &[]);
+        let srv_id = ca.leaf_with_xmpp_names(&[], &["_xmpp-server.Prosody.test"]);
+        let direct = ca.leaf_with_xmpp_names(&[], &["_xmpps-server.prosody.test"]);
+        for leaf in [&xmpp_addr, &srv_id, &direct] {
+            let chain = &leaf.identity.chain;
+            assert!(gateway.verifies(chain, "prosody.test"));
+            assert!(gateway.verifies_server(chain, "prosody.test"));
+            assert!(!gateway.verifies(chain, "other.test"));
+            assert!(!gateway.verifies(chain, "test"));
+            assert!(!gateway.verifies_server(chain, "sub.prosody.test"));
+        }
+        // An SRV-ID of another service names no XMPP server; wildcards are not names here.
+        for (addrs, srv) in [
+            (&[][..], &["_xmpp-client.prosody.test"][..]),
+            (&[][..], &["_imap.prosody.test"][..]),
+            (&["*.test"][..], &[][..]),
+            (&[][..], &["_xmpp-server.*.test"][..]),
+        ] {
+            let leaf = ca.leaf_with_xmpp_names(addrs, srv);
+            assert!(
+                !gateway.verifies(&leaf.identity.chain, "prosody.test"),
+                "{addrs:?} {srv:?}"
+            );
+        }
+        // The names of a certificate from a CA we do not trust count for nothing.
+        let stranger = TestCa::new("Stranger CA").leaf_with_xmpp_names(&["prosody.test"], &[]);
+        assert!(!gateway.verifies(&stranger.identity.chain, "prosody.test"));
+        assert!(!gateway.verifies_server(&stranger.identity.chain, "prosody.test"));
     }
 
     #[tokio::test]
