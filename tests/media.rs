@@ -1,5 +1,7 @@
 //! The content repository: upload, download, thumbnails, limits.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::TestServer;
@@ -18,6 +20,61 @@ fn tiny_png() -> Vec<u8> {
         )
         .expect("encoding a PNG in memory");
     bytes
+}
+
+/// A PNG whose header claims `width`×`height` pixels, with no pixels.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let crc32 = |bytes: &[u8]| {
+        let mut crc = 0xffff_ffffu32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    };
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend(&body);
+        chunk.extend(crc32(&body).to_be_bytes());
+        chunk
+    };
+    let mut header = width.to_be_bytes().to_vec();
+    header.extend(height.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &header));
+    png.extend(chunk(b"IDAT", &[]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// Uploads a PNG; returns its media id.
+async fn upload_png(server: &TestServer, token: &str, png: Vec<u8>) -> String {
+    let uploaded = server
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            Some(token),
+            Some("image/png"),
+            png,
+        )
+        .await
+        .assert_ok();
+    uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -108,23 +165,7 @@ async fn media_upload_download_and_thumbnails() {
     );
 
     // Thumbnails of an image.
-    let png = server
-        .raw(
-            Method::POST,
-            "/_matrix/media/v3/upload",
-            Some(&alice),
-            Some("image/png"),
-            tiny_png(),
-        )
-        .await
-        .assert_ok();
-    let png_id = png["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let png_id = upload_png(&server, &alice, tiny_png()).await;
     let thumb = server
         .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=scale"), &alice)
         .await;
@@ -135,13 +176,52 @@ async fn media_upload_download_and_thumbnails() {
         String::from_utf8_lossy(&thumb.body)
     );
     assert_eq!(thumb.headers["content-type"], "image/png");
+    // Thumbnails come in standard sizes at least as large as asked for: 16×16 → 32×32.
     let decoded = image::load_from_memory(&thumb.body).unwrap();
-    assert_eq!((decoded.width(), decoded.height()), (16, 8));
+    assert_eq!((decoded.width(), decoded.height()), (32, 16));
     let cropped = server
         .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=16&height=16&method=crop"), &alice)
         .await;
     let decoded = image::load_from_memory(&cropped.body).unwrap();
-    assert_eq!((decoded.width(), decoded.height()), (16, 16));
+    assert_eq!((decoded.width(), decoded.height()), (32, 32));
+    // Each is made once and kept: what was kept is what is served.
+    let kept = server
+        .services
+        .config
+        .server
+        .data_dir
+        .join("thumbnails")
+        .join(&png_id);
+    let mut files: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["32x32-crop", "32x32-scale"]);
+    std::fs::write(kept.join("32x32-scale"), &cropped.body).unwrap();
+    let again = server
+        .get(&format!("/_matrix/client/v1/media/thumbnail/test.example/{png_id}?width=20&height=10&method=scale"), &alice)
+        .await;
+    assert_eq!(again.body, cropped.body, "served from what was kept");
+    // An image that claims to be enormous is refused before it is decoded.
+    for (width, height, status, errcode) in [
+        (30_000, 30_000, 413, "M_TOO_LARGE"),
+        (100_001, 1, 413, "M_TOO_LARGE"),
+        (1, 2_000_000_000, 413, "M_TOO_LARGE"),
+        // A plausible header and no pixels: no thumbnail.
+        (64, 64, 404, "M_NOT_FOUND"),
+    ] {
+        let bomb_id = upload_png(&server, &alice, png_claiming(width, height)).await;
+        server
+            .get(
+                &format!(
+                    "/_matrix/client/v1/media/thumbnail/test.example/{bomb_id}?width=96&height=96"
+                ),
+                &alice,
+            )
+            .await
+            .assert_error(status, errcode);
+    }
     server
         .get(
             &format!(

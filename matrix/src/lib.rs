@@ -10,6 +10,7 @@ pub mod push;
 pub mod rooms;
 pub mod services;
 pub mod store;
+pub mod thumbnails;
 pub mod visibility;
 
 pub use services::Services;

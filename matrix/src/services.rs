@@ -34,6 +34,8 @@ pub struct Services {
     to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
     pub media_dir: PathBuf,
+    /// Thumbnails of stored images, made a few at a time and kept.
+    pub thumbnails: crate::thumbnails::Thumbnailer,
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
     /// Makes the accounts of users of other networks on demand (see [`UserProvisioner`]).
     provisioner: std::sync::OnceLock<Arc<dyn UserProvisioner>>,
@@ -100,6 +102,10 @@ impl Services {
             notification_counts: crate::push::NotificationCounts::default(),
             to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
+            thumbnails: crate::thumbnails::Thumbnailer::new(
+                config.server.data_dir.join("thumbnails"),
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             media_dir,
             uiaa: std::sync::Mutex::new(HashMap::new()),
             provisioner: std::sync::OnceLock::new(),

@@ -4,11 +4,8 @@
 // The legacy endpoints are deprecated in the specification but still used by clients.
 #![allow(deprecated)]
 
-use std::io::Cursor;
 use std::sync::Arc;
 
-use image::ImageFormat;
-use image::imageops::FilterType;
 use ruma::api::client::authenticated_media as v1;
 use ruma::api::client::media as legacy;
 use ruma::http_headers::{ContentDisposition, ContentDispositionType};
@@ -18,9 +15,8 @@ use ruma::{ServerName, UInt};
 use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
-
-/// The largest image the server decodes to make a thumbnail, in pixels.
-const MAX_THUMBNAIL_SOURCE_PIXELS: u64 = 40_000_000;
+use crate::store::MediaRecord;
+use crate::thumbnails::Fit;
 
 pub(crate) fn is_valid_media_id(id: &str) -> bool {
     !id.is_empty()
@@ -92,13 +88,13 @@ enum Access {
     Legacy,
 }
 
-async fn load(
+/// The record of a stored media item that may be served on these endpoints.
+async fn record(
     services: &Services,
     server_name: &ServerName,
     media_id: &str,
-    filename: Option<&str>,
     access: Access,
-) -> Result<Content, Error> {
+) -> Result<MediaRecord, Error> {
     if server_name != services.server_name {
         return Err(Error::NotFound(
             "media of other servers cannot be fetched yet".into(),
@@ -120,6 +116,17 @@ async fn load(
                 .into(),
         ));
     }
+    Ok(record)
+}
+
+async fn load(
+    services: &Services,
+    server_name: &ServerName,
+    media_id: &str,
+    filename: Option<&str>,
+    access: Access,
+) -> Result<Content, Error> {
+    let record = record(services, server_name, media_id, access).await?;
     let file = tokio::fs::read(services.media_dir.join(media_id))
         .await
         .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
@@ -139,67 +146,8 @@ async fn load(
     })
 }
 
-/// Scales or crops an image to fit the requested size; non-images get no thumbnail.
-fn thumbnail(
-    content: &Content,
-    width: UInt,
-    height: UInt,
-    method: Option<&Method>,
-) -> Result<Content, Error> {
-    let width = u32::try_from(u64::from(width))
-        .unwrap_or(u32::MAX)
-        .clamp(1, 1600);
-    let height = u32::try_from(u64::from(height))
-        .unwrap_or(u32::MAX)
-        .clamp(1, 1600);
-    let reader = image::ImageReader::new(Cursor::new(&content.file))
-        .with_guessed_format()
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let format = reader
-        .format()
-        .ok_or_else(|| Error::NotFound("no thumbnail for this media".into()))?;
-    let (source_width, source_height) = reader
-        .into_dimensions()
-        .map_err(|_| Error::NotFound("no thumbnail for this media".into()))?;
-    if u64::from(source_width) * u64::from(source_height) > MAX_THUMBNAIL_SOURCE_PIXELS {
-        return Err(Error::TooLarge(
-            "the image is too large to thumbnail".into(),
-        ));
-    }
-    let image = image::load_from_memory_with_format(&content.file, format)
-        .map_err(|_| Error::NotFound("no thumbnail for this media".into()))?;
-    let scaled = if width >= source_width && height >= source_height {
-        image
-    } else if matches!(method, Some(Method::Crop)) {
-        image.resize_to_fill(width, height, FilterType::Triangle)
-    } else {
-        image.resize(width, height, FilterType::Triangle)
-    };
-    let (output_format, content_type) = match format {
-        ImageFormat::Jpeg => (ImageFormat::Jpeg, "image/jpeg"),
-        _ => (ImageFormat::Png, "image/png"),
-    };
-    let mut bytes = Vec::new();
-    scaled
-        .write_to(&mut Cursor::new(&mut bytes), output_format)
-        .map_err(|e| Error::Internal(format!("encoding a thumbnail: {e}")))?;
-    Ok(Content {
-        file: bytes,
-        content_type: content_type.to_owned(),
-        disposition: ContentDisposition::new(ContentDispositionType::Inline).with_filename(Some(
-            format!(
-                "thumbnail.{}",
-                if output_format == ImageFormat::Jpeg {
-                    "jpg"
-                } else {
-                    "png"
-                }
-            ),
-        )),
-    })
-}
-
-/// A stored image scaled or cropped, made off the async threads.
+/// The thumbnail of a stored image in a standard size at least as large as asked for (see
+/// [`crate::thumbnails`]); non-images get none.
 async fn load_thumbnail(
     services: &Services,
     server_name: &ServerName,
@@ -209,10 +157,28 @@ async fn load_thumbnail(
     method: Option<Method>,
     access: Access,
 ) -> Result<Content, Error> {
-    let content = load(services, server_name, media_id, None, access).await?;
-    tokio::task::spawn_blocking(move || thumbnail(&content, width, height, method.as_ref()))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    record(services, server_name, media_id, access).await?;
+    let fit = match method {
+        Some(Method::Crop) => Fit::Crop,
+        _ => Fit::Scale,
+    };
+    let thumbnail = services
+        .thumbnails
+        .thumbnail(
+            media_id,
+            &services.media_dir.join(media_id),
+            width.into(),
+            height.into(),
+            fit,
+        )
+        .await?;
+    let name = thumbnail.file_name().to_owned();
+    Ok(Content {
+        file: thumbnail.bytes,
+        content_type: thumbnail.content_type.to_owned(),
+        disposition: ContentDisposition::new(ContentDispositionType::Inline)
+            .with_filename(Some(name)),
+    })
 }
 
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
