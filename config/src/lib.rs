@@ -527,6 +527,12 @@ pub struct RateLimitsConfig {
     pub login: RateLimit,
     pub registration: RateLimit,
     pub message: RateLimit,
+    /// Per remote domain (XMPP servers today): stanzas that may become events.
+    pub remote_events: RateLimit,
+    /// Per remote domain: accounts made for its users (ghosts).
+    pub remote_accounts: RateLimit,
+    /// Per remote domain: rooms made for its users' chats.
+    pub remote_rooms: RateLimit,
 }
 
 impl Default for RateLimitsConfig {
@@ -542,6 +548,18 @@ impl Default for RateLimitsConfig {
             },
             message: RateLimit {
                 per_second: 10.0,
+                burst: 50,
+            },
+            remote_events: RateLimit {
+                per_second: 20.0,
+                burst: 200,
+            },
+            remote_accounts: RateLimit {
+                per_second: 0.2,
+                burst: 50,
+            },
+            remote_rooms: RateLimit {
+                per_second: 0.2,
                 burst: 50,
             },
         }

@@ -92,6 +92,9 @@ impl Services {
             login: Limiter::new(&config.rate_limits.login),
             registration: Limiter::new(&config.rate_limits.registration),
             message: Limiter::new(&config.rate_limits.message),
+            remote_events: Limiter::new(&config.rate_limits.remote_events),
+            remote_accounts: Limiter::new(&config.rate_limits.remote_accounts),
+            remote_rooms: Limiter::new(&config.rate_limits.remote_rooms),
         };
         Ok(Arc::new(Services {
             rooms: Rooms::new(store.clone(), server_name.clone(), key.clone()),
@@ -483,6 +486,10 @@ pub struct RateLimiters {
     pub login: Limiter,
     pub registration: Limiter,
     pub message: Limiter,
+    /// Keyed by remote domain: its users' messages, the accounts and rooms made for them.
+    pub remote_events: Limiter,
+    pub remote_accounts: Limiter,
+    pub remote_rooms: Limiter,
 }
 
 /// Token buckets keyed by client address or user.

@@ -62,6 +62,11 @@ impl Bridge {
         let local = self.local_account(&to.to_bare()).await?;
         let remote = from.to_bare();
         let ghost = self.ghost_id(&remote)?;
+        // Each domain has its quota: a flood from one does not hold up the others.
+        self.services
+            .limits
+            .remote_events
+            .check(&remote.domain().as_str().to_ascii_lowercase())?;
         let read = from_xmpp(message, &self.gateway);
         if let Some((_, keys)) = &read.reactions
             && keys.len() > MAX_REACTIONS

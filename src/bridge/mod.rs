@@ -205,7 +205,12 @@ impl Bridge {
         if !create {
             return Ok(None);
         }
-        // The ghost's account is made when a room needs it, not for every stanza.
+        // The ghost's account is made when a room needs it, not for every stanza; a domain's
+        // users get rooms at a bounded pace.
+        self.services
+            .limits
+            .remote_rooms
+            .check(&remote.domain().as_str().to_ascii_lowercase())?;
         self.ghost(remote).await?;
         // The room is in the account's `m.direct` before the invite reaches it, so that its
         // client shows the invite as a direct chat at once. The invitee has the creator's power,
@@ -387,6 +392,11 @@ async fn make_ghost(
     if services.store.user(ghost.as_str()).await?.is_some() {
         return Ok(false);
     }
+    // A domain's users get accounts at a bounded pace.
+    services
+        .limits
+        .remote_accounts
+        .check(&jid.domain().as_str().to_ascii_lowercase())?;
     let made = services
         .store
         .create_user(ghost.as_str(), None, Some(jid.as_str()), false)

@@ -12,4 +12,5 @@ mod chat;
 mod delivery;
 mod presence;
 mod profiles;
+mod quotas;
 mod world;

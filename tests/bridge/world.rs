@@ -30,9 +30,19 @@ pub struct World {
 }
 
 pub async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// The world with a change to the server's configuration. The peer serves `other.test` too.
+pub async fn world_with(change: impl FnOnce(&mut causeway_config::Config)) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new("Causeway test CA");
-    let (peer, seen) = common::peer::start(&ca, "prosody.test").await;
+    let (peer, seen) = common::peer::start_serving(
+        &ca,
+        &["prosody.test", "other.test"],
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
     let peer_address = peer.local_addresses()[0].0;
     let gateway = ca.leaf(&["gw.test", "muc.gw.test"]);
     let gateway_address = common::peer::free_address();
@@ -56,6 +66,11 @@ pub async fn world() -> World {
                 address: peer_address,
                 direct_tls: false,
             },
+            XmppRoute {
+                domain: "other.test".into(),
+                address: peer_address,
+                direct_tls: false,
+            },
             // Nothing listens there at first.
             XmppRoute {
                 domain: "later.test".into(),
@@ -63,6 +78,7 @@ pub async fn world() -> World {
                 direct_tls: false,
             },
         ];
+        change(config);
     })
     .await;
     let config = server.services.config.clone();

@@ -343,12 +343,21 @@ pub mod peer {
         domain: &str,
         address: std::net::SocketAddr,
     ) -> (Arc<S2s>, mpsc::UnboundedReceiver<Stanza>) {
+        start_serving(ca, &[domain], address).await
+    }
+
+    /// Starts a peer that serves several domains, with one certificate for all.
+    pub async fn start_serving(
+        ca: &TestCa,
+        domains: &[&str],
+        address: std::net::SocketAddr,
+    ) -> (Arc<S2s>, mpsc::UnboundedReceiver<Stanza>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls = TlsSettings::new(vec![ca.identity(&[domain])], vec![ca.root()], false).unwrap();
+        let tls = TlsSettings::new(vec![ca.identity(domains)], vec![ca.root()], false).unwrap();
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let peer = S2s::start(
             S2sConfig {
-                domains: vec![domain.into()],
+                domains: domains.iter().map(|d| (*d).to_owned()).collect(),
                 listen_starttls: vec![address],
                 listen_direct_tls: vec![],
                 routes: HashMap::new(),
