@@ -90,40 +90,38 @@ async fn messages_of_a_domain_past_its_quota_are_refused_and_other_domains_go_on
 
 #[tokio::test]
 async fn rooms_and_accounts_of_a_domain_past_their_quotas_are_refused() {
-    // One room per domain: Bob gets his, Carol (same domain) does not; Dave (elsewhere) does.
-    let mut world = world_with(|config| config.rate_limits.remote_rooms = quota(1)).await;
-    let token = world.token().await;
-    world
-        .peer
-        .send(chat("bob@prosody.test/a", "b1", "<body>hi</body>"));
-    world.invited_room(&token).await;
-    world
-        .peer
-        .send(chat("carol@prosody.test/a", "c1", "<body>hi</body>"));
-    assert_eq!(error_of(&world.next_message().await), refused("c1"));
-    world.peer.send(stanza(
-        "<message xmlns='jabber:server' type='chat' id='d1' from='dave@other.test/pc' \
-         to='alice@gw.test'><body>hi</body></message>",
-    ));
-    assert_eq!(invites(&world, &token, 2).await, 2);
-
-    // One account per domain: Bob's ghost is made, Carol's is not.
-    let mut world = world_with(|config| config.rate_limits.remote_accounts = quota(1)).await;
-    let token = world.token().await;
-    world
-        .peer
-        .send(chat("bob@prosody.test/a", "b1", "<body>hi</body>"));
-    world.invited_room(&token).await;
-    world
-        .peer
-        .send(chat("carol@prosody.test/a", "c1", "<body>hi</body>"));
-    assert_eq!(error_of(&world.next_message().await), refused("c1"));
-    let carol = world
-        .server
-        .services
-        .store
-        .user("@_xmpp_carol=40prosody.test:gw.test")
-        .await
-        .unwrap();
-    assert!(carol.is_none(), "no account was made for Carol");
+    // One room, then one account, per domain: Bob gets his, Carol (same domain) does not; Dave
+    // (elsewhere) does.
+    for accounts in [false, true] {
+        let mut world = world_with(|config| {
+            if accounts {
+                config.rate_limits.remote_accounts = quota(1);
+            } else {
+                config.rate_limits.remote_rooms = quota(1);
+            }
+        })
+        .await;
+        let token = world.token().await;
+        world
+            .peer
+            .send(chat("bob@prosody.test/a", "b1", "<body>hi</body>"));
+        world.invited_room(&token).await;
+        world
+            .peer
+            .send(chat("carol@prosody.test/a", "c1", "<body>hi</body>"));
+        assert_eq!(error_of(&world.next_message().await), refused("c1"));
+        let carol = world
+            .server
+            .services
+            .store
+            .user("@_xmpp_carol=40prosody.test:gw.test")
+            .await
+            .unwrap();
+        assert!(carol.is_none(), "no account was made for Carol");
+        world.peer.send(stanza(
+            "<message xmlns='jabber:server' type='chat' id='d1' from='dave@other.test/pc' \
+             to='alice@gw.test'><body>hi</body></message>",
+        ));
+        assert_eq!(invites(&world, &token, 2).await, 2, "accounts: {accounts}");
+    }
 }
