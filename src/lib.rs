@@ -81,6 +81,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let services = Services::serve(config.clone())
         .await
         .context("starting the homeserver")?;
+    // The command line administers through this server while it runs, with this secret.
+    let secret_file = config.server.data_dir.join(admin::ADMIN_SECRET_FILE);
+    let secret = causeway_matrix::services::random_string(48);
+    write_private(&secret_file, secret.as_bytes())
+        .with_context(|| format!("writing {}", secret_file.display()))?;
+    services.set_admin_secret(secret);
     tracing::info!(
         server_name = %services.server_name,
         database = ?services.store.backend(),
@@ -127,6 +133,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         xmpp.bridge.drain(Duration::from_secs(2)).await;
     }
     drop(xmpp);
+    if let Err(error) = std::fs::remove_file(&secret_file) {
+        tracing::warn!(%error, "the administration secret was not removed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -70,7 +70,19 @@ enum UserCommand {
         password: Option<String>,
     },
     /// Deactivate an account: it leaves its rooms and cannot log in again.
-    Deactivate { name: String },
+    Deactivate {
+        name: String,
+        /// Erase it too: its profile, avatar, media, account data, presence, receipts and
+        /// keys, and the content of its events for whoever joins later.
+        #[arg(long)]
+        erase: bool,
+    },
+    /// Erase an XMPP user's ghost by their address: its profile, avatar, the messages still
+    /// queued for them; they are bridged no more.
+    EraseXmppUser {
+        /// The XMPP address, e.g. `bob@example.net`.
+        jid: String,
+    },
     /// List the accounts.
     List,
 }
@@ -154,18 +166,29 @@ async fn user_command(config: causeway_config::Config, command: UserCommand) -> 
             let user_id = admin.reset_password(&name, &password).await?;
             println!("new password set for {user_id}; its devices were logged out");
         }
-        UserCommand::Deactivate { name } => {
-            let user_id = admin.deactivate(&name).await?;
-            println!("deactivated {user_id}");
+        UserCommand::Deactivate { name, erase } => {
+            let user_id = admin.deactivate(&name, erase).await?;
+            if erase {
+                println!("deactivated and erased {user_id}");
+            } else {
+                println!("deactivated {user_id}");
+            }
+        }
+        UserCommand::EraseXmppUser { jid } => {
+            let ghost = admin.erase_xmpp_user(&jid).await?;
+            println!("erased {jid} ({ghost})");
         }
         UserCommand::List => {
             for user in admin.list().await? {
                 let mut flags = Vec::new();
-                if user.is_admin {
+                if user.admin {
                     flags.push("admin");
                 }
                 if user.deactivated {
                     flags.push("deactivated");
+                }
+                if user.erased {
+                    flags.push("erased");
                 }
                 println!("{}\t{}", user.user_id, flags.join(","));
             }

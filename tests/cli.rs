@@ -1,5 +1,7 @@
 //! The `causeway` command line: configuration helpers and account administration.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn causeway(config: Option<&std::path::Path>, args: &[&str]) -> std::process::Output {
@@ -170,4 +172,96 @@ fn one_server_per_database() {
     );
     third.kill().unwrap();
     third.wait().unwrap();
+}
+
+/// While a server runs, `causeway user …` goes through its admin API (the database is the
+/// server's); once it stopped, the command works on the database itself.
+#[test]
+fn administration_goes_through_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let path = dir.path().join("causeway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nname = \"run.test\"\ndata_dir = {:?}\n[client_api]\nbind = \"{address}\"\n\
+             [federation]\nenabled = false\n[xmpp]\nenabled = false\n",
+            dir.path().join("data"),
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let secret = dir.path().join("data").join("admin.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the administration secret is private");
+    }
+    let added = causeway(Some(&path), &["user", "add", "bob", "--password", "pw"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    // The running server knows him at once: he logs in there.
+    let login = post(
+        address,
+        "/_matrix/client/v3/login",
+        r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"bob"},"password":"pw"}"#,
+    );
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let again = causeway(Some(&path), &["user", "add", "bob", "--password", "pw"]);
+    assert!(text(&again.stderr).contains("already exists"));
+    let erased = causeway(Some(&path), &["user", "deactivate", "bob", "--erase"]);
+    assert!(erased.status.success(), "{}", text(&erased.stderr));
+    let login = post(
+        address,
+        "/_matrix/client/v3/login",
+        r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"bob"},"password":"pw"}"#,
+    );
+    assert!(login.starts_with("HTTP/1.1 403"), "{login}");
+    let listed = text(&causeway(Some(&path), &["user", "list"]).stdout);
+    assert_eq!(listed.trim(), "@bob:run.test\tdeactivated,erased");
+    // A clean stop removes the secret; then the commands use the database.
+    let stopped = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(server.wait().unwrap().success());
+    assert!(!secret.exists());
+    let listed = text(&causeway(Some(&path), &["user", "list"]).stdout);
+    assert_eq!(listed.trim(), "@bob:run.test\tdeactivated,erased");
+}
+
+/// A plain HTTP/1.1 POST with a JSON body; the whole response as text.
+fn post(address: std::net::SocketAddr, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

@@ -1,6 +1,7 @@
 //! Causeway's Matrix homeserver: the client-server API, the event format and authorization
 //! rules, the room engine, sync, media and storage. It knows nothing of XMPP.
 
+pub mod admin;
 pub mod api;
 pub mod create_room;
 pub mod error;

@@ -39,6 +39,8 @@ pub struct Services {
     pub uiaa: std::sync::Mutex<HashMap<String, UiaaSession>>,
     /// Makes the accounts of users of other networks on demand (see [`UserProvisioner`]).
     provisioner: std::sync::OnceLock<Arc<dyn UserProvisioner>>,
+    /// The secret of the local administration (the command line while the server runs).
+    admin_secret: std::sync::OnceLock<String>,
     /// True once the server is shutting down: waiting requests (sync long-polls) answer at once.
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The exclusive right to write the database, for a server (see [`Services::serve`]).
@@ -54,6 +56,16 @@ pub trait UserProvisioner: Send + Sync + 'static {
         &'a self,
         user_id: &'a UserId,
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>>;
+
+    /// An account was erased: what the provisioner keeps of it goes too (for a user it stands
+    /// for, the messages still queued for them).
+    fn erased<'a>(
+        &'a self,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
+        let _ = user_id;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The progress of one registration's user-interactive authentication: the stages done.
@@ -113,6 +125,7 @@ impl Services {
             uiaa: std::sync::Mutex::new(HashMap::new()),
             provisioner: std::sync::OnceLock::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            admin_secret: std::sync::OnceLock::new(),
             _writer: writer,
             config,
         }))
@@ -152,6 +165,24 @@ impl Services {
     /// Sets the provisioner of accounts made on demand; only the first one set counts.
     pub fn set_provisioner(&self, provisioner: Arc<dyn UserProvisioner>) {
         let _ = self.provisioner.set(provisioner);
+    }
+
+    /// Sets the secret that authenticates the local administration; only the first counts.
+    pub fn set_admin_secret(&self, secret: String) {
+        let _ = self.admin_secret.set(secret);
+    }
+
+    /// The secret of the local administration, once set.
+    pub fn admin_secret(&self) -> Option<&str> {
+        self.admin_secret.get().map(String::as_str)
+    }
+
+    /// Tells the provisioner that an account was erased.
+    pub async fn user_erased(&self, user_id: &UserId) -> Result<(), Error> {
+        match self.provisioner.get() {
+            Some(provisioner) => provisioner.erased(user_id).await,
+            None => Ok(()),
+        }
     }
 
     /// Makes sure a local user's account exists when the provisioner stands for the user;

@@ -80,6 +80,9 @@ pub struct Visible {
     /// Sorted, disjoint and not adjacent; the last may end at `i64::MAX` (what comes next
     /// will be visible too).
     ranges: Vec<RangeInclusive<i64>>,
+    /// Where the viewer was joined when the event was sent (their own join included): the
+    /// events of an erased account are shown whole only there.
+    joined: Vec<RangeInclusive<i64>>,
 }
 
 /// One change in the line of a room.
@@ -120,42 +123,48 @@ impl Visible {
         let mut previous = 0;
         for &(at, change) in &changes {
             // The events strictly between two changes share their inputs.
-            if previous + 1 < at && allowed(visibility, membership, joins_after(at - 1)) {
-                visible.push(previous + 1..=at - 1);
+            if previous + 1 < at {
+                if allowed(visibility, membership, joins_after(at - 1)) {
+                    push(&mut visible.ranges, previous + 1..=at - 1);
+                }
+                if membership == Membership::Join {
+                    push(&mut visible.joined, previous + 1..=at - 1);
+                }
             }
             let joins_later = joins_after(at);
             let before = allowed(visibility, membership, joins_later);
+            let joined_before = membership == Membership::Join;
             match change {
                 Change::Membership(new) => membership = new,
                 Change::Visibility(new) => visibility = new,
             }
             if before || allowed(visibility, membership, joins_later) {
-                visible.push(at..=at);
+                push(&mut visible.ranges, at..=at);
+            }
+            if joined_before || membership == Membership::Join {
+                push(&mut visible.joined, at..=at);
             }
             previous = at;
         }
-        if previous < i64::MAX && allowed(visibility, membership, false) {
-            visible.push(previous + 1..=i64::MAX);
+        if previous < i64::MAX {
+            if allowed(visibility, membership, false) {
+                push(&mut visible.ranges, previous + 1..=i64::MAX);
+            }
+            if membership == Membership::Join {
+                push(&mut visible.joined, previous + 1..=i64::MAX);
+            }
         }
         visible
     }
 
-    fn push(&mut self, range: RangeInclusive<i64>) {
-        if let Some(last) = self.ranges.last_mut()
-            && last.end().saturating_add(1) >= *range.start()
-        {
-            *last = *last.start()..=(*last.end()).max(*range.end());
-            return;
-        }
-        self.ranges.push(range);
+    /// Whether the viewer was joined when the event at a stream position was sent.
+    pub fn was_joined(&self, position: i64) -> bool {
+        within(&self.joined, position)
     }
 
     /// Whether the event at a stream position may be seen.
     pub fn contains(&self, position: i64) -> bool {
-        let index = self.ranges.partition_point(|r| *r.end() < position);
-        self.ranges
-            .get(index)
-            .is_some_and(|range| range.contains(&position))
+        within(&self.ranges, position)
     }
 
     /// Whether nothing may be seen.
@@ -177,6 +186,24 @@ impl Visible {
     pub fn bounds(&self) -> Option<(i64, i64)> {
         Some((*self.ranges.first()?.start(), *self.ranges.last()?.end()))
     }
+}
+
+/// Adds a range after the others, merged with the last when they touch.
+fn push(ranges: &mut Vec<RangeInclusive<i64>>, range: RangeInclusive<i64>) {
+    if let Some(last) = ranges.last_mut()
+        && last.end().saturating_add(1) >= *range.start()
+    {
+        *last = *last.start()..=(*last.end()).max(*range.end());
+        return;
+    }
+    ranges.push(range);
+}
+
+fn within(ranges: &[RangeInclusive<i64>], position: i64) -> bool {
+    let index = ranges.partition_point(|r| *r.end() < position);
+    ranges
+        .get(index)
+        .is_some_and(|range| range.contains(&position))
 }
 
 /// What `user` may see of `room`.
@@ -227,6 +254,19 @@ mod tests {
         let visible = Visible::compute(&[(4, Join), (8, Other)], &[(2, Joined)]);
         assert_eq!(positions(&visible, 10), [1, 2, 4, 5, 6, 7, 8]);
         assert!(!visible.is_open());
+    }
+
+    #[test]
+    fn joined_at_the_time_of_each_event() {
+        // Shared history: Bob sees everything up to his leave, but was there from 4 to 8 only.
+        let visible = Visible::compute(&[(4, Join), (8, Other), (10, Join)], &[(1, Shared)]);
+        let joined: Vec<i64> = (1..=12).filter(|p| visible.was_joined(*p)).collect();
+        assert_eq!(joined, [4, 5, 6, 7, 8, 10, 11, 12]);
+        assert!(
+            Visible::compute(&[], &[(1, WorldReadable)])
+                .joined
+                .is_empty()
+        );
     }
 
     #[test]

@@ -51,6 +51,10 @@ impl Bridge {
         cache.ghosts.insert(ghost.to_owned());
     }
 
+    pub(super) fn forget_ghost(&self, ghost: &UserId) {
+        self.cache().ghosts.remove(ghost);
+    }
+
     /// The direct room of a pair, if there is one.
     pub(super) async fn room_of_pair(
         &self,

@@ -156,6 +156,19 @@ impl Bridge {
         }
         if make_ghost(&self.services, &ghost, jid).await? {
             self.refresh_profile(&ghost, jid);
+        } else if self
+            .services
+            .store
+            .user(ghost.as_str())
+            .await?
+            .is_some_and(|user| user.deactivated)
+        {
+            // Erased (or deactivated) by an administrator: not bridged any more.
+            return Err(BridgeError::Matrix(
+                causeway_matrix::error::Error::Forbidden(format!(
+                    "{jid} is not bridged to this server any more"
+                )),
+            ));
         }
         self.remember_ghost(&ghost);
         Ok(ghost)
@@ -434,6 +447,34 @@ impl UserProvisioner for Ghosts {
                 Err(BridgeError::Store(error)) => Err(error.into()),
                 Err(_) => Ok(false),
             }
+        })
+    }
+
+    /// An XMPP user's ghost was erased: the messages still queued for them and the
+    /// subscriptions with them go too.
+    fn erased<'a>(
+        &'a self,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), causeway_matrix::error::Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(bridge) = self.bridge.upgrade() else {
+                return Ok(());
+            };
+            if !bridge.gateway.is_ghost(user_id) {
+                return Ok(());
+            }
+            let Ok(jid) = bridge.gateway.user_to_jid(user_id) else {
+                return Ok(());
+            };
+            let jid = jid.to_bare();
+            let dropped = bridge
+                .services
+                .store
+                .forget_remote_user(jid.as_str())
+                .await?;
+            bridge.forget_ghost(user_id);
+            tracing::info!(%jid, dropped, "the traces of an erased XMPP user are gone");
+            Ok(())
         })
     }
 }

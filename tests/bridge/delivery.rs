@@ -79,15 +79,7 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         )
         .await;
     world
-        .wait_for(&token, &room, |events| {
-            events
-                .iter()
-                .any(|e| {
-                    e["state_key"] == "@_xmpp_erin=40later.test:gw.test"
-                        && e["content"]["membership"] == "join"
-                })
-                .then_some(())
-        })
+        .wait_member(&token, &room, "@_xmpp_erin=40later.test:gw.test", "join")
         .await;
     let sent = world
         .server

@@ -10,6 +10,7 @@ mod common;
 
 mod chat;
 mod delivery;
+mod erasure;
 mod presence;
 mod profiles;
 mod quotas;

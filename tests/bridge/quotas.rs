@@ -2,7 +2,6 @@
 //! domain's stanzas are refused with `resource-constraint` (type `wait`); other domains go on.
 
 use causeway_config::RateLimit;
-use xmpp_parsers::message::{Message, MessageType};
 
 use crate::world::*;
 
@@ -12,26 +11,6 @@ fn quota(burst: u32) -> RateLimit {
         per_second: 0.0001,
         burst,
     }
-}
-
-/// The id, the condition and the type of an error answer.
-fn error_of(answer: &Message) -> (String, String, String) {
-    assert_eq!(answer.type_, MessageType::Error, "{answer:?}");
-    let error = answer
-        .payloads
-        .iter()
-        .find(|p| p.name() == "error")
-        .unwrap();
-    let condition = error
-        .children()
-        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
-        .map(|c| c.name().to_owned())
-        .unwrap_or_default();
-    (
-        answer.id.clone().map(|id| id.0).unwrap_or_default(),
-        condition,
-        error.attr("type").unwrap_or_default().to_owned(),
-    )
 }
 
 fn refused(id: &str) -> (String, String, String) {

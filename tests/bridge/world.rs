@@ -187,6 +187,17 @@ impl World {
         panic!("the room never showed what was expected");
     }
 
+    /// Waits until `user`'s membership in a room is `membership` (as Alice sees it).
+    pub async fn wait_member(&self, token: &str, room: &str, user: &str, membership: &str) {
+        self.wait_for(token, room, |events| {
+            events
+                .iter()
+                .any(|e| e["state_key"] == user && e["content"]["membership"] == membership)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// The direct chat Alice was invited to by a ghost, once there is one.
     pub async fn invited_room(&self, token: &str) -> String {
         for _ in 0..100 {
@@ -232,6 +243,30 @@ pub fn messages<'a>(events: &'a [Value], sender: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
         .collect()
+}
+
+/// The id, the condition and the type of an error answer.
+pub fn error_of(answer: &Message) -> (String, String, String) {
+    assert_eq!(
+        answer.type_,
+        xmpp_parsers::message::MessageType::Error,
+        "{answer:?}"
+    );
+    let error = answer
+        .payloads
+        .iter()
+        .find(|p| p.name() == "error")
+        .unwrap();
+    let condition = error
+        .children()
+        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    (
+        answer.id.clone().map(|id| id.0).unwrap_or_default(),
+        condition,
+        error.attr("type").unwrap_or_default().to_owned(),
+    )
 }
 
 pub fn payload<'a>(message: &'a Message, name: &str, namespace: &str) -> &'a Element {

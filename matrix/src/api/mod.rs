@@ -1,5 +1,6 @@
 //! HTTP APIs: the router, typed request extraction, and the endpoint handlers.
 
+pub mod admin;
 pub mod client;
 pub mod client_address;
 pub mod ruma_wrapper;
@@ -124,6 +125,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, media::legacy_get_media_config_route);
 
     router
+        .merge(admin::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(media_headers))

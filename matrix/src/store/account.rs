@@ -87,6 +87,8 @@ pub struct UserRecord {
     pub avatar_url: Option<String>,
     pub is_admin: bool,
     pub deactivated: bool,
+    /// Deactivated with erasure.
+    pub erased: bool,
     pub created_ts: i64,
 }
 
@@ -116,6 +118,7 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
         avatar_url: row.try_get("avatar_url")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
         deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+        erased: row.try_get::<i64, _>("erased")? != 0,
         created_ts: row.try_get("created_ts")?,
     })
 }
@@ -131,7 +134,7 @@ fn device_from_row(row: &AnyRow) -> Result<DeviceRecord, sqlx::Error> {
 }
 
 const USER_COLUMNS: &str =
-    "user_id, password_hash, displayname, avatar_url, is_admin, deactivated, created_ts";
+    "user_id, password_hash, displayname, avatar_url, is_admin, deactivated, erased, created_ts";
 
 impl Store {
     /// Creates an account; returns `false` when the id is taken.

@@ -12,6 +12,7 @@ mod account;
 mod bridge;
 mod changes;
 mod e2ee;
+mod erasure;
 mod events;
 mod misc;
 mod rooms;

@@ -64,7 +64,7 @@ fn uiaa_flows(services: &Services) -> Vec<&'static str> {
 
 /// Whether two secrets are equal, in a time that depends on neither: their SHA-256 digests
 /// (of fixed length, whatever the secrets' lengths) compared byte by byte without stopping.
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     use sha2::{Digest, Sha256};
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     a.iter()
@@ -392,21 +392,14 @@ pub async fn deactivate_route(
 ) -> Result<deactivate::v3::Response, Error> {
     let sender = request.sender()?.clone();
     password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
-    crate::api::client::membership::leave_all_rooms(&services, &sender.user_id).await?;
-    let all = device_ids(&services, &sender.user_id, None).await?;
-    delete_devices(&services, &sender.user_id, &all).await?;
-    services
-        .store
-        .deactivate_user(sender.user_id.as_str())
-        .await?;
-    tracing::info!(user_id = %sender.user_id, "deactivated an account");
+    crate::admin::deactivate(&services, &sender.user_id, request.body.erase).await?;
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     ))
 }
 
 /// The ids of a user's devices, but `except`.
-async fn device_ids(
+pub async fn device_ids(
     services: &Services,
     user_id: &UserId,
     except: Option<&str>,

@@ -114,11 +114,18 @@ pub async fn client_events(
         now: now_ms(),
         transaction_ids: Some(&transaction_ids),
     };
+    let erased = match viewer {
+        Some(viewer) => ErasedSenders::of(services, rows, &viewer.user_id).await?,
+        None => ErasedSenders::default(),
+    };
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let room_id = RoomId::parse(&row.room_id)
             .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
-        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        let mut pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        if let Some(rules) = erased.redact(row) {
+            pdu = crate::pdu::redacted(&pdu, rules)?;
+        }
         let mut event = pdu.to_client_value(&room_id);
         let because = row
             .redacted_by
@@ -129,6 +136,57 @@ pub async fn client_events(
         events.push(event);
     }
     Ok(events)
+}
+
+/// The events of erased accounts among some rows, and whether the viewer was in the room when
+/// each was sent: if not, it is shown redacted (as Synapse serves an erased user's events).
+#[derive(Default)]
+struct ErasedSenders {
+    erased: std::collections::HashSet<String>,
+    /// By room: what the viewer saw of it, and the room's rules.
+    rooms: HashMap<String, (Visible, ruma::room_version_rules::RoomVersionRules)>,
+}
+
+impl ErasedSenders {
+    async fn of(services: &Services, rows: &[EventRow], viewer: &UserId) -> Result<Self, Error> {
+        let senders: Vec<&str> = rows
+            .iter()
+            .map(|row| row.sender.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let erased = services.store.erased_among(&senders).await?;
+        let mut rooms = HashMap::new();
+        for row in rows.iter().filter(|row| erased.contains(&row.sender)) {
+            if rooms.contains_key(&row.room_id) {
+                continue;
+            }
+            let room_id = RoomId::parse(&row.room_id)
+                .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+            let version = services
+                .store
+                .room(room_id.as_str())
+                .await?
+                .ok_or_else(|| Error::Internal(format!("no record of room {room_id}")))?
+                .room_version;
+            let rules = crate::pdu::rules(
+                &ruma::RoomVersionId::try_from(version.as_str())
+                    .map_err(|e| Error::Internal(format!("stored room version {version}: {e}")))?,
+            )?;
+            let visible = visibility::for_user(&services.store, &room_id, viewer).await?;
+            rooms.insert(row.room_id.clone(), (visible, rules));
+        }
+        Ok(ErasedSenders { erased, rooms })
+    }
+
+    /// The rules to redact a row by, when it is to be shown redacted.
+    fn redact(&self, row: &EventRow) -> Option<&ruma::room_version_rules::RoomVersionRules> {
+        if !self.erased.contains(&row.sender) {
+            return None;
+        }
+        let (visible, rules) = self.rooms.get(&row.room_id)?;
+        (!visible.was_joined(row.stream_ordering)).then_some(rules)
+    }
 }
 
 /// Client-format events of state PDUs held in memory.

@@ -1,0 +1,187 @@
+//! Erasure of an account's data, and who is erased.
+
+use std::collections::HashSet;
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Erases what an account leaves behind, in one transaction: its profile, account data,
+    /// filters, push rules, presence, receipts, keys, pending to-device messages, its messages
+    /// still queued for the other network, and the records of its media (whose ids are returned,
+    /// for the files to be deleted). The account is marked erased. Its devices and tokens are
+    /// deleted by deactivation.
+    pub async fn erase_user(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let media: Vec<String> =
+            sqlx::query_scalar("SELECT media_id FROM media WHERE uploader = $1 ORDER BY media_id")
+                .bind(user_id)
+                .fetch_all(&mut *transaction)
+                .await?;
+        for statement in [
+            "DELETE FROM media WHERE uploader = $1",
+            "DELETE FROM account_data WHERE user_id = $1",
+            "DELETE FROM filters WHERE user_id = $1",
+            "DELETE FROM push_rules WHERE user_id = $1",
+            "DELETE FROM presence WHERE user_id = $1",
+            "DELETE FROM receipts WHERE user_id = $1",
+            "DELETE FROM device_keys WHERE user_id = $1",
+            "DELETE FROM one_time_keys WHERE user_id = $1",
+            "DELETE FROM fallback_keys WHERE user_id = $1",
+            "DELETE FROM cross_signing_keys WHERE user_id = $1",
+            "DELETE FROM to_device_messages WHERE user_id = $1",
+            "DELETE FROM xmpp_outbox WHERE event_id IN \
+             (SELECT event_id FROM events WHERE sender = $1)",
+            "UPDATE users SET displayname = NULL, avatar_url = NULL, erased = 1 \
+             WHERE user_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(user_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(media)
+    }
+
+    /// The erased accounts among `user_ids`.
+    pub async fn erased_among(&self, user_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let mut erased = HashSet::new();
+        for chunk in user_ids.chunks(100) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let query = format!(
+                "SELECT user_id FROM users WHERE erased = 1 AND user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(query));
+            for user in chunk {
+                select = select.bind(*user);
+            }
+            erased.extend(select.fetch_all(self.pool()).await?);
+        }
+        Ok(erased)
+    }
+
+    /// Forgets what is kept of an XMPP user whose ghost was erased, in one transaction: the
+    /// messages still queued for them (in their direct rooms) and the presence subscriptions
+    /// with them. Returns how many queued messages were dropped.
+    pub async fn forget_remote_user(&self, jid: &str) -> Result<u64, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let dropped = sqlx::query(
+            "DELETE FROM xmpp_outbox WHERE room_id IN \
+             (SELECT room_id FROM xmpp_direct_rooms WHERE remote_jid = $1)",
+        )
+        .bind(jid)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM xmpp_subscriptions WHERE remote_jid = $1")
+            .bind(jid)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(dropped)
+    }
+
+    /// Makes an account a server administrator, or not; false when there is no such account.
+    pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("UPDATE users SET is_admin = $1 WHERE user_id = $2")
+                .bind(i64::from(is_admin))
+                .bind(user_id)
+                .execute(self.pool())
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::both_backends;
+    use crate::store::{BridgedMessage, MediaRecord, Store};
+
+    both_backends!(erasure, |store: Store| async move {
+        store
+            .create_user("@e:x", Some("hash"), Some("Eve"), false)
+            .await
+            .unwrap();
+        store
+            .create_user("@k:x", None, Some("Kept"), false)
+            .await
+            .unwrap();
+        for user in ["@e:x", "@k:x"] {
+            store
+                .set_account_data(user, "", "m.direct", "{}")
+                .await
+                .unwrap();
+            store
+                .create_media(&MediaRecord {
+                    media_id: format!("m-{}", &user[1..2]),
+                    content_type: Some("image/png".into()),
+                    filename: None,
+                    size: 3,
+                    uploader: user.into(),
+                    unauthenticated: false,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .record_outgoing(
+                &BridgedMessage {
+                    room_id: "!r:x".into(),
+                    sender_jid: "e@x".into(),
+                    xmpp_id: "$gone".into(),
+                    event_id: "$gone".into(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .erased_among(&["@e:x", "@k:x"])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The outbox entry is the erased user's only through its event; none is stored here,
+        // so it stays, and goes with its room.
+        assert_eq!(store.erase_user("@e:x").await.unwrap(), ["m-e"]);
+        let erased = store.user("@e:x").await.unwrap().unwrap();
+        assert!(erased.erased);
+        assert_eq!((erased.displayname, erased.avatar_url), (None, None));
+        assert_eq!(
+            store.account_data("@e:x", "", "m.direct").await.unwrap(),
+            None
+        );
+        assert!(store.media("m-e").await.unwrap().is_none());
+        let kept = store.user("@k:x").await.unwrap().unwrap();
+        assert_eq!(kept.displayname.as_deref(), Some("Kept"));
+        assert!(store.media("m-k").await.unwrap().is_some());
+        assert!(
+            store
+                .account_data("@k:x", "", "m.direct")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store.erased_among(&["@e:x", "@k:x", "@n:x"]).await.unwrap(),
+            ["@e:x".to_owned()].into()
+        );
+        assert!(store.outbox_entry("$gone").await.unwrap().is_some());
+        // The XMPP user of that room is erased: what was queued for them goes.
+        store
+            .set_xmpp_direct_room("@k:x", "bob@y", "!r:x")
+            .await
+            .unwrap();
+        assert_eq!(store.forget_remote_user("carol@y").await.unwrap(), 0);
+        assert_eq!(store.forget_remote_user("bob@y").await.unwrap(), 1);
+        assert!(store.outbox_entry("$gone").await.unwrap().is_none());
+        assert!(store.set_admin("@k:x", true).await.unwrap());
+        assert!(store.user("@k:x").await.unwrap().unwrap().is_admin);
+        assert!(!store.set_admin("@n:x", true).await.unwrap());
+    });
+}
