@@ -363,6 +363,21 @@ async fn erasure_erases() {
     server.join(&carol_token, &room).await;
     let seen_by_carol = read(&carol_token).await;
     assert_eq!(seen_by_carol["content"], json!({}), "{seen_by_carol}");
+    // Her leave, in the room's state, carries no name.
+    let members = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members"),
+            &carol_token,
+        )
+        .await
+        .assert_ok();
+    let her = members["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state_key"] == alice)
+        .unwrap();
+    assert_eq!(her["content"], json!({"membership": "leave"}), "{her}");
     let sync = server.sync(&carol_token, "").await;
     let timeline: &Value = &sync["rooms"]["join"][room.as_str()]["timeline"]["events"];
     assert!(

@@ -122,6 +122,17 @@ pub async fn deactivate(services: &Services, user_id: &UserId, erase: bool) -> R
     if services.store.user(user_id.as_str()).await?.is_none() {
         return Err(Error::NotFound(format!("{user_id} does not exist")));
     }
+    if erase {
+        // The leave events carry no name or avatar.
+        services
+            .store
+            .set_displayname(user_id.as_str(), None)
+            .await?;
+        services
+            .store
+            .set_avatar_url(user_id.as_str(), None)
+            .await?;
+    }
     leave_all_rooms(services, user_id).await?;
     let devices = device_ids(services, user_id, None).await?;
     delete_devices(services, user_id, &devices).await?;

@@ -40,25 +40,35 @@ impl Store {
                 .await?;
         }
         transaction.commit().await?;
+        if let Some(erased) = self.erased.get() {
+            erased
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(user_id.to_owned());
+        }
         Ok(media)
     }
 
-    /// The erased accounts among `user_ids`.
+    /// The erased accounts among `user_ids` (from memory once read: erasures are rare, and
+    /// every reader of events asks).
     pub async fn erased_among(&self, user_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        let mut erased = HashSet::new();
-        for chunk in user_ids.chunks(100) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let query = format!(
-                "SELECT user_id FROM users WHERE erased = 1 AND user_id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut select = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(query));
-            for user in chunk {
-                select = select.bind(*user);
-            }
-            erased.extend(select.fetch_all(self.pool()).await?);
-        }
-        Ok(erased)
+        let erased = self
+            .erased
+            .get_or_try_init(|| async {
+                let all: Vec<String> =
+                    sqlx::query_scalar("SELECT user_id FROM users WHERE erased = 1")
+                        .fetch_all(self.pool())
+                        .await?;
+                Ok::<_, StoreError>(std::sync::RwLock::new(all.into_iter().collect()))
+            })
+            .await?
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(user_ids
+            .iter()
+            .filter(|user| erased.contains(**user))
+            .map(|user| (*user).to_owned())
+            .collect())
     }
 
     /// Forgets what is kept of an XMPP user whose ghost was erased, in one transaction: the

@@ -114,6 +114,8 @@ pub struct Store {
     tokens: Arc<account::TokenCache>,
     changes: Arc<ChangeTracker>,
     key_counts: Arc<e2ee::KeyCountCache>,
+    /// The erased accounts, read once: every reader of events asks about their senders.
+    erased: Arc<tokio::sync::OnceCell<std::sync::RwLock<std::collections::HashSet<String>>>>,
 }
 
 struct StreamState {
@@ -223,6 +225,7 @@ impl Store {
             tokens: Arc::default(),
             changes: Arc::new(ChangeTracker::new(position)),
             key_counts: Arc::default(),
+            erased: Arc::default(),
         })
     }
 
