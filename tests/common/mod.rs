@@ -140,6 +140,20 @@ impl TestServer {
         self.send(builder.body(Body::from(body)).unwrap()).await
     }
 
+    /// A request without a body, with these headers.
+    pub async fn raw_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(Body::empty()).unwrap()).await
+    }
+
     /// A request with a raw `Authorization` header and an empty JSON object as body.
     pub async fn with_authorization(&self, method: Method, path: &str, value: &str) -> Response {
         let request = Request::builder()

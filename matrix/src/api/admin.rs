@@ -55,12 +55,7 @@ async fn administrator(
     headers: &HeaderMap,
     query: &ListQuery,
 ) -> Result<Administrator, Error> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| query.access_token.clone())
+    let token = crate::api::bearer_token(headers, query.access_token.as_deref())
         .ok_or(Error::MissingToken)?;
     if let Some(secret) = services.admin_secret()
         && same_secret(&token, secret)

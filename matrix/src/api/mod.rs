@@ -31,7 +31,15 @@ pub fn client_router(services: Arc<Services>) -> Router {
         "/.well-known/matrix/server",
         get(discovery::well_known_server_route),
     );
-    let router = route(router, discovery::get_capabilities_route);
+    let router = router
+        .route(
+            "/_matrix/client/v3/capabilities",
+            get(discovery::get_capabilities_route),
+        )
+        .route(
+            "/_matrix/client/r0/capabilities",
+            get(discovery::get_capabilities_route),
+        );
     let router = route(router, account::register_route);
     let router = route(router, account::get_username_availability_route);
     let router = route(router, account::get_login_types_route);
@@ -93,6 +101,11 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, user_data::get_global_account_data_route);
     let router = route(router, user_data::set_room_account_data_route);
     let router = route(router, user_data::get_room_account_data_route);
+    let router = route(router, user_data::get_tags_route);
+    let router = route(router, user_data::create_tag_route);
+    let router = route(router, user_data::delete_tag_route);
+    let router = route(router, discovery::get_protocols_route);
+    let router = route(router, account::get_3pids_route);
     let router = route(router, user_data::create_filter_route);
     let router = route(router, user_data::get_filter_route);
     let router = route(router, user_data::get_pushrules_all_route);
@@ -140,7 +153,15 @@ pub fn client_router(services: Arc<Services>) -> Router {
                     Method::DELETE,
                     Method::OPTIONS,
                 ])
-                .allow_headers(Any),
+                // Named, as the specification recommends: a wildcard does not cover
+                // `Authorization` in browsers.
+                .allow_headers([
+                    http::header::ORIGIN,
+                    http::HeaderName::from_static("x-requested-with"),
+                    http::header::CONTENT_TYPE,
+                    http::header::ACCEPT,
+                    http::header::AUTHORIZATION,
+                ]),
         )
         .with_state(services)
 }
@@ -169,6 +190,22 @@ async fn media_headers(
         );
     }
     response
+}
+
+/// The access token of a request: `Authorization: Bearer …`, else the `access_token` query
+/// parameter (deprecated, still sent by some clients). An `Authorization` header of another
+/// scheme is taken whole, as a token that matches nothing (`M_UNKNOWN_TOKEN`, not missing).
+pub(crate) fn bearer_token(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            Some(match value.strip_prefix("Bearer ") {
+                Some(token) => token.to_owned(),
+                None => value.into_owned(),
+            })
+        }
+        None => query.map(str::to_owned),
+    }
 }
 
 async fn unrecognized() -> impl IntoResponse {

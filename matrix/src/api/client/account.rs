@@ -398,6 +398,18 @@ pub async fn deactivate_route(
     ))
 }
 
+/// # `GET /_matrix/client/v3/account/3pid`: accounts have no third-party identifiers (no
+/// e-mail or phone binding) on this server.
+pub async fn get_3pids_route(
+    _services: Arc<Services>,
+    request: Ruma<ruma::api::client::account::get_3pids::v3::Request>,
+) -> Result<ruma::api::client::account::get_3pids::v3::Response, Error> {
+    request.sender()?;
+    Ok(ruma::api::client::account::get_3pids::v3::Response::new(
+        Vec::new(),
+    ))
+}
+
 /// The ids of a user's devices, but `except`.
 pub async fn device_ids(
     services: &Services,

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use ruma::api::client::discovery::discover_homeserver::{self, HomeserverInfo};
-use ruma::api::client::discovery::get_capabilities::v3 as capabilities;
 use ruma::api::client::discovery::get_supported_versions;
 use ruma::api::client::profile::{get_profile, get_profile_field, set_profile_field};
 use ruma::api::client::user_directory::search_users;
 use ruma::profile::{ProfileFieldName, ProfileFieldValue};
-use ruma::{OwnedMxcUri, RoomVersionId, UserId};
+use ruma::{OwnedMxcUri, UserId};
 use serde_json::{Value, json};
 
 use crate::Services;
@@ -31,8 +30,22 @@ pub async fn get_supported_versions_route(
     ];
     let mut response =
         get_supported_versions::Response::new(versions.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::new();
+    // What clients probe for: cross-signing (Element sets it up at login only when this is
+    // advertised) and authenticated media (MSC3916, stable in v1.11).
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+        ("org.matrix.msc3916.stable".to_owned(), true),
+    ]);
     Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/thirdparty/protocols`: no third-party networks are bridged
+/// through application services here (XMPP is native), so none are listed.
+pub async fn get_protocols_route(
+    _services: Arc<Services>,
+    _request: Ruma<ruma::api::client::thirdparty::get_protocols::v3::Request>,
+) -> Result<ruma::api::client::thirdparty::get_protocols::v3::Response, Error> {
+    Ok(ruma::api::client::thirdparty::get_protocols::v3::Response::new(BTreeMap::new()))
 }
 
 /// The base URL clients reach the client API at.
@@ -68,19 +81,35 @@ pub async fn well_known_server_route(State(services): State<Arc<Services>>) -> J
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
+///
+/// Written out whole, defaults included (`m.set_displayname`, `m.set_avatar_url`), as Synapse
+/// answers and as clients of the versions this server advertises read it.
 pub async fn get_capabilities_route(
-    _services: Arc<Services>,
-    _request: Ruma<capabilities::Request>,
-) -> Result<capabilities::Response, Error> {
-    let mut caps = capabilities::Capabilities::new();
-    caps.change_password = capabilities::ChangePasswordCapability::new(true);
-    let available: BTreeMap<RoomVersionId, capabilities::RoomVersionStability> =
-        SUPPORTED_ROOM_VERSIONS
-            .iter()
-            .map(|version| (version.clone(), capabilities::RoomVersionStability::Stable))
-            .collect();
-    caps.room_versions = capabilities::RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
-    Ok(capabilities::Response::new(caps))
+    State(services): State<Arc<Services>>,
+    headers: http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = crate::api::bearer_token(&headers, query.get("access_token").map(String::as_str));
+    let Some(token) = token else {
+        return Error::MissingToken.into_response();
+    };
+    if let Err(error) = services.authenticate(&token).await {
+        return error.into_response();
+    }
+    let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|version| (version.to_string(), json!("stable")))
+        .collect();
+    Json(json!({"capabilities": {
+        "m.change_password": {"enabled": true},
+        "m.set_displayname": {"enabled": true},
+        "m.set_avatar_url": {"enabled": true},
+        "m.3pid_changes": {"enabled": false},
+        "m.get_login_token": {"enabled": false},
+        "m.room_versions": {"default": DEFAULT_ROOM_VERSION.to_string(), "available": available},
+    }}))
+    .into_response()
 }
 
 /// Makes an account the server makes on demand when an authenticated user looks it up, within

@@ -214,9 +214,12 @@ pub async fn invite_user_route(
                 .into(),
         ));
     }
-    // Only members may invite, also someone who is in the room already.
+    // Only members may invite.
     crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
+    if recipient.user_id == sender.user_id {
+        return Err(Error::Forbidden("you cannot invite yourself".into()));
+    }
     if !services.provision_user(&recipient.user_id).await? {
         return Err(Error::NotFound(format!(
             "unknown user {}",
@@ -229,7 +232,21 @@ pub async fn invite_user_route(
         .await?
         .as_deref()
     {
-        Some("invite") | Some("join") => return Ok(invite_user::v3::Response::new()),
+        // Invited already: nothing changes.
+        Some("invite") => return Ok(invite_user::v3::Response::new()),
+        // The authorization rules refuse an invite of a member or of someone banned.
+        Some("join") => {
+            return Err(Error::Forbidden(format!(
+                "{} is already in the room",
+                recipient.user_id
+            )));
+        }
+        Some("ban") => {
+            return Err(Error::Forbidden(format!(
+                "{} is banned from the room",
+                recipient.user_id
+            )));
+        }
         _ => {}
     }
     services.limits.message.check(sender.user_id.as_str())?;

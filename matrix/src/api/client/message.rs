@@ -345,6 +345,23 @@ pub async fn send_state_event_route(
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(&services, &body.room_id, &content).await?;
     }
+    // The same content again changes nothing: the event that set it answers (as Synapse does).
+    if let Some(current) = services
+        .rooms
+        .current_state(&body.room_id)
+        .await?
+        .iter()
+        .find(|pdu| {
+            pdu.event_type.to_string() == event_type
+                && pdu.state_key.as_deref() == Some(body.state_key.as_str())
+                && pdu.sender == sender.user_id
+        })
+        && current.content_value() == content
+    {
+        return Ok(send_state_event::v3::Response::new(
+            current.event_id.clone(),
+        ));
+    }
     let content = canonical_content(content)?;
     let appended = services
         .rooms

@@ -1,4 +1,4 @@
-//! Account data, filters, push rules and pushers.
+//! Account data, room tags, filters, push rules and pushers.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use ruma::api::client::push::{
     get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
     set_pushrule_enabled,
 };
+use ruma::api::client::tag::{create_tag, delete_tag, get_tags};
 use ruma::push::{InsertPushRuleError, RemovePushRuleError, Ruleset};
 use ruma::serde::Raw;
 use ruma::{RoomId, UserId};
@@ -115,6 +116,85 @@ pub async fn set_room_account_data_route(
         )
         .await?;
     Ok(set_room_account_data::v3::Response::new())
+}
+
+/// A user's tags of a room: the `tags` of the room's `m.tag` account data.
+async fn room_tags(
+    services: &Services,
+    user_id: &UserId,
+    room_id: &RoomId,
+) -> Result<serde_json::Map<String, Value>, Error> {
+    let content = services
+        .store
+        .account_data(user_id.as_str(), room_id.as_str(), "m.tag")
+        .await?;
+    Ok(content
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|mut value| match value["tags"].take() {
+            Value::Object(tags) => Some(tags),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+async fn set_room_tags(
+    services: &Services,
+    user_id: &UserId,
+    room_id: &RoomId,
+    tags: serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    let content = serde_json::json!({ "tags": tags }).to_string();
+    services
+        .store
+        .set_account_data(user_id.as_str(), room_id.as_str(), "m.tag", &content)
+        .await?;
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
+pub async fn get_tags_route(
+    services: Arc<Services>,
+    request: Ruma<get_tags::v3::Request>,
+) -> Result<get_tags::v3::Response, Error> {
+    let sender = request.sender()?;
+    own(&sender.user_id, &request.body.user_id)?;
+    let tags = room_tags(&services, &sender.user_id, &request.body.room_id).await?;
+    let tags = serde_json::from_value(Value::Object(tags)).unwrap_or_default();
+    Ok(get_tags::v3::Response::new(tags))
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn create_tag_route(
+    services: Arc<Services>,
+    request: Ruma<create_tag::v3::Request>,
+) -> Result<create_tag::v3::Response, Error> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    own(&sender.user_id, &body.user_id)?;
+    check_room(&services, &body.room_id).await?;
+    if body.tag.is_empty() || body.tag.len() > 255 {
+        return Err(Error::InvalidParam("a tag has 1 to 255 bytes".into()));
+    }
+    let mut tags = room_tags(&services, &sender.user_id, &body.room_id).await?;
+    let info = serde_json::to_value(&body.tag_info).map_err(|e| Error::Internal(e.to_string()))?;
+    tags.insert(body.tag.clone(), info);
+    set_room_tags(&services, &sender.user_id, &body.room_id, tags).await?;
+    Ok(create_tag::v3::Response::new())
+}
+
+/// # `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn delete_tag_route(
+    services: Arc<Services>,
+    request: Ruma<delete_tag::v3::Request>,
+) -> Result<delete_tag::v3::Response, Error> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    own(&sender.user_id, &body.user_id)?;
+    let mut tags = room_tags(&services, &sender.user_id, &body.room_id).await?;
+    if tags.remove(&body.tag).is_some() {
+        set_room_tags(&services, &sender.user_id, &body.room_id, tags).await?;
+    }
+    Ok(delete_tag::v3::Response::new())
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`

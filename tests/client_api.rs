@@ -1,0 +1,188 @@
+//! What clients probe and rely on: versions and capabilities, CORS, room tags, the empty
+//! third-party endpoints, invites the authorization rules refuse, state set to what it is.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::TestServer;
+use http::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn versions_capabilities_and_cors() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let versions = server
+        .call(Method::GET, "/_matrix/client/versions", None, None)
+        .await
+        .assert_ok();
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.e2e_cross_signing"],
+        true
+    );
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.msc3916.stable"],
+        true
+    );
+    let capabilities = server
+        .get("/_matrix/client/v3/capabilities", &alice)
+        .await
+        .assert_ok();
+    let capabilities = &capabilities["capabilities"];
+    assert_eq!(capabilities["m.change_password"]["enabled"], true);
+    assert_eq!(capabilities["m.set_displayname"]["enabled"], true);
+    assert_eq!(capabilities["m.set_avatar_url"]["enabled"], true);
+    assert_eq!(capabilities["m.3pid_changes"]["enabled"], false);
+    // A browser's preflight for an authenticated request: Authorization is named.
+    let preflight = server
+        .raw_with_headers(
+            Method::OPTIONS,
+            "/_matrix/client/v3/sync",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization"),
+            ],
+        )
+        .await;
+    let allowed = preflight.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    assert_eq!(preflight.headers["access-control-allow-origin"], "*");
+    // The read endpoints of features this server does not have answer empty.
+    assert_eq!(
+        server
+            .get("/_matrix/client/v3/thirdparty/protocols", &alice)
+            .await
+            .assert_ok(),
+        json!({})
+    );
+    let threepids = server
+        .get("/_matrix/client/v3/account/3pid", &alice)
+        .await
+        .assert_ok();
+    assert!(
+        threepids
+            .get("threepids")
+            .is_none_or(|list| list == &json!([])),
+        "{threepids}"
+    );
+}
+
+#[tokio::test]
+async fn room_tags() {
+    let server = TestServer::new().await;
+    let (alice, token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server.create_room(&token, json!({})).await;
+    let tags = format!("/_matrix/client/v3/user/{alice}/rooms/{room}/tags");
+    assert_eq!(
+        server.get(&tags, &token).await.assert_ok(),
+        json!({"tags": {}})
+    );
+    server
+        .put(
+            &format!("{tags}/m.favourite"),
+            &token,
+            json!({"order": 0.25}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(&format!("{tags}/u.work"), &token, json!({}))
+        .await
+        .assert_ok();
+    assert_eq!(
+        server.get(&tags, &token).await.assert_ok(),
+        json!({"tags": {"m.favourite": {"order": 0.25}, "u.work": {}}})
+    );
+    // Sync carries them as the room's m.tag account data.
+    let sync = server.sync(&token, "").await;
+    let data = sync["rooms"]["join"][room.as_str()]["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.tag")
+        .cloned()
+        .unwrap();
+    assert_eq!(data["content"]["tags"]["m.favourite"]["order"], 0.25);
+    server
+        .call(
+            Method::DELETE,
+            &format!("{tags}/u.work"),
+            Some(&token),
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        server.get(&tags, &token).await.assert_ok(),
+        json!({"tags": {"m.favourite": {"order": 0.25}}})
+    );
+    // Someone else's tags, and an unknown room.
+    server
+        .get(&tags, &bob_token)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{bob}/rooms/!nowhere:test.example/tags/u.x"),
+            &bob_token,
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn invites_the_rules_refuse_and_state_set_to_what_it_is() {
+    let server = TestServer::new().await;
+    let (alice, token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let (carol, _) = server.register("carol").await;
+    let (dave, _) = server.register("dave").await;
+    let room = server
+        .create_room(&token, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&bob_token, &room).await;
+    let invite = |user: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/invite");
+        let body = json!({"user_id": user});
+        let server = &server;
+        let token = token.clone();
+        async move { server.post(&path, &token, body).await }
+    };
+    invite(&alice).await.assert_error(403, "M_FORBIDDEN");
+    invite(&bob).await.assert_error(403, "M_FORBIDDEN");
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            &token,
+            json!({"user_id": dave}),
+        )
+        .await
+        .assert_ok();
+    invite(&dave).await.assert_error(403, "M_FORBIDDEN");
+    invite(&carol).await.assert_ok();
+    invite(&carol).await.assert_ok();
+
+    // The same topic again is no new event; another topic is.
+    let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+    let first = server
+        .put(&topic, &token, json!({"topic": "plans"}))
+        .await
+        .assert_ok();
+    let again = server
+        .put(&topic, &token, json!({"topic": "plans"}))
+        .await
+        .assert_ok();
+    assert_eq!(first["event_id"], again["event_id"]);
+    let other = server
+        .put(&topic, &token, json!({"topic": "other plans"}))
+        .await
+        .assert_ok();
+    assert_ne!(first["event_id"], other["event_id"]);
+}
