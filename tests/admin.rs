@@ -341,13 +341,7 @@ async fn erasure_erases() {
 
     // Bob was there when she wrote: he still reads it. Carol joins now: she does not.
     let read = async |token: &str| {
-        let messages = server
-            .get(
-                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
-                token,
-            )
-            .await
-            .assert_ok();
+        let messages = server.messages(token, &room).await;
         messages["chunk"]
             .as_array()
             .unwrap()

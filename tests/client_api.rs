@@ -186,3 +186,90 @@ async fn invites_the_rules_refuse_and_state_set_to_what_it_is() {
         .assert_ok();
     assert_ne!(first["event_id"], other["event_id"]);
 }
+
+/// A state event carries the state it replaced in `unsigned` (`prev_content`, `prev_sender`,
+/// `replaces_state`): Element reads the join's `prev_content` to know that the invite it
+/// accepted was to a direct chat.
+#[tokio::test]
+async fn state_events_carry_what_they_replaced() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"is_direct": true, "invite": [bob]}))
+        .await;
+    server.join(&bob_token, &room).await;
+    let sync = server.sync(&bob_token, "").await;
+    let timeline = sync["rooms"]["join"][room.as_str()]["timeline"]["events"]
+        .as_array()
+        .unwrap();
+    let invite = timeline
+        .iter()
+        .find(|e| e["state_key"] == bob && e["content"]["membership"] == "invite")
+        .unwrap();
+    let join = timeline
+        .iter()
+        .find(|e| e["state_key"] == bob && e["content"]["membership"] == "join")
+        .unwrap();
+    assert_eq!(
+        join["unsigned"]["prev_content"]["membership"], "invite",
+        "{join}"
+    );
+    assert_eq!(join["unsigned"]["prev_content"]["is_direct"], true);
+    assert_eq!(join["unsigned"]["prev_sender"], invite["sender"]);
+    assert_eq!(join["unsigned"]["replaces_state"], invite["event_id"]);
+    // The first of its kind replaced nothing; a message is no state.
+    assert!(invite["unsigned"].get("prev_content").is_none(), "{invite}");
+    let sent = server
+        .send_text(&alice, &room, "t1", "hello")
+        .await
+        .assert_ok();
+    let event = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/event/{}",
+                common::encode(sent["event_id"].as_str().unwrap())
+            ),
+            &bob_token,
+        )
+        .await
+        .assert_ok();
+    assert!(event["unsigned"].get("prev_content").is_none());
+    // /messages shows it too.
+    let messages = server.messages(&bob_token, &room).await;
+    let join = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state_key"] == bob && e["content"]["membership"] == "join")
+        .unwrap();
+    assert_eq!(join["unsigned"]["prev_content"]["membership"], "invite");
+}
+
+/// Typing without a timeout is accepted (the specification does not require one) and lasts;
+/// a timeout that is not a number is still refused.
+#[tokio::test]
+async fn typing_without_a_timeout() {
+    let server = TestServer::new().await;
+    let (alice, token) = server.register("alice").await;
+    let room = server.create_room(&token, json!({})).await;
+    let typing = format!("/_matrix/client/v3/rooms/{room}/typing/{alice}");
+    server
+        .put(&typing, &token, json!({"typing": true}))
+        .await
+        .assert_ok();
+    let sync = server.sync(&token, "").await;
+    let events = sync["rooms"]["join"][room.as_str()]["ephemeral"]["events"]
+        .as_array()
+        .unwrap();
+    let typing_event = events.iter().find(|e| e["type"] == "m.typing").unwrap();
+    assert_eq!(typing_event["content"]["user_ids"], json!([alice]));
+    server
+        .put(&typing, &token, json!({"typing": true, "timeout": "soon"}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .put(&typing, &token, json!({"typing": false}))
+        .await
+        .assert_ok();
+}

@@ -380,13 +380,7 @@ async fn visibility_changed_halfway() {
         .send_text(&alice, &room, "t3", "welcome")
         .await
         .assert_ok();
-    let messages = server
-        .get(
-            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
-            &bob_token,
-        )
-        .await
-        .assert_ok();
+    let messages = server.messages(&bob_token, &room).await;
     assert_eq!(bodies(&messages["chunk"]), ["welcome", "shared part"]);
     // The change of visibility itself is visible: the old value allowed it.
     assert!(

@@ -275,6 +275,16 @@ impl TestServer {
         .await
     }
 
+    /// The latest events of a room (`/messages`, backwards, up to 100), as `token` sees them.
+    pub async fn messages(&self, token: &str, room_id: &str) -> Value {
+        self.get(
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100"),
+            token,
+        )
+        .await
+        .assert_ok()
+    }
+
     pub async fn sync(&self, token: &str, query: &str) -> Value {
         self.get(&format!("/_matrix/client/v3/sync?{query}"), token)
             .await

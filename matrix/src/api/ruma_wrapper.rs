@@ -148,6 +148,13 @@ where
         } else {
             bytes
         };
+        let bytes = if TypeId::of::<T>()
+            == TypeId::of::<ruma::api::client::typing::create_typing_event::v3::Request>()
+        {
+            typing_with_timeout(bytes)
+        } else {
+            bytes
+        };
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
 
         let sender = match token_use::<T>() {
@@ -187,6 +194,21 @@ where
             client_ip,
             json_body,
         })
+    }
+}
+
+/// The specification does not require `timeout` with `"typing": true`, and clients leave it
+/// out; the request type does. Without one, a typing notification lasts 30 s (as in Synapse).
+fn typing_with_timeout(bytes: Bytes) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut body))
+            if body.get("typing") == Some(&serde_json::Value::Bool(true))
+                && !body.contains_key("timeout") =>
+        {
+            body.insert("timeout".into(), serde_json::json!(30_000));
+            Bytes::from(serde_json::Value::Object(body).to_string())
+        }
+        _ => bytes,
     }
 }
 

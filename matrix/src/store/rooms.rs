@@ -216,6 +216,38 @@ impl Store {
             .collect()
     }
 
+    /// The state event that a state event at `position` replaced (the last before it with the
+    /// same type and state key), if any: `(event id, sender, content)`.
+    pub async fn replaced_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        position: i64,
+    ) -> Result<Option<(String, String, serde_json::Value)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT event_id, sender, json FROM events WHERE room_id = $1 AND event_type = $2 \
+             AND state_key = $3 AND stream_ordering < $4 ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .bind(position)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            let json: String = row.try_get("json")?;
+            let mut event: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("stored event: {e}")))?;
+            Ok((
+                row.try_get("event_id")?,
+                row.try_get("sender")?,
+                event["content"].take(),
+            ))
+        })
+        .transpose()
+    }
+
     pub async fn room_members(
         &self,
         room_id: &str,

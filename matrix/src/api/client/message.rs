@@ -133,9 +133,49 @@ pub async fn client_events(
             .and_then(|id| redactions.get(id))
             .map(String::as_str);
         unsigned.apply(&pdu, &mut event, because);
+        if let Some(state_key) = &row.state_key {
+            replaced_state(services, row, state_key, &mut event).await?;
+        }
         events.push(event);
     }
     Ok(events)
+}
+
+/// `unsigned.prev_content`, `prev_sender` and `replaces_state` of a state event: the state it
+/// replaced (clients read them to tell, say, that a join accepted an invite to a direct chat).
+/// (Nothing of an erased account's state is shown there.)
+async fn replaced_state(
+    services: &Services,
+    row: &EventRow,
+    state_key: &str,
+    event: &mut Map<String, Value>,
+) -> Result<(), Error> {
+    let Some((event_id, sender, content)) = services
+        .store
+        .replaced_state(
+            &row.room_id,
+            &row.event_type,
+            state_key,
+            row.stream_ordering,
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    if !services
+        .store
+        .erased_among(&[&sender, &row.sender])
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    if let Some(Value::Object(unsigned)) = event.get_mut("unsigned") {
+        unsigned.insert("prev_content".into(), content);
+        unsigned.insert("prev_sender".into(), Value::String(sender));
+        unsigned.insert("replaces_state".into(), Value::String(event_id));
+    }
+    Ok(())
 }
 
 /// The events of erased accounts among some rows, and whether the viewer was in the room when
