@@ -7,7 +7,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn create_invite_join_and_talk_in_every_room_version() {
-    for version in ["10", "11", "12"] {
+    for version in ["6", "7", "8", "9", "10", "11", "12"] {
         let server = TestServer::new().await;
         let (alice, alice_token) = server.register("alice").await;
         let (bob, bob_token) = server.register("bob").await;
@@ -33,6 +33,13 @@ async fn create_invite_join_and_talk_in_every_room_version() {
             .await
             .assert_ok();
         assert_eq!(create["room_version"], version);
+        // Before version 11 the creator is named in the content.
+        let numeric: u32 = version.parse().unwrap();
+        if numeric < 11 {
+            assert_eq!(create["creator"], alice);
+        } else {
+            assert!(create.get("creator").is_none());
+        }
 
         // Bob sees the invite with its stripped state, then joins.
         let sync = server.sync(&bob_token, "").await;
@@ -79,6 +86,33 @@ async fn create_invite_join_and_talk_in_every_room_version() {
             .assert_ok();
         assert!(joined["joined"].get(&alice).is_some());
         assert!(joined["joined"].get(&bob).is_some());
+        // A redaction by the rules of the version.
+        let hello = messages["chunk"][1]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/redact/{}/r1",
+                    common::encode(&hello)
+                ),
+                &alice_token,
+                json!({"reason": "typo"}),
+            )
+            .await
+            .assert_ok();
+        let redacted = server
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{room}/event/{}",
+                    common::encode(&hello)
+                ),
+                &bob_token,
+            )
+            .await
+            .assert_ok();
+        assert_eq!(redacted["content"], json!({}), "version {version}");
     }
 }
 
