@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn unsupported_versions_and_bad_content() {
         assert!(matches!(
-            rules(&RoomVersionId::V9),
+            rules(&RoomVersionId::V5),
             Err(Error::UnsupportedRoomVersion(_))
         ));
         assert!(matches!(
