@@ -273,3 +273,57 @@ async fn typing_without_a_timeout() {
         .await
         .assert_ok();
 }
+
+/// `m.ignored_user_list`: what an ignored user sends (not their state) and their invites are
+/// not shown.
+#[tokio::test]
+async fn ignored_users_are_not_shown() {
+    let server = TestServer::new().await;
+    let (alice, token) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let (_, carol_token) = server.register("carol").await;
+    let room = server
+        .create_room(&token, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&bob_token, &room).await;
+    server.join(&carol_token, &room).await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{alice}/account_data/m.ignored_user_list"),
+            &token,
+            json!({"ignored_users": {bob.clone(): {}}}),
+        )
+        .await
+        .assert_ok();
+    server
+        .send_text(&bob_token, &room, "b1", "from bob")
+        .await
+        .assert_ok();
+    server
+        .send_text(&carol_token, &room, "c1", "from carol")
+        .await
+        .assert_ok();
+    let other = server
+        .create_room(&bob_token, json!({"invite": [alice.clone()]}))
+        .await;
+    let sync = server.sync(&token, "").await;
+    let timeline = &sync["rooms"]["join"][room.as_str()]["timeline"]["events"];
+    assert_eq!(common::bodies(timeline), ["from carol"]);
+    assert!(
+        timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == bob && e["content"]["membership"] == "join"),
+        "his state is still shown"
+    );
+    assert!(sync["rooms"]["invite"][other.as_str()].is_null(), "{sync}");
+    let messages = server.messages(&token, &room).await;
+    assert_eq!(common::bodies(&messages["chunk"]), ["from carol"]);
+    // Carol ignores nobody and sees both.
+    let messages = server.messages(&carol_token, &room).await;
+    assert_eq!(
+        common::bodies(&messages["chunk"]),
+        ["from carol", "from bob"]
+    );
+}

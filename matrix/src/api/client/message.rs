@@ -88,6 +88,26 @@ pub async fn client_events(
     rows: &[EventRow],
     viewer: Option<&Sender>,
 ) -> Result<Vec<Map<String, Value>>, Error> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    // What users the viewer ignores sent is not shown (state excepted), as the specification
+    // says of `m.ignored_user_list`.
+    let ignored = match viewer {
+        Some(viewer) => ignored_users(services, &viewer.user_id).await?,
+        None => Default::default(),
+    };
+    let shown: Vec<EventRow>;
+    let rows = if ignored.is_empty() {
+        rows
+    } else {
+        shown = rows
+            .iter()
+            .filter(|row| row.state_key.is_some() || !ignored.contains(&row.sender))
+            .cloned()
+            .collect();
+        &shown
+    };
     let ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
     let transaction_ids = match viewer {
         Some(viewer) => {
@@ -176,6 +196,28 @@ async fn replaced_state(
         unsigned.insert("replaces_state".into(), Value::String(event_id));
     }
     Ok(())
+}
+
+/// The users `user_id` ignores (`m.ignored_user_list` in their account data).
+pub async fn ignored_users(
+    services: &Services,
+    user_id: &UserId,
+) -> Result<std::collections::HashSet<String>, Error> {
+    let Some(text) = services
+        .store
+        .account_data(user_id.as_str(), "", "m.ignored_user_list")
+        .await?
+    else {
+        return Ok(Default::default());
+    };
+    Ok(serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|value| {
+            value["ignored_users"]
+                .as_object()
+                .map(|users| users.keys().cloned().collect())
+        })
+        .unwrap_or_default())
 }
 
 /// The events of erased accounts among some rows, and whether the viewer was in the room when

@@ -173,6 +173,7 @@ async fn compute(
     } else {
         vec![]
     };
+    let ignored = crate::api::client::message::ignored_users(services, &sender.user_id).await?;
     for row in &memberships {
         let Ok(room_id) = RoomId::parse(&row.room_id) else {
             continue;
@@ -197,6 +198,13 @@ async fn compute(
                 }
             }
             "invite" if since.is_none() || row.stream_ordering > since_position => {
+                // Invites from ignored users are not shown.
+                if !ignored.is_empty()
+                    && let Some(invite) = services.store.event(&row.event_id).await?
+                    && ignored.contains(&invite.sender)
+                {
+                    continue;
+                }
                 response.rooms.invite.insert(
                     room_id.clone(),
                     invited_room(services, &room_id, row).await?,
