@@ -34,6 +34,25 @@ async fn versions_capabilities_and_cors() {
     assert_eq!(capabilities["m.set_displayname"]["enabled"], true);
     assert_eq!(capabilities["m.set_avatar_url"]["enabled"], true);
     assert_eq!(capabilities["m.3pid_changes"]["enabled"], false);
+    // The token may come as a query parameter too (deprecated, still sent by some clients).
+    server
+        .call(
+            Method::GET,
+            &format!("/_matrix/client/v3/capabilities?access_token={alice}"),
+            None,
+            None,
+        )
+        .await
+        .assert_ok();
+    server
+        .call(
+            Method::GET,
+            "/_matrix/client/v3/capabilities?access_token=forged",
+            None,
+            None,
+        )
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
     // A browser's preflight for an authenticated request: Authorization is named.
     let preflight = server
         .raw_with_headers(
@@ -326,4 +345,56 @@ async fn ignored_users_are_not_shown() {
         common::bodies(&messages["chunk"]),
         ["from carol", "from bob"]
     );
+}
+
+/// `/voip/turnServer`: credentials of the caller's own for the configured TURN servers (the
+/// TURN REST API, as coturn checks them), `{}` without any.
+#[tokio::test]
+async fn turn_server_credentials() {
+    use base64::Engine as _;
+    let server = TestServer::new().await;
+    let (_, token) = server.register("alice").await;
+    let path = "/_matrix/client/v3/voip/turnServer";
+    assert_eq!(server.get(path, &token).await.assert_ok(), json!({}));
+    server
+        .call(Method::GET, path, None, None)
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+
+    let server = TestServer::with_config(|config| {
+        config.voip.turn_uris = vec!["turn:turn.test.example:3478?transport=udp".into()];
+        config.voip.turn_shared_secret = Some("shared with coturn".into());
+        config.voip.turn_user_lifetime_secs = 3600;
+    })
+    .await;
+    let (alice, token) = server.register("alice").await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = now();
+    let turn = server.get(path, &token).await.assert_ok();
+    let after = now();
+    assert_eq!(turn["ttl"], 3600);
+    assert_eq!(
+        turn["uris"],
+        json!(["turn:turn.test.example:3478?transport=udp"])
+    );
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, alice);
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (before + 3600..=after + 3600).contains(&expiry),
+        "{expiry} not an hour after {before}..{after}"
+    );
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        b"shared with coturn",
+    );
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(ring::hmac::sign(&key, username.as_bytes()).as_ref());
+    assert_eq!(turn["password"], expected);
 }

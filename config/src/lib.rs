@@ -46,6 +46,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub logging: LoggingConfig,
     pub xmpp: XmppConfig,
+    pub voip: VoipConfig,
 }
 
 impl Config {
@@ -562,6 +563,27 @@ impl Default for RateLimitsConfig {
                 per_second: 0.2,
                 burst: 50,
             },
+        }
+    }
+}
+
+/// `[voip]`: the TURN servers clients are given for calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoipConfig {
+    pub turn_uris: Vec<String>,
+    /// Shared with the TURN server (coturn's `static-auth-secret`): each user gets credentials
+    /// of their own, made from it (the TURN REST API).
+    pub turn_shared_secret: Option<String>,
+    pub turn_user_lifetime_secs: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        VoipConfig {
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_user_lifetime_secs: 86_400,
         }
     }
 }

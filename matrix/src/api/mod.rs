@@ -39,6 +39,14 @@ pub fn client_router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/client/r0/capabilities",
             get(discovery::get_capabilities_route),
+        )
+        .route(
+            "/_matrix/client/v3/voip/turnServer",
+            get(discovery::get_turn_server_route),
+        )
+        .route(
+            "/_matrix/client/r0/voip/turnServer",
+            get(discovery::get_turn_server_route),
         );
     let router = route(router, account::register_route);
     let router = route(router, account::get_username_availability_route);
@@ -205,6 +213,34 @@ pub(crate) fn bearer_token(headers: &http::HeaderMap, query: Option<&str>) -> Op
             })
         }
         None => query.map(str::to_owned),
+    }
+}
+
+/// The authenticated sender of a request, for the handlers that answer JSON of their own
+/// rather than through ruma's types.
+pub struct Authenticated(pub ruma_wrapper::Sender);
+
+impl axum::extract::FromRequestParts<Arc<Services>> for Authenticated {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        services: &Arc<Services>,
+    ) -> Result<Self, Self::Rejection> {
+        let query_token =
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                &parts.uri,
+            )
+            .ok()
+            .and_then(|axum::extract::Query(mut query)| query.remove("access_token"));
+        let Some(token) = bearer_token(&parts.headers, query_token.as_deref()) else {
+            return Err(Error::MissingToken.into_response());
+        };
+        services
+            .authenticate(&token)
+            .await
+            .map(Authenticated)
+            .map_err(IntoResponse::into_response)
     }
 }
 

@@ -14,6 +14,7 @@ use ruma::{OwnedMxcUri, UserId};
 use serde_json::{Value, json};
 
 use crate::Services;
+use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
 use crate::pdu::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -84,19 +85,7 @@ pub async fn well_known_server_route(State(services): State<Arc<Services>>) -> J
 ///
 /// Written out whole, defaults included (`m.set_displayname`, `m.set_avatar_url`), as Synapse
 /// answers and as clients of the versions this server advertises read it.
-pub async fn get_capabilities_route(
-    State(services): State<Arc<Services>>,
-    headers: http::HeaderMap,
-    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let token = crate::api::bearer_token(&headers, query.get("access_token").map(String::as_str));
-    let Some(token) = token else {
-        return Error::MissingToken.into_response();
-    };
-    if let Err(error) = services.authenticate(&token).await {
-        return error.into_response();
-    }
+pub async fn get_capabilities_route(_caller: Authenticated) -> Json<Value> {
     let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
         .iter()
         .map(|version| (version.to_string(), json!("stable")))
@@ -109,7 +98,41 @@ pub async fn get_capabilities_route(
         "m.get_login_token": {"enabled": false},
         "m.room_versions": {"default": DEFAULT_ROOM_VERSION.to_string(), "available": available},
     }}))
-    .into_response()
+}
+
+/// # `GET /_matrix/client/v3/voip/turnServer`
+///
+/// Credentials of the caller's own for the configured TURN servers (the TURN REST API:
+/// `<expiry>:<user id>` and its HMAC-SHA1 under the shared secret, as coturn checks them); `{}`
+/// when none are configured, as Synapse answers.
+pub async fn get_turn_server_route(
+    State(services): State<Arc<Services>>,
+    Authenticated(sender): Authenticated,
+) -> Json<Value> {
+    use base64::Engine as _;
+    let voip = &services.config.voip;
+    let Some(secret) = voip
+        .turn_shared_secret
+        .as_deref()
+        .filter(|_| !voip.turn_uris.is_empty())
+    else {
+        return Json(json!({}));
+    };
+    let lifetime = voip.turn_user_lifetime_secs;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.as_secs())
+        .saturating_add(lifetime);
+    let username = format!("{expiry}:{}", sender.user_id);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD
+        .encode(ring::hmac::sign(&key, username.as_bytes()).as_ref());
+    Json(json!({
+        "username": username,
+        "password": password,
+        "uris": voip.turn_uris,
+        "ttl": lifetime,
+    }))
 }
 
 /// Makes an account the server makes on demand when an authenticated user looks it up, within
