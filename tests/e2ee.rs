@@ -396,3 +396,72 @@ async fn deleting_a_device_removes_its_keys() {
         .assert_ok();
     assert_eq!(query["device_keys"][&alice_id], json!({}));
 }
+
+/// A new login of a user, its keys and its deletion reach the user's other devices in
+/// `device_lists.changed` (so that they fetch and verify its keys), and a waiting long-poll
+/// answers at once.
+#[tokio::test]
+async fn own_device_changes_reach_the_other_devices() {
+    let server = TestServer::new().await;
+    let (alice_id, first) = server.register("alice").await;
+    let since = server.sync(&first, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let login = server
+        .call(
+            http::Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "secret-pw",
+                "device_id": "SECOND",
+            })),
+        )
+        .await
+        .assert_ok();
+    let second = login["access_token"].as_str().unwrap().to_owned();
+    // The first device waits; the second uploads its keys, which answers the wait.
+    let waiting = {
+        let server = &server;
+        let first = first.clone();
+        let since = since.clone();
+        async move {
+            server
+                .sync(&first, &format!("since={since}&timeout=30000"))
+                .await
+        }
+    };
+    let upload = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        server
+            .post(
+                "/_matrix/client/v3/keys/upload",
+                &second,
+                json!({"device_keys": device_keys(&alice_id, "SECOND")}),
+            )
+            .await
+            .assert_ok();
+    };
+    let (sync, ()) = tokio::join!(waiting, upload);
+    assert_eq!(sync["device_lists"]["changed"], json!([alice_id]), "{sync}");
+    let next = sync["next_batch"].as_str().unwrap().to_owned();
+    let changes = server
+        .get(
+            &format!("/_matrix/client/v3/keys/changes?from={since}&to={next}"),
+            &first,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(changes["changed"], json!([alice_id]));
+    // Nothing changed since: nothing said.
+    let quiet = server.sync(&first, &format!("since={next}")).await;
+    assert!(
+        quiet["device_lists"]["changed"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{quiet}"
+    );
+}

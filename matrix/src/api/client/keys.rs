@@ -620,13 +620,15 @@ pub async fn device_sync_data(
     if let Some(since) = since {
         let mut changed_set: BTreeSet<String> = BTreeSet::new();
         let mut shared: Option<BTreeSet<String>> = None;
+        // The user's own devices changed (a new login, a deleted device, new keys): their
+        // other devices learn it too.
+        let mut own_changed = false;
         if changes.changed_since(&Change::DeviceLists, since) {
             let sharing = users_sharing_rooms(services, user_id).await?;
+            let device_changes = services.store.device_list_changes(since, now).await?;
+            own_changed = device_changes.iter().any(|user| user == user_id.as_str());
             changed_set.extend(
-                services
-                    .store
-                    .device_list_changes(since, now)
-                    .await?
+                device_changes
                     .into_iter()
                     .filter(|user| sharing.contains(user)),
             );
@@ -662,7 +664,11 @@ pub async fn device_sync_data(
                 }
             }
         }
+        // Not because of the user's own joins; for their own devices, yes.
         changed_set.remove(user_id.as_str());
+        if own_changed {
+            changed_set.insert(user_id.to_string());
+        }
         changed_users = changed_set
             .into_iter()
             .filter_map(|user| UserId::parse(user).ok())
