@@ -398,3 +398,34 @@ async fn turn_server_credentials() {
         .encode(ring::hmac::sign(&key, username.as_bytes()).as_ref());
     assert_eq!(turn["password"], expected);
 }
+
+/// `/join` keeps what the client adds to its member event (a name for this room, say).
+#[tokio::test]
+async fn join_keeps_custom_member_content() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &bob_token,
+            json!({"reason": "curious", "displayname": "Bobby", "org.example.flag": true}),
+        )
+        .await
+        .assert_ok();
+    let member = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob}"),
+            &bob_token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        member,
+        json!({"membership": "join", "reason": "curious", "displayname": "Bobby",
+               "org.example.flag": true})
+    );
+}

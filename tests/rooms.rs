@@ -572,7 +572,7 @@ async fn state_members_and_membership_filters() {
             json!({"alias": "#unknown:test.example"}),
         )
         .await
-        .assert_error(400, "M_BAD_STATE");
+        .assert_error(400, "M_BAD_ALIAS");
 }
 
 #[tokio::test]

@@ -46,6 +46,9 @@ pub enum Error {
     UserDeactivated(String),
     #[error("{0}")]
     BadState(String),
+    /// An alias that does not point where an event says it does.
+    #[error("{0}")]
+    BadAlias(String),
     #[error("{0}")]
     Exclusive(String),
     #[error("the server does not support this")]
@@ -86,6 +89,7 @@ impl Error {
             }
             Error::UserDeactivated(_) => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             Error::BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
+            Error::BadAlias(_) => (StatusCode::BAD_REQUEST, "M_BAD_ALIAS"),
             Error::Exclusive(_) => (StatusCode::BAD_REQUEST, "M_EXCLUSIVE"),
             Error::Unsupported(_) => (StatusCode::BAD_REQUEST, "M_UNRECOGNIZED"),
             Error::WeakPassword(_) => (StatusCode::BAD_REQUEST, "M_WEAK_PASSWORD"),

@@ -56,11 +56,22 @@ async fn set_membership(
     Ok(())
 }
 
+/// What a client adds to its member event when it joins (a display name for the room, say):
+/// the keys of the request body other than those the endpoint defines.
+fn custom_member_content(body: Option<&Value>) -> Option<serde_json::Map<String, Value>> {
+    let mut content = body?.as_object()?.clone();
+    for defined in ["membership", "reason", "third_party_signed"] {
+        content.remove(defined);
+    }
+    (!content.is_empty()).then_some(content)
+}
+
 async fn join(
     services: &Services,
     room_id: &RoomId,
     user_id: &UserId,
     reason: Option<&str>,
+    body: Option<&Value>,
 ) -> Result<(), Error> {
     if !services.rooms.exists(room_id).await? {
         return Err(Error::NotFound(
@@ -77,7 +88,8 @@ async fn join(
     {
         return Ok(());
     }
-    set_membership(services, room_id, user_id, user_id, "join", reason, None).await
+    let custom = custom_member_content(body);
+    set_membership(services, room_id, user_id, user_id, "join", reason, custom).await
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
@@ -91,6 +103,7 @@ pub async fn join_room_by_id_route(
         &request.body.room_id,
         &sender.user_id,
         request.body.reason.as_deref(),
+        request.json_body.as_ref(),
     )
     .await?;
     Ok(join_room_by_id::v3::Response::new(
@@ -120,6 +133,7 @@ pub async fn join_room_by_id_or_alias_route(
         &room_id,
         &sender.user_id,
         request.body.reason.as_deref(),
+        request.json_body.as_ref(),
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))

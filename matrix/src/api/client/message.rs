@@ -478,7 +478,7 @@ async fn check_canonical_alias(
         match services.store.alias(alias).await? {
             Some((target, _)) if target == room_id.as_str() => {}
             _ => {
-                return Err(Error::BadState(format!(
+                return Err(Error::BadAlias(format!(
                     "the alias {alias} does not point to this room"
                 )));
             }
