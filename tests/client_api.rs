@@ -429,3 +429,37 @@ async fn join_keeps_custom_member_content() {
                "org.example.flag": true})
     );
 }
+
+/// A profile field that is not set is `{}` (the account exists); an unknown account is 404.
+#[tokio::test]
+async fn unset_profile_fields() {
+    let server = TestServer::new().await;
+    let (alice, token) = server.register("alice").await;
+    assert_eq!(
+        server
+            .get(
+                &format!("/_matrix/client/v3/profile/{alice}/avatar_url"),
+                &token
+            )
+            .await
+            .assert_ok(),
+        json!({})
+    );
+    assert_eq!(
+        server
+            .get(
+                &format!("/_matrix/client/v3/profile/{alice}/displayname"),
+                &token
+            )
+            .await
+            .assert_ok(),
+        json!({"displayname": "alice"})
+    );
+    server
+        .get(
+            "/_matrix/client/v3/profile/@nobody:test.example/avatar_url",
+            &token,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}

@@ -194,10 +194,11 @@ pub async fn get_profile_field_route(
             .map(|url| ProfileFieldValue::AvatarUrl(OwnedMxcUri::from(url))),
         _ => None,
     };
-    match value {
-        Some(value) => Ok(get_profile_field::v3::Response::new(value)),
-        None => Err(Error::NotFound("the profile field is not set".into())),
-    }
+    // A field that is not set is an empty object, as Synapse answers (the account exists).
+    let mut response =
+        get_profile_field::v3::Response::new(ProfileFieldValue::DisplayName(String::new()));
+    response.value = value;
+    Ok(response)
 }
 
 /// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`
