@@ -463,3 +463,99 @@ async fn unset_profile_fields() {
         .await
         .assert_error(404, "M_NOT_FOUND");
 }
+
+/// User-interactive authentication: a probe gets the flows and a session; the session serves
+/// the operation and the user it was opened for only; a session never opened is refused; the
+/// cross-signing upload answers an empty probe with the flows.
+#[tokio::test]
+async fn interactive_authentication_sessions() {
+    let server = TestServer::new().await;
+    let (_, token) = server.register("alice").await;
+    let (_, bob_token) = server.register("bob").await;
+    let devices = server
+        .get("/_matrix/client/v3/devices", &token)
+        .await
+        .assert_ok();
+    let device = devices["devices"][0]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delete = format!("/_matrix/client/v3/devices/{device}");
+    let probe = server
+        .call(Method::DELETE, &delete, Some(&token), Some(json!({})))
+        .await;
+    assert_eq!(probe.status, 401);
+    let probe = probe.json();
+    assert_eq!(probe["flows"], json!([{"stages": ["m.login.password"]}]));
+    assert_eq!(probe["completed"], json!([]));
+    let session = probe["session"].as_str().unwrap().to_owned();
+    let password = |session: &str, user: &str| {
+        json!({"auth": {"type": "m.login.password", "session": session,
+            "identifier": {"type": "m.id.user", "user": user}, "password": "secret-pw"}})
+    };
+    // Not for another operation, nor for another user.
+    server
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            &token,
+            password(&session, "alice"),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let bobs_devices = server
+        .get("/_matrix/client/v3/devices", &bob_token)
+        .await
+        .assert_ok();
+    let bobs = bobs_devices["devices"][0]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .call(
+            Method::DELETE,
+            &format!("/_matrix/client/v3/devices/{bobs}"),
+            Some(&bob_token),
+            Some(password(&session, "bob")),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // A session this server never opened.
+    server
+        .call(
+            Method::DELETE,
+            &delete,
+            Some(&token),
+            Some(password("made-up", "alice")),
+        )
+        .await
+        .assert_error(400, "M_UNKNOWN");
+    // The right session and password: done, and the session is gone.
+    server
+        .call(
+            Method::DELETE,
+            &delete,
+            Some(&token),
+            Some(password(&session, "alice")),
+        )
+        .await
+        .assert_ok();
+    server
+        .get("/_matrix/client/v3/account/whoami", &token)
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+
+    // The cross-signing upload: an empty probe gets the flows.
+    let probe = server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            &bob_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe.status, 401);
+    assert_eq!(
+        probe.json()["flows"],
+        json!([{"stages": ["m.login.password"]}])
+    );
+    assert!(probe.json()["session"].is_string());
+}

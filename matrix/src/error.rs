@@ -49,6 +49,9 @@ pub enum Error {
     /// An alias that does not point where an event says it does.
     #[error("{0}")]
     BadAlias(String),
+    /// A user-interactive authentication session this server did not open.
+    #[error("unknown authentication session {0}")]
+    UnknownSession(String),
     #[error("{0}")]
     Exclusive(String),
     #[error("the server does not support this")]
@@ -90,6 +93,7 @@ impl Error {
             Error::UserDeactivated(_) => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             Error::BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
             Error::BadAlias(_) => (StatusCode::BAD_REQUEST, "M_BAD_ALIAS"),
+            Error::UnknownSession(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             Error::Exclusive(_) => (StatusCode::BAD_REQUEST, "M_EXCLUSIVE"),
             Error::Unsupported(_) => (StatusCode::BAD_REQUEST, "M_UNRECOGNIZED"),
             Error::WeakPassword(_) => (StatusCode::BAD_REQUEST, "M_WEAK_PASSWORD"),

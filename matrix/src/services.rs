@@ -68,10 +68,13 @@ pub trait UserProvisioner: Send + Sync + 'static {
     }
 }
 
-/// The progress of one registration's user-interactive authentication: the stages done.
+/// The progress of one user-interactive authentication: the stages done, and what the session
+/// was opened for (`(user, operation)`; `None` for a registration). A session serves only the
+/// operation and the user it was opened for.
 #[derive(Debug, Clone, Default)]
 pub struct UiaaSession {
     pub completed: Vec<String>,
+    pub bound: Option<(String, String)>,
 }
 
 impl Services {

@@ -76,18 +76,11 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 /// Asks for (or checks) user-interactive authentication; `Ok` once a flow is complete.
 fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(), Error> {
     let flows = uiaa_flows(services);
-    let session_id = auth
-        .and_then(AuthData::session)
-        .map(str::to_owned)
-        .unwrap_or_else(|| random_string(24));
     let mut sessions = services
         .uiaa
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Abandoned registrations leave their sessions behind: keep their number bounded.
-    if sessions.len() >= 10_000 && !sessions.contains_key(&session_id) {
-        sessions.clear();
-    }
+    let session_id = open_session(&mut sessions, auth, None)?;
     let session = sessions.entry(session_id.clone()).or_default();
     let mut auth_error = None;
     match auth {
@@ -136,10 +129,43 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
     Err(Error::Uiaa(Box::new(body)))
 }
 
-/// Asks for the user's password through user-interactive authentication.
+/// The session a user-interactive authentication request continues (one this server opened,
+/// for the same user and operation), or a new one bound to them.
+fn open_session(
+    sessions: &mut std::collections::HashMap<String, crate::services::UiaaSession>,
+    auth: Option<&AuthData>,
+    bound: Option<(String, String)>,
+) -> Result<String, Error> {
+    if let Some(id) = auth.and_then(AuthData::session) {
+        return match sessions.get(id) {
+            None => Err(Error::UnknownSession(id.to_owned())),
+            Some(session) if session.bound != bound => Err(Error::Forbidden(
+                "this authentication session was opened for another operation".into(),
+            )),
+            Some(_) => Ok(id.to_owned()),
+        };
+    }
+    // Abandoned sessions stay behind: keep their number bounded.
+    if sessions.len() >= 10_000 {
+        sessions.clear();
+    }
+    let id = random_string(24);
+    sessions.insert(
+        id.clone(),
+        crate::services::UiaaSession {
+            completed: Vec::new(),
+            bound,
+        },
+    );
+    Ok(id)
+}
+
+/// Asks for the user's password through user-interactive authentication, in a session bound
+/// to the user and to `operation`.
 pub(crate) async fn password_uiaa(
     services: &Services,
     user_id: &UserId,
+    operation: &str,
     auth: Option<&AuthData>,
 ) -> Result<(), Error> {
     let user = services
@@ -147,6 +173,17 @@ pub(crate) async fn password_uiaa(
         .user(user_id.as_str())
         .await?
         .ok_or(Error::UnknownToken)?;
+    let session_id = {
+        let mut sessions = services
+            .uiaa
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open_session(
+            &mut sessions,
+            auth,
+            Some((user_id.to_string(), operation.to_owned())),
+        )?
+    };
     let password_hash = user.password_hash.as_deref();
     let mut auth_error = None;
     if let Some(AuthData::Password(password)) = auth {
@@ -159,18 +196,20 @@ pub(crate) async fn password_uiaa(
         if let (true, Some(hash)) = (same_user, password_hash)
             && verify_password(&password.password, hash).await
         {
+            services
+                .uiaa
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&session_id);
             return Ok(());
         }
         auth_error = Some("invalid password");
     }
-    let session_id = auth
-        .and_then(AuthData::session)
-        .map(str::to_owned)
-        .unwrap_or_else(|| random_string(24));
     let mut body = json!({
         "flows": [{"stages": ["m.login.password"]}],
         "params": {},
         "session": session_id,
+        "completed": [],
     });
     if let Some(error) = auth_error {
         body["errcode"] = json!("M_FORBIDDEN");
@@ -366,7 +405,13 @@ pub async fn change_password_route(
     request: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response, Error> {
     let sender = request.sender()?;
-    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        "change_password",
+        request.body.auth.as_ref(),
+    )
+    .await?;
     if request.body.new_password.is_empty() {
         return Err(Error::WeakPassword(
             "the new password must not be empty".into(),
@@ -391,7 +436,13 @@ pub async fn deactivate_route(
     request: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response, Error> {
     let sender = request.sender()?.clone();
-    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        "deactivate",
+        request.body.auth.as_ref(),
+    )
+    .await?;
     crate::admin::deactivate(&services, &sender.user_id, request.body.erase).await?;
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
@@ -516,7 +567,14 @@ pub async fn delete_device_route(
     {
         return Err(Error::NotFound("no such device".into()));
     }
-    password_uiaa(&services, &sender.user_id, request.body.auth.as_ref()).await?;
+    let operation = format!("delete_device {}", request.body.device_id);
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        &operation,
+        request.body.auth.as_ref(),
+    )
+    .await?;
     delete_devices(
         &services,
         &sender.user_id,

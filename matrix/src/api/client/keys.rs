@@ -294,8 +294,22 @@ pub async fn upload_signing_keys_route(
         (Some(old), Some(new)) => object(old)?.get("keys") != object(new)?.get("keys"),
         _ => false,
     };
-    if replaces {
-        password_uiaa(&services, &sender.user_id, body.auth.as_ref()).await?;
+    // A probe without keys (as clients send it before they upload) gets the authentication
+    // flows, and with the password, nothing happens.
+    let probe = body.master_key.is_none()
+        && body.self_signing_key.is_none()
+        && body.user_signing_key.is_none();
+    if replaces || probe {
+        password_uiaa(
+            &services,
+            &sender.user_id,
+            "device_signing_upload",
+            body.auth.as_ref(),
+        )
+        .await?;
+    }
+    if probe {
+        return Ok(upload_signing_keys::v3::Response::new());
     }
     if new_master.is_none() && existing_master.is_none() {
         return Err(Error::InvalidParam("upload a master key first".into()));
