@@ -559,3 +559,55 @@ async fn interactive_authentication_sessions() {
     );
     assert!(probe.json()["session"].is_string());
 }
+
+/// A left or banned room carries its state in sync (as the user last saw it), not the state
+/// that came after.
+#[tokio::test]
+async fn left_rooms_carry_their_state() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (bob, bob_token) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Before"}))
+        .await;
+    server.join(&bob_token, &room).await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            &alice,
+            json!({"user_id": bob}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &alice,
+            json!({"name": "After"}),
+        )
+        .await
+        .assert_ok();
+    // A short timeline: the rest is state.
+    let filter = common::query_encode(
+        &json!({"room": {"include_leave": true, "timeline": {"limit": 2}}}).to_string(),
+    );
+    let sync = server.sync(&bob_token, &format!("filter={filter}")).await;
+    let left = &sync["rooms"]["leave"][room.as_str()];
+    let mut seen: Vec<&serde_json::Value> = left["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(left["timeline"]["events"].as_array().unwrap())
+        .collect();
+    seen.retain(|e| e["type"] == "m.room.name");
+    assert_eq!(seen.len(), 1, "{left}");
+    assert_eq!(seen[0]["content"]["name"], "Before");
+    assert!(
+        left["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create"),
+        "{left}"
+    );
+}

@@ -663,6 +663,23 @@ async fn left_room(
     room.timeline.prev_batch = rows
         .first()
         .map(|first| format!("s{}", first.stream_ordering - 1));
+    // The room's state as the user last saw it (as their leave or ban left it), but what the
+    // timeline shows: a left room carries its state, so that a client can show it.
+    {
+        let timeline_ids: HashSet<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
+        let state =
+            crate::api::client::message::state_seen_at(services, room_id, &visible, None).await?;
+        let state: Vec<Arc<Pdu>> = state
+            .into_iter()
+            .filter(|pdu| !timeline_ids.contains(pdu.event_id.as_str()))
+            .collect();
+        let events: Vec<_> = client_state_events(&state, room_id)
+            .into_iter()
+            .filter(|event| filter_allows(&filter.room.state, event))
+            .map(|event| raw_event(without_room_id(event)))
+            .collect::<Result<_, _>>()?;
+        room.state = sync::State::Before(sync::StateEvents::with_events(events));
+    }
     Ok(room)
 }
 
