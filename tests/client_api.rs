@@ -611,3 +611,57 @@ async fn left_rooms_carry_their_state() {
         "{left}"
     );
 }
+
+/// Room summaries: member counts, and heroes (the first five joined or invited members in the
+/// order they came, never the viewer; without any, those who left).
+#[tokio::test]
+async fn room_summaries() {
+    let server = TestServer::new().await;
+    let (alice, alice_token) = server.register("alice").await;
+    let mut others = Vec::new();
+    for name in ["zed", "yan", "xia", "wim", "vic", "uma"] {
+        others.push(server.register(name).await);
+    }
+    let room = server
+        .create_room(&alice_token, json!({"preset": "public_chat"}))
+        .await;
+    for (_, token) in &others[..5] {
+        server.join(token, &room).await;
+    }
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice_token,
+            json!({"user_id": others[5].0}),
+        )
+        .await
+        .assert_ok();
+    let sync = server.sync(&others[0].1, "").await;
+    let summary = &sync["rooms"]["join"][room.as_str()]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 6);
+    assert_eq!(summary["m.invited_member_count"], 1);
+    // In the order they came: Alice first; the viewer (zed) never.
+    let expected: Vec<&str> = [alice.as_str()]
+        .into_iter()
+        .chain(others[1..5].iter().map(|(id, _)| id.as_str()))
+        .collect();
+    assert_eq!(summary["m.heroes"], json!(expected));
+    // Alone in a room the others left: they are the heroes.
+    let quiet = server
+        .create_room(&alice_token, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&others[0].1, &quiet).await;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{quiet}/leave"),
+            &others[0].1,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let sync = server.sync(&alice_token, "").await;
+    assert_eq!(
+        sync["rooms"]["join"][quiet.as_str()]["summary"]["m.heroes"],
+        json!([others[0].0])
+    );
+}

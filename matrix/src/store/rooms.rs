@@ -248,6 +248,26 @@ impl Store {
         .transpose()
     }
 
+    /// The users whose membership in a room is one of `memberships`, in the order of their
+    /// member events (for room summaries' heroes).
+    pub async fn room_members_in_order(
+        &self,
+        room_id: &str,
+        memberships: [&str; 2],
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM room_memberships WHERE room_id = $1 \
+             AND membership IN ($2, $3) ORDER BY stream_ordering LIMIT $4",
+        )
+        .bind(room_id)
+        .bind(memberships[0])
+        .bind(memberships[1])
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub async fn room_members(
         &self,
         room_id: &str,

@@ -569,13 +569,22 @@ async fn summary(
     let mut summary = sync::RoomSummary::new();
     summary.joined_member_count = UInt::try_from(joined.len() as u64).ok();
     summary.invited_member_count = UInt::try_from(invited.len() as u64).ok();
-    summary.heroes = joined
-        .iter()
-        .chain(invited.iter())
-        .filter(|user| user.as_str() != viewer.as_str())
-        .take(5)
-        .filter_map(|user| UserId::parse(user).ok())
-        .collect();
+    // The first five joined or invited members in the order they came, never the viewer;
+    // without any, those who left or were banned (as the specification says).
+    for memberships in [["join", "invite"], ["leave", "ban"]] {
+        summary.heroes = services
+            .store
+            .room_members_in_order(room_id.as_str(), memberships, 6)
+            .await?
+            .iter()
+            .filter(|user| user.as_str() != viewer.as_str())
+            .take(5)
+            .filter_map(|user| UserId::parse(user).ok())
+            .collect();
+        if !summary.heroes.is_empty() {
+            break;
+        }
+    }
     Ok(summary)
 }
 
