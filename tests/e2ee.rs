@@ -125,8 +125,11 @@ async fn keys_are_uploaded_queried_and_claimed() {
     assert!(remote["failures"].get("elsewhere.example").is_some());
 
     // Two one-time keys, then the fallback key.
-    let claim =
-        json!({"one_time_keys": {alice_id.clone(): {alice_device.clone(): "signed_curve25519"}}});
+    // Clients send a timeout with it (Element: 10 s); it is accepted.
+    let claim = json!({
+        "one_time_keys": {alice_id.clone(): {alice_device.clone(): "signed_curve25519"}},
+        "timeout": 10000,
+    });
     let mut claimed = Vec::new();
     for _ in 0..3 {
         let response = server
