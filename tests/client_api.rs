@@ -665,3 +665,41 @@ async fn room_summaries() {
         json!([others[0].0])
     );
 }
+
+/// The deprecated `POST /rooms/{roomId}/send/{eventType}` (no transaction id) still sends, as
+/// older clients and bots use it; its bad input gets the same errors.
+#[tokio::test]
+async fn send_without_a_transaction_id() {
+    let server = TestServer::new().await;
+    let (_, token) = server.register("alice").await;
+    let (_, bob_token) = server.register("bob").await;
+    let room = server.create_room(&token, json!({})).await;
+    for version in ["r0", "v3"] {
+        let path = format!("/_matrix/client/{version}/rooms/{room}/send/m.room.message");
+        let sent = server
+            .post(&path, &token, json!({"msgtype": "m.text", "body": version}))
+            .await
+            .assert_ok();
+        assert!(sent["event_id"].as_str().unwrap().starts_with('$'));
+        server
+            .post(
+                &path,
+                &bob_token,
+                json!({"msgtype": "m.text", "body": "hi"}),
+            )
+            .await
+            .assert_error(403, "M_FORBIDDEN");
+        server
+            .raw(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some("application/json"),
+                b"not json".to_vec(),
+            )
+            .await
+            .assert_error(400, "M_NOT_JSON");
+    }
+    let messages = server.messages(&token, &room).await;
+    assert_eq!(common::bodies(&messages["chunk"]), ["v3", "r0"]);
+}

@@ -45,6 +45,14 @@ pub fn client_router(services: Arc<Services>) -> Router {
             get(discovery::get_turn_server_route),
         )
         .route(
+            "/_matrix/client/r0/rooms/{room_id}/send/{event_type}",
+            axum::routing::post(message::post_message_event_route),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room_id}/send/{event_type}",
+            axum::routing::post(message::post_message_event_route),
+        )
+        .route(
             "/_matrix/client/r0/voip/turnServer",
             get(discovery::get_turn_server_route),
         );

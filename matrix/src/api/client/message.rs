@@ -345,11 +345,6 @@ pub async fn send_message_event_route(
     let sender = request.sender()?;
     let body = &request.body;
     let event_type = body.event_type.to_string();
-    if matches!(event_type.as_str(), "m.room.redaction" | "m.room.create") {
-        return Err(Error::BadJson(format!(
-            "{event_type} cannot be sent with /send"
-        )));
-    }
     if let Some(event_id) = services
         .rooms
         .transaction_event(
@@ -361,15 +356,70 @@ pub async fn send_message_event_route(
     {
         return Ok(send_message_event::v3::Response::new(event_id));
     }
-    services.limits.message.check(sender.user_id.as_str())?;
-    require_joined(&services, &body.room_id, &sender.user_id).await?;
     let content: Value =
         serde_json::from_str(body.body.json().get()).map_err(|e| Error::BadJson(e.to_string()))?;
+    let event_id = send_event(
+        &services,
+        sender,
+        &body.room_id,
+        &event_type,
+        content,
+        Some(body.txn_id.as_str()),
+    )
+    .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// Appends a message-like event of a joined member, within their rate limit.
+async fn send_event(
+    services: &Services,
+    sender: &Sender,
+    room_id: &RoomId,
+    event_type: &str,
+    content: Value,
+    transaction: Option<&str>,
+) -> Result<ruma::OwnedEventId, Error> {
+    if matches!(event_type, "m.room.redaction" | "m.room.create") {
+        return Err(Error::BadJson(format!(
+            "{event_type} cannot be sent with /send"
+        )));
+    }
+    services.limits.message.check(sender.user_id.as_str())?;
+    require_joined(services, room_id, &sender.user_id).await?;
     let content = canonical_content(content)?;
-    let mut event = NewLocalEvent::new(&sender.user_id, &event_type, None, content);
-    event.transaction = Some((sender.device_id.as_str(), body.txn_id.as_str()));
-    let appended = services.rooms.append(&body.room_id, event).await?;
-    Ok(send_message_event::v3::Response::new(appended.event_id))
+    let mut event = NewLocalEvent::new(&sender.user_id, event_type, None, content);
+    event.transaction = transaction.map(|txn| (sender.device_id.as_str(), txn));
+    Ok(services.rooms.append(room_id, event).await?.event_id)
+}
+
+/// # `POST /_matrix/client/r0/rooms/{roomId}/send/{eventType}`
+///
+/// Deprecated (no transaction id, so not idempotent), kept because older clients and bots
+/// still call it.
+pub async fn post_message_event_route(
+    axum::extract::State(services): axum::extract::State<Arc<Services>>,
+    crate::api::Authenticated(sender): crate::api::Authenticated,
+    axum::extract::Path((room_id, event_type)): axum::extract::Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let sent = async {
+        let room_id = RoomId::parse(&room_id)
+            .map_err(|e| Error::InvalidParam(format!("not a room id: {e}")))?;
+        if body.len() as u64 > services.config.limits.max_json_body {
+            return Err(Error::TooLarge("the request body is too large".into()));
+        }
+        let content: Value =
+            serde_json::from_slice(&body).map_err(|e| Error::NotJson(e.to_string()))?;
+        if !content.is_object() {
+            return Err(Error::BadJson("the content must be a JSON object".into()));
+        }
+        send_event(&services, &sender, &room_id, &event_type, content, None).await
+    };
+    match sent.await {
+        Ok(event_id) => axum::Json(serde_json::json!({ "event_id": event_id })).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
