@@ -618,7 +618,13 @@ async fn the_user_directory_finds_accounts_by_name() {
     let server = TestServer::new().await;
     let (_, alice) = server.register("alice").await;
     let (bob_id, bob) = server.register("bob").await;
-    server.register("robert_smith").await;
+    let (_, robert) = server.register("robert_smith").await;
+    // Listed: users in a public room, and users who share a room with the searcher.
+    let lobby = server
+        .create_room(&bob, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&robert, &lobby).await;
+    let (roberta_id, roberta) = server.register("roberta").await;
     server
         .put(
             &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
@@ -635,38 +641,48 @@ async fn the_user_directory_finds_accounts_by_name() {
             .map(|r| r["user_id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let by_display_name = server
-        .post(
-            "/_matrix/client/v3/user_directory/search",
-            &alice,
-            json!({"search_term": "TABLES"}),
-        )
-        .await
-        .assert_ok();
+    let search = async |token: &str, term: &str| {
+        server
+            .post(
+                "/_matrix/client/v3/user_directory/search",
+                token,
+                json!({"search_term": term}),
+            )
+            .await
+            .assert_ok()
+    };
+    let by_display_name = search(&alice, "TABLES").await;
     assert_eq!(found(&by_display_name), vec![bob_id.clone()]);
     assert_eq!(
         by_display_name["results"][0]["display_name"],
         "Bobby Tables"
     );
-    let by_name = server
+    let by_name = search(&alice, "rob").await;
+    // Roberta is in no room yet: not listed.
+    assert_eq!(found(&by_name), vec!["@robert_smith:test.example"]);
+    let private = server
+        .create_room(&roberta, json!({"preset": "private_chat"}))
+        .await;
+    let by_name = search(&alice, "rob").await;
+    assert_eq!(found(&by_name), vec!["@robert_smith:test.example"]);
+    // Once she shares a room with Alice, Alice finds her.
+    server
         .post(
-            "/_matrix/client/v3/user_directory/search",
-            &alice,
-            json!({"search_term": "rob"}),
+            &format!("/_matrix/client/v3/rooms/{private}/invite"),
+            &roberta,
+            json!({"user_id": "@alice:test.example"}),
         )
         .await
         .assert_ok();
-    assert_eq!(found(&by_name), vec!["@robert_smith:test.example"]);
+    server.join(&alice, &private).await;
+    let by_name = search(&alice, "rob").await;
+    assert_eq!(
+        found(&by_name),
+        vec!["@robert_smith:test.example".to_owned(), roberta_id.clone()]
+    );
     // The server name is not a match for everyone; LIKE wildcards are taken literally.
     for term in ["test.example", "%", "_"] {
-        let none = server
-            .post(
-                "/_matrix/client/v3/user_directory/search",
-                &alice,
-                json!({"search_term": term}),
-            )
-            .await
-            .assert_ok();
+        let none = search(&alice, term).await;
         let expected: Vec<String> = if term == "_" {
             vec!["@robert_smith:test.example".into()]
         } else {

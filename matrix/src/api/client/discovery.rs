@@ -100,6 +100,46 @@ pub async fn get_capabilities_route(_caller: Authenticated) -> Json<Value> {
     }}))
 }
 
+/// Whether the user directory shows `user` to `searcher`: users who share a room with the
+/// searcher, and (as Synapse does by default) users in a public room; the ghosts of XMPP users
+/// only to those who share a room with them.
+async fn listed(services: &Services, searcher: &UserId, user: &UserId) -> Result<bool, Error> {
+    if services
+        .store
+        .share_a_room(searcher.as_str(), user.as_str())
+        .await?
+    {
+        return Ok(true);
+    }
+    if user
+        .localpart()
+        .starts_with(super::account::RESERVED_PREFIX)
+    {
+        return Ok(false);
+    }
+    for room in services.joined_rooms(user).await? {
+        let public = services
+            .rooms
+            .current_state(&room)
+            .await?
+            .iter()
+            .any(|pdu| {
+                let content = pdu.content_value();
+                match pdu.event_type.to_string().as_str() {
+                    "m.room.join_rules" => content["join_rule"] == "public",
+                    "m.room.history_visibility" => {
+                        content["history_visibility"] == "world_readable"
+                    }
+                    _ => false,
+                }
+            });
+        if public {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// # `GET /_matrix/client/v3/voip/turnServer`
 ///
 /// Credentials of the caller's own for the configured TURN servers (the TURN REST API:
@@ -315,14 +355,7 @@ pub async fn search_users_route(
         if !named {
             continue;
         }
-        if user_id
-            .localpart()
-            .starts_with(super::account::RESERVED_PREFIX)
-            && !services
-                .store
-                .share_a_room(searcher.as_str(), user_id.as_str())
-                .await?
-        {
+        if !listed(&services, &searcher, &user_id).await? {
             continue;
         }
         if results.len() == limit {
