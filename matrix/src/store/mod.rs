@@ -15,6 +15,7 @@ mod e2ee;
 mod erasure;
 mod events;
 mod misc;
+mod outbox;
 mod rooms;
 
 use std::path::{Path, PathBuf};
@@ -27,11 +28,12 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
-pub use bridge::{BridgedMessage, OutboxEntry, Subscription};
+pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
+pub use outbox::OutboxEntry;
 pub use rooms::{MembershipRow, RoomRecord};
 
 /// A failure of the database.

@@ -118,22 +118,17 @@ async fn listed(services: &Services, searcher: &UserId, user: &UserId) -> Result
         return Ok(false);
     }
     for room in services.joined_rooms(user).await? {
-        let public = services
-            .rooms
-            .current_state(&room)
-            .await?
-            .iter()
-            .any(|pdu| {
-                let content = pdu.content_value();
-                match pdu.event_type.to_string().as_str() {
-                    "m.room.join_rules" => content["join_rule"] == "public",
-                    "m.room.history_visibility" => {
-                        content["history_visibility"] == "world_readable"
-                    }
-                    _ => false,
-                }
-            });
-        if public {
+        let value = async |event_type: &str, key: &str| -> Result<Value, Error> {
+            Ok(services
+                .rooms
+                .state_event(&room, event_type, "")
+                .await?
+                .map(|pdu| pdu.content_value()[key].take())
+                .unwrap_or_default())
+        };
+        if value("m.room.join_rules", "join_rule").await? == "public"
+            || value("m.room.history_visibility", "history_visibility").await? == "world_readable"
+        {
             return Ok(true);
         }
     }

@@ -13,7 +13,7 @@ use ruma::{EventId, RoomId, UserId};
 use serde_json::json;
 
 use crate::Services;
-use crate::api::client::message::require_joined;
+use crate::api::client::events::require_joined;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
 use crate::store::{ReceiptRecord, now_ms};

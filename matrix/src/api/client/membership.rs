@@ -11,7 +11,7 @@ use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::Services;
-use crate::api::client::message::{client_state_events, parse_position, state_seen_at, visible_to};
+use crate::api::client::events::{client_state_events, parse_position, state_seen_at, visible_to};
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
 use crate::pdu::{Pdu, canonical_content, raw_event};
@@ -229,7 +229,7 @@ pub async fn invite_user_route(
         ));
     }
     // Only members may invite.
-    crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
+    crate::api::client::events::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
     if recipient.user_id == sender.user_id {
         return Err(Error::Forbidden("you cannot invite yourself".into()));
@@ -369,7 +369,7 @@ pub async fn joined_members_route(
     request: Ruma<joined_members::v3::Request>,
 ) -> Result<joined_members::v3::Response, Error> {
     let sender = request.sender()?;
-    crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
+    crate::api::client::events::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
     let mut joined = BTreeMap::new();
     for pdu in services.rooms.current_state(&request.body.room_id).await? {

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod discovery;
 pub mod ephemeral;
+pub mod events;
 pub mod keys;
 pub mod media;
 pub mod membership;

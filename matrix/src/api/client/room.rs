@@ -160,7 +160,7 @@ pub async fn get_room_aliases_route(
     request: Ruma<aliases::v3::Request>,
 ) -> Result<aliases::v3::Response, Error> {
     let sender = request.sender()?;
-    crate::api::client::message::require_joined(&services, &request.body.room_id, &sender.user_id)
+    crate::api::client::events::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
     let aliases = services
         .store
@@ -348,7 +348,7 @@ pub async fn set_room_visibility_route(
     if !services.rooms.exists(room_id).await? {
         return Err(Error::NotFound("unknown room".into()));
     }
-    crate::api::client::message::require_joined(&services, room_id, &sender.user_id).await?;
+    crate::api::client::events::require_joined(&services, room_id, &sender.user_id).await?;
     let levels = services.rooms.power_levels(room_id).await?;
     if levels.user(&sender.user_id) < levels.event("m.room.canonical_alias", true) {
         return Err(Error::Forbidden(

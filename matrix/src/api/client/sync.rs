@@ -16,7 +16,7 @@ use ruma::{RoomId, UInt, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::Services;
-use crate::api::client::message::{client_events, client_state_events, filter_allows};
+use crate::api::client::events::{client_events, client_state_events, filter_allows};
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
@@ -173,7 +173,7 @@ async fn compute(
     } else {
         vec![]
     };
-    let ignored = crate::api::client::message::ignored_users(services, &sender.user_id).await?;
+    let ignored = crate::api::client::events::ignored_users(services, &sender.user_id).await?;
     for row in &memberships {
         let Ok(room_id) = RoomId::parse(&row.room_id) else {
             continue;
@@ -677,7 +677,7 @@ async fn left_room(
     {
         let timeline_ids: HashSet<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
         let state =
-            crate::api::client::message::state_seen_at(services, room_id, &visible, None).await?;
+            crate::api::client::events::state_seen_at(services, room_id, &visible, None).await?;
         let state: Vec<Arc<Pdu>> = state
             .into_iter()
             .filter(|pdu| !timeline_ids.contains(pdu.event_id.as_str()))

@@ -1,0 +1,338 @@
+//! Events as clients see them, for every endpoint that shows them: who may see what
+//! (through [`crate::visibility`]), the state a viewer may see, the client format with what
+//! `unsigned` carries (transaction ids, redactions, the state an event replaced), events of
+//! erased accounts redacted, what ignored users send left out, and room event filters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ruma::api::client::filter::RoomEventFilter;
+use ruma::{RoomId, UserId};
+use serde_json::{Map, Value};
+
+use crate::Services;
+use crate::api::ruma_wrapper::Sender;
+use crate::error::Error;
+use crate::pdu::{Pdu, Unsigned};
+use crate::store::{EventRow, now_ms};
+use crate::visibility::{self, Visible};
+
+/// Fails unless the user is joined to the room.
+pub async fn require_joined(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<(), Error> {
+    match services
+        .rooms
+        .membership(room_id, user_id)
+        .await?
+        .as_deref()
+    {
+        Some("join") => Ok(()),
+        _ => Err(Error::Forbidden("you are not joined to this room".into())),
+    }
+}
+
+/// What `user_id` may see of a room ([`crate::visibility`]); forbidden when nothing.
+pub async fn visible_to(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<Visible, Error> {
+    let visible = visibility::for_user(&services.store, room_id, user_id).await?;
+    if visible.is_empty() {
+        return Err(Error::Forbidden(
+            "you are not allowed to see this room's events".into(),
+        ));
+    }
+    Ok(visible)
+}
+
+/// The state a viewer may see: the state after the latest visible event at or before `at`
+/// (the current state when what comes next is visible and no earlier point is asked for).
+pub async fn state_seen_at(
+    services: &Services,
+    room_id: &RoomId,
+    visible: &Visible,
+    at: Option<i64>,
+) -> Result<Vec<Arc<Pdu>>, Error> {
+    if visible.is_open() && at.is_none_or(|at| at >= services.store.current_position()) {
+        return services.rooms.current_state(room_id).await;
+    }
+    let at = at.unwrap_or(i64::MAX);
+    for range in visible.latest_first() {
+        if *range.start() > at {
+            continue;
+        }
+        let upto = (*range.end()).min(at);
+        if let Some(row) = services
+            .store
+            .last_room_event_at(room_id.as_str(), upto)
+            .await?
+            && row.stream_ordering >= *range.start()
+        {
+            return state_at_group(services, row.state_group).await;
+        }
+    }
+    Ok(vec![])
+}
+
+/// Stored events in the client format, as seen by `viewer`.
+pub async fn client_events(
+    services: &Services,
+    rows: &[EventRow],
+    viewer: Option<&Sender>,
+) -> Result<Vec<Map<String, Value>>, Error> {
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    // What users the viewer ignores sent is not shown (state excepted), as the specification
+    // says of `m.ignored_user_list`.
+    let ignored = match viewer {
+        Some(viewer) => ignored_users(services, &viewer.user_id).await?,
+        None => Default::default(),
+    };
+    let shown: Vec<EventRow>;
+    let rows = if ignored.is_empty() {
+        rows
+    } else {
+        shown = rows
+            .iter()
+            .filter(|row| row.state_key.is_some() || !ignored.contains(&row.sender))
+            .cloned()
+            .collect();
+        &shown
+    };
+    let ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
+    let transaction_ids = match viewer {
+        Some(viewer) => {
+            services
+                .store
+                .transaction_ids(viewer.user_id.as_str(), viewer.device_id.as_str(), &ids)
+                .await?
+        }
+        None => HashMap::new(),
+    };
+    let redaction_ids: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.redacted_by.clone())
+        .collect();
+    let mut redactions = HashMap::new();
+    for row in services.store.events(&redaction_ids).await? {
+        let room_id = RoomId::parse(&row.room_id)
+            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        let event = pdu.to_client_value(&room_id);
+        redactions.insert(row.event_id.clone(), Value::Object(event).to_string());
+    }
+    let unsigned = Unsigned {
+        now: now_ms(),
+        transaction_ids: Some(&transaction_ids),
+    };
+    let erased = match viewer {
+        Some(viewer) => ErasedSenders::of(services, rows, &viewer.user_id).await?,
+        None => ErasedSenders::default(),
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let room_id = RoomId::parse(&row.room_id)
+            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let mut pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        if let Some(rules) = erased.redact(row) {
+            pdu = crate::pdu::redacted(&pdu, rules)?;
+        }
+        let mut event = pdu.to_client_value(&room_id);
+        let because = row
+            .redacted_by
+            .as_ref()
+            .and_then(|id| redactions.get(id))
+            .map(String::as_str);
+        unsigned.apply(&pdu, &mut event, because);
+        if let Some(state_key) = &row.state_key {
+            replaced_state(services, row, state_key, &mut event).await?;
+        }
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// `unsigned.prev_content`, `prev_sender` and `replaces_state` of a state event: the state it
+/// replaced (clients read them to tell, say, that a join accepted an invite to a direct chat).
+/// (Nothing of an erased account's state is shown there.)
+async fn replaced_state(
+    services: &Services,
+    row: &EventRow,
+    state_key: &str,
+    event: &mut Map<String, Value>,
+) -> Result<(), Error> {
+    let Some((event_id, sender, content)) = services
+        .store
+        .replaced_state(
+            &row.room_id,
+            &row.event_type,
+            state_key,
+            row.stream_ordering,
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    if !services
+        .store
+        .erased_among(&[&sender, &row.sender])
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    if let Some(Value::Object(unsigned)) = event.get_mut("unsigned") {
+        unsigned.insert("prev_content".into(), content);
+        unsigned.insert("prev_sender".into(), Value::String(sender));
+        unsigned.insert("replaces_state".into(), Value::String(event_id));
+    }
+    Ok(())
+}
+
+/// The users `user_id` ignores (`m.ignored_user_list` in their account data).
+pub async fn ignored_users(
+    services: &Services,
+    user_id: &UserId,
+) -> Result<std::collections::HashSet<String>, Error> {
+    let Some(text) = services
+        .store
+        .account_data(user_id.as_str(), "", "m.ignored_user_list")
+        .await?
+    else {
+        return Ok(Default::default());
+    };
+    Ok(serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|value| {
+            value["ignored_users"]
+                .as_object()
+                .map(|users| users.keys().cloned().collect())
+        })
+        .unwrap_or_default())
+}
+
+/// The events of erased accounts among some rows, and whether the viewer was in the room when
+/// each was sent: if not, it is shown redacted (as Synapse serves an erased user's events).
+#[derive(Default)]
+struct ErasedSenders {
+    erased: std::collections::HashSet<String>,
+    /// By room: what the viewer saw of it, and the room's rules.
+    rooms: HashMap<String, (Visible, ruma::room_version_rules::RoomVersionRules)>,
+}
+
+impl ErasedSenders {
+    async fn of(services: &Services, rows: &[EventRow], viewer: &UserId) -> Result<Self, Error> {
+        let senders: Vec<&str> = rows
+            .iter()
+            .map(|row| row.sender.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let erased = services.store.erased_among(&senders).await?;
+        let mut rooms = HashMap::new();
+        for row in rows.iter().filter(|row| erased.contains(&row.sender)) {
+            if rooms.contains_key(&row.room_id) {
+                continue;
+            }
+            let room_id = RoomId::parse(&row.room_id)
+                .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+            let rules = services.rooms.rules(&room_id).await?;
+            let visible = visibility::for_user(&services.store, &room_id, viewer).await?;
+            rooms.insert(row.room_id.clone(), (visible, rules));
+        }
+        Ok(ErasedSenders { erased, rooms })
+    }
+
+    /// The rules to redact a row by, when it is to be shown redacted.
+    fn redact(&self, row: &EventRow) -> Option<&ruma::room_version_rules::RoomVersionRules> {
+        if !self.erased.contains(&row.sender) {
+            return None;
+        }
+        let (visible, rules) = self.rooms.get(&row.room_id)?;
+        (!visible.was_joined(row.stream_ordering)).then_some(rules)
+    }
+}
+
+/// Client-format events of state PDUs held in memory.
+pub fn client_state_events(pdus: &[Arc<Pdu>], room_id: &RoomId) -> Vec<Map<String, Value>> {
+    let unsigned = Unsigned {
+        now: now_ms(),
+        transaction_ids: None,
+    };
+    pdus.iter()
+        .map(|pdu| {
+            let mut event = pdu.to_client_value(room_id);
+            unsigned.apply(pdu, &mut event, None);
+            event
+        })
+        .collect()
+}
+
+/// Whether an event passes a room event filter.
+pub fn filter_allows(filter: &RoomEventFilter, event: &Map<String, Value>) -> bool {
+    let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");
+    let sender = event.get("sender").and_then(Value::as_str).unwrap_or("");
+    let type_matches = |pattern: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => event_type == pattern,
+    };
+    if filter.not_types.iter().any(|t| type_matches(t)) {
+        return false;
+    }
+    if let Some(types) = &filter.types
+        && !types.iter().any(|t| type_matches(t))
+    {
+        return false;
+    }
+    if filter.not_senders.iter().any(|s| s.as_str() == sender) {
+        return false;
+    }
+    if let Some(senders) = &filter.senders
+        && !senders.iter().any(|s| s.as_str() == sender)
+    {
+        return false;
+    }
+    if let Some(wants_url) = filter.url_filter {
+        let has_url = event
+            .get("content")
+            .and_then(|content| content.get("url"))
+            .is_some();
+        if has_url
+            != matches!(
+                wants_url,
+                ruma::api::client::filter::UrlFilter::EventsWithUrl
+            )
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Parses a pagination token: `s<position>` (sync tokens `s<position>_<typing>` too).
+pub fn parse_position(token: &str) -> Result<i64, Error> {
+    token
+        .strip_prefix('s')
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::InvalidParam(format!("invalid pagination token {token:?}")))
+}
+
+/// The events of a state group.
+pub async fn state_at_group(services: &Services, group: i64) -> Result<Vec<Arc<Pdu>>, Error> {
+    let state = services.store.state_group(group).await?;
+    let ids: Vec<String> = state.into_values().collect();
+    services
+        .store
+        .events(&ids)
+        .await?
+        .iter()
+        .map(|row| Pdu::from_stored(&row.event_id, &row.json).map(Arc::new))
+        .collect()
+}
