@@ -77,9 +77,17 @@ impl WriterLock {
         match self._held {
             WriterLockKind::Postgres(connection) => {
                 use sqlx::Connection;
-                let connection = connection
+                let mut connection = connection
                     .into_inner()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Unlocked before the connection closes: the server ends a closed session
+                // in its own time, and the next writer should not have to wait for it.
+                let _ = sqlx::query(
+                    "SELECT pg_advisory_unlock(hashtext(current_database() || '.' || \
+                     current_schema()))",
+                )
+                .execute(&mut connection)
+                .await;
                 let _ = connection.close().await;
             }
             WriterLockKind::File(file) => drop(file),
