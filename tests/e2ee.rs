@@ -468,3 +468,318 @@ async fn own_device_changes_reach_the_other_devices() {
         "{quiet}"
     );
 }
+
+fn backed_up(index: u64, forwarded: u64, verified: bool, marker: &str) -> Value {
+    json!({
+        "first_message_index": index,
+        "forwarded_count": forwarded,
+        "is_verified": verified,
+        "session_data": {"ephemeral": marker, "ciphertext": "c", "mac": "m"},
+    })
+}
+
+#[tokio::test]
+async fn key_backup() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let version_path = "/_matrix/client/v3/room_keys/version";
+    // No backup yet.
+    server
+        .get(version_path, &alice)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get("/_matrix/client/v3/room_keys/keys?version=1", &alice)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    // Bad descriptions.
+    server
+        .post(version_path, &alice, json!({"auth_data": {}}))
+        .await
+        .assert_error(400, "M_MISSING_PARAM");
+    server
+        .post(
+            version_path,
+            &alice,
+            json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": 3}),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+    let created = server
+        .post(
+            version_path,
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "abc", "signatures": {}}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(created["version"], "1");
+    let info = server.get(version_path, &alice).await.assert_ok();
+    assert_eq!(info["version"], "1");
+    assert_eq!(info["algorithm"], algorithm);
+    assert_eq!(info["auth_data"]["public_key"], "abc");
+    assert_eq!(info["count"], 0);
+    let first_etag = info["etag"].as_str().unwrap().to_owned();
+    // Bob has none of Alice's.
+    server
+        .get(version_path, &bob)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get(&format!("{version_path}/1"), &bob)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // Keys in every form of upload.
+    let room = "!room:test.example";
+    let keys_path = "/_matrix/client/v3/room_keys/keys";
+    let all = server
+        .put(
+            &format!("{keys_path}?version=1"),
+            &alice,
+            json!({"rooms": {room: {"sessions": {"s1": backed_up(5, 1, false, "first")}}}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(all["count"], 1);
+    assert_ne!(all["etag"].as_str().unwrap(), first_etag);
+    let room_path = format!("{keys_path}/{}", common::encode(room));
+    let by_room = server
+        .put(
+            &format!("{room_path}?version=1"),
+            &alice,
+            json!({"sessions": {"s2": backed_up(0, 0, false, "second")}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(by_room["count"], 2);
+    // A worse copy of s1 is kept out (same etag); a better one replaces it.
+    let worse = server
+        .put(
+            &format!("{room_path}/s1?version=1"),
+            &alice,
+            backed_up(7, 0, false, "worse"),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(worse["etag"], by_room["etag"]);
+    let better = server
+        .put(
+            &format!("{room_path}/s1?version=1"),
+            &alice,
+            backed_up(5, 1, true, "verified"),
+        )
+        .await
+        .assert_ok();
+    assert_ne!(better["etag"], by_room["etag"]);
+    assert_eq!(better["count"], 2);
+    // Reads in every form.
+    let everything = server
+        .get(&format!("{keys_path}?version=1"), &alice)
+        .await
+        .assert_ok();
+    assert_eq!(
+        everything["rooms"][room]["sessions"]["s1"],
+        backed_up(5, 1, true, "verified")
+    );
+    assert_eq!(
+        everything["rooms"][room]["sessions"]["s2"],
+        backed_up(0, 0, false, "second")
+    );
+    let in_room = server
+        .get(&format!("{room_path}?version=1"), &alice)
+        .await
+        .assert_ok();
+    assert_eq!(in_room["sessions"].as_object().unwrap().len(), 2);
+    let session = server
+        .get(&format!("{room_path}/s2?version=1"), &alice)
+        .await
+        .assert_ok();
+    assert_eq!(session, backed_up(0, 0, false, "second"));
+    server
+        .get(&format!("{room_path}/nothing?version=1"), &alice)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    let other_room = format!("{keys_path}/{}", common::encode("!other:test.example"));
+    assert_eq!(
+        server
+            .get(&format!("{other_room}?version=1"), &alice)
+            .await
+            .assert_ok(),
+        json!({"sessions": {}})
+    );
+    // Bad keys: nothing of the request is stored.
+    server
+        .put(
+            &format!("{keys_path}?version=1"),
+            &alice,
+            json!({"rooms": {room: {"sessions": {
+                "s3": backed_up(0, 0, false, "fine"),
+                "s4": {"first_message_index": -1, "forwarded_count": 0, "is_verified": false, "session_data": {}},
+            }}}}),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .put(
+            &format!("{room_path}/s5?version=1"),
+            &alice,
+            json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": "text"}),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    let info = server.get(version_path, &alice).await.assert_ok();
+    assert_eq!(info["count"], 2);
+    assert_eq!(info["etag"], better["etag"]);
+
+    // Updating the version: same algorithm, the version in the body as in the path.
+    server
+        .put(
+            &format!("{version_path}/1"),
+            &alice,
+            json!({"algorithm": "other", "auth_data": {}}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .put(
+            &format!("{version_path}/1"),
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {}, "version": "2"}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .put(
+            &format!("{version_path}/1"),
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "def"}, "version": "1"}),
+        )
+        .await
+        .assert_ok();
+    server
+        .put(
+            &format!("{version_path}/7"),
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {}}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    assert_eq!(
+        server
+            .get(&format!("{version_path}/1"), &alice)
+            .await
+            .assert_ok()["auth_data"]["public_key"],
+        "def"
+    );
+
+    // A new version is current: uploads to the old one are refused with the current one named.
+    let created = server
+        .post(
+            version_path,
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(created["version"], "2");
+    let refused = server
+        .put(
+            &format!("{room_path}/s9?version=1"),
+            &alice,
+            backed_up(0, 0, false, "late"),
+        )
+        .await;
+    refused.assert_error(403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(refused.json()["current_version"], "2");
+    server
+        .put(
+            &format!("{room_path}/s9?version=9"),
+            &alice,
+            backed_up(0, 0, false, "nowhere"),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .put(
+            &format!("{room_path}/s9?version=abc"),
+            &alice,
+            backed_up(0, 0, false, "nowhere"),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    // The old version is still readable.
+    assert_eq!(
+        server
+            .get(&format!("{version_path}/1"), &alice)
+            .await
+            .assert_ok()["count"],
+        2
+    );
+
+    // Deletions: a session, a room, all; then the version.
+    let deleted = server
+        .call(
+            Method::DELETE,
+            &format!("{room_path}/s1?version=1"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(deleted["count"], 1);
+    let deleted = server
+        .call(
+            Method::DELETE,
+            &format!("{room_path}?version=1"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(deleted["count"], 0);
+    let deleted = server
+        .call(
+            Method::DELETE,
+            &format!("{keys_path}?version=1"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(deleted["count"], 0);
+    server
+        .call(
+            Method::DELETE,
+            &format!("{version_path}/2"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_ok();
+    server
+        .call(
+            Method::DELETE,
+            &format!("{version_path}/2"),
+            Some(&alice),
+            None,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    // With version 2 gone, version 1 is current again; 2 is never given again.
+    assert_eq!(
+        server.get(version_path, &alice).await.assert_ok()["version"],
+        "1"
+    );
+    let created = server
+        .post(
+            version_path,
+            &alice,
+            json!({"algorithm": algorithm, "auth_data": {}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(created["version"], "3");
+}

@@ -60,6 +60,9 @@ pub enum Error {
     WeakPassword(String),
     #[error("{0}")]
     CannotLeaveServerNoticeRoom(String),
+    /// A key backup upload to a version that is not the current one.
+    #[error("this is not the current backup version")]
+    WrongRoomKeysVersion { current_version: Option<String> },
     #[error("user interactive authentication required")]
     Uiaa(Box<Value>),
     #[error(transparent)]
@@ -100,6 +103,9 @@ impl Error {
             Error::CannotLeaveServerNoticeRoom(_) => {
                 (StatusCode::FORBIDDEN, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
             }
+            Error::WrongRoomKeysVersion { .. } => {
+                (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION")
+            }
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
             Error::Store(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
@@ -116,6 +122,11 @@ impl Error {
                 "errcode": errcode,
                 "error": self.to_string(),
                 "retry_after_ms": retry_after_ms,
+            }),
+            Error::WrongRoomKeysVersion { current_version } => json!({
+                "errcode": errcode,
+                "error": self.to_string(),
+                "current_version": current_version,
             }),
             // Internal details stay in the log, not in the response.
             Error::Store(_) | Error::Internal(_) => json!({

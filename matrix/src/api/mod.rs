@@ -17,7 +17,8 @@ use tower_http::trace::TraceLayer;
 use crate::Services;
 use crate::error::Error;
 use client::{
-    account, discovery, ephemeral, keys, media, membership, message, room, sync, user_data,
+    account, backup, discovery, ephemeral, keys, media, membership, message, relations, room, sync,
+    user_data,
 };
 use ruma_wrapper::route;
 
@@ -106,6 +107,13 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, message::get_message_events_route);
     let router = route(router, message::get_context_route);
     let router = route(router, sync::sync_events_route);
+    let router = route(router, relations::get_relating_events_route);
+    let router = route(router, relations::get_relating_events_with_rel_type_route);
+    let router = route(
+        router,
+        relations::get_relating_events_with_rel_type_and_event_type_route,
+    );
+    let router = route(router, relations::get_threads_route);
     // Ephemeral data and presence.
     let router = route(router, ephemeral::create_typing_event_route);
     let router = route(router, ephemeral::create_receipt_route);
@@ -142,6 +150,21 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, keys::upload_signing_keys_route);
     let router = route(router, keys::upload_signatures_route);
     let router = route(router, keys::send_event_to_device_route);
+    // Key backup.
+    let router = route(router, backup::create_backup_version_route);
+    let router = route(router, backup::update_backup_version_route);
+    let router = route(router, backup::get_latest_backup_info_route);
+    let router = route(router, backup::get_backup_info_route);
+    let router = route(router, backup::delete_backup_version_route);
+    let router = route(router, backup::add_backup_keys_route);
+    let router = route(router, backup::add_backup_keys_for_room_route);
+    let router = route(router, backup::add_backup_keys_for_session_route);
+    let router = route(router, backup::get_backup_keys_route);
+    let router = route(router, backup::get_backup_keys_for_room_route);
+    let router = route(router, backup::get_backup_keys_for_session_route);
+    let router = route(router, backup::delete_backup_keys_route);
+    let router = route(router, backup::delete_backup_keys_for_room_route);
+    let router = route(router, backup::delete_backup_keys_for_session_route);
     // Media.
     let router = route(router, media::create_content_route);
     let router = route(router, media::get_content_route);

@@ -6,7 +6,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Erases what an account leaves behind, in one transaction: its profile, account data,
-    /// filters, push rules, presence, receipts, keys, pending to-device messages, its messages
+    /// filters, push rules, presence, receipts, keys and key backups, pending to-device messages, its messages
     /// still queued for the other network, and the records of its media (whose ids are returned,
     /// for the files to be deleted). The account is marked erased. Its devices and tokens are
     /// deleted by deactivation.
@@ -29,6 +29,8 @@ impl Store {
             "DELETE FROM fallback_keys WHERE user_id = $1",
             "DELETE FROM cross_signing_keys WHERE user_id = $1",
             "DELETE FROM to_device_messages WHERE user_id = $1",
+            "DELETE FROM key_backup_keys WHERE user_id = $1",
+            "DELETE FROM key_backup_versions WHERE user_id = $1",
             "DELETE FROM xmpp_outbox WHERE event_id IN \
              (SELECT event_id FROM events WHERE sender = $1)",
             "UPDATE users SET displayname = NULL, avatar_url = NULL, erased = 1 \

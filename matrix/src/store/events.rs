@@ -94,10 +94,10 @@ pub struct EventRow {
     pub redacted_by: Option<String>,
 }
 
-const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, \
+pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, \
                              state_group, json, redacted_by";
 
-fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
+pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
         stream_ordering: row.try_get("stream_ordering")?,
         event_id: row.try_get("event_id")?,

@@ -9,6 +9,7 @@
 //! in order and a reader that has seen position `n` has seen everything below it.
 
 mod account;
+mod backup;
 mod bridge;
 mod changes;
 mod e2ee;
@@ -16,6 +17,7 @@ mod erasure;
 mod events;
 mod misc;
 mod outbox;
+mod relations;
 mod rooms;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +30,14 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
+pub use backup::{BackedUpKey, BackupVersion, KeyScope};
 pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;
+pub use relations::{RELATION_RECURSION_DEPTH, RelationQuery};
 pub use rooms::{MembershipRow, RoomRecord};
 
 /// A failure of the database.

@@ -1,7 +1,8 @@
 //! Events as clients see them, for every endpoint that shows them: who may see what
 //! (through [`crate::visibility`]), the state a viewer may see, the client format with what
 //! `unsigned` carries (transaction ids, redactions, the state an event replaced), events of
-//! erased accounts redacted, what ignored users send left out, and room event filters.
+//! erased accounts redacted, what ignored users send left out, bundled aggregations
+//! ([`super::relations`]), and room event filters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use ruma::api::client::filter::RoomEventFilter;
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value};
 
+use super::relations::{Bundle, bundle_aggregations};
 use crate::Services;
 use crate::api::ruma_wrapper::Sender;
 use crate::error::Error;
@@ -78,11 +80,21 @@ pub async fn state_seen_at(
     Ok(vec![])
 }
 
-/// Stored events in the client format, as seen by `viewer`.
+/// Stored events in the client format, as seen by `viewer`, with their bundled aggregations.
 pub async fn client_events(
     services: &Services,
     rows: &[EventRow],
     viewer: Option<&Sender>,
+) -> Result<Vec<Map<String, Value>>, Error> {
+    client_events_bundling(services, rows, viewer, Bundle::All).await
+}
+
+/// Stored events in the client format, with the aggregations `bundle` asks for.
+pub async fn client_events_bundling(
+    services: &Services,
+    rows: &[EventRow],
+    viewer: Option<&Sender>,
+    bundle: Bundle,
 ) -> Result<Vec<Map<String, Value>>, Error> {
     if rows.is_empty() {
         return Ok(vec![]);
@@ -153,6 +165,11 @@ pub async fn client_events(
             replaced_state(services, row, state_key, &mut event).await?;
         }
         events.push(event);
+    }
+    if let Some(viewer) = viewer
+        && bundle != Bundle::Nothing
+    {
+        bundle_aggregations(services, rows, &mut events, viewer, bundle).await?;
     }
     Ok(events)
 }

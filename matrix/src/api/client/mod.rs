@@ -1,6 +1,7 @@
 //! The client-server API, one file per area of the specification.
 
 pub mod account;
+pub mod backup;
 pub mod discovery;
 pub mod ephemeral;
 pub mod events;
@@ -8,6 +9,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod message;
+pub mod relations;
 pub mod room;
 pub mod sync;
 pub mod user_data;
