@@ -121,6 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     spawn_typing_expiry(services.clone());
+    causeway_matrix::push::notifier::spawn(services.clone());
     client_server.await.context("serving the client API")?;
     if let Some(handle) = federation {
         handle.abort();

@@ -30,6 +30,8 @@ pub struct Services {
     pub key: Arc<Ed25519KeyPair>,
     pub typing: Typing,
     pub notification_counts: crate::push::NotificationCounts,
+    /// The push gateway client and the workers of the pushers.
+    pub pushers: crate::push::notifier::Pushers,
     /// Per device, how far to-device messages were delivered and deleted.
     to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
@@ -118,6 +120,10 @@ impl Services {
             key,
             typing: Typing::new(),
             notification_counts: crate::push::NotificationCounts::default(),
+            pushers: crate::push::notifier::Pushers::new(
+                crate::push::gateway::Gateway::new(config.push.allowed_gateway_addresses.clone())
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
             to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
             thumbnails: crate::thumbnails::Thumbnailer::new(

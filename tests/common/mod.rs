@@ -80,6 +80,7 @@ impl TestServer {
         let mut config = test_config(dir.path());
         change(&mut config);
         let services = Services::start(config).await.unwrap();
+        causeway_matrix::push::notifier::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,
@@ -93,8 +94,11 @@ impl TestServer {
         let config = self.services.config.clone();
         let dir = self._dir;
         drop(self.router);
+        // Its background tasks (the notifier) end.
+        self.services.begin_shutdown();
         drop(self.services);
         let services = Services::start(config).await.unwrap();
+        causeway_matrix::push::notifier::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,

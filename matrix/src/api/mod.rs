@@ -17,8 +17,8 @@ use tower_http::trace::TraceLayer;
 use crate::Services;
 use crate::error::Error;
 use client::{
-    account, backup, discovery, ephemeral, keys, media, membership, message, relations, room, sync,
-    user_data,
+    account, backup, discovery, ephemeral, keys, media, membership, message, notifications,
+    relations, room, sync, user_data,
 };
 use ruma_wrapper::route;
 
@@ -141,7 +141,31 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, user_data::set_pushrule_enabled_route);
     let router = route(router, user_data::get_pushrule_actions_route);
     let router = route(router, user_data::set_pushrule_actions_route);
-    let router = route(router, user_data::get_pushers_route);
+    let router = router
+        .route(
+            "/_matrix/client/v3/pushers",
+            get(notifications::get_pushers_route),
+        )
+        .route(
+            "/_matrix/client/r0/pushers",
+            get(notifications::get_pushers_route),
+        )
+        .route(
+            "/_matrix/client/v3/pushers/set",
+            axum::routing::post(notifications::set_pusher_route),
+        )
+        .route(
+            "/_matrix/client/r0/pushers/set",
+            axum::routing::post(notifications::set_pusher_route),
+        )
+        .route(
+            "/_matrix/client/v3/notifications",
+            get(notifications::get_notifications_route),
+        )
+        .route(
+            "/_matrix/client/r0/notifications",
+            get(notifications::get_notifications_route),
+        );
     // End-to-end encryption.
     let router = route(router, keys::upload_keys_route);
     let router = route(router, keys::get_keys_route);

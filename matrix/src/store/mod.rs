@@ -17,6 +17,7 @@ mod erasure;
 mod events;
 mod misc;
 mod outbox;
+mod push;
 mod relations;
 mod rooms;
 
@@ -37,6 +38,7 @@ pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;
+pub use push::{NotificationRow, Pusher};
 pub use relations::{RELATION_RECURSION_DEPTH, RelationQuery};
 pub use rooms::{MembershipRow, RoomRecord};
 

@@ -422,6 +422,12 @@ pub async fn change_password_route(
         .store
         .set_password_hash(sender.user_id.as_str(), &hash)
         .await?;
+    // Notifications stop going to the devices the old password let in, as the specification
+    // asks: only the pushers of the device that changed it stay.
+    services
+        .store
+        .delete_pushers_except(sender.user_id.as_str(), Some(sender.device_id.as_str()))
+        .await?;
     if request.body.logout_devices {
         let others =
             device_ids(&services, &sender.user_id, Some(sender.device_id.as_str())).await?;
@@ -477,7 +483,7 @@ pub async fn device_ids(
         .collect())
 }
 
-/// Deletes devices with their tokens, keys and undelivered messages.
+/// Deletes devices with their tokens, keys, pushers and undelivered messages.
 pub async fn delete_devices(
     services: &Services,
     user_id: &UserId,
@@ -491,6 +497,10 @@ pub async fn delete_devices(
         services
             .store
             .delete_device_keys(user_id.as_str(), device_id)
+            .await?;
+        services
+            .store
+            .delete_device_pushers(user_id.as_str(), device_id)
             .await?;
     }
     Ok(())

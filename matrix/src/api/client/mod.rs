@@ -9,6 +9,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod message;
+pub mod notifications;
 pub mod relations;
 pub mod room;
 pub mod sync;

@@ -1,4 +1,4 @@
-//! Account data, room tags, filters, push rules and pushers.
+//! Account data, room tags, filters and push rules.
 
 use std::sync::Arc;
 
@@ -8,9 +8,8 @@ use ruma::api::client::config::{
 use ruma::api::client::filter::{create_filter, get_filter};
 use ruma::api::client::push::PushRule;
 use ruma::api::client::push::{
-    delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-    get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
-    set_pushrule_enabled,
+    delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
+    get_pushrules_global_scope, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
 };
 use ruma::api::client::tag::{create_tag, delete_tag, get_tags};
 use ruma::push::{InsertPushRuleError, RemovePushRuleError, Ruleset};
@@ -453,15 +452,4 @@ pub async fn set_pushrule_actions_route(
     })
     .await?;
     Ok(set_pushrule_actions::v3::Response::new())
-}
-
-/// # `GET /_matrix/client/v3/pushers`
-///
-/// Push gateways are not contacted by this server, so no pusher is ever registered.
-pub async fn get_pushers_route(
-    _services: Arc<Services>,
-    request: Ruma<get_pushers::v3::Request>,
-) -> Result<get_pushers::v3::Response, Error> {
-    request.sender()?;
-    Ok(get_pushers::v3::Response::new(vec![]))
 }

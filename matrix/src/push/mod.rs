@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::power_levels::NotificationPowerLevels;
-use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx};
+use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::room_version_rules::RoomPowerLevelsRules;
 use ruma::{Int, RoomId, UInt, UserId};
 use serde_json::Value;
@@ -19,6 +19,9 @@ use crate::Services;
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
 use crate::store::{Change, Direction};
+
+pub mod gateway;
+pub mod notifier;
 
 /// The most unread events evaluated for one count.
 pub const MAX_EVALUATED: i64 = 1000;
@@ -129,58 +132,85 @@ async fn evaluate(
     room_id: &RoomId,
     events: &[Pdu],
 ) -> Result<Counts, Error> {
-    let rules = crate::api::client::user_data::ruleset(services, user_id).await?;
-    let member_count = services
-        .store
-        .room_members(room_id.as_str(), "join")
-        .await?
-        .len();
-    let display_name = services
-        .rooms
-        .state_event(room_id, "m.room.member", user_id.as_str())
-        .await?
-        .and_then(|pdu| {
-            pdu.content_value()
-                .get("displayname")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| user_id.localpart().to_owned());
-    let levels = services.rooms.power_levels(room_id).await?;
-    let room_rules = services.rooms.rules(room_id).await?;
-    let users: BTreeMap<_, _> = levels
-        .users()
-        .filter_map(|(user, level)| Some((UserId::parse(user).ok()?, Int::new(level)?)))
-        .collect();
-    let mut notifications = NotificationPowerLevels::new();
-    notifications.room = Int::new(levels.notify_room).unwrap_or_default();
-    let creators = levels
-        .creators()
-        .iter()
-        .filter_map(|user| UserId::parse(user).ok());
-    let power_levels = PushConditionPowerLevelsCtx::new(
-        users,
-        Int::new(levels.users_default()).unwrap_or_default(),
-        notifications,
-        RoomPowerLevelsRules::new(&room_rules.authorization, creators),
-    );
-    let mut context = PushConditionRoomCtx::new(
-        room_id.to_owned(),
-        UInt::try_from(member_count as u64).unwrap_or_default(),
-        user_id.to_owned(),
-        display_name,
-    );
-    context.power_levels = Some(power_levels);
+    let rules = RuleContext::new(services, user_id, room_id).await?;
     let mut counts = Counts::default();
     for pdu in events {
-        let event: ruma::serde::Raw<Value> = raw_event(pdu.to_client_value(room_id))?;
-        let actions = rules.get_actions(&event, &context).await;
-        if actions.iter().any(|action| action.should_notify()) {
+        let actions = rules.actions(pdu).await?;
+        if actions.iter().any(Action::should_notify) {
             counts.notify += 1;
-            if actions.iter().any(|action| action.is_highlight()) {
+            if actions.iter().any(Action::is_highlight) {
                 counts.highlight += 1;
             }
         }
     }
     Ok(counts)
+}
+
+/// A user's push rules with what they need to know of a room.
+pub struct RuleContext {
+    rules: Ruleset,
+    context: PushConditionRoomCtx,
+    room_id: ruma::OwnedRoomId,
+}
+
+impl RuleContext {
+    pub async fn new(
+        services: &Services,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Self, Error> {
+        let rules = crate::api::client::user_data::ruleset(services, user_id).await?;
+        let member_count = services
+            .store
+            .room_members(room_id.as_str(), "join")
+            .await?
+            .len();
+        let display_name = services
+            .rooms
+            .state_event(room_id, "m.room.member", user_id.as_str())
+            .await?
+            .and_then(|pdu| {
+                pdu.content_value()
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| user_id.localpart().to_owned());
+        let levels = services.rooms.power_levels(room_id).await?;
+        let room_rules = services.rooms.rules(room_id).await?;
+        let users: BTreeMap<_, _> = levels
+            .users()
+            .filter_map(|(user, level)| Some((UserId::parse(user).ok()?, Int::new(level)?)))
+            .collect();
+        let mut notifications = NotificationPowerLevels::new();
+        notifications.room = Int::new(levels.notify_room).unwrap_or_default();
+        let creators = levels
+            .creators()
+            .iter()
+            .filter_map(|user| UserId::parse(user).ok());
+        let power_levels = PushConditionPowerLevelsCtx::new(
+            users,
+            Int::new(levels.users_default()).unwrap_or_default(),
+            notifications,
+            RoomPowerLevelsRules::new(&room_rules.authorization, creators),
+        );
+        let mut context = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            UInt::try_from(member_count as u64).unwrap_or_default(),
+            user_id.to_owned(),
+            display_name,
+        );
+        context.power_levels = Some(power_levels);
+        Ok(RuleContext {
+            rules,
+            context,
+            room_id: room_id.to_owned(),
+        })
+    }
+
+    /// The actions the user's rules give an event of the room.
+    pub async fn actions(&self, pdu: &Pdu) -> Result<Vec<Action>, Error> {
+        let event: ruma::serde::Raw<Value> = raw_event(pdu.to_client_value(&self.room_id))?;
+        Ok(self.rules.get_actions(&event, &self.context).await.to_vec())
+    }
 }
