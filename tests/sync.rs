@@ -486,7 +486,7 @@ async fn account_data_and_push_rules() {
             None,
         )
         .await
-        .assert_error(400, "M_BAD_JSON");
+        .assert_error(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]

@@ -132,8 +132,23 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, account::get_3pids_route);
     let router = route(router, user_data::create_filter_route);
     let router = route(router, user_data::get_filter_route);
-    let router = route(router, user_data::get_pushrules_all_route);
-    let router = route(router, user_data::get_pushrules_global_scope_route);
+    let mut router = router;
+    for version in ["v3", "r0"] {
+        for (path, handler) in [
+            ("pushrules", get(user_data::get_pushrules_all_route)),
+            (
+                "pushrules/global",
+                get(user_data::get_pushrules_global_scope_route),
+            ),
+        ] {
+            router = router
+                .route(
+                    &format!("/_matrix/client/{version}/{path}"),
+                    handler.clone(),
+                )
+                .route(&format!("/_matrix/client/{version}/{path}/"), handler);
+        }
+    }
     let router = route(router, user_data::get_pushrule_route);
     let router = route(router, user_data::set_pushrule_route);
     let router = route(router, user_data::delete_pushrule_route);

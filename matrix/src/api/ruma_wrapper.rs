@@ -281,6 +281,11 @@ where
             },
         );
         router = router.route(path, method_router.clone());
+        // A path the specification writes with a trailing slash (`/pushrules/`) answers
+        // without it too, as clients send both.
+        if let Some(bare) = path.strip_suffix('/') {
+            router = router.route(bare, method_router.clone());
+        }
         // `…/state/{event_type}/{state_key}` also answers with an empty state key.
         if let Some(prefix) = path.strip_suffix("/{state_key}") {
             router = router.route(prefix, method_router.clone());

@@ -165,7 +165,7 @@ async fn compute(
         .user_memberships(sender.user_id.as_str())
         .await?;
     // Account data is read once and handed to the rooms it belongs to.
-    let account_data = if changed(Change::AccountData(sender.user_id.to_string())) {
+    let mut account_data = if changed(Change::AccountData(sender.user_id.to_string())) {
         services
             .store
             .account_data_since(sender.user_id.as_str(), since_position, now.position)
@@ -173,6 +173,18 @@ async fn compute(
     } else {
         vec![]
     };
+    // A first sync carries the push rules also when the user never changed them (clients
+    // evaluate them for encrypted rooms), as Synapse does.
+    if since.is_none()
+        && !account_data
+            .iter()
+            .any(|(room, data_type, _)| room.is_empty() && data_type == "m.push_rules")
+    {
+        let rules = crate::api::client::user_data::ruleset(services, &sender.user_id).await?;
+        let content =
+            json!({ "global": crate::api::client::user_data::ruleset_json(&rules)? }).to_string();
+        account_data.push((String::new(), "m.push_rules".to_owned(), content));
+    }
     let ignored = crate::api::client::events::ignored_users(services, &sender.user_id).await?;
     for row in &memberships {
         let Ok(room_id) = RoomId::parse(&row.room_id) else {

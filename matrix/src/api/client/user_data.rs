@@ -8,8 +8,8 @@ use ruma::api::client::config::{
 use ruma::api::client::filter::{create_filter, get_filter};
 use ruma::api::client::push::PushRule;
 use ruma::api::client::push::{
-    delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
-    get_pushrules_global_scope, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+    delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled, set_pushrule,
+    set_pushrule_actions, set_pushrule_enabled,
 };
 use ruma::api::client::tag::{create_tag, delete_tag, get_tags};
 use ruma::push::{InsertPushRuleError, RemovePushRuleError, Ruleset};
@@ -18,8 +18,11 @@ use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use crate::Services;
+use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
+use axum::Json;
+use axum::extract::State;
 
 fn own(sender: &UserId, target: &UserId) -> Result<(), Error> {
     if sender == target {
@@ -266,7 +269,7 @@ async fn save_ruleset(services: &Services, user_id: &UserId, rules: &Ruleset) ->
         .set_push_rules(user_id.as_str(), &json)
         .await?;
     // Clients learn of changes through the m.push_rules account data.
-    let content = serde_json::json!({ "global": rules }).to_string();
+    let content = serde_json::json!({ "global": ruleset_json(rules)? }).to_string();
     services
         .store
         .set_account_data(user_id.as_str(), "", "m.push_rules", &content)
@@ -293,6 +296,7 @@ async fn read_rule<T>(
     rule_id: &str,
     read: impl FnOnce(ruma::push::AnyPushRuleRef<'_>) -> T,
 ) -> Result<T, Error> {
+    known_kind(kind)?;
     let rules = ruleset(services, user_id).await?;
     let rule = rules
         .get(kind.clone(), rule_id)
@@ -300,30 +304,56 @@ async fn read_rule<T>(
     Ok(read(rule))
 }
 
+/// Fails for a kind the specification does not have.
+fn known_kind(kind: &ruma::push::RuleKind) -> Result<(), Error> {
+    use ruma::push::RuleKind;
+    match kind {
+        RuleKind::Override
+        | RuleKind::Underride
+        | RuleKind::Sender
+        | RuleKind::Room
+        | RuleKind::Content => Ok(()),
+        other => Err(Error::InvalidParam(format!(
+            "{:?} is not a push rule kind",
+            other.as_str()
+        ))),
+    }
+}
+
 fn rule_not_found() -> Error {
     Error::NotFound("push rule not found".into())
 }
 
-/// # `GET /_matrix/client/v3/pushrules/`
-pub async fn get_pushrules_all_route(
-    services: Arc<Services>,
-    request: Ruma<get_pushrules_all::v3::Request>,
-) -> Result<get_pushrules_all::v3::Response, Error> {
-    let sender = request.sender()?;
-    Ok(get_pushrules_all::v3::Response::new(
-        ruleset(&services, &sender.user_id).await?,
-    ))
+/// A rule set as clients read it: every kind present, empty ones too (clients iterate over
+/// each kind without checking that it is there).
+pub(crate) fn ruleset_json(rules: &Ruleset) -> Result<Value, Error> {
+    let mut value = serde_json::to_value(rules).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(kinds) = value.as_object_mut() {
+        for kind in ["override", "content", "room", "sender", "underride"] {
+            kinds
+                .entry(kind)
+                .or_insert_with(|| Value::Array(Vec::new()));
+        }
+    }
+    Ok(value)
 }
 
-/// # `GET /_matrix/client/v3/pushrules/global/`
+/// # `GET /_matrix/client/v3/pushrules/` (also without the trailing slash)
+pub async fn get_pushrules_all_route(
+    State(services): State<Arc<Services>>,
+    Authenticated(sender): Authenticated,
+) -> Result<Json<Value>, Error> {
+    let rules = ruleset(&services, &sender.user_id).await?;
+    Ok(Json(serde_json::json!({ "global": ruleset_json(&rules)? })))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/` (also without the trailing slash)
 pub async fn get_pushrules_global_scope_route(
-    services: Arc<Services>,
-    request: Ruma<get_pushrules_global_scope::v3::Request>,
-) -> Result<get_pushrules_global_scope::v3::Response, Error> {
-    let sender = request.sender()?;
-    Ok(get_pushrules_global_scope::v3::Response::new(
-        ruleset(&services, &sender.user_id).await?,
-    ))
+    State(services): State<Arc<Services>>,
+    Authenticated(sender): Authenticated,
+) -> Result<Json<Value>, Error> {
+    let rules = ruleset(&services, &sender.user_id).await?;
+    Ok(Json(ruleset_json(&rules)?))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
@@ -359,7 +389,7 @@ pub async fn set_pushrule_route(
                 InsertPushRuleError::UnknownRuleId => {
                     Error::NotFound("the rule given in before or after does not exist".into())
                 }
-                other => Error::BadJson(other.to_string()),
+                other => Error::InvalidParam(other.to_string()),
             })
     })
     .await?;
@@ -372,12 +402,13 @@ pub async fn delete_pushrule_route(
     request: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<delete_pushrule::v3::Response, Error> {
     let sender = request.sender()?;
+    known_kind(&request.body.kind)?;
     change_ruleset(&services, &sender.user_id, |rules| {
         rules
             .remove(request.body.kind.clone(), &request.body.rule_id)
             .map_err(|error| match error {
                 RemovePushRuleError::NotFound => rule_not_found(),
-                other => Error::BadJson(other.to_string()),
+                other => Error::InvalidParam(other.to_string()),
             })
     })
     .await?;
@@ -406,6 +437,7 @@ pub async fn set_pushrule_enabled_route(
     request: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<set_pushrule_enabled::v3::Response, Error> {
     let sender = request.sender()?;
+    known_kind(&request.body.kind)?;
     change_ruleset(&services, &sender.user_id, |rules| {
         rules
             .set_enabled(
@@ -441,6 +473,7 @@ pub async fn set_pushrule_actions_route(
     request: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<set_pushrule_actions::v3::Response, Error> {
     let sender = request.sender()?;
+    known_kind(&request.body.kind)?;
     change_ruleset(&services, &sender.user_id, |rules| {
         rules
             .set_actions(
