@@ -102,6 +102,11 @@ impl Services {
             None
         };
         let key = Arc::new(crate::keys::load_or_generate(&store).await?);
+        // Events stored before the search index existed are indexed once.
+        let indexed = store.index_existing_events().await?;
+        if indexed > 0 {
+            tracing::info!(events = indexed, "existing events indexed for search");
+        }
         let media_dir = config.server.data_dir.join("media");
         std::fs::create_dir_all(&media_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", media_dir.display())))?;

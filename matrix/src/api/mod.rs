@@ -18,7 +18,7 @@ use crate::Services;
 use crate::error::Error;
 use client::{
     account, backup, discovery, ephemeral, keys, media, membership, message, notifications,
-    relations, room, sync, user_data,
+    relations, room, search, sync, user_data,
 };
 use ruma_wrapper::route;
 
@@ -172,6 +172,14 @@ pub fn client_router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/client/r0/pushers/set",
             axum::routing::post(notifications::set_pusher_route),
+        )
+        .route(
+            "/_matrix/client/v3/search",
+            axum::routing::post(search::search_route),
+        )
+        .route(
+            "/_matrix/client/r0/search",
+            axum::routing::post(search::search_route),
         )
         .route(
             "/_matrix/client/v3/notifications",

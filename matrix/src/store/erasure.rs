@@ -31,6 +31,8 @@ impl Store {
             "DELETE FROM to_device_messages WHERE user_id = $1",
             "DELETE FROM key_backup_keys WHERE user_id = $1",
             "DELETE FROM pushers WHERE user_id = $1",
+            "DELETE FROM event_search WHERE event_id IN \
+             (SELECT event_id FROM events WHERE sender = $1)",
             "DELETE FROM notifications WHERE user_id = $1",
             "DELETE FROM key_backup_versions WHERE user_id = $1",
             "DELETE FROM xmpp_outbox WHERE event_id IN \

@@ -259,7 +259,16 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         }
+        super::search::index_event(
+            &mut transaction,
+            &event.event_id,
+            &event.room_id,
+            stream_ordering,
+            &event.json,
+        )
+        .await?;
         if let Some(redacted) = &event.redacts {
+            super::search::unindex_event(&mut transaction, &redacted.event_id).await?;
             // The redaction and the removal of what it redacts commit together.
             sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
                 .bind(&redacted.json)

@@ -20,6 +20,7 @@ mod outbox;
 mod push;
 mod relations;
 mod rooms;
+mod search;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use outbox::OutboxEntry;
 pub use push::{NotificationRow, Pusher};
 pub use relations::{RELATION_RECURSION_DEPTH, RelationQuery};
 pub use rooms::{MembershipRow, RoomRecord};
+pub use search::{SEARCH_FIELDS, SearchHit, SearchQuery, words as search_words};
 
 /// A failure of the database.
 #[derive(Debug, thiserror::Error)]

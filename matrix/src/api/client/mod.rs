@@ -12,5 +12,6 @@ pub mod message;
 pub mod notifications;
 pub mod relations;
 pub mod room;
+pub mod search;
 pub mod sync;
 pub mod user_data;
