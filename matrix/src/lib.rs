@@ -12,6 +12,7 @@ pub mod rooms;
 pub mod services;
 pub mod store;
 pub mod thumbnails;
+pub mod upgrade;
 pub mod visibility;
 
 pub use services::Services;

@@ -85,6 +85,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, room::get_public_rooms_filtered_route);
     let router = route(router, room::get_room_visibility_route);
     let router = route(router, room::set_room_visibility_route);
+    let router = route(router, room::upgrade_room_route);
     // Membership.
     let router = route(router, membership::join_room_by_id_route);
     let router = route(router, membership::join_room_by_id_or_alias_route);

@@ -89,7 +89,12 @@ async fn join(
         return Ok(());
     }
     let custom = custom_member_content(body);
-    set_membership(services, room_id, user_id, user_id, "join", reason, custom).await
+    set_membership(services, room_id, user_id, user_id, "join", reason, custom).await?;
+    // Joining the replacement of an upgraded room: what the user kept of the old room follows.
+    if let Some(old) = crate::upgrade::predecessor(services, room_id).await? {
+        crate::upgrade::carry_over(services, user_id, &old, room_id).await?;
+    }
+    Ok(())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`

@@ -364,3 +364,23 @@ pub async fn set_room_visibility_route(
         .await?;
     Ok(set_room_visibility::v3::Response::new())
 }
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+pub async fn upgrade_room_route(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::room::upgrade_room::v3::Request>,
+) -> Result<ruma::api::client::room::upgrade_room::v3::Response, Error> {
+    let sender = request.sender()?;
+    let body = &request.body;
+    let replacement = crate::upgrade::upgrade_room(
+        &services,
+        &sender.user_id,
+        &body.room_id,
+        body.new_version.clone(),
+        body.additional_creators.clone(),
+    )
+    .await?;
+    Ok(ruma::api::client::room::upgrade_room::v3::Response::new(
+        replacement,
+    ))
+}

@@ -121,7 +121,7 @@ pub async fn set_room_account_data_route(
 }
 
 /// A user's tags of a room: the `tags` of the room's `m.tag` account data.
-async fn room_tags(
+pub(crate) async fn room_tags(
     services: &Services,
     user_id: &UserId,
     room_id: &RoomId,
@@ -139,7 +139,7 @@ async fn room_tags(
         .unwrap_or_default())
 }
 
-async fn set_room_tags(
+pub(crate) async fn set_room_tags(
     services: &Services,
     user_id: &UserId,
     room_id: &RoomId,
@@ -278,7 +278,7 @@ async fn save_ruleset(services: &Services, user_id: &UserId, rules: &Ruleset) ->
 }
 
 /// Loads a user's rules, changes them, and saves them when the change succeeded.
-async fn change_ruleset(
+pub(crate) async fn change_ruleset(
     services: &Services,
     user_id: &UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
