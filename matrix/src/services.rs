@@ -77,6 +77,36 @@ pub trait UserProvisioner: Send + Sync + 'static {
 pub struct UiaaSession {
     pub completed: Vec<String>,
     pub bound: Option<(String, String)>,
+    /// For a registration: what its requests asked for, so that a later request of the session
+    /// need not repeat it.
+    pub registration: Option<RegistrationParams>,
+    /// For a registration: the account it made, so that a repeated request answers the same.
+    pub registered: Option<OwnedUserId>,
+}
+
+/// What a registration asks for, remembered by its authentication session.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationParams {
+    pub localpart: Option<String>,
+    pub password_hash: Option<String>,
+    pub device_id: Option<ruma::OwnedDeviceId>,
+    pub initial_device_display_name: Option<String>,
+    pub inhibit_login: bool,
+}
+
+impl RegistrationParams {
+    /// These parameters, with those of a later request where it gives them.
+    pub fn updated_by(&self, later: RegistrationParams) -> RegistrationParams {
+        RegistrationParams {
+            localpart: later.localpart.or_else(|| self.localpart.clone()),
+            password_hash: later.password_hash.or_else(|| self.password_hash.clone()),
+            device_id: later.device_id.or_else(|| self.device_id.clone()),
+            initial_device_display_name: later
+                .initial_device_display_name
+                .or_else(|| self.initial_device_display_name.clone()),
+            inhibit_login: later.inhibit_login || self.inhibit_login,
+        }
+    }
 }
 
 impl Services {

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
+use crate::services::RegistrationParams;
 use crate::services::{hash_password, random_string, verify_password};
 use crate::store::DeviceRecord;
 
@@ -73,8 +74,28 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
-/// Asks for (or checks) user-interactive authentication; `Ok` once a flow is complete.
-fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(), Error> {
+/// Where a registration's user-interactive authentication stands once a flow is complete.
+enum RegistrationStep {
+    /// The flow is complete: register with these parameters, then record the account in the
+    /// session.
+    Complete {
+        session: String,
+        params: RegistrationParams,
+    },
+    /// The session registered an account already: the same answer again.
+    Registered {
+        user_id: OwnedUserId,
+        params: RegistrationParams,
+    },
+}
+
+/// Asks for (or checks) user-interactive authentication of a registration, remembering the
+/// parameters its requests gave; `Ok` once a flow is complete or the session is done.
+fn registration_uiaa(
+    services: &Services,
+    auth: Option<&AuthData>,
+    given: RegistrationParams,
+) -> Result<RegistrationStep, Error> {
     let flows = uiaa_flows(services);
     let mut sessions = services
         .uiaa
@@ -82,6 +103,18 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let session_id = open_session(&mut sessions, auth, None)?;
     let session = sessions.entry(session_id.clone()).or_default();
+    let params = session
+        .registration
+        .clone()
+        .unwrap_or_default()
+        .updated_by(given);
+    if let Some(user_id) = &session.registered {
+        return Ok(RegistrationStep::Registered {
+            user_id: user_id.clone(),
+            params,
+        });
+    }
+    session.registration = Some(params.clone());
     let mut auth_error = None;
     match auth {
         Some(AuthData::Dummy(_)) if flows.contains(&"m.login.dummy") => {
@@ -112,8 +145,10 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
         .iter()
         .all(|stage| session.completed.iter().any(|done| done == stage))
     {
-        sessions.remove(&session_id);
-        return Ok(());
+        return Ok(RegistrationStep::Complete {
+            session: session_id,
+            params,
+        });
     }
     let completed = session.completed.clone();
     let mut body = json!({
@@ -127,6 +162,19 @@ fn registration_uiaa(services: &Services, auth: Option<&AuthData>) -> Result<(),
         body["error"] = json!(error);
     }
     Err(Error::Uiaa(Box::new(body)))
+}
+
+/// Whether a registration session has made its account already.
+fn session_registered(services: &Services, auth: Option<&AuthData>) -> bool {
+    let Some(id) = auth.and_then(AuthData::session) else {
+        return false;
+    };
+    services
+        .uiaa
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .is_some_and(|session| session.bound.is_none() && session.registered.is_some())
 }
 
 /// The session a user-interactive authentication request continues (one this server opened,
@@ -155,6 +203,7 @@ fn open_session(
         crate::services::UiaaSession {
             completed: Vec::new(),
             bound,
+            ..Default::default()
         },
     );
     Ok(id)
@@ -232,15 +281,18 @@ pub async fn register_route(
     if body.kind == register::RegistrationKind::Guest {
         return Err(Error::Forbidden("guest access is disabled".into()));
     }
-    let localpart = match &body.username {
-        Some(name) => name.to_lowercase(),
-        None => random_string(12).to_lowercase(),
-    };
-    let user_id = validate_localpart(&services.server_name, &localpart)?;
-    if services.store.user(user_id.as_str()).await?.is_some() {
-        return Err(Error::UserInUse);
-    }
     let ip = request.client_ip.map(|ip| ip.to_string());
+    // A name given is checked first, so that a taken one is known before any stage (unless
+    // the session registered it already: then the request is answered again).
+    let localpart = body.username.as_deref().map(str::to_lowercase);
+    if let Some(localpart) = &localpart
+        && !session_registered(&services, body.auth.as_ref())
+    {
+        let user_id = validate_localpart(&services.server_name, localpart)?;
+        if services.store.user(user_id.as_str()).await?.is_some() {
+            return Err(Error::UserInUse);
+        }
+    }
     if body.auth.is_some() {
         // Every attempt at a stage (a registration token above all) is limited before it is
         // checked, so that tokens cannot be guessed at the speed of the network.
@@ -249,27 +301,55 @@ pub async fn register_route(
             .registration
             .check(ip.as_deref().unwrap_or("unknown"))?;
     }
-    registration_uiaa(&services, body.auth.as_ref())?;
-    let password = body
-        .password
-        .as_deref()
-        .ok_or_else(|| Error::MissingParam("a password is required".into()))?;
-    let hash = hash_password(password).await?;
-    if !services
-        .store
-        .create_user(user_id.as_str(), Some(&hash), Some(&localpart), false)
-        .await?
-    {
-        return Err(Error::UserInUse);
-    }
-    tracing::info!(user_id = %user_id, "registered a new account");
+    let password_hash = match body.password.as_deref() {
+        Some(password) => Some(hash_password(password).await?),
+        None => None,
+    };
+    let given = RegistrationParams {
+        localpart,
+        password_hash,
+        device_id: body.device_id.clone(),
+        initial_device_display_name: body.initial_device_display_name.clone(),
+        inhibit_login: body.inhibit_login,
+    };
+    let (user_id, params) = match registration_uiaa(&services, body.auth.as_ref(), given)? {
+        RegistrationStep::Registered { user_id, params } => (user_id, params),
+        RegistrationStep::Complete { session, params } => {
+            let localpart = params
+                .localpart
+                .clone()
+                .unwrap_or_else(|| random_string(12).to_lowercase());
+            let user_id = validate_localpart(&services.server_name, &localpart)?;
+            let hash = params
+                .password_hash
+                .as_deref()
+                .ok_or_else(|| Error::MissingParam("a password is required".into()))?;
+            if !services
+                .store
+                .create_user(user_id.as_str(), Some(hash), Some(&localpart), false)
+                .await?
+            {
+                return Err(Error::UserInUse);
+            }
+            tracing::info!(user_id = %user_id, "registered a new account");
+            if let Some(session) = services
+                .uiaa
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(&session)
+            {
+                session.registered = Some(user_id.clone());
+            }
+            (user_id, params)
+        }
+    };
     let mut response = register::v3::Response::new(user_id.clone());
-    if !body.inhibit_login {
+    if !params.inhibit_login {
         let (token, device_id) = services
             .login_device(
                 &user_id,
-                body.device_id.as_deref(),
-                body.initial_device_display_name.as_deref(),
+                params.device_id.as_deref(),
+                params.initial_device_display_name.as_deref(),
                 ip,
             )
             .await?;
