@@ -422,6 +422,9 @@ pub enum RegistrationMode {
 pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     pub tokens: Vec<String>,
+    /// Guest accounts (`/register?kind=guest`, no password): they may join rooms whose guest
+    /// access is `can_join`, read `world_readable` ones, and do little else.
+    pub guests: bool,
 }
 
 /// `[media]`

@@ -60,6 +60,9 @@ pub enum Error {
     WeakPassword(String),
     #[error("{0}")]
     CannotLeaveServerNoticeRoom(String),
+    /// An endpoint closed to guest accounts.
+    #[error("guests may not do this")]
+    GuestAccessForbidden,
     /// A key backup upload to a version that is not the current one.
     #[error("this is not the current backup version")]
     WrongRoomKeysVersion { current_version: Option<String> },
@@ -103,6 +106,7 @@ impl Error {
             Error::CannotLeaveServerNoticeRoom(_) => {
                 (StatusCode::FORBIDDEN, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
             }
+            Error::GuestAccessForbidden => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             Error::WrongRoomKeysVersion { .. } => {
                 (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION")
             }

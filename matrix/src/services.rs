@@ -203,6 +203,7 @@ impl Services {
                 .map_err(|e| Error::Internal(format!("stored user id: {e}")))?,
             device_id: info.device_id.as_str().into(),
             access_token: token.to_owned(),
+            is_guest: info.is_guest,
         })
     }
 

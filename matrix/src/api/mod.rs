@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod client;
 pub mod client_address;
+pub mod guests;
 pub mod ruma_wrapper;
 
 use std::sync::Arc;
@@ -315,11 +316,13 @@ impl axum::extract::FromRequestParts<Arc<Services>> for Authenticated {
         let Some(token) = bearer_token(&parts.headers, query_token.as_deref()) else {
             return Err(Error::MissingToken.into_response());
         };
-        services
+        let sender = services
             .authenticate(&token)
             .await
-            .map(Authenticated)
-            .map_err(IntoResponse::into_response)
+            .map_err(IntoResponse::into_response)?;
+        guests::check(&sender, &parts.method, parts.uri.path())
+            .map_err(IntoResponse::into_response)?;
+        Ok(Authenticated(sender))
     }
 }
 

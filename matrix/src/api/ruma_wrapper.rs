@@ -32,6 +32,8 @@ pub struct Sender {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
+    /// A guest account: only the endpoints of [`crate::api::guests`] are open to it.
+    pub is_guest: bool,
 }
 
 /// A parsed and authenticated request.
@@ -126,6 +128,7 @@ where
             services.config.limits.max_json_body
         };
         let (parts, body) = request.into_parts();
+        let (parts_method, parts_path) = (parts.method.clone(), parts.uri.path().to_owned());
         let bytes: Bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
             .collect()
             .await
@@ -163,7 +166,11 @@ where
                 let token = extract_bearer_or_query_token(&http_request)
                     .map_err(|_| Error::UnknownToken)?;
                 match token {
-                    Some(token) => Some(services.authenticate(&token).await?),
+                    Some(token) => {
+                        let sender = services.authenticate(&token).await?;
+                        crate::api::guests::check(&sender, &parts_method, &parts_path)?;
+                        Some(sender)
+                    }
                     None if mode == TokenUse::Required => return Err(Error::MissingToken),
                     None => None,
                 }

@@ -108,6 +108,7 @@ pub struct AccessTokenInfo {
     pub user_id: String,
     pub device_id: String,
     pub deactivated: bool,
+    pub is_guest: bool,
 }
 
 fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
@@ -157,6 +158,31 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Makes a guest account (no password); false if the id is taken.
+    pub async fn create_guest(&self, user_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (user_id, password_hash, displayname, is_admin, created_ts, \
+             is_guest) VALUES ($1, NULL, NULL, 0, $2, 1) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// The guests among a room's joined members.
+    pub async fn joined_guests(&self, room_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT m.user_id FROM room_memberships m JOIN users u ON u.user_id = m.user_id \
+             WHERE m.room_id = $1 AND m.membership = 'join' AND u.is_guest = 1 \
+             ORDER BY m.user_id",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -310,7 +336,7 @@ impl Store {
             return Ok(Some(info));
         }
         let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, u.deactivated FROM access_tokens t \
+            "SELECT t.user_id, t.device_id, u.deactivated, u.is_guest FROM access_tokens t \
              JOIN users u ON u.user_id = t.user_id WHERE t.token = $1",
         )
         .bind(token)
@@ -322,6 +348,7 @@ impl Store {
                     user_id: row.try_get("user_id")?,
                     device_id: row.try_get("device_id")?,
                     deactivated: row.try_get::<i64, _>("deactivated")? != 0,
+                    is_guest: row.try_get::<i64, _>("is_guest")? != 0,
                 })
             })
             .transpose()?;

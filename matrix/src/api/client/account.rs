@@ -272,16 +272,17 @@ pub async fn register_route(
     services: Arc<Services>,
     request: Ruma<register::v3::Request>,
 ) -> Result<register::v3::Response, Error> {
+    let body = &request.body;
+    let ip = request.client_ip.map(|ip| ip.to_string());
+    // Guests are allowed or not on their own, whatever the registration mode.
+    if body.kind == register::RegistrationKind::Guest {
+        return register_guest(&services, body, ip).await;
+    }
     if services.config.registration.mode == RegistrationMode::Disabled {
         return Err(Error::Forbidden(
             "registration is disabled on this server".into(),
         ));
     }
-    let body = &request.body;
-    if body.kind == register::RegistrationKind::Guest {
-        return Err(Error::Forbidden("guest access is disabled".into()));
-    }
-    let ip = request.client_ip.map(|ip| ip.to_string());
     // A name given is checked first, so that a taken one is known before any stage (unless
     // the session registered it already: then the request is answered again).
     let localpart = body.username.as_deref().map(str::to_lowercase);
@@ -356,6 +357,41 @@ pub async fn register_route(
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
+    Ok(response)
+}
+
+/// A guest account (`kind=guest`): a numeric name, no password, a device.
+async fn register_guest(
+    services: &Services,
+    body: &register::v3::Request,
+    ip: Option<String>,
+) -> Result<register::v3::Response, Error> {
+    if !services.config.registration.guests {
+        return Err(Error::GuestAccessForbidden);
+    }
+    services
+        .limits
+        .registration
+        .check(ip.as_deref().unwrap_or("unknown"))?;
+    let user_id = loop {
+        let number: u64 = rand::random::<u64>() % 10_000_000_000;
+        let user_id = validate_localpart(&services.server_name, &number.to_string())?;
+        if services.store.create_guest(user_id.as_str()).await? {
+            break user_id;
+        }
+    };
+    tracing::info!(user_id = %user_id, "registered a guest");
+    let (token, device_id) = services
+        .login_device(
+            &user_id,
+            body.device_id.as_deref(),
+            body.initial_device_display_name.as_deref(),
+            ip,
+        )
+        .await?;
+    let mut response = register::v3::Response::new(user_id);
+    response.access_token = Some(token);
+    response.device_id = Some(device_id);
     Ok(response)
 }
 

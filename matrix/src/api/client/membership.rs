@@ -69,14 +69,19 @@ fn custom_member_content(body: Option<&Value>) -> Option<serde_json::Map<String,
 async fn join(
     services: &Services,
     room_id: &RoomId,
-    user_id: &UserId,
+    sender: &crate::api::ruma_wrapper::Sender,
     reason: Option<&str>,
     body: Option<&Value>,
 ) -> Result<(), Error> {
+    let user_id: &UserId = &sender.user_id;
     if !services.rooms.exists(room_id).await? {
         return Err(Error::NotFound(
             "this server does not know the room and cannot join it over federation yet".into(),
         ));
+    }
+    // Guests join only the rooms that let them.
+    if sender.is_guest && !guests_may_join(services, room_id).await? {
+        return Err(Error::GuestAccessForbidden);
     }
     // Joining again keeps the membership as it is.
     if services
@@ -97,6 +102,34 @@ async fn join(
     Ok(())
 }
 
+/// Whether the room's guest access is `can_join`.
+pub async fn guests_may_join(services: &Services, room_id: &RoomId) -> Result<bool, Error> {
+    Ok(services
+        .rooms
+        .state_event(room_id, "m.room.guest_access", "")
+        .await?
+        .is_some_and(|pdu| {
+            pdu.content_value()
+                .get("guest_access")
+                .and_then(Value::as_str)
+                == Some("can_join")
+        }))
+}
+
+/// Guests leave a room that stops letting them in, as the specification requires.
+pub async fn remove_guests(services: &Services, room_id: &RoomId) -> Result<(), Error> {
+    if guests_may_join(services, room_id).await? {
+        return Ok(());
+    }
+    for guest in services.store.joined_guests(room_id.as_str()).await? {
+        let Ok(guest) = UserId::parse(guest.as_str()) else {
+            continue;
+        };
+        set_membership(services, room_id, &guest, &guest, "leave", None, None).await?;
+    }
+    Ok(())
+}
+
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
 pub async fn join_room_by_id_route(
     services: Arc<Services>,
@@ -106,7 +139,7 @@ pub async fn join_room_by_id_route(
     join(
         &services,
         &request.body.room_id,
-        &sender.user_id,
+        sender,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
     )
@@ -136,7 +169,7 @@ pub async fn join_room_by_id_or_alias_route(
     join(
         &services,
         &room_id,
-        &sender.user_id,
+        sender,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
     )

@@ -184,6 +184,9 @@ pub async fn send_state_event_route(
             NewLocalEvent::new(&sender.user_id, &event_type, Some(&body.state_key), content),
         )
         .await?;
+    if event_type == "m.room.guest_access" {
+        crate::api::client::membership::remove_guests(&services, &body.room_id).await?;
+    }
     Ok(send_state_event::v3::Response::new(appended.event_id))
 }
 
