@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::Services;
 use crate::error::Error;
 use client::{
-    account, backup, discovery, ephemeral, keys, media, membership, message, notifications,
+    account, backup, discovery, ephemeral, keys, legacy, media, membership, message, notifications,
     relations, room, search, sync, user_data,
 };
 use ruma_wrapper::route;
@@ -136,6 +136,19 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, user_data::get_filter_route);
     let mut router = router;
     for version in ["v3", "r0"] {
+        router = router
+            .route(
+                &format!("/_matrix/client/{version}/events"),
+                get(legacy::get_events_route),
+            )
+            .route(
+                &format!("/_matrix/client/{version}/initialSync"),
+                get(legacy::initial_sync_route),
+            )
+            .route(
+                &format!("/_matrix/client/{version}/rooms/{{room_id}}/initialSync"),
+                get(legacy::room_initial_sync_route),
+            );
         for (path, handler) in [
             ("pushrules", get(user_data::get_pushrules_all_route)),
             (

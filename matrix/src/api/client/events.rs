@@ -36,6 +36,18 @@ pub async fn require_joined(
     }
 }
 
+/// The rooms a user is joined to.
+pub async fn joined_rooms(services: &Services, user_id: &UserId) -> Result<Vec<String>, Error> {
+    Ok(services
+        .store
+        .user_memberships(user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|row| row.membership == "join")
+        .map(|row| row.room_id)
+        .collect())
+}
+
 /// What `user_id` may see of a room ([`crate::visibility`]); forbidden when nothing.
 pub async fn visible_to(
     services: &Services,

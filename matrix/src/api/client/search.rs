@@ -12,7 +12,9 @@ use ruma::RoomId;
 use ruma::api::client::filter::RoomEventFilter;
 use serde_json::{Map, Value, json};
 
-use super::events::{client_events, client_state_events, filter_allows, state_seen_at};
+use super::events::{
+    client_events, client_state_events, filter_allows, joined_rooms, state_seen_at,
+};
 use crate::Services;
 use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Sender;
@@ -171,13 +173,9 @@ async fn searched_rooms(
     sender: &Sender,
     filter: &RoomEventFilter,
 ) -> Result<Vec<String>, Error> {
-    Ok(services
-        .store
-        .user_memberships(sender.user_id.as_str())
+    Ok(joined_rooms(services, &sender.user_id)
         .await?
         .into_iter()
-        .filter(|row| row.membership == "join")
-        .map(|row| row.room_id)
         .filter(|room| {
             filter
                 .rooms
