@@ -30,6 +30,8 @@ pub struct Services {
     pub key: Arc<Ed25519KeyPair>,
     pub typing: Typing,
     pub notification_counts: crate::push::NotificationCounts,
+    /// Which member events each device was sent, for lazy-loading members in sync.
+    pub lazy_members: crate::api::client::lazy_members::LazyMembers,
     /// The push gateway client and the workers of the pushers.
     pub pushers: crate::push::notifier::Pushers,
     /// Per device, how far to-device messages were delivered and deleted.
@@ -155,6 +157,7 @@ impl Services {
             key,
             typing: Typing::new(),
             notification_counts: crate::push::NotificationCounts::default(),
+            lazy_members: Default::default(),
             pushers: crate::push::notifier::Pushers::new(
                 crate::push::gateway::Gateway::new(config.push.allowed_gateway_addresses.clone())
                     .map_err(|e| Error::Internal(e.to_string()))?,

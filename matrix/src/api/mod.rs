@@ -108,7 +108,11 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, message::get_room_event_route);
     let router = route(router, message::get_message_events_route);
     let router = route(router, message::get_context_route);
-    let router = route(router, sync::sync_events_route);
+    let router = ruma_wrapper::route_completed(
+        router,
+        sync::sync_events_route,
+        Some(sync::complete_response),
+    );
     let router = route(router, relations::get_relating_events_route);
     let router = route(router, relations::get_relating_events_with_rel_type_route);
     let router = route(

@@ -270,6 +270,39 @@ where
     H: Fn(Arc<Services>, Ruma<T>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
 {
+    route_completed(router, handler, None)
+}
+
+/// A response's JSON body passed through `complete`, for fields the specification or clients
+/// expect that ruma leaves out when empty or false.
+fn completed<T: OutgoingResponse>(response: T, complete: fn(&mut serde_json::Value)) -> Response {
+    let http = match response.try_into_http_response::<Vec<u8>>() {
+        Ok(http) => http,
+        Err(error) => {
+            return Error::Internal(format!("serialising a response: {error}")).into_response();
+        }
+    };
+    let (parts, body) = http.into_parts();
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Response::from_parts(parts, axum::body::Body::from(body));
+    };
+    complete(&mut value);
+    Response::from_parts(parts, axum::body::Body::from(value.to_string()))
+}
+
+/// [`route`], with the response's JSON completed by `complete`.
+pub fn route_completed<T, H, F>(
+    router: Router<Arc<Services>>,
+    handler: H,
+    complete: Option<fn(&mut serde_json::Value)>,
+) -> Router<Arc<Services>>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: 'static,
+    T::OutgoingResponse: Send + 'static,
+    H: Fn(Arc<Services>, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<T::OutgoingResponse, Error>> + Send + 'static,
+{
     let filter = match MethodFilter::try_from(T::METHOD) {
         Ok(filter) => filter,
         Err(_) => return router,
@@ -284,7 +317,13 @@ where
             filter,
             move |State(services): State<Arc<Services>>, request: Ruma<T>| {
                 let handler = handler.clone();
-                async move { handler(services, request).await.map(RumaResponse) }
+                async move {
+                    let response = handler(services, request).await?;
+                    Ok::<Response, Error>(match complete {
+                        Some(complete) => completed(response, complete),
+                        None => RumaResponse(response).into_response(),
+                    })
+                }
             },
         );
         router = router.route(path, method_router.clone());

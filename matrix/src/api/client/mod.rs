@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod ephemeral;
 pub mod events;
 pub mod keys;
+pub mod lazy_members;
 pub mod legacy;
 pub mod media;
 pub mod membership;

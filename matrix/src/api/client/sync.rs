@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
+use ruma::api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter};
 use ruma::api::client::sync::sync_events::v3 as sync;
 use ruma::presence::PresenceState;
 use ruma::{RoomId, UInt, UserId};
@@ -50,6 +50,37 @@ impl SyncToken {
 
     pub fn encode(&self) -> String {
         format!("s{}_{}", self.position, self.typing)
+    }
+}
+
+/// Fills in what ruma leaves out of a sync response when empty or false and clients read
+/// without checking (as Synapse sends them): each room's `timeline.limited` and `events`, and
+/// its `state`, `account_data` and `ephemeral` events.
+pub fn complete_response(response: &mut Value) {
+    for (section, parts) in [
+        (
+            "join",
+            &["timeline", "state", "account_data", "ephemeral"][..],
+        ),
+        ("leave", &["timeline", "state", "account_data"][..]),
+    ] {
+        let Some(rooms) = response["rooms"][section].as_object_mut() else {
+            continue;
+        };
+        for room in rooms.values_mut() {
+            let Some(room) = room.as_object_mut() else {
+                continue;
+            };
+            for part in parts {
+                let part = room.entry(*part).or_insert_with(|| json!({}));
+                if let Some(part) = part.as_object_mut() {
+                    part.entry("events").or_insert_with(|| json!([]));
+                }
+            }
+            if let Some(timeline) = room.get_mut("timeline").and_then(Value::as_object_mut) {
+                timeline.entry("limited").or_insert(Value::Bool(false));
+            }
+        }
     }
 }
 
@@ -157,6 +188,12 @@ async fn compute(
     let mut response = sync::Response::new(now.encode());
     let mut has_content = false;
     let since_position = since.map(|s| s.position).unwrap_or(0);
+    if since.is_none() {
+        // An initial sync: the device starts over without member events.
+        services
+            .lazy_members
+            .reset(sender.user_id.as_str(), sender.device_id.as_str());
+    }
     let changes = services.store.changes();
     let changed =
         |change: Change| since.is_none() || changes.changed_since(&change, since_position);
@@ -399,7 +436,11 @@ async fn joined_room(
     let timeline_events = client_events(services, &rows, Some(sender)).await?;
     let timeline_ids: HashSet<String> = rows.iter().map(|row| row.event_id.clone()).collect();
     let mut senders: BTreeSet<String> = BTreeSet::new();
-    senders.insert(sender.user_id.to_string());
+    // The syncing user's own member event goes with a room's whole state (an initial sync, a
+    // new join, full state), as Synapse does; otherwise only the timeline's senders count.
+    if since.is_none() || newly_joined || full_state {
+        senders.insert(sender.user_id.to_string());
+    }
     for event in timeline_events {
         if filter_allows(&filter.room.timeline, &event) {
             if let Some(sender) = event.get("sender").and_then(Value::as_str) {
@@ -422,22 +463,37 @@ async fn joined_room(
         .map(|row| row.stream_ordering)
         .unwrap_or(i64::MAX);
     let state_wanted = full_state || newly_joined || limited;
+    let (lazy, include_redundant) = match &filter.room.state.lazy_load_options {
+        LazyLoadOptions::Enabled {
+            include_redundant_members,
+        } => (true, *include_redundant_members),
+        _ => (false, false),
+    };
+    let current = if state_wanted || (lazy && !rows.is_empty()) {
+        services.rooms.current_state(room_id).await?
+    } else {
+        vec![]
+    };
+    let is_member_of = |pdu: &Pdu, users: &BTreeSet<String>| {
+        pdu.event_type.to_string() == "m.room.member"
+            && pdu
+                .state_key
+                .as_ref()
+                .is_some_and(|key| users.contains(key))
+    };
+    let mut selected: Vec<Arc<Pdu>> = Vec::new();
     if state_wanted {
-        let lazy = !filter.room.state.lazy_load_options.is_disabled();
-        let current = services.rooms.current_state(room_id).await?;
         let candidates: Vec<Arc<Pdu>> = current
-            .into_iter()
+            .iter()
             .filter(|pdu| !timeline_ids.contains(pdu.event_id.as_str()))
             .filter(|pdu| {
                 !lazy
                     || pdu.event_type.to_string() != "m.room.member"
-                    || pdu
-                        .state_key
-                        .as_ref()
-                        .is_some_and(|key| senders.contains(key))
+                    || is_member_of(pdu, &senders)
             })
+            .cloned()
             .collect();
-        let selected: Vec<Arc<Pdu>> = if full_state || newly_joined {
+        selected = if full_state || newly_joined {
             candidates
         } else {
             // Only what changed since the last sync, before the timeline starts.
@@ -457,6 +513,47 @@ async fn joined_room(
                 .filter(|pdu| changed.contains(pdu.event_id.as_str()))
                 .collect()
         };
+    }
+    if lazy && !current.is_empty() {
+        let device = (sender.user_id.as_str(), sender.device_id.as_str());
+        // The member events of the timeline's senders that this device has not been sent
+        // (all of them with `include_redundant_members`).
+        if !(full_state || newly_joined) {
+            let chosen: HashSet<String> = selected
+                .iter()
+                .map(|pdu| pdu.event_id.to_string())
+                .collect();
+            for pdu in &current {
+                if is_member_of(pdu, &senders)
+                    && !timeline_ids.contains(pdu.event_id.as_str())
+                    && !chosen.contains(pdu.event_id.as_str())
+                    && (include_redundant
+                        || !services.lazy_members.has(
+                            device,
+                            room_id.as_str(),
+                            pdu.state_key.as_deref().unwrap_or_default(),
+                            pdu.event_id.as_str(),
+                        ))
+                {
+                    selected.push(pdu.clone());
+                }
+            }
+        }
+        let timeline_members = rows
+            .iter()
+            .filter(|row| row.event_type == "m.room.member")
+            .filter_map(|row| Some((row.state_key.as_deref()?, row.event_id.as_str())));
+        let state_members = selected
+            .iter()
+            .filter(|pdu| pdu.event_type.to_string() == "m.room.member")
+            .filter_map(|pdu| Some((pdu.state_key.as_deref()?, pdu.event_id.as_str())));
+        services.lazy_members.record(
+            device,
+            room_id.as_str(),
+            timeline_members.chain(state_members),
+        );
+    }
+    if state_wanted || !selected.is_empty() {
         let state_events: Vec<_> = client_state_events(&selected, room_id)
             .into_iter()
             .filter(|event| filter_allows(&filter.room.state, event))
