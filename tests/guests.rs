@@ -47,15 +47,7 @@ async fn what_guests_may_do() {
             .create_user("@alice:test.example", Some(&hash), Some("alice"), false)
             .await
             .unwrap();
-        let login = server
-            .call(
-                Method::POST,
-                "/_matrix/client/v3/login",
-                None,
-                Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "alice-pw"})),
-            )
-            .await
-            .assert_ok();
+        let login = server.login("alice", "alice-pw").await;
         (
             login["user_id"].as_str().unwrap().to_owned(),
             login["access_token"].as_str().unwrap().to_owned(),

@@ -7,7 +7,6 @@
 mod common;
 
 use common::{TestServer, query_encode};
-use http::Method;
 use serde_json::{Value, json};
 
 fn members(sync: &Value, room: &str) -> Vec<String> {
@@ -132,15 +131,7 @@ async fn lazy_members_in_incremental_and_gapped_syncs() {
     since = sync["next_batch"].as_str().unwrap().to_owned();
 
     // Another device of Alice's has its own record.
-    let login = server
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"})),
-        )
-        .await
-        .assert_ok();
+    let login = server.login("alice", "secret-pw").await;
     let laptop = login["access_token"].as_str().unwrap().to_owned();
     let laptop_first = server.sync(&laptop, &lazy(false)).await;
     assert_eq!(

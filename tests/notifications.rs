@@ -251,15 +251,7 @@ async fn pushers_are_set_replaced_and_removed() {
         json!({"pushers": []})
     );
     // A password change removes the pushers of Bob's other devices, not the current one's.
-    let login = server
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "secret-pw"})),
-        )
-        .await
-        .assert_ok();
+    let login = server.login("bob", "secret-pw").await;
     let bob_phone = login["access_token"].as_str().unwrap().to_owned();
     server
         .post(set, &bob_phone, pusher("k3", url))

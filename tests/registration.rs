@@ -50,15 +50,7 @@ async fn registration_sessions() {
         .await
         .assert_ok();
     assert_eq!(devices["devices"][0]["display_name"], "Dora's phone");
-    server
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "dora"}, "password": "dora-pw"})),
-        )
-        .await
-        .assert_ok();
+    server.login("dora", "dora-pw").await;
     // The same request again: the same account, logged in again, nothing registered twice.
     let again = register(
         &server,
@@ -93,15 +85,7 @@ async fn registration_sessions() {
     // inhibit_login: no token, no device.
     assert!(done.get("access_token").is_none(), "{done}");
     assert!(done.get("device_id").is_none_or(Value::is_null), "{done}");
-    server
-        .call(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "erin2"}, "password": "erin-pw"})),
-        )
-        .await
-        .assert_ok();
+    server.login("erin2", "erin-pw").await;
 
     // A flow finished without a password asks for one, and the session goes on.
     let first = register(&server, json!({"username": "fay"})).await;

@@ -235,6 +235,20 @@ impl TestServer {
         self.call(Method::PUT, path, Some(token), Some(body)).await
     }
 
+    /// Logs in with a password: the response (`user_id`, `access_token`, `device_id`).
+    pub async fn login(&self, user: &str, password: &str) -> Value {
+        self.call(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": user},
+                        "password": password})),
+        )
+        .await
+        .assert_ok()
+    }
+
     /// Registers a user; returns `(user_id, access_token)`.
     pub async fn register(&self, name: &str) -> (String, String) {
         let response = self
