@@ -783,3 +783,170 @@ async fn key_backup() {
         .assert_ok();
     assert_eq!(created["version"], "3");
 }
+
+/// What `bob` learns of device-list changes since `since`: `(changed, left, next token)`.
+async fn device_lists(
+    server: &TestServer,
+    bob: &str,
+    since: &str,
+) -> (Vec<String>, Vec<String>, String) {
+    let sync = server.sync(bob, &format!("since={since}&timeout=0")).await;
+    let list = |key: &str| {
+        let mut users: Vec<String> = sync["device_lists"][key]
+            .as_array()
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|u| u.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        users.sort();
+        users
+    };
+    (
+        list("changed"),
+        list("left"),
+        sync["next_batch"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Device-list changes reach the users who share a room: a new device with its keys, a
+/// deleted device, new cross-signing keys, a user who joins or leaves a shared encrypted
+/// room; a waiting long-poll answers at once; `/keys/changes` says the same; users sharing no
+/// room hear nothing.
+#[tokio::test]
+async fn device_changes_reach_those_who_share_a_room() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (carol_id, carol) = server.register("carol").await;
+    let (_, dave) = server.register("dave").await;
+    let room = server
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "invite": [bob_id],
+                   "initial_state": [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}),
+        )
+        .await;
+    server.join(&bob, &room).await;
+    let start = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A new device of Alice's uploads its keys while Bob waits: his sync answers at once.
+    let phone = server.login("alice", "secret-pw").await;
+    let phone_token = phone["access_token"].as_str().unwrap().to_owned();
+    let phone_device = phone["device_id"].as_str().unwrap().to_owned();
+    let wait_query = format!("since={start}&timeout=30000");
+    let waiting = server.sync(&bob, &wait_query);
+    let upload = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        server
+            .post(
+                "/_matrix/client/v3/keys/upload",
+                &phone_token,
+                json!({"device_keys": device_keys(&alice_id, &phone_device)}),
+            )
+            .await
+            .assert_ok();
+    };
+    let (sync, ()) = tokio::join!(waiting, upload);
+    assert!(
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|users| users.contains(&json!(alice_id))),
+        "{sync}"
+    );
+    let mut since = sync["next_batch"].as_str().unwrap().to_owned();
+
+    // The device is deleted (with the password).
+    let delete = format!("/_matrix/client/v3/devices/{phone_device}");
+    let asked = server
+        .call(Method::DELETE, &delete, Some(&alice), Some(json!({})))
+        .await;
+    assert_eq!(asked.status, 401);
+    let session = asked.json()["session"].as_str().unwrap().to_owned();
+    server
+        .call(
+            Method::DELETE,
+            &delete,
+            Some(&alice),
+            Some(json!({"auth": {"type": "m.login.password", "session": session,
+                                 "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"}})),
+        )
+        .await
+        .assert_ok();
+    let (changed, left, next) = device_lists(&server, &bob, &since).await;
+    assert_eq!((changed, left), (vec![alice_id.clone()], vec![]));
+    since = next;
+
+    // New cross-signing keys.
+    let (_, master_public) = cross_signing_pair();
+    server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            &alice,
+            json!({"master_key": {"user_id": alice_id, "usage": ["master"],
+                                  "keys": {format!("ed25519:{master_public}"): master_public}}}),
+        )
+        .await
+        .assert_ok();
+    let (changed, _, next) = device_lists(&server, &bob, &since).await;
+    assert_eq!(changed, [alice_id.clone()]);
+    since = next;
+
+    // Dave shares no room with Bob: his new device is not Bob's concern.
+    server
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            &dave,
+            json!({"device_keys": device_keys("@dave:test.example", "DAVE")}),
+        )
+        .await;
+    let (changed, left, next) = device_lists(&server, &bob, &since).await;
+    assert_eq!((changed, left), (vec![], vec![]));
+    since = next;
+
+    // Carol joins the encrypted room: Bob is to fetch her keys; she leaves: he may forget them.
+    let before_carol = since.clone();
+    server.join(&carol, &room).await;
+    let (changed, _, next) = device_lists(&server, &bob, &since).await;
+    assert_eq!(changed, [carol_id.clone()]);
+    since = next;
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            &carol,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let (_, left, next) = device_lists(&server, &bob, &since).await;
+    assert_eq!(left, [carol_id.clone()]);
+
+    // /keys/changes tells the same over the whole stretch.
+    let changes = server
+        .get(
+            &format!("/_matrix/client/v3/keys/changes?from={start}&to={next}"),
+            &bob,
+        )
+        .await
+        .assert_ok();
+    let mut changed: Vec<String> = serde_json::from_value(changes["changed"].clone()).unwrap();
+    changed.sort();
+    assert!(changed.contains(&alice_id), "{changes}");
+    assert!(
+        !changed.contains(&"@dave:test.example".to_owned()),
+        "{changes}"
+    );
+    let carol_changes = server
+        .get(
+            &format!("/_matrix/client/v3/keys/changes?from={before_carol}&to={next}"),
+            &bob,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(carol_changes["left"], json!([carol_id]), "{carol_changes}");
+}

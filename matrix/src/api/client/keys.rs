@@ -226,16 +226,8 @@ pub async fn get_key_changes_route(
     let sender = request.sender()?;
     let from = SyncToken::parse(&request.body.from)?.position;
     let to = SyncToken::parse(&request.body.to)?.position;
-    let shared = users_sharing_rooms(&services, &sender.user_id).await?;
-    let changed = services
-        .store
-        .device_list_changes(from, to)
-        .await?
-        .into_iter()
-        .filter(|user| shared.contains(user))
-        .filter_map(|user| UserId::parse(user).ok())
-        .collect();
-    Ok(get_key_changes::v3::Response::new(changed, vec![]))
+    let (changed, left) = device_list_delta(&services, &sender.user_id, from, to).await?;
+    Ok(get_key_changes::v3::Response::new(changed, left))
 }
 
 /// Checks that a cross-signing key belongs to the user and has the expected usage.
@@ -629,71 +621,10 @@ pub async fn device_sync_data(
     } else {
         vec![]
     };
-    let mut changed_users = Vec::new();
-    let mut left = Vec::new();
-    if let Some(since) = since {
-        let mut changed_set: BTreeSet<String> = BTreeSet::new();
-        let mut shared: Option<BTreeSet<String>> = None;
-        // The user's own devices changed (a new login, a deleted device, new keys): their
-        // other devices learn it too.
-        let mut own_changed = false;
-        if changes.changed_since(&Change::DeviceLists, since) {
-            let sharing = users_sharing_rooms(services, user_id).await?;
-            let device_changes = services.store.device_list_changes(since, now).await?;
-            own_changed = device_changes.iter().any(|user| user == user_id.as_str());
-            changed_set.extend(
-                device_changes
-                    .into_iter()
-                    .filter(|user| sharing.contains(user)),
-            );
-            shared = Some(sharing);
-        }
-        // Users who joined a room shared with this one, or whose rooms this user joined.
-        for row in services.store.user_memberships(user_id.as_str()).await? {
-            if row.membership != "join" {
-                continue;
-            }
-            let fresh = row.stream_ordering > since;
-            if fresh {
-                changed_set.extend(services.store.room_members(&row.room_id, "join").await?);
-            }
-            if !changes.changed_since(&Change::Members(row.room_id.clone()), since) {
-                continue;
-            }
-            for (member, membership) in services
-                .store
-                .membership_changes_since(&row.room_id, since, now)
-                .await?
-            {
-                if membership == "join" || fresh {
-                    changed_set.insert(member);
-                    continue;
-                }
-                let sharing = match &shared {
-                    Some(sharing) => sharing,
-                    None => shared.insert(users_sharing_rooms(services, user_id).await?),
-                };
-                if !sharing.contains(&member) {
-                    left.push(member);
-                }
-            }
-        }
-        // Not because of the user's own joins; for their own devices, yes.
-        changed_set.remove(user_id.as_str());
-        if own_changed {
-            changed_set.insert(user_id.to_string());
-        }
-        changed_users = changed_set
-            .into_iter()
-            .filter_map(|user| UserId::parse(user).ok())
-            .collect();
-        left.sort();
-        left.dedup();
-    }
-    let left = left
-        .into_iter()
-        .filter_map(|user| UserId::parse(user).ok())
-        .collect();
+    let (changed_users, left) = match since {
+        Some(since) => device_list_delta(services, user_id, since, now).await?,
+        None => (vec![], vec![]),
+    };
     let (counts, unused_fallback) = services
         .store
         .key_counts(user_id.as_str(), device_id)
@@ -705,4 +636,79 @@ pub async fn device_sync_data(
         one_time_key_counts: counts.into_iter().collect(),
         unused_fallback,
     })
+}
+
+/// The users whose devices or keys the user must fetch again (`changed`: they changed them, or
+/// came to share a room), and those they may forget (`left`: they share no room any more),
+/// between two stream positions. Sync and `/keys/changes` both say this.
+pub async fn device_list_delta(
+    services: &Services,
+    user_id: &UserId,
+    since: i64,
+    now: i64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>), Error> {
+    let changes = services.store.changes();
+    let mut left = Vec::new();
+    let mut changed_set: BTreeSet<String> = BTreeSet::new();
+    let mut shared: Option<BTreeSet<String>> = None;
+    // The user's own devices changed (a new login, a deleted device, new keys): their
+    // other devices learn it too.
+    let mut own_changed = false;
+    if changes.changed_since(&Change::DeviceLists, since) {
+        let sharing = users_sharing_rooms(services, user_id).await?;
+        let device_changes = services.store.device_list_changes(since, now).await?;
+        own_changed = device_changes.iter().any(|user| user == user_id.as_str());
+        changed_set.extend(
+            device_changes
+                .into_iter()
+                .filter(|user| sharing.contains(user)),
+        );
+        shared = Some(sharing);
+    }
+    // Users who joined a room shared with this one, or whose rooms this user joined.
+    for row in services.store.user_memberships(user_id.as_str()).await? {
+        if row.membership != "join" {
+            continue;
+        }
+        let fresh = row.stream_ordering > since;
+        if fresh {
+            changed_set.extend(services.store.room_members(&row.room_id, "join").await?);
+        }
+        if !changes.changed_since(&Change::Members(row.room_id.clone()), since) {
+            continue;
+        }
+        for (member, membership) in services
+            .store
+            .membership_changes_since(&row.room_id, since, now)
+            .await?
+        {
+            if membership == "join" || fresh {
+                changed_set.insert(member);
+                continue;
+            }
+            let sharing = match &shared {
+                Some(sharing) => sharing,
+                None => shared.insert(users_sharing_rooms(services, user_id).await?),
+            };
+            if !sharing.contains(&member) {
+                left.push(member);
+            }
+        }
+    }
+    // Not because of the user's own joins; for their own devices, yes.
+    changed_set.remove(user_id.as_str());
+    if own_changed {
+        changed_set.insert(user_id.to_string());
+    }
+    let changed = changed_set
+        .into_iter()
+        .filter_map(|user| UserId::parse(user).ok())
+        .collect();
+    left.sort();
+    left.dedup();
+    let left = left
+        .into_iter()
+        .filter_map(|user| UserId::parse(user).ok())
+        .collect();
+    Ok((changed, left))
 }
