@@ -894,7 +894,7 @@ async fn device_changes_reach_those_who_share_a_room() {
         .await
         .assert_ok();
     let (changed, _, next) = device_lists(&server, &bob, &since).await;
-    assert_eq!(changed, [alice_id.clone()]);
+    assert_eq!(changed, [alice_id.as_str()]);
     since = next;
 
     // Dave shares no room with Bob: his new device is not Bob's concern.
@@ -913,7 +913,7 @@ async fn device_changes_reach_those_who_share_a_room() {
     let before_carol = since.clone();
     server.join(&carol, &room).await;
     let (changed, _, next) = device_lists(&server, &bob, &since).await;
-    assert_eq!(changed, [carol_id.clone()]);
+    assert_eq!(changed, [carol_id.as_str()]);
     since = next;
     server
         .post(
@@ -924,7 +924,7 @@ async fn device_changes_reach_those_who_share_a_room() {
         .await
         .assert_ok();
     let (_, left, next) = device_lists(&server, &bob, &since).await;
-    assert_eq!(left, [carol_id.clone()]);
+    assert_eq!(left, [carol_id.as_str()]);
 
     // /keys/changes tells the same over the whole stretch.
     let changes = server
