@@ -375,6 +375,34 @@ async fn redaction_strips_content_and_is_reported() {
         )
         .await
         .assert_error(404, "M_NOT_FOUND");
+    // So is redacting, through another room, an event of this one; the event stays whole.
+    let elsewhere = server.create_room(&alice, json!({})).await;
+    let kept = server
+        .send_text(&alice, &room, "t3", "kept")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{elsewhere}/redact/{}/r3",
+                encode(&kept)
+            ),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    let event = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", encode(&kept)),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(event["content"]["body"], "kept");
 }
 
 #[tokio::test]
