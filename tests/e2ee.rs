@@ -407,7 +407,7 @@ async fn deleting_a_device_removes_its_keys() {
 async fn own_device_changes_reach_the_other_devices() {
     let server = TestServer::new().await;
     let (alice_id, first) = server.register("alice").await;
-    let since = server.sync(&first, "").await["next_batch"]
+    let before_login = server.sync(&first, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -426,6 +426,12 @@ async fn own_device_changes_reach_the_other_devices() {
         .await
         .assert_ok();
     let second = login["access_token"].as_str().unwrap().to_owned();
+    // The login itself is news to the first device.
+    let after_login = server
+        .sync(&first, &format!("since={before_login}&timeout=0"))
+        .await;
+    assert_eq!(after_login["device_lists"]["changed"], json!([alice_id]));
+    let since = after_login["next_batch"].as_str().unwrap().to_owned();
     // The first device waits; the second uploads its keys, which answers the wait.
     let waiting = {
         let server = &server;
@@ -949,4 +955,83 @@ async fn device_changes_reach_those_who_share_a_room() {
         .await
         .assert_ok();
     assert_eq!(carol_changes["left"], json!([carol_id]), "{carol_changes}");
+}
+
+/// `POST /delete_devices`: several devices at once after the password, a session bound to the
+/// devices it was opened for, unknown devices passed over; a new login alone is a device-list
+/// change for those who share a room.
+#[tokio::test]
+async fn devices_deleted_together() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id]}))
+        .await;
+    server.join(&bob, &room).await;
+    let since = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone = server.login("alice", "secret-pw").await["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tablet = server.login("alice", "secret-pw").await["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (changed, _, _) = device_lists(&server, &bob, &since).await;
+    assert_eq!(changed, [alice_id.as_str()]);
+
+    let path = "/_matrix/client/v3/delete_devices";
+    let asked = server.post(path, &alice, json!({"devices": [phone]})).await;
+    assert_eq!(asked.status, 401);
+    let phone_only = asked.json()["session"].as_str().unwrap().to_owned();
+    let password = |session: &str| {
+        json!({"type": "m.login.password", "session": session,
+               "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret-pw"})
+    };
+    // A session opened for the phone does not delete the tablet too.
+    server
+        .post(
+            path,
+            &alice,
+            json!({"devices": [phone, tablet], "auth": password(&phone_only)}),
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let asked = server
+        .post(
+            path,
+            &alice,
+            json!({"devices": [phone, tablet, "NOSUCHDEVICE"]}),
+        )
+        .await;
+    assert_eq!(asked.status, 401);
+    let session = asked.json()["session"].as_str().unwrap().to_owned();
+    server
+        .post(
+            path,
+            &alice,
+            json!({"devices": [phone, tablet, "NOSUCHDEVICE"], "auth": password(&session)}),
+        )
+        .await
+        .assert_ok();
+    let devices = server
+        .get("/_matrix/client/v3/devices", &alice)
+        .await
+        .assert_ok();
+    let left: Vec<&str> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|device| device["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left.len(), 1, "{devices}");
+    assert!(!left.contains(&phone.as_str()) && !left.contains(&tablet.as_str()));
+    server
+        .post(path, &alice, json!({"devices": "all"}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
 }

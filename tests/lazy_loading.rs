@@ -156,3 +156,37 @@ async fn lazy_members_in_incremental_and_gapped_syncs() {
         .await;
     assert_eq!(state_types(&plain, &room), Vec::<String>::new());
 }
+
+/// A sync has no `null` where clients expect an object (matrix-nio validates every response):
+/// sections with nothing in them are left out, not sent as `null`.
+#[tokio::test]
+async fn sync_has_no_nulls() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let (_, bob) = server.register("bob").await;
+    let room = server.create_room(&alice, json!({"name": "x"})).await;
+    server.send_text(&alice, &room, "t", "hi").await.assert_ok();
+    fn nulls(path: &str, value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Null => found.push(path.to_owned()),
+            Value::Object(map) => {
+                for (key, value) in map {
+                    nulls(&format!("{path}.{key}"), value, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, value) in items.iter().enumerate() {
+                    nulls(&format!("{path}[{i}]"), value, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Bob is in no room; Alice is in one.
+    for (token, query) in [(&bob, "timeout=0"), (&alice, "full_state=true&timeout=0")] {
+        let sync = server.sync(token, query).await;
+        let mut found = Vec::new();
+        nulls("", &sync, &mut found);
+        assert!(found.is_empty(), "nulls at {found:?} in {sync}");
+    }
+}

@@ -330,6 +330,9 @@ impl Services {
                 ip.as_deref(),
             )
             .await?;
+        // A new device is news to everyone who shares a room with the user (they are to
+        // fetch its keys), and to the user's other devices.
+        self.store.device_list_changed(user_id.as_str()).await?;
         Ok((token, device_id))
     }
 

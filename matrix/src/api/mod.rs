@@ -71,6 +71,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     let router = route(router, account::get_device_route);
     let router = route(router, account::update_device_route);
     let router = route(router, account::delete_device_route);
+    let router = route(router, account::delete_devices_route);
     // Profiles.
     let router = route(router, discovery::get_profile_route);
     let router = route(router, discovery::get_profile_field_route);

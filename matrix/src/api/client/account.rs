@@ -709,3 +709,31 @@ pub async fn delete_device_route(
     .await?;
     Ok(delete_device::v3::Response::new())
 }
+
+/// # `POST /_matrix/client/v3/delete_devices`: several devices at once, with the password.
+/// Devices that do not exist are passed over, as the specification allows.
+pub async fn delete_devices_route(
+    services: Arc<Services>,
+    request: Ruma<ruma::api::client::device::delete_devices::v3::Request>,
+) -> Result<ruma::api::client::device::delete_devices::v3::Response, Error> {
+    let sender = request.sender()?;
+    let mut devices: Vec<String> = request
+        .body
+        .devices
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    devices.sort();
+    devices.dedup();
+    // The session is bound to this set of devices: it cannot delete others.
+    let operation = format!("delete_devices {}", devices.join(" "));
+    password_uiaa(
+        &services,
+        &sender.user_id,
+        &operation,
+        request.body.auth.as_ref(),
+    )
+    .await?;
+    delete_devices(&services, &sender.user_id, &devices).await?;
+    Ok(ruma::api::client::device::delete_devices::v3::Response::new())
+}

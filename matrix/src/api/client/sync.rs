@@ -64,7 +64,12 @@ pub fn complete_response(response: &mut Value) {
         ),
         ("leave", &["timeline", "state", "account_data"][..]),
     ] {
-        let Some(rooms) = response["rooms"][section].as_object_mut() else {
+        // (`get_mut`, not indexing: indexing would add the sections that are not there.)
+        let Some(rooms) = response
+            .get_mut("rooms")
+            .and_then(|rooms| rooms.get_mut(section))
+            .and_then(Value::as_object_mut)
+        else {
             continue;
         };
         for room in rooms.values_mut() {
