@@ -3,7 +3,8 @@
 Push rules (nio's set_pushrule, enable_pushrule, set_pushrule_actions, and the rules it reads
 from sync's account data, present from the first sync); relations as nio pages them
 (room_get_event_relations by type, room_get_threads) and the aggregations bundled into events
-nio reads (room_get_event, room_context, room_messages); a device deleted through nio's
+nio reads (room_get_event, room_context, room_messages); lazy-loaded members with a stored
+and an inline filter; a device deleted through nio's
 user-interactive delete_devices reaching the other user's sync as a device-list change.
 
 Run: python interop-tests/test_matrix_nio_features.py --causeway target/debug/causeway
@@ -180,6 +181,50 @@ class FeaturesTest:
         c.require(len(roots) == 1, "room_messages has the root")
         check_bundle(roots[0].source, "room_messages")
 
+    async def lazy_members(self) -> None:
+        c = self.c
+        # A third member who never speaks: a lazy-loading sync leaves her member event out.
+        carol, _ = new_client(self.server)
+        self.clients.append(carol)
+        resp = await carol.register("carol", PASSWORD)
+        self.ok(resp, RegisterResponse, "carol registers", carol)
+        invite = await self.alice.room_invite(self.room_id, f"@carol:{self.hs}")
+        c.check(not hasattr(invite, "status_code") or invite.status_code is None,
+                "alice invites carol", str(invite))
+        await carol.join(self.room_id)
+        # Her join falls out of a five-event timeline.
+        for i in range(5):
+            sent = await self.alice.room_send(self.room_id, "m.room.message",
+                                              {"msgtype": "m.text", "body": f"news {i}"})
+            self.ok(sent, RoomSendResponse, "alice writes", self.alice)
+        resp = await self.bob.upload_filter(
+            room={"state": {"lazy_load_members": True}, "timeline": {"limit": 5}})
+        c.require(hasattr(resp, "filter_id"), "nio uploads a lazy-loading filter", str(resp))
+        sync = await self.bob.sync(timeout=0, sync_filter=resp.filter_id, full_state=True)
+        self.ok(sync, SyncResponse, "bob syncs with the filter", self.bob)
+        room = sync.rooms.join.get(self.room_id)
+        c.require(room is not None, "the room is in bob's sync")
+        senders = {e.sender for e in room.timeline.events}
+        members = {e.state_key for e in room.state if getattr(e, "state_key", None) and
+                   e.source.get("type") == "m.room.member"}
+        c.equal(senders, {f"@alice:{self.hs}"}, "the timeline is alice's five messages")
+        c.check(f"@carol:{self.hs}" not in members,
+                "carol, who sent nothing in the timeline, is not among the members sent",
+                f"members {members}, senders {senders}")
+        c.check(f"@alice:{self.hs}" in members, "alice, who did, is", f"members {members}")
+        c.check(members <= senders | {f"@bob:{self.hs}"},
+                "only the timeline's senders and bob himself are sent", f"members {members}")
+        # nio continues from its last token unless told otherwise: start over.
+        self.bob.next_batch = None
+        inline = await self.bob.sync(
+            timeout=0, full_state=True,
+            sync_filter={"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 5}}})
+        self.ok(inline, SyncResponse, "bob syncs with the same filter inline", self.bob)
+        inline_room = inline.rooms.join.get(self.room_id)
+        c.require(inline_room is not None, "the room is in the inline-filtered sync")
+        c.equal(len(inline_room.timeline.events), len(room.timeline.events),
+                "the inline filter limits the timeline as the stored one does")
+
     async def device_deletion(self) -> None:
         c = self.c
         first = await self.bob.sync(timeout=0)
@@ -213,6 +258,8 @@ class FeaturesTest:
             await c.step("register", self.register)
             await c.step("push rules", self.push_rules, needs=("register",))
             await c.step("relations and threads", self.relations, needs=("register",))
+            await c.step("lazy-loaded members", self.lazy_members,
+                         needs=("relations and threads",))
             await c.step("device deletion reaches others", self.device_deletion,
                          needs=("relations and threads",))
         finally:
