@@ -676,3 +676,41 @@ async fn sending_is_rate_limited_per_user() {
     let (_, bob) = server.register("bob").await;
     server.create_room(&bob, json!({})).await;
 }
+
+/// Every event keeps its place in the room graph: the event it follows, the events that
+/// authorise it, and the state before it.
+#[tokio::test]
+async fn events_keep_their_edges() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    let first = server
+        .send_text(&alice, &room, "t1", "one")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = server
+        .send_text(&alice, &room, "t2", "two")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = &server.services.store;
+    assert_eq!(store.prev_events(&second).await.unwrap(), [first.as_str()]);
+    assert_eq!(store.next_events(&first).await.unwrap(), [second.as_str()]);
+    let stored = store.event(&second).await.unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stored.json).unwrap();
+    let mut auth: Vec<String> = serde_json::from_value(json["auth_events"].clone()).unwrap();
+    auth.sort();
+    assert_eq!(store.auth_events(&second).await.unwrap(), auth);
+    assert!(auth.len() >= 2, "{auth:?}");
+    // A message changes no state: the state before it is the state after the one before.
+    let first_row = store.event(&first).await.unwrap().unwrap();
+    assert_eq!(
+        store.state_group_before(&second).await.unwrap(),
+        Some(first_row.state_group)
+    );
+}

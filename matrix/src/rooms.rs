@@ -438,6 +438,7 @@ impl Rooms {
             origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or(0),
             json: pdu.to_stored(),
             prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+            auth_events: pdu.auth_events.iter().map(ToString::to_string).collect(),
             state_group_before: cache.state_group,
             membership: membership.map(str::to_owned),
             transaction,

@@ -134,6 +134,14 @@ impl Services {
             None
         };
         let key = Arc::new(crate::keys::load_or_generate(&store).await?);
+        // Events stored before the room graph was kept get their edges, once.
+        let graphed = store.build_room_graph().await?;
+        if graphed > 0 {
+            tracing::info!(
+                events = graphed,
+                "existing events given their place in the room graph"
+            );
+        }
         // Events stored before the search index existed are indexed once.
         let indexed = store.index_existing_events().await?;
         if indexed > 0 {

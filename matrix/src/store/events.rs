@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::graph::SHOWN;
 use super::{Change, Store, StoreError, StreamWriter};
 
 /// The longest chain of state-group deltas before a full snapshot is written again.
@@ -28,6 +29,8 @@ pub struct NewEvent {
     pub json: String,
     /// The events this one references, which stop being forward extremities.
     pub prev_events: Vec<String>,
+    /// The events that authorise this one.
+    pub auth_events: Vec<String>,
     /// The state group before this event.
     pub state_group_before: i64,
     /// For a membership event: the target's new membership.
@@ -201,8 +204,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
-             state_key, depth, origin_server_ts, state_group, json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             state_key, depth, origin_server_ts, state_group, json, state_group_before) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(stream_ordering)
         .bind(&event.event_id)
@@ -214,7 +217,16 @@ impl Store {
         .bind(event.origin_server_ts)
         .bind(state_group)
         .bind(&event.json)
+        .bind(event.state_group_before)
         .execute(&mut *transaction)
+        .await?;
+        super::graph::write_edges(
+            &mut transaction,
+            &event.event_id,
+            &event.room_id,
+            &event.prev_events,
+            &event.auth_events,
+        )
         .await?;
         for prev in &event.prev_events {
             sqlx::query(
@@ -359,7 +371,7 @@ impl Store {
         };
         let query = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-             AND stream_ordering <= $3 ORDER BY stream_ordering {order} LIMIT $4"
+             AND stream_ordering <= $3 AND {SHOWN} ORDER BY stream_ordering {order} LIMIT $4"
         );
         let rows = sqlx::query(AssertSqlSafe(query))
             .bind(room_id)
@@ -381,7 +393,7 @@ impl Store {
     ) -> Result<Vec<EventRow>, StoreError> {
         let query = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering > $1 \
-             AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3"
+             AND stream_ordering <= $2 AND {SHOWN} ORDER BY stream_ordering LIMIT $3"
         );
         let rows = sqlx::query(AssertSqlSafe(query))
             .bind(after)
@@ -631,6 +643,7 @@ mod tests {
             origin_server_ts: 0,
             json: "{}".to_owned(),
             prev_events: prev.iter().map(|s| (*s).to_owned()).collect(),
+            auth_events: vec![],
             state_group_before: before,
             membership: state_key.map(|_| "join".to_owned()),
             transaction: None,

@@ -15,6 +15,7 @@ mod changes;
 mod e2ee;
 mod erasure;
 mod events;
+mod graph;
 mod misc;
 mod outbox;
 mod push;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::events::{EVENT_COLUMNS, event_from_row};
+use super::graph::SHOWN_E;
 use super::{Direction, EventRow, Store, StoreError};
 
 /// How deep `recurse` follows relations of relations, as Synapse does.
@@ -70,7 +71,7 @@ impl Store {
              ) \
              SELECT {} FROM related JOIN events e ON e.event_id = related.event_id \
              JOIN event_relations r ON r.event_id = e.event_id \
-             WHERE e.room_id = $3 AND e.redacted_by IS NULL \
+             WHERE e.room_id = $3 AND e.redacted_by IS NULL AND {SHOWN_E} \
              AND e.stream_ordering > $4 AND e.stream_ordering <= $5{conditions} \
              ORDER BY e.stream_ordering {order} LIMIT $6",
             event_columns()

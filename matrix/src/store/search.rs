@@ -6,6 +6,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::events::{EVENT_COLUMNS, event_from_row};
+use super::graph::SHOWN_E;
 use super::{EventRow, Store, StoreError};
 
 /// The fields of an event that are searched, as `/search` names them in `keys`.
@@ -215,7 +216,7 @@ impl Store {
             .join(", ");
         let statement = format!(
             "SELECT {columns}, m.hits FROM ({matching}) m JOIN events e ON e.event_id = m.event_id \
-             ORDER BY {order} LIMIT {} OFFSET {}",
+             WHERE {SHOWN_E} ORDER BY {order} LIMIT {} OFFSET {}",
             query.limit.max(0),
             query.offset.max(0)
         );

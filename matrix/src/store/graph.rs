@@ -1,0 +1,274 @@
+//! The room graph: each event's `prev_events` and `auth_events` edges and the state before it,
+//! written with the event; and the events a room shows, which leave out outliers, soft-failed
+//! and rejected events (see [`SHOWN`]).
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// The condition (on `events`, unqualified) of an event a room shows: not an outlier, not
+/// soft-failed, not rejected. Every reader of a room's timeline or of the event stream
+/// applies it, so that such events reach no client, no XMPP user and no server as news.
+pub const SHOWN: &str = "outlier = 0 AND soft_failed = 0 AND rejected_reason IS NULL";
+
+/// The same condition on `events` read as `e`.
+pub const SHOWN_E: &str = "e.outlier = 0 AND e.soft_failed = 0 AND e.rejected_reason IS NULL";
+
+/// Writes an event's edges, in the transaction that stores it.
+pub(super) async fn write_edges(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+    event_id: &str,
+    room_id: &str,
+    prev_events: &[String],
+    auth_events: &[String],
+) -> Result<(), StoreError> {
+    for prev in prev_events {
+        sqlx::query(
+            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id, prev_event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(prev)
+        .bind(room_id)
+        .execute(&mut **transaction)
+        .await?;
+    }
+    for auth in auth_events {
+        sqlx::query(
+            "INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) \
+             ON CONFLICT (event_id, auth_event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(auth)
+        .execute(&mut **transaction)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The ids of a stored event's list field (`prev_events`, `auth_events`).
+fn ids_in(json: &serde_json::Value, field: &str) -> Vec<String> {
+    json[field]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| {
+                    // Room versions 1 and 2 list `[id, hashes]` pairs.
+                    id.as_str()
+                        .or_else(|| id.get(0).and_then(serde_json::Value::as_str))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// The events an event follows.
+    pub async fn prev_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT prev_event_id FROM event_edges WHERE event_id = $1 ORDER BY prev_event_id",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The events that follow an event.
+    pub async fn next_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM event_edges WHERE prev_event_id = $1 ORDER BY event_id",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The events that authorise an event.
+    pub async fn auth_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT auth_event_id FROM event_auth WHERE event_id = $1 ORDER BY auth_event_id",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The state group before an event (0: the empty state).
+    pub async fn state_group_before(&self, event_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT state_group_before FROM events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Gives the events stored before the graph was kept their edges and the state before
+    /// them, once (an upgraded server). Rooms were lines then: the state before an event is
+    /// the state after the room's previous one.
+    pub async fn build_room_graph(&self) -> Result<u64, StoreError> {
+        const DONE: &str = "room_graph_backfill";
+        if self.stream_cursor(DONE).await?.is_some() {
+            return Ok(0);
+        }
+        let until = self.current_position();
+        let mut after = 0;
+        let mut done = 0;
+        let mut state_after: HashMap<String, i64> = HashMap::new();
+        loop {
+            let rows = sqlx::query(
+                "SELECT stream_ordering, event_id, room_id, state_group, json FROM events \
+                 WHERE stream_ordering > $1 AND stream_ordering <= $2 \
+                 ORDER BY stream_ordering LIMIT 500",
+            )
+            .bind(after)
+            .bind(until)
+            .fetch_all(self.pool())
+            .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.try_get("stream_ordering")?;
+            let mut transaction = self.begin_write().await?;
+            for row in &rows {
+                let event_id: String = row.try_get("event_id")?;
+                let room_id: String = row.try_get("room_id")?;
+                let state_group: i64 = row.try_get("state_group")?;
+                let json: String = row.try_get("json")?;
+                let json: serde_json::Value = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("event {event_id}: {e}")))?;
+                let before = state_after
+                    .insert(room_id.clone(), state_group)
+                    .unwrap_or(0);
+                sqlx::query("UPDATE events SET state_group_before = $1 WHERE event_id = $2")
+                    .bind(before)
+                    .bind(&event_id)
+                    .execute(&mut *transaction)
+                    .await?;
+                write_edges(
+                    &mut transaction,
+                    &event_id,
+                    &room_id,
+                    &ids_in(&json, "prev_events"),
+                    &ids_in(&json, "auth_events"),
+                )
+                .await?;
+                done += 1;
+            }
+            transaction.commit().await?;
+        }
+        self.set_stream_cursor(DONE, until).await?;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::both_backends;
+    use crate::store::{Direction, NewEvent};
+
+    fn event(id: &str, depth: i64, prev: &[&str], auth: &[&str], before: i64) -> NewEvent {
+        NewEvent {
+            event_id: id.to_owned(),
+            room_id: "!r:x".to_owned(),
+            sender: "@a:x".to_owned(),
+            event_type: "m.room.message".to_owned(),
+            state_key: None,
+            depth,
+            origin_server_ts: 0,
+            json: serde_json::json!({"prev_events": prev, "auth_events": auth}).to_string(),
+            prev_events: prev.iter().map(|s| (*s).to_owned()).collect(),
+            auth_events: auth.iter().map(|s| (*s).to_owned()).collect(),
+            state_group_before: before,
+            membership: None,
+            transaction: None,
+            relation: None,
+            redacts: None,
+        }
+    }
+
+    both_backends!(edges_and_shown_events, |store: Store| async move {
+        for new in [
+            event("$a", 1, &[], &[], 0),
+            event("$b", 2, &["$a"], &["$a"], 0),
+            event("$c", 2, &["$a"], &["$a"], 0),
+            event("$d", 3, &["$b", "$c"], &["$a"], 0),
+        ] {
+            let mut writer = store.stream_writer().await;
+            store.persist_event(&mut writer, &new).await.unwrap();
+            writer.publish();
+        }
+        assert_eq!(store.prev_events("$d").await.unwrap(), ["$b", "$c"]);
+        assert_eq!(store.next_events("$a").await.unwrap(), ["$b", "$c"]);
+        assert_eq!(store.auth_events("$b").await.unwrap(), ["$a"]);
+        assert_eq!(store.state_group_before("$d").await.unwrap(), Some(0));
+        // Outliers, soft-failed and rejected events are in the graph, not in the timeline.
+        for (id, flag) in [
+            ("$b", "outlier = 1"),
+            ("$c", "soft_failed = 1"),
+            ("$d", "rejected_reason = 'auth'"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE events SET {flag} WHERE event_id = '{id}'"
+            )))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let ids = |rows: Vec<crate::store::EventRow>| {
+            rows.into_iter().map(|row| row.event_id).collect::<Vec<_>>()
+        };
+        let now = store.current_position();
+        assert_eq!(
+            ids(store
+                .room_events("!r:x", 0, now, Direction::Forward, 10)
+                .await
+                .unwrap()),
+            ["$a"]
+        );
+        assert_eq!(ids(store.events_after(0, now, 10).await.unwrap()), ["$a"]);
+        assert_eq!(
+            store
+                .last_room_event_at("!r:x", now)
+                .await
+                .unwrap()
+                .map(|row| row.event_id),
+            Some("$a".to_owned())
+        );
+        assert_eq!(store.prev_events("$d").await.unwrap(), ["$b", "$c"]);
+    });
+
+    both_backends!(graph_of_an_upgraded_server, |store: Store| async move {
+        for new in [
+            event("$a", 1, &[], &[], 0),
+            event("$b", 2, &["$a"], &["$a"], 0),
+        ] {
+            let mut writer = store.stream_writer().await;
+            store.persist_event(&mut writer, &new).await.unwrap();
+            writer.publish();
+        }
+        // As a server from before the graph: no edges, no state before, no record of the
+        // backfill.
+        for statement in [
+            "DELETE FROM event_edges",
+            "DELETE FROM event_auth",
+            "UPDATE events SET state_group_before = 0",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        sqlx::query("UPDATE events SET state_group = 7 WHERE event_id = '$a'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(store.build_room_graph().await.unwrap(), 2);
+        assert_eq!(store.prev_events("$b").await.unwrap(), ["$a"]);
+        assert_eq!(store.auth_events("$b").await.unwrap(), ["$a"]);
+        assert_eq!(store.state_group_before("$b").await.unwrap(), Some(7));
+        // Once only.
+        assert_eq!(store.build_room_graph().await.unwrap(), 0);
+    });
+}
