@@ -714,3 +714,82 @@ async fn events_keep_their_edges() {
         Some(first_row.state_group)
     );
 }
+
+/// Depth follows the events the new one builds on, and stops at the largest integer canonical
+/// JSON allows: a room whose edge is at that depth stays writable, and a deep event off the
+/// edge does not make the next one deep.
+#[tokio::test]
+async fn depth_is_capped_and_follows_the_edge() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    let depth_of = |server: &TestServer, event_id: String| {
+        let store = server.services.store.clone();
+        async move {
+            let row = store.event(&event_id).await.unwrap().unwrap();
+            serde_json::from_str::<serde_json::Value>(&row.json).unwrap()["depth"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let old = server
+        .send_text(&alice, &room, "t1", "old")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let edge = server
+        .send_text(&alice, &room, "t2", "edge")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let edge_depth = depth_of(&server, edge.clone()).await;
+    let database = format!(
+        "sqlite://{}",
+        server.services.config.sqlite_path().display()
+    );
+    let set_depth = |event_id: String, depth: i64| {
+        let database = database.clone();
+        async move {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&database).await.unwrap();
+            sqlx::query("UPDATE events SET depth = $1 WHERE event_id = $2")
+                .bind(depth)
+                .bind(event_id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    };
+    // A deep event off the edge: the next one is one deeper than the edge.
+    set_depth(old, causeway_matrix::rooms::MAX_DEPTH).await;
+    let server = server.restart().await;
+    let next = server
+        .send_text(&alice, &room, "t3", "next")
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(depth_of(&server, next.clone()).await, edge_depth + 1);
+    // The edge at the greatest depth: the room stays writable, at that depth.
+    set_depth(next, causeway_matrix::rooms::MAX_DEPTH).await;
+    let server = server.restart().await;
+    for txn in ["t4", "t5"] {
+        let capped = server
+            .send_text(&alice, &room, txn, "still")
+            .await
+            .assert_ok()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            depth_of(&server, capped).await,
+            causeway_matrix::rooms::MAX_DEPTH
+        );
+    }
+}

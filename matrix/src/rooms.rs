@@ -24,6 +24,10 @@ use crate::store::{NewEvent, Redacted, Relation, StateMap, Store};
 /// At most this many forward extremities are referenced by a new event.
 const MAX_PREV_EVENTS: usize = 20;
 
+/// The greatest depth an event may have: the largest integer canonical JSON allows
+/// (2^53 - 1).
+pub const MAX_DEPTH: i64 = 9_007_199_254_740_991;
+
 /// The current state of one room, kept in memory once loaded.
 struct RoomCache {
     version: RoomVersionId,
@@ -303,7 +307,9 @@ impl Rooms {
                 content: event.content,
                 prev_events,
                 auth_events,
-                depth: cache.depth + 1,
+                // One more than the events it follows, capped at the largest integer
+                // canonical JSON has, so that no depth can make the room unwritable.
+                depth: cache.depth.saturating_add(1).min(MAX_DEPTH),
                 origin_server_ts: event
                     .origin_server_ts
                     .unwrap_or_else(MilliSecondsSinceUnixEpoch::now),
@@ -502,7 +508,7 @@ impl Rooms {
             state,
             state_group: last.state_group,
             extremities,
-            depth: self.store.max_depth(room_id.as_str()).await?,
+            depth: self.store.extremities_depth(room_id.as_str()).await?,
             state_events,
         })
     }

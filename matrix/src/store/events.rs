@@ -492,13 +492,17 @@ impl Store {
     }
 
     /// The depth of the deepest event of a room.
-    pub async fn max_depth(&self, room_id: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(depth), 0) FROM events WHERE room_id = $1")
-                .bind(room_id)
-                .fetch_one(self.pool())
-                .await?,
+    /// The greatest depth of a room's forward extremities: what the next event builds on.
+    /// (Not of all its events: an event off the room's current edge, such as an outlier,
+    /// says nothing about the depth of the next one.)
+    pub async fn extremities_depth(&self, room_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(e.depth), 0) FROM room_forward_extremities f \
+             JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1",
         )
+        .bind(room_id)
+        .fetch_one(self.pool())
+        .await?)
     }
 
     pub async fn transaction_event(
