@@ -13,8 +13,6 @@ use causeway_xmpp::router::Domains;
 use causeway_xmpp::server::{DomainPolicy, Endpoint, S2s, S2sConfig};
 use causeway_xmpp::stream::Limits;
 use causeway_xmpp::tls::{Identity, TlsSettings};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::bridge::Bridge;
 
@@ -27,12 +25,8 @@ pub fn domains(config: &Config) -> Domains {
 }
 
 fn read_identity(certificate: &Path, key: &Path, domains: &Domains) -> anyhow::Result<Identity> {
-    let chain = CertificateDer::pem_file_iter(certificate)
-        .with_context(|| format!("reading {}", certificate.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading {}", certificate.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let chain = causeway_net::tls::read_certificates(certificate)?;
+    let key = causeway_net::tls::read_private_key(key)?;
     Ok(Identity {
         domains: vec![domains.server.clone(), domains.muc.clone()],
         chain,
@@ -80,11 +74,7 @@ pub async fn start(config: &Config, services: Arc<Services>) -> anyhow::Result<X
     let domains = domains(config);
     let mut roots = Vec::new();
     for file in &config.xmpp.ca_files {
-        for certificate in CertificateDer::pem_file_iter(file)
-            .with_context(|| format!("reading {}", file.display()))?
-        {
-            roots.push(certificate.with_context(|| format!("reading {}", file.display()))?);
-        }
+        roots.extend(causeway_net::tls::read_certificates(file)?);
     }
     let tls = TlsSettings::new(
         vec![identity(config, &domains)?],

@@ -62,36 +62,3 @@ impl<'de> Deserialize<'de> for AddressRange {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
-
-/// Whether an address is on the public internet: not loopback, private (RFC 1918), shared
-/// (RFC 6598), link-local, unique-local (RFC 4193), unspecified, broadcast, multicast or
-/// documentation space, in IPv4 or IPv6 (IPv4-mapped addresses as their IPv4 address).
-pub fn is_public(address: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local()
-                    || first == 0x2001 && v6.segments()[1] == 0x0db8)
-            }
-        },
-    }
-}

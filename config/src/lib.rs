@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 mod address;
-pub use address::{AddressRange, is_public};
+pub use address::AddressRange;
 
 /// The commented example configuration. Every value in it is the default.
 pub const EXAMPLE: &str = include_str!("../example.toml");

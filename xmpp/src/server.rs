@@ -600,7 +600,7 @@ impl S2s {
         if let Some(routes) = self.fixed_route(domain) {
             return routes;
         }
-        self.resolver.endpoints(domain).await
+        crate::dns::endpoints(&self.resolver, domain).await
     }
 
     fn fixed_route(&self, domain: &str) -> Option<Vec<Endpoint>> {
@@ -620,12 +620,11 @@ impl S2s {
         if let Some(routes) = self.fixed_route(domain) {
             return routes;
         }
-        let (public, internal): (Vec<Endpoint>, Vec<Endpoint>) = self
-            .resolver
-            .endpoints(domain)
-            .await
-            .into_iter()
-            .partition(|endpoint| crate::dns::is_public(endpoint.address.ip()));
+        let (public, internal): (Vec<Endpoint>, Vec<Endpoint>) =
+            crate::dns::endpoints(&self.resolver, domain)
+                .await
+                .into_iter()
+                .partition(|endpoint| crate::dns::is_public(endpoint.address.ip()));
         if !internal.is_empty() {
             let refused: Vec<String> = internal.iter().map(|e| e.address.to_string()).collect();
             tracing::info!(%domain, ?refused, "dialback verification: not connecting to non-public addresses");

@@ -57,19 +57,8 @@ impl TlsSettings {
         extra_roots: Vec<CertificateDer<'static>>,
         system_roots: bool,
     ) -> Result<TlsSettings, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        if system_roots {
-            let native = rustls_native_certs::load_native_certs();
-            for error in &native.errors {
-                tracing::warn!(%error, "a system root certificate could not be loaded");
-            }
-            roots.add_parsable_certificates(native.certs);
-        }
-        for root in extra_roots {
-            roots.add(root)?;
-        }
-        let roots = Arc::new(roots);
+        let provider = causeway_net::tls::provider();
+        let roots = Arc::new(causeway_net::tls::root_store(system_roots, extra_roots)?);
         let mut by_domain = HashMap::new();
         let mut clients = HashMap::new();
         let verifier = Arc::new(AnyCertificate {

@@ -10,7 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_config::{AddressRange, is_public};
+use causeway_config::AddressRange;
+use causeway_net::dns::is_public;
 use serde_json::Value;
 
 /// The path every gateway URL has, as the specification requires.

@@ -700,10 +700,10 @@ async fn a_stream_the_peer_ends_is_opened_again_for_the_next_stanza() {
 /// record names.
 #[tokio::test]
 async fn a_remote_domain_found_through_its_srv_record() {
-    use crate::dns::records::{a, srv};
+    use causeway_net::testing::records::{a, srv};
     let mut pair = pair(false).await;
     let remote = endpoint(&pair.remote, false).address;
-    let dns = crate::dns::test_server(vec![
+    let dns = causeway_net::testing::dns_server(vec![
         srv(
             "_xmpp-server._tcp.prosody.test.",
             0,
@@ -809,7 +809,7 @@ async fn shutdown_closes_every_stream() {
 /// loopback, private or link-local address: whoever claims a domain chooses its DNS.
 #[tokio::test]
 async fn dialback_verification_never_follows_dns_to_internal_addresses() {
-    use crate::dns::records::{a, srv};
+    use causeway_net::testing::records::{a, srv};
     let secret = Arc::new(Secret::random());
     let tls = Arc::new(
         TlsSettings::new(
@@ -821,7 +821,7 @@ async fn dialback_verification_never_follows_dns_to_internal_addresses() {
     );
     // The authoritative server of raw.test would answer, on loopback.
     let authoritative_address = authoritative(secret.clone(), tls.clone()).await;
-    let dns = crate::dns::test_server(vec![
+    let dns = causeway_net::testing::dns_server(vec![
         srv(
             "_xmpp-server._tcp.raw.test.",
             0,
