@@ -95,10 +95,22 @@ pub struct EventRow {
     pub state_group: i64,
     pub json: String,
     pub redacted_by: Option<String>,
+    /// The event's depth: its place in the room's topological order (then its stream position).
+    pub depth: i64,
+}
+
+impl EventRow {
+    /// The event's place in its room's topological order.
+    pub fn topological(&self) -> super::TopologicalKey {
+        super::TopologicalKey {
+            depth: self.depth,
+            stream: self.stream_ordering,
+        }
+    }
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, \
-                             state_group, json, redacted_by";
+                             state_group, json, redacted_by, depth";
 
 pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
@@ -111,6 +123,7 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
         state_group: row.try_get("state_group")?,
         json: row.try_get("json")?,
         redacted_by: row.try_get("redacted_by")?,
+        depth: row.try_get("depth")?,
     })
 }
 

@@ -65,7 +65,103 @@ fn ids_in(json: &serde_json::Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A place in a room's topological order: depth, then arrival (stream position). Comparing
+/// keys compares places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopologicalKey {
+    pub depth: i64,
+    pub stream: i64,
+}
+
+impl TopologicalKey {
+    /// The place just before this one: what reading backwards from it reads first is before
+    /// the event at this place.
+    pub fn before(self) -> TopologicalKey {
+        TopologicalKey {
+            depth: self.depth,
+            stream: self.stream - 1,
+        }
+    }
+}
+
 impl Store {
+    /// A room's shown events in topological order from `from` (inclusive backwards,
+    /// exclusive forwards) up to `bound` (exclusive backwards, inclusive forwards), at most
+    /// `limit`.
+    pub async fn room_events_topological(
+        &self,
+        room_id: &str,
+        from: TopologicalKey,
+        bound: Option<TopologicalKey>,
+        direction: super::Direction,
+        limit: i64,
+    ) -> Result<Vec<super::EventRow>, StoreError> {
+        let (start, end, order) = match direction {
+            super::Direction::Backward => (
+                "(depth < $2 OR (depth = $2 AND stream_ordering <= $3))",
+                "(depth > $4 OR (depth = $4 AND stream_ordering > $5))",
+                "DESC",
+            ),
+            super::Direction::Forward => (
+                "(depth > $2 OR (depth = $2 AND stream_ordering > $3))",
+                "(depth < $4 OR (depth = $4 AND stream_ordering <= $5))",
+                "ASC",
+            ),
+        };
+        let bound_key = bound.unwrap_or(match direction {
+            super::Direction::Backward => TopologicalKey {
+                depth: i64::MIN,
+                stream: i64::MIN,
+            },
+            super::Direction::Forward => TopologicalKey {
+                depth: i64::MAX,
+                stream: i64::MAX,
+            },
+        });
+        let statement = format!(
+            "SELECT {} FROM events WHERE room_id = $1 AND {start} AND {end} AND {SHOWN} \
+             ORDER BY depth {order}, stream_ordering {order} LIMIT $6",
+            super::events::EVENT_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(room_id)
+            .bind(from.depth)
+            .bind(from.stream)
+            .bind(bound_key.depth)
+            .bind(bound_key.stream)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(super::events::event_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The place of a room's last shown event at or before stream position `position`.
+    pub async fn topological_key_at(
+        &self,
+        room_id: &str,
+        position: i64,
+    ) -> Result<Option<TopologicalKey>, StoreError> {
+        let statement = format!(
+            "SELECT depth, stream_ordering FROM events WHERE room_id = $1 \
+             AND stream_ordering <= $2 AND {SHOWN} ORDER BY stream_ordering DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(room_id)
+            .bind(position)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            Ok(TopologicalKey {
+                depth: row.try_get("depth")?,
+                stream: row.try_get("stream_ordering")?,
+            })
+        })
+        .transpose()
+    }
+
     /// The events an event follows.
     pub async fn prev_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(

@@ -38,6 +38,7 @@ pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
+pub use graph::TopologicalKey;
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;
 pub use push::{NotificationRow, Pusher};

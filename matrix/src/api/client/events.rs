@@ -16,7 +16,7 @@ use crate::Services;
 use crate::api::ruma_wrapper::Sender;
 use crate::error::Error;
 use crate::pdu::{Pdu, Unsigned};
-use crate::store::{EventRow, now_ms};
+use crate::store::{EventRow, TopologicalKey, now_ms};
 use crate::visibility::{self, Visible};
 
 /// Fails unless the user is joined to the room.
@@ -343,14 +343,82 @@ pub fn filter_allows(filter: &RoomEventFilter, event: &Map<String, Value>) -> bo
     true
 }
 
-/// Parses a pagination token: `s<position>` (sync tokens `s<position>_<typing>` too).
-pub fn parse_position(token: &str) -> Result<i64, Error> {
+/// A pagination token: a stream position (`s<position>`, and sync tokens
+/// `s<position>_<typing>`), or a place in a room's topological order (`t<depth>_<stream>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomToken {
+    Stream(i64),
+    Topological(TopologicalKey),
+}
+
+/// Parses a pagination token.
+pub fn parse_token(token: &str) -> Result<RoomToken, Error> {
+    let invalid = || Error::InvalidParam(format!("invalid pagination token {token:?}"));
+    let number = |text: &str| text.parse::<i64>().ok().filter(|n| *n >= 0);
+    if let Some(rest) = token.strip_prefix('t') {
+        let (depth, stream) = rest.split_once('_').ok_or_else(invalid)?;
+        return Ok(RoomToken::Topological(TopologicalKey {
+            depth: number(depth).ok_or_else(invalid)?,
+            stream: number(stream).ok_or_else(invalid)?,
+        }));
+    }
     token
         .strip_prefix('s')
         .and_then(|rest| rest.split('_').next())
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| Error::InvalidParam(format!("invalid pagination token {token:?}")))
+        .and_then(number)
+        .map(RoomToken::Stream)
+        .ok_or_else(invalid)
+}
+
+/// Parses a pagination token as a stream position (a topological token by its stream part),
+/// for the endpoints that read the stream rather than a room's order.
+pub fn parse_position(token: &str) -> Result<i64, Error> {
+    Ok(match parse_token(token)? {
+        RoomToken::Stream(position) => position,
+        RoomToken::Topological(key) => key.stream,
+    })
+}
+
+/// The token of a place in a room's topological order.
+pub fn topological_token(key: TopologicalKey) -> String {
+    format!("t{}_{}", key.depth, key.stream)
+}
+
+/// The place before every event of a room.
+pub const BEFORE_ALL: TopologicalKey = TopologicalKey {
+    depth: 0,
+    stream: 0,
+};
+
+/// The place in `room`'s topological order that a token names: a stream position is the place
+/// of the room's last event at or before it.
+pub async fn topological_place(
+    services: &Services,
+    room_id: &RoomId,
+    token: RoomToken,
+) -> Result<TopologicalKey, Error> {
+    Ok(match token {
+        RoomToken::Topological(key) => key,
+        RoomToken::Stream(position) => services
+            .store
+            .topological_key_at(room_id.as_str(), position)
+            .await?
+            .unwrap_or(BEFORE_ALL),
+    })
+}
+
+/// The stretch of a room's topological order a viewer may read: after the place before the
+/// first visible event, up to the place of the last visible one (`(exclusive, inclusive)`).
+pub async fn visible_stretch(
+    services: &Services,
+    room_id: &RoomId,
+    visible: &Visible,
+) -> Result<(TopologicalKey, TopologicalKey), Error> {
+    let (first, last) = visible.bounds().unwrap_or((0, 0));
+    let current = services.store.current_position().min(last);
+    let lowest = topological_place(services, room_id, RoomToken::Stream(first - 1)).await?;
+    let highest = topological_place(services, room_id, RoomToken::Stream(current)).await?;
+    Ok((lowest, highest))
 }
 
 /// The events of a state group.

@@ -13,7 +13,8 @@ use ruma::RoomId;
 use serde_json::{Map, Value, json};
 
 use super::events::{
-    client_events, client_state_events, joined_rooms, parse_position, state_seen_at, visible_to,
+    client_events, client_state_events, joined_rooms, parse_position, state_seen_at,
+    topological_token, visible_to,
 };
 use crate::Services;
 use crate::api::Authenticated;
@@ -170,7 +171,12 @@ async fn room_snapshot(
     } else {
         vec![]
     };
-    let start = rows.last().map_or(end, |row| row.stream_ordering - 1);
+    // Paging back from the oldest message is in the room's topological order; `end` is a
+    // stream position, for `/events`.
+    let start = match rows.last() {
+        Some(oldest) => topological_token(oldest.topological().before()),
+        None => format!("s{end}"),
+    };
     rows.retain(|row| visible.contains(row.stream_ordering));
     rows.reverse();
     let chunk = client_events(services, &rows, Some(sender)).await?;
@@ -202,7 +208,7 @@ async fn room_snapshot(
     snapshot.insert("membership".into(), json!(membership));
     snapshot.insert(
         "messages".into(),
-        json!({ "chunk": chunk, "start": format!("s{start}"), "end": format!("s{end}") }),
+        json!({ "chunk": chunk, "start": start, "end": format!("s{end}") }),
     );
     snapshot.insert(
         "state".into(),

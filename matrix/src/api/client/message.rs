@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::Services;
 use crate::api::client::events::{
-    client_events, client_state_events, filter_allows, parse_position, require_joined,
-    state_at_group, state_seen_at, visible_to,
+    client_events, client_state_events, filter_allows, parse_token, require_joined, state_at_group,
+    state_seen_at, topological_place, topological_token, visible_stretch, visible_to,
 };
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
@@ -314,54 +314,55 @@ pub async fn get_message_events_route(
         return Err(Error::Forbidden("you are not in this room".into()));
     }
     let visible = visible_to(&services, &body.room_id, &sender.user_id).await?;
-    let (first, last) = visible.bounds().unwrap_or((0, 0));
     let limit = limit_of(body.limit, 1000);
-    let current = services.store.current_position().min(last);
+    // The room is read in topological order (depth, then arrival), within the stretch the
+    // viewer may see; events in gaps of it are left out below.
+    let (lowest, highest) = visible_stretch(&services, &body.room_id, &visible).await?;
+    let backward = body.dir == ApiDirection::Backward;
     let from = match &body.from {
-        Some(token) => parse_position(token)?,
-        None => match body.dir {
-            ApiDirection::Backward => current,
-            _ => 0,
-        },
+        Some(token) => topological_place(&services, &body.room_id, parse_token(token)?).await?,
+        None if backward => highest,
+        None => lowest,
     };
-    let to = body.to.as_deref().map(parse_position).transpose()?;
-    // Only the visible stretch of the room is read; events in gaps of it are left out.
-    let before_first = first.saturating_sub(1).max(0);
-    let (rows, next) = match body.dir {
-        ApiDirection::Backward => {
-            let lower = to.unwrap_or(0).max(before_first);
-            let rows = services
-                .store
-                .room_events(
-                    body.room_id.as_str(),
-                    lower,
-                    from.min(current),
-                    Direction::Backward,
-                    limit,
-                )
-                .await?;
-            let next = (rows.len() as i64 == limit)
-                .then(|| rows.last().map(|row| row.stream_ordering - 1))
-                .flatten();
-            (rows, next)
+    let to = match &body.to {
+        Some(token) => {
+            Some(topological_place(&services, &body.room_id, parse_token(token)?).await?)
         }
-        _ => {
-            let upper = to.unwrap_or(current).min(current);
-            let rows = services
-                .store
-                .room_events(
-                    body.room_id.as_str(),
-                    from.max(before_first),
-                    upper,
-                    Direction::Forward,
-                    limit,
-                )
-                .await?;
-            let next = (rows.len() as i64 == limit)
-                .then(|| rows.last().map(|row| row.stream_ordering))
-                .flatten();
-            (rows, next)
-        }
+        None => None,
+    };
+    let room = body.room_id.as_str();
+    let (rows, next) = if backward {
+        let bound = to.map_or(lowest, |to| to.max(lowest));
+        let rows = services
+            .store
+            .room_events_topological(
+                room,
+                from.min(highest),
+                Some(bound),
+                Direction::Backward,
+                limit,
+            )
+            .await?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(|row| row.topological().before()))
+            .flatten();
+        (rows, next)
+    } else {
+        let bound = to.map_or(highest, |to| to.min(highest));
+        let rows = services
+            .store
+            .room_events_topological(
+                room,
+                from.max(lowest),
+                Some(bound),
+                Direction::Forward,
+                limit,
+            )
+            .await?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(EventRow::topological))
+            .flatten();
+        (rows, next)
     };
     let rows: Vec<EventRow> = rows
         .into_iter()
@@ -369,8 +370,9 @@ pub async fn get_message_events_route(
         .collect();
     let events = client_events(&services, &rows, Some(sender)).await?;
     let mut response = get_message_events::v3::Response::new();
-    response.start = format!("s{from}");
-    response.end = next.map(|position| format!("s{position}"));
+    // `start` is the token given (or the place read from when none was).
+    response.start = body.from.clone().unwrap_or_else(|| topological_token(from));
+    response.end = next.map(topological_token);
     let mut senders = std::collections::BTreeSet::new();
     for event in events {
         if filter_allows(&body.filter, &event) {
@@ -415,16 +417,17 @@ pub async fn get_context_route(
         .await?
         .filter(|row| row.room_id == body.room_id.as_str() && visible.contains(row.stream_ordering))
         .ok_or_else(|| Error::NotFound("event not found".into()))?;
-    let (first, until) = visible.bounds().unwrap_or((0, 0));
+    let (lowest, highest) = visible_stretch(&services, &body.room_id, &visible).await?;
     let limit = limit_of(body.limit, 100);
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
+    let place = row.topological();
     let before = services
         .store
-        .room_events(
+        .room_events_topological(
             body.room_id.as_str(),
-            first.saturating_sub(1).max(0),
-            row.stream_ordering - 1,
+            place.before(),
+            Some(lowest),
             Direction::Backward,
             before_limit.max(1),
         )
@@ -432,10 +435,10 @@ pub async fn get_context_route(
     let before: Vec<EventRow> = before.into_iter().take(before_limit as usize).collect();
     let after = services
         .store
-        .room_events(
+        .room_events_topological(
             body.room_id.as_str(),
-            row.stream_ordering,
-            until,
+            place,
+            Some(highest),
             Direction::Forward,
             after_limit.max(1),
         )
@@ -449,19 +452,11 @@ pub async fn get_context_route(
             .cloned()
             .collect()
     };
-    response.start = Some(format!(
-        "s{}",
-        before
-            .last()
-            .map(|r| r.stream_ordering - 1)
-            .unwrap_or(row.stream_ordering - 1)
+    response.start = Some(topological_token(
+        before.last().map_or(place, EventRow::topological).before(),
     ));
-    response.end = Some(format!(
-        "s{}",
-        after
-            .last()
-            .map(|r| r.stream_ordering)
-            .unwrap_or(row.stream_ordering)
+    response.end = Some(topological_token(
+        after.last().map_or(place, EventRow::topological),
     ));
     let (before, after) = (seen(&before), seen(&after));
     for event in client_events(&services, &before, Some(sender)).await? {

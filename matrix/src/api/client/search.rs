@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::{
     client_events, client_state_events, filter_allows, joined_rooms, state_seen_at,
+    topological_token, visible_stretch,
 };
 use crate::Services;
 use crate::api::Authenticated;
@@ -359,34 +360,39 @@ async fn context_of(
     (before_limit, after_limit): (i64, i64),
     include_profile: bool,
 ) -> Result<Value, Error> {
-    let (first, until) = visible.bounds().unwrap_or((0, 0));
-    let read = |after: i64, until: i64, direction: Direction, limit: i64| {
+    let room_id = parse_room(&row.room_id)?;
+    let (lowest, highest) = visible_stretch(services, &room_id, visible).await?;
+    let place = row.topological();
+    let before = if before_limit > 0 {
         services
             .store
-            .room_events(&row.room_id, after, until, direction, limit)
-    };
-    let before = if before_limit > 0 {
-        read(
-            first.saturating_sub(1).max(0),
-            row.stream_ordering - 1,
-            Direction::Backward,
-            before_limit,
-        )
-        .await?
+            .room_events_topological(
+                &row.room_id,
+                place.before(),
+                Some(lowest),
+                Direction::Backward,
+                before_limit,
+            )
+            .await?
     } else {
         vec![]
     };
     let after = if after_limit > 0 {
-        read(row.stream_ordering, until, Direction::Forward, after_limit).await?
+        services
+            .store
+            .room_events_topological(
+                &row.room_id,
+                place,
+                Some(highest),
+                Direction::Forward,
+                after_limit,
+            )
+            .await?
     } else {
         vec![]
     };
-    let start = before
-        .last()
-        .map_or(row.stream_ordering - 1, |r| r.stream_ordering - 1);
-    let end = after
-        .last()
-        .map_or(row.stream_ordering, |r| r.stream_ordering);
+    let start = before.last().map_or(place, EventRow::topological).before();
+    let end = after.last().map_or(place, EventRow::topological);
     let seen = |rows: Vec<EventRow>| -> Vec<EventRow> {
         rows.into_iter()
             .filter(|row| visible.contains(row.stream_ordering))
@@ -395,13 +401,12 @@ async fn context_of(
     let before = client_events(services, &seen(before), Some(sender)).await?;
     let after = client_events(services, &seen(after), Some(sender)).await?;
     let mut context = json!({
-        "start": format!("s{start}"),
-        "end": format!("s{end}"),
+        "start": topological_token(start),
+        "end": topological_token(end),
         "events_before": before,
         "events_after": after,
     });
     if include_profile {
-        let room_id = parse_room(&row.room_id)?;
         let mut senders: Vec<String> = context["events_before"]
             .as_array()
             .into_iter()

@@ -16,7 +16,9 @@ use ruma::{RoomId, UInt, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::Services;
-use crate::api::client::events::{client_events, client_state_events, filter_allows};
+use crate::api::client::events::{
+    client_events, client_state_events, filter_allows, topological_token,
+};
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
 use crate::pdu::{Pdu, raw_event};
@@ -458,7 +460,7 @@ async fn joined_room(
     }
     room.timeline.limited = limited;
     room.timeline.prev_batch = Some(match rows.first() {
-        Some(first) => format!("s{}", first.stream_ordering - 1),
+        Some(first) => topological_token(first.topological().before()),
         None => format!("s{}", now.position),
     });
 
@@ -785,7 +787,7 @@ async fn left_room(
     room.timeline.limited = limited;
     room.timeline.prev_batch = rows
         .first()
-        .map(|first| format!("s{}", first.stream_ordering - 1));
+        .map(|first| topological_token(first.topological().before()));
     // The room's state as the user last saw it (as their leave or ban left it), but what the
     // timeline shows: a left room carries its state, so that a client can show it.
     {
