@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::power_levels::NotificationPowerLevels;
-use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
+use ruma::push::{
+    Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset,
+};
 use ruma::room_version_rules::RoomPowerLevelsRules;
 use ruma::{Int, RoomId, UInt, UserId};
 use serde_json::Value;
@@ -210,7 +212,37 @@ impl RuleContext {
 
     /// The actions the user's rules give an event of the room.
     pub async fn actions(&self, pdu: &Pdu) -> Result<Vec<Action>, Error> {
-        let event: ruma::serde::Raw<Value> = raw_event(pdu.to_client_value(&self.room_id))?;
-        Ok(self.rules.get_actions(&event, &self.context).await.to_vec())
+        Ok(self.actions_for(&FlatEvent::new(pdu, &self.room_id)?).await)
+    }
+
+    /// The actions the user's rules give an event already flattened (once for every user it
+    /// is evaluated for: flattening costs more than most rules). The user's own events get
+    /// none.
+    pub async fn actions_for(&self, event: &FlatEvent) -> Vec<Action> {
+        if event.sender == self.context.user_id.as_str() {
+            return vec![];
+        }
+        for rule in &self.rules {
+            if rule.applies(&event.flat, &self.context).await {
+                return rule.actions().to_vec();
+            }
+        }
+        vec![]
+    }
+}
+
+/// An event as push rules read it, flattened once.
+pub struct FlatEvent {
+    flat: FlattenedJson,
+    sender: String,
+}
+
+impl FlatEvent {
+    pub fn new(pdu: &Pdu, room_id: &RoomId) -> Result<FlatEvent, Error> {
+        let event: ruma::serde::Raw<Value> = raw_event(pdu.to_client_value(room_id))?;
+        Ok(FlatEvent {
+            flat: FlattenedJson::from_raw(&event),
+            sender: pdu.sender.to_string(),
+        })
     }
 }

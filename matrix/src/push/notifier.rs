@@ -17,8 +17,8 @@ use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use super::RuleContext;
 use super::gateway::{Gateway, GatewayError};
+use super::{FlatEvent, RuleContext};
 use crate::Services;
 use crate::error::Error;
 use crate::pdu::Pdu;
@@ -32,6 +32,8 @@ const BATCH: i64 = 100;
 const KEEP_NOTIFICATIONS_MS: i64 = 30 * 24 * 3600 * 1000;
 /// How long one notification is retried while its gateway is unavailable.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
+/// How long the notifier lets events gather before it evaluates them.
+const COALESCE: Duration = Duration::from_millis(100);
 /// The longest pause between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -110,6 +112,12 @@ async fn run(services: Arc<Services>) {
                 changed = positions.changed() => if changed.is_err() { return },
                 () = services.shutting_down() => return,
             }
+            // Events come in bursts: a moment's wait evaluates them together (one rule
+            // context per user and room, one write), and a notification is not late by it.
+            tokio::select! {
+                () = tokio::time::sleep(COALESCE) => {}
+                () = services.shutting_down() => return,
+            }
             continue;
         }
         match notify_batch(&services, cursor, current).await {
@@ -138,20 +146,52 @@ async fn run(services: Arc<Services>) {
 }
 
 /// The local users an event may notify: the joined members (and the target of an invite),
-/// not its sender, and only accounts that have a device to be notified on.
-async fn concerned_users(services: &Services, row: &EventRow) -> Result<Vec<String>, Error> {
-    let mut users = services.store.room_members(&row.room_id, "join").await?;
+/// not its sender, and only accounts that have a device to be notified on. `members` keeps each
+/// room's joined members with a device for the batch.
+async fn concerned_users(
+    services: &Services,
+    row: &EventRow,
+    members: &mut HashMap<String, Vec<String>>,
+) -> Result<Vec<String>, Error> {
+    if !members.contains_key(&row.room_id) {
+        let joined: Vec<String> = services
+            .store
+            .room_members(&row.room_id, "join")
+            .await?
+            .into_iter()
+            .filter(|user| UserId::parse(user.as_str()).is_ok_and(|user| services.is_local(&user)))
+            .collect();
+        let with_devices = services.store.users_with_devices(&joined).await?;
+        members.insert(row.room_id.clone(), with_devices);
+    }
+    let mut users: Vec<String> = members
+        .get(&row.room_id)
+        .map(|users| {
+            users
+                .iter()
+                .filter(|user| **user != row.sender)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     if row.event_type == "m.room.member"
         && let Some(target) = &row.state_key
+        && target != &row.sender
         && !users.contains(target)
+        && UserId::parse(target.as_str()).is_ok_and(|user| services.is_local(&user))
     {
-        users.push(target.clone());
+        users.extend(
+            services
+                .store
+                .users_with_devices(std::slice::from_ref(target))
+                .await?,
+        );
     }
-    users.retain(|user| {
-        user != &row.sender
-            && UserId::parse(user.as_str()).is_ok_and(|user| services.is_local(&user))
-    });
-    Ok(services.store.users_with_devices(&users).await?)
+    // A member event changes who is in the room: the next event reads the members again.
+    if row.event_type == "m.room.member" {
+        members.remove(&row.room_id);
+    }
+    Ok(users)
 }
 
 /// Evaluates the events in `(after, until]`, at most [`BATCH`] of them; returns how far it got.
@@ -162,13 +202,19 @@ async fn notify_batch(services: &Arc<Services>, after: i64, until: i64) -> Resul
         _ => until,
     };
     let mut contexts: HashMap<(String, String), RuleContext> = HashMap::new();
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
     let mut notifications = Vec::new();
     let now = now_ms();
     for row in &rows {
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         let room_id = RoomId::parse(&row.room_id)
             .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
-        for user in concerned_users(services, row).await? {
+        let users = concerned_users(services, row, &mut members).await?;
+        if users.is_empty() {
+            continue;
+        }
+        let event = FlatEvent::new(&pdu, &room_id)?;
+        for user in users {
             let key = (user.clone(), row.room_id.clone());
             if !contexts.contains_key(&key) {
                 let user_id = UserId::parse(user.as_str())
@@ -179,7 +225,7 @@ async fn notify_batch(services: &Arc<Services>, after: i64, until: i64) -> Resul
             let Some(context) = contexts.get(&key) else {
                 continue;
             };
-            let actions = context.actions(&pdu).await?;
+            let actions = context.actions_for(&event).await;
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }

@@ -16,7 +16,8 @@ pub const SHOWN: &str = "outlier = 0 AND soft_failed = 0 AND rejected_reason IS 
 /// The same condition on `events` read as `e`.
 pub const SHOWN_E: &str = "e.outlier = 0 AND e.soft_failed = 0 AND e.rejected_reason IS NULL";
 
-/// Writes an event's edges, in the transaction that stores it.
+/// Writes an event's edges, in the transaction that stores it: one statement for each kind
+/// of edge, whatever their number (an event is written while its room waits).
 pub(super) async fn write_edges(
     transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     event_id: &str,
@@ -24,26 +25,37 @@ pub(super) async fn write_edges(
     prev_events: &[String],
     auth_events: &[String],
 ) -> Result<(), StoreError> {
-    for prev in prev_events {
-        sqlx::query(
-            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3) \
+    if !prev_events.is_empty() {
+        let rows: Vec<String> = (0..prev_events.len())
+            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .collect();
+        let statement = format!(
+            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES {} \
              ON CONFLICT (event_id, prev_event_id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(prev)
-        .bind(room_id)
-        .execute(&mut **transaction)
-        .await?;
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(event_id.to_owned())
+            .bind(room_id.to_owned());
+        for prev in prev_events {
+            query = query.bind(prev.clone());
+        }
+        query.execute(&mut **transaction).await?;
     }
-    for auth in auth_events {
-        sqlx::query(
-            "INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) \
+    if !auth_events.is_empty() {
+        let rows: Vec<String> = (0..auth_events.len())
+            .map(|i| format!("($1, ${})", i + 2))
+            .collect();
+        let statement = format!(
+            "INSERT INTO event_auth (event_id, auth_event_id) VALUES {} \
              ON CONFLICT (event_id, auth_event_id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(auth)
-        .execute(&mut **transaction)
-        .await?;
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(event_id.to_owned());
+        for auth in auth_events {
+            query = query.bind(auth.clone());
+        }
+        query.execute(&mut **transaction).await?;
     }
     Ok(())
 }

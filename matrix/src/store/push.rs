@@ -214,7 +214,9 @@ impl Store {
         Ok(())
     }
 
-    /// Stores notifications (one per user and event; a repeated one is ignored).
+    /// Stores notifications (one per user and event; a repeated one is ignored), in
+    /// statements of up to 10 (SQLite looks bound parameters up one by one: a statement of
+    /// hundreds costs more than several small ones).
     pub async fn add_notifications(
         &self,
         notifications: &[NotificationRow],
@@ -223,21 +225,32 @@ impl Store {
             return Ok(());
         }
         let mut transaction = self.begin_write().await?;
-        for notification in notifications {
-            sqlx::query(
+        for chunk in notifications.chunks(10) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let base = 1 + i * 7;
+                    let numbers: Vec<String> = (base..base + 7).map(|n| format!("${n}")).collect();
+                    format!("({})", numbers.join(", "))
+                })
+                .collect();
+            let statement = format!(
                 "INSERT INTO notifications (user_id, stream_ordering, event_id, room_id, \
-                 actions, highlight, ts) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 actions, highlight, ts) VALUES {} \
                  ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-            )
-            .bind(&notification.user_id)
-            .bind(notification.stream_ordering)
-            .bind(&notification.event_id)
-            .bind(&notification.room_id)
-            .bind(&notification.actions)
-            .bind(i64::from(notification.highlight))
-            .bind(notification.ts)
-            .execute(&mut *transaction)
-            .await?;
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+            for notification in chunk {
+                query = query
+                    .bind(notification.user_id.clone())
+                    .bind(notification.stream_ordering)
+                    .bind(notification.event_id.clone())
+                    .bind(notification.room_id.clone())
+                    .bind(notification.actions.clone())
+                    .bind(i64::from(notification.highlight))
+                    .bind(notification.ts);
+            }
+            query.execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         Ok(())

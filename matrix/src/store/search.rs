@@ -81,7 +81,9 @@ pub struct SearchHit {
     pub rank: i64,
 }
 
-/// Adds an event's words to the index, in the transaction that stores it.
+/// Adds an event's words to the index, in the transaction that stores it: in statements of
+/// up to 16 words (an event is written while its room waits; SQLite looks bound parameters up
+/// one by one, so statements of hundreds cost more than several small ones).
 pub(super) async fn index_event(
     transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
     event_id: &str,
@@ -89,21 +91,37 @@ pub(super) async fn index_event(
     stream_ordering: i64,
     event_json: &str,
 ) -> Result<(), StoreError> {
-    for (field, term, occurrences) in event_terms(event_json) {
-        sqlx::query(
+    let terms = event_terms(event_json);
+    for chunk in terms.chunks(16) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let base = 4 + i * 4;
+                format!(
+                    "($1, $2, $3, ${}, ${}, ${}, ${})",
+                    base,
+                    base + 1,
+                    base + 2,
+                    base + 3
+                )
+            })
+            .collect();
+        let statement = format!(
             "INSERT INTO event_search (event_id, room_id, stream_ordering, field, term, \
-             term_prefix, occurrences) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (event_id, field, term) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(room_id)
-        .bind(stream_ordering)
-        .bind(field)
-        .bind(&term)
-        .bind(prefix(&term))
-        .bind(occurrences)
-        .execute(&mut **transaction)
-        .await?;
+             term_prefix, occurrences) VALUES {} ON CONFLICT (event_id, field, term) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(statement))
+            .bind(event_id.to_owned())
+            .bind(room_id.to_owned())
+            .bind(stream_ordering);
+        for (field, term, occurrences) in chunk {
+            query = query
+                .bind((*field).to_owned())
+                .bind(term.clone())
+                .bind(prefix(term))
+                .bind(*occurrences);
+        }
+        query.execute(&mut **transaction).await?;
     }
     Ok(())
 }
