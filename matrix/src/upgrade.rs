@@ -142,11 +142,12 @@ pub async fn upgrade_room(
     options.version = version;
     options.creation_content = creation;
     options.power_level_override = Some(creation_levels.clone());
-    options.is_public = services
+    let was_public = services
         .store
         .room(old.as_str())
         .await?
         .is_some_and(|room| room.is_public);
+    options.is_public = was_public;
     options.initial_state = TRANSFERRED_STATE
         .iter()
         .filter_map(|event_type| {
@@ -217,12 +218,7 @@ pub async fn upgrade_room(
         send(&new, "m.room.canonical_alias", "", canonical).await?;
         send(old, "m.room.canonical_alias", "", json!({})).await?;
     }
-    if services
-        .store
-        .room(old.as_str())
-        .await?
-        .is_some_and(|room| room.is_public)
-    {
+    if was_public {
         services.store.set_room_public(old.as_str(), false).await?;
     }
 

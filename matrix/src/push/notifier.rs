@@ -12,14 +12,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ruma::UserId;
 use ruma::push::Action;
-use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 use super::gateway::{Gateway, GatewayError};
 use super::{FlatEvent, RuleContext};
 use crate::Services;
+use crate::api::client::events::stored_room_id;
 use crate::error::Error;
 use crate::pdu::Pdu;
 use crate::store::{EventRow, NotificationRow, Pusher, now_ms};
@@ -207,8 +208,7 @@ async fn notify_batch(services: &Arc<Services>, after: i64, until: i64) -> Resul
     let now = now_ms();
     for row in &rows {
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
-        let room_id = RoomId::parse(&row.room_id)
-            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let room_id = stored_room_id(&row.room_id)?;
         let users = concerned_users(services, row, &mut members).await?;
         if users.is_empty() {
             continue;
@@ -445,8 +445,7 @@ async fn notification_body(
     });
     if !event_id_only && let Some(row) = row {
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
-        let room_id = RoomId::parse(&row.room_id)
-            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let room_id = stored_room_id(&row.room_id)?;
         let room_id = &room_id;
         let state_content = |event_type: &'static str, state_key: String| async move {
             services

@@ -74,10 +74,27 @@ fn algorithm_and_auth_data(body: &Value) -> Result<(String, String), Error> {
     Ok((algorithm, auth_data))
 }
 
-fn version_info(version: &BackupVersion) -> Result<Value, Error> {
+/// A version as both read endpoints answer it: algorithm with its auth data, key count, etag,
+/// version number.
+fn version_info(
+    version: &BackupVersion,
+) -> Result<
+    (
+        Raw<ruma::api::client::backup::BackupAlgorithm>,
+        UInt,
+        String,
+        String,
+    ),
+    Error,
+> {
     let auth_data: Value =
         serde_json::from_str(&version.auth_data).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(json!({ "algorithm": version.algorithm, "auth_data": auth_data }))
+    Ok((
+        raw(&json!({ "algorithm": version.algorithm, "auth_data": auth_data }))?,
+        uint(version.count),
+        version.etag.to_string(),
+        version.version.to_string(),
+    ))
 }
 
 /// A session's key as uploaded: the fields the specification requires, checked.
@@ -229,11 +246,9 @@ pub async fn get_latest_backup_info_route(
         .backup_version(sender.user_id.as_str(), None)
         .await?
         .ok_or_else(|| Error::NotFound("no current backup version".into()))?;
+    let (algorithm, count, etag, version) = version_info(&current)?;
     Ok(get_latest_backup_info::v3::Response::new(
-        raw(&version_info(&current)?)?,
-        uint(current.count),
-        current.etag.to_string(),
-        current.version.to_string(),
+        algorithm, count, etag, version,
     ))
 }
 
@@ -244,11 +259,9 @@ pub async fn get_backup_info_route(
 ) -> Result<get_backup_info::v3::Response, Error> {
     let sender = request.sender()?;
     let existing = existing_version(&services, &sender.user_id, &request.body.version).await?;
+    let (algorithm, count, etag, version) = version_info(&existing)?;
     Ok(get_backup_info::v3::Response::new(
-        raw(&version_info(&existing)?)?,
-        uint(existing.count),
-        existing.etag.to_string(),
-        existing.version.to_string(),
+        algorithm, count, etag, version,
     ))
 }
 

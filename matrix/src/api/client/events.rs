@@ -19,6 +19,11 @@ use crate::pdu::{Pdu, Unsigned};
 use crate::store::{EventRow, TopologicalKey, now_ms};
 use crate::visibility::{self, Visible};
 
+/// A room id read from the store (a bad one is the store's fault, not the client's).
+pub fn stored_room_id(room_id: &str) -> Result<ruma::OwnedRoomId, Error> {
+    RoomId::parse(room_id).map_err(|e| Error::Internal(format!("stored room id: {e}")))
+}
+
 /// Fails unless the user is joined to the room.
 pub async fn require_joined(
     services: &Services,
@@ -61,6 +66,34 @@ pub async fn visible_to(
         ));
     }
     Ok(visible)
+}
+
+/// What a viewer may see of each room, read once per room.
+#[derive(Default)]
+pub struct SeenRooms(HashMap<String, Visible>);
+
+impl SeenRooms {
+    /// What `viewer` may see of a room, read the first time it is asked.
+    pub async fn of(
+        &mut self,
+        services: &Services,
+        room_id: &str,
+        viewer: &Sender,
+    ) -> Result<&Visible, Error> {
+        if !self.0.contains_key(room_id) {
+            let parsed = stored_room_id(room_id)?;
+            let visible = visibility::for_user(&services.store, &parsed, &viewer.user_id).await?;
+            self.0.insert(room_id.to_owned(), visible);
+        }
+        self.0
+            .get(room_id)
+            .ok_or_else(|| Error::Internal("room visibility just read".into()))
+    }
+
+    /// What was read of a room, if it was.
+    pub fn get(&self, room_id: &str) -> Option<&Visible> {
+        self.0.get(room_id)
+    }
 }
 
 /// The state a viewer may see: the state after the latest visible event at or before `at`
@@ -144,8 +177,7 @@ pub async fn client_events_bundling(
         .collect();
     let mut redactions = HashMap::new();
     for row in services.store.events(&redaction_ids).await? {
-        let room_id = RoomId::parse(&row.room_id)
-            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let room_id = stored_room_id(&row.room_id)?;
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         let event = pdu.to_client_value(&room_id);
         redactions.insert(row.event_id.clone(), Value::Object(event).to_string());
@@ -160,8 +192,7 @@ pub async fn client_events_bundling(
     };
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let room_id = RoomId::parse(&row.room_id)
-            .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+        let room_id = stored_room_id(&row.room_id)?;
         let mut pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         if let Some(rules) = erased.redact(row) {
             pdu = crate::pdu::redacted(&pdu, rules)?;
@@ -268,8 +299,7 @@ impl ErasedSenders {
             if rooms.contains_key(&row.room_id) {
                 continue;
             }
-            let room_id = RoomId::parse(&row.room_id)
-                .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+            let room_id = stored_room_id(&row.room_id)?;
             let rules = services.rooms.rules(&room_id).await?;
             let visible = visibility::for_user(&services.store, &room_id, viewer).await?;
             rooms.insert(row.room_id.clone(), (visible, rules));

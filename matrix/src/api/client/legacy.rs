@@ -13,15 +13,15 @@ use ruma::RoomId;
 use serde_json::{Map, Value, json};
 
 use super::events::{
-    client_events, client_state_events, joined_rooms, parse_position, state_seen_at,
-    topological_token, visible_to,
+    SeenRooms, client_events, client_state_events, joined_rooms, parse_position, state_seen_at,
+    stored_room_id, topological_token, visible_to,
 };
 use crate::Services;
 use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Sender;
 use crate::error::Error;
 use crate::store::{Direction, EventRow};
-use crate::visibility::{self, Visible};
+use crate::visibility;
 
 /// Messages per room in an initial sync, unless `limit` says otherwise.
 const DEFAULT_LIMIT: i64 = 10;
@@ -38,10 +38,6 @@ fn limit_param(query: &HashMap<String, String>, default: i64) -> Result<i64, Err
             .map(|limit| limit.min(1000))
             .ok_or_else(|| Error::InvalidParam("`limit` must be a non-negative integer".into())),
     }
-}
-
-fn parse_room(room: &str) -> Result<ruma::OwnedRoomId, Error> {
-    RoomId::parse(room).map_err(|e| Error::Internal(format!("stored room id: {e}")))
 }
 
 /// # `GET /_matrix/client/v3/events`: the events after `from` in the rooms the user is
@@ -123,20 +119,14 @@ async fn joined_room_events(
 ) -> Result<Vec<EventRow>, Error> {
     let rooms = joined_rooms(services, &sender.user_id).await?;
     let rows = services.store.events_after(after, until, 100).await?;
-    let mut seen: HashMap<String, Visible> = HashMap::new();
+    let mut seen = SeenRooms::default();
     let mut visible_rows = Vec::new();
     for row in rows {
-        if !rooms.contains(&row.room_id) {
-            continue;
-        }
-        if !seen.contains_key(&row.room_id) {
-            let room_id = parse_room(&row.room_id)?;
-            let visible = visibility::for_user(&services.store, &room_id, &sender.user_id).await?;
-            seen.insert(row.room_id.clone(), visible);
-        }
-        if seen
-            .get(&row.room_id)
-            .is_some_and(|visible| visible.contains(row.stream_ordering))
+        if rooms.contains(&row.room_id)
+            && seen
+                .of(services, &row.room_id, sender)
+                .await?
+                .contains(row.stream_ordering)
         {
             visible_rows.push(row);
         }
@@ -147,12 +137,38 @@ async fn joined_room_events(
 /// One room as the initial syncs show it: membership, the latest messages the user may see
 /// (oldest first, with the tokens around them), the state, the room's account data and its
 /// directory visibility.
+/// All of a user's account data: `(room, type, content)`, global data with an empty room.
+async fn all_account_data(
+    services: &Services,
+    sender: &Sender,
+) -> Result<Vec<(String, String, String)>, Error> {
+    Ok(services
+        .store
+        .account_data_since(sender.user_id.as_str(), 0, i64::MAX)
+        .await?)
+}
+
+/// The account data events of one room (`""`: the global ones).
+fn account_data_events(account_data: &[(String, String, String)], room: &str) -> Vec<Value> {
+    account_data
+        .iter()
+        .filter(|(data_room, _, _)| data_room == room)
+        .map(|(_, data_type, content)| {
+            json!({
+                "type": data_type,
+                "content": serde_json::from_str::<Value>(content).unwrap_or_else(|_| json!({})),
+            })
+        })
+        .collect()
+}
+
 async fn room_snapshot(
     services: &Services,
     sender: &Sender,
     room_id: &RoomId,
     membership: &str,
     limit: i64,
+    account_data: &[(String, String, String)],
 ) -> Result<Map<String, Value>, Error> {
     let visible = visibility::for_user(&services.store, room_id, &sender.user_id).await?;
     let (first, last) = visible.bounds().unwrap_or((0, 0));
@@ -190,19 +206,7 @@ async fn room_snapshot(
         .room(room_id.as_str())
         .await?
         .is_some_and(|room| room.is_public);
-    let account_data: Vec<Value> = services
-        .store
-        .account_data_since(sender.user_id.as_str(), 0, i64::MAX)
-        .await?
-        .into_iter()
-        .filter(|(room, _, _)| room == room_id.as_str())
-        .map(|(_, data_type, content)| {
-            json!({
-                "type": data_type,
-                "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})),
-            })
-        })
-        .collect();
+    let account_data = account_data_events(account_data, room_id.as_str());
     let mut snapshot = Map::new();
     snapshot.insert("room_id".into(), json!(room_id));
     snapshot.insert("membership".into(), json!(membership));
@@ -238,6 +242,8 @@ pub async fn initial_sync_route(
     let limit = limit_param(&query, DEFAULT_LIMIT)?;
     let archived = query.get("archived").is_some_and(|value| value == "true");
     let end = services.store.current_position();
+    // Read once for every room.
+    let account_data = all_account_data(&services, &sender).await?;
     let mut rooms = Vec::new();
     for row in services
         .store
@@ -252,30 +258,25 @@ pub async fn initial_sync_route(
         if !wanted {
             continue;
         }
-        let room_id = parse_room(&row.room_id)?;
+        let room_id = stored_room_id(&row.room_id)?;
         let limit = if row.membership == "invite" { 0 } else { limit };
         rooms.push(Value::Object(
-            room_snapshot(&services, &sender, &room_id, &row.membership, limit).await?,
+            room_snapshot(
+                &services,
+                &sender,
+                &room_id,
+                &row.membership,
+                limit,
+                &account_data,
+            )
+            .await?,
         ));
     }
-    let account_data: Vec<Value> = services
-        .store
-        .account_data_since(sender.user_id.as_str(), 0, i64::MAX)
-        .await?
-        .into_iter()
-        .filter(|(room, _, _)| room.is_empty())
-        .map(|(_, data_type, content)| {
-            json!({
-                "type": data_type,
-                "content": serde_json::from_str::<Value>(&content).unwrap_or_else(|_| json!({})),
-            })
-        })
-        .collect();
     Ok(Json(json!({
         "end": format!("s{end}"),
         "rooms": rooms,
         "presence": [],
-        "account_data": account_data,
+        "account_data": account_data_events(&account_data, ""),
     })))
 }
 
@@ -298,7 +299,16 @@ pub async fn room_initial_sync_route(
         .membership(&room_id, &sender.user_id)
         .await?
         .unwrap_or_else(|| "leave".to_owned());
-    let mut snapshot = room_snapshot(&services, &sender, &room_id, &membership, limit).await?;
+    let account_data = all_account_data(&services, &sender).await?;
+    let mut snapshot = room_snapshot(
+        &services,
+        &sender,
+        &room_id,
+        &membership,
+        limit,
+        &account_data,
+    )
+    .await?;
     snapshot.insert("presence".into(), json!([]));
     Ok(Json(Value::Object(snapshot)))
 }

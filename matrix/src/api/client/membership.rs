@@ -163,7 +163,7 @@ pub async fn join_room_by_id_or_alias_route(
                 .alias(alias.as_str())
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("room alias {alias} not found")))?;
-            RoomId::parse(room_id).map_err(|e| Error::Internal(format!("stored room id: {e}")))?
+            crate::api::client::events::stored_room_id(&room_id)?
         }
     };
     join(

@@ -3,7 +3,7 @@
 //! (`unsigned.m.relations`: the latest edit, the thread summary, the references), so that an
 //! edited message shows edited after paging back, and a thread shows its last reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::api::Direction as ApiDirection;
@@ -16,14 +16,14 @@ use ruma::{EventId, RoomId, UInt};
 use serde_json::{Map, Value, json};
 
 use super::events::{
-    client_events, client_events_bundling, ignored_users, parse_position, visible_to,
+    SeenRooms, client_events, client_events_bundling, ignored_users, parse_position, visible_to,
 };
 use crate::Services;
 use crate::api::ruma_wrapper::{Ruma, Sender};
 use crate::error::Error;
 use crate::pdu::raw_event;
 use crate::store::{Direction, EventRow, RELATION_RECURSION_DEPTH, RelationQuery};
-use crate::visibility::{self, Visible};
+use crate::visibility::Visible;
 
 /// Which aggregations to bundle into events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,7 @@ pub async fn bundle_aggregations(
         return Ok(());
     }
     let mut seen = SeenRooms::default();
+    let mut ignored = None;
     for (row, event) in rows.iter().zip(events.iter_mut()) {
         let Some(counts) = counts.get(&row.event_id) else {
             continue;
@@ -94,7 +95,15 @@ pub async fn bundle_aggregations(
         }
         if let Some(count) = counts.get("m.thread") {
             let visible = seen.of(services, &row.room_id, viewer).await?;
-            if let Some(summary) = thread_summary(services, row, *count, visible, viewer).await? {
+            if ignored.is_none() {
+                ignored = Some(ignored_users(services, &viewer.user_id).await?);
+            }
+            let Some(ignored) = &ignored else {
+                continue;
+            };
+            if let Some(summary) =
+                thread_summary(services, row, *count, visible, ignored, viewer).await?
+            {
                 relations.insert("m.thread".into(), summary);
             }
         }
@@ -144,29 +153,6 @@ fn direct_relations(row: &EventRow) -> RelationQuery<'_> {
     }
 }
 
-/// What the viewer may see of each room, read once per room.
-#[derive(Default)]
-struct SeenRooms(HashMap<String, Visible>);
-
-impl SeenRooms {
-    async fn of(
-        &mut self,
-        services: &Services,
-        room_id: &str,
-        viewer: &Sender,
-    ) -> Result<&Visible, Error> {
-        if !self.0.contains_key(room_id) {
-            let parsed = RoomId::parse(room_id)
-                .map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
-            let visible = visibility::for_user(&services.store, &parsed, &viewer.user_id).await?;
-            self.0.insert(room_id.to_owned(), visible);
-        }
-        self.0
-            .get(room_id)
-            .ok_or_else(|| Error::Internal("room visibility just read".into()))
-    }
-}
-
 /// A thread's summary: its latest reply the viewer may see (with its edit), how many replies
 /// it has, and whether the viewer started it or replied.
 async fn thread_summary(
@@ -174,9 +160,9 @@ async fn thread_summary(
     root: &EventRow,
     count: i64,
     visible: &Visible,
+    ignored: &HashSet<String>,
     viewer: &Sender,
 ) -> Result<Option<Value>, Error> {
-    let ignored = ignored_users(services, &viewer.user_id).await?;
     let latest = services
         .store
         .relating_events(&RelationQuery {

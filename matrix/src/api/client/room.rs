@@ -113,8 +113,7 @@ pub async fn get_alias_route(
         .alias(request.body.room_alias.as_str())
         .await?
         .ok_or_else(|| Error::NotFound("room alias not found".into()))?;
-    let room_id =
-        RoomId::parse(room_id).map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+    let room_id = crate::api::client::events::stored_room_id(&room_id)?;
     Ok(get_alias::v3::Response::new(
         room_id,
         vec![services.server_name.clone()],
@@ -133,8 +132,7 @@ pub async fn delete_alias_route(
         .alias(request.body.room_alias.as_str())
         .await?
         .ok_or_else(|| Error::NotFound("room alias not found".into()))?;
-    let room_id =
-        RoomId::parse(room_id).map_err(|e| Error::Internal(format!("stored room id: {e}")))?;
+    let room_id = crate::api::client::events::stored_room_id(&room_id)?;
     let is_admin = services
         .store
         .user(sender.user_id.as_str())

@@ -8,20 +8,19 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use bytes::Bytes;
-use ruma::RoomId;
 use ruma::api::client::filter::RoomEventFilter;
 use serde_json::{Map, Value, json};
 
 use super::events::{
-    client_events, client_state_events, filter_allows, joined_rooms, state_seen_at,
-    topological_token, visible_stretch,
+    SeenRooms, client_events, client_state_events, filter_allows, joined_rooms, state_seen_at,
+    stored_room_id, topological_token, visible_stretch,
 };
 use crate::Services;
 use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Sender;
 use crate::error::Error;
 use crate::store::{Direction, EventRow, SEARCH_FIELDS, SearchQuery};
-use crate::visibility::{self, Visible};
+use crate::visibility::Visible;
 
 const DEFAULT_LIMIT: u64 = 10;
 const MAX_LIMIT: u64 = 100;
@@ -232,13 +231,9 @@ async fn search_room_events(
         _ => format!("r{}", offset + limit),
     });
     // What the user may see of each room with results.
-    let mut seen: HashMap<String, Visible> = HashMap::new();
+    let mut seen = SeenRooms::default();
     for hit in &hits {
-        if !seen.contains_key(&hit.event.room_id) {
-            let room_id = parse_room(&hit.event.room_id)?;
-            let visible = visibility::for_user(&services.store, &room_id, &sender.user_id).await?;
-            seen.insert(hit.event.room_id.clone(), visible);
-        }
+        seen.of(services, &hit.event.room_id, sender).await?;
     }
     let visible_hits: Vec<_> = hits
         .iter()
@@ -322,7 +317,7 @@ async fn search_room_events(
     if query.include_state {
         let mut state = Map::new();
         for room in &result_rooms {
-            let room_id = parse_room(room)?;
+            let room_id = stored_room_id(room)?;
             let Some(visible) = seen.get(room) else {
                 continue;
             };
@@ -346,10 +341,6 @@ async fn search_room_events(
     Ok(answer)
 }
 
-fn parse_room(room: &str) -> Result<ruma::OwnedRoomId, Error> {
-    RoomId::parse(room).map_err(|e| Error::Internal(format!("stored room id: {e}")))
-}
-
 /// The events around a result that the user may see, the tokens around them, and (when asked)
 /// the profiles of their senders.
 async fn context_of(
@@ -360,7 +351,7 @@ async fn context_of(
     (before_limit, after_limit): (i64, i64),
     include_profile: bool,
 ) -> Result<Value, Error> {
-    let room_id = parse_room(&row.room_id)?;
+    let room_id = stored_room_id(&row.room_id)?;
     let (lowest, highest) = visible_stretch(services, &room_id, visible).await?;
     let place = row.topological();
     let before = if before_limit > 0 {
