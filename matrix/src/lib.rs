@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys;
 pub mod pdu;
 pub mod push;
+pub mod resolve;
 pub mod rooms;
 pub mod services;
 pub mod store;

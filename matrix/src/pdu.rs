@@ -59,6 +59,8 @@ pub struct Pdu {
     pub depth: i64,
     /// The full signed event, without `event_id` and `unsigned`.
     pub json: CanonicalJsonObject,
+    /// Whether the authorization rules refused the event (state resolution skips it).
+    pub rejected: bool,
 }
 
 impl Pdu {
@@ -137,6 +139,7 @@ impl Pdu {
             redacts,
             depth,
             json,
+            rejected: false,
         })
     }
 
@@ -148,6 +151,13 @@ impl Pdu {
             .map_err(|e| Error::Internal(format!("stored event {event_id}: {e}")))?;
         Pdu::from_json(event_id.clone(), object)
             .map_err(|e| Error::Internal(format!("stored event {event_id}: {e}")))
+    }
+
+    /// A stored event, with whether it was rejected.
+    pub fn from_row(row: &crate::store::EventRow) -> Result<Pdu, Error> {
+        let mut pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        pdu.rejected = row.rejected_reason.is_some();
+        Ok(pdu)
     }
 
     /// The JSON stored for this event.
@@ -223,7 +233,7 @@ impl ruma::state_res::Event for Pdu {
         self.redacts.as_ref()
     }
     fn rejected(&self) -> bool {
-        false
+        self.rejected
     }
 }
 

@@ -19,7 +19,10 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::pdu::{self, EventDraft, Pdu};
-use crate::store::{NewEvent, Redacted, Relation, StateMap, Store};
+use crate::store::{NewEvent, Redacted, Relation, Standing, StateMap, Store};
+
+mod inbound;
+pub use inbound::Received;
 
 /// At most this many forward extremities are referenced by a new event.
 const MAX_PREV_EVENTS: usize = 20;
@@ -144,6 +147,25 @@ impl Rooms {
         rooms.entry(room_id.to_owned()).or_default().clone()
     }
 
+    /// Takes a room's lock, with the room loaded.
+    async fn locked(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<RoomCache>>, Error> {
+        let mut guard = self.room_lock(room_id).lock_owned().await;
+        if guard.is_none() {
+            match self.load(room_id).await {
+                Ok(cache) => *guard = Some(cache),
+                Err(error) => {
+                    drop(guard);
+                    self.forget_unloaded(room_id);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(guard)
+    }
+
     /// Creates a room with its `m.room.create` event; returns the room id.
     pub async fn create_room(
         &self,
@@ -226,18 +248,7 @@ impl Rooms {
         room_id: &RoomId,
         event: NewLocalEvent<'_>,
     ) -> Result<Appended, Error> {
-        let lock = self.room_lock(room_id);
-        let mut guard = lock.lock().await;
-        if guard.is_none() {
-            match self.load(room_id).await {
-                Ok(cache) => *guard = Some(cache),
-                Err(error) => {
-                    drop(guard);
-                    self.forget_unloaded(room_id);
-                    return Err(error);
-                }
-            }
-        }
+        let mut guard = self.locked(room_id).await?;
         let Some(cache) = guard.as_mut() else {
             return Err(Error::Internal("room cache vanished".into()));
         };
@@ -435,17 +446,6 @@ impl Rooms {
         redacted: Option<&Pdu>,
     ) -> Result<i64, Error> {
         let new_event = NewEvent {
-            event_id: pdu.event_id.to_string(),
-            room_id: room_id.to_string(),
-            sender: pdu.sender.to_string(),
-            event_type: pdu.event_type.to_string(),
-            state_key: pdu.state_key.clone(),
-            depth: pdu.depth,
-            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or(0),
-            json: pdu.to_stored(),
-            prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
-            auth_events: pdu.auth_events.iter().map(ToString::to_string).collect(),
-            state_group_before: cache.state_group,
             membership: membership.map(str::to_owned),
             transaction,
             relation: Relation::of_content(&pdu.content_value()),
@@ -453,13 +453,20 @@ impl Rooms {
                 event_id: redacted.event_id.to_string(),
                 json: redacted.to_stored(),
             }),
+            ..stored_event(room_id, &pdu, cache.state_group)
         };
         let mut writer = self.store.stream_writer().await;
         let persisted = self.store.persist_event(&mut writer, &new_event).await?;
         writer.publish();
-        cache.state_group = persisted.state_group;
+        if let Some(group) = persisted.current_state_group {
+            cache.state_group = group;
+        }
         cache.depth = cache.depth.max(pdu.depth);
-        cache.extremities = vec![pdu.event_id.clone()];
+        // The event follows the extremities it references; any beyond those stay.
+        cache
+            .extremities
+            .retain(|extremity| !pdu.prev_events.contains(extremity));
+        cache.extremities.insert(0, pdu.event_id.clone());
         if let Some(state_key) = &pdu.state_key {
             let key = (pdu.event_type.to_string(), state_key.clone());
             if let Some(old) = cache.state.insert(key, pdu.event_id.to_string())
@@ -483,16 +490,14 @@ impl Rooms {
         let version = RoomVersionId::try_from(record.room_version.as_str())
             .map_err(|e| Error::Internal(format!("stored room version: {e}")))?;
         let rules = pdu::rules(&version)?;
-        let last = self
-            .store
-            .last_room_event_at(room_id.as_str(), i64::MAX)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("room {room_id} has no events")))?;
-        let state = self.store.state_group(last.state_group).await?;
+        if record.current_state_group == 0 {
+            return Err(Error::Internal(format!("room {room_id} has no state")));
+        }
+        let state = self.store.state_group(record.current_state_group).await?;
         let ids: Vec<String> = state.values().cloned().collect();
         let mut state_events = HashMap::new();
         for row in self.store.events(&ids).await? {
-            let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+            let pdu = Pdu::from_row(&row)?;
             state_events.insert(pdu.event_id.clone(), Arc::new(pdu));
         }
         let extremities = self
@@ -506,7 +511,7 @@ impl Rooms {
             version,
             rules,
             state,
-            state_group: last.state_group,
+            state_group: record.current_state_group,
             extremities,
             depth: self.store.extremities_depth(room_id.as_str()).await?,
             state_events,
@@ -518,18 +523,7 @@ impl Rooms {
         room_id: &RoomId,
         read: impl FnOnce(&RoomCache) -> T,
     ) -> Result<T, Error> {
-        let lock = self.room_lock(room_id);
-        let mut guard = lock.lock().await;
-        if guard.is_none() {
-            match self.load(room_id).await {
-                Ok(cache) => *guard = Some(cache),
-                Err(error) => {
-                    drop(guard);
-                    self.forget_unloaded(room_id);
-                    return Err(error);
-                }
-            }
-        }
+        let guard = self.locked(room_id).await?;
         match guard.as_ref() {
             Some(cache) => Ok(read(cache)),
             None => Err(Error::Internal("room cache vanished".into())),
@@ -621,6 +615,30 @@ impl Rooms {
     /// The power levels in the current state.
     pub async fn power_levels(&self, room_id: &RoomId) -> Result<PowerLevels, Error> {
         self.with_cache(room_id, PowerLevels::from_state).await
+    }
+}
+
+/// The stored form of an event, with what only some events have left empty: no membership,
+/// transaction, relation or redaction, accepted, no resolved state.
+fn stored_event(room_id: &RoomId, pdu: &Pdu, before_group: i64) -> NewEvent {
+    NewEvent {
+        event_id: pdu.event_id.to_string(),
+        room_id: room_id.to_string(),
+        sender: pdu.sender.to_string(),
+        event_type: pdu.event_type.to_string(),
+        state_key: pdu.state_key.clone(),
+        depth: pdu.depth,
+        origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or(0),
+        json: pdu.to_stored(),
+        prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
+        auth_events: pdu.auth_events.iter().map(ToString::to_string).collect(),
+        state_group_before: before_group,
+        membership: None,
+        transaction: None,
+        relation: None,
+        redacts: None,
+        standing: Standing::Accepted,
+        resolved: None,
     }
 }
 

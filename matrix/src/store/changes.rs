@@ -25,6 +25,8 @@ pub enum Change {
     ToDevice(String, String),
     /// How far a user has read a room: `(room, user)`.
     ReadPosition(String, String),
+    /// A room's current state, changed by state resolution beyond the events of the stream.
+    ResolvedState(String),
 }
 
 /// The last position at which each key changed.

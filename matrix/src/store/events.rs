@@ -42,6 +42,47 @@ pub struct NewEvent {
     /// For a redaction: the event it redacts, with its redacted JSON, replaced in the same
     /// transaction as the redaction is stored.
     pub redacts: Option<Redacted>,
+    /// Whether the event takes its place in the room (see [`Standing`]).
+    pub standing: Standing,
+    /// The room's current state after this event when it is not simply the state after the
+    /// event: the event left another fork of the room standing, and the current state is the
+    /// resolution of the forks. `membership` is then ignored: memberships follow
+    /// `resolved.changes`.
+    pub resolved: Option<ResolvedState>,
+}
+
+/// Whether a stored event takes its place in its room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Standing {
+    /// Part of the room: a forward extremity, its state the room's, shown to clients.
+    #[default]
+    Accepted,
+    /// Allowed by the state before it but not by the room's current state: kept in the graph,
+    /// neither an extremity nor shown.
+    SoftFailed,
+    /// Refused by the authorization rules, with the reason: kept so that it is not fetched
+    /// again, never used.
+    Rejected(String),
+}
+
+/// A room's current state made by state resolution, written beforehand with
+/// [`Store::write_resolved_state`].
+#[derive(Debug, Clone)]
+pub struct ResolvedState {
+    /// The state group of the resolved state.
+    pub group: i64,
+    /// The entries that differ from the room's current state before the event, with the
+    /// membership of member events.
+    pub changes: Vec<StateChange>,
+}
+
+/// One entry of a room's current state that changed.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub key: StateKey,
+    pub event_id: String,
+    /// For `m.room.member`: the membership the event gives.
+    pub membership: Option<String>,
 }
 
 /// The redacted form of an event, to store in its place.
@@ -81,6 +122,9 @@ pub struct Persisted {
     pub stream_ordering: i64,
     /// The state group after the event.
     pub state_group: i64,
+    /// The room's current state group after the event; `None` when the event left it as it
+    /// was (it was not accepted).
+    pub current_state_group: Option<i64>,
 }
 
 /// A stored event.
@@ -97,6 +141,8 @@ pub struct EventRow {
     pub redacted_by: Option<String>,
     /// The event's depth: its place in the room's topological order (then its stream position).
     pub depth: i64,
+    /// Why the authorization rules refused the event, if they did.
+    pub rejected_reason: Option<String>,
 }
 
 impl EventRow {
@@ -110,7 +156,7 @@ impl EventRow {
 }
 
 pub(super) const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, \
-                             state_group, json, redacted_by, depth";
+                             state_group, json, redacted_by, depth, rejected_reason";
 
 pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
     Ok(EventRow {
@@ -124,6 +170,7 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
         json: row.try_get("json")?,
         redacted_by: row.try_get("redacted_by")?,
         depth: row.try_get("depth")?,
+        rejected_reason: row.try_get("rejected_reason")?,
     })
 }
 
@@ -145,80 +192,38 @@ impl Store {
     ) -> Result<Persisted, StoreError> {
         let stream_ordering = writer.next_position();
         let mut transaction = self.begin_write().await?;
+        let accepted = event.standing == Standing::Accepted;
         let state_group = match &event.state_key {
-            None => event.state_group_before,
-            Some(state_key) => {
+            // A soft-failed event has its place in the graph: what follows it sees its state.
+            Some(state_key) if !matches!(event.standing, Standing::Rejected(_)) => {
                 // The new group is numbered by the event's position, which is unique.
-                let new_group = stream_ordering;
-                let previous: Option<(Option<i64>, i64)> = if event.state_group_before == 0 {
-                    None
-                } else {
-                    let row = sqlx::query(
-                        "SELECT prev_group, chain_length FROM state_groups WHERE state_group = $1",
-                    )
-                    .bind(event.state_group_before)
-                    .fetch_optional(&mut *transaction)
-                    .await?;
-                    match row {
-                        Some(row) => {
-                            Some((row.try_get("prev_group")?, row.try_get("chain_length")?))
-                        }
-                        None => {
-                            return Err(StoreError::Corrupt(format!(
-                                "state group {} is missing",
-                                event.state_group_before
-                            )));
-                        }
-                    }
-                };
-                let chain_length = previous.map(|(_, length)| length + 1).unwrap_or(0);
-                if previous.is_some() && chain_length <= MAX_STATE_CHAIN {
-                    sqlx::query(
-                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(new_group)
-                    .bind(&event.room_id)
-                    .bind(event.state_group_before)
-                    .bind(chain_length)
-                    .execute(&mut *transaction)
-                    .await?;
-                } else {
-                    // Start a new chain with a full snapshot of the state before the event.
-                    let mut full = if event.state_group_before == 0 {
-                        StateMap::new()
-                    } else {
-                        load_state_group(&mut transaction, event.state_group_before).await?
-                    };
-                    full.remove(&(event.event_type.clone(), state_key.clone()));
-                    sqlx::query(
-                        "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
-                         VALUES ($1, $2, NULL, 0)",
-                    )
-                    .bind(new_group)
-                    .bind(&event.room_id)
-                    .execute(&mut *transaction)
-                    .await?;
-                    for ((event_type, key), event_id) in &full {
-                        insert_state_entry(&mut transaction, new_group, event_type, key, event_id)
-                            .await?;
-                    }
-                }
-                insert_state_entry(
+                write_state_group(
                     &mut transaction,
-                    new_group,
-                    &event.event_type,
-                    state_key,
-                    &event.event_id,
+                    stream_ordering,
+                    &event.room_id,
+                    event.state_group_before,
+                    &[(&event.event_type, state_key, &event.event_id)],
+                    None,
                 )
                 .await?;
-                new_group
+                stream_ordering
             }
+            _ => event.state_group_before,
+        };
+        let current_state_group = match &event.resolved {
+            Some(resolved) if accepted => resolved.group,
+            _ => state_group,
+        };
+        let (soft_failed, rejected_reason) = match &event.standing {
+            Standing::Accepted => (0_i64, None),
+            Standing::SoftFailed => (1, None),
+            Standing::Rejected(reason) => (0, Some(reason.as_str())),
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
-             state_key, depth, origin_server_ts, state_group, json, state_group_before) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             state_key, depth, origin_server_ts, state_group, json, state_group_before, \
+             soft_failed, rejected_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(stream_ordering)
         .bind(&event.event_id)
@@ -231,6 +236,8 @@ impl Store {
         .bind(state_group)
         .bind(&event.json)
         .bind(event.state_group_before)
+        .bind(soft_failed)
+        .bind(rejected_reason)
         .execute(&mut *transaction)
         .await?;
         super::graph::write_edges(
@@ -241,6 +248,15 @@ impl Store {
             &event.auth_events,
         )
         .await?;
+        if !accepted {
+            // Kept in the graph and nothing more: not an extremity, no state, not shown.
+            transaction.commit().await?;
+            return Ok(Persisted {
+                stream_ordering,
+                state_group,
+                current_state_group: None,
+            });
+        }
         for prev in &event.prev_events {
             sqlx::query(
                 "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = $2",
@@ -255,21 +271,60 @@ impl Store {
             .bind(&event.event_id)
             .execute(&mut *transaction)
             .await?;
-        if let (Some(membership), Some(target)) = (&event.membership, &event.state_key) {
-            sqlx::query(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, \
-                 stream_ordering, forgotten) VALUES ($1, $2, $3, $4, $5, 0) \
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, \
-                 event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, \
-                 forgotten = 0",
-            )
-            .bind(&event.room_id)
-            .bind(target)
-            .bind(membership)
-            .bind(&event.event_id)
-            .bind(stream_ordering)
-            .execute(&mut *transaction)
-            .await?;
+        if event.state_key.is_some() || event.resolved.is_some() {
+            sqlx::query("UPDATE rooms SET current_state_group = $1 WHERE room_id = $2")
+                .bind(current_state_group)
+                .bind(&event.room_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let mut members_changed = false;
+        match &event.resolved {
+            None => {
+                if let (Some(membership), Some(target)) = (&event.membership, &event.state_key) {
+                    set_membership(
+                        &mut transaction,
+                        &event.room_id,
+                        target,
+                        membership,
+                        &event.event_id,
+                        stream_ordering,
+                    )
+                    .await?;
+                    members_changed = true;
+                }
+            }
+            Some(resolved) => {
+                for change in &resolved.changes {
+                    if let (Some(membership), ("m.room.member", target)) =
+                        (&change.membership, (change.key.0.as_str(), &change.key.1))
+                    {
+                        set_membership(
+                            &mut transaction,
+                            &event.room_id,
+                            target,
+                            membership,
+                            &change.event_id,
+                            stream_ordering,
+                        )
+                        .await?;
+                        members_changed = true;
+                    }
+                    if change.event_id != event.event_id {
+                        sqlx::query(
+                            "INSERT INTO current_state_delta (stream_ordering, room_id, \
+                             event_type, state_key, event_id) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(stream_ordering)
+                        .bind(&event.room_id)
+                        .bind(&change.key.0)
+                        .bind(&change.key.1)
+                        .bind(&change.event_id)
+                        .execute(&mut *transaction)
+                        .await?;
+                    }
+                }
+            }
         }
         if let Some(relation) = &event.relation {
             sqlx::query(
@@ -319,14 +374,48 @@ impl Store {
             Change::ReadPosition(event.room_id.clone(), event.sender.clone()),
             stream_ordering,
         );
-        if event.membership.is_some() {
+        if members_changed {
             self.changes
                 .record(Change::Members(event.room_id.clone()), stream_ordering);
+        }
+        if event.resolved.is_some() {
+            self.changes.record(
+                Change::ResolvedState(event.room_id.clone()),
+                stream_ordering,
+            );
         }
         Ok(Persisted {
             stream_ordering,
             state_group,
+            current_state_group: Some(current_state_group),
         })
+    }
+
+    /// Writes a state made by state resolution as a new state group of a room: as changes to
+    /// `base` (a group whose state it extends) when given, else whole. Groups written so are
+    /// numbered downwards from -1 (events' groups are numbered by their stream positions).
+    pub async fn write_resolved_state(
+        &self,
+        room_id: &str,
+        state: &StateMap,
+        base: Option<(i64, &[StateChange])>,
+    ) -> Result<i64, StoreError> {
+        let group = self.allocate_state_group();
+        let mut transaction = self.begin_write().await?;
+        match base {
+            Some((base, changes)) => {
+                let entries: Vec<(&String, &String, &String)> = changes
+                    .iter()
+                    .map(|change| (&change.key.0, &change.key.1, &change.event_id))
+                    .collect();
+                write_state_group(&mut transaction, group, room_id, base, &entries, None).await?;
+            }
+            None => {
+                write_state_group(&mut transaction, group, room_id, 0, &[], Some(state)).await?;
+            }
+        }
+        transaction.commit().await?;
+        Ok(group)
     }
 
     /// The full state of a state group.
@@ -567,6 +656,98 @@ impl Store {
     }
 }
 
+/// Sets a user's current membership in a room.
+async fn set_membership(
+    connection: &mut sqlx::AnyConnection,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream_ordering: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, \
+         stream_ordering, forgotten) VALUES ($1, $2, $3, $4, $5, 0) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, \
+         event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, \
+         forgotten = 0",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_id)
+    .bind(stream_ordering)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Writes state group `group`: the state of `base` (0: empty) with `entries` replaced or
+/// added, as a delta on `base` while the chain of deltas stays short, else whole; or, with
+/// `whole`, exactly that state.
+async fn write_state_group(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+    group: i64,
+    room_id: &str,
+    base: i64,
+    entries: &[(&String, &String, &String)],
+    whole: Option<&StateMap>,
+) -> Result<(), StoreError> {
+    let base_chain: Option<i64> = if base == 0 || whole.is_some() {
+        None
+    } else {
+        let row = sqlx::query("SELECT chain_length FROM state_groups WHERE state_group = $1")
+            .bind(base)
+            .fetch_optional(&mut **transaction)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("state group {base} is missing")))?;
+        Some(row.try_get("chain_length")?)
+    };
+    match base_chain.map(|length| length + 1) {
+        Some(chain_length) if chain_length <= MAX_STATE_CHAIN => {
+            sqlx::query(
+                "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(group)
+            .bind(room_id)
+            .bind(base)
+            .bind(chain_length)
+            .execute(&mut **transaction)
+            .await?;
+            for (event_type, state_key, event_id) in entries {
+                insert_state_entry(transaction, group, event_type, state_key, event_id).await?;
+            }
+        }
+        _ => {
+            // A new chain starts with a full snapshot.
+            let mut full = match whole {
+                Some(whole) => whole.clone(),
+                None if base == 0 => StateMap::new(),
+                None => load_state_group(transaction, base).await?,
+            };
+            for (event_type, state_key, event_id) in entries {
+                full.insert(
+                    ((*event_type).clone(), (*state_key).clone()),
+                    (*event_id).clone(),
+                );
+            }
+            sqlx::query(
+                "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) \
+                 VALUES ($1, $2, NULL, 0)",
+            )
+            .bind(group)
+            .bind(room_id)
+            .execute(&mut **transaction)
+            .await?;
+            for ((event_type, state_key), event_id) in &full {
+                insert_state_entry(transaction, group, event_type, state_key, event_id).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn insert_state_entry(
     connection: &mut sqlx::AnyConnection,
     state_group: i64,
@@ -666,6 +847,8 @@ mod tests {
             transaction: None,
             relation: None,
             redacts: None,
+            standing: Standing::Accepted,
+            resolved: None,
         }
     }
 

@@ -97,6 +97,64 @@ impl TopologicalKey {
 }
 
 impl Store {
+    /// The events that state resolution made part of a room's current state at stream
+    /// positions `after < position < before` without being new there themselves.
+    pub async fn resolved_state_changes(
+        &self,
+        room_id: &str,
+        after: i64,
+        before: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM current_state_delta WHERE room_id = $1 \
+             AND stream_ordering > $2 AND stream_ordering < $3",
+        )
+        .bind(room_id)
+        .bind(after)
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The auth edges of the events reachable from `event_ids` along `auth_events`, these
+    /// included: each event with the events that authorise it.
+    pub async fn auth_graph(
+        &self,
+        event_ids: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let mut graph: HashMap<String, Vec<String>> = HashMap::new();
+        // Chunks keep statements small; their chains overlap, which only repeats rows.
+        for chunk in event_ids.chunks(100) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders = placeholders.join(", ");
+            let statement = format!(
+                "WITH RECURSIVE chain(id) AS ( \
+                     SELECT auth_event_id FROM event_auth WHERE event_id IN ({placeholders}) \
+                     UNION \
+                     SELECT a.auth_event_id FROM event_auth a JOIN chain c ON a.event_id = c.id \
+                 ) \
+                 SELECT event_id, auth_event_id FROM event_auth \
+                 WHERE event_id IN (SELECT id FROM chain) OR event_id IN ({placeholders})"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let event_id: String = row.try_get("event_id")?;
+                let auth: String = row.try_get("auth_event_id")?;
+                let edges = graph.entry(event_id).or_default();
+                if !edges.contains(&auth) {
+                    edges.push(auth);
+                }
+            }
+        }
+        for id in event_ids {
+            graph.entry(id.clone()).or_default();
+        }
+        Ok(graph)
+    }
+
     /// A room's shown events in topological order from `from` (inclusive backwards,
     /// exclusive forwards) up to `bound` (exclusive backwards, inclusive forwards), at most
     /// `limit`.
@@ -296,6 +354,8 @@ mod tests {
             transaction: None,
             relation: None,
             redacts: None,
+            standing: crate::store::Standing::Accepted,
+            resolved: None,
         }
     }
 

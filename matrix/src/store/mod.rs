@@ -37,7 +37,10 @@ pub use backup::{BackedUpKey, BackupVersion, KeyScope};
 pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
-pub use events::{Direction, EventRow, NewEvent, Redacted, Relation, StateMap};
+pub use events::{
+    Direction, EventRow, NewEvent, Redacted, Relation, ResolvedState, Standing, StateChange,
+    StateKey, StateMap,
+};
 pub use graph::TopologicalKey;
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;
@@ -136,6 +139,9 @@ pub struct Store {
     key_counts: Arc<e2ee::KeyCountCache>,
     /// The erased accounts, read once: every reader of events asks about their senders.
     erased: Arc<tokio::sync::OnceCell<std::sync::RwLock<std::collections::HashSet<String>>>>,
+    /// The last number given to a state group made by state resolution (they count down
+    /// from -1; one process writes the database).
+    resolved_groups: Arc<AtomicI64>,
 }
 
 struct StreamState {
@@ -231,6 +237,10 @@ impl Store {
             );
         }
         let position = max_stream_position(&pool).await?;
+        let lowest_group: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MIN(state_group), 0) FROM state_groups")
+                .fetch_one(&pool)
+                .await?;
         Ok(Store {
             pool,
             backend,
@@ -246,7 +256,13 @@ impl Store {
             changes: Arc::new(ChangeTracker::new(position)),
             key_counts: Arc::default(),
             erased: Arc::default(),
+            resolved_groups: Arc::new(AtomicI64::new(lowest_group.min(0))),
         })
+    }
+
+    /// A new number for a state group made by state resolution.
+    pub(crate) fn allocate_state_group(&self) -> i64 {
+        self.resolved_groups.fetch_sub(1, Ordering::SeqCst) - 1
     }
 
     pub fn backend(&self) -> Backend {

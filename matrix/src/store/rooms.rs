@@ -11,6 +11,8 @@ pub struct RoomRecord {
     pub room_version: String,
     pub creator: String,
     pub is_public: bool,
+    /// The room's current state: the resolution of the states after its forward extremities.
+    pub current_state_group: i64,
 }
 
 /// One row of `room_memberships`.
@@ -47,7 +49,8 @@ impl Store {
 
     pub async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
+            "SELECT room_id, room_version, creator, is_public, current_state_group FROM rooms \
+             WHERE room_id = $1",
         )
         .bind(room_id)
         .fetch_optional(self.pool())
@@ -58,6 +61,7 @@ impl Store {
                 room_version: row.try_get("room_version")?,
                 creator: row.try_get("creator")?,
                 is_public: row.try_get::<i64, _>("is_public")? != 0,
+                current_state_group: row.try_get("current_state_group")?,
             })
         })
         .transpose()

@@ -469,7 +469,21 @@ async fn joined_room(
         .first()
         .map(|row| row.stream_ordering)
         .unwrap_or(i64::MAX);
-    let state_wanted = full_state || newly_joined || limited;
+    // What state resolution changed since the last sync, beyond the events of the stream.
+    let resolved_changes = if since.is_some()
+        && services
+            .store
+            .changes()
+            .changed_since(&Change::ResolvedState(room_id.to_string()), since_position)
+    {
+        services
+            .store
+            .resolved_state_changes(room_id.as_str(), since_position, now.position + 1)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let state_wanted = full_state || newly_joined || limited || !resolved_changes.is_empty();
     let (lazy, include_redundant) = match &filter.room.state.lazy_load_options {
         LazyLoadOptions::Enabled {
             include_redundant_members,
@@ -504,8 +518,9 @@ async fn joined_room(
             candidates
         } else {
             // Only what changed since the last sync, before the timeline starts.
+            // New events of the state, and older ones that state resolution brought back.
             let ids: Vec<String> = candidates.iter().map(|p| p.event_id.to_string()).collect();
-            let changed: HashSet<String> = services
+            let mut changed: HashSet<String> = services
                 .store
                 .events(&ids)
                 .await?
@@ -515,6 +530,7 @@ async fn joined_room(
                 })
                 .map(|row| row.event_id)
                 .collect();
+            changed.extend(resolved_changes.iter().cloned());
             candidates
                 .into_iter()
                 .filter(|pdu| changed.contains(pdu.event_id.as_str()))
