@@ -122,6 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     spawn_typing_expiry(services.clone());
     causeway_matrix::push::notifier::spawn(services.clone());
+    causeway_matrix::indexer::spawn(services.clone());
     client_server.await.context("serving the client API")?;
     if let Some(handle) = federation {
         handle.abort();

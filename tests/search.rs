@@ -338,7 +338,7 @@ async fn events_of_an_upgraded_server_are_indexed() {
     let (_, alice) = server.register("alice").await;
     let room = server.create_room(&alice, json!({})).await;
     send(&server, &alice, &room, "a1", "indexed later").await;
-    // As a server from before the index: no words, no record of the backfill.
+    // As a server from before the index: no words, no record of what was indexed.
     let path = server.services.config.sqlite_path();
     sqlx::any::install_default_drivers();
     let database = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
@@ -346,18 +346,63 @@ async fn events_of_an_upgraded_server_are_indexed() {
         .unwrap();
     for statement in [
         "DELETE FROM event_search",
-        "DELETE FROM stream_cursors WHERE name = 'search_index_backfill'",
+        "DELETE FROM stream_cursors WHERE name LIKE 'search_index%'",
     ] {
         sqlx::query(statement).execute(&database).await.unwrap();
     }
     database.close().await;
-    assert_eq!(
-        bodies(&search(&server, &alice, json!({"search_term": "indexed"})).await),
-        Vec::<String>::new()
-    );
+    // Its events are indexed when it starts.
     let server = server.restart().await;
+    let database = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let indexed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_search")
+        .fetch_one(&database)
+        .await
+        .unwrap();
+    database.close().await;
+    assert!(indexed > 0);
     assert_eq!(
         bodies(&search(&server, &alice, json!({"search_term": "indexed"})).await),
         ["indexed later"]
     );
+}
+
+#[tokio::test]
+async fn a_search_sees_every_event_stored_before_it() {
+    let server = TestServer::new().await;
+    let (_, alice) = server.register("alice").await;
+    let room = server.create_room(&alice, json!({})).await;
+    // Words are indexed in the background, after the event is stored; a search right after
+    // the send indexes what is left before it reads.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            send(
+                &server,
+                &alice,
+                &room,
+                &format!("t{i}"),
+                &format!("burst number{i}"),
+            )
+            .await,
+        );
+    }
+    let found = bodies(&search(&server, &alice, json!({"search_term": "burst"})).await);
+    assert_eq!(found.len(), 10, "a page of the 20 matches");
+    assert_eq!(found[0], "burst number19");
+    assert_eq!(
+        bodies(&search(&server, &alice, json!({"search_term": "number7"})).await),
+        ["burst number7"]
+    );
+    // A redacted event is not found, whether its words were indexed before or after.
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{}/r1", ids[7]),
+            &alice,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    assert!(bodies(&search(&server, &alice, json!({"search_term": "number7"})).await).is_empty());
 }

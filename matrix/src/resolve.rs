@@ -44,9 +44,19 @@ pub async fn resolve(
     starts.sort();
     starts.dedup();
     let mut graph = store.auth_graph(&starts).await?;
-    let targets: Vec<String> = graph.values().flatten().cloned().collect();
-    for target in targets {
-        graph.entry(target).or_default();
+    // Events not stored yet (the one being received) are known in memory.
+    let mut further = Vec::new();
+    for id in &starts {
+        if !graph.contains_key(id)
+            && let Some(pdu) = EventId::parse(id).ok().and_then(|id| known.get(&id))
+        {
+            let auth: Vec<String> = pdu.auth_events.iter().map(ToString::to_string).collect();
+            further.extend(auth.iter().filter(|a| !graph.contains_key(*a)).cloned());
+            graph.insert(id.clone(), auth);
+        }
+    }
+    if !further.is_empty() {
+        graph.extend(store.auth_graph(&further).await?);
     }
     let graph = AuthGraph::new(&graph)?;
 

@@ -631,7 +631,6 @@ fn stored_event(room_id: &RoomId, pdu: &Pdu, before_group: i64) -> NewEvent {
         origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.get())).unwrap_or(0),
         json: pdu.to_stored(),
         prev_events: pdu.prev_events.iter().map(ToString::to_string).collect(),
-        auth_events: pdu.auth_events.iter().map(ToString::to_string).collect(),
         state_group_before: before_group,
         membership: None,
         transaction: None,

@@ -142,10 +142,11 @@ impl Services {
                 "existing events given their place in the room graph"
             );
         }
-        // Events stored before the search index existed are indexed once.
-        let indexed = store.index_existing_events().await?;
+        // What was stored but not yet indexed for search (before the index existed, or
+        // just before the server stopped) is indexed now.
+        let indexed = store.index_pending().await?;
         if indexed > 0 {
-            tracing::info!(events = indexed, "existing events indexed for search");
+            tracing::info!(events = indexed, "events indexed for search");
         }
         let media_dir = config.server.data_dir.join("media");
         std::fs::create_dir_all(&media_dir)

@@ -81,6 +81,7 @@ impl TestServer {
         change(&mut config);
         let services = Services::start(config).await.unwrap();
         causeway_matrix::push::notifier::spawn(services.clone());
+        causeway_matrix::indexer::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,
@@ -99,6 +100,7 @@ impl TestServer {
         drop(self.services);
         let services = Services::start(config).await.unwrap();
         causeway_matrix::push::notifier::spawn(services.clone());
+        causeway_matrix::indexer::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,

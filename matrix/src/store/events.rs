@@ -29,8 +29,6 @@ pub struct NewEvent {
     pub json: String,
     /// The events this one references, which stop being forward extremities.
     pub prev_events: Vec<String>,
-    /// The events that authorise this one.
-    pub auth_events: Vec<String>,
     /// The state group before this event.
     pub state_group_before: i64,
     /// For a membership event: the target's new membership.
@@ -240,14 +238,6 @@ impl Store {
         .bind(rejected_reason)
         .execute(&mut *transaction)
         .await?;
-        super::graph::write_edges(
-            &mut transaction,
-            &event.event_id,
-            &event.room_id,
-            &event.prev_events,
-            &event.auth_events,
-        )
-        .await?;
         if !accepted {
             // Kept in the graph and nothing more: not an extremity, no state, not shown.
             transaction.commit().await?;
@@ -339,15 +329,9 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         }
-        super::search::index_event(
-            &mut transaction,
-            &event.event_id,
-            &event.room_id,
-            stream_ordering,
-            &event.json,
-        )
-        .await?;
         if let Some(redacted) = &event.redacts {
+            // (The search index is written later, from the stored JSON: what it has of the
+            // redacted event goes now, what it has not yet it will read redacted.)
             super::search::unindex_event(&mut transaction, &redacted.event_id).await?;
             // The redaction and the removal of what it redacts commit together.
             sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
@@ -841,7 +825,6 @@ mod tests {
             origin_server_ts: 0,
             json: "{}".to_owned(),
             prev_events: prev.iter().map(|s| (*s).to_owned()).collect(),
-            auth_events: vec![],
             state_group_before: before,
             membership: state_key.map(|_| "join".to_owned()),
             transaction: None,

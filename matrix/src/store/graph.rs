@@ -1,6 +1,7 @@
-//! The room graph: each event's `prev_events` and `auth_events` edges and the state before it,
-//! written with the event; and the events a room shows, which leave out outliers, soft-failed
-//! and rejected events (see [`SHOWN`]).
+//! The room graph: each event's `prev_events` and `auth_events` edges, read from the stored
+//! event itself (the event is written once, with nothing beside it to keep in step), and the
+//! state before it; and the events a room shows, which leave out outliers, soft-failed and
+//! rejected events (see [`SHOWN`]).
 
 use std::collections::HashMap;
 
@@ -16,65 +17,30 @@ pub const SHOWN: &str = "outlier = 0 AND soft_failed = 0 AND rejected_reason IS 
 /// The same condition on `events` read as `e`.
 pub const SHOWN_E: &str = "e.outlier = 0 AND e.soft_failed = 0 AND e.rejected_reason IS NULL";
 
-/// Writes an event's edges, in the transaction that stores it: one statement for each kind
-/// of edge, whatever their number (an event is written while its room waits).
-pub(super) async fn write_edges(
-    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
-    event_id: &str,
-    room_id: &str,
-    prev_events: &[String],
-    auth_events: &[String],
-) -> Result<(), StoreError> {
-    if !prev_events.is_empty() {
-        let rows: Vec<String> = (0..prev_events.len())
-            .map(|i| format!("($1, ${}, $2)", i + 3))
-            .collect();
-        let statement = format!(
-            "INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES {} \
-             ON CONFLICT (event_id, prev_event_id) DO NOTHING",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .bind(event_id.to_owned())
-            .bind(room_id.to_owned());
-        for prev in prev_events {
-            query = query.bind(prev.clone());
-        }
-        query.execute(&mut **transaction).await?;
-    }
-    if !auth_events.is_empty() {
-        let rows: Vec<String> = (0..auth_events.len())
-            .map(|i| format!("($1, ${})", i + 2))
-            .collect();
-        let statement = format!(
-            "INSERT INTO event_auth (event_id, auth_event_id) VALUES {} \
-             ON CONFLICT (event_id, auth_event_id) DO NOTHING",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(event_id.to_owned());
-        for auth in auth_events {
-            query = query.bind(auth.clone());
-        }
-        query.execute(&mut **transaction).await?;
-    }
-    Ok(())
+/// The edge lists of a stored event, as its JSON has them.
+#[derive(serde::Deserialize)]
+struct Edges {
+    #[serde(default)]
+    prev_events: EdgeList,
+    #[serde(default)]
+    auth_events: EdgeList,
 }
 
-/// The ids of a stored event's list field (`prev_events`, `auth_events`).
-fn ids_in(json: &serde_json::Value, field: &str) -> Vec<String> {
-    json[field]
-        .as_array()
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|id| {
-                    // Room versions 1 and 2 list `[id, hashes]` pairs.
-                    id.as_str()
-                        .or_else(|| id.get(0).and_then(serde_json::Value::as_str))
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Event ids, or (room versions 1 and 2) `[id, hashes]` pairs.
+#[derive(serde::Deserialize, Default)]
+struct EdgeList(Vec<serde_json::Value>);
+
+impl EdgeList {
+    fn ids(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|id| {
+                id.as_str()
+                    .or_else(|| id.get(0).and_then(serde_json::Value::as_str))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
 }
 
 /// A place in a room's topological order: depth, then arrival (stream position). Comparing
@@ -117,24 +83,41 @@ impl Store {
     }
 
     /// The auth edges of the events reachable from `event_ids` along `auth_events`, these
-    /// included: each event with the events that authorise it.
+    /// included: each stored event with the events that authorise it. Read a generation of
+    /// the auth chain at a time.
     pub async fn auth_graph(
         &self,
         event_ids: &[String],
     ) -> Result<HashMap<String, Vec<String>>, StoreError> {
         let mut graph: HashMap<String, Vec<String>> = HashMap::new();
-        // Chunks keep statements small; their chains overlap, which only repeats rows.
+        let mut frontier: Vec<String> = event_ids.to_vec();
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for (event_id, (_, auth)) in self.edge_lists(&frontier).await? {
+                for id in &auth {
+                    if !graph.contains_key(id) && !next.contains(id) {
+                        next.push(id.clone());
+                    }
+                }
+                graph.insert(event_id, auth);
+            }
+            next.retain(|id| !graph.contains_key(id));
+            frontier = next;
+        }
+        Ok(graph)
+    }
+
+    /// The `prev_events` and `auth_events` of stored events, by id.
+    async fn edge_lists(
+        &self,
+        event_ids: &[String],
+    ) -> Result<HashMap<String, (Vec<String>, Vec<String>)>, StoreError> {
+        let mut lists = HashMap::new();
         for chunk in event_ids.chunks(100) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let placeholders = placeholders.join(", ");
             let statement = format!(
-                "WITH RECURSIVE chain(id) AS ( \
-                     SELECT auth_event_id FROM event_auth WHERE event_id IN ({placeholders}) \
-                     UNION \
-                     SELECT a.auth_event_id FROM event_auth a JOIN chain c ON a.event_id = c.id \
-                 ) \
-                 SELECT event_id, auth_event_id FROM event_auth \
-                 WHERE event_id IN (SELECT id FROM chain) OR event_id IN ({placeholders})"
+                "SELECT event_id, json FROM events WHERE event_id IN ({})",
+                placeholders.join(", ")
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
             for id in chunk {
@@ -142,17 +125,13 @@ impl Store {
             }
             for row in query.fetch_all(self.pool()).await? {
                 let event_id: String = row.try_get("event_id")?;
-                let auth: String = row.try_get("auth_event_id")?;
-                let edges = graph.entry(event_id).or_default();
-                if !edges.contains(&auth) {
-                    edges.push(auth);
-                }
+                let json: String = row.try_get("json")?;
+                let edges: Edges = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("event {event_id}: {e}")))?;
+                lists.insert(event_id, (edges.prev_events.ids(), edges.auth_events.ids()));
             }
         }
-        for id in event_ids {
-            graph.entry(id.clone()).or_default();
-        }
-        Ok(graph)
+        Ok(lists)
     }
 
     /// A room's shown events in topological order from `from` (inclusive backwards,
@@ -234,32 +213,24 @@ impl Store {
 
     /// The events an event follows.
     pub async fn prev_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT prev_event_id FROM event_edges WHERE event_id = $1 ORDER BY prev_event_id",
-        )
-        .bind(event_id)
-        .fetch_all(self.pool())
-        .await?)
-    }
-
-    /// The events that follow an event.
-    pub async fn next_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT event_id FROM event_edges WHERE prev_event_id = $1 ORDER BY event_id",
-        )
-        .bind(event_id)
-        .fetch_all(self.pool())
-        .await?)
+        let mut lists = self.edge_lists(&[event_id.to_owned()]).await?;
+        let mut ids = lists
+            .remove(event_id)
+            .map(|(prev, _)| prev)
+            .unwrap_or_default();
+        ids.sort();
+        Ok(ids)
     }
 
     /// The events that authorise an event.
     pub async fn auth_events(&self, event_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT auth_event_id FROM event_auth WHERE event_id = $1 ORDER BY auth_event_id",
-        )
-        .bind(event_id)
-        .fetch_all(self.pool())
-        .await?)
+        let mut lists = self.edge_lists(&[event_id.to_owned()]).await?;
+        let mut ids = lists
+            .remove(event_id)
+            .map(|(_, auth)| auth)
+            .unwrap_or_default();
+        ids.sort();
+        Ok(ids)
     }
 
     /// The state group before an event (0: the empty state).
@@ -272,9 +243,9 @@ impl Store {
         )
     }
 
-    /// Gives the events stored before the graph was kept their edges and the state before
-    /// them, once (an upgraded server). Rooms were lines then: the state before an event is
-    /// the state after the room's previous one.
+    /// Gives the events stored before the graph was kept the state before them, once (an
+    /// upgraded server). Rooms were lines then: the state before an event is the state after
+    /// the room's previous one.
     pub async fn build_room_graph(&self) -> Result<u64, StoreError> {
         const DONE: &str = "room_graph_backfill";
         if self.stream_cursor(DONE).await?.is_some() {
@@ -286,7 +257,7 @@ impl Store {
         let mut state_after: HashMap<String, i64> = HashMap::new();
         loop {
             let rows = sqlx::query(
-                "SELECT stream_ordering, event_id, room_id, state_group, json FROM events \
+                "SELECT stream_ordering, event_id, room_id, state_group FROM events \
                  WHERE stream_ordering > $1 AND stream_ordering <= $2 \
                  ORDER BY stream_ordering LIMIT 500",
             )
@@ -303,25 +274,12 @@ impl Store {
                 let event_id: String = row.try_get("event_id")?;
                 let room_id: String = row.try_get("room_id")?;
                 let state_group: i64 = row.try_get("state_group")?;
-                let json: String = row.try_get("json")?;
-                let json: serde_json::Value = serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("event {event_id}: {e}")))?;
-                let before = state_after
-                    .insert(room_id.clone(), state_group)
-                    .unwrap_or(0);
+                let before = state_after.insert(room_id, state_group).unwrap_or(0);
                 sqlx::query("UPDATE events SET state_group_before = $1 WHERE event_id = $2")
                     .bind(before)
                     .bind(&event_id)
                     .execute(&mut *transaction)
                     .await?;
-                write_edges(
-                    &mut transaction,
-                    &event_id,
-                    &room_id,
-                    &ids_in(&json, "prev_events"),
-                    &ids_in(&json, "auth_events"),
-                )
-                .await?;
                 done += 1;
             }
             transaction.commit().await?;
@@ -348,7 +306,6 @@ mod tests {
             origin_server_ts: 0,
             json: serde_json::json!({"prev_events": prev, "auth_events": auth}).to_string(),
             prev_events: prev.iter().map(|s| (*s).to_owned()).collect(),
-            auth_events: auth.iter().map(|s| (*s).to_owned()).collect(),
             state_group_before: before,
             membership: None,
             transaction: None,
@@ -371,8 +328,14 @@ mod tests {
             writer.publish();
         }
         assert_eq!(store.prev_events("$d").await.unwrap(), ["$b", "$c"]);
-        assert_eq!(store.next_events("$a").await.unwrap(), ["$b", "$c"]);
         assert_eq!(store.auth_events("$b").await.unwrap(), ["$a"]);
+        let graph = store.auth_graph(&["$d".to_owned()]).await.unwrap();
+        assert_eq!(
+            graph.get("$d").map(Vec::as_slice),
+            Some(&["$a".to_owned()][..])
+        );
+        assert_eq!(graph.get("$a").map(Vec::len), Some(0));
+        assert_eq!(graph.len(), 2);
         assert_eq!(store.state_group_before("$d").await.unwrap(), Some(0));
         // Outliers, soft-failed and rejected events are in the graph, not in the timeline.
         for (id, flag) in [
@@ -419,15 +382,11 @@ mod tests {
             store.persist_event(&mut writer, &new).await.unwrap();
             writer.publish();
         }
-        // As a server from before the graph: no edges, no state before, no record of the
-        // backfill.
-        for statement in [
-            "DELETE FROM event_edges",
-            "DELETE FROM event_auth",
-            "UPDATE events SET state_group_before = 0",
-        ] {
-            sqlx::query(statement).execute(store.pool()).await.unwrap();
-        }
+        // As a server from before the graph: no state before, no record of the backfill.
+        sqlx::query("UPDATE events SET state_group_before = 0")
+            .execute(store.pool())
+            .await
+            .unwrap();
         sqlx::query("UPDATE events SET state_group = 7 WHERE event_id = '$a'")
             .execute(store.pool())
             .await

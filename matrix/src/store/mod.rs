@@ -142,6 +142,8 @@ pub struct Store {
     /// The last number given to a state group made by state resolution (they count down
     /// from -1; one process writes the database).
     resolved_groups: Arc<AtomicI64>,
+    /// Held while the search index is brought up to date.
+    search_indexer: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct StreamState {
@@ -257,6 +259,7 @@ impl Store {
             key_counts: Arc::default(),
             erased: Arc::default(),
             resolved_groups: Arc::new(AtomicI64::new(lowest_group.min(0))),
+            search_indexer: Arc::default(),
         })
     }
 

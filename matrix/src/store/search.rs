@@ -234,7 +234,7 @@ impl Store {
             .join(", ");
         let statement = format!(
             "SELECT {columns}, m.hits FROM ({matching}) m JOIN events e ON e.event_id = m.event_id \
-             WHERE {SHOWN_E} ORDER BY {order} LIMIT {} OFFSET {}",
+             WHERE {SHOWN_E} AND e.redacted_by IS NULL ORDER BY {order} LIMIT {} OFFSET {}",
             query.limit.max(0),
             query.offset.max(0)
         );
@@ -251,21 +251,29 @@ impl Store {
         Ok((hits, count))
     }
 
-    /// Indexes the events stored before the index existed, once (an upgraded server).
-    pub async fn index_existing_events(&self) -> Result<u64, StoreError> {
-        const DONE: &str = "search_index_backfill";
-        if self.stream_cursor(DONE).await?.is_some() {
-            return Ok(0);
-        }
+    /// Brings the search index up to the stream: indexes the events stored since it was
+    /// last brought up to date, in batches, outside the transactions that store events (so
+    /// that sending does not wait for it). The search endpoint calls this before it reads,
+    /// so that a search sees every event stored before it; a background task calls it as
+    /// events come, so that little is left to do then. Returns how many events it indexed.
+    pub async fn index_pending(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = self.search_indexer.lock().await;
+        let mut after = match self.stream_cursor(INDEXED).await? {
+            Some(cursor) => cursor,
+            // A server that indexed each event as it stored it has them all indexed.
+            None if self.stream_cursor(INDEXED_INLINE).await?.is_some() => self.current_position(),
+            None => 0,
+        };
+        let start = after;
         let until = self.current_position();
-        let mut after = 0;
         let mut indexed = 0;
-        loop {
+        while after < until {
             let rows = self.events_after(after, until, 500).await?;
             let Some(last) = rows.last() else {
+                after = until;
                 break;
             };
-            after = last.stream_ordering;
+            let next = last.stream_ordering;
             let mut transaction = self.begin_write().await?;
             for row in rows.iter().filter(|row| row.redacted_by.is_none()) {
                 index_event(
@@ -279,11 +287,19 @@ impl Store {
                 indexed += 1;
             }
             transaction.commit().await?;
+            after = next;
         }
-        self.set_stream_cursor(DONE, until).await?;
+        if after != start || self.stream_cursor(INDEXED).await?.is_none() {
+            self.set_stream_cursor(INDEXED, after).await?;
+        }
         Ok(indexed)
     }
 }
+
+/// The stream cursor up to which events are in the search index.
+const INDEXED: &str = "search_index";
+/// Set by servers that indexed events in the transaction that stored them.
+const INDEXED_INLINE: &str = "search_index_backfill";
 
 /// A value bound to a search statement.
 enum Bind {

@@ -214,6 +214,8 @@ async fn search_room_events(
         }
     };
     let room_ids = searched_rooms(services, sender, &query.filter).await?;
+    // Every event stored before the search is in the index.
+    services.store.index_pending().await?;
     let (hits, count) = services
         .store
         .search(&SearchQuery {
