@@ -57,13 +57,22 @@ fn pusher_from_row(row: &sqlx::any::AnyRow) -> Result<Pusher, StoreError> {
     })
 }
 
+/// The actions most notifications have, stored as NULL.
+const PLAIN_ACTIONS: &str = r#"["notify"]"#;
+
+/// The columns of a notification (`notifications n JOIN events e`).
+const NOTIFICATION_COLUMNS: &str =
+    "n.user_id, n.stream_ordering, e.event_id, e.room_id, n.actions, n.highlight, n.ts";
+
 fn notification_from_row(row: &sqlx::any::AnyRow) -> Result<NotificationRow, StoreError> {
     Ok(NotificationRow {
         user_id: row.try_get("user_id")?,
         stream_ordering: row.try_get("stream_ordering")?,
         event_id: row.try_get("event_id")?,
         room_id: row.try_get("room_id")?,
-        actions: row.try_get("actions")?,
+        actions: row
+            .try_get::<Option<String>, _>("actions")?
+            .unwrap_or_else(|| PLAIN_ACTIONS.to_owned()),
         highlight: row.try_get::<i64, _>("highlight")? != 0,
         ts: row.try_get("ts")?,
     })
@@ -228,15 +237,14 @@ impl Store {
         for chunk in notifications.chunks(10) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let base = 1 + i * 7;
-                    let numbers: Vec<String> = (base..base + 7).map(|n| format!("${n}")).collect();
+                    let base = 1 + i * 5;
+                    let numbers: Vec<String> = (base..base + 5).map(|n| format!("${n}")).collect();
                     format!("({})", numbers.join(", "))
                 })
                 .collect();
             let statement = format!(
-                "INSERT INTO notifications (user_id, stream_ordering, event_id, room_id, \
-                 actions, highlight, ts) VALUES {} \
-                 ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                "INSERT INTO notifications (user_id, stream_ordering, actions, highlight, ts) \
+                 VALUES {} ON CONFLICT (user_id, stream_ordering) DO NOTHING",
                 rows.join(", ")
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
@@ -244,9 +252,10 @@ impl Store {
                 query = query
                     .bind(notification.user_id.clone())
                     .bind(notification.stream_ordering)
-                    .bind(notification.event_id.clone())
-                    .bind(notification.room_id.clone())
-                    .bind(notification.actions.clone())
+                    .bind(
+                        (notification.actions != PLAIN_ACTIONS)
+                            .then(|| notification.actions.clone()),
+                    )
                     .bind(i64::from(notification.highlight))
                     .bind(notification.ts);
             }
@@ -265,14 +274,15 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         let highlight = if only_highlight {
-            " AND highlight = 1"
+            " AND n.highlight = 1"
         } else {
             ""
         };
         let statement = format!(
-            "SELECT user_id, stream_ordering, event_id, room_id, actions, highlight, ts \
-             FROM notifications WHERE user_id = $1 AND stream_ordering < $2{highlight} \
-             ORDER BY stream_ordering DESC LIMIT $3"
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications n \
+             JOIN events e ON e.stream_ordering = n.stream_ordering \
+             WHERE n.user_id = $1 AND n.stream_ordering < $2{highlight} \
+             ORDER BY n.stream_ordering DESC LIMIT $3"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
             .bind(user_id)
@@ -290,16 +300,18 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user_id, stream_ordering, event_id, room_id, actions, highlight, ts \
-             FROM notifications WHERE user_id = $1 AND stream_ordering > $2 \
-             ORDER BY stream_ordering LIMIT $3",
-        )
-        .bind(user_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let statement = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications n \
+             JOIN events e ON e.stream_ordering = n.stream_ordering \
+             WHERE n.user_id = $1 AND n.stream_ordering > $2 \
+             ORDER BY n.stream_ordering LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(user_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(notification_from_row).collect()
     }
 
@@ -309,8 +321,9 @@ impl Store {
         user_id: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT room_id, MAX(stream_ordering) AS latest FROM notifications \
-             WHERE user_id = $1 GROUP BY room_id ORDER BY room_id",
+            "SELECT e.room_id, MAX(n.stream_ordering) AS latest FROM notifications n \
+             JOIN events e ON e.stream_ordering = n.stream_ordering \
+             WHERE n.user_id = $1 GROUP BY e.room_id ORDER BY e.room_id",
         )
         .bind(user_id)
         .fetch_all(self.pool())
@@ -377,7 +390,12 @@ mod tests {
             stream_ordering: position,
             event_id: format!("$e{position}"),
             room_id: if position % 2 == 0 { "!a:x" } else { "!b:x" }.into(),
-            actions: "[\"notify\"]".into(),
+            actions: if highlight {
+                r#"["notify",{"set_tweak":"highlight"}]"#
+            } else {
+                PLAIN_ACTIONS
+            }
+            .into(),
             highlight,
             ts: now_ms(),
         }
@@ -435,6 +453,31 @@ mod tests {
         assert!(store.delete_pusher("@b:x", "app", "k1").await.unwrap());
         assert!(!store.delete_pusher("@b:x", "app", "k1").await.unwrap());
 
+        // The events notified of, at positions 1 to 3 (rooms as `notification` names them).
+        for position in 1..=3 {
+            let new = crate::store::NewEvent {
+                event_id: format!("$e{position}"),
+                room_id: if position % 2 == 0 { "!a:x" } else { "!b:x" }.into(),
+                sender: "@c:x".into(),
+                event_type: "m.room.message".into(),
+                state_key: None,
+                depth: position,
+                origin_server_ts: 0,
+                json: "{}".into(),
+                prev_events: vec![],
+                state_group_before: 0,
+                membership: None,
+                transaction: None,
+                relation: None,
+                redacts: None,
+                standing: crate::store::Standing::Accepted,
+                resolved: None,
+            };
+            let mut writer = store.stream_writer().await;
+            let persisted = store.persist_event(&mut writer, &new).await.unwrap();
+            writer.publish();
+            assert_eq!(persisted.stream_ordering, position);
+        }
         store
             .add_notifications(&[
                 notification("@a:x", 1, false),
@@ -467,6 +510,17 @@ mod tests {
             positions(store.notifications("@a:x", 3, false, 1).await.unwrap()),
             [2]
         );
+        // The event and room come from the event; the actions are kept, the plain ones too.
+        let listed = store
+            .notifications("@a:x", i64::MAX, false, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (listed[0].event_id.as_str(), listed[0].room_id.as_str()),
+            ("$e3", "!b:x")
+        );
+        assert_eq!(listed[0].actions, PLAIN_ACTIONS);
+        assert_eq!(listed[1].actions, r#"["notify",{"set_tweak":"highlight"}]"#);
         assert_eq!(
             positions(
                 store
