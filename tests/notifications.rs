@@ -511,3 +511,73 @@ async fn notifications_reach_the_gateway_and_the_list() {
     }
     assert_eq!(pushers, ["ids-key"]);
 }
+
+#[tokio::test]
+async fn notifications_of_a_user_without_pushers() {
+    let server = TestServer::new().await;
+    let (carol_id, carol) = server.register("carol").await;
+    let (_, dave) = server.register("dave").await;
+    let room = server
+        .create_room(&dave, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&carol, &room).await;
+    for i in 0..3 {
+        server
+            .send_text(&dave, &room, &format!("m{i}"), &format!("chat {i}"))
+            .await
+            .assert_ok();
+    }
+    let mention = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/m3"),
+            &dave,
+            json!({
+                "msgtype": "m.text",
+                "body": format!("hello {carol_id}"),
+                "m.mentions": {"user_ids": [carol_id.clone()]},
+            }),
+        )
+        .await
+        .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Carol's own messages are never her notifications.
+    server
+        .send_text(&carol, &room, "c1", "mine")
+        .await
+        .assert_ok();
+    // Nothing was queued for a pusher she does not have, yet her list is complete.
+    let queued = server
+        .services
+        .store
+        .notifications_after(&carol_id, 0, 10)
+        .await
+        .unwrap();
+    assert!(queued.is_empty(), "{queued:?}");
+    let list = server
+        .get("/_matrix/client/v3/notifications", &carol)
+        .await
+        .assert_ok();
+    let bodies: Vec<&str> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"]["content"]["body"].as_str().unwrap_or("(member)"))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            format!("hello {carol_id}").as_str(),
+            "chat 2",
+            "chat 1",
+            "chat 0"
+        ]
+    );
+    let highlights = server
+        .get("/_matrix/client/v3/notifications?only=highlight", &carol)
+        .await
+        .assert_ok();
+    assert_eq!(highlights["notifications"][0]["event"]["event_id"], mention);
+    assert_eq!(highlights["notifications"].as_array().unwrap().len(), 1);
+}

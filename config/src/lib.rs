@@ -169,6 +169,17 @@ impl Config {
             }
             _ => {}
         }
+        if let Some((name, destination)) = self
+            .federation
+            .destinations
+            .iter()
+            .find(|(_, destination)| split_destination(destination).is_none())
+        {
+            return Err((
+                "federation.destinations",
+                format!("the destination of {name}, {destination:?}, is not host:port"),
+            ));
+        }
         match (&self.xmpp.tls_certificate, &self.xmpp.tls_private_key) {
             (Some(_), None) => {
                 return Err((
@@ -373,6 +384,12 @@ pub struct FederationConfig {
     pub bind: SocketAddr,
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
+    /// PEM files of certificate authorities trusted beside the system's, for the
+    /// certificates of other servers (a private CA of a closed network, or of tests).
+    pub ca_files: Vec<PathBuf>,
+    /// Where to reach servers, by server name, as `host:port`: used instead of
+    /// `.well-known` and DNS (closed networks, tests).
+    pub destinations: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for FederationConfig {
@@ -382,8 +399,21 @@ impl Default for FederationConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8448)),
             tls_certificate: None,
             tls_private_key: None,
+            ca_files: Vec::new(),
+            destinations: std::collections::BTreeMap::new(),
         }
     }
+}
+
+/// Splits a `host:port` destination (`[v6]:port` for IPv6).
+pub fn split_destination(destination: &str) -> Option<(&str, u16)> {
+    let (host, port) = destination.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty() && !host.contains(['/', ' '])).then_some((host, port))
 }
 
 /// `[database]`
@@ -770,6 +800,14 @@ mod tests {
     fn relations_between_keys_are_checked() {
         let error = parse("[registration]\nmode = \"token\"\n").unwrap_err();
         assert_eq!(error.key(), Some("registration.tokens"));
+        let error = parse("[federation.destinations]\n\"b.test\" = \"b.test\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("federation.destinations"));
+        let config = parse("[federation.destinations]\n\"b.test\" = \"127.0.0.1:8449\"\n").unwrap();
+        assert_eq!(
+            split_destination(&config.federation.destinations["b.test"]),
+            Some(("127.0.0.1", 8449))
+        );
+        assert_eq!(split_destination("[::1]:8448"), Some(("::1", 8448)));
         let error = parse("[federation]\ntls_certificate = \"a.pem\"\n").unwrap_err();
         assert_eq!(error.key(), Some("federation.tls_private_key"));
         let error = parse("[rate_limits.login]\nper_second = 0.0\nburst = 1\n").unwrap_err();

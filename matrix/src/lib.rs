@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod create_room;
 pub mod error;
+pub mod federation;
 pub mod indexer;
 pub mod keys;
 pub mod pdu;

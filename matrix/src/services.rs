@@ -34,6 +34,8 @@ pub struct Services {
     pub lazy_members: crate::api::client::lazy_members::LazyMembers,
     /// The push gateway client and the workers of the pushers.
     pub pushers: crate::push::notifier::Pushers,
+    /// Where other homeservers are (`federation.destinations`, `.well-known`, DNS).
+    pub discovery: crate::federation::discovery::Discovery,
     /// Per device, how far to-device messages were delivered and deleted.
     to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
@@ -171,6 +173,7 @@ impl Services {
                 crate::push::gateway::Gateway::new(config.push.allowed_gateway_addresses.clone())
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
+            discovery: crate::federation::discovery::Discovery::from_config(&config.federation)?,
             to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
             thumbnails: crate::thumbnails::Thumbnailer::new(

@@ -5,6 +5,9 @@
 
 use std::net::SocketAddr;
 
+/// A DNS record, as [`records`] makes them.
+pub use hickory_resolver::proto::rr::Record;
+
 /// A DNS server on loopback UDP, answering from a fixed set of records.
 pub async fn dns_server(records: Vec<hickory_resolver::proto::rr::Record>) -> SocketAddr {
     use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};

@@ -127,6 +127,72 @@ impl NotificationCounts {
     }
 }
 
+/// How many events `/notifications` evaluates at most for one page; a page that reaches it
+/// ends there, with a token to go on.
+pub const MAX_SCANNED: usize = 5000;
+
+/// A user's notifications before stream position `before`, newest first: the events of the
+/// rooms they are joined or invited to that their push rules say notify (only those that highlight with
+/// `only_highlight`), at most `limit`, with the position to continue from when there may be
+/// more. Evaluated when asked (nothing is stored per event and user), at most [`MAX_SCANNED`]
+/// events a page.
+pub async fn notifications_before(
+    services: &Services,
+    user_id: &UserId,
+    before: i64,
+    only_highlight: bool,
+    limit: usize,
+) -> Result<(Vec<(crate::store::EventRow, Vec<Action>)>, Option<i64>), Error> {
+    let rooms: Vec<String> = services
+        .store
+        .user_memberships(user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|membership| matches!(membership.membership.as_str(), "join" | "invite"))
+        .map(|membership| membership.room_id)
+        .collect();
+    let mut contexts: HashMap<String, RuleContext> = HashMap::new();
+    let mut found = Vec::new();
+    let mut position = before;
+    let mut scanned = 0;
+    loop {
+        let rows = services
+            .store
+            .events_before_in_rooms(&rooms, position, 200)
+            .await?;
+        if rows.is_empty() {
+            return Ok((found, None));
+        }
+        for row in rows {
+            position = row.stream_ordering;
+            scanned += 1;
+            if row.sender != user_id.as_str() {
+                if !contexts.contains_key(&row.room_id) {
+                    let room_id = crate::api::client::events::stored_room_id(&row.room_id)?;
+                    let context = RuleContext::new(services, user_id, &room_id).await?;
+                    contexts.insert(row.room_id.clone(), context);
+                }
+                if let Some(context) = contexts.get(&row.room_id) {
+                    let actions = context
+                        .actions(&Pdu::from_stored(&row.event_id, &row.json)?)
+                        .await?;
+                    if actions.iter().any(Action::should_notify)
+                        && (!only_highlight || actions.iter().any(Action::is_highlight))
+                    {
+                        found.push((row, actions));
+                        if found.len() >= limit {
+                            return Ok((found, Some(position)));
+                        }
+                    }
+                }
+            }
+            if scanned >= MAX_SCANNED {
+                return Ok((found, Some(position)));
+            }
+        }
+    }
+}
+
 /// Runs a user's push rules over events of a room.
 async fn evaluate(
     services: &Services,

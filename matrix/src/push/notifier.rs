@@ -1,6 +1,7 @@
-//! Notifications: every new event is run through the push rules of the local members it
-//! concerns (the room's joined members, and the target of an invite), and what the rules say
-//! notifies is stored, for `/notifications` and for the user's pushers.
+//! Push: every new event is run through the push rules of the local members it concerns (the
+//! room's joined members, and the target of an invite) who have a pusher, and what the rules
+//! say notifies is queued for their pushers (`notifications`). Users without a pusher cost
+//! nothing here: `/notifications` and sync's counts evaluate their rules when asked.
 //!
 //! The notifier follows the event stream with a stored cursor (`stream_cursors`, `push`), so a
 //! restart resumes where it stopped. Each pusher has a worker that sends the user's
@@ -162,8 +163,8 @@ async fn concerned_users(
             .into_iter()
             .filter(|user| UserId::parse(user.as_str()).is_ok_and(|user| services.is_local(&user)))
             .collect();
-        let with_devices = services.store.users_with_devices(&joined).await?;
-        members.insert(row.room_id.clone(), with_devices);
+        let with_pushers = services.store.users_with_pushers(&joined).await?;
+        members.insert(row.room_id.clone(), with_pushers);
     }
     let mut users: Vec<String> = members
         .get(&row.room_id)
@@ -184,7 +185,7 @@ async fn concerned_users(
         users.extend(
             services
                 .store
-                .users_with_devices(std::slice::from_ref(target))
+                .users_with_pushers(std::slice::from_ref(target))
                 .await?,
         );
     }
@@ -376,11 +377,22 @@ async fn deliver(services: &Services, pusher: &Pusher, notification: &Notificati
     }
 }
 
-/// How many rooms have notifications the user has not read (the app's badge).
+/// How many joined rooms have notifications the user has not read (the app's badge), as
+/// sync counts them.
 async fn unread_rooms(services: &Services, user_id: &str) -> Result<u64, Error> {
+    let user = UserId::parse(user_id).map_err(|e| Error::Internal(format!("stored user: {e}")))?;
+    let now = services.store.current_position();
     let mut unread = 0;
-    for (room_id, latest) in services.store.notification_rooms(user_id).await? {
-        if services.store.read_position(&room_id, user_id).await? < latest {
+    for membership in services.store.user_memberships(user_id).await? {
+        if membership.membership != "join" {
+            continue;
+        }
+        let room_id = stored_room_id(&membership.room_id)?;
+        let counts = services
+            .notification_counts
+            .counts(services, &user, &room_id, now)
+            .await?;
+        if counts.notify > 0 {
             unread += 1;
         }
     }

@@ -469,6 +469,35 @@ impl Store {
         Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The shown events of some rooms before stream position `before`, newest first, at most
+    /// `limit`.
+    pub async fn events_before_in_rooms(
+        &self,
+        room_ids: &[String],
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in room_ids.chunks(100) {
+            let placeholders: Vec<String> = (3..chunk.len() + 3).map(|i| format!("${i}")).collect();
+            let query = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_ordering < $1 AND {SHOWN} \
+                 AND room_id IN ({}) ORDER BY stream_ordering DESC LIMIT $2",
+                placeholders.join(", ")
+            );
+            let mut statement = sqlx::query(AssertSqlSafe(query)).bind(before).bind(limit);
+            for room_id in chunk {
+                statement = statement.bind(room_id);
+            }
+            for row in statement.fetch_all(self.pool()).await? {
+                rows.push(event_from_row(&row)?);
+            }
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.stream_ordering));
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(rows)
+    }
+
     /// Events of every room with `after < stream_ordering <= until`, in stream order, at most
     /// `limit`.
     pub async fn events_after(

@@ -265,34 +265,6 @@ impl Store {
         Ok(())
     }
 
-    /// A user's notifications before position `before`, newest first.
-    pub async fn notifications(
-        &self,
-        user_id: &str,
-        before: i64,
-        only_highlight: bool,
-        limit: i64,
-    ) -> Result<Vec<NotificationRow>, StoreError> {
-        let highlight = if only_highlight {
-            " AND n.highlight = 1"
-        } else {
-            ""
-        };
-        let statement = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications n \
-             JOIN events e ON e.stream_ordering = n.stream_ordering \
-             WHERE n.user_id = $1 AND n.stream_ordering < $2{highlight} \
-             ORDER BY n.stream_ordering DESC LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .bind(user_id)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(notification_from_row).collect()
-    }
-
     /// A user's notifications after position `after`, oldest first.
     pub async fn notifications_after(
         &self,
@@ -315,31 +287,13 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
-    /// The rooms where a user has notifications, with the position of the latest.
-    pub async fn notification_rooms(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.room_id, MAX(n.stream_ordering) AS latest FROM notifications n \
-             JOIN events e ON e.stream_ordering = n.stream_ordering \
-             WHERE n.user_id = $1 GROUP BY e.room_id ORDER BY e.room_id",
-        )
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("room_id")?, row.try_get("latest")?)))
-            .collect()
-    }
-
-    /// The users among `users` that have at least one device (someone to notify).
-    pub async fn users_with_devices(&self, users: &[String]) -> Result<Vec<String>, StoreError> {
+    /// The users among `users` that have a pusher (someone to push to).
+    pub async fn users_with_pushers(&self, users: &[String]) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for chunk in users.chunks(200) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let statement = format!(
-                "SELECT DISTINCT user_id FROM devices WHERE user_id IN ({}) ORDER BY user_id",
+                "SELECT DISTINCT user_id FROM pushers WHERE user_id IN ({}) ORDER BY user_id",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(statement));
@@ -497,47 +451,20 @@ mod tests {
                 .map(|row| row.stream_ordering)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(
-            positions(
-                store
-                    .notifications("@a:x", i64::MAX, false, 10)
-                    .await
-                    .unwrap()
-            ),
-            [3, 2, 1]
-        );
-        assert_eq!(
-            positions(store.notifications("@a:x", 3, false, 1).await.unwrap()),
-            [2]
-        );
         // The event and room come from the event; the actions are kept, the plain ones too.
-        let listed = store
-            .notifications("@a:x", i64::MAX, false, 10)
-            .await
-            .unwrap();
+        let listed = store.notifications_after("@a:x", 0, 10).await.unwrap();
+        assert_eq!(positions(listed.clone()), [1, 2, 3]);
         assert_eq!(
-            (listed[0].event_id.as_str(), listed[0].room_id.as_str()),
+            (listed[2].event_id.as_str(), listed[2].room_id.as_str()),
             ("$e3", "!b:x")
         );
-        assert_eq!(listed[0].actions, PLAIN_ACTIONS);
+        assert_eq!(listed[2].actions, PLAIN_ACTIONS);
         assert_eq!(listed[1].actions, r#"["notify",{"set_tweak":"highlight"}]"#);
-        assert_eq!(
-            positions(
-                store
-                    .notifications("@a:x", i64::MAX, true, 10)
-                    .await
-                    .unwrap()
-            ),
-            [2]
-        );
         assert_eq!(
             positions(store.notifications_after("@a:x", 1, 10).await.unwrap()),
             [2, 3]
         );
-        assert_eq!(
-            store.notification_rooms("@a:x").await.unwrap(),
-            [("!a:x".to_owned(), 2), ("!b:x".to_owned(), 3)]
-        );
+
         assert_eq!(store.prune_notifications(60_000).await.unwrap(), 0);
         assert_eq!(store.prune_notifications(-60_000).await.unwrap(), 4);
     });

@@ -14,7 +14,7 @@ use crate::Services;
 use crate::api::Authenticated;
 use crate::error::Error;
 use crate::push::notifier;
-use crate::store::{Pusher, now_ms};
+use crate::store::{EventRow, Pusher, now_ms};
 
 /// The longest pushkey the specification allows, in bytes.
 const MAX_PUSHKEY_BYTES: usize = 512;
@@ -194,24 +194,24 @@ pub async fn get_notifications_route(
         }
     };
     let user_id = sender.user_id.as_str();
-    let rows = services
-        .store
-        .notifications(user_id, before, only_highlight, limit)
-        .await?;
-    let next_token = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|row| row.stream_ordering.to_string()))
-        .flatten();
-    let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
-    let events = services.store.events(&ids).await?;
-    let formatted = client_events(&services, &events, Some(&sender)).await?;
+    let (found, next_token) = crate::push::notifications_before(
+        &services,
+        &sender.user_id,
+        before,
+        only_highlight,
+        usize::try_from(limit).unwrap_or(50),
+    )
+    .await?;
+    let rows: Vec<EventRow> = found.iter().map(|(row, _)| row.clone()).collect();
+    let formatted = client_events(&services, &rows, Some(&sender)).await?;
     let by_id: HashMap<&str, &Map<String, Value>> = formatted
         .iter()
         .filter_map(|event| Some((event.get("event_id")?.as_str()?, event)))
         .collect();
     let mut read_positions: HashMap<&str, i64> = HashMap::new();
-    let mut notifications = Vec::with_capacity(rows.len());
-    for row in &rows {
-        // Events hidden from the user since (an ignored sender) are left out.
+    let mut notifications = Vec::with_capacity(found.len());
+    for (row, actions) in &found {
+        // Events hidden from the user (history visibility, an ignored sender) are left out.
         let Some(event) = by_id.get(row.event_id.as_str()) else {
             continue;
         };
@@ -223,15 +223,15 @@ pub async fn get_notifications_route(
                 position
             }
         };
-        let actions: Value = serde_json::from_str(&row.actions).unwrap_or_else(|_| json!([]));
         notifications.push(json!({
             "actions": actions,
             "event": event,
             "read": read_position >= row.stream_ordering,
             "room_id": row.room_id,
-            "ts": row.ts,
+            "ts": event.get("origin_server_ts").cloned().unwrap_or(json!(0)),
         }));
     }
+    let next_token = next_token.map(|position| position.to_string());
     let mut response = json!({ "notifications": notifications });
     if let (Some(token), Some(object)) = (next_token, response.as_object_mut()) {
         object.insert("next_token".into(), json!(token));

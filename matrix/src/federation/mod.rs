@@ -1,0 +1,4 @@
+//! The server-server API: how other homeservers are found (`discovery`), and, as it grows,
+//! how requests to them are signed and theirs verified.
+
+pub mod discovery;
