@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Json;
@@ -13,11 +12,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum_server::tls_rustls::RustlsConfig;
 use causeway_matrix::Services;
-use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::{Value, json};
-
-/// How long other servers may cache the signing key.
-const KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The certificate and key files: configured, or generated into the data directory.
 fn certificate_paths(services: &Services) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -50,27 +45,8 @@ fn certificate_paths(services: &Services) -> anyhow::Result<(PathBuf, PathBuf)> 
 
 /// The signed `GET /_matrix/key/v2/server` document.
 pub fn server_keys(services: &Services) -> anyhow::Result<Value> {
-    let key = &services.key;
-    let valid_until = std::time::SystemTime::now()
-        .checked_add(KEY_VALIDITY)
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let public =
-        ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(key.public_key().to_vec())
-            .encode();
-    let document = json!({
-        "server_name": services.server_name,
-        "valid_until_ts": valid_until,
-        "verify_keys": { format!("ed25519:{}", key.version()): { "key": public } },
-        "old_verify_keys": {},
-    });
-    let mut object: CanonicalJsonObject = match CanonicalJsonValue::try_from(document)? {
-        CanonicalJsonValue::Object(object) => object,
-        _ => anyhow::bail!("the key document is not an object"),
-    };
-    ruma::signatures::sign_json(services.server_name.as_str(), key.as_ref(), &mut object)?;
-    Ok(serde_json::to_value(&object)?)
+    causeway_matrix::federation::keys::own_key_document(&services.server_name, &services.key)
+        .map_err(anyhow::Error::msg)
 }
 
 async fn server_keys_route(State(services): State<Arc<Services>>) -> axum::response::Response {
@@ -90,6 +66,10 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/_matrix/key/v2/server", get(server_keys_route))
         .route("/_matrix/federation/v1/version", get(version_route))
+        .route(
+            "/_matrix/federation/v1/query/profile",
+            get(causeway_matrix::federation::server::query_profile_route),
+        )
         .fallback(|| async { causeway_matrix::error::Error::Unrecognized })
         .with_state(services)
 }

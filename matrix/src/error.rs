@@ -12,6 +12,9 @@ use crate::store::StoreError;
 pub enum Error {
     #[error("{0}")]
     Forbidden(String),
+    /// A server-server request whose `X-Matrix` authentication is missing or does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("unknown access token")]
     UnknownToken,
     #[error("missing access token")]
@@ -79,6 +82,7 @@ impl Error {
     pub fn code(&self) -> (StatusCode, &'static str) {
         match self {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
             Error::UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Error::MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
             Error::NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
@@ -158,6 +162,18 @@ impl IntoResponse for Error {
             }
         }
         response
+    }
+}
+
+impl From<crate::federation::xmatrix::AuthError> for Error {
+    fn from(error: crate::federation::xmatrix::AuthError) -> Self {
+        Error::Unauthorized(error.to_string())
+    }
+}
+
+impl From<crate::federation::keys::KeyError> for Error {
+    fn from(error: crate::federation::keys::KeyError) -> Self {
+        Error::Unauthorized(format!("the origin's key: {error}"))
     }
 }
 

@@ -34,8 +34,11 @@ pub struct Services {
     pub lazy_members: crate::api::client::lazy_members::LazyMembers,
     /// The push gateway client and the workers of the pushers.
     pub pushers: crate::push::notifier::Pushers,
-    /// Where other homeservers are (`federation.destinations`, `.well-known`, DNS).
-    pub discovery: crate::federation::discovery::Discovery,
+    /// Requests to other homeservers (found through `federation.destinations`,
+    /// `.well-known` and DNS).
+    pub federation: crate::federation::client::FederationClient,
+    /// Other homeservers' signing keys.
+    pub server_keys: crate::federation::keys::ServerKeys,
     /// Per device, how far to-device messages were delivered and deleted.
     to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
@@ -161,6 +164,13 @@ impl Services {
             remote_accounts: Limiter::new(&config.rate_limits.remote_accounts),
             remote_rooms: Limiter::new(&config.rate_limits.remote_rooms),
         };
+        let federation = crate::federation::client::FederationClient::from_config(
+            &config.federation,
+            crate::federation::client::Signer {
+                server_name: server_name.clone(),
+                key: key.clone(),
+            },
+        )?;
         Ok(Arc::new(Services {
             rooms: Rooms::new(store.clone(), server_name.clone(), key.clone()),
             server_name,
@@ -173,7 +183,8 @@ impl Services {
                 crate::push::gateway::Gateway::new(config.push.allowed_gateway_addresses.clone())
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
-            discovery: crate::federation::discovery::Discovery::from_config(&config.federation)?,
+            federation,
+            server_keys: Default::default(),
             to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
             thumbnails: crate::thumbnails::Thumbnailer::new(

@@ -1,0 +1,131 @@
+//! The server-server endpoints this server answers, and the authentication every one of them
+//! but the key endpoints requires: an `X-Matrix` signature of the origin, verified with the
+//! origin's key (fetched from it when not known), over the method, the URI as sent, both
+//! server names and the body. No other scheme is accepted, and none means refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequest, Query, Request, State};
+use ruma::canonical_json::CanonicalJsonValue;
+use ruma::{OwnedServerName, UserId};
+use serde_json::{Map, Value, json};
+
+use super::xmatrix::{self, AuthError, XMatrix};
+use crate::Services;
+use crate::error::Error;
+
+/// The largest request body read from another server (a transaction of 50 PDUs of 64 KiB and
+/// 100 EDUs fits).
+pub const REQUEST_LIMIT: usize = 8 * 1024 * 1024;
+
+/// A request of another server, authenticated: who sent it, and its body.
+pub struct Federated {
+    pub origin: OwnedServerName,
+    pub body: Option<CanonicalJsonValue>,
+}
+
+impl FromRequest<Arc<Services>> for Federated {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self, Error> {
+        let (parts, body) = request.into_parts();
+        let headers: Vec<&str> = parts
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        if headers.is_empty() {
+            return Err(AuthError::Missing.into());
+        }
+        let bytes = axum::body::to_bytes(body, REQUEST_LIMIT)
+            .await
+            .map_err(|_| Error::TooLarge("the request body is too large".into()))?;
+        let body = if bytes.is_empty() {
+            None
+        } else {
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::NotJson(format!("the body is not JSON: {e}")))?;
+            Some(
+                CanonicalJsonValue::try_from(value)
+                    .map_err(|e| Error::BadJson(format!("the body is not canonical JSON: {e}")))?,
+            )
+        };
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+        // Several signatures may come (one per key): one that verifies is enough.
+        let mut refusal = AuthError::UnknownScheme;
+        for header in headers {
+            let auth = match XMatrix::parse(header) {
+                Ok(auth) => auth,
+                Err(error) => {
+                    refusal = error;
+                    continue;
+                }
+            };
+            let key = services
+                .server_keys
+                .key(
+                    &services.federation,
+                    &auth.origin,
+                    &auth.key,
+                    crate::store::now_ms(),
+                )
+                .await?;
+            xmatrix::verify_request(
+                &auth,
+                &services.server_name,
+                &key,
+                parts.method.as_str(),
+                &uri,
+                body.as_ref(),
+            )?;
+            return Ok(Federated {
+                origin: auth.origin,
+                body,
+            });
+        }
+        Err(refusal.into())
+    }
+}
+
+/// # `GET /_matrix/federation/v1/query/profile`: a local user's profile, or one field of it.
+pub async fn query_profile_route(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<HashMap<String, String>>,
+    _request: Federated,
+) -> Result<Json<Value>, Error> {
+    let user_id = query
+        .get("user_id")
+        .ok_or_else(|| Error::MissingParam("`user_id` is required".into()))?;
+    let user_id = UserId::parse(user_id.as_str())
+        .map_err(|e| Error::InvalidParam(format!("invalid `user_id`: {e}")))?;
+    if user_id.server_name() != services.server_name {
+        return Err(Error::InvalidParam(format!(
+            "{user_id} is not a user of this server"
+        )));
+    }
+    let user = services
+        .store
+        .user(user_id.as_str())
+        .await?
+        .filter(|user| !user.deactivated)
+        .ok_or_else(|| Error::NotFound("profile not found".into()))?;
+    let mut profile = Map::new();
+    let field = query.get("field").map(String::as_str);
+    if matches!(field, None | Some("displayname"))
+        && let Some(name) = user.displayname
+    {
+        profile.insert("displayname".into(), json!(name));
+    }
+    if matches!(field, None | Some("avatar_url"))
+        && let Some(avatar) = user.avatar_url
+    {
+        profile.insert("avatar_url".into(), json!(avatar));
+    }
+    Ok(Json(Value::Object(profile)))
+}

@@ -1,0 +1,343 @@
+//! Reaching another homeserver over the real network path: the destination from
+//! `federation.destinations`, TLS checked against a private certificate authority
+//! (`federation.ca_files`) and the name discovery gives, and the other server's signing key
+//! fetched from it and checked. Both servers are Causeway, the other one serving its
+//! federation API on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use causeway_config::ServerName;
+use causeway_matrix::Services;
+use causeway_matrix::federation::client::FederationError;
+use causeway_matrix::federation::keys::KeyError;
+use common::TestServer;
+use rustls::pki_types::pem::PemObject;
+
+/// A certificate authority and a certificate it issued for `name`, as PEM.
+struct Certificates {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn certificates(name: &str) -> Certificates {
+    certificates_for(&[name]).remove(0)
+}
+
+/// Certificates for several names, issued by one authority.
+fn certificates_for(names: &[&str]) -> Vec<Certificates> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Causeway test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    names.iter().map(|name| issue(&ca, &ca_key, name)).collect()
+}
+
+fn issue(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, name: &str) -> Certificates {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&key, ca, ca_key)
+        .unwrap();
+    Certificates {
+        ca: ca.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// Serves a server's federation API over TLS on a loopback port.
+async fn serve_federation(services: Arc<Services>, certificates: &Certificates) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(listener, services, certificates).await
+}
+
+/// Serves a server's federation API over TLS on a listener bound beforehand.
+async fn serve_on(
+    listener: std::net::TcpListener,
+    services: Arc<Services>,
+    certificates: &Certificates,
+) -> SocketAddr {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        certificates.cert.clone().into_bytes(),
+        certificates.key.clone().into_bytes(),
+    )
+    .await
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = causeway::federation_listener::router(services);
+    tokio::spawn(async move {
+        let _ = axum_server::from_tcp_rustls(listener, tls)
+            .serve(app.into_make_service())
+            .await;
+    });
+    address
+}
+
+fn server(name: &str) -> ruma::OwnedServerName {
+    ruma::ServerName::parse(name).unwrap()
+}
+
+#[tokio::test]
+async fn another_servers_key_is_fetched_over_checked_tls() {
+    let other = TestServer::with_config(|config| {
+        config.server.name = ServerName::try_from("b.test").unwrap();
+    })
+    .await;
+    let certificates = certificates("b.test");
+    let address = serve_federation(other.services.clone(), &certificates).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &certificates.ca).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    let here = TestServer::with_config(|config| {
+        config.federation.ca_files = vec![ca_file.clone()];
+        let destinations = &mut config.federation.destinations;
+        destinations.insert("b.test".into(), address.to_string());
+        // The same server under a name its certificate does not carry.
+        destinations.insert("wrong.test".into(), address.to_string());
+        destinations.insert("down.test".into(), closed_address.to_string());
+    })
+    .await;
+    let services = &here.services;
+    let key_id = format!("ed25519:{}", other.services.key.version());
+    let now = causeway_matrix::store::now_ms();
+
+    let key = services
+        .server_keys
+        .key(&services.federation, &server("b.test"), &key_id, now)
+        .await
+        .unwrap();
+    assert_eq!(key, other.services.key.public_key());
+    // A key the server does not have, or one asked valid beyond what it says: unknown.
+    let unknown = services
+        .server_keys
+        .key(&services.federation, &server("b.test"), "ed25519:nope", now)
+        .await;
+    assert!(matches!(unknown, Err(KeyError::Unknown(..))), "{unknown:?}");
+    let far = services
+        .server_keys
+        .key(&services.federation, &server("b.test"), &key_id, i64::MAX)
+        .await;
+    assert!(matches!(far, Err(KeyError::Unknown(..))), "{far:?}");
+    // A certificate for another name, or a server that is not there: no key.
+    let wrong = services
+        .server_keys
+        .key(&services.federation, &server("wrong.test"), &key_id, now)
+        .await;
+    assert!(
+        matches!(wrong, Err(KeyError::Fetch(FederationError::Tls(..)))),
+        "{wrong:?}"
+    );
+    let down = services
+        .server_keys
+        .key(&services.federation, &server("down.test"), &key_id, now)
+        .await;
+    assert!(
+        matches!(down, Err(KeyError::Fetch(FederationError::Unreachable(..)))),
+        "{down:?}"
+    );
+
+    // Without the authority, the certificate is not trusted.
+    let untrusting = TestServer::with_config(|config| {
+        config
+            .federation
+            .destinations
+            .insert("b.test".into(), address.to_string());
+    })
+    .await;
+    let refused = untrusting
+        .services
+        .server_keys
+        .key(
+            &untrusting.services.federation,
+            &server("b.test"),
+            &key_id,
+            now,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(KeyError::Fetch(FederationError::Tls(..)))),
+        "{refused:?}"
+    );
+}
+
+/// Two servers that know where the other is and trust its certificate.
+async fn two_servers() -> (
+    TestServer,
+    TestServer,
+    SocketAddr,
+    Certificates,
+    tempfile::TempDir,
+) {
+    let mut issued = certificates_for(&["a.test", "b.test"]);
+    let b_certificates = issued.remove(1);
+    let a_certificates = issued.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &a_certificates.ca).unwrap();
+    let a_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a_address, b_address) = (
+        a_listener.local_addr().unwrap(),
+        b_listener.local_addr().unwrap(),
+    );
+    let configure = |name: &'static str| {
+        let ca_file = ca_file.clone();
+        move |config: &mut causeway_config::Config| {
+            config.server.name = ServerName::try_from(name).unwrap();
+            config.federation.ca_files = vec![ca_file];
+            let destinations = &mut config.federation.destinations;
+            destinations.insert("a.test".into(), a_address.to_string());
+            destinations.insert("b.test".into(), b_address.to_string());
+        }
+    };
+    let a = TestServer::with_config(configure("a.test")).await;
+    let b = TestServer::with_config(configure("b.test")).await;
+    serve_on(a_listener, a.services.clone(), &a_certificates).await;
+    serve_on(b_listener, b.services.clone(), &b_certificates).await;
+    (a, b, b_address, b_certificates, dir)
+}
+
+#[tokio::test]
+async fn signed_requests_are_verified_with_the_origins_key() {
+    let (a, b, b_address, b_certificates, _dir) = two_servers().await;
+    let (bob_id, bob) = b.register("bob").await;
+    b.put(
+        &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+        &bob,
+        serde_json::json!({"displayname": "Bob of B"}),
+    )
+    .await
+    .assert_ok();
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={bob_id}");
+    // Signed by A, verified by B with the key it fetches from A.
+    let profile = a
+        .services
+        .federation
+        .request(&server("b.test"), http::Method::GET, &path, None, true)
+        .await
+        .unwrap();
+    assert_eq!(profile, serde_json::json!({"displayname": "Bob of B"}));
+    let field = a
+        .services
+        .federation
+        .request(
+            &server("b.test"),
+            http::Method::GET,
+            &format!("{path}&field=avatar_url"),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(field, serde_json::json!({}));
+    // Not a user of B, or not one at all; unsigned: refused, never anonymous.
+    for (uri, signed, expected) in [
+        (
+            "/_matrix/federation/v1/query/profile?user_id=@x:a.test",
+            true,
+            (400, "M_INVALID_PARAM"),
+        ),
+        (
+            "/_matrix/federation/v1/query/profile?user_id=@nobody:b.test",
+            true,
+            (404, "M_NOT_FOUND"),
+        ),
+        (path.as_str(), false, (401, "M_UNAUTHORIZED")),
+    ] {
+        let result = a
+            .services
+            .federation
+            .request(&server("b.test"), http::Method::GET, uri, None, signed)
+            .await;
+        match result {
+            Err(FederationError::Status(_, status, body)) => {
+                assert_eq!(
+                    (status, body["errcode"].as_str().unwrap()),
+                    expected,
+                    "{uri}"
+                );
+            }
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
+
+    // Raw requests for what the client would not send.
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        rustls::pki_types::CertificateDer::pem_slice_iter(b_certificates.ca.as_bytes())
+    {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .resolve("b.test", b_address)
+        .build()
+        .unwrap();
+    let url = format!("https://b.test:{}{path}", b_address.port());
+    let send = |authorization: String| {
+        let request = http.get(&url).header("Authorization", authorization);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["errcode"].clone())
+        }
+    };
+    let unauthorized = (401, serde_json::json!("M_UNAUTHORIZED"));
+    let a_key = a.services.key.clone();
+    let sign = |destination: &str, uri: &str| {
+        causeway_matrix::federation::xmatrix::sign_request(
+            &a_key,
+            &server("a.test"),
+            &server(destination),
+            "GET",
+            uri,
+            None,
+        )
+        .unwrap()
+    };
+    // Another scheme; a malformed header; meant for another server; for another URI.
+    assert_eq!(send("Bearer abc".into()).await, unauthorized);
+    assert_eq!(send("X-Matrix origin=a.test".into()).await, unauthorized);
+    assert_eq!(send(sign("c.test", &path).to_header()).await, unauthorized);
+    assert_eq!(
+        send(sign("b.test", "/_matrix/federation/v1/version").to_header()).await,
+        unauthorized
+    );
+    // A forged signature, a key A does not have, an origin that cannot be reached.
+    let mut forged = sign("b.test", &path);
+    forged.sig = sign("b.test", "/other").sig;
+    assert_eq!(send(forged.to_header()).await, unauthorized);
+    let mut unknown_key = sign("b.test", &path);
+    unknown_key.key = "ed25519:other".into();
+    assert_eq!(send(unknown_key.to_header()).await, unauthorized);
+    let mut elsewhere = sign("b.test", &path);
+    elsewhere.origin = server("nowhere.invalid");
+    assert_eq!(send(elsewhere.to_header()).await, unauthorized);
+    // And the real one, through the same path.
+    assert_eq!(
+        send(sign("b.test", &path).to_header()).await,
+        (200, serde_json::Value::Null)
+    );
+}
