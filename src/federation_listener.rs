@@ -67,6 +67,14 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/key/v2/server", get(server_keys_route))
         .route("/_matrix/federation/v1/version", get(version_route))
         .route(
+            "/_matrix/key/v2/query",
+            axum::routing::post(causeway_matrix::federation::server::key_query_route),
+        )
+        .route(
+            "/_matrix/key/v2/query/{server_name}",
+            get(causeway_matrix::federation::server::key_query_server_route),
+        )
+        .route(
             "/_matrix/federation/v1/query/profile",
             get(causeway_matrix::federation::server::query_profile_route),
         )

@@ -341,3 +341,74 @@ async fn signed_requests_are_verified_with_the_origins_key() {
         (200, serde_json::Value::Null)
     );
 }
+
+#[tokio::test]
+async fn a_server_serves_keys_as_a_notary() {
+    // B must live while A queries it.
+    let (a, _b, _, _, _dir) = two_servers().await;
+    let query = |body: serde_json::Value| {
+        let federation = &a.services.federation;
+        async move {
+            federation
+                .request(
+                    &server("b.test"),
+                    http::Method::POST,
+                    "/_matrix/key/v2/query",
+                    Some(&body),
+                    false,
+                )
+                .await
+        }
+    };
+    let answer = query(serde_json::json!({"server_keys": {
+        "a.test": {"ed25519:x": {"minimum_valid_until_ts": 0}},
+        "b.test": {},
+        "nowhere.invalid": {},
+    }}))
+    .await
+    .unwrap();
+    let documents = answer["server_keys"].as_array().unwrap();
+    // The server that cannot be reached is left out.
+    assert_eq!(documents.len(), 2, "{answer}");
+    let by_name = |name: &str| {
+        documents
+            .iter()
+            .find(|document| document["server_name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // A's own document, as A signed it, with B's signature beside A's.
+    let from_a = by_name("a.test");
+    let keys =
+        causeway_matrix::federation::keys::check_key_document(&server("a.test"), &from_a).unwrap();
+    assert_eq!(
+        keys[&format!("ed25519:{}", a.services.key.version())].key,
+        a.services.key.public_key()
+    );
+    assert!(from_a["signatures"]["b.test"].is_object(), "{from_a}");
+    // B's own.
+    let from_b = by_name("b.test");
+    assert!(
+        causeway_matrix::federation::keys::check_key_document(&server("b.test"), &from_b).is_ok()
+    );
+    let one = a
+        .services
+        .federation
+        .get_unsigned(&server("b.test"), "/_matrix/key/v2/query/a.test")
+        .await
+        .unwrap();
+    assert_eq!(one["server_keys"][0]["server_name"], "a.test");
+    // Bad queries.
+    for (body, errcode) in [
+        (serde_json::json!({"server_keys": []}), "M_BAD_JSON"),
+        (
+            serde_json::json!({"server_keys": {"not a name": {}}}),
+            "M_BAD_JSON",
+        ),
+    ] {
+        match query(body).await {
+            Err(FederationError::Status(_, 400, answer)) => assert_eq!(answer["errcode"], errcode),
+            other => panic!("{other:?}"),
+        }
+    }
+}

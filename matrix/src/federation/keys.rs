@@ -54,6 +54,21 @@ pub fn own_key_document(server_name: &ServerName, key: &Ed25519KeyPair) -> Resul
     serde_json::to_value(&object).map_err(|e| e.to_string())
 }
 
+/// Adds this server's signature to a key document it serves as a notary.
+pub fn notarise(
+    document: &Value,
+    server_name: &ServerName,
+    key: &Ed25519KeyPair,
+) -> Result<Value, String> {
+    let mut object = match CanonicalJsonValue::try_from(document.clone()) {
+        Ok(CanonicalJsonValue::Object(object)) => object,
+        _ => return Err("the key document is not an object".into()),
+    };
+    ruma::signatures::sign_json(server_name.as_str(), key, &mut object)
+        .map_err(|e| e.to_string())?;
+    serde_json::to_value(&object).map_err(|e| e.to_string())
+}
+
 /// A key another server published: its bytes and until when it verifies (`valid_until_ts`
 /// for current keys, `expired_ts` for old ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,10 +144,12 @@ pub fn check_key_document(
     Ok(keys)
 }
 
-/// Other servers' keys, kept while valid.
+/// Other servers' keys, kept while valid, with the documents they came in (which this server
+/// serves again as a notary).
 #[derive(Default)]
 pub struct ServerKeys {
     cache: Mutex<HashMap<(OwnedServerName, String), PublishedKey>>,
+    documents: Mutex<HashMap<OwnedServerName, (Value, i64)>>,
 }
 
 impl ServerKeys {
@@ -154,15 +171,57 @@ impl ServerKeys {
         if let Some(key) = cached(&self.lock()) {
             return Ok(key);
         }
+        self.fetch(client, server).await?;
+        let cache = self.lock();
+        cached(&cache).ok_or_else(|| KeyError::Unknown(server.to_owned(), key_id.to_owned()))
+    }
+
+    /// Fetches a server's key document from it, checks it and keeps its keys and itself.
+    async fn fetch(
+        &self,
+        client: &FederationClient,
+        server: &ServerName,
+    ) -> Result<Value, KeyError> {
         let document = client
             .get_unsigned(server, "/_matrix/key/v2/server")
             .await?;
         let keys = check_key_document(server, &document)?;
-        let mut cache = self.lock();
-        for (id, published) in keys {
-            cache.insert((server.to_owned(), id), published);
+        let valid_until = document
+            .get("valid_until_ts")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        {
+            let mut cache = self.lock();
+            for (id, published) in keys {
+                cache.insert((server.to_owned(), id), published);
+            }
         }
-        cached(&cache).ok_or_else(|| KeyError::Unknown(server.to_owned(), key_id.to_owned()))
+        self.documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(server.to_owned(), (document.clone(), valid_until));
+        Ok(document)
+    }
+
+    /// A server's key document valid at least until `minimum_valid_until` (0: any), as this
+    /// server acting as a notary serves it: kept if it is still so valid, else fetched again.
+    pub async fn document(
+        &self,
+        client: &FederationClient,
+        server: &ServerName,
+        minimum_valid_until: i64,
+    ) -> Result<Value, KeyError> {
+        let kept = self
+            .documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(server)
+            .filter(|(_, valid_until)| *valid_until >= minimum_valid_until.max(now_ms()))
+            .map(|(document, _)| document.clone());
+        match kept {
+            Some(document) => Ok(document),
+            None => self.fetch(client, server).await,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(OwnedServerName, String), PublishedKey>> {

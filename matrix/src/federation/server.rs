@@ -129,3 +129,90 @@ pub async fn query_profile_route(
     }
     Ok(Json(Value::Object(profile)))
 }
+
+/// The documents `POST /_matrix/key/v2/query` and `GET /_matrix/key/v2/query/{serverName}`
+/// answer: each server's own key document with this server's signature added; this server's
+/// own from itself; servers whose keys cannot be had are left out.
+async fn notary_documents(
+    services: &Services,
+    wanted: Vec<(OwnedServerName, i64)>,
+) -> Result<Value, Error> {
+    let mut documents = Vec::new();
+    for (server, minimum_valid_until) in wanted {
+        let document = if server == services.server_name {
+            super::keys::own_key_document(&services.server_name, &services.key)
+                .map_err(Error::Internal)?
+        } else {
+            match services
+                .server_keys
+                .document(&services.federation, &server, minimum_valid_until)
+                .await
+            {
+                Ok(document) => {
+                    super::keys::notarise(&document, &services.server_name, &services.key)
+                        .map_err(Error::Internal)?
+                }
+                Err(error) => {
+                    tracing::info!(%server, %error, "keys asked of this notary not had");
+                    continue;
+                }
+            }
+        };
+        documents.push(document);
+    }
+    Ok(json!({ "server_keys": documents }))
+}
+
+/// At most this many servers are looked up for one key query.
+const QUERY_LIMIT: usize = 50;
+
+/// # `POST /_matrix/key/v2/query`: keys of several servers, as a notary.
+pub async fn key_query_route(
+    State(services): State<Arc<Services>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Error> {
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| Error::NotJson(format!("the body: {e}")))?;
+    let servers = body
+        .get("server_keys")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::BadJson("`server_keys` must be an object".into()))?;
+    if servers.len() > QUERY_LIMIT {
+        return Err(Error::TooLarge(format!(
+            "at most {QUERY_LIMIT} servers a query"
+        )));
+    }
+    let mut wanted = Vec::new();
+    for (server, keys) in servers {
+        let server = ruma::ServerName::parse(server)
+            .map_err(|_| Error::BadJson(format!("{server:?} is not a server name")))?;
+        let minimum = keys
+            .as_object()
+            .into_iter()
+            .flat_map(|keys| keys.values())
+            .filter_map(|criteria| criteria.get("minimum_valid_until_ts")?.as_i64())
+            .max()
+            .unwrap_or(0);
+        wanted.push((server, minimum));
+    }
+    Ok(Json(notary_documents(&services, wanted).await?))
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}`: one server's keys, as a notary.
+pub async fn key_query_server_route(
+    State(services): State<Arc<Services>>,
+    axum::extract::Path(server): axum::extract::Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Error> {
+    let server = ruma::ServerName::parse(&server)
+        .map_err(|_| Error::InvalidParam(format!("{server:?} is not a server name")))?;
+    let minimum = match query.get("minimum_valid_until_ts") {
+        Some(value) => value.parse::<i64>().map_err(|_| {
+            Error::InvalidParam("`minimum_valid_until_ts` must be an integer".into())
+        })?,
+        None => 0,
+    };
+    Ok(Json(
+        notary_documents(&services, vec![(server, minimum)]).await?,
+    ))
+}
