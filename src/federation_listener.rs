@@ -75,6 +75,10 @@ pub fn router(services: Arc<Services>) -> Router {
             get(causeway_matrix::federation::server::key_query_server_route),
         )
         .route(
+            "/_matrix/federation/v1/query/directory",
+            get(causeway_matrix::federation::server::query_directory_route),
+        )
+        .route(
             "/_matrix/federation/v1/query/profile",
             get(causeway_matrix::federation::server::query_profile_route),
         )

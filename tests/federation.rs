@@ -84,6 +84,24 @@ async fn serve_on(
     address
 }
 
+/// Checks that another server answered with this status and `errcode`.
+fn assert_refused(
+    result: Result<serde_json::Value, FederationError>,
+    expected: (u16, &str),
+    what: &str,
+) {
+    match result {
+        Err(FederationError::Status(_, status, body)) => {
+            assert_eq!(
+                (status, body["errcode"].as_str().unwrap()),
+                expected,
+                "{what}"
+            );
+        }
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
 fn server(name: &str) -> ruma::OwnedServerName {
     ruma::ServerName::parse(name).unwrap()
 }
@@ -263,16 +281,7 @@ async fn signed_requests_are_verified_with_the_origins_key() {
             .federation
             .request(&server("b.test"), http::Method::GET, uri, None, signed)
             .await;
-        match result {
-            Err(FederationError::Status(_, status, body)) => {
-                assert_eq!(
-                    (status, body["errcode"].as_str().unwrap()),
-                    expected,
-                    "{uri}"
-                );
-            }
-            other => panic!("{uri}: {other:?}"),
-        }
+        assert_refused(result, expected, uri);
     }
 
     // Raw requests for what the client would not send.
@@ -410,5 +419,41 @@ async fn a_server_serves_keys_as_a_notary() {
             Err(FederationError::Status(_, 400, answer)) => assert_eq!(answer["errcode"], errcode),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_local_alias_is_resolved_for_another_server() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, bob) = b.register("bob").await;
+    let room = b
+        .create_room(&bob, serde_json::json!({"room_alias_name": "lounge"}))
+        .await;
+    let ask = |alias: &'static str| {
+        let federation = &a.services.federation;
+        async move {
+            federation
+                .request(
+                    &server("b.test"),
+                    http::Method::GET,
+                    &format!(
+                        "/_matrix/federation/v1/query/directory?room_alias={}",
+                        alias.replace('#', "%23")
+                    ),
+                    None,
+                    true,
+                )
+                .await
+        }
+    };
+    let answer = ask("#lounge:b.test").await.unwrap();
+    assert_eq!(answer["room_id"], room.as_str());
+    assert_eq!(answer["servers"], serde_json::json!(["b.test"]));
+    for (alias, expected) in [
+        ("#nothing:b.test", (404, "M_NOT_FOUND")),
+        ("#lounge:a.test", (400, "M_INVALID_PARAM")),
+        ("lounge", (400, "M_INVALID_PARAM")),
+    ] {
+        assert_refused(ask(alias).await, expected, alias);
     }
 }

@@ -216,3 +216,37 @@ pub async fn key_query_server_route(
         notary_documents(&services, vec![(server, minimum)]).await?,
     ))
 }
+
+/// # `GET /_matrix/federation/v1/query/directory`: the room a local alias names, and the
+/// servers of its joined members (this one first) to join it through.
+pub async fn query_directory_route(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<HashMap<String, String>>,
+    _request: Federated,
+) -> Result<Json<Value>, Error> {
+    let alias = query
+        .get("room_alias")
+        .ok_or_else(|| Error::MissingParam("`room_alias` is required".into()))?;
+    let alias = ruma::RoomAliasId::parse(alias.as_str())
+        .map_err(|e| Error::InvalidParam(format!("invalid `room_alias`: {e}")))?;
+    if alias.server_name() != services.server_name {
+        return Err(Error::InvalidParam(format!(
+            "{alias} is not an alias of this server"
+        )));
+    }
+    let (room_id, _) = services
+        .store
+        .alias(alias.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no room has the alias {alias}")))?;
+    let mut servers = vec![services.server_name.to_string()];
+    for member in services.store.room_members(&room_id, "join").await? {
+        if let Ok(member) = UserId::parse(member.as_str()) {
+            let server = member.server_name().to_string();
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+    }
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
+}
