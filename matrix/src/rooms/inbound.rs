@@ -137,7 +137,9 @@ impl Rooms {
                 ));
             }
         }
-        let known = self.known_events(cache);
+        // The events of the current state, and (below) the event itself: what resolution and
+        // the new current state need without reading the store.
+        let mut known: Known = cache.state_events.clone();
         let before = resolve::resolve(
             &self.store,
             &cache.rules,
@@ -201,6 +203,7 @@ impl Rooms {
                 pdu.event_id.to_string(),
             );
         }
+        known.insert(pdu.event_id.clone(), Arc::new(pdu.clone()));
         let (current, resolved) = if extremities.is_empty() {
             (after, None)
         } else {
@@ -210,8 +213,6 @@ impl Rooms {
                 states.push(self.store.state_group(row.state_group).await?);
             }
             states.push(after);
-            let mut known = known;
-            known.insert(pdu.event_id.clone(), Arc::new(pdu.clone()));
             let current = resolve::resolve(
                 &self.store,
                 &cache.rules,
@@ -225,9 +226,10 @@ impl Rooms {
                 .await?;
             (current, Some(ResolvedState { group, changes }))
         };
+        let content = pdu.content_value();
         let membership = (pdu.event_type.to_string() == "m.room.member")
             .then(|| {
-                pdu.content_value()
+                content
                     .get("membership")
                     .and_then(Value::as_str)
                     .map(str::to_owned)
@@ -237,7 +239,7 @@ impl Rooms {
             standing: Standing::Accepted,
             resolved,
             membership,
-            relation: Relation::of_content(&pdu.content_value()),
+            relation: Relation::of_content(&content),
             ..super::stored_event(room_id, &pdu, before_group)
         };
         let mut writer = self.store.stream_writer().await;
@@ -250,8 +252,6 @@ impl Rooms {
         if let Some(group) = persisted.current_state_group {
             cache.state_group = group;
         }
-        let mut known = self.known_events(cache);
-        known.insert(pdu.event_id.clone(), Arc::new(pdu));
         let ids: Vec<String> = current
             .values()
             .filter(|id| EventId::parse(id).is_ok_and(|id| !known.contains_key(&id)))
@@ -290,11 +290,6 @@ impl Rooms {
         self.store.persist_event(&mut writer, &new_event).await?;
         writer.publish();
         Ok(outcome)
-    }
-
-    /// The events of the room's current state, by id.
-    fn known_events(&self, cache: &RoomCache) -> Known {
-        cache.state_events.clone()
     }
 
     /// The events of `state` that the authorization rules read for `pdu`.

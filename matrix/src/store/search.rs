@@ -258,7 +258,8 @@ impl Store {
     /// events come, so that little is left to do then. Returns how many events it indexed.
     pub async fn index_pending(&self) -> Result<u64, StoreError> {
         let _one_at_a_time = self.search_indexer.lock().await;
-        let mut after = match self.stream_cursor(INDEXED).await? {
+        let stored = self.stream_cursor(INDEXED).await?;
+        let mut after = match stored {
             Some(cursor) => cursor,
             // A server that indexed each event as it stored it has them all indexed.
             None if self.stream_cursor(INDEXED_INLINE).await?.is_some() => self.current_position(),
@@ -289,7 +290,7 @@ impl Store {
             transaction.commit().await?;
             after = next;
         }
-        if after != start || self.stream_cursor(INDEXED).await?.is_none() {
+        if after != start || stored.is_none() {
             self.set_stream_cursor(INDEXED, after).await?;
         }
         Ok(indexed)
