@@ -9,9 +9,10 @@ use anyhow::Context;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum_server::tls_rustls::RustlsConfig;
 use causeway_matrix::Services;
+use causeway_matrix::federation;
 use serde_json::{Value, json};
 
 /// The certificate and key files: configured, or generated into the data directory.
@@ -81,6 +82,58 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/federation/v1/query/profile",
             get(causeway_matrix::federation::server::query_profile_route),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(federation::transactions::send_route),
+        )
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(federation::membership::make_join_route),
+        )
+        .route(
+            "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
+            put(federation::membership::send_join_v1_route),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(federation::membership::send_join_v2_route),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(federation::membership::make_leave_route),
+        )
+        .route(
+            "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
+            put(federation::membership::send_leave_v1_route),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(federation::membership::send_leave_v2_route),
+        )
+        .route(
+            "/_matrix/federation/v1/event/{event_id}",
+            get(federation::reads::event_route),
+        )
+        .route(
+            "/_matrix/federation/v1/state/{room_id}",
+            get(federation::reads::state_route),
+        )
+        .route(
+            "/_matrix/federation/v1/state_ids/{room_id}",
+            get(federation::reads::state_ids_route),
+        )
+        .route(
+            "/_matrix/federation/v1/event_auth/{room_id}/{event_id}",
+            get(federation::reads::event_auth_route),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room_id}",
+            post(federation::reads::get_missing_events_route),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{room_id}",
+            get(federation::reads::backfill_route),
         )
         .fallback(|| async { causeway_matrix::error::Error::Unrecognized })
         .with_state(services)

@@ -123,6 +123,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     spawn_typing_expiry(services.clone());
     causeway_matrix::push::notifier::spawn(services.clone());
     causeway_matrix::indexer::spawn(services.clone());
+    if config.federation.enabled {
+        causeway_matrix::federation::sender::spawn(services.clone());
+    }
     client_server.await.context("serving the client API")?;
     if let Some(handle) = federation {
         handle.abort();

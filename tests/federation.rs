@@ -8,103 +8,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use causeway_config::ServerName;
-use causeway_matrix::Services;
 use causeway_matrix::federation::client::FederationError;
 use causeway_matrix::federation::keys::KeyError;
 use common::TestServer;
+use common::federation::*;
 use rustls::pki_types::pem::PemObject;
-
-/// A certificate authority and a certificate it issued for `name`, as PEM.
-struct Certificates {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn certificates(name: &str) -> Certificates {
-    certificates_for(&[name]).remove(0)
-}
-
-/// Certificates for several names, issued by one authority.
-fn certificates_for(names: &[&str]) -> Vec<Certificates> {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Causeway test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    names.iter().map(|name| issue(&ca, &ca_key, name)).collect()
-}
-
-fn issue(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, name: &str) -> Certificates {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .unwrap()
-        .signed_by(&key, ca, ca_key)
-        .unwrap();
-    Certificates {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// Serves a server's federation API over TLS on a loopback port.
-async fn serve_federation(services: Arc<Services>, certificates: &Certificates) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    serve_on(listener, services, certificates).await
-}
-
-/// Serves a server's federation API over TLS on a listener bound beforehand.
-async fn serve_on(
-    listener: std::net::TcpListener,
-    services: Arc<Services>,
-    certificates: &Certificates,
-) -> SocketAddr {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        certificates.cert.clone().into_bytes(),
-        certificates.key.clone().into_bytes(),
-    )
-    .await
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = causeway::federation_listener::router(services);
-    tokio::spawn(async move {
-        let _ = axum_server::from_tcp_rustls(listener, tls)
-            .serve(app.into_make_service())
-            .await;
-    });
-    address
-}
-
-/// Checks that another server answered with this status and `errcode`.
-fn assert_refused(
-    result: Result<serde_json::Value, FederationError>,
-    expected: (u16, &str),
-    what: &str,
-) {
-    match result {
-        Err(FederationError::Status(_, status, body)) => {
-            assert_eq!(
-                (status, body["errcode"].as_str().unwrap()),
-                expected,
-                "{what}"
-            );
-        }
-        other => panic!("{what}: {other:?}"),
-    }
-}
-
-fn server(name: &str) -> ruma::OwnedServerName {
-    ruma::ServerName::parse(name).unwrap()
-}
 
 #[tokio::test]
 async fn another_servers_key_is_fetched_over_checked_tls() {
@@ -190,43 +101,6 @@ async fn another_servers_key_is_fetched_over_checked_tls() {
         matches!(refused, Err(KeyError::Fetch(FederationError::Tls(..)))),
         "{refused:?}"
     );
-}
-
-/// Two servers that know where the other is and trust its certificate.
-async fn two_servers() -> (
-    TestServer,
-    TestServer,
-    SocketAddr,
-    Certificates,
-    tempfile::TempDir,
-) {
-    let mut issued = certificates_for(&["a.test", "b.test"]);
-    let b_certificates = issued.remove(1);
-    let a_certificates = issued.remove(0);
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &a_certificates.ca).unwrap();
-    let a_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (a_address, b_address) = (
-        a_listener.local_addr().unwrap(),
-        b_listener.local_addr().unwrap(),
-    );
-    let configure = |name: &'static str| {
-        let ca_file = ca_file.clone();
-        move |config: &mut causeway_config::Config| {
-            config.server.name = ServerName::try_from(name).unwrap();
-            config.federation.ca_files = vec![ca_file];
-            let destinations = &mut config.federation.destinations;
-            destinations.insert("a.test".into(), a_address.to_string());
-            destinations.insert("b.test".into(), b_address.to_string());
-        }
-    };
-    let a = TestServer::with_config(configure("a.test")).await;
-    let b = TestServer::with_config(configure("b.test")).await;
-    serve_on(a_listener, a.services.clone(), &a_certificates).await;
-    serve_on(b_listener, b.services.clone(), &b_certificates).await;
-    (a, b, b_address, b_certificates, dir)
 }
 
 #[tokio::test]

@@ -45,6 +45,9 @@ pub enum Error {
     RoomInUse,
     #[error("{0}")]
     UnsupportedRoomVersion(String),
+    /// The joining server does not support the room's version.
+    #[error("this server does not support room version {room_version}")]
+    IncompatibleRoomVersion { room_version: String },
     #[error("{0}")]
     UserDeactivated(String),
     #[error("{0}")]
@@ -100,6 +103,9 @@ impl Error {
             Error::UnsupportedRoomVersion(_) => {
                 (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION")
             }
+            Error::IncompatibleRoomVersion { .. } => {
+                (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
+            }
             Error::UserDeactivated(_) => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             Error::BadState(_) => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
             Error::BadAlias(_) => (StatusCode::BAD_REQUEST, "M_BAD_ALIAS"),
@@ -130,6 +136,11 @@ impl Error {
                 "errcode": errcode,
                 "error": self.to_string(),
                 "retry_after_ms": retry_after_ms,
+            }),
+            Error::IncompatibleRoomVersion { room_version } => json!({
+                "errcode": errcode,
+                "error": self.to_string(),
+                "room_version": room_version,
             }),
             Error::WrongRoomKeysVersion { current_version } => json!({
                 "errcode": errcode,
@@ -174,6 +185,17 @@ impl From<crate::federation::xmatrix::AuthError> for Error {
 impl From<crate::federation::keys::KeyError> for Error {
     fn from(error: crate::federation::keys::KeyError) -> Self {
         Error::Unauthorized(format!("the origin's key: {error}"))
+    }
+}
+
+impl From<crate::federation::pdu::PduError> for Error {
+    fn from(error: crate::federation::pdu::PduError) -> Self {
+        use crate::federation::pdu::PduError;
+        match error {
+            PduError::TooLarge => Error::TooLarge(error.to_string()),
+            PduError::Format(_) => Error::BadJson(error.to_string()),
+            PduError::Signature(_) | PduError::Keys(_) => Error::Forbidden(error.to_string()),
+        }
     }
 }
 

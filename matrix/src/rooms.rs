@@ -22,6 +22,7 @@ use crate::pdu::{self, EventDraft, Pdu};
 use crate::store::{NewEvent, Redacted, Relation, Standing, StateMap, Store};
 
 mod inbound;
+mod remote;
 pub use inbound::Received;
 
 /// At most this many forward extremities are referenced by a new event.
@@ -41,6 +42,34 @@ struct RoomCache {
     depth: i64,
     /// The events of the current state, by id.
     state_events: HashMap<OwnedEventId, Arc<Pdu>>,
+}
+
+impl RoomCache {
+    /// The events of the current state that authorise a new event: its auth events.
+    fn auth_events(
+        &self,
+        event_type: &str,
+        sender: &UserId,
+        state_key: Option<&str>,
+        content: &serde_json::value::RawValue,
+    ) -> Result<Vec<OwnedEventId>, Error> {
+        let types = ruma::state_res::auth_types_for_event(
+            &event_type.into(),
+            sender,
+            state_key,
+            content,
+            &self.rules.authorization,
+        )
+        .map_err(Error::BadJson)?;
+        let mut auth_events: Vec<OwnedEventId> = types
+            .iter()
+            .filter_map(|(kind, key)| self.state.get(&(kind.to_string(), key.clone())))
+            .filter_map(|id| EventId::parse(id).ok())
+            .collect();
+        auth_events.sort();
+        auth_events.dedup();
+        Ok(auth_events)
+    }
 }
 
 /// A local event to append to a room.
@@ -271,21 +300,12 @@ impl Rooms {
         }
         let content_raw = serde_json::value::to_raw_value(&event.content)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let auth_types = ruma::state_res::auth_types_for_event(
-            &event.event_type.into(),
+        let auth_events = cache.auth_events(
+            event.event_type,
             event.sender,
             event.state_key,
             &content_raw,
-            &cache.rules.authorization,
-        )
-        .map_err(Error::BadJson)?;
-        let mut auth_events: Vec<OwnedEventId> = auth_types
-            .iter()
-            .filter_map(|(kind, key)| cache.state.get(&(kind.to_string(), key.clone())))
-            .filter_map(|id| EventId::parse(id).ok())
-            .collect();
-        auth_events.sort();
-        auth_events.dedup();
+        )?;
         let prev_events: Vec<OwnedEventId> = cache
             .extremities
             .iter()

@@ -39,6 +39,8 @@ pub struct Services {
     pub federation: crate::federation::client::FederationClient,
     /// Other homeservers' signing keys.
     pub server_keys: crate::federation::keys::ServerKeys,
+    /// The queue of what goes to other servers (see [`crate::federation::sender`]).
+    pub federation_sender: crate::federation::sender::FederationSender,
     /// Per device, how far to-device messages were delivered and deleted.
     to_device: std::sync::Mutex<HashMap<(String, String), ToDeviceProgress>>,
     pub limits: RateLimiters,
@@ -173,6 +175,7 @@ impl Services {
         )?;
         Ok(Arc::new(Services {
             rooms: Rooms::new(store.clone(), server_name.clone(), key.clone()),
+            federation_sender: crate::federation::sender::FederationSender::new(store.clone()),
             server_name,
             store,
             key,

@@ -223,6 +223,83 @@ pub async fn for_user(store: &Store, room: &RoomId, user: &UserId) -> Result<Vis
     Ok(Visible::compute(&memberships, &visibilities))
 }
 
+/// What other servers may see of a room's events, decided from the state after each event
+/// (the event itself counts: a server sees its own user's join): `world_readable` and
+/// `shared` history is visible to every server; `invited` history to a server with a user
+/// invited or joined then; `joined` history to a server with a user joined then. The state of
+/// each group is read once.
+#[derive(Default)]
+pub struct ForServers {
+    groups: std::collections::HashMap<i64, GroupView>,
+}
+
+/// One state group, as far as servers' visibility cares.
+struct GroupView {
+    visibility: HistoryVisibility,
+    /// `(server, membership)` of the members of that state.
+    members: Vec<(String, Membership)>,
+}
+
+impl ForServers {
+    /// Whether `server` may see `event`.
+    pub async fn allows(
+        &mut self,
+        store: &Store,
+        server: &str,
+        event: &crate::store::EventRow,
+    ) -> Result<bool, StoreError> {
+        let view = match self.groups.entry(event.state_group) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(group_view(store, event.state_group).await?)
+            }
+        };
+        let membership = view
+            .members
+            .iter()
+            .filter(|(member_server, _)| member_server == server)
+            .map(|(_, membership)| *membership)
+            .fold(Membership::Other, |best, next| match (best, next) {
+                (Membership::Join, _) | (_, Membership::Join) => Membership::Join,
+                (Membership::Invite, _) | (_, Membership::Invite) => Membership::Invite,
+                _ => Membership::Other,
+            });
+        Ok(view.visibility == HistoryVisibility::Shared
+            || allowed(view.visibility, membership, false))
+    }
+}
+
+async fn group_view(store: &Store, group: i64) -> Result<GroupView, StoreError> {
+    let state = store.state_group(group).await?;
+    let ids: Vec<String> = state
+        .iter()
+        .filter(|((kind, _), _)| kind == "m.room.member" || kind == "m.room.history_visibility")
+        .map(|(_, id)| id.clone())
+        .collect();
+    let mut view = GroupView {
+        visibility: HistoryVisibility::Shared,
+        members: Vec::new(),
+    };
+    for row in store.events(&ids).await? {
+        let content = serde_json::from_str::<Value>(&row.json)
+            .ok()
+            .and_then(|json| json.get("content").cloned())
+            .unwrap_or(Value::Null);
+        if row.event_type == "m.room.history_visibility" {
+            view.visibility = HistoryVisibility::from_content(&content);
+        } else if let Some(server) = row
+            .state_key
+            .as_deref()
+            .and_then(|user| user.split_once(':'))
+            .map(|(_, server)| server.to_owned())
+        {
+            view.members
+                .push((server, Membership::from_content(&content)));
+        }
+    }
+    Ok(view)
+}
+
 #[cfg(test)]
 mod tests {
     use super::HistoryVisibility::*;

@@ -13,6 +13,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+pub mod federation;
+
 pub struct TestServer {
     pub services: Arc<Services>,
     pub router: Router,
@@ -82,6 +84,7 @@ impl TestServer {
         let services = Services::start(config).await.unwrap();
         causeway_matrix::push::notifier::spawn(services.clone());
         causeway_matrix::indexer::spawn(services.clone());
+        causeway_matrix::federation::sender::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,
@@ -101,6 +104,7 @@ impl TestServer {
         let services = Services::start(config).await.unwrap();
         causeway_matrix::push::notifier::spawn(services.clone());
         causeway_matrix::indexer::spawn(services.clone());
+        causeway_matrix::federation::sender::spawn(services.clone());
         let router = causeway_matrix::api::client_router(services.clone());
         TestServer {
             services,

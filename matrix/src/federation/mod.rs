@@ -1,8 +1,15 @@
-//! The server-server API: how other homeservers are found (`discovery`), and, as it grows,
-//! how requests to them are signed and theirs verified.
+//! The server-server API: how other homeservers are found (`discovery`), requests to them
+//! (`client`, signed with `xmatrix`), their keys (`keys`), the endpoints this server answers
+//! (`server`, `transactions`, `membership`, `reads`), the checks on every PDU received
+//! (`pdu`), and the queue of what goes to them (`sender`).
 
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod membership;
+pub mod pdu;
+pub mod reads;
+pub mod sender;
 pub mod server;
+pub mod transactions;
 pub mod xmatrix;

@@ -42,7 +42,7 @@ pub enum Received {
 }
 
 /// An event and state, read by `(type, state_key)`.
-type StateEvents = HashMap<StateKey, Arc<Pdu>>;
+pub(super) type StateEvents = HashMap<StateKey, Arc<Pdu>>;
 
 impl Rooms {
     /// Takes an event of another server into a room that this server knows.
@@ -293,7 +293,7 @@ impl Rooms {
     }
 
     /// The events of `state` that the authorization rules read for `pdu`.
-    async fn state_events(
+    pub(super) async fn state_events(
         &self,
         state: &StateMap,
         pdu: &Pdu,
@@ -430,7 +430,7 @@ fn membership_of(pdu: &Pdu) -> Option<String> {
 }
 
 /// The authorization rules for `pdu`, reading its auth events by id and `state` by key.
-fn check(
+pub(super) fn check(
     rules: &RoomVersionRules,
     pdu: &Pdu,
     auth_events: &Known,

@@ -15,6 +15,7 @@ mod changes;
 mod e2ee;
 mod erasure;
 mod events;
+mod federation;
 mod graph;
 mod misc;
 mod outbox;
@@ -41,6 +42,7 @@ pub use events::{
     Direction, EventRow, NewEvent, Redacted, Relation, ResolvedState, Standing, StateChange,
     StateKey, StateMap,
 };
+pub use federation::{FEDERATION_QUEUED, NewOutlier, Outgoing};
 pub use graph::TopologicalKey;
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;
@@ -142,6 +144,9 @@ pub struct Store {
     /// The last number given to a state group made by state resolution (they count down
     /// from -1; one process writes the database).
     resolved_groups: Arc<AtomicI64>,
+    /// The last negative stream position given to an event stored out of the stream (an
+    /// outlier): they count down from -1, so that no reader of the stream sees them as new.
+    negative_positions: Arc<AtomicI64>,
     /// Held while the search index is brought up to date.
     search_indexer: Arc<tokio::sync::Mutex<()>>,
 }
@@ -243,6 +248,10 @@ impl Store {
             sqlx::query_scalar("SELECT COALESCE(MIN(state_group), 0) FROM state_groups")
                 .fetch_one(&pool)
                 .await?;
+        let lowest_position: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MIN(stream_ordering), 0) FROM events")
+                .fetch_one(&pool)
+                .await?;
         Ok(Store {
             pool,
             backend,
@@ -259,6 +268,7 @@ impl Store {
             key_counts: Arc::default(),
             erased: Arc::default(),
             resolved_groups: Arc::new(AtomicI64::new(lowest_group.min(0))),
+            negative_positions: Arc::new(AtomicI64::new(lowest_position.min(0))),
             search_indexer: Arc::default(),
         })
     }
@@ -266,6 +276,11 @@ impl Store {
     /// A new number for a state group made by state resolution.
     pub(crate) fn allocate_state_group(&self) -> i64 {
         self.resolved_groups.fetch_sub(1, Ordering::SeqCst) - 1
+    }
+
+    /// A new negative stream position, for an event stored out of the stream.
+    pub(crate) fn allocate_negative_position(&self) -> i64 {
+        self.negative_positions.fetch_sub(1, Ordering::SeqCst) - 1
     }
 
     pub fn backend(&self) -> Backend {

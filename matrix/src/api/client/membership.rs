@@ -7,7 +7,7 @@ use ruma::api::client::membership::{
     ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
 };
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::Services;
@@ -72,12 +72,35 @@ async fn join(
     sender: &crate::api::ruma_wrapper::Sender,
     reason: Option<&str>,
     body: Option<&Value>,
+    via: &[OwnedServerName],
 ) -> Result<(), Error> {
     let user_id: &UserId = &sender.user_id;
     if !services.rooms.exists(room_id).await? {
-        return Err(Error::NotFound(
-            "this server does not know the room and cannot join it over federation yet".into(),
-        ));
+        // A room of other servers: joined through one of them.
+        if sender.is_guest {
+            return Err(Error::GuestAccessForbidden);
+        }
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        if let Some(server) = room_id.server_name()
+            && !servers.iter().any(|known| known == server)
+        {
+            servers.push(server.to_owned());
+        }
+        let mut content =
+            match crate::create_room::member_content(services, user_id, "join").await? {
+                Value::Object(content) => content,
+                _ => serde_json::Map::new(),
+            };
+        if let Some(reason) = reason {
+            content.insert("reason".into(), json!(reason));
+        }
+        if let Some(custom) = custom_member_content(body) {
+            content.extend(custom);
+        }
+        return crate::federation::membership::join_remote(
+            services, room_id, user_id, &servers, content,
+        )
+        .await;
     }
     // Guests join only the rooms that let them.
     if sender.is_guest && !guests_may_join(services, room_id).await? {
@@ -142,6 +165,7 @@ pub async fn join_room_by_id_route(
         sender,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
+        &[],
     )
     .await?;
     Ok(join_room_by_id::v3::Response::new(
@@ -155,15 +179,22 @@ pub async fn join_room_by_id_or_alias_route(
     request: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response, Error> {
     let sender = request.sender()?;
+    let mut via = request.body.via.clone();
     let room_id: OwnedRoomId = match <&RoomId>::try_from(&*request.body.room_id_or_alias) {
         Ok(room_id) => room_id.to_owned(),
-        Err(alias) => {
+        Err(alias) if alias.server_name() == services.server_name => {
             let (room_id, _) = services
                 .store
                 .alias(alias.as_str())
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("room alias {alias} not found")))?;
             crate::api::client::events::stored_room_id(&room_id)?
+        }
+        Err(alias) => {
+            let (room_id, servers) =
+                crate::federation::membership::resolve_remote_alias(&services, alias).await?;
+            via.extend(servers);
+            room_id
         }
     };
     join(
@@ -172,6 +203,7 @@ pub async fn join_room_by_id_or_alias_route(
         sender,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
+        &via,
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))

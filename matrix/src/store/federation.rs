@@ -1,0 +1,446 @@
+//! What federation keeps: the transactions received from other servers with their answers,
+//! the queue of what is to be sent to each destination, the backoff of destinations that
+//! failed, and outliers (events known without their place in a room's graph, such as the
+//! state and auth chain a join brings).
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// An event stored as an outlier: known, checked against its own auth events, without a place
+/// in the room's graph (no state, never shown, never an extremity).
+#[derive(Debug, Clone)]
+pub struct NewOutlier {
+    pub event_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub json: String,
+    /// Why the authorization rules refused the event, if they did.
+    pub rejected_reason: Option<String>,
+}
+
+/// One entry of a destination's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A PDU, by event id.
+    Pdu(String),
+    /// An EDU, as its JSON.
+    Edu(String),
+}
+
+/// The name of the stream cursor up to which local events were queued for other servers.
+pub const FEDERATION_QUEUED: &str = "federation_queued";
+/// The name of the counter of queue entry ids.
+const OUTBOUND_IDS: &str = "federation_outbound_ids";
+
+impl Store {
+    /// The answer given to a transaction received before, if it was.
+    pub async fn inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT response FROM federation_inbound WHERE origin = $1 AND txn_id = $2",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Records the answer to a transaction once its PDUs and EDUs are stored.
+    pub async fn record_inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO federation_inbound (origin, txn_id, response, received_ts) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO NOTHING",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .bind(response)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores events of a room as outliers, at negative stream positions (which no reader of
+    /// the stream ever sees as new). Events already stored stay as they are.
+    pub async fn persist_outliers(
+        &self,
+        room_id: &str,
+        outliers: &[NewOutlier],
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        for outlier in outliers {
+            sqlx::query(
+                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
+                 state_key, depth, origin_server_ts, state_group, json, state_group_before, \
+                 outlier, soft_failed, rejected_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 0, 1, 0, $10) \
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(self.allocate_negative_position())
+            .bind(&outlier.event_id)
+            .bind(room_id)
+            .bind(&outlier.sender)
+            .bind(&outlier.event_type)
+            .bind(outlier.state_key.as_deref())
+            .bind(outlier.depth)
+            .bind(outlier.origin_server_ts)
+            .bind(&outlier.json)
+            .bind(outlier.rejected_reason.as_deref())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Queues entries for destinations and moves the queueing cursor to `position`, in one
+    /// transaction: after a crash, what was queued and how far are consistent.
+    pub async fn enqueue_outgoing(
+        &self,
+        entries: &[(String, Outgoing)],
+        cursor: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        // Entry ids never repeat, also once the queue is empty: transaction ids are made of
+        // them, and a destination ignores a transaction id it has seen.
+        let queued: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM federation_outbound")
+                .fetch_one(&mut *transaction)
+                .await?;
+        let given: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM stream_cursors WHERE name = $1")
+                .bind(OUTBOUND_IDS)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        let mut next = queued.max(given.unwrap_or(0));
+        for (destination, entry) in entries {
+            next += 1;
+            let (event_id, edu) = match entry {
+                Outgoing::Pdu(event_id) => (Some(event_id.as_str()), None),
+                Outgoing::Edu(edu) => (None, Some(edu.as_str())),
+            };
+            sqlx::query(
+                "INSERT INTO federation_outbound (id, destination, event_id, edu) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(next)
+            .bind(destination)
+            .bind(event_id)
+            .bind(edu)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let mut cursors = vec![(OUTBOUND_IDS, next)];
+        if let Some(position) = cursor {
+            cursors.push((FEDERATION_QUEUED, position));
+        }
+        for (name, position) in cursors {
+            sqlx::query(
+                "INSERT INTO stream_cursors (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            )
+            .bind(name)
+            .bind(position)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The oldest entries queued for a destination: at most `pdus` PDUs and `edus` EDUs, in
+    /// order, stopping before the first entry that would exceed either limit.
+    pub async fn outgoing(
+        &self,
+        destination: &str,
+        pdus: usize,
+        edus: usize,
+    ) -> Result<Vec<(i64, Outgoing)>, StoreError> {
+        let limit = i64::try_from(pdus + edus).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT id, event_id, edu FROM federation_outbound WHERE destination = $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let (mut pdu_count, mut edu_count) = (0, 0);
+        let mut batch = Vec::new();
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let event_id: Option<String> = row.try_get("event_id")?;
+            let edu: Option<String> = row.try_get("edu")?;
+            let entry = match (event_id, edu) {
+                (Some(event_id), _) => {
+                    pdu_count += 1;
+                    Outgoing::Pdu(event_id)
+                }
+                (None, Some(edu)) => {
+                    edu_count += 1;
+                    Outgoing::Edu(edu)
+                }
+                (None, None) => continue,
+            };
+            if pdu_count > pdus || edu_count > edus {
+                break;
+            }
+            batch.push((id, entry));
+        }
+        Ok(batch)
+    }
+
+    /// Removes a destination's entries up to `last` (acknowledged) and clears its backoff.
+    pub async fn outgoing_sent(&self, destination: &str, last: i64) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("DELETE FROM federation_outbound WHERE destination = $1 AND id <= $2")
+            .bind(destination)
+            .bind(last)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("DELETE FROM federation_destinations WHERE destination = $1")
+            .bind(destination)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: the failures in a row, and when to try again.
+    pub async fn destination_failed(
+        &self,
+        destination: &str,
+        backoff: impl Fn(i64) -> i64,
+    ) -> Result<i64, StoreError> {
+        let failures: i64 = sqlx::query_scalar(
+            "SELECT failures FROM federation_destinations WHERE destination = $1",
+        )
+        .bind(destination)
+        .fetch_optional(self.pool())
+        .await?
+        .unwrap_or(0)
+            + 1;
+        let retry_at = now_ms().saturating_add(backoff(failures));
+        sqlx::query(
+            "INSERT INTO federation_destinations (destination, failures, retry_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (destination) DO UPDATE SET \
+             failures = excluded.failures, retry_at = excluded.retry_at",
+        )
+        .bind(destination)
+        .bind(failures)
+        .bind(retry_at)
+        .execute(self.pool())
+        .await?;
+        Ok(retry_at)
+    }
+
+    /// Clears a destination's backoff (it was heard from); true when it had one.
+    pub async fn destination_recovered(&self, destination: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM federation_destinations WHERE destination = $1")
+                .bind(destination)
+                .execute(self.pool())
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
+    /// When sending to a destination may be tried again (0: now).
+    pub async fn destination_retry_at(&self, destination: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT retry_at FROM federation_destinations WHERE destination = $1",
+        )
+        .bind(destination)
+        .fetch_optional(self.pool())
+        .await?
+        .unwrap_or(0))
+    }
+
+    /// The destinations with something queued.
+    pub async fn queued_destinations(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT destination FROM federation_outbound")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// The servers of a room's users whose membership is one of `memberships`.
+    pub async fn room_servers(
+        &self,
+        room_id: &str,
+        memberships: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let users: Vec<(String, String)> =
+            sqlx::query_as("SELECT user_id, membership FROM room_memberships WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(self.pool())
+                .await?;
+        let mut servers: Vec<String> = users
+            .into_iter()
+            .filter(|(_, membership)| memberships.contains(&membership.as_str()))
+            .filter_map(|(user, _)| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::both_backends;
+
+    both_backends!(
+        queue_is_ordered_per_destination,
+        |store: Store| async move {
+            let entries = vec![
+                ("b.test".to_owned(), Outgoing::Pdu("$1".into())),
+                ("c.test".to_owned(), Outgoing::Pdu("$1".into())),
+                (
+                    "b.test".to_owned(),
+                    Outgoing::Edu("{\"edu_type\":\"m.typing\"}".into()),
+                ),
+                ("b.test".to_owned(), Outgoing::Pdu("$2".into())),
+                ("b.test".to_owned(), Outgoing::Pdu("$3".into())),
+            ];
+            store.enqueue_outgoing(&entries, Some(7)).await.unwrap();
+            assert_eq!(
+                store.stream_cursor(FEDERATION_QUEUED).await.unwrap(),
+                Some(7)
+            );
+            let mut destinations = store.queued_destinations().await.unwrap();
+            destinations.sort();
+            assert_eq!(destinations, ["b.test", "c.test"]);
+            // At most two PDUs: the batch stops before the third.
+            let batch = store.outgoing("b.test", 2, 100).await.unwrap();
+            let kinds: Vec<&Outgoing> = batch.iter().map(|(_, entry)| entry).collect();
+            assert_eq!(
+                kinds,
+                [
+                    &Outgoing::Pdu("$1".into()),
+                    &Outgoing::Edu("{\"edu_type\":\"m.typing\"}".into()),
+                    &Outgoing::Pdu("$2".into())
+                ]
+            );
+            // A failure backs off; acknowledging the batch clears it and removes only it.
+            let retry_at = store
+                .destination_failed("b.test", |n| n * 1000)
+                .await
+                .unwrap();
+            assert!(retry_at > now_ms());
+            assert_eq!(
+                store.destination_retry_at("b.test").await.unwrap(),
+                retry_at
+            );
+            let second = store
+                .destination_failed("b.test", |n| n * 60_000)
+                .await
+                .unwrap();
+            assert!(second > retry_at + 50_000);
+            store.outgoing_sent("b.test", batch[2].0).await.unwrap();
+            assert_eq!(store.destination_retry_at("b.test").await.unwrap(), 0);
+            let rest = store.outgoing("b.test", 50, 100).await.unwrap();
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].1, Outgoing::Pdu("$3".into()));
+            assert_eq!(store.outgoing("c.test", 50, 100).await.unwrap().len(), 1);
+            // New entries follow the old ones.
+            store
+                .enqueue_outgoing(&[("b.test".to_owned(), Outgoing::Pdu("$4".into()))], None)
+                .await
+                .unwrap();
+            let rest = store.outgoing("b.test", 50, 100).await.unwrap();
+            assert_eq!(rest[1].1, Outgoing::Pdu("$4".into()));
+            assert!(rest[1].0 > rest[0].0);
+            // Once a queue is empty, ids still never repeat.
+            let last = rest[1].0;
+            store.outgoing_sent("b.test", last).await.unwrap();
+            store.outgoing_sent("c.test", last).await.unwrap();
+            assert!(store.queued_destinations().await.unwrap().is_empty());
+            store
+                .enqueue_outgoing(&[("b.test".to_owned(), Outgoing::Pdu("$5".into()))], None)
+                .await
+                .unwrap();
+            assert!(store.outgoing("b.test", 50, 100).await.unwrap()[0].0 > last);
+            assert!(!store.destination_recovered("c.test").await.unwrap());
+        }
+    );
+
+    both_backends!(
+        transactions_answered_once_outliers_never_shown,
+        |store: Store| async move {
+            assert_eq!(
+                store.inbound_transaction("b.test", "t1").await.unwrap(),
+                None
+            );
+            store
+                .record_inbound_transaction("b.test", "t1", "{\"pdus\":{}}")
+                .await
+                .unwrap();
+            // The first answer stays.
+            store
+                .record_inbound_transaction("b.test", "t1", "other")
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .inbound_transaction("b.test", "t1")
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("{\"pdus\":{}}")
+            );
+            assert_eq!(
+                store.inbound_transaction("c.test", "t1").await.unwrap(),
+                None
+            );
+
+            let outlier = |id: &str| NewOutlier {
+                event_id: id.into(),
+                sender: "@b:b.test".into(),
+                event_type: "m.room.member".into(),
+                state_key: Some("@b:b.test".into()),
+                depth: 2,
+                origin_server_ts: 1,
+                json: "{}".into(),
+                rejected_reason: None,
+            };
+            store
+                .persist_outliers("!r:b.test", &[outlier("$o1"), outlier("$o2")])
+                .await
+                .unwrap();
+            // Stored again: nothing changes.
+            store
+                .persist_outliers("!r:b.test", &[outlier("$o1")])
+                .await
+                .unwrap();
+            let rows = store
+                .events(&["$o1".to_owned(), "$o2".to_owned()])
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 2);
+            assert!(rows.iter().all(|row| row.stream_ordering < 0));
+            assert!(
+                store
+                    .events_after(i64::MIN, i64::MAX, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    );
+}

@@ -1,0 +1,479 @@
+//! Rooms across two Causeway servers on loopback: a user of one joins a room of the other
+//! (`make_join`/`send_join`), events go both ways through the queue of each server
+//! (`/send`), and what is malformed, forged or not allowed is refused without harm.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use causeway_matrix::federation::client::FederationError;
+use causeway_matrix::pdu::{EventDraft, build_event, canonical_content};
+use common::federation::*;
+use common::{TestServer, bodies};
+use ruma::{MilliSecondsSinceUnixEpoch, RoomId, RoomVersionId, UserId};
+use serde_json::{Value, json};
+
+/// Waits until `check` holds, for at most 20 seconds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn membership(server: &TestServer, room: &str, user: &str) -> Option<String> {
+    let room = RoomId::parse(room).unwrap();
+    let user = UserId::parse(user).unwrap();
+    server
+        .services
+        .rooms
+        .membership(&room, &user)
+        .await
+        .unwrap()
+}
+
+/// A user of b.test joins a room of a.test through it.
+async fn join_via_a(b: &TestServer, token: &str, room: &str) -> common::Response {
+    b.post(
+        &format!("/_matrix/client/v3/join/{room}?via=a.test"),
+        token,
+        json!({}),
+    )
+    .await
+}
+
+async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> {
+    bodies(&server.messages(token, room).await["chunk"])
+}
+
+#[tokio::test]
+async fn a_user_of_another_server_joins_and_messages_go_both_ways() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (alice_id, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "name": "Lounge", "room_version": "10"}),
+        )
+        .await;
+    a.send_text(&alice, &room, "t0", "before bob")
+        .await
+        .assert_ok();
+
+    // Bob joins through a.test; b.test had no copy of the room.
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    assert_eq!(
+        membership(&a, &room, &bob_id).await.as_deref(),
+        Some("join")
+    );
+    assert_eq!(
+        membership(&b, &room, &alice_id).await.as_deref(),
+        Some("join")
+    );
+    // Bob's sync shows the room with its state.
+    let sync = b.sync(&bob, "timeout=0").await;
+    let joined = &sync["rooms"]["join"][&room];
+    let state: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .into_iter()
+        .chain(joined["timeline"]["events"].as_array())
+        .flatten()
+        .collect();
+    assert!(
+        state
+            .iter()
+            .any(|event| event["type"] == "m.room.name" && event["content"]["name"] == "Lounge"),
+        "{joined}"
+    );
+
+    // Bob's message reaches alice, alice's reaches bob.
+    b.send_text(&bob, &room, "t1", "hello from b")
+        .await
+        .assert_ok();
+    eventually("bob's message on a.test", || async {
+        texts(&a, &alice, &room)
+            .await
+            .contains(&"hello from b".to_owned())
+    })
+    .await;
+    a.send_text(&alice, &room, "t2", "hello from a")
+        .await
+        .assert_ok();
+    eventually("alice's message on b.test", || async {
+        texts(&b, &bob, &room)
+            .await
+            .contains(&"hello from a".to_owned())
+    })
+    .await;
+    // In order on both sides.
+    let on_a = texts(&a, &alice, &room).await;
+    let on_b = texts(&b, &bob, &room).await;
+    assert_eq!(on_a[..2], ["hello from a", "hello from b"]);
+    assert_eq!(on_b[..2], ["hello from a", "hello from b"]);
+
+    // State changes follow: a new topic on a.test is b.test's too.
+    a.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+        &alice,
+        json!({"topic": "federated"}),
+    )
+    .await
+    .assert_ok();
+    eventually("the topic on b.test", || async {
+        b.get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+            &bob,
+        )
+        .await
+        .json()["topic"]
+            == "federated"
+    })
+    .await;
+
+    // Bob leaves; a.test sees it.
+    b.post(
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &bob,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's leave on a.test", || async {
+        membership(&a, &room, &bob_id).await.as_deref() == Some("leave")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_joins_a_room_of_another_server_by_its_alias() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "hall", "room_version": "12"}),
+        )
+        .await;
+    let joined = b
+        .post(
+            &format!("/_matrix/client/v3/join/{}", common::encode("#hall:a.test")),
+            &bob,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(joined["room_id"], room.as_str());
+    assert_eq!(
+        membership(&a, &room, &bob_id).await.as_deref(),
+        Some("join")
+    );
+    // An alias nobody has, and a room nobody answers for.
+    b.post(
+        &format!(
+            "/_matrix/client/v3/join/{}",
+            common::encode("#nothing:a.test")
+        ),
+        &bob,
+        json!({}),
+    )
+    .await
+    .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn joins_that_are_not_allowed_are_refused() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    let private = a
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    // Bob was not invited: a.test refuses, and b.test says so.
+    join_via_a(&b, &bob, &private)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    assert!(
+        !b.services
+            .rooms
+            .exists(&RoomId::parse(&private).unwrap())
+            .await
+            .unwrap()
+    );
+
+    let public = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let ask = |uri: String| {
+        let federation = &b.services.federation;
+        async move {
+            federation
+                .request(&server("a.test"), http::Method::GET, &uri, None, true)
+                .await
+        }
+    };
+    // A join template for a user of another server than the asking one.
+    assert_refused(
+        ask(format!(
+            "/_matrix/federation/v1/make_join/{}/{}?ver=10",
+            enc(&public),
+            enc("@carol:c.test")
+        ))
+        .await,
+        (403, "M_FORBIDDEN"),
+        "another server's user",
+    );
+    // A joining server that does not support the room's version.
+    let refused = ask(format!(
+        "/_matrix/federation/v1/make_join/{}/{}?ver=1&ver=2",
+        enc(&public),
+        enc("@bob:b.test")
+    ))
+    .await;
+    match refused {
+        Err(FederationError::Status(_, 400, body)) => {
+            assert_eq!(body["errcode"], "M_INCOMPATIBLE_ROOM_VERSION");
+            assert_eq!(body["room_version"], "12");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reads of a room b.test has nobody in.
+    let create = a
+        .services
+        .rooms
+        .state_event(&RoomId::parse(&public).unwrap(), "m.room.create", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_refused(
+        ask(format!(
+            "/_matrix/federation/v1/state_ids/{}?event_id={}",
+            enc(&public),
+            enc(create.event_id.as_str())
+        ))
+        .await,
+        (403, "M_FORBIDDEN"),
+        "state of a room the asker is not in",
+    );
+    assert_refused(
+        ask(format!("/_matrix/federation/v1/event/{}", enc("$nothing"))).await,
+        (404, "M_NOT_FOUND"),
+        "an unknown event",
+    );
+}
+
+fn enc(text: &str) -> String {
+    causeway_matrix::federation::membership::segment(text)
+}
+
+/// A PDU of `sender` (a user of b.test) in `room`, built and signed by b.test.
+fn pdu_of_b(
+    b: &TestServer,
+    room: &str,
+    sender: &str,
+    prev_and_auth: (Vec<ruma::OwnedEventId>, Vec<ruma::OwnedEventId>),
+    depth: i64,
+    body: &str,
+) -> causeway_matrix::pdu::Pdu {
+    let room = RoomId::parse(room).unwrap();
+    let sender = UserId::parse(sender).unwrap();
+    build_event(
+        EventDraft {
+            room_id: Some(&room),
+            sender: &sender,
+            event_type: "m.room.message",
+            state_key: None,
+            content: canonical_content(json!({"msgtype": "m.text", "body": body})).unwrap(),
+            prev_events: prev_and_auth.0,
+            auth_events: prev_and_auth.1,
+            depth,
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+        },
+        &causeway_matrix::pdu::rules(&RoomVersionId::V10).unwrap(),
+        "b.test",
+        &b.services.key,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_transactions_and_pdus_are_refused_without_harm() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (alice_id, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_version": "10"}),
+        )
+        .await;
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    let room_id = RoomId::parse(&room).unwrap();
+    let send = |txn: &'static str, body: Value| {
+        let federation = &b.services.federation;
+        async move {
+            federation
+                .request(
+                    &server("a.test"),
+                    http::Method::PUT,
+                    &format!("/_matrix/federation/v1/send/{txn}"),
+                    Some(&body),
+                    true,
+                )
+                .await
+        }
+    };
+    // Malformed transactions.
+    assert_refused(
+        send("t1", json!({"edus": []})).await,
+        (400, "M_BAD_JSON"),
+        "no pdus",
+    );
+    let many: Vec<Value> = (0..51).map(|i| json!({"n": i})).collect();
+    assert_refused(
+        send("t2", json!({"pdus": many})).await,
+        (400, "M_BAD_JSON"),
+        "51 PDUs",
+    );
+    let edus: Vec<Value> = (0..101).map(|_| json!({"edu_type": "m.typing"})).collect();
+    assert_refused(
+        send("t3", json!({"pdus": [], "edus": edus})).await,
+        (400, "M_BAD_JSON"),
+        "101 EDUs",
+    );
+
+    // Bob's message, as b.test would send it, follows the room's extremities.
+    let extremities = a.services.store.forward_extremities(&room).await.unwrap();
+    let prev: Vec<ruma::OwnedEventId> = extremities
+        .iter()
+        .map(|id| ruma::EventId::parse(id).unwrap())
+        .collect();
+    let state = a.services.rooms.current_state(&room_id).await.unwrap();
+    let auth: Vec<ruma::OwnedEventId> = state
+        .iter()
+        .filter(|pdu| {
+            let kind = pdu.event_type.to_string();
+            kind == "m.room.create"
+                || kind == "m.room.power_levels"
+                || (kind == "m.room.member" && pdu.state_key.as_deref() == Some(bob_id.as_str()))
+        })
+        .map(|pdu| pdu.event_id.clone())
+        .collect();
+    let depth = state.iter().map(|pdu| pdu.depth).max().unwrap() + 5;
+    let good = pdu_of_b(
+        &b,
+        &room,
+        &bob_id,
+        (prev.clone(), auth.clone()),
+        depth,
+        "good",
+    );
+    // Forged: the content changed after b.test signed (the hash no longer matches), and
+    // another signed by a key that is not b.test's.
+    let mut altered = serde_json::to_value(&good.json).unwrap();
+    altered["content"]["body"] = json!("altered");
+    let stranger = ruma::signatures::Ed25519KeyPair::from_der(
+        &ruma::signatures::Ed25519KeyPair::generate(),
+        b.services.key.version().to_owned(),
+    )
+    .unwrap();
+    let mut forged = pdu_of_b(
+        &b,
+        &room,
+        &bob_id,
+        (prev.clone(), auth.clone()),
+        depth,
+        "forged",
+    )
+    .json;
+    forged.remove("signatures");
+    ruma::signatures::sign_json("b.test", &stranger, &mut forged).unwrap();
+    // Alice is not b.test's to speak for.
+    let impostor = build_event(
+        EventDraft {
+            room_id: Some(&room_id),
+            sender: &UserId::parse(&alice_id).unwrap(),
+            event_type: "m.room.message",
+            state_key: None,
+            content: canonical_content(json!({"msgtype": "m.text", "body": "impostor"})).unwrap(),
+            prev_events: prev.clone(),
+            auth_events: auth.clone(),
+            depth,
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+        },
+        &causeway_matrix::pdu::rules(&RoomVersionId::V10).unwrap(),
+        "b.test",
+        &b.services.key,
+    )
+    .unwrap();
+    let oversized =
+        json!({"type": "m.room.message", "room_id": room, "content": {"body": "x".repeat(70_000)}});
+    let answer = send(
+        "t4",
+        json!({
+            "origin": "b.test",
+            "origin_server_ts": 1,
+            "pdus": [
+                serde_json::to_value(&good.json).unwrap(),
+                altered,
+                serde_json::to_value(&forged).unwrap(),
+                serde_json::to_value(&impostor.json).unwrap(),
+                oversized,
+                {"type": "m.room.message", "room_id": "!elsewhere:c.test", "content": {}},
+            ],
+        }),
+    )
+    .await
+    .unwrap();
+    // One answer per event of the room (the altered copy has the good one's id; the event
+    // of a room a.test is not in is dropped): the good one taken, the others refused.
+    let results = answer["pdus"].as_object().unwrap();
+    assert_eq!(results.len(), 4, "{answer}");
+    assert_eq!(results[good.event_id.as_str()], json!({}), "{answer}");
+    let rules = causeway_matrix::pdu::rules(&RoomVersionId::V10).unwrap();
+    let forged_id = causeway_matrix::federation::pdu::event_id(&forged, &rules).unwrap();
+    assert!(results[forged_id.as_str()]["error"].is_string(), "{answer}");
+    assert!(
+        results[impostor.event_id.as_str()]["error"].is_string(),
+        "{answer}"
+    );
+    let refused = results
+        .values()
+        .filter(|result| result["error"].is_string())
+        .count();
+    assert_eq!(refused, 3, "{answer}");
+    // The good one and the altered one (kept redacted) are the same event; a.test shows it
+    // once, and the room is not harmed: alice still writes, bob's good message is there.
+    let shown = texts(&a, &alice, &room).await;
+    assert!(shown.contains(&"good".to_owned()), "{shown:?}");
+    assert!(
+        !shown
+            .iter()
+            .any(|text| text == "altered" || text == "forged" || text == "impostor")
+    );
+    a.send_text(&alice, &room, "after", "still fine")
+        .await
+        .assert_ok();
+
+    // The same transaction again is answered the same and changes nothing.
+    let again = send("t4", json!({"pdus": []})).await.unwrap();
+    assert_eq!(again, answer);
+    assert_eq!(
+        texts(&a, &alice, &room)
+            .await
+            .iter()
+            .filter(|text| *text == "good")
+            .count(),
+        1
+    );
+}
