@@ -13,6 +13,9 @@ What is here:
 * ``HttpRecorder``: records the raw HTTP exchanges of a matrix-nio client so that a failed check
   can print the exact request and response.
 * ``register_user()``: the spec's user-interactive registration flow over aiohttp.
+* ``FederationTls`` and ``federating()``: a private CA with a certificate for ``localhost``, and
+  the federation listeners (TLS, on a port of their own that is part of the server name, such
+  as ``localhost:40123``) of Causeway and Synapse servers that know each other.
 
 Every server process started here is ended when the interpreter exits (atexit, and SIGTERM is
 turned into a normal exit), so a failed or interrupted test leaves nothing running.
@@ -124,6 +127,16 @@ class ServerProcess:
         self.port = port or free_port()
         self.server_name = f"localhost:{self.port}"
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # Set by ``federating()``: the TLS federation listener's port, named in the server name.
+        self.federation_port: int | None = None
+        self.tls: FederationTls | None = None
+        self.peers: list[ServerProcess] = []
+
+    def federate(self, tls: "FederationTls") -> None:
+        """Serves federation over TLS on a port of its own, which the server name names."""
+        self.federation_port = free_port()
+        self.server_name = f"localhost:{self.federation_port}"
+        self.tls = tls
         self.log_path = self.workdir / f"{self.kind}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -275,6 +288,23 @@ class Causeway(ServerProcess):
         self.log_filter = log_filter
         self.extra_toml = extra_toml
 
+    def federation_toml(self) -> str:
+        if self.tls is None or self.federation_port is None:
+            return "\n[federation]\nenabled = false\n"
+        destinations = "".join(
+            f"{_toml_str(peer.server_name)} = {_toml_str(f'127.0.0.1:{peer.federation_port}')}\n"
+            for peer in self.peers
+            if peer.federation_port is not None
+        )
+        return (
+            "\n[federation]\nenabled = true\n"
+            f"bind = {_toml_str(f'127.0.0.1:{self.federation_port}')}\n"
+            f"tls_certificate = {_toml_str(str(self.tls.cert))}\n"
+            f"tls_private_key = {_toml_str(str(self.tls.key))}\n"
+            f"ca_files = [{_toml_str(str(self.tls.ca))}]\n"
+            f"\n[federation.destinations]\n{destinations}"
+        )
+
     def config_text(self) -> str:
         burst = max(1, int(self.rate))
         limits = "".join(
@@ -287,7 +317,7 @@ class Causeway(ServerProcess):
             f"data_dir = {_toml_str(str(self.data_dir))}\n"
             "\n[client_api]\n"
             f"bind = {_toml_str(f'127.0.0.1:{self.port}')}\n"
-            "\n[federation]\nenabled = false\n"
+            f"{self.federation_toml()}"
             "\n[xmpp]\nenabled = false\n"
             '\n[registration]\nmode = "open"\n'
             f"{limits}"
@@ -383,6 +413,28 @@ class Synapse(ServerProcess):
             },
         }
 
+    def federation_config(self) -> dict[str, Any]:
+        """A TLS federation listener, loopback peers allowed, the private CA trusted, and
+        short retry intervals (a test waits seconds, not minutes, for a peer that came back)."""
+        if self.tls is None or self.federation_port is None:
+            return {}
+        return {
+            "tls_certificate_path": str(self.tls.cert),
+            "tls_private_key_path": str(self.tls.key),
+            "federation_custom_ca_list": [str(self.tls.ca)],
+            "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+            "federation": {
+                "client_timeout": "20s",
+                "max_short_retry_delay": "2s",
+                "max_long_retry_delay": "5s",
+                "max_short_retries": 3,
+                "max_long_retries": 10,
+                "destination_min_retry_interval": "1s",
+                "destination_retry_multiplier": 1,
+                "destination_max_retry_interval": "3s",
+            },
+        }
+
     def log_config(self) -> dict[str, Any]:
         return {
             "version": 1,
@@ -401,8 +453,19 @@ class Synapse(ServerProcess):
     def prepare(self) -> None:
         if not self.python.is_file():
             raise ServerError(f"no Synapse virtualenv at {self.venv}")
+        config = self.config()
+        if self.tls is not None and self.federation_port is not None:
+            config.update(self.federation_config())
+            config["listeners"].append({
+                "port": self.federation_port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": True,
+                "x_forwarded": False,
+                "resources": [{"names": ["federation"], "compress": False}],
+            })
         # JSON is a subset of YAML: no YAML library is needed on this side.
-        self.config_path.write_text(json.dumps(self.config(), indent=2))
+        self.config_path.write_text(json.dumps(config, indent=2))
         (self.workdir / "log.yaml").write_text(json.dumps(self.log_config(), indent=2))
         subprocess.run(  # noqa: S603
             [
@@ -414,6 +477,50 @@ class Synapse(ServerProcess):
 
     def command(self) -> list[str]:
         return [str(self.python), "-m", "synapse.app.homeserver", "--config-path", str(self.config_path)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Federation on loopback
+# ---------------------------------------------------------------------------------------------
+
+
+class FederationTls:
+    """A private certificate authority and a certificate it issued for ``localhost`` (every
+    server on loopback is ``localhost:<port>``; TLS names the host without the port)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = directory / "ca.crt"
+        self.cert = directory / "localhost.crt"
+        self.key = directory / "localhost.key"
+
+        def run(*command: str) -> None:
+            subprocess.run(command, cwd=directory, check=True,  # noqa: S603
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=Causeway federation test CA",
+            "-keyout", "ca.key", "-out", "ca.crt",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        (directory / "localhost.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost\n"
+        )
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-subj", "/CN=localhost", "-keyout", "localhost.key", "-out", "localhost.csr")
+        run("openssl", "x509", "-req", "-in", "localhost.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "localhost.ext", "-out", "localhost.crt")
+
+
+def federating(servers: list[ServerProcess], directory: Path) -> FederationTls:
+    """Makes servers (not yet started) federate with each other over TLS on loopback."""
+    tls = FederationTls(directory)
+    for server in servers:
+        server.federate(tls)
+    for server in servers:
+        server.peers = [peer for peer in servers if peer is not server]
+    return tls
 
 
 # ---------------------------------------------------------------------------------------------

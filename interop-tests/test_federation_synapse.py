@@ -1,0 +1,248 @@
+"""Interop test: Causeway federating with a real Synapse on loopback, matrix-nio as the clients.
+
+Both servers serve federation over TLS (a private CA, ``localhost:<port>`` names) and know where
+the other is. Covered:
+
+* a Synapse user joins a room created on Causeway (room version 10) by its id: Synapse asks
+  Causeway for a join template, sends the join, and reads the state; messages go both ways and
+  arrive in order;
+* a Causeway user joins a room created on Synapse (version 12, Synapse's default) by its alias:
+  Causeway resolves the alias on Synapse, joins through it, and messages go both ways;
+* a state change (the topic) made on either side reaches the other;
+* a Causeway user leaves the Synapse room, and Synapse sees the leave.
+
+Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nio import AsyncClient, JoinResponse, RoomCreateResponse, RoomPreset, RoomSendResponse
+
+import harness
+
+PASSWORD = "federation test password"
+WAIT = 45.0
+
+
+class FederationTest:
+    def __init__(self, causeway: harness.Causeway, synapse: harness.Synapse) -> None:
+        self.causeway = causeway
+        self.synapse = synapse
+        self.c = harness.Checks("test_federation_synapse")
+        self.session: aiohttp.ClientSession | None = None
+        self.clients: list[AsyncClient] = []
+
+    async def user(self, server: harness.ServerProcess, name: str) -> AsyncClient:
+        assert self.session is not None
+        registered = await harness.register_user(self.session, server.base_url, name, PASSWORD)
+        client = AsyncClient(server.base_url, registered["user_id"])
+        client.access_token = registered["access_token"]
+        client.user_id = registered["user_id"]
+        client.device_id = registered.get("device_id")
+        self.clients.append(client)
+        return client
+
+    async def texts(self, client: AsyncClient, room_id: str) -> list[str]:
+        """The bodies of the latest messages of a room, oldest first, as the client sees them."""
+        assert self.session is not None
+        url = f"{client.homeserver}/_matrix/client/v3/rooms/{room_id}/messages"
+        async with self.session.get(
+            url,
+            params={"dir": "b", "limit": "50"},
+            headers={"Authorization": f"Bearer {client.access_token}"},
+        ) as resp:
+            data = await resp.json(content_type=None)
+        if resp.status != 200:
+            return []
+        return [
+            event["content"].get("body", "")
+            for event in reversed(data.get("chunk", []))
+            if event.get("type") == "m.room.message"
+        ]
+
+    async def wait_for_text(self, client: AsyncClient, room_id: str, text: str) -> float | None:
+        """Seconds until ``text`` is among the room's messages for ``client``; None if never."""
+        start = time.monotonic()
+        while time.monotonic() - start < WAIT:
+            if text in await self.texts(client, room_id):
+                return time.monotonic() - start
+            await asyncio.sleep(0.2)
+        return None
+
+    async def state_content(self, client: AsyncClient, room_id: str, kind: str,
+                            key: str = "") -> dict[str, Any] | None:
+        assert self.session is not None
+        url = f"{client.homeserver}/_matrix/client/v3/rooms/{room_id}/state/{kind}/{key}"
+        async with self.session.get(
+            url, headers={"Authorization": f"Bearer {client.access_token}"}
+        ) as resp:
+            if resp.status != 200:
+                return None
+            return await resp.json(content_type=None)
+
+    async def wait_for_state(self, client: AsyncClient, room_id: str, kind: str, key: str,
+                             check: Any) -> bool:
+        start = time.monotonic()
+        while time.monotonic() - start < WAIT:
+            content = await self.state_content(client, room_id, kind, key)
+            if content is not None and check(content):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def send(self, client: AsyncClient, room_id: str, text: str) -> None:
+        sent = await client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+        self.c.require(isinstance(sent, RoomSendResponse), f"{client.user_id} sends {text!r}",
+                       repr(sent))
+
+    async def run(self) -> int:
+        async with aiohttp.ClientSession() as session:
+            self.session = session
+            try:
+                await self.scenarios()
+            finally:
+                for client in self.clients:
+                    await client.close()
+        return self.c.summary()
+
+    async def scenarios(self) -> None:
+        c = self.c
+        alice = await self.user(self.causeway, "alice")
+        bob = await self.user(self.synapse, "bob")
+        carol = await self.user(self.synapse, "carol")
+        rooms: dict[str, str] = {}
+
+        async def synapse_user_joins_causeway_room() -> None:
+            created = await alice.room_create(
+                name="Causeway lounge", preset=RoomPreset.public_chat, room_version="10")
+            c.require(isinstance(created, RoomCreateResponse), "alice creates a room on Causeway",
+                      repr(created))
+            room = created.room_id
+            rooms["causeway"] = room
+            await self.send(alice, room, "before bob")
+            # (matrix-nio's join names no server; Synapse needs one, as clients give with `via`.)
+            assert self.session is not None
+            async with self.session.post(
+                f"{bob.homeserver}/_matrix/client/v3/join/{room}",
+                params={"via": self.causeway.server_name},
+                headers={"Authorization": f"Bearer {bob.access_token}"},
+                json={},
+            ) as resp:
+                joined = await resp.json(content_type=None)
+            c.require(resp.status == 200 and joined.get("room_id") == room,
+                      "bob (Synapse) joins it by its id, through Causeway",
+                      f"{resp.status} {joined}\n{self.causeway.log_tail(30)}")
+            name = await self.state_content(bob, room, "m.room.name")
+            c.equal((name or {}).get("name"), "Causeway lounge", "Synapse has the room's state")
+            members = await alice.joined_members(room)
+            c.check(bob.user_id in [m.user_id for m in getattr(members, "members", [])],
+                    "Causeway lists bob among the members", repr(members))
+
+        async def messages_both_ways_causeway_room() -> None:
+            room = rooms["causeway"]
+            await self.send(alice, room, "hello from causeway")
+            took = await self.wait_for_text(bob, room, "hello from causeway")
+            c.check(took is not None, "bob (Synapse) receives alice's message",
+                    self.causeway.log_tail(20))
+            await self.send(bob, room, "hello from synapse")
+            took = await self.wait_for_text(alice, room, "hello from synapse")
+            c.check(took is not None, "alice (Causeway) receives bob's message",
+                    self.causeway.log_tail(20))
+            for i in range(5):
+                await self.send(alice, room, f"burst {i}")
+            took = await self.wait_for_text(bob, room, "burst 4")
+            c.check(took is not None, "a burst reaches Synapse")
+            on_synapse = [t for t in await self.texts(bob, room) if t.startswith("burst")]
+            c.equal(on_synapse, [f"burst {i}" for i in range(5)], "in order on Synapse")
+            await alice.room_put_state(room, "m.room.topic", {"topic": "set on Causeway"})
+            c.check(
+                await self.wait_for_state(bob, room, "m.room.topic", "",
+                                          lambda content: content.get("topic") == "set on Causeway"),
+                "the topic set on Causeway reaches Synapse")
+
+        async def causeway_user_joins_synapse_room() -> None:
+            created = await carol.room_create(
+                name="Synapse hall", alias="hall", preset=RoomPreset.public_chat)
+            c.require(isinstance(created, RoomCreateResponse), "carol creates a room on Synapse",
+                      repr(created))
+            room = created.room_id
+            rooms["synapse"] = room
+            await self.send(carol, room, "before alice")
+            alias = f"#hall:{self.synapse.server_name}"
+            joined = await alice.join(alias)
+            c.require(isinstance(joined, JoinResponse), "alice (Causeway) joins it by its alias",
+                      f"{joined!r}\n{self.causeway.log_tail(30)}")
+            c.equal(joined.room_id, room, "the alias names carol's room")
+            name = await self.state_content(alice, room, "m.room.name")
+            c.equal((name or {}).get("name"), "Synapse hall", "Causeway has the room's state")
+            version = await self.state_content(alice, room, "m.room.create")
+            c.equal((version or {}).get("room_version"), "12", "a version 12 room")
+
+        async def messages_both_ways_synapse_room() -> None:
+            room = rooms["synapse"]
+            await self.send(carol, room, "hello from carol")
+            took = await self.wait_for_text(alice, room, "hello from carol")
+            c.check(took is not None, "alice (Causeway) receives carol's message",
+                    self.causeway.log_tail(20))
+            await self.send(alice, room, "hello from alice")
+            took = await self.wait_for_text(carol, room, "hello from alice")
+            c.check(took is not None, "carol (Synapse) receives alice's message",
+                    self.causeway.log_tail(20))
+            await carol.room_put_state(room, "m.room.topic", {"topic": "set on Synapse"})
+            c.check(
+                await self.wait_for_state(alice, room, "m.room.topic", "",
+                                          lambda content: content.get("topic") == "set on Synapse"),
+                "the topic set on Synapse reaches Causeway")
+            left = await alice.room_leave(room)
+            c.check(type(left).__name__ == "RoomLeaveResponse", "alice leaves", repr(left))
+            c.check(
+                await self.wait_for_state(carol, room, "m.room.member", alice.user_id,
+                                          lambda content: content.get("membership") == "leave"),
+                "Synapse sees alice's leave")
+
+        await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
+        await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
+                     needs=("a Synapse user joins a Causeway room",))
+        await c.step("a Causeway user joins a Synapse room by alias",
+                     causeway_user_joins_synapse_room)
+        await c.step("messages both ways in the Synapse room", messages_both_ways_synapse_room,
+                     needs=("a Causeway user joins a Synapse room by alias",))
+
+
+async def main() -> int:
+    parser = harness.test_argparser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--synapse-peer-venv",
+        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(harness.REPO / ".venv" / "synapse")),
+        help="the Synapse virtualenv of the peer (default: .venv/synapse)",
+    )
+    args = parser.parse_args()
+    if args.synapse_venv:
+        print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
+        return 0
+    causeway = harness.Causeway(args.causeway, log_filter="info,causeway_matrix=debug")
+    synapse = harness.Synapse(args.synapse_peer_venv)
+    work = harness.make_workdir("federation-")
+    harness.federating([causeway, synapse], Path(work) / "tls")
+    with causeway, synapse:
+        synapse.start(timeout=60)
+        causeway.start()
+        print(f"causeway {causeway.server_name} (client {causeway.base_url}), "
+              f"synapse {synapse.server_name} (client {synapse.base_url})")
+        code = await FederationTest(causeway, synapse).run()
+        if code != 0:
+            print(causeway.log_tail(60))
+            print(synapse.log_tail(60))
+            raise SystemExit(code)
+        return code
+
+
+if __name__ == "__main__":
+    harness.run_async_test(main)
