@@ -9,7 +9,10 @@ the other is. Covered:
 * a Causeway user joins a room created on Synapse (version 12, Synapse's default) by its alias:
   Causeway resolves the alias on Synapse, joins through it, and messages go both ways;
 * a state change (the topic) made on either side reaches the other;
-* a Causeway user leaves the Synapse room, and Synapse sees the leave.
+* a Causeway user leaves the Synapse room, and Synapse sees the leave;
+* invites both ways: each signed by the invitee's server, shown with the room's stripped state
+  in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
+  through the inviting server).
 
 Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
 """
@@ -94,6 +97,26 @@ class FederationTest:
             content = await self.state_content(client, room_id, kind, key)
             if content is not None and check(content):
                 return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def wait_for_invite(self, client: AsyncClient, room_id: str, name: str) -> bool:
+        """Whether the client's sync shows an invite to the room with its name, in time."""
+        assert self.session is not None
+        start = time.monotonic()
+        while time.monotonic() - start < WAIT:
+            async with self.session.get(
+                f"{client.homeserver}/_matrix/client/v3/sync",
+                params={"timeout": "0"},
+                headers={"Authorization": f"Bearer {client.access_token}"},
+            ) as resp:
+                data = await resp.json(content_type=None)
+            invite = data.get("rooms", {}).get("invite", {}).get(room_id)
+            if invite:
+                events = invite.get("invite_state", {}).get("events", [])
+                if any(e.get("type") == "m.room.name" and e.get("content", {}).get("name") == name
+                       for e in events):
+                    return True
             await asyncio.sleep(0.2)
         return False
 
@@ -207,6 +230,53 @@ class FederationTest:
                                           lambda content: content.get("membership") == "leave"),
                 "Synapse sees alice's leave")
 
+        async def invites_both_ways() -> None:
+            # Causeway invites a Synapse user: Synapse signs the invite, bob sees it and joins.
+            created = await alice.room_create(name="Causeway private", preset=RoomPreset.private_chat)
+            c.require(isinstance(created, RoomCreateResponse), "alice creates a private room")
+            room = created.room_id
+            invited = await alice.room_invite(room, bob.user_id)
+            c.require(type(invited).__name__ == "RoomInviteResponse",
+                      "alice (Causeway) invites bob (Synapse)",
+                      f"{invited!r}\n{self.causeway.log_tail(20)}")
+            c.check(await self.wait_for_invite(bob, room, "Causeway private"),
+                    "bob's sync on Synapse shows the invite with the room's name")
+            joined = await bob.join(room)
+            c.require(isinstance(joined, JoinResponse), "bob accepts the invite", repr(joined))
+            await self.send(bob, room, "thanks for the invite")
+            c.check(await self.wait_for_text(alice, room, "thanks for the invite") is not None,
+                    "bob's message reaches alice")
+
+            # Synapse invites a Causeway user: Causeway signs, alice sees it and rejects.
+            created = await carol.room_create(name="Synapse private", preset=RoomPreset.private_chat)
+            c.require(isinstance(created, RoomCreateResponse), "carol creates a private room")
+            rejected_room = created.room_id
+            invited = await carol.room_invite(rejected_room, alice.user_id)
+            c.require(type(invited).__name__ == "RoomInviteResponse",
+                      "carol (Synapse) invites alice (Causeway)",
+                      f"{invited!r}\n{self.causeway.log_tail(20)}")
+            c.check(await self.wait_for_invite(alice, rejected_room, "Synapse private"),
+                    "alice's sync on Causeway shows the invite with the room's name")
+            left = await alice.room_leave(rejected_room)
+            c.check(type(left).__name__ == "RoomLeaveResponse", "alice rejects it", repr(left))
+            c.check(
+                await self.wait_for_state(carol, rejected_room, "m.room.member", alice.user_id,
+                                          lambda content: content.get("membership") == "leave"),
+                "Synapse sees the rejection")
+
+            # And accepts another one, joining through Synapse without naming it.
+            created = await carol.room_create(name="Synapse second", preset=RoomPreset.private_chat)
+            second = created.room_id
+            await carol.room_invite(second, alice.user_id)
+            c.check(await self.wait_for_invite(alice, second, "Synapse second"),
+                    "alice sees the second invite")
+            joined = await alice.join(second)
+            c.require(isinstance(joined, JoinResponse), "alice accepts it",
+                      f"{joined!r}\n{self.causeway.log_tail(20)}")
+            await self.send(carol, second, "welcome alice")
+            c.check(await self.wait_for_text(alice, second, "welcome alice") is not None,
+                    "carol's message reaches alice in the room she was invited to")
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -214,6 +284,7 @@ class FederationTest:
                      causeway_user_joins_synapse_room)
         await c.step("messages both ways in the Synapse room", messages_both_ways_synapse_room,
                      needs=("a Causeway user joins a Synapse room by alias",))
+        await c.step("invites both ways, accepted and rejected", invites_both_ways)
 
 
 async def main() -> int:

@@ -112,6 +112,10 @@ pub fn router(services: Arc<Services>) -> Router {
             put(federation::membership::send_leave_v2_route),
         )
         .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(federation::invites::invite_v2_route),
+        )
+        .route(
             "/_matrix/federation/v1/event/{event_id}",
             get(federation::reads::event_route),
         )

@@ -477,3 +477,90 @@ async fn bad_transactions_and_pdus_are_refused_without_harm() {
         1
     );
 }
+
+#[tokio::test]
+async fn invites_across_servers_are_signed_by_both_and_joined_or_rejected() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let (carol_id, carol) = b.register("carol").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "private_chat", "name": "Invited only", "room_version": "11"}),
+        )
+        .await;
+    for user in [&bob_id, &carol_id] {
+        a.post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &alice,
+            json!({"user_id": user}),
+        )
+        .await
+        .assert_ok();
+        assert_eq!(membership(&a, &room, user).await.as_deref(), Some("invite"));
+    }
+    // The invite a.test keeps carries b.test's signature beside its own.
+    let invite_id = a
+        .services
+        .rooms
+        .state_event(&RoomId::parse(&room).unwrap(), "m.room.member", &bob_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let signatures = &invite_id.json["signatures"];
+    let signers: Vec<String> = match signatures {
+        ruma::CanonicalJsonValue::Object(map) => map.keys().cloned().collect(),
+        _ => vec![],
+    };
+    assert_eq!(signers, ["a.test", "b.test"]);
+
+    // Bob's sync on b.test shows the invite with the room's stripped state.
+    let sync = b.sync(&bob, "timeout=0").await;
+    let invite_state = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    let events = invite_state.as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|event| event["type"] == "m.room.name"
+                && event["content"]["name"] == "Invited only"),
+        "{sync}"
+    );
+    assert!(events.iter().any(|event| event["type"] == "m.room.member"
+        && event["state_key"] == bob_id.as_str()
+        && event["content"]["membership"] == "invite"));
+
+    // Bob joins, through the inviting server without naming it.
+    b.join(&bob, &room).await;
+    assert_eq!(
+        membership(&a, &room, &bob_id).await.as_deref(),
+        Some("join")
+    );
+    assert_eq!(
+        membership(&b, &room, &bob_id).await.as_deref(),
+        Some("join")
+    );
+
+    // Carol rejects: a.test learns it, and her sync shows the room left.
+    b.post(
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &carol,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    eventually("carol's rejection on a.test", || async {
+        membership(&a, &room, &carol_id).await.as_deref() == Some("leave")
+    })
+    .await;
+    let sync = b.sync(&carol, "timeout=0").await;
+    assert!(sync["rooms"]["invite"].get(&room).is_none(), "{sync}");
+    // A rejected invite cannot be rejected again, nor can an unknown user be invited.
+    a.post(
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        &alice,
+        json!({"user_id": "@nobody:b.test"}),
+    )
+    .await
+    .assert_error(404, "M_NOT_FOUND");
+}

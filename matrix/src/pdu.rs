@@ -160,6 +160,20 @@ impl Pdu {
         Ok(pdu)
     }
 
+    /// This event, to store out of its room's graph.
+    pub fn to_outlier(&self, rejected_reason: Option<String>) -> crate::store::NewOutlier {
+        crate::store::NewOutlier {
+            event_id: self.event_id.to_string(),
+            sender: self.sender.to_string(),
+            event_type: self.event_type.to_string(),
+            state_key: self.state_key.clone(),
+            depth: self.depth,
+            origin_server_ts: i64::try_from(u64::from(self.origin_server_ts.get())).unwrap_or(0),
+            json: self.to_stored(),
+            rejected_reason,
+        }
+    }
+
     /// The JSON stored for this event.
     pub fn to_stored(&self) -> String {
         CanonicalJsonValue::Object(self.json.clone()).to_string()

@@ -298,57 +298,9 @@ impl Rooms {
                 stream_ordering: None,
             });
         }
-        let content_raw = serde_json::value::to_raw_value(&event.content)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let auth_events = cache.auth_events(
-            event.event_type,
-            event.sender,
-            event.state_key,
-            &content_raw,
-        )?;
-        let prev_events: Vec<OwnedEventId> = cache
-            .extremities
-            .iter()
-            .take(MAX_PREV_EVENTS)
-            .cloned()
-            .collect();
         let event_type = event.event_type;
-        if event_type == "m.room.create" {
-            return Err(Error::Forbidden(
-                "a room has only one m.room.create event".into(),
-            ));
-        }
-        let redacts = if event_type == "m.room.redaction" {
-            event
-                .content
-                .get("redacts")
-                .and_then(CanonicalJsonValue::as_str)
-                .map(EventId::parse)
-                .transpose()
-                .map_err(|e| Error::BadJson(format!("invalid redacts: {e}")))?
-        } else {
-            None
-        };
-        let pdu = pdu::build_event(
-            EventDraft {
-                room_id: Some(room_id),
-                sender: event.sender,
-                event_type,
-                state_key: event.state_key,
-                content: event.content,
-                prev_events,
-                auth_events,
-                // One more than the events it follows, capped at the largest integer
-                // canonical JSON has, so that no depth can make the room unwritable.
-                depth: cache.depth.saturating_add(1).min(MAX_DEPTH),
-                origin_server_ts: event
-                    .origin_server_ts
-                    .unwrap_or_else(MilliSecondsSinceUnixEpoch::now),
-            },
-            &cache.rules,
-            self.server_name.as_str(),
-            &self.key,
-        )?;
+        let redacts = redaction_target(&event)?;
+        let pdu = self.build_local(room_id, cache, event)?;
         self.authorize(room_id, cache, &pdu)?;
         // What a redaction removes is computed now, so that it is stored with the redaction.
         let redacted = match &redacts {
@@ -390,6 +342,68 @@ impl Rooms {
             event_id: pdu.event_id,
             stream_ordering: Some(stream_ordering),
         })
+    }
+
+    /// A local event, built on the room's current state and signed, not yet stored: for an
+    /// invite of another server's user, which that server signs too before it is stored.
+    pub async fn build(&self, room_id: &RoomId, event: NewLocalEvent<'_>) -> Result<Pdu, Error> {
+        let guard = self.locked(room_id).await?;
+        let Some(cache) = guard.as_ref() else {
+            return Err(Error::Internal("room cache vanished".into()));
+        };
+        let pdu = self.build_local(room_id, cache, event)?;
+        self.authorize(room_id, cache, &pdu)?;
+        Ok(pdu)
+    }
+
+    /// Builds, hashes and signs a local event on the room's current state.
+    fn build_local(
+        &self,
+        room_id: &RoomId,
+        cache: &RoomCache,
+        event: NewLocalEvent<'_>,
+    ) -> Result<Pdu, Error> {
+        let content_raw = serde_json::value::to_raw_value(&event.content)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let auth_events = cache.auth_events(
+            event.event_type,
+            event.sender,
+            event.state_key,
+            &content_raw,
+        )?;
+        let prev_events: Vec<OwnedEventId> = cache
+            .extremities
+            .iter()
+            .take(MAX_PREV_EVENTS)
+            .cloned()
+            .collect();
+        let event_type = event.event_type;
+        if event_type == "m.room.create" {
+            return Err(Error::Forbidden(
+                "a room has only one m.room.create event".into(),
+            ));
+        }
+        let pdu = pdu::build_event(
+            EventDraft {
+                room_id: Some(room_id),
+                sender: event.sender,
+                event_type,
+                state_key: event.state_key,
+                content: event.content,
+                prev_events,
+                auth_events,
+                // One more than the events it follows, capped at the largest integer
+                // canonical JSON has, so that no depth can make the room unwritable.
+                depth: cache.depth.saturating_add(1).min(MAX_DEPTH),
+                origin_server_ts: event
+                    .origin_server_ts
+                    .unwrap_or_else(MilliSecondsSinceUnixEpoch::now),
+            },
+            &cache.rules,
+            self.server_name.as_str(),
+            &self.key,
+        )?;
+        Ok(pdu)
     }
 
     fn authorize(&self, room_id: &RoomId, cache: &RoomCache, pdu: &Pdu) -> Result<(), Error> {
@@ -659,6 +673,20 @@ fn stored_event(room_id: &RoomId, pdu: &Pdu, before_group: i64) -> NewEvent {
         standing: Standing::Accepted,
         resolved: None,
     }
+}
+
+/// The event a redaction redacts.
+fn redaction_target(event: &NewLocalEvent<'_>) -> Result<Option<OwnedEventId>, Error> {
+    if event.event_type != "m.room.redaction" {
+        return Ok(None);
+    }
+    event
+        .content
+        .get("redacts")
+        .and_then(CanonicalJsonValue::as_str)
+        .map(EventId::parse)
+        .transpose()
+        .map_err(|e| Error::BadJson(format!("invalid redacts: {e}")))
 }
 
 fn parse_event_id(id: &str) -> Result<OwnedEventId, Error> {

@@ -318,77 +318,23 @@ async fn join_through(
         .map(|version| format!("ver={}", segment(version.as_str())))
         .collect::<Vec<_>>()
         .join("&");
-    let uri = format!(
-        "/_matrix/federation/v1/make_join/{}/{}?{versions}",
-        segment(room_id.as_str()),
-        segment(user_id.as_str())
-    );
-    let answer = services
-        .federation
-        .request(server, http::Method::GET, &uri, None, true)
-        .await
-        .map_err(remote_error)?;
-    let version = answer
-        .get("room_version")
-        .and_then(Value::as_str)
-        .map(RoomVersionId::try_from)
-        .transpose()
-        .map_err(|e| Error::BadJson(format!("room_version: {e}")))?
-        .unwrap_or(RoomVersionId::V1);
-    let rules = crate::pdu::rules(&version)?;
-    let mut event = match answer
-        .get("event")
-        .cloned()
-        .map(CanonicalJsonValue::try_from)
-    {
-        Some(Ok(CanonicalJsonValue::Object(event))) => event,
-        _ => return Err(Error::BadJson("make_join answered no event".into())),
-    };
-    let field = |event: &CanonicalJsonObject, key: &str| {
-        event
-            .get(key)
-            .and_then(CanonicalJsonValue::as_str)
-            .map(str::to_owned)
-    };
-    if field(&event, "type").as_deref() != Some("m.room.member")
-        || field(&event, "sender").as_deref() != Some(user_id.as_str())
-        || field(&event, "state_key").as_deref() != Some(user_id.as_str())
-        || field(&event, "room_id").as_deref() != Some(room_id.as_str())
-    {
-        return Err(Error::BadJson(
-            "make_join answered a template for another event".into(),
-        ));
-    }
-    let mut object = match CanonicalJsonValue::try_from(Value::Object(content)) {
+    let mut content = match CanonicalJsonValue::try_from(Value::Object(content)) {
         Ok(CanonicalJsonValue::Object(object)) => object,
         _ => return Err(Error::BadJson("member content".into())),
     };
-    if let Some(CanonicalJsonValue::Object(template)) = event.get("content") {
-        // A restricted join names the user who authorises it; the rest is ours.
-        if let Some(via) = template.get("join_authorised_via_users_server") {
-            object.insert("join_authorised_via_users_server".into(), via.clone());
-        }
-    }
-    object.insert(
+    content.insert(
         "membership".into(),
         CanonicalJsonValue::String("join".into()),
     );
-    event.insert("content".into(), CanonicalJsonValue::Object(object));
-    event.insert(
-        "origin_server_ts".into(),
-        CanonicalJsonValue::Integer(ruma::MilliSecondsSinceUnixEpoch::now().get().into()),
-    );
-    for key in ["event_id", "hashes", "signatures", "unsigned"] {
-        event.remove(key);
-    }
-    ruma::signatures::hash_and_sign_event(
-        services.server_name.as_str(),
-        &*services.key,
-        &mut event,
-        &rules.redaction,
+    let Signed {
+        version,
+        rules,
+        event,
+        event_id,
+    } = sign_template(
+        services, server, room_id, user_id, "join", &versions, content,
     )
-    .map_err(|e| Error::Internal(format!("signing the join: {e}")))?;
-    let event_id = pdu::event_id(&event, &rules)?;
+    .await?;
     let uri = format!(
         "/_matrix/federation/v2/send_join/{}/{}",
         segment(room_id.as_str()),
@@ -420,6 +366,97 @@ async fn join_through(
         .join_remote_room(room_id, &version, state, auth_chain, join)
         .await?;
     Ok(())
+}
+
+/// A membership event of a local user made from another server's template.
+pub struct Signed {
+    pub version: RoomVersionId,
+    pub rules: ruma::room_version_rules::RoomVersionRules,
+    pub event: CanonicalJsonObject,
+    pub event_id: OwnedEventId,
+}
+
+/// Asks `server` for the template of a membership event of a local user (`make_join`,
+/// `make_leave`), checks that it is the event asked for, puts in `content` (with the user who
+/// authorises a restricted join, if the template names one), and signs it.
+pub async fn sign_template(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    membership: &str,
+    query: &str,
+    mut content: CanonicalJsonObject,
+) -> Result<Signed, Error> {
+    let uri = format!(
+        "/_matrix/federation/v1/make_{membership}/{}/{}{}{query}",
+        segment(room_id.as_str()),
+        segment(user_id.as_str()),
+        if query.is_empty() { "" } else { "?" },
+    );
+    let answer = services
+        .federation
+        .request(server, http::Method::GET, &uri, None, true)
+        .await
+        .map_err(remote_error)?;
+    // An answer without a version is for version 1, which this server does not support.
+    let version = answer
+        .get("room_version")
+        .and_then(Value::as_str)
+        .map(RoomVersionId::try_from)
+        .transpose()
+        .map_err(|e| Error::BadJson(format!("room_version: {e}")))?
+        .unwrap_or(RoomVersionId::V1);
+    let rules = crate::pdu::rules(&version)?;
+    let mut event = match answer
+        .get("event")
+        .cloned()
+        .map(CanonicalJsonValue::try_from)
+    {
+        Some(Ok(CanonicalJsonValue::Object(event))) => event,
+        _ => {
+            return Err(Error::BadJson(format!(
+                "make_{membership} answered no event"
+            )));
+        }
+    };
+    let field = |key: &str| event.get(key).and_then(CanonicalJsonValue::as_str);
+    if field("type") != Some("m.room.member")
+        || field("sender") != Some(user_id.as_str())
+        || field("state_key") != Some(user_id.as_str())
+        || field("room_id") != Some(room_id.as_str())
+    {
+        return Err(Error::BadJson(format!(
+            "make_{membership} answered a template for another event"
+        )));
+    }
+    if let Some(CanonicalJsonValue::Object(template)) = event.get("content")
+        && let Some(via) = template.get("join_authorised_via_users_server")
+    {
+        content.insert("join_authorised_via_users_server".into(), via.clone());
+    }
+    event.insert("content".into(), CanonicalJsonValue::Object(content));
+    event.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ruma::MilliSecondsSinceUnixEpoch::now().get().into()),
+    );
+    for key in ["event_id", "hashes", "signatures", "unsigned"] {
+        event.remove(key);
+    }
+    ruma::signatures::hash_and_sign_event(
+        services.server_name.as_str(),
+        &*services.key,
+        &mut event,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::Internal(format!("signing the {membership}: {e}")))?;
+    let event_id = pdu::event_id(&event, &rules)?;
+    Ok(Signed {
+        version,
+        rules,
+        event,
+        event_id,
+    })
 }
 
 /// The events of a list of an answer, each checked (one that fails is left out: the

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod invites;
 pub mod keys;
 pub mod membership;
 pub mod pdu;

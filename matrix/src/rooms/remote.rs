@@ -313,16 +313,7 @@ fn check_outliers(
             tracing::info!(event_id = %event.event_id, %reason, "outlier rejected");
             event.rejected = true;
         }
-        outliers.push(NewOutlier {
-            event_id: event.event_id.to_string(),
-            sender: event.sender.to_string(),
-            event_type: event.event_type.to_string(),
-            state_key: event.state_key.clone(),
-            depth: event.depth,
-            origin_server_ts: i64::try_from(u64::from(event.origin_server_ts.get())).unwrap_or(0),
-            json: event.to_stored(),
-            rejected_reason,
-        });
+        outliers.push(event.to_outlier(rejected_reason));
         let event = Arc::new(event);
         if is_create(&event) {
             create = Some(event.clone());

@@ -670,7 +670,7 @@ impl Store {
 }
 
 /// Sets a user's current membership in a room.
-async fn set_membership(
+pub(super) async fn set_membership(
     connection: &mut sqlx::AnyConnection,
     room_id: &str,
     user_id: &str,

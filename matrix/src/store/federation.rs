@@ -105,6 +105,90 @@ impl Store {
         Ok(())
     }
 
+    /// Records a membership of a local user in a room of another server that this server has
+    /// no copy of (an invite received, its rejection): the event is stored out of the room's
+    /// graph, but at a new stream position, so that the user's sync sees the change. An
+    /// invite keeps the stripped state it came with; other memberships drop it.
+    pub async fn persist_remote_membership(
+        &self,
+        writer: &mut super::StreamWriter<'_>,
+        room_id: &str,
+        event: &NewOutlier,
+        membership: &str,
+        invite_state: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let position = writer.next_position();
+        let Some(user_id) = event.state_key.as_deref() else {
+            return Err(StoreError::Corrupt(
+                "a membership without a state key".into(),
+            ));
+        };
+        let mut transaction = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type,              state_key, depth, origin_server_ts, state_group, json, state_group_before,              outlier, soft_failed, rejected_reason)              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 0, 1, 0, NULL)              ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(position)
+        .bind(&event.event_id)
+        .bind(room_id)
+        .bind(&event.sender)
+        .bind(&event.event_type)
+        .bind(user_id)
+        .bind(event.depth)
+        .bind(event.origin_server_ts)
+        .bind(&event.json)
+        .execute(&mut *transaction)
+        .await?;
+        super::events::set_membership(
+            &mut transaction,
+            room_id,
+            user_id,
+            membership,
+            &event.event_id,
+            position,
+        )
+        .await?;
+        match invite_state {
+            Some(state) => {
+                sqlx::query(
+                    "INSERT INTO invite_state (room_id, user_id, state) VALUES ($1, $2, $3)                      ON CONFLICT (room_id, user_id) DO UPDATE SET state = excluded.state",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .bind(state)
+                .execute(&mut *transaction)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM invite_state WHERE room_id = $1 AND user_id = $2")
+                    .bind(room_id)
+                    .bind(user_id)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+        }
+        transaction.commit().await?;
+        self.changes
+            .record(super::Change::Members(room_id.to_owned()), position);
+        Ok(position)
+    }
+
+    /// The stripped state kept with an invite to a room of another server.
+    pub async fn invite_state(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT state FROM invite_state WHERE room_id = $1 AND user_id = $2",
+            )
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?,
+        )
+    }
+
     /// Queues entries for destinations and moves the queueing cursor to `position`, in one
     /// transaction: after a crash, what was queued and how far are consistent.
     pub async fn enqueue_outgoing(

@@ -170,7 +170,21 @@ impl Store {
         .await?)
     }
 
-    /// The users with a given membership in a room.
+    /// The current membership of one user in one room, with the event that gave it.
+    pub async fn membership_event(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT membership, event_id FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// A user's membership in a room as of a stream position (their last member event at or
     /// before it), if they had one.
     pub async fn membership_at(

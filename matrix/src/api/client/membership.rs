@@ -81,6 +81,13 @@ async fn join(
             return Err(Error::GuestAccessForbidden);
         }
         let mut servers: Vec<OwnedServerName> = via.to_vec();
+        // An invited user joins through the server that invited them.
+        if let Some(server) =
+            crate::federation::invites::inviting_server(services, room_id, user_id).await?
+            && !servers.contains(&server)
+        {
+            servers.insert(0, server);
+        }
         if let Some(server) = room_id.server_name()
             && !servers.iter().any(|known| known == server)
         {
@@ -220,6 +227,17 @@ pub async fn leave_room_route(
         .membership(request.body.room_id.as_str(), sender.user_id.as_str())
         .await?;
     match current.as_deref() {
+        // An invite to a room of another server, which this server has no copy of: rejected
+        // through the inviting server.
+        Some("invite") if !services.rooms.exists(&request.body.room_id).await? => {
+            crate::federation::invites::reject_remote_invite(
+                &services,
+                &request.body.room_id,
+                &sender.user_id,
+                request.body.reason.as_deref(),
+            )
+            .await?;
+        }
         Some("join" | "invite" | "knock") => {
             set_membership(
                 &services,
@@ -292,19 +310,14 @@ pub async fn invite_user_route(
             "third-party invites are not supported".into(),
         ));
     };
-    if !services.is_local(&recipient.user_id) {
-        return Err(Error::Unsupported(
-            "inviting users of other servers needs federation, which this server does not speak yet"
-                .into(),
-        ));
-    }
+    let remote = !services.is_local(&recipient.user_id);
     // Only members may invite.
     crate::api::client::events::require_joined(&services, &request.body.room_id, &sender.user_id)
         .await?;
     if recipient.user_id == sender.user_id {
         return Err(Error::Forbidden("you cannot invite yourself".into()));
     }
-    if !services.provision_user(&recipient.user_id).await? {
+    if !remote && !services.provision_user(&recipient.user_id).await? {
         return Err(Error::NotFound(format!(
             "unknown user {}",
             recipient.user_id
@@ -334,6 +347,22 @@ pub async fn invite_user_route(
         _ => {}
     }
     services.limits.message.check(sender.user_id.as_str())?;
+    if remote {
+        // The invitee's server signs the invite before it is stored.
+        let mut content = json!({ "membership": "invite" });
+        if let Some(reason) = &recipient.reason {
+            content["reason"] = json!(reason);
+        }
+        crate::federation::invites::invite_remote(
+            &services,
+            &request.body.room_id,
+            &sender.user_id,
+            &recipient.user_id,
+            canonical_content(content)?,
+        )
+        .await?;
+        return Ok(invite_user::v3::Response::new());
+    }
     set_membership(
         &services,
         &request.body.room_id,

@@ -726,36 +726,36 @@ async fn invited_room(
     room_id: &RoomId,
     membership: &MembershipRow,
 ) -> Result<sync::InvitedRoom, Error> {
-    const SHOWN: [&str; 8] = [
-        "m.room.create",
-        "m.room.join_rules",
-        "m.room.name",
-        "m.room.avatar",
-        "m.room.canonical_alias",
-        "m.room.encryption",
-        "m.room.topic",
-        "m.room.member",
-    ];
-    let mut events = Vec::new();
     let invite = services.store.event(&membership.event_id).await?;
-    let inviter = invite.as_ref().map(|row| row.sender.clone());
-    for pdu in services.rooms.current_state(room_id).await? {
-        let event_type = pdu.event_type.to_string();
-        if !SHOWN.contains(&event_type.as_str()) {
-            continue;
-        }
-        if event_type == "m.room.member"
-            && pdu.state_key.as_deref() != Some(membership.user_id.as_str())
-            && pdu.state_key.as_deref() != inviter.as_deref()
+    let mut events = Vec::new();
+    if services.rooms.exists(room_id).await? {
+        let inviter = invite.as_ref().map(|row| row.sender.clone());
+        let mut members = vec![membership.user_id.as_str()];
+        members.extend(inviter.as_deref());
+        for event in crate::federation::invites::stripped_state(services, room_id, &members).await?
         {
-            continue;
+            events.push(raw_event(json_object(event))?);
         }
-        events.push(raw_event(json_object(json!({
-            "type": event_type,
-            "state_key": pdu.state_key,
-            "content": pdu.content_value(),
-            "sender": pdu.sender,
-        })))?);
+    } else {
+        // A room of another server: the state its invite came with, and the invite.
+        let kept = services
+            .store
+            .invite_state(room_id.as_str(), membership.user_id.as_str())
+            .await?
+            .and_then(|state| serde_json::from_str::<Vec<Value>>(&state).ok())
+            .unwrap_or_default();
+        for event in kept {
+            events.push(raw_event(json_object(event))?);
+        }
+        if let Some(row) = &invite {
+            let pdu = crate::pdu::Pdu::from_row(row)?;
+            events.push(raw_event(json_object(json!({
+                "type": "m.room.member",
+                "state_key": pdu.state_key,
+                "content": pdu.content_value(),
+                "sender": pdu.sender,
+            })))?);
+        }
     }
     let mut room = sync::InvitedRoom::new();
     room.invite_state = sync::InviteState::from(events);
