@@ -9,6 +9,7 @@ the other is. Covered:
 * a Causeway user joins a room created on Synapse (version 12, Synapse's default) by its alias:
   Causeway resolves the alias on Synapse, joins through it, and messages go both ways;
 * a state change (the topic) made on either side reaches the other;
+* typing notifications and read receipts go both ways;
 * a Causeway user leaves the Synapse room, and Synapse sees the leave;
 * invites both ways: each signed by the invitee's server, shown with the room's stripped state
   in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
@@ -118,6 +119,27 @@ class FederationTest:
                        for e in events):
                     return True
             await asyncio.sleep(0.2)
+        return False
+
+    async def wait_for_ephemeral(self, client: AsyncClient, room_id: str, check: Any) -> bool:
+        """Whether an ephemeral event of the room in the client's syncs passes ``check``, in time."""
+        assert self.session is not None
+        since = None
+        start = time.monotonic()
+        while time.monotonic() - start < WAIT:
+            params = {"timeout": "1000"}
+            if since:
+                params["since"] = since
+            async with self.session.get(
+                f"{client.homeserver}/_matrix/client/v3/sync",
+                params=params,
+                headers={"Authorization": f"Bearer {client.access_token}"},
+            ) as resp:
+                data = await resp.json(content_type=None)
+            since = data.get("next_batch", since)
+            room = data.get("rooms", {}).get("join", {}).get(room_id, {})
+            if any(check(event) for event in room.get("ephemeral", {}).get("events", [])):
+                return True
         return False
 
     async def send(self, client: AsyncClient, room_id: str, text: str) -> None:
@@ -277,8 +299,36 @@ class FederationTest:
             c.check(await self.wait_for_text(alice, second, "welcome alice") is not None,
                     "carol's message reaches alice in the room she was invited to")
 
+        async def typing_and_receipts_both_ways() -> None:
+            room = rooms["causeway"]
+            await alice.room_typing(room, True, timeout=20000)
+            c.check(await self.wait_for_ephemeral(bob, room, lambda e: e.get("type") == "m.typing"
+                                                  and alice.user_id in e["content"].get("user_ids", [])),
+                    "Synapse shows alice (Causeway) typing")
+            await bob.room_typing(room, True, timeout=20000)
+            c.check(await self.wait_for_ephemeral(alice, room, lambda e: e.get("type") == "m.typing"
+                                                  and bob.user_id in e["content"].get("user_ids", [])),
+                    "Causeway shows bob (Synapse) typing")
+            sent = await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "read this"})
+            c.require(isinstance(sent, RoomSendResponse), "alice sends a message to be read")
+            await self.wait_for_text(bob, room, "read this")
+            await bob.room_read_markers(room, sent.event_id, sent.event_id)
+            c.check(await self.wait_for_ephemeral(
+                alice, room, lambda e: e.get("type") == "m.receipt"
+                and bob.user_id in e["content"].get(sent.event_id, {}).get("m.read", {})),
+                "bob's read receipt (Synapse) reaches alice (Causeway)")
+            bobs = await bob.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "read that"})
+            await self.wait_for_text(alice, room, "read that")
+            await alice.room_read_markers(room, bobs.event_id, bobs.event_id)
+            c.check(await self.wait_for_ephemeral(
+                bob, room, lambda e: e.get("type") == "m.receipt"
+                and alice.user_id in e["content"].get(bobs.event_id, {}).get("m.read", {})),
+                "alice's read receipt (Causeway) reaches bob (Synapse)")
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
+                     needs=("a Synapse user joins a Causeway room",))
+        await c.step("typing and read receipts both ways", typing_and_receipts_both_ways,
                      needs=("a Synapse user joins a Causeway room",))
         await c.step("a Causeway user joins a Synapse room by alias",
                      causeway_user_joins_synapse_room)

@@ -564,3 +564,96 @@ async fn invites_across_servers_are_signed_by_both_and_joined_or_rejected() {
     .await
     .assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn typing_and_read_receipts_reach_the_other_server() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (alice_id, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    let room_id = RoomId::parse(&room).unwrap();
+
+    // Bob types on b.test: a.test shows him typing, then not.
+    b.put(
+        &format!("/_matrix/client/v3/rooms/{room}/typing/{bob_id}"),
+        &bob,
+        json!({"typing": true, "timeout": 20000}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob typing on a.test", || async {
+        a.services
+            .typing
+            .users(&room_id)
+            .iter()
+            .any(|user| user.as_str() == bob_id)
+    })
+    .await;
+    b.put(
+        &format!("/_matrix/client/v3/rooms/{room}/typing/{bob_id}"),
+        &bob,
+        json!({"typing": false}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob no longer typing on a.test", || async {
+        a.services.typing.users(&room_id).is_empty()
+    })
+    .await;
+
+    // Alice's message, read by bob: his receipt reaches a.test; a private one does not.
+    let sent = a
+        .send_text(&alice, &room, "t1", "read me")
+        .await
+        .assert_ok();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    eventually("alice's message on b.test", || async {
+        texts(&b, &bob, &room).await.contains(&"read me".to_owned())
+    })
+    .await;
+    b.post(
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{event_id}"),
+        &bob,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    b.post(
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}"),
+        &bob,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's read receipt in alice's sync", || async {
+        let sync = a.sync(&alice, "timeout=0").await;
+        let ephemeral = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
+        ephemeral.as_array().into_iter().flatten().any(|event| {
+            event["type"] == "m.receipt"
+                && event["content"][&event_id]["m.read"][&bob_id].is_object()
+                && event["content"][&event_id].get("m.read.private").is_none()
+        })
+    })
+    .await;
+    // A.test does not take a typing notification of its own user from b.test.
+    let forged = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged-typing",
+            Some(
+                &json!({"pdus": [], "edus": [{"edu_type": "m.typing", "content": {
+                "room_id": room, "user_id": alice_id, "typing": true}}]}),
+            ),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged["pdus"], json!({}));
+    assert!(a.services.typing.users(&room_id).is_empty());
+}

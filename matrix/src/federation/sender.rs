@@ -122,6 +122,33 @@ pub fn spawn(services: Arc<Services>) {
     });
 }
 
+/// Queues an EDU about a room (typing, a read receipt) for the other servers with users in it.
+pub async fn queue_room_edu(
+    services: &Services,
+    room_id: &ruma::RoomId,
+    edu: Value,
+) -> Result<(), crate::error::Error> {
+    let servers = services
+        .store
+        .room_servers(room_id.as_str(), &["join"])
+        .await?;
+    let entries: Vec<(String, Outgoing)> = servers
+        .into_iter()
+        .filter(|server| *server != services.server_name.as_str())
+        .map(|server| (server, Outgoing::Edu(edu.to_string())))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    services.store.enqueue_outgoing(&entries, None).await?;
+    for (server, _) in &entries {
+        if let Ok(server) = ServerName::parse(server) {
+            services.federation_sender.wake(&server);
+        }
+    }
+    Ok(())
+}
+
 /// Queues the local events committed since the last call for the servers of their rooms.
 async fn queue_new_events(services: &Services) -> Result<(), crate::store::StoreError> {
     let store = &services.store;

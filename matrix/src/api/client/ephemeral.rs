@@ -34,16 +34,29 @@ pub async fn create_typing_event_route(
         ));
     }
     require_joined(&services, &body.room_id, &sender.user_id).await?;
-    match &body.state {
+    let typing = match &body.state {
         ruma::api::client::typing::create_typing_event::v3::Typing::Yes(info) => {
             services.typing.set(
                 &body.room_id,
                 &sender.user_id,
                 Some(info.timeout.min(MAX_TYPING)),
             );
+            true
         }
-        _ => services.typing.set(&body.room_id, &sender.user_id, None),
-    }
+        _ => {
+            services.typing.set(&body.room_id, &sender.user_id, None);
+            false
+        }
+    };
+    crate::federation::sender::queue_room_edu(
+        &services,
+        &body.room_id,
+        json!({
+            "edu_type": "m.typing",
+            "content": {"room_id": body.room_id, "user_id": sender.user_id, "typing": typing},
+        }),
+    )
+    .await?;
     Ok(create_typing_event::v3::Response::new())
 }
 
@@ -74,17 +87,36 @@ async fn store_receipt(
         ReceiptThread::Thread(id) => id.to_string(),
         _ => String::new(),
     };
+    let ts = now_ms();
     services
         .store
         .set_receipt(&ReceiptRecord {
             room_id: room_id.to_string(),
             receipt_type: receipt_type.to_owned(),
             user_id: user_id.to_string(),
-            thread_id,
+            thread_id: thread_id.clone(),
             event_id: event_id.to_string(),
-            ts: now_ms(),
+            ts,
         })
         .await?;
+    // Public read receipts go to the room's other servers; private ones stay here.
+    if receipt_type == "m.read" {
+        let mut data = json!({ "ts": ts });
+        if !thread_id.is_empty() {
+            data["thread_id"] = json!(thread_id);
+        }
+        crate::federation::sender::queue_room_edu(
+            services,
+            room_id,
+            json!({
+                "edu_type": "m.receipt",
+                "content": {
+                    room_id.as_str(): {"m.read": {user_id.as_str(): {"event_ids": [event_id], "data": data}}}
+                },
+            }),
+        )
+        .await?;
+    }
     Ok(())
 }
 
