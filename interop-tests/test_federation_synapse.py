@@ -13,7 +13,9 @@ the other is. Covered:
 * a Causeway user leaves the Synapse room, and Synapse sees the leave;
 * invites both ways: each signed by the invitee's server, shown with the room's stripped state
   in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
-  through the inviting server).
+  through the inviting server);
+* a Causeway user joins a Synapse room with 500 earlier messages and pages back through all of
+  them in order (backfill from Synapse).
 
 Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
 """
@@ -33,6 +35,8 @@ import harness
 
 PASSWORD = "federation test password"
 WAIT = 45.0
+# The messages sent in a room before a Causeway user joins, then reads back (backfill).
+HISTORY = 500
 
 
 class FederationTest:
@@ -325,6 +329,49 @@ class FederationTest:
                 and alice.user_id in e["content"].get(bobs.event_id, {}).get("m.read", {})),
                 "alice's read receipt (Causeway) reaches bob (Synapse)")
 
+        async def pages_back_through_history() -> None:
+            created = await carol.room_create(name="Long history", preset=RoomPreset.public_chat)
+            c.require(isinstance(created, RoomCreateResponse), "carol creates a room on Synapse")
+            room = created.room_id
+            for i in range(HISTORY):
+                sent = await carol.room_send(
+                    room, "m.room.message", {"msgtype": "m.text", "body": f"history {i}"})
+                if not isinstance(sent, RoomSendResponse):
+                    c.require(False, f"carol sends message {i}", repr(sent))
+            assert self.session is not None
+            async with self.session.post(
+                f"{alice.homeserver}/_matrix/client/v3/join/{room}",
+                params={"via": self.synapse.server_name},
+                headers={"Authorization": f"Bearer {alice.access_token}"},
+                json={},
+            ) as resp:
+                c.require(resp.status == 200, "alice (Causeway) joins the room",
+                          await resp.text())
+            seen: list[str] = []
+            token: str | None = None
+            pages = 0
+            while pages < 100:
+                params = {"dir": "b", "limit": "50"}
+                if token:
+                    params["from"] = token
+                async with self.session.get(
+                    f"{alice.homeserver}/_matrix/client/v3/rooms/{room}/messages",
+                    params=params,
+                    headers={"Authorization": f"Bearer {alice.access_token}"},
+                ) as resp:
+                    page = await resp.json(content_type=None)
+                c.require(resp.status == 200, f"page {pages} of /messages", repr(page))
+                pages += 1
+                seen.extend(e["content"].get("body", "") for e in page.get("chunk", [])
+                            if e.get("type") == "m.room.message")
+                token = page.get("end")
+                if not token:
+                    break
+            seen.reverse()
+            c.equal(len(seen), HISTORY, f"alice pages back through all {HISTORY} earlier messages")
+            c.check(seen == [f"history {i}" for i in range(HISTORY)], "in order, each once",
+                    f"first {seen[:3]}, last {seen[-3:]}")
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -335,6 +382,8 @@ class FederationTest:
         await c.step("messages both ways in the Synapse room", messages_both_ways_synapse_room,
                      needs=("a Causeway user joins a Synapse room by alias",))
         await c.step("invites both ways, accepted and rejected", invites_both_ways)
+        await c.step(f"a Causeway user pages back through {HISTORY} messages it never had",
+                     pages_back_through_history)
 
 
 async def main() -> int:

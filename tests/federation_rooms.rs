@@ -657,3 +657,73 @@ async fn typing_and_read_receipts_reach_the_other_server() {
     assert_eq!(forged["pdus"], json!({}));
     assert!(a.services.typing.users(&room_id).is_empty());
 }
+
+#[tokio::test]
+async fn a_joining_server_pages_back_through_history_it_never_had() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_version": "10"}),
+        )
+        .await;
+    for i in 0..60 {
+        a.send_text(&alice, &room, &format!("h{i}"), &format!("history {i}"))
+            .await
+            .assert_ok();
+    }
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    let before = b.sync(&bob, "timeout=0").await["next_batch"].clone();
+
+    // Bob pages back, 20 at a time, from the present to the room's creation.
+    let mut texts_seen = Vec::new();
+    let mut kinds = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..20 {
+        let query = match &from {
+            Some(token) => format!("dir=b&limit=20&from={token}"),
+            None => "dir=b&limit=20".to_owned(),
+        };
+        let page = b
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?{query}"),
+                &bob,
+            )
+            .await
+            .assert_ok();
+        for event in page["chunk"].as_array().unwrap() {
+            kinds.push(event["type"].as_str().unwrap().to_owned());
+            if let Some(body) = event["content"]["body"].as_str() {
+                texts_seen.push(body.to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    texts_seen.reverse();
+    let expected: Vec<String> = (0..60).map(|i| format!("history {i}")).collect();
+    assert_eq!(texts_seen, expected);
+    // Down to the room's beginning, each event once.
+    assert_eq!(kinds.last().map(String::as_str), Some("m.room.create"));
+    assert_eq!(
+        kinds.iter().filter(|kind| *kind == "m.room.create").count(),
+        1
+    );
+    // What was fetched is history: nothing of it is new to bob's sync.
+    let sync = b
+        .sync(
+            &bob,
+            &format!("timeout=0&since={}", before.as_str().unwrap()),
+        )
+        .await;
+    assert!(
+        sync["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .is_none_or(|events| events.is_empty()),
+        "{sync}"
+    );
+}

@@ -119,8 +119,9 @@ impl Visible {
         let mut visible = Visible::default();
         let mut membership = Membership::Other;
         let mut visibility = HistoryVisibility::Shared;
-        // Stream positions start at 1.
-        let mut previous = 0;
+        // Events stored out of the stream's order (backfilled from other servers) have
+        // negative positions, before every event of the stream.
+        let mut previous = i64::MIN;
         for &(at, change) in &changes {
             // The events strictly between two changes share their inputs.
             if previous + 1 < at {
@@ -389,8 +390,9 @@ mod tests {
         // Shared until 5, joined from then on; Bob joins at 9.
         let visible = Visible::compute(&[(9, Join)], &[(1, Shared), (5, Joined)]);
         assert_eq!(positions(&visible, 11), [1, 2, 3, 4, 5, 9, 10, 11]);
-        assert!(!visible.contains(0));
-        assert_eq!(visible.bounds(), Some((1, i64::MAX)));
+        // Events backfilled from other servers come before every change, under the default.
+        assert!(visible.contains(-3));
+        assert_eq!(visible.bounds(), Some((i64::MIN + 1, i64::MAX)));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The server-server API: how other homeservers are found (`discovery`), requests to them
 //! (`client`, signed with `xmatrix`), their keys (`keys`), the endpoints this server answers
 //! (`server`, `transactions`, `membership`, `reads`), the checks on every PDU received
-//! (`pdu`), and the queue of what goes to them (`sender`).
+//! (`pdu`), the queue of what goes to them (`sender`), and what is fetched from them: the
+//! past of a room (`backfill`).
 
+pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod invites;

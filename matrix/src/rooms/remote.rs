@@ -245,6 +245,7 @@ impl Rooms {
             .iter()
             .flat_map(|event| event.auth_events.iter().map(ToString::to_string))
             .collect();
+        wanted.extend(create_event_id(room_id, &rules));
         wanted.sort();
         wanted.dedup();
         let mut known: Known = HashMap::new();
@@ -264,6 +265,75 @@ impl Rooms {
             .await?;
         Ok(())
     }
+}
+
+impl Rooms {
+    /// Stores events of a room's past that another server gave (backfill), each checked
+    /// against its own auth events (stored or among them); signatures and hashes are checked
+    /// before, by the caller. Events kept as outliers before take their place in the
+    /// timeline. Returns how many events became visible.
+    pub async fn store_backfilled(&self, room_id: &RoomId, events: Vec<Pdu>) -> Result<u64, Error> {
+        let rules = self.rules(room_id).await?;
+        let mut wanted: Vec<String> = events
+            .iter()
+            .flat_map(|event| {
+                event
+                    .auth_events
+                    .iter()
+                    .chain(std::iter::once(&event.event_id))
+                    .map(ToString::to_string)
+            })
+            .collect();
+        wanted.extend(create_event_id(room_id, &rules));
+        wanted.sort();
+        wanted.dedup();
+        let mut known: Known = HashMap::new();
+        let mut stored: HashMap<String, bool> = HashMap::new();
+        for row in self.store.events(&wanted).await? {
+            if row.room_id == room_id.as_str() {
+                stored.insert(row.event_id.clone(), row.rejected_reason.is_some());
+                let event = Pdu::from_row(&row)?;
+                known.insert(event.event_id.clone(), Arc::new(event));
+            }
+        }
+        let (kept, fresh): (Vec<Pdu>, Vec<Pdu>) = events
+            .into_iter()
+            .partition(|event| stored.contains_key(event.event_id.as_str()));
+        let mut prepared: Vec<(NewOutlier, Option<crate::store::Relation>)> = kept
+            .iter()
+            .filter(|event| stored.get(event.event_id.as_str()) == Some(&false))
+            .map(|event| (event.to_outlier(None), None))
+            .collect();
+        let relations: HashMap<String, Option<crate::store::Relation>> = fresh
+            .iter()
+            .map(|event| {
+                (
+                    event.event_id.to_string(),
+                    crate::store::Relation::of_content(&event.content_value()),
+                )
+            })
+            .collect();
+        for outlier in check_outliers(&rules, room_id, fresh, &mut known)? {
+            let relation = relations.get(&outlier.event_id).cloned().flatten();
+            prepared.push((outlier, relation));
+        }
+        Ok(self
+            .store
+            .persist_backfilled(room_id.as_str(), &prepared)
+            .await?)
+    }
+}
+
+/// The id of a room's create event where the room id is made from it (room version 12): the
+/// auth events of that version never name it.
+fn create_event_id(
+    room_id: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Option<String> {
+    rules
+        .authorization
+        .room_create_event_id_as_room_id
+        .then(|| format!("${}", &room_id.as_str()[1..]))
 }
 
 /// Checks events in depth order, each against its own auth events (in `known` or earlier

@@ -80,7 +80,10 @@ impl Store {
         outliers: &[NewOutlier],
     ) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
-        for outlier in outliers {
+        // Later events get the positions nearer the stream, as backfilled events do.
+        let mut ordered: Vec<&NewOutlier> = outliers.iter().collect();
+        ordered.sort_by_key(|outlier| std::cmp::Reverse(outlier.depth));
+        for outlier in ordered {
             sqlx::query(
                 "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
                  state_key, depth, origin_server_ts, state_group, json, state_group_before, \
@@ -187,6 +190,88 @@ impl Store {
             .fetch_optional(self.pool())
             .await?,
         )
+    }
+
+    /// Stores events of a room's past, fetched from another server (backfill): shown in the
+    /// room's timeline in their topological place, at negative stream positions (later events
+    /// nearer the stream), so that no reader of the stream sees them as new. An event kept as
+    /// an outlier before (a state event that came with a join) takes its place in the
+    /// timeline. Returns how many events became visible.
+    pub async fn persist_backfilled(
+        &self,
+        room_id: &str,
+        events: &[(NewOutlier, Option<super::Relation>)],
+    ) -> Result<u64, StoreError> {
+        let mut ordered: Vec<&(NewOutlier, Option<super::Relation>)> = events.iter().collect();
+        ordered.sort_by_key(|(event, _)| std::cmp::Reverse(event.depth));
+        let mut shown = 0;
+        let mut transaction = self.begin_write().await?;
+        for (event, relation) in ordered {
+            let promoted = sqlx::query(
+                "UPDATE events SET outlier = 0 WHERE event_id = $1 AND room_id = $2                  AND outlier = 1 AND rejected_reason IS NULL",
+            )
+            .bind(&event.event_id)
+            .bind(room_id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            let inserted = sqlx::query(
+                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type,                  state_key, depth, origin_server_ts, state_group, json, state_group_before,                  outlier, soft_failed, rejected_reason)                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 0, 0, 0, $10)                  ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(self.allocate_negative_position())
+            .bind(&event.event_id)
+            .bind(room_id)
+            .bind(&event.sender)
+            .bind(&event.event_type)
+            .bind(event.state_key.as_deref())
+            .bind(event.depth)
+            .bind(event.origin_server_ts)
+            .bind(&event.json)
+            .bind(event.rejected_reason.as_deref())
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            if inserted > 0
+                && event.rejected_reason.is_none()
+                && let Some(relation) = relation
+            {
+                sqlx::query(
+                    "INSERT INTO event_relations (event_id, room_id, rel_type, relates_to,                      aggregation_key) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&event.event_id)
+                .bind(room_id)
+                .bind(&relation.rel_type)
+                .bind(&relation.event_id)
+                .bind(relation.key.as_deref())
+                .execute(&mut *transaction)
+                .await?;
+            }
+            if event.rejected_reason.is_none() {
+                shown += promoted + inserted;
+            }
+        }
+        transaction.commit().await?;
+        Ok(shown)
+    }
+
+    /// The earliest event of a room's timeline (topologically), if it has one.
+    pub async fn earliest_shown_event(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<super::EventRow>, StoreError> {
+        Ok(self
+            .room_events_topological(
+                room_id,
+                super::TopologicalKey {
+                    depth: i64::MIN,
+                    stream: i64::MIN,
+                },
+                None,
+                super::Direction::Forward,
+                1,
+            )
+            .await?
+            .pop())
     }
 
     /// Queues entries for destinations and moves the queueing cursor to `position`, in one

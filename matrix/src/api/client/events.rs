@@ -387,9 +387,10 @@ pub fn parse_token(token: &str) -> Result<RoomToken, Error> {
     let number = |text: &str| text.parse::<i64>().ok().filter(|n| *n >= 0);
     if let Some(rest) = token.strip_prefix('t') {
         let (depth, stream) = rest.split_once('_').ok_or_else(invalid)?;
+        // Events fetched from other servers (backfill) have negative stream positions.
         return Ok(RoomToken::Topological(TopologicalKey {
             depth: number(depth).ok_or_else(invalid)?,
-            stream: number(stream).ok_or_else(invalid)?,
+            stream: stream.parse::<i64>().map_err(|_| invalid())?,
         }));
     }
     token
@@ -405,7 +406,7 @@ pub fn parse_token(token: &str) -> Result<RoomToken, Error> {
 pub fn parse_position(token: &str) -> Result<i64, Error> {
     Ok(match parse_token(token)? {
         RoomToken::Stream(position) => position,
-        RoomToken::Topological(key) => key.stream,
+        RoomToken::Topological(key) => key.stream.max(0),
     })
 }
 

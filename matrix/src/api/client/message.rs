@@ -333,16 +333,33 @@ pub async fn get_message_events_route(
     let room = body.room_id.as_str();
     let (rows, next) = if backward {
         let bound = to.map_or(lowest, |to| to.max(lowest));
-        let rows = services
-            .store
-            .room_events_topological(
+        let read = || {
+            services.store.room_events_topological(
                 room,
                 from.min(highest),
                 Some(bound),
                 Direction::Backward,
                 limit,
             )
-            .await?;
+        };
+        let mut rows = read().await?;
+        // Reaching the earliest stored event of a room joined through another server: what
+        // came before is fetched from the room's servers.
+        if (rows.len() as i64) < limit
+            && body.to.is_none()
+            && crate::federation::backfill::backfill(
+                &services,
+                &body.room_id,
+                usize::try_from(limit).unwrap_or(0) - rows.len(),
+            )
+            .await
+            .unwrap_or_else(|error| {
+                tracing::info!(room_id = %body.room_id, %error, "backfill failed");
+                0
+            }) > 0
+        {
+            rows = read().await?;
+        }
         let next = (rows.len() as i64 == limit)
             .then(|| rows.last().map(|row| row.topological().before()))
             .flatten();

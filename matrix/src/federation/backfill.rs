@@ -1,0 +1,144 @@
+//! Backfill: when a client pages back past the earliest event this server has of a room it
+//! joined through another server, the events before it are fetched from a server in the room
+//! (`GET /_matrix/federation/v1/backfill`), checked, and stored in their topological place at
+//! negative stream positions: shown in `/messages`, never new to sync, the bridge or other
+//! servers.
+
+use ruma::canonical_json::CanonicalJsonValue;
+use ruma::{RoomId, ServerName};
+use serde_json::Value;
+
+use super::membership::{remote_error, segment};
+use super::pdu;
+use crate::Services;
+use crate::error::Error;
+use crate::pdu::Pdu;
+
+/// The most events asked for at once.
+const MAX_BACKFILL: usize = 100;
+
+/// Fetches up to `limit` events before the earliest stored event of a room from a server in
+/// it; returns how many became visible (0 when the room's beginning is stored, or no server
+/// had more).
+pub async fn backfill(services: &Services, room_id: &RoomId, limit: usize) -> Result<u64, Error> {
+    let Some(earliest) = services
+        .store
+        .earliest_shown_event(room_id.as_str())
+        .await?
+    else {
+        return Ok(0);
+    };
+    let earliest = Pdu::from_row(&earliest)?;
+    if earliest.prev_events.is_empty() {
+        // The room's first event: nothing came before.
+        return Ok(0);
+    }
+    let rules = services.rooms.rules(room_id).await?;
+    let servers = services
+        .store
+        .room_servers(room_id.as_str(), &["join"])
+        .await?;
+    for server in servers
+        .iter()
+        .filter(|server| *server != services.server_name.as_str())
+        .filter_map(|server| ServerName::parse(server).ok())
+    {
+        match backfill_from(services, &server, room_id, &rules, &earliest, limit).await {
+            Ok(shown) => return Ok(shown),
+            Err(error) => {
+                tracing::info!(%room_id, %server, %error, "backfill from this server failed");
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn backfill_from(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    earliest: &Pdu,
+    limit: usize,
+) -> Result<u64, Error> {
+    let uri = format!(
+        "/_matrix/federation/v1/backfill/{}?v={}&limit={}",
+        segment(room_id.as_str()),
+        segment(earliest.event_id.as_str()),
+        (limit + 1).min(MAX_BACKFILL)
+    );
+    let answer = services
+        .federation
+        .request(server, http::Method::GET, &uri, None, true)
+        .await
+        .map_err(remote_error)?;
+    let mut events = Vec::new();
+    for value in answer
+        .get("pdus")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Ok(CanonicalJsonValue::Object(object)) = CanonicalJsonValue::try_from(value.clone())
+        else {
+            continue;
+        };
+        match pdu::check(services, rules, object).await {
+            Ok(event) if event.room_id_or_derived().is_ok_and(|id| id == room_id) => {
+                events.push(event);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::info!(%server, %error, "a backfilled event was left out"),
+        }
+    }
+    // The auth events this server lacks come first, as outliers.
+    let mut auth: Vec<String> = events
+        .iter()
+        .flat_map(|event| event.auth_events.iter().map(ToString::to_string))
+        .filter(|id| !events.iter().any(|event| event.event_id.as_str() == id))
+        .collect();
+    auth.sort();
+    auth.dedup();
+    let stored = services.store.events(&auth).await?;
+    if stored.len() < auth.len() {
+        let lacking: Vec<&Pdu> = events
+            .iter()
+            .filter(|event| {
+                event.auth_events.iter().any(|id| {
+                    auth.contains(&id.to_string())
+                        && !stored.iter().any(|row| row.event_id == id.as_str())
+                })
+            })
+            .collect();
+        for event in lacking.into_iter().take(5) {
+            let uri = format!(
+                "/_matrix/federation/v1/event_auth/{}/{}",
+                segment(room_id.as_str()),
+                segment(event.event_id.as_str())
+            );
+            let Ok(answer) = services
+                .federation
+                .request(server, http::Method::GET, &uri, None, true)
+                .await
+            else {
+                continue;
+            };
+            let mut chain = Vec::new();
+            for value in answer
+                .get("auth_chain")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(CanonicalJsonValue::Object(object)) =
+                    CanonicalJsonValue::try_from(value.clone())
+                    && let Ok(checked) = pdu::check(services, rules, object).await
+                {
+                    chain.push(checked);
+                }
+            }
+            services.rooms.store_outliers(room_id, chain).await?;
+        }
+    }
+    services.rooms.store_backfilled(room_id, events).await
+}
