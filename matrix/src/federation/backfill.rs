@@ -4,9 +4,7 @@
 //! negative stream positions: shown in `/messages`, never new to sync, the bridge or other
 //! servers.
 
-use ruma::canonical_json::CanonicalJsonValue;
 use ruma::{RoomId, ServerName};
-use serde_json::Value;
 
 use super::membership::{remote_error, segment};
 use super::pdu;
@@ -72,25 +70,11 @@ async fn backfill_from(
         .request(server, http::Method::GET, &uri, None, true)
         .await
         .map_err(remote_error)?;
-    let mut events = Vec::new();
-    for value in answer
-        .get("pdus")
-        .and_then(Value::as_array)
+    let events: Vec<Pdu> = pdu::check_list(services, rules, answer.get("pdus"))
+        .await
         .into_iter()
-        .flatten()
-    {
-        let Ok(CanonicalJsonValue::Object(object)) = CanonicalJsonValue::try_from(value.clone())
-        else {
-            continue;
-        };
-        match pdu::check(services, rules, object).await {
-            Ok(event) if event.room_id_or_derived().is_ok_and(|id| id == room_id) => {
-                events.push(event);
-            }
-            Ok(_) => {}
-            Err(error) => tracing::info!(%server, %error, "a backfilled event was left out"),
-        }
-    }
+        .filter(|event| event.room_id_or_derived().is_ok_and(|id| id == room_id))
+        .collect();
     // The auth events this server lacks come first, as outliers.
     let mut auth: Vec<String> = events
         .iter()
@@ -111,33 +95,7 @@ async fn backfill_from(
             })
             .collect();
         for event in lacking.into_iter().take(5) {
-            let uri = format!(
-                "/_matrix/federation/v1/event_auth/{}/{}",
-                segment(room_id.as_str()),
-                segment(event.event_id.as_str())
-            );
-            let Ok(answer) = services
-                .federation
-                .request(server, http::Method::GET, &uri, None, true)
-                .await
-            else {
-                continue;
-            };
-            let mut chain = Vec::new();
-            for value in answer
-                .get("auth_chain")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Ok(CanonicalJsonValue::Object(object)) =
-                    CanonicalJsonValue::try_from(value.clone())
-                    && let Ok(checked) = pdu::check(services, rules, object).await
-                {
-                    chain.push(checked);
-                }
-            }
-            services.rooms.store_outliers(room_id, chain).await?;
+            pdu::fetch_auth_chain(services, server, room_id, rules, &event.event_id).await?;
         }
     }
     services.rooms.store_backfilled(room_id, events).await

@@ -359,8 +359,13 @@ async fn join_through(
     if join.event_id != event_id {
         return Err(Error::BadJson("send_join answered another join".into()));
     }
-    let state = checked_list(services, &rules, answer.get("state"), "state").await?;
-    let auth_chain = checked_list(services, &rules, answer.get("auth_chain"), "auth_chain").await?;
+    for list in ["state", "auth_chain"] {
+        if !answer.get(list).is_some_and(Value::is_array) {
+            return Err(Error::BadJson(format!("send_join answered no `{list}`")));
+        }
+    }
+    let state = pdu::check_list(services, &rules, answer.get("state")).await;
+    let auth_chain = pdu::check_list(services, &rules, answer.get("auth_chain")).await;
     services
         .rooms
         .join_remote_room(room_id, &version, state, auth_chain, join)
@@ -457,34 +462,6 @@ pub async fn sign_template(
         event,
         event_id,
     })
-}
-
-/// The events of a list of an answer, each checked (one that fails is left out: the
-/// authorization checks then decide whether what remains holds).
-async fn checked_list(
-    services: &Services,
-    rules: &ruma::room_version_rules::RoomVersionRules,
-    list: Option<&Value>,
-    name: &str,
-) -> Result<Vec<Pdu>, Error> {
-    let list = list
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::BadJson(format!("send_join answered no `{name}`")))?;
-    let mut events = Vec::with_capacity(list.len());
-    for value in list {
-        let checked = match CanonicalJsonValue::try_from(value.clone()) {
-            Ok(value) => match pdu::as_object(&value) {
-                Ok(object) => pdu::check(services, rules, object).await,
-                Err(error) => Err(error),
-            },
-            Err(e) => Err(pdu::PduError::Format(e.to_string())),
-        };
-        match checked {
-            Ok(event) => events.push(event),
-            Err(error) => tracing::info!(%error, "an event of a join answer was left out"),
-        }
-    }
-    Ok(events)
 }
 
 /// The room an alias of another server names, and servers in it, asked of the alias's

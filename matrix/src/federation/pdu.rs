@@ -110,6 +110,60 @@ pub async fn check(
     Pdu::from_json(event_id, object).map_err(PduError::Format)
 }
 
+/// The events of a list in another server's answer, each checked; those that fail are left
+/// out (what holds without them is for the authorization rules to say).
+pub async fn check_list(
+    services: &Services,
+    rules: &RoomVersionRules,
+    list: Option<&serde_json::Value>,
+) -> Vec<Pdu> {
+    let mut events = Vec::new();
+    for value in list
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let checked = match CanonicalJsonValue::try_from(value.clone()) {
+            Ok(value) => match as_object(&value) {
+                Ok(object) => check(services, rules, object).await,
+                Err(error) => Err(error),
+            },
+            Err(e) => Err(PduError::Format(e.to_string())),
+        };
+        match checked {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                tracing::info!(%error, "an event of another server's answer was left out")
+            }
+        }
+    }
+    events
+}
+
+/// Fetches the auth chain of an event from `server` (`event_auth`) and stores what this
+/// server lacks of it as outliers.
+pub async fn fetch_auth_chain(
+    services: &Services,
+    server: &ServerName,
+    room_id: &ruma::RoomId,
+    rules: &RoomVersionRules,
+    event_id: &EventId,
+) -> Result<(), crate::error::Error> {
+    use super::membership::{remote_error, segment};
+    let uri = format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        segment(room_id.as_str()),
+        segment(event_id.as_str())
+    );
+    let answer = services
+        .federation
+        .request(server, http::Method::GET, &uri, None, true)
+        .await
+        .map_err(remote_error)?;
+    let chain = check_list(services, rules, answer.get("auth_chain")).await;
+    services.rooms.store_outliers(room_id, chain).await
+}
+
 /// A server's key, valid when the event was made (a key that expired before is no good).
 async fn key_at(
     services: &Services,

@@ -192,33 +192,7 @@ async fn fetch_missing(
         known.len() < ids.len()
     };
     if unknown_auth {
-        let uri = format!(
-            "/_matrix/federation/v1/event_auth/{}/{}",
-            segment(room_id.as_str()),
-            segment(event.event_id.as_str())
-        );
-        let answer = services
-            .federation
-            .request(origin, http::Method::GET, &uri, None, true)
-            .await
-            .map_err(|e| remote_error(e).to_string())?;
-        let mut chain = Vec::new();
-        for value in answer
-            .get("auth_chain")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Ok(CanonicalJsonValue::Object(object)) =
-                CanonicalJsonValue::try_from(value.clone())
-                && let Ok(checked) = pdu::check(services, rules, object).await
-            {
-                chain.push(checked);
-            }
-        }
-        services
-            .rooms
-            .store_outliers(room_id, chain)
+        pdu::fetch_auth_chain(services, origin, room_id, rules, &event.event_id)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -242,20 +216,11 @@ async fn fetch_missing(
         .request(origin, http::Method::POST, &uri, Some(&body), true)
         .await
         .map_err(|e| remote_error(e).to_string())?;
-    let mut missing = Vec::new();
-    for value in answer
-        .get("events")
-        .and_then(Value::as_array)
+    let mut missing: Vec<Pdu> = pdu::check_list(services, rules, answer.get("events"))
+        .await
         .into_iter()
-        .flatten()
-    {
-        if let Ok(CanonicalJsonValue::Object(object)) = CanonicalJsonValue::try_from(value.clone())
-            && let Ok(checked) = pdu::check(services, rules, object).await
-            && checked.event_id != event.event_id
-        {
-            missing.push(checked);
-        }
-    }
+        .filter(|checked| checked.event_id != event.event_id)
+        .collect();
     missing.sort_by_key(|pdu| pdu.depth);
     for earlier in missing {
         let id = earlier.event_id.clone();
