@@ -10,6 +10,7 @@ the other is. Covered:
   Causeway resolves the alias on Synapse, joins through it, and messages go both ways;
 * a state change (the topic) made on either side reaches the other;
 * typing notifications and read receipts go both ways;
+* media uploaded on either side is downloaded by the other side's client;
 * a Causeway user leaves the Synapse room, and Synapse sees the leave;
 * invites both ways: each signed by the invitee's server, shown with the room's stripped state
   in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
@@ -372,6 +373,29 @@ class FederationTest:
             c.check(seen == [f"history {i}" for i in range(HISTORY)], "in order, each once",
                     f"first {seen[:3]}, last {seen[-3:]}")
 
+        async def media_both_ways() -> None:
+            assert self.session is not None
+            for uploader, reader, label in ((alice, bob, "Causeway to Synapse"),
+                                            (bob, alice, "Synapse to Causeway")):
+                data = os.urandom(3000) + label.encode()
+                async with self.session.post(
+                    f"{uploader.homeserver}/_matrix/media/v3/upload",
+                    params={"filename": "file.bin"},
+                    headers={"Authorization": f"Bearer {uploader.access_token}",
+                             "Content-Type": "application/octet-stream"},
+                    data=data,
+                ) as resp:
+                    uploaded = await resp.json(content_type=None)
+                c.require(resp.status == 200, f"upload ({label})", repr(uploaded))
+                server_name, media_id = uploaded["content_uri"][len("mxc://"):].split("/", 1)
+                async with self.session.get(
+                    f"{reader.homeserver}/_matrix/client/v1/media/download/{server_name}/{media_id}",
+                    headers={"Authorization": f"Bearer {reader.access_token}"},
+                ) as resp:
+                    body = await resp.read()
+                c.check(resp.status == 200 and body == data,
+                        f"media goes {label}", f"{resp.status} {body[:200]!r}")
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -382,6 +406,7 @@ class FederationTest:
         await c.step("messages both ways in the Synapse room", messages_both_ways_synapse_room,
                      needs=("a Causeway user joins a Synapse room by alias",))
         await c.step("invites both ways, accepted and rejected", invites_both_ways)
+        await c.step("media both ways", media_both_ways)
         await c.step(f"a Causeway user pages back through {HISTORY} messages it never had",
                      pages_back_through_history)
 

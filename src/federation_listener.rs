@@ -116,6 +116,14 @@ pub fn router(services: Arc<Services>) -> Router {
             put(federation::invites::invite_v2_route),
         )
         .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(federation::media::download_route),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(federation::media::thumbnail_route),
+        )
+        .route(
             "/_matrix/federation/v1/event/{event_id}",
             get(federation::reads::event_route),
         )

@@ -727,3 +727,83 @@ async fn a_joining_server_pages_back_through_history_it_never_had() {
         "{sync}"
     );
 }
+
+#[tokio::test]
+async fn media_of_another_server_is_fetched_kept_and_thumbnailed() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 32, |x, _| {
+        image::Rgb([(x * 4) as u8, 0, 200])
+    }))
+    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+    .unwrap();
+    let uploaded = b
+        .raw(
+            http::Method::POST,
+            "/_matrix/media/v3/upload?filename=picture.png",
+            Some(&bob),
+            Some("image/png"),
+            png.clone(),
+        )
+        .await
+        .assert_ok();
+    let uri = uploaded["content_uri"].as_str().unwrap();
+    let (server_name, media_id) = uri.strip_prefix("mxc://").unwrap().split_once('/').unwrap();
+    assert_eq!(server_name, "b.test");
+
+    // Alice, on a.test, downloads bob's picture: a.test fetches it from b.test.
+    let download = a
+        .get(
+            &format!("/_matrix/client/v1/media/download/b.test/{media_id}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body, png);
+    assert_eq!(download.headers["content-type"], "image/png");
+    // Kept under a local id: served again from the copy, and thumbnailed from it.
+    let kept = a
+        .services
+        .store
+        .remote_media("b.test", media_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.size, png.len() as i64);
+    assert_eq!(kept.filename.as_deref(), Some("picture.png"));
+    let again = a
+        .get(
+            &format!("/_matrix/client/v1/media/download/b.test/{media_id}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(again.body, png);
+    let thumbnail = a
+        .get(
+            &format!("/_matrix/client/v1/media/thumbnail/b.test/{media_id}?width=32&height=32"),
+            &alice,
+        )
+        .await;
+    assert_eq!(thumbnail.status, 200);
+    assert!(
+        thumbnail.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("image/")
+    );
+    // The frozen unauthenticated endpoints do not serve other servers' media.
+    a.raw(
+        http::Method::GET,
+        &format!("/_matrix/media/v3/download/b.test/{media_id}"),
+        None,
+        None,
+        vec![],
+    )
+    .await
+    .assert_error(404, "M_NOT_FOUND");
+    a.get("/_matrix/client/v1/media/download/c.test/nothing", &alice)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}

@@ -103,7 +103,7 @@ impl FederationClient {
             .await
     }
 
-    /// A signed request; `body` as JSON for methods that carry one.
+    /// A signed request; `body` as JSON for methods that carry one. The answer is JSON.
     pub async fn request(
         &self,
         server: &ServerName,
@@ -112,6 +112,48 @@ impl FederationClient {
         body: Option<&Value>,
         signed: bool,
     ) -> Result<Value, FederationError> {
+        let (status, _, bytes) = self.request_raw(server, method, uri, body, signed).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| FederationError::NotJson(server.to_owned(), e.to_string()))?;
+        if !status.is_success() {
+            return Err(FederationError::Status(
+                server.to_owned(),
+                status.as_u16(),
+                value,
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A successful answer as it came: its headers and its bytes (media). An unsuccessful one
+    /// is the error its JSON says.
+    pub async fn request_bytes(
+        &self,
+        server: &ServerName,
+        uri: &str,
+    ) -> Result<(http::HeaderMap, Bytes), FederationError> {
+        let (status, headers, bytes) = self
+            .request_raw(server, http::Method::GET, uri, None, true)
+            .await?;
+        if !status.is_success() {
+            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(FederationError::Status(
+                server.to_owned(),
+                status.as_u16(),
+                value,
+            ));
+        }
+        Ok((headers, bytes))
+    }
+
+    async fn request_raw(
+        &self,
+        server: &ServerName,
+        method: http::Method,
+        uri: &str,
+        body: Option<&Value>,
+        signed: bool,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), FederationError> {
         let destination = self.discovery.destination(server).await;
         let body = body
             .map(|body| {
@@ -204,7 +246,7 @@ impl FederationClient {
         uri: &str,
         authorization: Option<&str>,
         body: Option<Bytes>,
-    ) -> Result<Value, FederationError> {
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), FederationError> {
         let tls_error = |e: String| FederationError::Tls(server.to_owned(), e);
         let http_error = |e: String| FederationError::Http(server.to_owned(), e);
         let name = rustls::pki_types::ServerName::try_from(destination.tls_name.clone())
@@ -242,20 +284,12 @@ impl FederationClient {
             .await
             .map_err(|e| http_error(e.to_string()))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = Limited::new(response.into_body(), RESPONSE_LIMIT)
             .collect()
             .await
             .map_err(|e| http_error(format!("reading the answer: {e}")))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| FederationError::NotJson(server.to_owned(), e.to_string()))?;
-        if !status.is_success() {
-            return Err(FederationError::Status(
-                server.to_owned(),
-                status.as_u16(),
-                value,
-            ));
-        }
-        Ok(value)
+        Ok((status, headers, bytes))
     }
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod discovery;
 pub mod invites;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod pdu;
 pub mod reads;

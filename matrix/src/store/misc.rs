@@ -365,6 +365,58 @@ impl Store {
         Ok(())
     }
 
+    /// The local copy of another server's media item, if it was fetched.
+    pub async fn remote_media(
+        &self,
+        server_name: &str,
+        media_id: &str,
+    ) -> Result<Option<MediaRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT local_id, content_type, filename, size FROM remote_media \
+             WHERE server_name = $1 AND media_id = $2",
+        )
+        .bind(server_name)
+        .bind(media_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(MediaRecord {
+                media_id: row.try_get("local_id")?,
+                content_type: row.try_get("content_type")?,
+                filename: row.try_get("filename")?,
+                size: row.try_get("size")?,
+                uploader: String::new(),
+                unauthenticated: false,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records the local copy of another server's media item (`record.media_id` is the local
+    /// id of the file).
+    pub async fn create_remote_media(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        record: &MediaRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO remote_media (server_name, media_id, local_id, content_type, filename, \
+             size, fetched_ts) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (server_name, media_id) DO NOTHING",
+        )
+        .bind(server_name)
+        .bind(media_id)
+        .bind(&record.media_id)
+        .bind(record.content_type.as_deref())
+        .bind(record.filename.as_deref())
+        .bind(record.size)
+        .bind(super::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     pub async fn media(&self, media_id: &str) -> Result<Option<MediaRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT media_id, content_type, filename, size, uploader, unauthenticated FROM media \

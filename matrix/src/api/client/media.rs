@@ -96,9 +96,14 @@ async fn record(
     access: Access,
 ) -> Result<MediaRecord, Error> {
     if server_name != services.server_name {
-        return Err(Error::NotFound(
-            "media of other servers cannot be fetched yet".into(),
-        ));
+        // Other servers' media: fetched over federation and kept; like new local media, only
+        // on the authenticated endpoints.
+        if access == Access::Legacy {
+            return Err(Error::NotFound(
+                "media of other servers is served only on /_matrix/client/v1/media".into(),
+            ));
+        }
+        return crate::federation::media::remote(services, server_name, media_id).await;
     }
     if !is_valid_media_id(media_id) {
         return Err(Error::NotFound("media not found".into()));
@@ -127,7 +132,8 @@ async fn load(
     access: Access,
 ) -> Result<Content, Error> {
     let record = record(services, server_name, media_id, access).await?;
-    let file = tokio::fs::read(services.media_dir.join(media_id))
+    // (The local id of the file: another server's media is kept under one of its own.)
+    let file = tokio::fs::read(services.media_dir.join(&record.media_id))
         .await
         .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
     let content_type = record
@@ -157,7 +163,8 @@ async fn load_thumbnail(
     method: Option<Method>,
     access: Access,
 ) -> Result<Content, Error> {
-    record(services, server_name, media_id, access).await?;
+    let record = record(services, server_name, media_id, access).await?;
+    let media_id = record.media_id.as_str();
     let fit = match method {
         Some(Method::Crop) => Fit::Crop,
         _ => Fit::Scale,
