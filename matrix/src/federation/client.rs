@@ -136,6 +136,7 @@ impl FederationClient {
             .request_raw(server, http::Method::GET, uri, None, true)
             .await?;
         if !status.is_success() {
+            // An error answer is JSON, whatever a successful one is.
             let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(FederationError::Status(
                 server.to_owned(),

@@ -46,14 +46,7 @@ fn multipart(bytes: &[u8], content_type: &str, disposition: &str) -> Response {
 
 /// A local media item, for another server.
 async fn local(services: &Services, media_id: &str) -> Result<(MediaRecord, Vec<u8>), Error> {
-    if !crate::api::client::media::is_valid_media_id(media_id) {
-        return Err(Error::NotFound("media not found".into()));
-    }
-    let record = services
-        .store
-        .media(media_id)
-        .await?
-        .ok_or_else(|| Error::NotFound("media not found".into()))?;
+    let record = crate::api::client::media::local_record(services, media_id).await?;
     let file = tokio::fs::read(services.media_dir.join(media_id))
         .await
         .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;

@@ -105,14 +105,7 @@ async fn record(
         }
         return crate::federation::media::remote(services, server_name, media_id).await;
     }
-    if !is_valid_media_id(media_id) {
-        return Err(Error::NotFound("media not found".into()));
-    }
-    let record = services
-        .store
-        .media(media_id)
-        .await?
-        .ok_or_else(|| Error::NotFound("media not found".into()))?;
+    let record = local_record(services, media_id).await?;
     if access == Access::Legacy && !record.unauthenticated {
         // Frozen as Matrix 1.11 allows: newer media only with an access token.
         return Err(Error::NotFound(
@@ -122,6 +115,21 @@ async fn record(
         ));
     }
     Ok(record)
+}
+
+/// The record of a media item stored here.
+pub(crate) async fn local_record(
+    services: &Services,
+    media_id: &str,
+) -> Result<MediaRecord, Error> {
+    if !is_valid_media_id(media_id) {
+        return Err(Error::NotFound("media not found".into()));
+    }
+    services
+        .store
+        .media(media_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("media not found".into()))
 }
 
 async fn load(
