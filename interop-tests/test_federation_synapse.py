@@ -11,6 +11,8 @@ the other is. Covered:
 * a state change (the topic) made on either side reaches the other;
 * typing notifications and read receipts go both ways;
 * media uploaded on either side is downloaded by the other side's client;
+* device keys are queried and one-time keys claimed across servers, and to-device messages go
+  both ways (what encryption between the servers' users rests on);
 * a Causeway user leaves the Synapse room, and Synapse sees the leave;
 * invites both ways: each signed by the invitee's server, shown with the room's stripped state
   in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
@@ -396,6 +398,62 @@ class FederationTest:
                 c.check(resp.status == 200 and body == data,
                         f"media goes {label}", f"{resp.status} {body[:200]!r}")
 
+        async def keys_and_to_device_both_ways() -> None:
+            assert self.session is not None
+
+            async def call(client: AsyncClient, method: str, path: str, body: Any) -> Any:
+                async with self.session.request(
+                    method, f"{client.homeserver}/_matrix/client/v3{path}", json=body,
+                    headers={"Authorization": f"Bearer {client.access_token}"},
+                ) as resp:
+                    data = await resp.json(content_type=None)
+                c.require(resp.status == 200, f"{client.user_id} {method} {path}", repr(data))
+                return data
+
+            for client in (alice, bob):
+                device = client.device_id
+                await call(client, "POST", "/keys/upload", {
+                    "device_keys": {
+                        "user_id": client.user_id, "device_id": device,
+                        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+                        "keys": {f"curve25519:{device}": f"curve-{device}",
+                                 f"ed25519:{device}": f"ed-{device}"},
+                        "signatures": {client.user_id: {f"ed25519:{device}": "sig"}},
+                    },
+                    "one_time_keys": {
+                        f"signed_curve25519:{device}{i}": {"key": f"otk-{device}-{i}",
+                                                           "signatures": {}}
+                        for i in range(2)
+                    },
+                })
+            for asker, owner, label in ((alice, bob, "Causeway asks Synapse"),
+                                        (bob, alice, "Synapse asks Causeway")):
+                query = await call(asker, "POST", "/keys/query",
+                                   {"device_keys": {owner.user_id: []}})
+                keys = query.get("device_keys", {}).get(owner.user_id, {}).get(owner.device_id, {})
+                c.equal(keys.get("keys", {}).get(f"ed25519:{owner.device_id}"),
+                        f"ed-{owner.device_id}", f"device keys: {label}")
+                claim = await call(asker, "POST", "/keys/claim", {
+                    "one_time_keys": {owner.user_id: {owner.device_id: "signed_curve25519"}}})
+                claimed = claim.get("one_time_keys", {}).get(owner.user_id, {}).get(owner.device_id, {})
+                c.check(any(str(k.get("key", "")).startswith(f"otk-{owner.device_id}")
+                            for k in claimed.values()), f"one-time key claimed: {label}",
+                        repr(claim))
+            for sender, receiver, label in ((alice, bob, "Causeway to Synapse"),
+                                            (bob, alice, "Synapse to Causeway")):
+                since = (await call(receiver, "GET", "/sync?timeout=0", None))["next_batch"]
+                await call(sender, "PUT", f"/sendToDevice/m.test.federation/{label.replace(' ', '-')}",
+                           {"messages": {receiver.user_id: {receiver.device_id: {"said": label}}}})
+                got = False
+                start = time.monotonic()
+                while not got and time.monotonic() - start < WAIT:
+                    data = await call(receiver, "GET", f"/sync?timeout=1000&since={since}", None)
+                    since = data.get("next_batch", since)
+                    got = any(e.get("content", {}).get("said") == label
+                              and e.get("sender") == sender.user_id
+                              for e in data.get("to_device", {}).get("events", []))
+                c.check(got, f"a to-device message goes {label}")
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -407,6 +465,9 @@ class FederationTest:
                      needs=("a Causeway user joins a Synapse room by alias",))
         await c.step("invites both ways, accepted and rejected", invites_both_ways)
         await c.step("media both ways", media_both_ways)
+        await c.step("device keys, one-time keys and to-device messages both ways",
+                     keys_and_to_device_both_ways,
+                     needs=("a Synapse user joins a Causeway room",))
         await c.step(f"a Causeway user pages back through {HISTORY} messages it never had",
                      pages_back_through_history)
 

@@ -124,6 +124,18 @@ pub fn router(services: Arc<Services>) -> Router {
             get(federation::media::thumbnail_route),
         )
         .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(federation::e2ee::query_route),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(federation::e2ee::claim_route),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(federation::e2ee::devices_route),
+        )
+        .route(
             "/_matrix/federation/v1/event/{event_id}",
             get(federation::reads::event_route),
         )

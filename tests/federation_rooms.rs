@@ -51,6 +51,42 @@ async fn join_via_a(b: &TestServer, token: &str, room: &str) -> common::Response
     .await
 }
 
+/// Alice of a.test in a public room of hers (of room version `version`), which bob of b.test
+/// joined through a.test.
+struct Shared {
+    a: TestServer,
+    b: TestServer,
+    alice_id: String,
+    alice: String,
+    bob_id: String,
+    bob: String,
+    room: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn shared_room(version: &str) -> Shared {
+    let (a, b, _, _, dir) = two_servers().await;
+    let (alice_id, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_version": version}),
+        )
+        .await;
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    Shared {
+        a,
+        b,
+        alice_id,
+        alice,
+        bob_id,
+        bob,
+        room,
+        _dir: dir,
+    }
+}
+
 async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> {
     bodies(&server.messages(token, room).await["chunk"])
 }
@@ -308,16 +344,15 @@ fn pdu_of_b(
 
 #[tokio::test]
 async fn bad_transactions_and_pdus_are_refused_without_harm() {
-    let (a, b, _, _, _dir) = two_servers().await;
-    let (alice_id, alice) = a.register("alice").await;
-    let (bob_id, bob) = b.register("bob").await;
-    let room = a
-        .create_room(
-            &alice,
-            json!({"preset": "public_chat", "room_version": "10"}),
-        )
-        .await;
-    join_via_a(&b, &bob, &room).await.assert_ok();
+    let Shared {
+        a,
+        b,
+        alice_id,
+        alice,
+        bob_id,
+        room,
+        ..
+    } = shared_room("10").await;
     let room_id = RoomId::parse(&room).unwrap();
     let send = |txn: &'static str, body: Value| {
         let federation = &b.services.federation;
@@ -567,13 +602,16 @@ async fn invites_across_servers_are_signed_by_both_and_joined_or_rejected() {
 
 #[tokio::test]
 async fn typing_and_read_receipts_reach_the_other_server() {
-    let (a, b, _, _, _dir) = two_servers().await;
-    let (alice_id, alice) = a.register("alice").await;
-    let (bob_id, bob) = b.register("bob").await;
-    let room = a
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    join_via_a(&b, &bob, &room).await.assert_ok();
+    let Shared {
+        a,
+        b,
+        alice_id,
+        alice,
+        bob_id,
+        bob,
+        room,
+        ..
+    } = shared_room("12").await;
     let room_id = RoomId::parse(&room).unwrap();
 
     // Bob types on b.test: a.test shows him typing, then not.
@@ -806,4 +844,181 @@ async fn media_of_another_server_is_fetched_kept_and_thumbnailed() {
     a.get("/_matrix/client/v1/media/download/c.test/nothing", &alice)
         .await
         .assert_error(404, "M_NOT_FOUND");
+}
+
+/// Identity keys of a device, as a client uploads them.
+fn device_keys(user_id: &str, device_id: &str) -> Value {
+    json!({
+        "user_id": user_id,
+        "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device_id}"): format!("curve-of-{device_id}"),
+            format!("ed25519:{device_id}"): format!("ed-of-{device_id}"),
+        },
+        "signatures": {user_id: {format!("ed25519:{device_id}"): "self-signature"}},
+    })
+}
+
+async fn device_of(server: &TestServer, token: &str) -> String {
+    server
+        .get("/_matrix/client/v3/account/whoami", token)
+        .await
+        .assert_ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn keys_devices_and_to_device_messages_cross_servers() {
+    let Shared {
+        a,
+        b,
+        alice_id,
+        alice,
+        bob_id,
+        bob,
+        ..
+    } = shared_room("12").await;
+    let bob_device = device_of(&b, &bob).await;
+    b.post(
+        "/_matrix/client/v3/keys/upload",
+        &bob,
+        json!({
+            "device_keys": device_keys(&bob_id, &bob_device),
+            "one_time_keys": {
+                "signed_curve25519:AAAAAQ": {"key": "otk-1", "signatures": {}},
+                "signed_curve25519:AAAAAg": {"key": "otk-2", "signatures": {}},
+            },
+        }),
+    )
+    .await
+    .assert_ok();
+
+    // Alice's client asks a.test about bob: a.test asks b.test.
+    let query = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &alice,
+            json!({"device_keys": {&bob_id: [], "@nobody:c.test": []}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        query["device_keys"][&bob_id][&bob_device]["keys"][format!("ed25519:{bob_device}")],
+        format!("ed-of-{bob_device}")
+    );
+    // A server that cannot be reached is a failure, not an error of the whole query.
+    assert!(query["failures"]["c.test"].is_object(), "{query}");
+
+    // One-time keys are claimed once each.
+    let claim = || {
+        a.post(
+            "/_matrix/client/v3/keys/claim",
+            &alice,
+            json!({"one_time_keys": {&bob_id: {&bob_device: "signed_curve25519"}}}),
+        )
+    };
+    let first = claim().await.assert_ok();
+    let second = claim().await.assert_ok();
+    let key_of = |answer: &Value| {
+        answer["one_time_keys"][&bob_id][&bob_device]
+            .as_object()
+            .and_then(|keys| keys.values().next().cloned())
+            .map(|key| key["key"].clone())
+    };
+    let (first_key, second_key) = (key_of(&first), key_of(&second));
+    assert!(
+        first_key.is_some() && second_key.is_some(),
+        "{first} {second}"
+    );
+    assert_ne!(first_key, second_key);
+
+    // A to-device message for bob's device reaches his sync on b.test.
+    let since = b.sync(&bob, "timeout=0").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.put(
+        "/_matrix/client/v3/sendToDevice/m.room_key_request/txn1",
+        &alice,
+        json!({"messages": {&bob_id: {&bob_device: {"secret": "for bob"}}}}),
+    )
+    .await
+    .assert_ok();
+    let mut received = None;
+    for _ in 0..100 {
+        let sync = b.sync(&bob, &format!("timeout=0&since={since}")).await;
+        if let Some(event) = sync["to_device"]["events"]
+            .as_array()
+            .and_then(|events| events.first())
+        {
+            received = Some(event.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = received.expect("the to-device message arrives");
+    assert_eq!(received["sender"], alice_id.as_str());
+    assert_eq!(received["content"]["secret"], "for bob");
+
+    // Bob's new device: alice's sync learns that his devices changed.
+    let since = a.sync(&alice, "timeout=0").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let login = b.login("bob", "secret-pw").await;
+    let second_login = login["access_token"].as_str().unwrap().to_owned();
+    let second_device = login["device_id"].as_str().unwrap().to_owned();
+    b.post(
+        "/_matrix/client/v3/keys/upload",
+        &second_login,
+        json!({"device_keys": device_keys(&bob_id, &second_device)}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's device change in alice's sync", || async {
+        let sync = a.sync(&alice, &format!("timeout=0&since={since}")).await;
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|changed| changed.iter().any(|user| user == bob_id.as_str()))
+    })
+    .await;
+    let query = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            &alice,
+            json!({"device_keys": {&bob_id: []}}),
+        )
+        .await
+        .assert_ok();
+    assert!(query["device_keys"][&bob_id][&second_device].is_object());
+    // b.test answers for its own users only, and may not speak for a.test's.
+    let forged = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged-to-device",
+            Some(
+                &json!({"pdus": [], "edus": [{"edu_type": "m.direct_to_device", "content": {
+                "sender": alice_id, "type": "m.x", "message_id": "m1",
+                "messages": {&alice_id: {"*": {"forged": true}}}}}]}),
+            ),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged["pdus"], json!({}));
+    let sync = a.sync(&alice, "timeout=0").await;
+    assert!(
+        sync["to_device"]["events"]
+            .as_array()
+            .is_none_or(|events| events
+                .iter()
+                .all(|event| event["content"]["forged"].is_null())),
+        "{sync}"
+    );
 }

@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod client;
 pub mod discovery;
+pub mod e2ee;
 pub mod invites;
 pub mod keys;
 pub mod media;

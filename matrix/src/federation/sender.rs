@@ -161,6 +161,7 @@ async fn queue_new_events(services: &Services) -> Result<(), crate::store::Store
             return Ok(());
         }
     };
+    let start = after;
     while after < until {
         let rows = store.events_after(after, until, STREAM_BATCH).await?;
         let Some(last) = rows.last().map(|row| row.stream_ordering) else {
@@ -210,6 +211,56 @@ async fn queue_new_events(services: &Services) -> Result<(), crate::store::Store
             }
         }
         after = last;
+    }
+    queue_device_list_updates(services, start, until).await
+}
+
+/// Queues `m.device_list_update` EDUs for the local users whose devices changed in
+/// `(after, until]`, for every server with a user in a room they are in.
+async fn queue_device_list_updates(
+    services: &Services,
+    after: i64,
+    until: i64,
+) -> Result<(), crate::store::StoreError> {
+    if after >= until {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for user in services.store.device_list_changes(after, until).await? {
+        let Ok(user) = UserId::parse(user.as_str()) else {
+            continue;
+        };
+        if user.server_name() != services.server_name {
+            continue;
+        }
+        let mut servers: BTreeSet<String> = BTreeSet::new();
+        for row in services.store.user_memberships(user.as_str()).await? {
+            if row.membership == "join" {
+                servers.extend(services.store.room_servers(&row.room_id, &["join"]).await?);
+            }
+        }
+        servers.remove(services.server_name.as_str());
+        if servers.is_empty() {
+            continue;
+        }
+        for edu in super::e2ee::device_list_edus(services, &user, until).await {
+            for server in &servers {
+                entries.push((server.clone(), Outgoing::Edu(edu.to_string())));
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    services
+        .store
+        .enqueue_outgoing(&entries, Some(until))
+        .await?;
+    let woken: BTreeSet<&String> = entries.iter().map(|(server, _)| server).collect();
+    for server in woken {
+        if let Ok(server) = ServerName::parse(server) {
+            services.federation_sender.wake(&server);
+        }
     }
     Ok(())
 }

@@ -232,7 +232,8 @@ async fn fetch_missing(
 }
 
 /// Applies an EDU: typing notifications and read receipts of the origin's users in rooms this
-/// server shares with them. Others are ignored.
+/// server shares with them, to-device messages and device-list changes of the origin's users.
+/// Others are ignored.
 async fn take_edu(
     services: &Services,
     origin: &ServerName,
@@ -321,6 +322,10 @@ async fn take_edu(
                 }
             }
             Ok(())
+        }
+        "m.direct_to_device" => super::e2ee::take_to_device(services, origin, &content).await,
+        "m.device_list_update" => {
+            super::e2ee::take_device_list_update(services, origin, &content).await
         }
         other => Err(format!("EDU type {other} is not handled")),
     }

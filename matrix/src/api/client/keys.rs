@@ -116,12 +116,53 @@ pub async fn get_keys_route(
 ) -> Result<get_keys::v3::Response, Error> {
     let sender = request.sender()?;
     let mut response = get_keys::v3::Response::new();
+    // Other servers' users: asked of their servers, all at once.
+    let mut remote: BTreeMap<ruma::OwnedServerName, Map<String, Value>> = BTreeMap::new();
     for (user_id, wanted) in &request.body.device_keys {
         if !services.is_local(user_id) {
-            response.failures.insert(
-                user_id.server_name().to_string(),
-                json!({"status": 503, "message": "keys of other servers cannot be queried yet"}),
-            );
+            remote
+                .entry(user_id.server_name().to_owned())
+                .or_default()
+                .insert(user_id.to_string(), json!(wanted));
+        }
+    }
+    let (answers, failures) = crate::federation::e2ee::ask_servers(
+        &services,
+        "/_matrix/federation/v1/user/keys/query",
+        "device_keys",
+        remote,
+    )
+    .await;
+    response.failures.extend(failures);
+    for answer in answers {
+        for (user, devices) in answer["device_keys"].as_object().into_iter().flatten() {
+            let Ok(user) = UserId::parse(user.as_str()) else {
+                continue;
+            };
+            if !request.body.device_keys.contains_key(&user) {
+                continue;
+            }
+            let mut found = BTreeMap::new();
+            for (device_id, keys) in devices.as_object().into_iter().flatten() {
+                found.insert(OwnedDeviceId::from(device_id.as_str()), raw(keys)?);
+            }
+            response.device_keys.insert(user, found);
+        }
+        for (field, target) in [
+            ("master_keys", &mut response.master_keys),
+            ("self_signing_keys", &mut response.self_signing_keys),
+        ] {
+            for (user, key) in answer[field].as_object().into_iter().flatten() {
+                if let Ok(user) = UserId::parse(user.as_str())
+                    && request.body.device_keys.contains_key(&user)
+                {
+                    target.insert(user, raw(key)?);
+                }
+            }
+        }
+    }
+    for (user_id, wanted) in &request.body.device_keys {
+        if !services.is_local(user_id) {
             continue;
         }
         let devices = services.store.devices(user_id.as_str()).await?;
@@ -171,12 +212,46 @@ pub async fn claim_keys_route(
 ) -> Result<claim_keys::v3::Response, Error> {
     request.sender()?;
     let mut response = claim_keys::v3::Response::new(BTreeMap::new());
+    let mut remote: BTreeMap<ruma::OwnedServerName, Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &request.body.one_time_keys {
         if !services.is_local(user_id) {
-            response.failures.insert(
-                user_id.server_name().to_string(),
-                json!({"status": 503, "message": "keys of other servers cannot be claimed yet"}),
-            );
+            remote
+                .entry(user_id.server_name().to_owned())
+                .or_default()
+                .insert(user_id.to_string(), json!(devices));
+        }
+    }
+    let (answers, failures) = crate::federation::e2ee::ask_servers(
+        &services,
+        "/_matrix/federation/v1/user/keys/claim",
+        "one_time_keys",
+        remote,
+    )
+    .await;
+    response.failures.extend(failures);
+    for answer in answers {
+        for (user, devices) in answer["one_time_keys"].as_object().into_iter().flatten() {
+            let Ok(user) = UserId::parse(user.as_str()) else {
+                continue;
+            };
+            if !request.body.one_time_keys.contains_key(&user) {
+                continue;
+            }
+            let mut claimed = BTreeMap::new();
+            for (device_id, keys) in devices.as_object().into_iter().flatten() {
+                let mut of_device = BTreeMap::new();
+                for (key_id, key) in keys.as_object().into_iter().flatten() {
+                    if let Ok(key_id) = key_id.as_str().try_into() {
+                        of_device.insert(key_id, raw(key)?);
+                    }
+                }
+                claimed.insert(OwnedDeviceId::from(device_id.as_str()), of_device);
+            }
+            response.one_time_keys.insert(user, claimed);
+        }
+    }
+    for (user_id, devices) in &request.body.one_time_keys {
+        if !services.is_local(user_id) {
             continue;
         }
         let mut claimed = BTreeMap::new();
@@ -519,9 +594,19 @@ pub async fn send_event_to_device_route(
     let sender = request.sender()?;
     let body = &request.body;
     let mut messages = Vec::new();
+    let mut remote: BTreeMap<ruma::OwnedServerName, Map<String, Value>> = BTreeMap::new();
     for (user_id, devices) in &body.messages {
         if !services.is_local(user_id) {
-            tracing::debug!(%user_id, "to-device message for another server dropped: no federation yet");
+            let mut of_user = Map::new();
+            for (target, content) in devices {
+                let content: Value = serde_json::from_str(content.json().get())
+                    .map_err(|e| Error::BadJson(format!("to-device content: {e}")))?;
+                of_user.insert(target.to_string(), content);
+            }
+            remote
+                .entry(user_id.server_name().to_owned())
+                .or_default()
+                .insert(user_id.to_string(), Value::Object(of_user));
             continue;
         }
         let known: Vec<String> = services
@@ -551,7 +636,7 @@ pub async fn send_event_to_device_route(
             }
         }
     }
-    services
+    let first_time = services
         .store
         .queue_to_device(
             &messages,
@@ -562,6 +647,17 @@ pub async fn send_event_to_device_route(
             ),
         )
         .await?;
+    // (A transaction sent again went to other servers the first time.)
+    if first_time && !remote.is_empty() {
+        crate::federation::e2ee::send_to_device(
+            &services,
+            &sender.user_id,
+            body.event_type.to_string().as_str(),
+            &format!("{}-{}", sender.device_id, body.txn_id),
+            remote,
+        )
+        .await?;
+    }
     Ok(send_event_to_device::v3::Response::new())
 }
 
