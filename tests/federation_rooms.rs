@@ -41,6 +41,22 @@ async fn membership(server: &TestServer, room: &str, user: &str) -> Option<Strin
         .unwrap()
 }
 
+/// A user says `text` in a room; it reaches the other server's user (`to`).
+async fn say(
+    from: &TestServer,
+    token: &str,
+    room: &str,
+    txn: &str,
+    text: &str,
+    to: (&TestServer, &str),
+) {
+    from.send_text(token, room, txn, text).await.assert_ok();
+    eventually(&format!("{text:?} on the other server"), || async {
+        texts(to.0, to.1, room).await.contains(&text.to_owned())
+    })
+    .await;
+}
+
 /// A user of b.test joins a room of a.test through it.
 async fn join_via_a(b: &TestServer, token: &str, room: &str) -> common::Response {
     b.post(
@@ -133,24 +149,8 @@ async fn a_user_of_another_server_joins_and_messages_go_both_ways() {
     );
 
     // Bob's message reaches alice, alice's reaches bob.
-    b.send_text(&bob, &room, "t1", "hello from b")
-        .await
-        .assert_ok();
-    eventually("bob's message on a.test", || async {
-        texts(&a, &alice, &room)
-            .await
-            .contains(&"hello from b".to_owned())
-    })
-    .await;
-    a.send_text(&alice, &room, "t2", "hello from a")
-        .await
-        .assert_ok();
-    eventually("alice's message on b.test", || async {
-        texts(&b, &bob, &room)
-            .await
-            .contains(&"hello from a".to_owned())
-    })
-    .await;
+    say(&b, &bob, &room, "t1", "hello from b", (&a, &alice)).await;
+    say(&a, &alice, &room, "t2", "hello from a", (&b, &bob)).await;
     // In order on both sides.
     let on_a = texts(&a, &alice, &room).await;
     let on_b = texts(&b, &bob, &room).await;
@@ -1021,4 +1021,122 @@ async fn keys_devices_and_to_device_messages_cross_servers() {
                 .all(|event| event["content"]["forged"].is_null())),
         "{sync}"
     );
+}
+
+#[tokio::test]
+async fn a_room_server_acl_keeps_a_server_out() {
+    let Shared {
+        a,
+        b,
+        alice,
+        bob,
+        room,
+        ..
+    } = shared_room("12").await;
+    say(&b, &bob, &room, "b1", "before the ban", (&a, &alice)).await;
+    // Alice bans b.test from the room by its server ACL.
+    a.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+        &alice,
+        json!({"allow": ["*"], "deny": ["b.test"], "allow_ip_literals": false}),
+    )
+    .await
+    .assert_ok();
+    eventually("the ACL on b.test", || async {
+        b.get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+            &bob,
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    b.send_text(&bob, &room, "b2", "after the ban")
+        .await
+        .assert_ok();
+    // What b.test sends in the room is refused; a.test's own users go on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.send_text(&alice, &room, "a1", "alice goes on")
+        .await
+        .assert_ok();
+    let shown = texts(&a, &alice, &room).await;
+    assert!(shown.contains(&"alice goes on".to_owned()));
+    assert!(!shown.contains(&"after the ban".to_owned()), "{shown:?}");
+    // Nor may b.test read the room's state or join anyone to it.
+    let create = a
+        .services
+        .rooms
+        .state_event(&RoomId::parse(&room).unwrap(), "m.room.create", "")
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::GET,
+            &format!(
+                "/_matrix/federation/v1/state_ids/{}?event_id={}",
+                enc(&room),
+                enc(create.event_id.as_str())
+            ),
+            None,
+            true,
+        )
+        .await;
+    assert_refused(
+        refused,
+        (403, "M_FORBIDDEN"),
+        "state of a room whose ACL bans",
+    );
+    let template = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::GET,
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}?ver=12",
+                enc(&room),
+                enc("@carol:b.test")
+            ),
+            None,
+            true,
+        )
+        .await;
+    assert_refused(
+        template,
+        (403, "M_FORBIDDEN"),
+        "a join of a banned server's user",
+    );
+}
+
+#[tokio::test]
+async fn a_server_denied_by_configuration_is_refused_both_ways() {
+    let (a, b, _, _, _dir) = two_servers_with(|name, config| {
+        if name == "a.test" {
+            config.federation.deny_servers = vec!["b.*".into()];
+        }
+    })
+    .await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    // b.test's requests are refused by a.test…
+    join_via_a(&b, &bob, &room)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let bob_room_id = b.create_room(&bob, json!({"preset": "public_chat"})).await;
+    // …and a.test does not contact b.test.
+    a.post(
+        &format!("/_matrix/client/v3/join/{bob_room_id}?via=b.test"),
+        &alice,
+        json!({}),
+    )
+    .await
+    .assert_error(404, "M_NOT_FOUND");
 }

@@ -180,6 +180,17 @@ impl Config {
                 format!("the destination of {name}, {destination:?}, is not host:port"),
             ));
         }
+        for (key, patterns) in [
+            ("federation.allow_servers", &self.federation.allow_servers),
+            ("federation.deny_servers", &self.federation.deny_servers),
+        ] {
+            if let Some(bad) = patterns
+                .iter()
+                .find(|pattern| pattern.is_empty() || pattern.contains(['/', ' ']))
+            {
+                return Err((key, format!("{bad:?} is not a server name pattern")));
+            }
+        }
         match (&self.xmpp.tls_certificate, &self.xmpp.tls_private_key) {
             (Some(_), None) => {
                 return Err((
@@ -390,6 +401,11 @@ pub struct FederationConfig {
     /// Where to reach servers, by server name, as `host:port`: used instead of
     /// `.well-known` and DNS (closed networks, tests).
     pub destinations: std::collections::BTreeMap<String, String>,
+    /// The only servers federated with, as patterns (`*` any characters, `?` one); empty:
+    /// every server.
+    pub allow_servers: Vec<String>,
+    /// Servers never federated with, as patterns; they win over `allow_servers`.
+    pub deny_servers: Vec<String>,
 }
 
 impl Default for FederationConfig {
@@ -401,6 +417,8 @@ impl Default for FederationConfig {
             tls_private_key: None,
             ca_files: Vec::new(),
             destinations: std::collections::BTreeMap::new(),
+            allow_servers: Vec::new(),
+            deny_servers: Vec::new(),
         }
     }
 }

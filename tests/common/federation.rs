@@ -106,6 +106,19 @@ pub async fn two_servers() -> (
     Certificates,
     tempfile::TempDir,
 ) {
+    two_servers_with(|_, _| {}).await
+}
+
+/// The same, each configuration changed by `change` (given the server's name) beforehand.
+pub async fn two_servers_with(
+    change: impl Fn(&str, &mut causeway_config::Config) + Clone,
+) -> (
+    TestServer,
+    TestServer,
+    SocketAddr,
+    Certificates,
+    tempfile::TempDir,
+) {
     let mut issued = certificates_for(&["a.test", "b.test"]);
     let b_certificates = issued.remove(1);
     let a_certificates = issued.remove(0);
@@ -120,12 +133,14 @@ pub async fn two_servers() -> (
     );
     let configure = |name: &'static str| {
         let ca_file = ca_file.clone();
+        let change = change.clone();
         move |config: &mut causeway_config::Config| {
             config.server.name = ServerName::try_from(name).unwrap();
             config.federation.ca_files = vec![ca_file];
             let destinations = &mut config.federation.destinations;
             destinations.insert("a.test".into(), a_address.to_string());
             destinations.insert("b.test".into(), b_address.to_string());
+            change(name, config);
         }
     };
     let a = TestServer::with_config(configure("a.test")).await;

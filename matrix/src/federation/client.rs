@@ -57,6 +57,8 @@ pub struct FederationClient {
     resolver: Resolver,
     tls: tokio_rustls::TlsConnector,
     signer: Signer,
+    /// The servers federated with (`federation.allow_servers` and `deny_servers`).
+    policy: causeway_config::FederationConfig,
 }
 
 impl FederationClient {
@@ -66,12 +68,14 @@ impl FederationClient {
         config: &causeway_config::FederationConfig,
         signer: Signer,
     ) -> Result<FederationClient, crate::error::Error> {
-        Ok(FederationClient::new(
+        let mut client = FederationClient::new(
             Discovery::from_config(config)?,
             Resolver::system(),
             super::discovery::tls_client_config(&config.ca_files)?,
             signer,
-        ))
+        );
+        client.policy = config.clone();
+        Ok(client)
     }
 
     pub fn new(
@@ -85,6 +89,7 @@ impl FederationClient {
             resolver,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             signer,
+            policy: causeway_config::FederationConfig::default(),
         }
     }
 
@@ -155,6 +160,13 @@ impl FederationClient {
         body: Option<&Value>,
         signed: bool,
     ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), FederationError> {
+        if !super::acl::configured(&self.policy, server) {
+            return Err(FederationError::Unreachable(
+                server.to_owned(),
+                "this server does not federate with it (federation.allow_servers, deny_servers)"
+                    .into(),
+            ));
+        }
         let destination = self.discovery.destination(server).await;
         let body = body
             .map(|body| {

@@ -134,6 +134,7 @@ pub async fn invite_v2_route(
     let mut kept = invite.clone();
     kept.json = signed.clone();
     if services.rooms.exists(&room_id).await? {
+        super::acl::check(&services, &room_id, &request.origin).await?;
         // A room this server is in: the invite takes its place in the room's graph.
         match services.rooms.receive_pdu(&room_id, kept).await? {
             Received::Accepted { .. } | Received::Known => {}

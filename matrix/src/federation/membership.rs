@@ -83,6 +83,7 @@ async fn make_membership(
             "this server is not in room {room_id}"
         )));
     }
+    super::acl::check(services, room_id, &request.origin).await?;
     let version = services.rooms.version(room_id).await?;
     if let Some(versions) = versions
         && !versions
@@ -168,6 +169,7 @@ async fn receive_membership(
             "this server is not in room {room_id}"
         )));
     }
+    super::acl::check(services, room_id, &request.origin).await?;
     let rules = services.rooms.rules(room_id).await?;
     let pdu = pdu::check(services, &rules, pdu::as_object(body)?).await?;
     if pdu.event_id != event_id {

@@ -4,6 +4,7 @@
 //! (`pdu`), the queue of what goes to them (`sender`), and what is fetched from them: the
 //! past of a room (`backfill`).
 
+pub mod acl;
 pub mod backfill;
 pub mod client;
 pub mod discovery;

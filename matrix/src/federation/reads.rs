@@ -21,12 +21,13 @@ use crate::visibility::ForServers;
 /// The most events one `backfill` or `get_missing_events` answers.
 const MAX_EVENTS: usize = 100;
 
-/// Fails unless a user of `server` is joined to the room.
+/// Fails unless a user of `server` is joined to the room and its server ACL allows `server`.
 async fn require_in_room(
     services: &Services,
     room_id: &RoomId,
     server: &ServerName,
 ) -> Result<(), Error> {
+    super::acl::check(services, room_id, server).await?;
     let servers = services
         .store
         .room_servers(room_id.as_str(), &["join"])

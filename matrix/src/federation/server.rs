@@ -67,6 +67,12 @@ impl FromRequest<Arc<Services>> for Federated {
                     continue;
                 }
             };
+            if !super::acl::configured(&services.config.federation, &auth.origin) {
+                return Err(Error::Forbidden(format!(
+                    "this server does not federate with {}",
+                    auth.origin
+                )));
+            }
             let key = services
                 .server_keys
                 .key(

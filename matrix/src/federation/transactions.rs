@@ -103,11 +103,16 @@ pub async fn send_route(
                 continue;
             }
         };
+        // A server the room's ACL bans has no say in it.
+        let banned = super::acl::check(&services, &room_id, &origin).await.err();
         for (_, object) in events {
             let Ok(event_id) = pdu::event_id(&object, &rules) else {
                 continue;
             };
-            let outcome = take_pdu(&services, &origin, &room_id, &rules, object).await;
+            let outcome = match &banned {
+                Some(error) => Err(error.to_string()),
+                None => take_pdu(&services, &origin, &room_id, &rules, object).await,
+            };
             let result = match outcome {
                 Ok(()) => json!({}),
                 Err(reason) => {
@@ -261,6 +266,9 @@ async fn take_edu(
                 .and_then(|id| RoomId::parse(id).ok())
                 .ok_or("m.typing without a room id")?;
             let user = origin_user(content["user_id"].as_str().unwrap_or_default())?;
+            super::acl::check(services, &room_id, origin)
+                .await
+                .map_err(|e| e.to_string())?;
             if !joined(services, &room_id, &user).await {
                 return Err(format!("{user} is not in {room_id}"));
             }
