@@ -131,15 +131,15 @@ class ServerProcess:
         self.federation_port: int | None = None
         self.tls: FederationTls | None = None
         self.peers: list[ServerProcess] = []
+        self.log_path = self.workdir / f"{self.kind}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
     def federate(self, tls: "FederationTls") -> None:
         """Serves federation over TLS on a port of its own, which the server name names."""
         self.federation_port = free_port()
         self.server_name = f"localhost:{self.federation_port}"
         self.tls = tls
-        self.log_path = self.workdir / f"{self.kind}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     # -- to be provided by subclasses -------------------------------------------------------
     def command(self) -> list[str]:

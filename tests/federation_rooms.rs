@@ -1140,3 +1140,35 @@ async fn a_server_denied_by_configuration_is_refused_both_ways() {
     .await
     .assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_ban_on_one_server_holds_on_the_other() {
+    let Shared {
+        a,
+        b,
+        alice,
+        bob_id,
+        bob,
+        room,
+        ..
+    } = shared_room("10").await;
+    a.post(
+        &format!("/_matrix/client/v3/rooms/{room}/ban"),
+        &alice,
+        json!({"user_id": bob_id, "reason": "spam"}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's ban on b.test", || async {
+        membership(&b, &room, &bob_id).await.as_deref() == Some("ban")
+    })
+    .await;
+    // Bob can no longer post, on his own server either, nor join again.
+    b.send_text(&bob, &room, "after", "banned words")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    join_via_a(&b, &bob, &room)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    assert_eq!(membership(&a, &room, &bob_id).await.as_deref(), Some("ban"));
+}
