@@ -523,6 +523,36 @@ async fn discovery_endpoints() {
 }
 
 #[tokio::test]
+async fn the_default_room_version_is_configurable() {
+    let server = TestServer::with_config(|config| {
+        config.server.default_room_version = "10".into();
+    })
+    .await;
+    let (_, token) = server.register("vera").await;
+    let caps = server
+        .get("/_matrix/client/v3/capabilities", &token)
+        .await
+        .assert_ok();
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "10");
+    // A room created without a version has the configured one; one asked for, that one.
+    for (asked, expected) in [(None, "10"), (Some("11"), "11")] {
+        let mut body = json!({});
+        if let Some(version) = asked {
+            body["room_version"] = json!(version);
+        }
+        let room = server.create_room(&token, body).await;
+        let create = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+                &token,
+            )
+            .await
+            .assert_ok();
+        assert_eq!(create["room_version"], expected);
+    }
+}
+
+#[tokio::test]
 async fn malformed_requests_get_precise_errors() {
     let server = TestServer::new().await;
     let (_, token) = server.register("mallory").await;

@@ -138,6 +138,16 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
 impl Config {
     /// Checks relations between keys that serde cannot express.
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !ROOM_VERSIONS.contains(&self.server.default_room_version.as_str()) {
+            return Err((
+                "server.default_room_version",
+                format!(
+                    "room version {:?} is not one of {}",
+                    self.server.default_room_version,
+                    ROOM_VERSIONS.join(", ")
+                ),
+            ));
+        }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
         {
             return Err((
@@ -358,7 +368,12 @@ pub struct ServerConfig {
     pub name: ServerName,
     pub data_dir: PathBuf,
     pub public_baseurl: Option<String>,
+    /// The room version of new rooms when their creator asks for none (6 to 12).
+    pub default_room_version: String,
 }
+
+/// The room versions this server creates and joins.
+pub const ROOM_VERSIONS: [&str; 7] = ["6", "7", "8", "9", "10", "11", "12"];
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -366,6 +381,7 @@ impl Default for ServerConfig {
             name: ServerName("localhost".to_owned()),
             data_dir: PathBuf::from("./causeway-data"),
             public_baseurl: None,
+            default_room_version: "12".to_owned(),
         }
     }
 }
@@ -818,6 +834,15 @@ mod tests {
     fn relations_between_keys_are_checked() {
         let error = parse("[registration]\nmode = \"token\"\n").unwrap_err();
         assert_eq!(error.key(), Some("registration.tokens"));
+        let error = parse("[server]\ndefault_room_version = \"5\"\n").unwrap_err();
+        assert_eq!(error.key(), Some("server.default_room_version"));
+        assert_eq!(
+            parse("[server]\ndefault_room_version = \"10\"\n")
+                .unwrap()
+                .server
+                .default_room_version,
+            "10"
+        );
         let error = parse("[federation.destinations]\n\"b.test\" = \"b.test\"\n").unwrap_err();
         assert_eq!(error.key(), Some("federation.destinations"));
         let config = parse("[federation.destinations]\n\"b.test\" = \"127.0.0.1:8449\"\n").unwrap();

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Services;
 use crate::error::Error;
-use crate::pdu::{self, DEFAULT_ROOM_VERSION, canonical_content};
+use crate::pdu::{self, canonical_content};
 use crate::rooms::NewLocalEvent;
 
 /// What a new room is made with.
@@ -38,11 +38,11 @@ pub struct RoomOptions {
 }
 
 impl RoomOptions {
-    /// A private room of `creator` with the default version and nothing else.
-    pub fn private(creator: OwnedUserId) -> RoomOptions {
+    /// A private room of `creator` of room version `version`, with nothing else.
+    pub fn private(creator: OwnedUserId, version: ruma::RoomVersionId) -> RoomOptions {
         RoomOptions {
             creator,
-            version: DEFAULT_ROOM_VERSION,
+            version,
             preset: RoomPreset::PrivateChat,
             is_public: false,
             alias_name: None,

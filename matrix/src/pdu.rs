@@ -28,9 +28,6 @@ pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 7] = [
     RoomVersionId::V12,
 ];
 
-/// The room version of new rooms when the client does not ask for one.
-pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
-
 /// The rules of a supported room version.
 pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules, Error> {
     if !SUPPORTED_ROOM_VERSIONS.contains(version) {

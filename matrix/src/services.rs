@@ -119,6 +119,13 @@ impl RegistrationParams {
 }
 
 impl Services {
+    /// The room version of new rooms whose creator asks for none (`server.default_room_version`,
+    /// checked when the configuration was read).
+    pub fn default_room_version(&self) -> ruma::RoomVersionId {
+        ruma::RoomVersionId::try_from(self.config.server.default_room_version.as_str())
+            .unwrap_or(ruma::RoomVersionId::V12)
+    }
+
     /// Opens the store and builds the services for a configuration.
     pub async fn start(config: Config) -> Result<Arc<Services>, Error> {
         Services::start_with(config, false).await

@@ -138,8 +138,7 @@ pub async fn upgrade_room(
         creation_levels.insert("users".into(), Value::Object(raised));
     }
 
-    let mut options = RoomOptions::private(user.to_owned());
-    options.version = version;
+    let mut options = RoomOptions::private(user.to_owned(), version);
     options.creation_content = creation;
     options.power_level_override = Some(creation_levels.clone());
     let was_public = services

@@ -228,7 +228,8 @@ impl Bridge {
         // The room is in the account's `m.direct` before the invite reaches it, so that its
         // client shows the invite as a direct chat at once. The invitee has the creator's power,
         // as in a trusted private chat.
-        let mut options = RoomOptions::private(ghost.to_owned());
+        let mut options =
+            RoomOptions::private(ghost.to_owned(), self.services.default_room_version());
         options.preset = RoomPreset::TrustedPrivateChat;
         let mut users = serde_json::Map::new();
         users.insert("users".into(), json!({ local.as_str(): 100 }));

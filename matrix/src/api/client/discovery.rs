@@ -17,7 +17,7 @@ use crate::Services;
 use crate::api::Authenticated;
 use crate::api::ruma_wrapper::Ruma;
 use crate::error::Error;
-use crate::pdu::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
+use crate::pdu::SUPPORTED_ROOM_VERSIONS;
 use crate::rooms::NewLocalEvent;
 
 /// # `GET /_matrix/client/versions`
@@ -85,7 +85,10 @@ pub async fn well_known_server_route(State(services): State<Arc<Services>>) -> J
 ///
 /// Written out whole, defaults included (`m.set_displayname`, `m.set_avatar_url`), as Synapse
 /// answers and as clients of the versions this server advertises read it.
-pub async fn get_capabilities_route(_caller: Authenticated) -> Json<Value> {
+pub async fn get_capabilities_route(
+    State(services): State<Arc<Services>>,
+    _caller: Authenticated,
+) -> Json<Value> {
     let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
         .iter()
         .map(|version| (version.to_string(), json!("stable")))
@@ -96,7 +99,7 @@ pub async fn get_capabilities_route(_caller: Authenticated) -> Json<Value> {
         "m.set_avatar_url": {"enabled": true},
         "m.3pid_changes": {"enabled": false},
         "m.get_login_token": {"enabled": false},
-        "m.room_versions": {"default": DEFAULT_ROOM_VERSION.to_string(), "available": available},
+        "m.room_versions": {"default": services.default_room_version().to_string(), "available": available},
     }}))
 }
 

@@ -15,7 +15,6 @@ use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::create_room::{RoomOptions, create_room as create};
 use crate::error::Error;
-use crate::pdu::DEFAULT_ROOM_VERSION;
 
 /// A JSON object of the request, or `M_BAD_JSON` naming the field.
 fn object<T>(raw: &ruma::serde::Raw<T>, field: &str) -> Result<Map<String, Value>, Error> {
@@ -33,8 +32,11 @@ pub async fn create_room_route(
     let sender = request.sender()?.clone();
     services.limits.message.check(sender.user_id.as_str())?;
     let body = request.body;
-    let mut options = RoomOptions::private(sender.user_id.clone());
-    options.version = body.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION);
+    let version = match &body.room_version {
+        Some(version) => version.clone(),
+        None => services.default_room_version(),
+    };
+    let mut options = RoomOptions::private(sender.user_id.clone(), version);
     options.preset = body.preset.clone().unwrap_or(match body.visibility {
         Visibility::Public => create_room::v3::RoomPreset::PublicChat,
         _ => create_room::v3::RoomPreset::PrivateChat,
