@@ -84,6 +84,11 @@ pub fn router(services: Arc<Services>) -> Router {
             get(causeway_matrix::federation::server::query_profile_route),
         )
         .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(federation::directory::public_rooms_route)
+                .post(federation::directory::public_rooms_filtered_route),
+        )
+        .route(
             "/_matrix/federation/v1/send/{txn_id}",
             put(federation::transactions::send_route),
         )

@@ -50,17 +50,21 @@ async fn another_servers_key_is_fetched_over_checked_tls() {
         .await
         .unwrap();
     assert_eq!(key, other.services.key.public_key());
-    // A key the server does not have, or one asked valid beyond what it says: unknown.
+    // A key the server does not have, or one asked valid beyond what it says: not known, and
+    // not asked for again right after the fetch that brought the others.
     let unknown = services
         .server_keys
         .key(&services.federation, &server("b.test"), "ed25519:nope", now)
         .await;
-    assert!(matches!(unknown, Err(KeyError::Unknown(..))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(KeyError::Throttled(..))),
+        "{unknown:?}"
+    );
     let far = services
         .server_keys
         .key(&services.federation, &server("b.test"), &key_id, i64::MAX)
         .await;
-    assert!(matches!(far, Err(KeyError::Unknown(..))), "{far:?}");
+    assert!(matches!(far, Err(KeyError::Throttled(..))), "{far:?}");
     // A certificate for another name, or a server that is not there: no key.
     let wrong = services
         .server_keys
@@ -330,4 +334,442 @@ async fn a_local_alias_is_resolved_for_another_server() {
     ] {
         assert_refused(ask(alias).await, expected, alias);
     }
+}
+
+/// A listener that takes connections and closes them at once, counting them.
+fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (address, count)
+}
+
+#[tokio::test]
+async fn keys_are_kept_across_restarts_and_not_fetched_over_and_over() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let key_id = format!("ed25519:{}", b.services.key.version());
+    let now = causeway_matrix::store::now_ms();
+    let fetched = a
+        .services
+        .server_keys
+        .key(&a.services.federation, &server("b.test"), &key_id, now)
+        .await
+        .unwrap();
+    assert_eq!(fetched, b.services.key.public_key());
+    // Restarted where B cannot be reached, A still has B's key, and B's document to serve as
+    // a notary.
+    let (dead, connections) = counting_listener();
+    let a = a
+        .restart_with(|config| {
+            config
+                .federation
+                .destinations
+                .insert("b.test".into(), dead.to_string());
+            config
+                .federation
+                .destinations
+                .insert("flaky.test".into(), dead.to_string());
+        })
+        .await;
+    let kept = a
+        .services
+        .server_keys
+        .key(&a.services.federation, &server("b.test"), &key_id, now)
+        .await
+        .unwrap();
+    assert_eq!(kept, b.services.key.public_key());
+    let document = a
+        .services
+        .server_keys
+        .document(&a.services.federation, &server("b.test"), 0)
+        .await
+        .unwrap();
+    assert_eq!(document["server_name"], "b.test");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Many requests at once for a server that fails: one fetch; asked again at once: none.
+    let mut asks = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let services = a.services.clone();
+        asks.spawn(async move {
+            services
+                .server_keys
+                .key(
+                    &services.federation,
+                    &server("flaky.test"),
+                    &format!("ed25519:k{n}"),
+                    now,
+                )
+                .await
+        });
+    }
+    let answers = asks.join_all().await;
+    assert!(answers.iter().all(Result::is_err), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|answer| matches!(answer, Err(KeyError::Fetch(..))))
+            .count()
+            == 1,
+        "{answers:?}"
+    );
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let again = a
+        .services
+        .server_keys
+        .key(
+            &a.services.federation,
+            &server("flaky.test"),
+            "ed25519:k0",
+            now,
+        )
+        .await;
+    assert!(matches!(again, Err(KeyError::Throttled(..))), "{again:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(b);
+}
+
+/// Three servers: `b.test` whose keys are wanted, `n.test` a notary that reaches it, and the
+/// asking server's configuration from `change`, where `b.test` cannot be reached.
+async fn behind_a_notary(
+    change: impl FnOnce(&mut causeway_config::Config, &causeway_matrix::Services),
+) -> (TestServer, TestServer, TestServer, tempfile::TempDir) {
+    let mut issued = certificates_for(&["b.test", "n.test"]);
+    let n_certificates = issued.remove(1);
+    let b_certificates = issued.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &b_certificates.ca).unwrap();
+    let b = TestServer::with_config(|config| {
+        config.server.name = ServerName::try_from("b.test").unwrap();
+    })
+    .await;
+    let b_address = serve_federation(b.services.clone(), &b_certificates).await;
+    let notary = TestServer::with_config(|config| {
+        config.server.name = ServerName::try_from("n.test").unwrap();
+        config.federation.ca_files = vec![ca_file.clone()];
+        config
+            .federation
+            .destinations
+            .insert("b.test".into(), b_address.to_string());
+    })
+    .await;
+    let n_address = serve_federation(notary.services.clone(), &n_certificates).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    let here = TestServer::with_config(|config| {
+        config.federation.ca_files = vec![ca_file.clone()];
+        let destinations = &mut config.federation.destinations;
+        destinations.insert("b.test".into(), closed_address.to_string());
+        destinations.insert("n.test".into(), n_address.to_string());
+        change(config, &notary.services);
+    })
+    .await;
+    (here, b, notary, dir)
+}
+
+fn trusting(name: &str, verify_keys: &[(String, String)]) -> causeway_config::TrustedKeyServer {
+    causeway_config::TrustedKeyServer {
+        server_name: ServerName::try_from(name).unwrap(),
+        verify_keys: verify_keys.iter().cloned().collect(),
+    }
+}
+
+fn public_key_of(key: &ruma::signatures::Ed25519KeyPair) -> (String, String) {
+    (
+        format!("ed25519:{}", key.version()),
+        ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(key.public_key().to_vec())
+            .encode(),
+    )
+}
+
+#[tokio::test]
+async fn a_servers_keys_come_from_a_notary_when_it_cannot_be_reached() {
+    let now = causeway_matrix::store::now_ms();
+    // The notary's keys fetched from it.
+    let (here, b, _notary, _dir) = behind_a_notary(|config, _| {
+        config.federation.trusted_key_servers = vec![trusting("n.test", &[])];
+    })
+    .await;
+    let key_id = format!("ed25519:{}", b.services.key.version());
+    let key = here
+        .services
+        .server_keys
+        .key(&here.services.federation, &server("b.test"), &key_id, now)
+        .await
+        .unwrap();
+    assert_eq!(key, b.services.key.public_key());
+
+    // The notary's keys configured.
+    let (here, b, _notary, _dir) = behind_a_notary(|config, notary| {
+        config.federation.trusted_key_servers =
+            vec![trusting("n.test", &[public_key_of(&notary.key)])];
+    })
+    .await;
+    let key_id = format!("ed25519:{}", b.services.key.version());
+    let key = here
+        .services
+        .server_keys
+        .key(&here.services.federation, &server("b.test"), &key_id, now)
+        .await
+        .unwrap();
+    assert_eq!(key, b.services.key.public_key());
+
+    // A notary whose signature is not by the key configured for it is not believed.
+    let stranger = ruma::signatures::Ed25519KeyPair::from_der(
+        &ruma::signatures::Ed25519KeyPair::generate(),
+        "k".into(),
+    )
+    .unwrap();
+    let (here, b, notary, _dir) = behind_a_notary(|config, notary| {
+        let (id, _) = public_key_of(&notary.key);
+        let (_, wrong) = public_key_of(&stranger);
+        config.federation.trusted_key_servers = vec![trusting("n.test", &[(id, wrong)])];
+    })
+    .await;
+    let key_id = format!("ed25519:{}", b.services.key.version());
+    let refused = here
+        .services
+        .server_keys
+        .key(&here.services.federation, &server("b.test"), &key_id, now)
+        .await;
+    assert!(
+        matches!(&refused, Err(KeyError::Invalid(name, _)) if name == "n.test"),
+        "{refused:?}"
+    );
+    drop((b, notary));
+
+    // Without notaries, a server that cannot be reached has no keys.
+    let (here, b, _notary, _dir) = behind_a_notary(|_, _| {}).await;
+    let key_id = format!("ed25519:{}", b.services.key.version());
+    let unreachable = here
+        .services
+        .server_keys
+        .key(&here.services.federation, &server("b.test"), &key_id, now)
+        .await;
+    assert!(
+        matches!(
+            unreachable,
+            Err(KeyError::Fetch(FederationError::Unreachable(..)))
+        ),
+        "{unreachable:?}"
+    );
+    drop(b);
+}
+
+#[tokio::test]
+async fn another_servers_directory_and_profiles_are_asked_of_it() {
+    let (a, b, _, _, _dir) = two_servers_with(|name, config| {
+        if name == "a.test" {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = closed.local_addr().unwrap();
+            drop(closed);
+            config
+                .federation
+                .destinations
+                .insert("down.test".into(), address.to_string());
+        }
+    })
+    .await;
+    let (_, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    b.put(
+        &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+        &bob,
+        serde_json::json!({"displayname": "Bob of B"}),
+    )
+    .await
+    .assert_ok();
+    let lobby = b
+        .create_room(
+            &bob,
+            serde_json::json!({"visibility": "public", "preset": "public_chat",
+                "name": "Lobby", "topic": "the way in", "room_alias_name": "lobby"}),
+        )
+        .await;
+    let hall = b
+        .create_room(
+            &bob,
+            serde_json::json!({"visibility": "public", "preset": "public_chat", "name": "Hall"}),
+        )
+        .await;
+    b.create_room(
+        &bob,
+        serde_json::json!({"visibility": "private", "name": "Secret"}),
+    )
+    .await;
+
+    // The directory of b.test, asked by a client of a.test: both public rooms, not the
+    // private one, with what b.test knows of them.
+    let all = a
+        .get("/_matrix/client/v3/publicRooms?server=b.test", &alice)
+        .await
+        .assert_ok();
+    let rooms: Vec<&str> = all["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|room| room["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rooms.len(), 2, "{all}");
+    assert!(rooms.contains(&lobby.as_str()) && rooms.contains(&hall.as_str()));
+    assert_eq!(all["total_room_count_estimate"], 2);
+    let listed = all["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|room| room["room_id"] == lobby.as_str())
+        .unwrap();
+    assert_eq!(listed["name"], "Lobby");
+    assert_eq!(listed["topic"], "the way in");
+    assert_eq!(listed["canonical_alias"], "#lobby:b.test");
+    assert_eq!(listed["num_joined_members"], 1);
+    assert_eq!(listed["world_readable"], false);
+    // A page at a time, and a search.
+    let first = a
+        .get(
+            "/_matrix/client/v3/publicRooms?server=b.test&limit=1",
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(first["chunk"].as_array().unwrap().len(), 1);
+    let next = first["next_batch"].as_str().unwrap();
+    let second = a
+        .get(
+            &format!("/_matrix/client/v3/publicRooms?server=b.test&limit=1&since={next}"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(second["chunk"].as_array().unwrap().len(), 1);
+    assert_ne!(second["chunk"][0]["room_id"], first["chunk"][0]["room_id"]);
+    let found = a
+        .post(
+            "/_matrix/client/v3/publicRooms?server=b.test",
+            &alice,
+            serde_json::json!({"filter": {"generic_search_term": "way IN"}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(found["chunk"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["chunk"][0]["room_id"], lobby.as_str());
+    let none = a
+        .post(
+            "/_matrix/client/v3/publicRooms?server=b.test",
+            &alice,
+            serde_json::json!({"filter": {"generic_search_term": "nothing like it"}}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(none["chunk"], serde_json::json!([]));
+    // A server that cannot be reached: 502, and a bad token from b.test is b.test's refusal.
+    a.get("/_matrix/client/v3/publicRooms?server=down.test", &alice)
+        .await
+        .assert_error(502, "M_UNKNOWN");
+    a.get(
+        "/_matrix/client/v3/publicRooms?server=b.test&since=nonsense",
+        &alice,
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
+
+    // Bad requests to the federation endpoint itself.
+    let federation = &a.services.federation;
+    for (method, uri, body, expected) in [
+        (
+            http::Method::GET,
+            "/_matrix/federation/v1/publicRooms?limit=many",
+            None,
+            (400, "M_INVALID_PARAM"),
+        ),
+        (
+            http::Method::POST,
+            "/_matrix/federation/v1/publicRooms",
+            Some(serde_json::json!({"filter": {"generic_search_term": 5}})),
+            (400, "M_BAD_JSON"),
+        ),
+        (
+            http::Method::POST,
+            "/_matrix/federation/v1/publicRooms",
+            Some(serde_json::json!({"limit": -1})),
+            (400, "M_INVALID_PARAM"),
+        ),
+    ] {
+        let answer = federation
+            .request(&server("b.test"), method, uri, body.as_ref(), true)
+            .await;
+        assert_refused(answer, expected, uri);
+    }
+    let unsigned = federation
+        .request(
+            &server("b.test"),
+            http::Method::GET,
+            "/_matrix/federation/v1/publicRooms",
+            None,
+            false,
+        )
+        .await;
+    assert_refused(unsigned, (401, "M_UNAUTHORIZED"), "unsigned");
+
+    // Profiles of b.test's users, asked of b.test.
+    let profile = a
+        .get(&format!("/_matrix/client/v3/profile/{bob_id}"), &alice)
+        .await
+        .assert_ok();
+    assert_eq!(profile, serde_json::json!({"displayname": "Bob of B"}));
+    let name = a
+        .get(
+            &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(name, serde_json::json!({"displayname": "Bob of B"}));
+    let avatar = a
+        .get(
+            &format!("/_matrix/client/v3/profile/{bob_id}/avatar_url"),
+            &alice,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(avatar, serde_json::json!({}));
+    a.get("/_matrix/client/v3/profile/@nobody:b.test", &alice)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    a.get("/_matrix/client/v3/profile/@someone:down.test", &alice)
+        .await
+        .assert_error(502, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn a_directory_not_served_to_other_servers_is_refused() {
+    let (a, b, _, _, _dir) = two_servers_with(|name, config| {
+        config.federation.serve_public_rooms = name != "b.test";
+    })
+    .await;
+    let (_, alice) = a.register("alice").await;
+    let (_, bob) = b.register("bob").await;
+    b.create_room(
+        &bob,
+        serde_json::json!({"visibility": "public", "preset": "public_chat"}),
+    )
+    .await;
+    a.get("/_matrix/client/v3/publicRooms?server=b.test", &alice)
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // Its own clients still see it.
+    let own = b
+        .get("/_matrix/client/v3/publicRooms", &bob)
+        .await
+        .assert_ok();
+    assert_eq!(own["chunk"].as_array().unwrap().len(), 1);
 }

@@ -10,102 +10,10 @@ use std::time::Duration;
 
 use causeway_matrix::federation::client::FederationError;
 use causeway_matrix::pdu::{EventDraft, build_event, canonical_content};
+use common::TestServer;
 use common::federation::*;
-use common::{TestServer, bodies};
 use ruma::{MilliSecondsSinceUnixEpoch, RoomId, RoomVersionId, UserId};
 use serde_json::{Value, json};
-
-/// Waits until `check` holds, for at most 20 seconds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never happened: {what}");
-}
-
-async fn membership(server: &TestServer, room: &str, user: &str) -> Option<String> {
-    let room = RoomId::parse(room).unwrap();
-    let user = UserId::parse(user).unwrap();
-    server
-        .services
-        .rooms
-        .membership(&room, &user)
-        .await
-        .unwrap()
-}
-
-/// A user says `text` in a room; it reaches the other server's user (`to`).
-async fn say(
-    from: &TestServer,
-    token: &str,
-    room: &str,
-    txn: &str,
-    text: &str,
-    to: (&TestServer, &str),
-) {
-    from.send_text(token, room, txn, text).await.assert_ok();
-    eventually(&format!("{text:?} on the other server"), || async {
-        texts(to.0, to.1, room).await.contains(&text.to_owned())
-    })
-    .await;
-}
-
-/// A user of b.test joins a room of a.test through it.
-async fn join_via_a(b: &TestServer, token: &str, room: &str) -> common::Response {
-    b.post(
-        &format!("/_matrix/client/v3/join/{room}?via=a.test"),
-        token,
-        json!({}),
-    )
-    .await
-}
-
-/// Alice of a.test in a public room of hers (of room version `version`), which bob of b.test
-/// joined through a.test.
-struct Shared {
-    a: TestServer,
-    b: TestServer,
-    alice_id: String,
-    alice: String,
-    bob_id: String,
-    bob: String,
-    room: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn shared_room(version: &str) -> Shared {
-    let (a, b, _, _, dir) = two_servers().await;
-    let (alice_id, alice) = a.register("alice").await;
-    let (bob_id, bob) = b.register("bob").await;
-    let room = a
-        .create_room(
-            &alice,
-            json!({"preset": "public_chat", "room_version": version}),
-        )
-        .await;
-    join_via_a(&b, &bob, &room).await.assert_ok();
-    Shared {
-        a,
-        b,
-        alice_id,
-        alice,
-        bob_id,
-        bob,
-        room,
-        _dir: dir,
-    }
-}
-
-async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> {
-    bodies(&server.messages(token, room).await["chunk"])
-}
 
 #[tokio::test]
 async fn a_user_of_another_server_joins_and_messages_go_both_ways() {
@@ -321,25 +229,210 @@ fn pdu_of_b(
     depth: i64,
     body: &str,
 ) -> causeway_matrix::pdu::Pdu {
-    let room = RoomId::parse(room).unwrap();
+    event_of_b(
+        b,
+        (room, &RoomVersionId::V10),
+        sender,
+        ("m.room.message", json!({"msgtype": "m.text", "body": body})),
+        prev_and_auth,
+        depth,
+    )
+}
+
+/// An event of `sender` as b.test would make and sign it, in a room of version `room.1`.
+fn event_of_b(
+    b: &TestServer,
+    room: (&str, &RoomVersionId),
+    sender: &str,
+    (event_type, content): (&str, Value),
+    prev_and_auth: (Vec<ruma::OwnedEventId>, Vec<ruma::OwnedEventId>),
+    depth: i64,
+) -> causeway_matrix::pdu::Pdu {
+    let room_id = RoomId::parse(room.0).unwrap();
     let sender = UserId::parse(sender).unwrap();
     build_event(
         EventDraft {
-            room_id: Some(&room),
+            room_id: Some(&room_id),
             sender: &sender,
-            event_type: "m.room.message",
+            event_type,
             state_key: None,
-            content: canonical_content(json!({"msgtype": "m.text", "body": body})).unwrap(),
+            content: canonical_content(content).unwrap(),
             prev_events: prev_and_auth.0,
             auth_events: prev_and_auth.1,
             depth,
             origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
         },
-        &causeway_matrix::pdu::rules(&RoomVersionId::V10).unwrap(),
+        &causeway_matrix::pdu::rules(room.1).unwrap(),
         "b.test",
         &b.services.key,
     )
     .unwrap()
+}
+
+/// The forward extremities of a room on `server` and the auth events of `sender`'s next event
+/// there (create, power levels, their membership), with a depth beyond the room's.
+async fn next_event_edges(
+    server: &TestServer,
+    room: &str,
+    sender: &str,
+) -> ((Vec<ruma::OwnedEventId>, Vec<ruma::OwnedEventId>), i64) {
+    let room_id = RoomId::parse(room).unwrap();
+    let prev = server
+        .services
+        .store
+        .forward_extremities(room)
+        .await
+        .unwrap()
+        .iter()
+        .map(|id| ruma::EventId::parse(id).unwrap())
+        .collect();
+    let state = server.services.rooms.current_state(&room_id).await.unwrap();
+    let auth = state
+        .iter()
+        .filter(|pdu| {
+            let kind = pdu.event_type.to_string();
+            // From room version 12 the create event is the room id, not an auth event.
+            (kind == "m.room.create" && pdu.room_id.is_some())
+                || kind == "m.room.power_levels"
+                || (kind == "m.room.member" && pdu.state_key.as_deref() == Some(sender))
+        })
+        .map(|pdu| pdu.event_id.clone())
+        .collect();
+    let depth = state.iter().map(|pdu| pdu.depth).max().unwrap() + 5;
+    ((prev, auth), depth)
+}
+
+#[tokio::test]
+async fn redactions_from_other_servers_take_effect_only_when_allowed() {
+    let Shared {
+        a,
+        b,
+        alice,
+        bob_id,
+        bob,
+        room,
+        ..
+    } = shared_room("12").await;
+    let event_id = |response: common::Response| {
+        response.assert_ok()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let alices = event_id(a.send_text(&alice, &room, "t1", "alice's words").await);
+    let bobs = event_id(b.send_text(&bob, &room, "t2", "bob's words").await);
+    let bobs_second = event_id(b.send_text(&bob, &room, "t3", "bob again").await);
+    for (server, token) in [(&a, &alice), (&b, &bob)] {
+        eventually("the three messages on both servers", || async {
+            let got = texts(server, token, &room).await;
+            ["alice's words", "bob's words", "bob again"]
+                .iter()
+                .all(|text| got.contains(&(*text).to_owned()))
+        })
+        .await;
+    }
+    // Bob takes back his own words on b.test: gone on a.test too.
+    b.put(
+        &format!("/_matrix/client/v3/rooms/{room}/redact/{bobs}/r1"),
+        &bob,
+        json!({"reason": "oops"}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's words redacted on a.test", || async {
+        !texts(&a, &alice, &room)
+            .await
+            .contains(&"bob's words".to_owned())
+    })
+    .await;
+    // Alice, who has the power, redacts bob's other message on a.test: gone on b.test.
+    a.put(
+        &format!("/_matrix/client/v3/rooms/{room}/redact/{bobs_second}/r2"),
+        &alice,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    eventually("bob's second message redacted on b.test", || async {
+        !texts(&b, &bob, &room)
+            .await
+            .contains(&"bob again".to_owned())
+    })
+    .await;
+
+    // Bob's message in another room, and two redactions b.test makes for bob: of alice's
+    // message (bob has no power over a.test's user's events), and of his message of the
+    // other room. Both are events of the room; neither redacts anything.
+    let elsewhere = a
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    b.post(
+        &format!("/_matrix/client/v3/join/{elsewhere}?via=a.test"),
+        &bob,
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    let bob_elsewhere = event_id(b.send_text(&bob, &elsewhere, "t4", "bob elsewhere").await);
+    eventually("bob's message in the other room on a.test", || async {
+        texts(&a, &alice, &elsewhere)
+            .await
+            .contains(&"bob elsewhere".to_owned())
+    })
+    .await;
+    let (edges, depth) = next_event_edges(&a, &room, &bob_id).await;
+    let version = RoomVersionId::V12;
+    let over_alice = event_of_b(
+        &b,
+        (&room, &version),
+        &bob_id,
+        ("m.room.redaction", json!({"redacts": alices})),
+        edges.clone(),
+        depth,
+    );
+    let across_rooms = event_of_b(
+        &b,
+        (&room, &version),
+        &bob_id,
+        ("m.room.redaction", json!({"redacts": bob_elsewhere})),
+        (vec![over_alice.event_id.clone()], edges.1.clone()),
+        depth + 1,
+    );
+    let answer = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            "/_matrix/federation/v1/send/forged-redactions",
+            Some(&json!({"pdus": [
+                serde_json::to_value(&over_alice.json).unwrap(),
+                serde_json::to_value(&across_rooms.json).unwrap(),
+            ]})),
+            true,
+        )
+        .await
+        .unwrap();
+    for pdu in [&over_alice, &across_rooms] {
+        let outcome = &answer["pdus"][pdu.event_id.as_str()];
+        assert!(outcome.is_null() || outcome == &json!({}), "{answer}");
+        assert!(
+            a.services
+                .store
+                .event(pdu.event_id.as_str())
+                .await
+                .unwrap()
+                .is_some(),
+            "the redaction is stored"
+        );
+    }
+    let in_room = texts(&a, &alice, &room).await;
+    assert!(in_room.contains(&"alice's words".to_owned()), "{in_room:?}");
+    let elsewhere_texts = texts(&a, &alice, &elsewhere).await;
+    assert!(
+        elsewhere_texts.contains(&"bob elsewhere".to_owned()),
+        "{elsewhere_texts:?}"
+    );
 }
 
 #[tokio::test]
@@ -388,23 +481,7 @@ async fn bad_transactions_and_pdus_are_refused_without_harm() {
     );
 
     // Bob's message, as b.test would send it, follows the room's extremities.
-    let extremities = a.services.store.forward_extremities(&room).await.unwrap();
-    let prev: Vec<ruma::OwnedEventId> = extremities
-        .iter()
-        .map(|id| ruma::EventId::parse(id).unwrap())
-        .collect();
-    let state = a.services.rooms.current_state(&room_id).await.unwrap();
-    let auth: Vec<ruma::OwnedEventId> = state
-        .iter()
-        .filter(|pdu| {
-            let kind = pdu.event_type.to_string();
-            kind == "m.room.create"
-                || kind == "m.room.power_levels"
-                || (kind == "m.room.member" && pdu.state_key.as_deref() == Some(bob_id.as_str()))
-        })
-        .map(|pdu| pdu.event_id.clone())
-        .collect();
-    let depth = state.iter().map(|pdu| pdu.depth).max().unwrap() + 5;
+    let ((prev, auth), depth) = next_event_edges(&a, &room, &bob_id).await;
     let good = pdu_of_b(
         &b,
         &room,
@@ -598,102 +675,6 @@ async fn invites_across_servers_are_signed_by_both_and_joined_or_rejected() {
     )
     .await
     .assert_error(404, "M_NOT_FOUND");
-}
-
-#[tokio::test]
-async fn typing_and_read_receipts_reach_the_other_server() {
-    let Shared {
-        a,
-        b,
-        alice_id,
-        alice,
-        bob_id,
-        bob,
-        room,
-        ..
-    } = shared_room("12").await;
-    let room_id = RoomId::parse(&room).unwrap();
-
-    // Bob types on b.test: a.test shows him typing, then not.
-    b.put(
-        &format!("/_matrix/client/v3/rooms/{room}/typing/{bob_id}"),
-        &bob,
-        json!({"typing": true, "timeout": 20000}),
-    )
-    .await
-    .assert_ok();
-    eventually("bob typing on a.test", || async {
-        a.services
-            .typing
-            .users(&room_id)
-            .iter()
-            .any(|user| user.as_str() == bob_id)
-    })
-    .await;
-    b.put(
-        &format!("/_matrix/client/v3/rooms/{room}/typing/{bob_id}"),
-        &bob,
-        json!({"typing": false}),
-    )
-    .await
-    .assert_ok();
-    eventually("bob no longer typing on a.test", || async {
-        a.services.typing.users(&room_id).is_empty()
-    })
-    .await;
-
-    // Alice's message, read by bob: his receipt reaches a.test; a private one does not.
-    let sent = a
-        .send_text(&alice, &room, "t1", "read me")
-        .await
-        .assert_ok();
-    let event_id = sent["event_id"].as_str().unwrap().to_owned();
-    eventually("alice's message on b.test", || async {
-        texts(&b, &bob, &room).await.contains(&"read me".to_owned())
-    })
-    .await;
-    b.post(
-        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{event_id}"),
-        &bob,
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    b.post(
-        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}"),
-        &bob,
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    eventually("bob's read receipt in alice's sync", || async {
-        let sync = a.sync(&alice, "timeout=0").await;
-        let ephemeral = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
-        ephemeral.as_array().into_iter().flatten().any(|event| {
-            event["type"] == "m.receipt"
-                && event["content"][&event_id]["m.read"][&bob_id].is_object()
-                && event["content"][&event_id].get("m.read.private").is_none()
-        })
-    })
-    .await;
-    // A.test does not take a typing notification of its own user from b.test.
-    let forged = b
-        .services
-        .federation
-        .request(
-            &server("a.test"),
-            http::Method::PUT,
-            "/_matrix/federation/v1/send/forged-typing",
-            Some(
-                &json!({"pdus": [], "edus": [{"edu_type": "m.typing", "content": {
-                "room_id": room, "user_id": alice_id, "typing": true}}]}),
-            ),
-            true,
-        )
-        .await
-        .unwrap();
-    assert_eq!(forged["pdus"], json!({}));
-    assert!(a.services.typing.users(&room_id).is_empty());
 }
 
 #[tokio::test]

@@ -201,6 +201,23 @@ impl Config {
                 return Err((key, format!("{bad:?} is not a server name pattern")));
             }
         }
+        for notary in &self.federation.trusted_key_servers {
+            if let Some((id, _)) = notary.verify_keys.iter().find(|(id, key)| {
+                !id.starts_with("ed25519:")
+                    || key.is_empty()
+                    || !key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+            }) {
+                return Err((
+                    "federation.trusted_key_servers",
+                    format!(
+                        "the key {id:?} of {} is not an ed25519 key in unpadded base64",
+                        notary.server_name
+                    ),
+                ));
+            }
+        }
         match (&self.xmpp.tls_certificate, &self.xmpp.tls_private_key) {
             (Some(_), None) => {
                 return Err((
@@ -422,6 +439,23 @@ pub struct FederationConfig {
     pub allow_servers: Vec<String>,
     /// Servers never federated with, as patterns; they win over `allow_servers`.
     pub deny_servers: Vec<String>,
+    /// Notaries: servers asked for another server's signing keys when that server cannot be
+    /// reached or does not have them, in order (`[[federation.trusted_key_servers]]`).
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
+    /// Whether other servers may read this server's public room directory (the rooms its
+    /// users published); Synapse's `allow_public_rooms_over_federation`.
+    pub serve_public_rooms: bool,
+}
+
+/// A notary trusted for other servers' keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyServer {
+    pub server_name: ServerName,
+    /// The notary's own keys, by id (`ed25519:auto`), in unpadded base64; when none are
+    /// given, they are fetched from the notary.
+    #[serde(default)]
+    pub verify_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for FederationConfig {
@@ -435,6 +469,8 @@ impl Default for FederationConfig {
             destinations: std::collections::BTreeMap::new(),
             allow_servers: Vec::new(),
             deny_servers: Vec::new(),
+            trusted_key_servers: Vec::new(),
+            serve_public_rooms: true,
         }
     }
 }
@@ -853,6 +889,30 @@ mod tests {
         assert_eq!(split_destination("[::1]:8448"), Some(("::1", 8448)));
         let error = parse("[federation]\ntls_certificate = \"a.pem\"\n").unwrap_err();
         assert_eq!(error.key(), Some("federation.tls_private_key"));
+        let config = parse(
+            "[[federation.trusted_key_servers]]\nserver_name = \"notary.test\"\n\
+             verify_keys = { \"ed25519:a\" = \"AAAA\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.federation.trusted_key_servers[0]
+                .server_name
+                .as_str(),
+            "notary.test"
+        );
+        for bad in [
+            "server_name = \"not a name\"\n",
+            "server_name = \"n.test\"\nverify_keys = { \"a\" = \"AAAA\" }\n",
+            "server_name = \"n.test\"\nverify_keys = { \"ed25519:a\" = \"A=A\" }\n",
+        ] {
+            let error = parse(&format!("[[federation.trusted_key_servers]]\n{bad}")).unwrap_err();
+            assert!(
+                error
+                    .key()
+                    .is_some_and(|key| key.starts_with("federation.trusted_key_servers")),
+                "{bad}: {error}"
+            );
+        }
         let error = parse("[rate_limits.login]\nper_second = 0.0\nburst = 1\n").unwrap_err();
         assert_eq!(error.key(), Some("rate_limits.login"));
         let error = parse("[database]\nmax_connections = 0\n").unwrap_err();

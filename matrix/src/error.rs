@@ -76,6 +76,10 @@ pub enum Error {
     Uiaa(Box<Value>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another server this one asked on a client's behalf did not answer, or answered
+    /// nonsense.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,6 +125,7 @@ impl Error {
                 (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION")
             }
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
+            Error::BadGateway(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
             Error::Store(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
             }
@@ -184,7 +189,10 @@ impl From<crate::federation::xmatrix::AuthError> for Error {
 
 impl From<crate::federation::keys::KeyError> for Error {
     fn from(error: crate::federation::keys::KeyError) -> Self {
-        Error::Unauthorized(format!("the origin's key: {error}"))
+        match error {
+            crate::federation::keys::KeyError::Store(error) => error.into(),
+            error => Error::Unauthorized(format!("the origin's key: {error}")),
+        }
     }
 }
 

@@ -183,6 +183,10 @@ impl Services {
         Ok(Arc::new(Services {
             rooms: Rooms::new(store.clone(), server_name.clone(), key.clone()),
             federation_sender: crate::federation::sender::FederationSender::new(store.clone()),
+            server_keys: crate::federation::keys::ServerKeys::new(
+                store.clone(),
+                &config.federation.trusted_key_servers,
+            ),
             server_name,
             store,
             key,
@@ -194,7 +198,6 @@ impl Services {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
             federation,
-            server_keys: Default::default(),
             to_device: std::sync::Mutex::new(HashMap::new()),
             limits,
             thumbnails: crate::thumbnails::Thumbnailer::new(

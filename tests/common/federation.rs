@@ -8,7 +8,12 @@ use causeway_config::ServerName;
 use causeway_matrix::Services;
 use causeway_matrix::federation::client::FederationError;
 
-use super::TestServer;
+use std::time::Duration;
+
+use ruma::{RoomId, UserId};
+use serde_json::json;
+
+use super::{TestServer, bodies};
 
 /// A certificate authority and a certificate it issued for `name`, as PEM.
 pub struct Certificates {
@@ -148,4 +153,96 @@ pub async fn two_servers_with(
     serve_on(a_listener, a.services.clone(), &a_certificates).await;
     serve_on(b_listener, b.services.clone(), &b_certificates).await;
     (a, b, b_address, b_certificates, dir)
+}
+
+/// Waits until `check` holds, for at most 20 seconds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+pub async fn membership(server: &TestServer, room: &str, user: &str) -> Option<String> {
+    let room = RoomId::parse(room).unwrap();
+    let user = UserId::parse(user).unwrap();
+    server
+        .services
+        .rooms
+        .membership(&room, &user)
+        .await
+        .unwrap()
+}
+
+/// A user says `text` in a room; it reaches the other server's user (`to`).
+pub async fn say(
+    from: &TestServer,
+    token: &str,
+    room: &str,
+    txn: &str,
+    text: &str,
+    to: (&TestServer, &str),
+) {
+    from.send_text(token, room, txn, text).await.assert_ok();
+    eventually(&format!("{text:?} on the other server"), || async {
+        texts(to.0, to.1, room).await.contains(&text.to_owned())
+    })
+    .await;
+}
+
+/// A user of b.test joins a room of a.test through it.
+pub async fn join_via_a(b: &TestServer, token: &str, room: &str) -> super::Response {
+    b.post(
+        &format!("/_matrix/client/v3/join/{room}?via=a.test"),
+        token,
+        json!({}),
+    )
+    .await
+}
+
+/// Alice of a.test in a public room of hers (of room version `version`), which bob of b.test
+/// joined through a.test.
+pub struct Shared {
+    pub a: TestServer,
+    pub b: TestServer,
+    pub alice_id: String,
+    pub alice: String,
+    pub bob_id: String,
+    pub bob: String,
+    pub room: String,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn shared_room(version: &str) -> Shared {
+    let (a, b, _, _, dir) = two_servers().await;
+    let (alice_id, alice) = a.register("alice").await;
+    let (bob_id, bob) = b.register("bob").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_version": version}),
+        )
+        .await;
+    join_via_a(&b, &bob, &room).await.assert_ok();
+    Shared {
+        a,
+        b,
+        alice_id,
+        alice,
+        bob_id,
+        bob,
+        room,
+        _dir: dir,
+    }
+}
+
+pub async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> {
+    bodies(&server.messages(token, room).await["chunk"])
 }

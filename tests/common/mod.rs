@@ -95,7 +95,13 @@ impl TestServer {
 
     /// Stops this server and starts a new one on the same data, as after a restart.
     pub async fn restart(self) -> TestServer {
-        let config = self.services.config.clone();
+        self.restart_with(|_| {}).await
+    }
+
+    /// The same, its configuration changed by `change` first.
+    pub async fn restart_with(self, change: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = self.services.config.clone();
+        change(&mut config);
         let dir = self._dir;
         drop(self.router);
         // Its background tasks (the notifier) end.

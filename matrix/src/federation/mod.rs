@@ -2,11 +2,12 @@
 //! (`client`, signed with `xmatrix`), their keys (`keys`), the endpoints this server answers
 //! (`server`, `transactions`, `membership`, `reads`), the checks on every PDU received
 //! (`pdu`), the queue of what goes to them (`sender`), and what is fetched from them: the
-//! past of a room (`backfill`).
+//! past of a room (`backfill`), other servers' directories and profiles (`directory`).
 
 pub mod acl;
 pub mod backfill;
 pub mod client;
+pub mod directory;
 pub mod discovery;
 pub mod e2ee;
 pub mod invites;

@@ -7,7 +7,7 @@
 //! hour, at once when it is heard from; what it missed meanwhile waits in the queue, so a
 //! restart of either side loses nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -212,7 +212,87 @@ async fn queue_new_events(services: &Services) -> Result<(), crate::store::Store
         }
         after = last;
     }
-    queue_device_list_updates(services, start, until).await
+    queue_device_list_updates(services, start, until).await?;
+    queue_presence_updates(services, start, until).await
+}
+
+/// The servers with a user in a room `user` is joined to, but this one.
+async fn servers_sharing_with(
+    services: &Services,
+    user: &UserId,
+) -> Result<BTreeSet<String>, crate::store::StoreError> {
+    let mut servers: BTreeSet<String> = BTreeSet::new();
+    for row in services.store.user_memberships(user.as_str()).await? {
+        if row.membership == "join" {
+            servers.extend(services.store.room_servers(&row.room_id, &["join"]).await?);
+        }
+    }
+    servers.remove(services.server_name.as_str());
+    Ok(servers)
+}
+
+/// Queues `m.presence` EDUs for the local users whose presence changed in `(after, until]`,
+/// one EDU per server with every change its users may see (they share a room).
+async fn queue_presence_updates(
+    services: &Services,
+    after: i64,
+    until: i64,
+) -> Result<(), crate::store::StoreError> {
+    if after >= until {
+        return Ok(());
+    }
+    let mut pushes: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let now = now_ms();
+    for presence in services.store.presence_since(after, until).await? {
+        let Ok(user) = UserId::parse(presence.user_id.as_str()) else {
+            continue;
+        };
+        if user.server_name() != services.server_name {
+            continue;
+        }
+        let mut push = json!({
+            "user_id": user,
+            "presence": presence.state,
+            "last_active_ago": (now - presence.last_active_ts).max(0),
+            "currently_active": presence.state == "online",
+        });
+        if let Some(status) = &presence.status_msg {
+            push["status_msg"] = json!(status);
+        }
+        for server in servers_sharing_with(services, &user).await? {
+            pushes.entry(server).or_default().push(push.clone());
+        }
+    }
+    let entries: Vec<(String, Outgoing)> = pushes
+        .into_iter()
+        .map(|(server, push)| {
+            let edu = json!({"edu_type": "m.presence", "content": {"push": push}});
+            (server, Outgoing::Edu(edu.to_string()))
+        })
+        .collect();
+    enqueue_and_wake(services, &entries, until).await
+}
+
+/// Queues EDUs with the stream cursor at `until`, and wakes their destinations.
+async fn enqueue_and_wake(
+    services: &Services,
+    entries: &[(String, Outgoing)],
+    until: i64,
+) -> Result<(), crate::store::StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    services
+        .store
+        .enqueue_outgoing(entries, Some(until))
+        .await?;
+    let woken: BTreeSet<&String> = entries.iter().map(|(server, _)| server).collect();
+    for server in woken {
+        if let Ok(server) = ServerName::parse(server) {
+            services.federation_sender.wake(&server);
+        }
+    }
+    Ok(())
 }
 
 /// Queues `m.device_list_update` EDUs for the local users whose devices changed in
@@ -233,13 +313,7 @@ async fn queue_device_list_updates(
         if user.server_name() != services.server_name {
             continue;
         }
-        let mut servers: BTreeSet<String> = BTreeSet::new();
-        for row in services.store.user_memberships(user.as_str()).await? {
-            if row.membership == "join" {
-                servers.extend(services.store.room_servers(&row.room_id, &["join"]).await?);
-            }
-        }
-        servers.remove(services.server_name.as_str());
+        let servers = servers_sharing_with(services, &user).await?;
         if servers.is_empty() {
             continue;
         }
@@ -249,20 +323,7 @@ async fn queue_device_list_updates(
             }
         }
     }
-    if entries.is_empty() {
-        return Ok(());
-    }
-    services
-        .store
-        .enqueue_outgoing(&entries, Some(until))
-        .await?;
-    let woken: BTreeSet<&String> = entries.iter().map(|(server, _)| server).collect();
-    for server in woken {
-        if let Ok(server) = ServerName::parse(server) {
-            services.federation_sender.wake(&server);
-        }
-    }
-    Ok(())
+    enqueue_and_wake(services, &entries, until).await
 }
 
 /// Sends one destination's queue, in order, for as long as the server runs.

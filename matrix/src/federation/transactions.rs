@@ -236,9 +236,12 @@ async fn fetch_missing(
     Ok(())
 }
 
+/// The longest status message kept of another server's user, in characters.
+const MAX_STATUS_CHARS: usize = 1024;
+
 /// Applies an EDU: typing notifications and read receipts of the origin's users in rooms this
-/// server shares with them, to-device messages and device-list changes of the origin's users.
-/// Others are ignored.
+/// server shares with them, presence of the origin's users who share a room with this server,
+/// to-device messages and device-list changes of the origin's users. Others are ignored.
 async fn take_edu(
     services: &Services,
     origin: &ServerName,
@@ -334,6 +337,44 @@ async fn take_edu(
         "m.direct_to_device" => super::e2ee::take_to_device(services, origin, &content).await,
         "m.device_list_update" => {
             super::e2ee::take_device_list_update(services, origin, &content).await
+        }
+        "m.presence" => {
+            let pushes = content["push"]
+                .as_array()
+                .ok_or("m.presence without `push`")?;
+            for push in pushes {
+                let user = origin_user(push["user_id"].as_str().unwrap_or_default())?;
+                let state = push["presence"].as_str().unwrap_or_default();
+                if !matches!(state, "online" | "offline" | "unavailable") {
+                    return Err(format!("unknown presence {state:?}"));
+                }
+                // Only of users this server shares a room with: nobody here could see others.
+                let shares = services
+                    .store
+                    .user_memberships(user.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .any(|row| row.membership == "join");
+                if !shares {
+                    continue;
+                }
+                let ago = push["last_active_ago"].as_i64().unwrap_or(0).max(0);
+                let status = push["status_msg"]
+                    .as_str()
+                    .map(|status| status.chars().take(MAX_STATUS_CHARS).collect::<String>());
+                services
+                    .store
+                    .set_presence_at(
+                        user.as_str(),
+                        state,
+                        status.as_deref(),
+                        now_ms().saturating_sub(ago),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
         other => Err(format!("EDU type {other} is not handled")),
     }

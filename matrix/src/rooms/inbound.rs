@@ -19,7 +19,8 @@ use crate::error::Error;
 use crate::pdu::Pdu;
 use crate::resolve::{self, Known};
 use crate::store::{
-    EventRow, NewEvent, Relation, ResolvedState, Standing, StateChange, StateKey, StateMap,
+    EventRow, NewEvent, Redacted, Relation, ResolvedState, Standing, StateChange, StateKey,
+    StateMap,
 };
 
 /// What became of a received event.
@@ -235,11 +236,16 @@ impl Rooms {
                     .map(str::to_owned)
             })
             .flatten();
+        let redacted = self.remote_redaction(room_id, cache, &pdu).await?;
         let new_event = NewEvent {
             standing: Standing::Accepted,
             resolved,
             membership,
             relation: Relation::of_content(&content),
+            redacts: redacted.as_ref().map(|redacted| Redacted {
+                event_id: redacted.event_id.to_string(),
+                json: redacted.to_stored(),
+            }),
             ..super::stored_event(room_id, &pdu, before_group)
         };
         let mut writer = self.store.stream_writer().await;
@@ -266,10 +272,47 @@ impl Rooms {
             .filter_map(|id| EventId::parse(id).ok())
             .filter_map(|id| known.get(&id).map(|pdu| (id, pdu.clone())))
             .collect();
+        if let Some(redacted) = redacted
+            && let Some(entry) = cache.state_events.get_mut(&redacted.event_id)
+        {
+            *entry = Arc::new(redacted);
+        }
         cache.state = current;
         Ok(Received::Accepted {
             stream_ordering: persisted.stream_ordering,
         })
+    }
+
+    /// The redacted form of the target of an accepted redaction, when the redaction takes
+    /// effect: the target is stored, in this room, and its sender's server is the redacting
+    /// user's or the redacting user has the power to redact (from room version 3 the
+    /// authorization rules leave this check to the server applying the redaction). A
+    /// redaction that does not take effect stays an event, redacting nothing.
+    async fn remote_redaction(
+        &self,
+        room_id: &RoomId,
+        cache: &RoomCache,
+        pdu: &Pdu,
+    ) -> Result<Option<Pdu>, Error> {
+        if pdu.event_type.to_string() != "m.room.redaction" {
+            return Ok(None);
+        }
+        let Some(target) = &pdu.redacts else {
+            return Ok(None);
+        };
+        let Some(row) = self.store.event(target.as_str()).await? else {
+            return Ok(None);
+        };
+        if row.room_id != room_id.as_str() {
+            return Ok(None);
+        }
+        let same_server = ruma::UserId::parse(row.sender.as_str())
+            .is_ok_and(|sender| sender.server_name() == pdu.sender.server_name());
+        let levels = super::PowerLevels::from_state(cache);
+        if !same_server && levels.user(&pdu.sender) < levels.redact {
+            return Ok(None);
+        }
+        self.redacted(cache, target).await
     }
 
     /// Stores an event that does not take its place in the room.

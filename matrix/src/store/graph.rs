@@ -187,28 +187,27 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// The place of a room's last shown event at or before stream position `position`.
+    /// The place in a room's topological order that stream position `position` stands for:
+    /// after every shown event that had arrived by then, even one that arrived after an event
+    /// of greater depth (a late branch): the greatest depth of those events, with `position`.
     pub async fn topological_key_at(
         &self,
         room_id: &str,
         position: i64,
     ) -> Result<Option<TopologicalKey>, StoreError> {
         let statement = format!(
-            "SELECT depth, stream_ordering FROM events WHERE room_id = $1 \
-             AND stream_ordering <= $2 AND {SHOWN} ORDER BY stream_ordering DESC LIMIT 1"
+            "SELECT MAX(depth) AS depth FROM events WHERE room_id = $1 \
+             AND stream_ordering <= $2 AND {SHOWN}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+        let depth: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
             .bind(room_id)
             .bind(position)
-            .fetch_optional(self.pool())
+            .fetch_one(self.pool())
             .await?;
-        row.map(|row| {
-            Ok(TopologicalKey {
-                depth: row.try_get("depth")?,
-                stream: row.try_get("stream_ordering")?,
-            })
-        })
-        .transpose()
+        Ok(depth.map(|depth| TopologicalKey {
+            depth,
+            stream: position,
+        }))
     }
 
     /// The events an event follows.
@@ -315,6 +314,56 @@ mod tests {
             resolved: None,
         }
     }
+
+    both_backends!(
+        a_stream_position_stands_after_late_branches,
+        |store: Store| async move {
+            // $deep arrives before $late, which is of a branch of lower depth.
+            let mut positions = Vec::new();
+            for new in [
+                event("$a", 1, &[], &[], 0),
+                event("$deep", 5, &["$a"], &["$a"], 0),
+                event("$late", 3, &["$a"], &["$a"], 0),
+            ] {
+                let mut writer = store.stream_writer().await;
+                positions.push(
+                    store
+                        .persist_event(&mut writer, &new)
+                        .await
+                        .unwrap()
+                        .stream_ordering,
+                );
+                writer.publish();
+            }
+            assert_eq!(
+                store
+                    .topological_key_at("!r:x", positions[0] - 1)
+                    .await
+                    .unwrap(),
+                None
+            );
+            // After $late arrived: at the greatest depth yet, so $deep stays before it.
+            let at = store
+                .topological_key_at("!r:x", positions[2])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((at.depth, at.stream), (5, positions[2]));
+            let back = store
+                .room_events_topological("!r:x", at, None, Direction::Backward, 10)
+                .await
+                .unwrap();
+            let ids: Vec<&str> = back.iter().map(|row| row.event_id.as_str()).collect();
+            assert_eq!(ids, ["$deep", "$late", "$a"]);
+            // Before $late arrived: the same depth, at that position.
+            let at = store
+                .topological_key_at("!r:x", positions[1])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((at.depth, at.stream), (5, positions[1]));
+        }
+    );
 
     both_backends!(edges_and_shown_events, |store: Store| async move {
         for new in [

@@ -300,6 +300,19 @@ impl Store {
         state: &str,
         status_msg: Option<&str>,
     ) -> Result<i64, StoreError> {
+        self.set_presence_at(user_id, state, status_msg, now_ms())
+            .await
+    }
+
+    /// Stores a presence whose user was last active at `last_active_ts` (another server's
+    /// user, as their server tells).
+    pub async fn set_presence_at(
+        &self,
+        user_id: &str,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+    ) -> Result<i64, StoreError> {
         let mut writer = self.stream_writer().await;
         let position = writer.next_position();
         sqlx::query(
@@ -311,7 +324,7 @@ impl Store {
         .bind(user_id)
         .bind(state)
         .bind(status_msg)
-        .bind(now_ms())
+        .bind(last_active_ts)
         .bind(position)
         .execute(self.pool())
         .await?;

@@ -23,6 +23,7 @@ mod push;
 mod relations;
 mod rooms;
 mod search;
+mod server_keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use push::{NotificationRow, Pusher};
 pub use relations::{RELATION_RECURSION_DEPTH, RelationQuery};
 pub use rooms::{MembershipRow, RoomRecord};
 pub use search::{SEARCH_FIELDS, SearchHit, SearchQuery, words as search_words};
+pub use server_keys::StoredServerKey;
 
 /// A failure of the database.
 #[derive(Debug, thiserror::Error)]

@@ -196,6 +196,16 @@ pub async fn get_profile_route(
     services: Arc<Services>,
     request: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response, Error> {
+    if !services.is_local(&request.body.user_id) {
+        let profile =
+            crate::federation::directory::remote_profile(&services, &request.body.user_id, None)
+                .await?;
+        let mut response = get_profile::v3::Response::new();
+        for (key, value) in profile.into_iter().filter(|(_, value)| !value.is_null()) {
+            response.data.set(key, value);
+        }
+        return Ok(response);
+    }
     provision_for(&services, &request, &request.body.user_id).await?;
     let user = services
         .store
@@ -218,6 +228,31 @@ pub async fn get_profile_field_route(
     services: Arc<Services>,
     request: Ruma<get_profile_field::v3::Request>,
 ) -> Result<get_profile_field::v3::Response, Error> {
+    // A field that is not set is an empty object, as Synapse answers (the account exists).
+    let mut response =
+        get_profile_field::v3::Response::new(ProfileFieldValue::DisplayName(String::new()));
+    if !services.is_local(&request.body.user_id) {
+        let field = request.body.field.as_str();
+        let profile = crate::federation::directory::remote_profile(
+            &services,
+            &request.body.user_id,
+            Some(field),
+        )
+        .await?;
+        response.value = match (
+            &request.body.field,
+            profile.get(field).and_then(Value::as_str),
+        ) {
+            (ProfileFieldName::DisplayName, Some(name)) => {
+                Some(ProfileFieldValue::DisplayName(name.to_owned()))
+            }
+            (ProfileFieldName::AvatarUrl, Some(url)) => {
+                Some(ProfileFieldValue::AvatarUrl(OwnedMxcUri::from(url)))
+            }
+            _ => None,
+        };
+        return Ok(response);
+    }
     provision_for(&services, &request, &request.body.user_id).await?;
     let user = services
         .store
@@ -232,9 +267,6 @@ pub async fn get_profile_field_route(
             .map(|url| ProfileFieldValue::AvatarUrl(OwnedMxcUri::from(url))),
         _ => None,
     };
-    // A field that is not set is an empty object, as Synapse answers (the account exists).
-    let mut response =
-        get_profile_field::v3::Response::new(ProfileFieldValue::DisplayName(String::new()));
     response.value = value;
     Ok(response)
 }

@@ -263,7 +263,8 @@ pub async fn get_presence_route(
             "you do not share a room with this user".into(),
         ));
     }
-    if services.store.user(target.as_str()).await?.is_none() {
+    // Another server's user's presence is what their server told (offline until it did).
+    if services.is_local(target) && services.store.user(target.as_str()).await?.is_none() {
         return Err(Error::NotFound("unknown user".into()));
     }
     let presence = services.store.presence(target.as_str()).await?;

@@ -15,6 +15,7 @@ use crate::Services;
 use crate::api::ruma_wrapper::Ruma;
 use crate::create_room::{RoomOptions, create_room as create};
 use crate::error::Error;
+use crate::federation::directory::{DirectoryPage, remote_public_rooms};
 
 /// A JSON object of the request, or `M_BAD_JSON` naming the field.
 fn object<T>(raw: &ruma::serde::Raw<T>, field: &str) -> Result<Map<String, Value>, Error> {
@@ -172,12 +173,13 @@ pub async fn get_room_aliases_route(
     Ok(aliases::v3::Response::new(aliases))
 }
 
-async fn public_rooms_chunks(
+/// A page of this server's room directory, as local clients and other servers see it.
+pub(crate) async fn public_rooms_page(
     services: &Services,
     since: Option<&str>,
     limit: Option<UInt>,
     search: Option<&str>,
-) -> Result<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, usize), Error> {
+) -> Result<DirectoryPage, Error> {
     let mut chunks = Vec::new();
     for room_id in services.store.public_rooms().await? {
         let Ok(room_id) = RoomId::parse(&room_id) else {
@@ -263,9 +265,28 @@ async fn public_rooms_chunks(
         .skip(start)
         .take(end.saturating_sub(start))
         .collect();
-    let next = (end < total).then(|| format!("n{end}"));
-    let prev = (start > 0).then(|| format!("n{}", start.saturating_sub(limit)));
-    Ok((page, next, prev, total))
+    Ok(DirectoryPage {
+        chunk: page,
+        next_batch: (end < total).then(|| format!("n{end}")),
+        prev_batch: (start > 0).then(|| format!("n{}", start.saturating_sub(limit))),
+        total: Some(total as u64),
+    })
+}
+
+/// A page of the directory of `server` (this one when `None`): read here, or asked of it.
+async fn directory_page(
+    services: &Services,
+    server: Option<&ruma::ServerName>,
+    since: Option<&str>,
+    limit: Option<UInt>,
+    search: Option<&str>,
+) -> Result<DirectoryPage, Error> {
+    match server {
+        Some(server) if server != services.server_name => {
+            remote_public_rooms(services, server, since, limit, search).await
+        }
+        _ => public_rooms_page(services, since, limit, search).await,
+    }
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`
@@ -273,18 +294,18 @@ pub async fn get_public_rooms_route(
     services: Arc<Services>,
     request: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response, Error> {
-    check_directory_server(&services, request.body.server.as_deref())?;
-    let (chunk, next, prev, total) = public_rooms_chunks(
+    let page = directory_page(
         &services,
+        request.body.server.as_deref(),
         request.body.since.as_deref(),
         request.body.limit,
         None,
     )
     .await?;
-    let mut response = get_public_rooms::v3::Response::new(chunk);
-    response.next_batch = next;
-    response.prev_batch = prev;
-    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    let mut response = get_public_rooms::v3::Response::new(page.chunk);
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = page.total.and_then(|n| UInt::try_from(n).ok());
     Ok(response)
 }
 
@@ -293,32 +314,20 @@ pub async fn get_public_rooms_filtered_route(
     services: Arc<Services>,
     request: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response, Error> {
-    check_directory_server(&services, request.body.server.as_deref())?;
-    let (chunk, next, prev, total) = public_rooms_chunks(
+    let page = directory_page(
         &services,
+        request.body.server.as_deref(),
         request.body.since.as_deref(),
         request.body.limit,
         request.body.filter.generic_search_term.as_deref(),
     )
     .await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
-    response.chunk = chunk;
-    response.next_batch = next;
-    response.prev_batch = prev;
-    response.total_room_count_estimate = UInt::try_from(total as u64).ok();
+    response.chunk = page.chunk;
+    response.next_batch = page.next_batch;
+    response.prev_batch = page.prev_batch;
+    response.total_room_count_estimate = page.total.and_then(|n| UInt::try_from(n).ok());
     Ok(response)
-}
-
-fn check_directory_server(
-    services: &Services,
-    server: Option<&ruma::ServerName>,
-) -> Result<(), Error> {
-    match server {
-        Some(server) if server != services.server_name => Err(Error::Unsupported(
-            "the directories of other servers cannot be queried yet".into(),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// # `GET /_matrix/client/v3/directory/list/room/{roomId}`
