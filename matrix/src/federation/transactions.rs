@@ -1,6 +1,7 @@
 //! Transactions from other servers (`PUT /_matrix/federation/v1/send/{txnId}`): at most 50
 //! PDUs and 100 EDUs, each PDU checked (format, signatures, content hash) and taken in by the
-//! room engine, the events it follows fetched from the origin when missing; the answer is
+//! room engine, the events it follows fetched from the origin when missing (and the state at
+//! the gap when they cannot all be had, see [`super::gap`]); the answer is
 //! recorded with the transaction, so that the same transaction sent again is answered the
 //! same and applied once.
 
@@ -150,30 +151,67 @@ async fn take_pdu(
     let event = pdu::check(services, rules, object)
         .await
         .map_err(|e| e.to_string())?;
-    match receive(services, room_id, event.clone()).await? {
-        Taken::Done => return Ok(()),
-        Taken::Missing => {}
+    if let Taken::Done = receive(services, room_id, event.clone()).await? {
+        return Ok(());
     }
     fetch_missing(services, origin, room_id, rules, &event).await?;
-    match receive(services, room_id, event).await? {
+    match receive(services, room_id, event.clone()).await? {
         Taken::Done => Ok(()),
-        Taken::Missing => Err("events it follows cannot be found".into()),
+        Taken::Missing {
+            prevs,
+            authorized: true,
+        } => take_at_gap(services, origin, room_id, rules, event, &prevs).await,
+        Taken::Missing { .. } => Err("events that authorize it cannot be found".into()),
     }
 }
 
 enum Taken {
     Done,
-    Missing,
+    /// Not all its prev events are stored with their state, or not all its auth events
+    /// (`authorized` false).
+    Missing {
+        prevs: Vec<ruma::OwnedEventId>,
+        authorized: bool,
+    },
 }
 
-async fn receive(services: &Services, room_id: &RoomId, event: Pdu) -> Result<Taken, String> {
-    match services.rooms.receive_pdu(room_id, event).await {
+fn taken(received: Result<Received, Error>) -> Result<Taken, String> {
+    match received {
         Ok(Received::Accepted { .. } | Received::Known | Received::SoftFailed(_)) => {
             Ok(Taken::Done)
         }
         Ok(Received::Rejected(reason)) => Err(format!("rejected: {reason}")),
-        Ok(Received::Missing { .. }) => Ok(Taken::Missing),
+        Ok(Received::Missing {
+            prev_events,
+            auth_events,
+        }) => Ok(Taken::Missing {
+            prevs: prev_events,
+            authorized: auth_events.is_empty(),
+        }),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+async fn receive(services: &Services, room_id: &RoomId, event: Pdu) -> Result<Taken, String> {
+    taken(services.rooms.receive_pdu(room_id, event).await)
+}
+
+/// Takes in an event whose prev events `get_missing_events` did not bring, with the state
+/// after them that `origin` tells (see [`super::gap`]).
+async fn take_at_gap(
+    services: &Services,
+    origin: &ServerName,
+    room_id: &RoomId,
+    rules: &RoomVersionRules,
+    event: Pdu,
+    prevs: &[ruma::OwnedEventId],
+) -> Result<(), String> {
+    let states = super::gap::states_after(services, origin, room_id, rules, prevs)
+        .await
+        .map_err(|e| format!("the state at the gap before it: {e}"))?;
+    match taken(services.rooms.receive_at_gap(room_id, event, states).await)? {
+        Taken::Done => Ok(()),
+        Taken::Missing { .. } => Err("events it follows cannot be found".into()),
     }
 }
 
@@ -227,9 +265,24 @@ async fn fetch_missing(
         .filter(|checked| checked.event_id != event.event_id)
         .collect();
     missing.sort_by_key(|pdu| pdu.depth);
+    // The earliest of them that still lacks what it follows is taken at a gap; those after
+    // it follow it.
+    let mut gap_taken = false;
     for earlier in missing {
         let id = earlier.event_id.clone();
-        if let Err(reason) = receive(services, room_id, earlier).await {
+        let outcome = match receive(services, room_id, earlier.clone()).await {
+            Ok(Taken::Missing {
+                prevs,
+                authorized: true,
+            }) if !gap_taken => {
+                gap_taken = true;
+                take_at_gap(services, origin, room_id, rules, earlier, &prevs).await
+            }
+            Ok(Taken::Missing { .. }) => Err("events it follows cannot be found".into()),
+            Ok(Taken::Done) => Ok(()),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = outcome {
             tracing::info!(%id, %reason, "a missing event was not taken in");
         }
     }

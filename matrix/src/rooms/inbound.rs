@@ -48,6 +48,19 @@ pub(super) type StateEvents = HashMap<StateKey, Arc<Pdu>>;
 impl Rooms {
     /// Takes an event of another server into a room that this server knows.
     pub async fn receive_pdu(&self, room_id: &RoomId, pdu: Pdu) -> Result<Received, Error> {
+        self.receive_at_gap(room_id, pdu, Vec::new()).await
+    }
+
+    /// Takes an event of another server whose prev events are not all here with their state
+    /// (missing, or known only as outliers): `gap_states` are the states after those, as
+    /// another server told (the state before each and the event itself), and stand in for
+    /// them when the state before the event is resolved. Its auth events must be stored.
+    pub async fn receive_at_gap(
+        &self,
+        room_id: &RoomId,
+        pdu: Pdu,
+        gap_states: Vec<StateMap>,
+    ) -> Result<Received, Error> {
         if pdu.room_id_or_derived()? != room_id {
             return Err(Error::BadJson(format!(
                 "event {} is not in room {room_id}",
@@ -83,8 +96,16 @@ impl Rooms {
                 .cloned()
                 .collect()
         };
-        let (prev_missing, auth_missing) = (absent(&pdu.prev_events), absent(&pdu.auth_events));
-        if !prev_missing.is_empty() || !auth_missing.is_empty() {
+        // A prev event known without its state (an outlier, a backfilled event) counts as
+        // missing: the state after it is not known here.
+        let prev_missing: Vec<OwnedEventId> = pdu
+            .prev_events
+            .iter()
+            .filter(|id| rows.get(id.as_str()).is_none_or(|row| row.state_group == 0))
+            .cloned()
+            .collect();
+        let auth_missing = absent(&pdu.auth_events);
+        if !auth_missing.is_empty() || (!prev_missing.is_empty() && gap_states.is_empty()) {
             return Ok(Received::Missing {
                 prev_events: prev_missing,
                 auth_events: auth_missing,
@@ -131,12 +152,22 @@ impl Rooms {
         // Against the state before it: the resolution of the states after its prev events.
         let mut prev_states: Vec<(i64, StateMap)> = Vec::new();
         for id in &pdu.prev_events {
-            if let Some(row) = rows.get(id.as_str()) {
+            if let Some(row) = rows.get(id.as_str())
+                && row.state_group != 0
+            {
                 prev_states.push((
                     row.state_group,
                     self.store.state_group(row.state_group).await?,
                 ));
             }
+        }
+        // States at a gap have no group yet (0): written below if the resolution is one.
+        prev_states.extend(gap_states.into_iter().map(|state| (0, state)));
+        if prev_states.is_empty() {
+            return Err(Error::BadJson(format!(
+                "event {} follows no event",
+                pdu.event_id
+            )));
         }
         // The events of the current state, and (below) the event itself: what resolution and
         // the new current state need without reading the store.
@@ -151,7 +182,10 @@ impl Rooms {
             &known,
         )
         .await?;
-        let before_group = match prev_states.iter().find(|(_, state)| *state == before) {
+        let before_group = match prev_states
+            .iter()
+            .find(|(group, state)| *group != 0 && *state == before)
+        {
             Some((group, _)) => *group,
             None => {
                 let (base_group, base) = &prev_states[0];

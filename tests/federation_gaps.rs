@@ -1,0 +1,94 @@
+//! Gaps in a room's graph across two Causeway servers on loopback: a server that missed more
+//! events than `get_missing_events` brings takes the next event with the state at the gap,
+//! as the other server tells it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::federation::*;
+use ruma::RoomId;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_server_that_missed_many_events_takes_the_state_at_the_gap() {
+    let Shared {
+        a,
+        b,
+        alice,
+        bob_id,
+        bob,
+        room,
+        ..
+    } = shared_room("12").await;
+    let room_id = RoomId::parse(&room).unwrap();
+    // B holds what it has for a.test for an hour...
+    b.services
+        .store
+        .destination_failed("a.test", |_| 3_600_000)
+        .await
+        .unwrap();
+    // ...while bob changes his name and says 30 things...
+    b.put(
+        &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+        &bob,
+        json!({"displayname": "Bob Renamed"}),
+    )
+    .await
+    .assert_ok();
+    for n in 1..=30 {
+        b.send_text(&bob, &room, &format!("gap{n}"), &format!("gap {n}"))
+            .await
+            .assert_ok();
+    }
+    // ...and loses them (a sender that skips to the latest, like a server catching up).
+    eventually("the queue for a.test holds bob's events", || async {
+        b.services
+            .store
+            .outgoing("a.test", 100, 100)
+            .await
+            .unwrap()
+            .len()
+            >= 31
+    })
+    .await;
+    let queued = b.services.store.outgoing("a.test", 100, 100).await.unwrap();
+    let last = queued.last().unwrap().0;
+    b.services
+        .store
+        .outgoing_sent("a.test", last)
+        .await
+        .unwrap();
+    b.services
+        .federation_sender
+        .heard_from(&server("a.test"))
+        .await;
+    // The next message reaches a.test; what it follows is more than get_missing_events
+    // brings, so a.test asks b.test for the state at the gap.
+    b.send_text(&bob, &room, "after", "after the gap")
+        .await
+        .assert_ok();
+    eventually("the message after the gap on a.test", || async {
+        texts(&a, &alice, &room)
+            .await
+            .contains(&"after the gap".to_owned())
+    })
+    .await;
+    let seen = texts(&a, &alice, &room).await;
+    for text in ["gap 30", "gap 15"] {
+        assert!(seen.contains(&text.to_owned()), "{text}: {seen:?}");
+    }
+    // The rename, before what get_missing_events brought, is in a.test's state: it came
+    // with the state at the gap.
+    let member = a
+        .services
+        .rooms
+        .state_event(&room_id, "m.room.member", &bob_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(member.content_value()["displayname"], "Bob Renamed");
+    assert_eq!(member.content_value()["membership"], "join");
+    // The room goes on: alice answers, bob gets it.
+    say(&a, &alice, &room, "reply", "welcome back", (&b, &bob)).await;
+}
