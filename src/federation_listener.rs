@@ -84,6 +84,14 @@ pub fn router(services: Arc<Services>) -> Router {
             get(causeway_matrix::federation::server::query_profile_route),
         )
         .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(federation::knocks::make_knock_route),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(federation::knocks::send_knock_route),
+        )
+        .route(
             "/_matrix/federation/v1/publicRooms",
             get(federation::directory::public_rooms_route)
                 .post(federation::directory::public_rooms_filtered_route),

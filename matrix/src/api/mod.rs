@@ -91,6 +91,7 @@ pub fn client_router(services: Arc<Services>) -> Router {
     // Membership.
     let router = route(router, membership::join_room_by_id_route);
     let router = route(router, membership::join_room_by_id_or_alias_route);
+    let router = route(router, membership::knock_room_route);
     let router = route(router, membership::leave_room_route);
     let router = route(router, membership::forget_room_route);
     let router = route(router, membership::invite_user_route);

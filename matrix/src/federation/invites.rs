@@ -164,7 +164,7 @@ pub async fn invite_v2_route(
 }
 
 /// Keeps a membership of a local user in a room this server has no copy of.
-async fn keep_membership(
+pub(super) async fn keep_membership(
     services: &Services,
     event: &Pdu,
     membership: &str,

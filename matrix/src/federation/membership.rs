@@ -64,7 +64,7 @@ pub async fn make_leave_route(
     make_membership(&services, &request, &room_id, &user_id, "leave", None).await
 }
 
-async fn make_membership(
+pub(super) async fn make_membership(
     services: &Services,
     request: &Federated,
     room_id: &RoomId,
@@ -153,7 +153,7 @@ pub async fn send_leave_v1_route(
 
 /// Checks and takes in a membership event that another server's user signed after asking for
 /// its template: theirs, of this membership, for this room, with this id.
-async fn receive_membership(
+pub(super) async fn receive_membership(
     services: &Services,
     request: &Federated,
     room_id: &RoomId,

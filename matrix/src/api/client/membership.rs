@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ruma::api::client::knock::knock_room;
 use ruma::api::client::membership::{
     ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -187,7 +188,27 @@ pub async fn join_room_by_id_or_alias_route(
 ) -> Result<join_room_by_id_or_alias::v3::Response, Error> {
     let sender = request.sender()?;
     let mut via = request.body.via.clone();
-    let room_id: OwnedRoomId = match <&RoomId>::try_from(&*request.body.room_id_or_alias) {
+    let room_id = room_of(&services, &request.body.room_id_or_alias, &mut via).await?;
+    join(
+        &services,
+        &room_id,
+        sender,
+        request.body.reason.as_deref(),
+        request.json_body.as_ref(),
+        &via,
+    )
+    .await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// The room a room id or alias names; the servers a remote alias's server names for it are
+/// added to `via`.
+async fn room_of(
+    services: &Services,
+    room_id_or_alias: &ruma::RoomOrAliasId,
+    via: &mut Vec<OwnedServerName>,
+) -> Result<OwnedRoomId, Error> {
+    Ok(match <&RoomId>::try_from(room_id_or_alias) {
         Ok(room_id) => room_id.to_owned(),
         Err(alias) if alias.server_name() == services.server_name => {
             let (room_id, _) = services
@@ -199,21 +220,47 @@ pub async fn join_room_by_id_or_alias_route(
         }
         Err(alias) => {
             let (room_id, servers) =
-                crate::federation::membership::resolve_remote_alias(&services, alias).await?;
+                crate::federation::membership::resolve_remote_alias(services, alias).await?;
             via.extend(servers);
             room_id
         }
-    };
-    join(
-        &services,
-        &room_id,
-        sender,
-        request.body.reason.as_deref(),
-        request.json_body.as_ref(),
-        &via,
-    )
-    .await?;
-    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+    })
+}
+
+/// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`: asks to be let into a room whose join
+/// rule is `knock` (or `knock_restricted`); a room of other servers through one of them.
+pub async fn knock_room_route(
+    services: Arc<Services>,
+    request: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response, Error> {
+    let sender = request.sender()?;
+    if sender.is_guest {
+        return Err(Error::GuestAccessForbidden);
+    }
+    let mut via = request.body.via.clone();
+    let room_id = room_of(&services, &request.body.room_id_or_alias, &mut via).await?;
+    let reason = request.body.reason.as_deref();
+    if services.rooms.exists(&room_id).await? {
+        set_membership(
+            &services,
+            &room_id,
+            &sender.user_id,
+            &sender.user_id,
+            "knock",
+            reason,
+            None,
+        )
+        .await?;
+    } else {
+        if let Some(server) = room_id.server_name()
+            && !via.iter().any(|known| known == server)
+        {
+            via.push(server.to_owned());
+        }
+        crate::federation::knocks::knock_remote(&services, &room_id, &sender.user_id, &via, reason)
+            .await?;
+    }
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
@@ -231,6 +278,16 @@ pub async fn leave_room_route(
         // through the inviting server.
         Some("invite") if !services.rooms.exists(&request.body.room_id).await? => {
             crate::federation::invites::reject_remote_invite(
+                &services,
+                &request.body.room_id,
+                &sender.user_id,
+                request.body.reason.as_deref(),
+            )
+            .await?;
+        }
+        // A knock on a room of another server: taken back through the room's servers.
+        Some("knock") if !services.rooms.exists(&request.body.room_id).await? => {
+            crate::federation::knocks::rescind_remote_knock(
                 &services,
                 &request.body.room_id,
                 &sender.user_id,

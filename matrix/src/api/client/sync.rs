@@ -261,10 +261,18 @@ async fn compute(
                 {
                     continue;
                 }
-                response.rooms.invite.insert(
-                    room_id.clone(),
-                    invited_room(services, &room_id, row).await?,
-                );
+                let mut room = sync::InvitedRoom::new();
+                room.invite_state =
+                    sync::InviteState::from(stripped_room_state(services, &room_id, row).await?);
+                response.rooms.invite.insert(room_id.clone(), room);
+                has_content = true;
+            }
+            "knock" if since.is_none() || row.stream_ordering > since_position => {
+                let mut room = sync::KnockedRoom::new();
+                let mut state = sync::KnockState::new();
+                state.events = stripped_room_state(services, &room_id, row).await?;
+                room.knock_state = state;
+                response.rooms.knock.insert(room_id.clone(), room);
                 has_content = true;
             }
             "leave" | "ban" => {
@@ -720,12 +728,13 @@ async fn summary(
     Ok(summary)
 }
 
-/// The state shown with an invite: stripped events that let a client present the room.
-async fn invited_room(
+/// The state shown with an invite or a knock: stripped events that let a client present the
+/// room, with the membership event (of the inviter's, or the knock).
+async fn stripped_room_state(
     services: &Services,
     room_id: &RoomId,
     membership: &MembershipRow,
-) -> Result<sync::InvitedRoom, Error> {
+) -> Result<Vec<ruma::serde::Raw<ruma::events::AnyStrippedStateEvent>>, Error> {
     let invite = services.store.event(&membership.event_id).await?;
     let mut events = Vec::new();
     if services.rooms.exists(room_id).await? {
@@ -737,7 +746,8 @@ async fn invited_room(
             events.push(raw_event(json_object(event))?);
         }
     } else {
-        // A room of another server: the state its invite came with, and the invite.
+        // A room of another server: the state its invite or knock came with, and the
+        // membership event.
         let kept = services
             .store
             .invite_state(room_id.as_str(), membership.user_id.as_str())
@@ -757,9 +767,7 @@ async fn invited_room(
             })))?);
         }
     }
-    let mut room = sync::InvitedRoom::new();
-    room.invite_state = sync::InviteState::from(events);
-    Ok(room)
+    Ok(events)
 }
 
 async fn left_room(
