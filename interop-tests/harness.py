@@ -423,6 +423,9 @@ class Synapse(ServerProcess):
             "tls_private_key_path": str(self.tls.key),
             "federation_custom_ca_list": [str(self.tls.ca)],
             "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+            "allow_public_rooms_over_federation": True,
+            # (Synapse publishes no room in its directory by default.)
+            "room_list_publication_rules": [{"action": "allow"}],
             "federation": {
                 "client_timeout": "20s",
                 "max_short_retry_delay": "2s",

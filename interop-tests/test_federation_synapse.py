@@ -18,7 +18,10 @@ the other is. Covered:
   in the invitee's sync, accepted (joining through the inviting server) or rejected (a leave
   through the inviting server);
 * a Causeway user joins a Synapse room with 500 earlier messages and pages back through all of
-  them in order (backfill from Synapse).
+  them in order (backfill from Synapse);
+* profiles, presence, redactions and the public room directory across servers, both ways;
+* knocks both ways: a user of one server knocks on a room of the other, is shown knocking there,
+  and is let in with an invite.
 
 Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
 """
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from nio import AsyncClient, JoinResponse, RoomCreateResponse, RoomPreset, RoomSendResponse
+from nio import (AsyncClient, JoinResponse, RoomCreateResponse, RoomPreset, RoomSendResponse,
+                 RoomVisibility)
 
 import harness
 
@@ -147,6 +151,25 @@ class FederationTest:
             room = data.get("rooms", {}).get("join", {}).get(room_id, {})
             if any(check(event) for event in room.get("ephemeral", {}).get("events", [])):
                 return True
+        return False
+
+    async def call(self, client: AsyncClient, method: str, path: str, body: Any = None,
+                   params: dict[str, str] | None = None) -> tuple[int, Any]:
+        """A client API request of `client`: its status and JSON answer."""
+        assert self.session is not None
+        async with self.session.request(
+            method, f"{client.homeserver}/_matrix/client/v3{path}", json=body, params=params,
+            headers={"Authorization": f"Bearer {client.access_token}"},
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def eventually(self, check: Any) -> bool:
+        """Whether the async `check` holds within the wait."""
+        start = time.monotonic()
+        while time.monotonic() - start < WAIT:
+            if await check():
+                return True
+            await asyncio.sleep(0.3)
         return False
 
     async def send(self, client: AsyncClient, room_id: str, text: str) -> None:
@@ -454,6 +477,135 @@ class FederationTest:
                               for e in data.get("to_device", {}).get("events", []))
                 c.check(got, f"a to-device message goes {label}")
 
+        async def profiles_presence_redactions_and_directory() -> None:
+            room = rooms["causeway"]
+            # Profiles, asked of each user's server.
+            for client, name in ((alice, "Alice of Causeway"), (bob, "Bob of Synapse")):
+                status, _ = await self.call(client, "PUT", f"/profile/{client.user_id}/displayname",
+                                            {"displayname": name})
+                c.require(status == 200, f"{client.user_id} sets a display name")
+            for asker, owner, name in ((bob, alice, "Alice of Causeway"),
+                                       (alice, bob, "Bob of Synapse")):
+                status, profile = await self.call(asker, "GET", f"/profile/{owner.user_id}")
+                c.check(status == 200 and profile.get("displayname") == name,
+                        f"{asker.user_id} reads {owner.user_id}'s profile", f"{status} {profile}")
+            # Presence, both ways.
+            status, _ = await self.call(alice, "PUT", f"/presence/{alice.user_id}/status",
+                                        {"presence": "unavailable", "status_msg": "in a meeting"})
+            c.require(status == 200, "alice sets her presence")
+            status, _ = await self.call(bob, "PUT", f"/presence/{bob.user_id}/status",
+                                        {"presence": "online", "status_msg": "around"})
+            c.require(status == 200, "bob sets his presence")
+
+            async def presence_of(asker: AsyncClient, owner: AsyncClient, state: str,
+                                  message: str) -> bool:
+                status, data = await self.call(asker, "GET", f"/presence/{owner.user_id}/status")
+                return (status == 200 and data.get("presence") == state
+                        and data.get("status_msg") == message)
+
+            c.check(await self.eventually(lambda: presence_of(bob, alice, "unavailable",
+                                                              "in a meeting")),
+                    "Synapse shows alice's presence (Causeway)")
+            c.check(await self.eventually(lambda: presence_of(alice, bob, "online", "around")),
+                    "Causeway shows bob's presence (Synapse)")
+            # Redactions, each by the event's sender, both ways.
+            for sender, reader in ((alice, bob), (bob, alice)):
+                text = f"{sender.user_id} takes this back"
+                sent = await sender.room_send(room, "m.room.message",
+                                              {"msgtype": "m.text", "body": text})
+                c.require(isinstance(sent, RoomSendResponse), f"{sender.user_id} sends")
+                await self.wait_for_text(reader, room, text)
+                redacted = await sender.room_redact(room, sent.event_id, reason="oops")
+                c.require(type(redacted).__name__ == "RoomRedactResponse",
+                          f"{sender.user_id} redacts it", repr(redacted))
+
+                async def gone(reader: AsyncClient = reader, event_id: str = sent.event_id) -> bool:
+                    status, event = await self.call(reader, "GET", f"/rooms/{room}/event/{event_id}")
+                    return status == 200 and event.get("content") == {}
+
+                c.check(await self.eventually(gone),
+                        f"the redaction by {sender.user_id} reaches the other server")
+            # The public room directories.
+            status, _ = await self.call(alice, "PUT", f"/directory/list/room/{room}",
+                                        {"visibility": "public"})
+            c.require(status == 200, "alice publishes her room")
+            status, listed = await self.call(bob, "GET", "/publicRooms",
+                                             params={"server": self.causeway.server_name})
+            c.check(status == 200 and any(r.get("room_id") == room and r.get("name") == "Causeway lounge"
+                                          for r in listed.get("chunk", [])),
+                    "Synapse reads Causeway's directory", f"{status} {listed}")
+            created = await carol.room_create(name="Synapse square", preset=RoomPreset.public_chat,
+                                              visibility=RoomVisibility.public)
+            c.require(isinstance(created, RoomCreateResponse), "carol creates a public room")
+            found: list[Any] = []
+
+            async def listed_on_synapse() -> bool:
+                # (Synapse updates its directory's statistics a moment after the room is made.)
+                status, listed = await self.call(alice, "POST", "/publicRooms",
+                                                 {"filter": {"generic_search_term": "square"}},
+                                                 params={"server": self.synapse.server_name})
+                found[:] = [status, listed]
+                return status == 200 and [r.get("room_id") for r in listed.get("chunk", [])] \
+                    == [created.room_id]
+
+            c.check(await self.eventually(listed_on_synapse),
+                    "Causeway reads Synapse's directory, searched", repr(found))
+
+        async def knocks_both_ways() -> None:
+            knock_rule = [{"type": "m.room.join_rules", "state_key": "",
+                           "content": {"join_rule": "knock"}}]
+            for owner, knocker, via, label in (
+                    (alice, carol, self.causeway.server_name, "Synapse user on a Causeway room"),
+                    (carol, alice, self.synapse.server_name, "Causeway user on a Synapse room")):
+                created = await owner.room_create(name=f"Door {label}", room_version="10",
+                                                  initial_state=knock_rule)
+                c.require(isinstance(created, RoomCreateResponse), f"a knock room ({label})",
+                          repr(created))
+                room = created.room_id
+                status, answer = await self.call(knocker, "POST", f"/knock/{room}",
+                                                 {"reason": "may I?"}, params={"via": via})
+                c.check(status == 200 and answer.get("room_id") == room,
+                        f"the knock is taken ({label})", f"{status} {answer}")
+
+                async def knocking(owner: AsyncClient = owner, room: str = room,
+                                   knocker: AsyncClient = knocker) -> bool:
+                    content = await self.state_content(owner, room, "m.room.member",
+                                                       knocker.user_id)
+                    return (content or {}).get("membership") == "knock"
+
+                c.check(await self.eventually(knocking), f"the room's owner sees it ({label})")
+                status, synced = await self.call(knocker, "GET", "/sync", params={"timeout": "0"})
+                knock_state = (synced.get("rooms", {}).get("knock", {}).get(room, {})
+                               .get("knock_state", {}).get("events", []))
+                c.check(any(e.get("type") == "m.room.name"
+                            and e.get("content", {}).get("name") == f"Door {label}"
+                            and set(e) <= {"type", "state_key", "content", "sender"}
+                            for e in knock_state),
+                        f"the knocker's sync shows the room, stripped ({label})", repr(knock_state))
+                invited = await owner.room_invite(room, knocker.user_id)
+                c.require(type(invited).__name__ == "RoomInviteResponse",
+                          f"the owner lets the knocker in ({label})", repr(invited))
+                since = synced.get("next_batch", "")
+
+                async def invite_shown(knocker: AsyncClient = knocker, room: str = room,
+                                       label: str = label) -> bool:
+                    # (Incremental: Synapse answers the same initial sync from a cache.)
+                    nonlocal since
+                    status, data = await self.call(knocker, "GET", "/sync",
+                                                   params={"timeout": "1000", "since": since})
+                    since = data.get("next_batch", since)
+                    events = (data.get("rooms", {}).get("invite", {}).get(room, {})
+                              .get("invite_state", {}).get("events", []))
+                    return any(e.get("type") == "m.room.name"
+                               and e.get("content", {}).get("name") == f"Door {label}"
+                               for e in events)
+
+                c.check(await self.eventually(invite_shown),
+                        f"the invite reaches the knocker ({label})")
+                joined = await knocker.join(room)
+                c.check(isinstance(joined, JoinResponse), f"the knocker joins ({label})",
+                        repr(joined))
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -470,6 +622,10 @@ class FederationTest:
                      needs=("a Synapse user joins a Causeway room",))
         await c.step(f"a Causeway user pages back through {HISTORY} messages it never had",
                      pages_back_through_history)
+        await c.step("profiles, presence, redactions and directories both ways",
+                     profiles_presence_redactions_and_directory,
+                     needs=("a Synapse user joins a Causeway room",))
+        await c.step("knocks both ways", knocks_both_ways)
 
 
 async def main() -> int:
@@ -484,7 +640,7 @@ async def main() -> int:
         print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
         return 0
     causeway = harness.Causeway(args.causeway, log_filter="info,causeway_matrix=debug")
-    synapse = harness.Synapse(args.synapse_peer_venv)
+    synapse = harness.Synapse(args.synapse_peer_venv, presence=True)
     work = harness.make_workdir("federation-")
     harness.federating([causeway, synapse], Path(work) / "tls")
     with causeway, synapse:

@@ -39,6 +39,63 @@ pub async fn stripped_state(
     room_id: &RoomId,
     members: &[&str],
 ) -> Result<Vec<Value>, Error> {
+    Ok(presenting_state(services, room_id, members)
+        .await?
+        .iter()
+        .map(|pdu| stripped(pdu))
+        .collect())
+}
+
+/// The same events as whole PDUs, as servers give them to each other with an invite or a
+/// knock (`invite_room_state`, `knock_room_state`), so that the receiver can check the create
+/// event against the room id.
+pub async fn federation_stripped_state(
+    services: &Services,
+    room_id: &RoomId,
+    members: &[&str],
+) -> Result<Vec<Value>, Error> {
+    let ids: Vec<String> = presenting_state(services, room_id, members)
+        .await?
+        .iter()
+        .map(|pdu| pdu.event_id.to_string())
+        .collect();
+    services
+        .store
+        .events(&ids)
+        .await?
+        .iter()
+        .map(|row| super::membership::federation_json(&row.json))
+        .collect()
+}
+
+/// What another server gave as a room's stripped state, whole PDUs or stripped events, as
+/// clients are shown it: the type, state key, content and sender of each event that has them.
+pub fn strip_received(state: Option<&Value>) -> Vec<Value> {
+    state
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|event| {
+            event.get("type").is_some_and(Value::is_string)
+                && event.get("state_key").is_some_and(Value::is_string)
+                && event.get("content").is_some_and(Value::is_object)
+        })
+        .map(|event| {
+            json!({
+                "type": event["type"],
+                "state_key": event["state_key"],
+                "content": event["content"],
+                "sender": event.get("sender").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
+async fn presenting_state(
+    services: &Services,
+    room_id: &RoomId,
+    members: &[&str],
+) -> Result<Vec<std::sync::Arc<Pdu>>, Error> {
     let mut events = Vec::new();
     for pdu in services.rooms.current_state(room_id).await? {
         let event_type = pdu.event_type.to_string();
@@ -49,7 +106,7 @@ pub async fn stripped_state(
                     .as_deref()
                     .is_some_and(|key| members.contains(&key)));
         if shown {
-            events.push(stripped(&pdu));
+            events.push(pdu);
         }
     }
     Ok(events)
@@ -150,14 +207,10 @@ pub async fn invite_v2_route(
             }
         }
     } else {
-        let state: Vec<Value> = body
+        let given = body
             .get("invite_room_state")
-            .and_then(|state| serde_json::to_value(state).ok())
-            .and_then(|state| state.as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|event| event.get("type").and_then(Value::as_str).is_some())
-            .collect();
+            .and_then(|state| serde_json::to_value(state).ok());
+        let state = strip_received(given.as_ref());
         keep_membership(&services, &kept, "invite", Some(&Value::Array(state))).await?;
     }
     Ok(Json(json!({ "event": CanonicalJsonValue::Object(signed) })))
@@ -206,7 +259,7 @@ pub async fn invite_remote(
         .await?;
     let version = services.rooms.version(room_id).await?;
     let rules = services.rooms.rules(room_id).await?;
-    let state = stripped_state(services, room_id, &[sender.as_str()]).await?;
+    let state = federation_stripped_state(services, room_id, &[sender.as_str()]).await?;
     let body = json!({
         "event": CanonicalJsonValue::Object(invite.json.clone()),
         "room_version": version,

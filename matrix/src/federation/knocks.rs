@@ -12,7 +12,7 @@ use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::invites::{keep_membership, stripped_state};
+use super::invites::{federation_stripped_state, keep_membership, strip_received};
 use super::membership::{
     Signed, make_membership, receive_membership, remote_error, segment, sign_template,
 };
@@ -80,7 +80,7 @@ pub async fn send_knock_route(
     request: Federated,
 ) -> Result<Json<Value>, Error> {
     let knock = receive_membership(&services, &request, &room_id, &event_id, "knock").await?;
-    let state = stripped_state(&services, &room_id, &[knock.sender.as_str()]).await?;
+    let state = federation_stripped_state(&services, &room_id, &[knock.sender.as_str()]).await?;
     Ok(Json(json!({
         "knock_room_state": state,
         // The name of the field before the specification settled it, read by older servers.
@@ -146,22 +146,11 @@ pub async fn knock_remote(
                 continue;
             }
         };
-        let state = answer
-            .get("knock_room_state")
-            .or_else(|| answer.get("knock_state_events"))
-            .and_then(Value::as_array)
-            .map(|events| {
-                events
-                    .iter()
-                    .filter(|event| {
-                        event.get("type").is_some_and(Value::is_string)
-                            && event.get("state_key").is_some_and(Value::is_string)
-                            && event.get("content").is_some_and(Value::is_object)
-                    })
-                    .cloned()
-                    .collect::<Vec<Value>>()
-            })
-            .unwrap_or_default();
+        let state = strip_received(
+            answer
+                .get("knock_room_state")
+                .or_else(|| answer.get("knock_state_events")),
+        );
         let knock = Pdu::from_json(event_id, event).map_err(Error::Internal)?;
         return keep_membership(services, &knock, "knock", Some(&Value::Array(state))).await;
     }
