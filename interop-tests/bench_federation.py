@@ -266,8 +266,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="messages of the burst")
     parser.add_argument("--catch-up", type=int, default=1000, help="messages missed while down")
     parser.add_argument("--catch-up-into-causeway", action="store_true",
-                        help="also stop Causeway as the receiver (it fetches at most 20 missing "
-                        "events at a gap, so a long gap is not filled yet)")
+                        help="also stop Causeway as the receiver (Synapse then sends the latest "
+                        "event of the room; Causeway takes the state at the gap and fetches the "
+                        "rest when /messages pages back into it)")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--output", default=str(harness.HERE / ".work" / "bench_federation.json"))
     args = parser.parse_args()

@@ -1,8 +1,9 @@
-//! Backfill: when a client pages back past the earliest event this server has of a room it
-//! joined through another server, the events before it are fetched from a server in the room
-//! (`GET /_matrix/federation/v1/backfill`), checked, and stored in their topological place at
-//! negative stream positions: shown in `/messages`, never new to sync, the bridge or other
-//! servers.
+//! Backfill: when a client pages back to an event whose predecessors this server does not
+//! have (the earliest event of a room it joined through another server, or the far side of a
+//! gap left when it missed more than `get_missing_events` brings), the events before it are
+//! fetched from a server in the room (`GET /_matrix/federation/v1/backfill`), checked, and
+//! stored in their topological place at negative stream positions: shown in `/messages`,
+//! never new to sync, the bridge or other servers.
 
 use ruma::{RoomId, ServerName};
 
@@ -11,26 +12,52 @@ use super::pdu;
 use crate::Services;
 use crate::error::Error;
 use crate::pdu::Pdu;
+use crate::store::EventRow;
 
 /// The most events asked for at once.
 const MAX_BACKFILL: usize = 100;
 
-/// Fetches up to `limit` events before the earliest stored event of a room from a server in
-/// it; returns how many became visible (0 when the room's beginning is stored, or no server
-/// had more).
-pub async fn backfill(services: &Services, room_id: &RoomId, limit: usize) -> Result<u64, Error> {
-    let Some(earliest) = services
-        .store
-        .earliest_shown_event(room_id.as_str())
-        .await?
-    else {
-        return Ok(0);
+/// Fetches up to `limit` events before the first of `read` (events of a room as `/messages`
+/// read them, newest first) whose predecessors are not in the timeline, or, when nothing was
+/// read, before the room's earliest event; returns how many became visible (0 when nothing
+/// lacks its predecessors, or no server had them).
+pub async fn backfill(
+    services: &Services,
+    room_id: &RoomId,
+    read: &[EventRow],
+    limit: usize,
+) -> Result<u64, Error> {
+    let candidates: Vec<Pdu> = if read.is_empty() {
+        match services
+            .store
+            .earliest_shown_event(room_id.as_str())
+            .await?
+        {
+            Some(earliest) => vec![Pdu::from_row(&earliest)?],
+            None => return Ok(0),
+        }
+    } else {
+        read.iter().map(Pdu::from_row).collect::<Result<_, _>>()?
     };
-    let earliest = Pdu::from_row(&earliest)?;
-    if earliest.prev_events.is_empty() {
-        // The room's first event: nothing came before.
+    let mut prevs: Vec<String> = candidates
+        .iter()
+        .flat_map(|event| event.prev_events.iter().map(ToString::to_string))
+        .collect();
+    prevs.sort();
+    prevs.dedup();
+    // The room's first event follows nothing: nothing came before.
+    if prevs.is_empty() {
         return Ok(0);
     }
+    let present = services.store.in_timeline(room_id.as_str(), &prevs).await?;
+    let Some(gap) = candidates.iter().find(|event| {
+        event
+            .prev_events
+            .iter()
+            .any(|id| !present.contains(id.as_str()))
+    }) else {
+        return Ok(0);
+    };
     let rules = services.rooms.rules(room_id).await?;
     let servers = services
         .store
@@ -41,7 +68,7 @@ pub async fn backfill(services: &Services, room_id: &RoomId, limit: usize) -> Re
         .filter(|server| *server != services.server_name.as_str())
         .filter_map(|server| ServerName::parse(server).ok())
     {
-        match backfill_from(services, &server, room_id, &rules, &earliest, limit).await {
+        match backfill_from(services, &server, room_id, &rules, gap, limit).await {
             Ok(shown) => return Ok(shown),
             Err(error) => {
                 tracing::info!(%room_id, %server, %error, "backfill from this server failed");
@@ -56,13 +83,13 @@ async fn backfill_from(
     server: &ServerName,
     room_id: &RoomId,
     rules: &ruma::room_version_rules::RoomVersionRules,
-    earliest: &Pdu,
+    from: &Pdu,
     limit: usize,
 ) -> Result<u64, Error> {
     let uri = format!(
         "/_matrix/federation/v1/backfill/{}?v={}&limit={}",
         segment(room_id.as_str()),
-        segment(earliest.event_id.as_str()),
+        segment(from.event_id.as_str()),
         (limit + 1).min(MAX_BACKFILL)
     );
     let answer = services

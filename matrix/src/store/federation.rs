@@ -255,6 +255,30 @@ impl Store {
     }
 
     /// The earliest event of a room's timeline (topologically), if it has one.
+    /// Those of `event_ids` that are in a room's timeline: stored, not as outliers.
+    pub async fn in_timeline(
+        &self,
+        room_id: &str,
+        event_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in event_ids.chunks(200) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let statement = format!(
+                "SELECT event_id FROM events WHERE room_id = $1 AND outlier = 0 \
+                 AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(statement)).bind(room_id);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let ids: Vec<String> = query.fetch_all(self.pool()).await?;
+            found.extend(ids);
+        }
+        Ok(found)
+    }
+
     pub async fn earliest_shown_event(
         &self,
         room_id: &str,

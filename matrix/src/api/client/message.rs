@@ -343,14 +343,15 @@ pub async fn get_message_events_route(
             )
         };
         let mut rows = read().await?;
-        // Reaching the earliest stored event of a room joined through another server: what
+        // Reaching an event whose predecessors this server does not have (the earliest event
+        // of a room joined through another server, or a gap left while it was cut off): what
         // came before is fetched from the room's servers.
-        if (rows.len() as i64) < limit
-            && body.to.is_none()
+        if body.to.is_none()
             && crate::federation::backfill::backfill(
                 &services,
                 &body.room_id,
-                usize::try_from(limit).unwrap_or(0) - rows.len(),
+                &rows,
+                usize::try_from(limit).unwrap_or(0),
             )
             .await
             .unwrap_or_else(|error| {
