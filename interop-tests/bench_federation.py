@@ -11,8 +11,15 @@ are Causeway to Synapse A and Synapse A to Causeway, under the same load:
       arrived;
   (c) catch-up: the receiving server is stopped, C messages are sent, the receiving server is
       started again: the time from its start until the last message is in its /messages, until
-      all of them are (within a minute more), and how many arrived (Synapse retries a stopped peer on its own schedule, shortened here to
-      seconds; Causeway tries again at once when the peer is heard from).
+      all of them are (within a minute more), and how many arrived (Synapse retries a stopped
+      peer on its own schedule, shortened here to seconds, and then sends only the latest
+      event of the room: the receiver fetches the rest, Causeway when /messages pages back into
+      the gap; Causeway tries again at once when the peer is heard from, and sends everything).
+
+  (d) a big room: a room of Synapse A with M members (users of Synapse A), joined by a user of
+      Synapse B (the baseline) and by a user of Causeway: the time until the join request
+      returns, until the joining server lists every member, and the joining server's peak
+      resident memory during the join (its peak is reset before) and how much it grew.
 
 Figures are printed as a table with the ratio to the baseline, and written as JSON.
 
@@ -215,8 +222,63 @@ async def pair(label: str, sender: User, receiver: User, sizes: argparse.Namespa
     return result
 
 
+async def big_room(session: aiohttp.ClientSession, owner: User, members: int) -> str:
+    """A public room of `owner`'s with `members` more users of its server joined."""
+    created = await owner.call("POST", "/createRoom",
+                               {"preset": "public_chat", "room_version": "10"})
+    room = created["room_id"]
+    gate = asyncio.Semaphore(16)
+
+    async def member(n: int) -> None:
+        async with gate:
+            user = await make_user(session, owner.server, f"member{n}")
+            await user.call("POST", f"/join/{room}", {})
+
+    start = time.monotonic()
+    await asyncio.gather(*(member(n) for n in range(members)))
+    print(f"  {members} members joined the big room in {time.monotonic() - start:.0f} s",
+          flush=True)
+    return room
+
+
+def reset_peak(pid: int | None) -> None:
+    """Resets the peak resident set size of a process (VmHWM), where Linux lets it."""
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+async def join_big_room(joiner: User, room: str, via: str, total: int) -> dict[str, Any]:
+    """Joins the big room: seconds until the join returns and until every member is listed,
+    and the joining server's memory."""
+    pid = joiner.server.pid
+    reset_peak(pid)
+    before = harness.read_proc_status(pid, "VmRSS") if pid else None
+    start = time.monotonic()
+    await joiner.call("POST", f"/join/{room}", {}, params={"via": via})
+    joined = time.monotonic() - start
+    listed = None
+    while time.monotonic() - start < 600:
+        members = await joiner.call("GET", f"/rooms/{room}/joined_members")
+        if len(members.get("joined", {})) >= total:
+            listed = time.monotonic() - start
+            break
+        await asyncio.sleep(0.25)
+    peak = harness.read_proc_status(pid, "VmHWM") if pid else None
+    return {
+        "join_s": round(joined, 2),
+        "all_listed_s": None if listed is None else round(listed, 2),
+        "peak_rss_mb": None if peak is None else round(peak / 1024, 1),
+        "rss_growth_mb": None if peak is None or before is None else round((peak - before) / 1024, 1),
+    }
+
+
 def table(results: dict[str, dict[str, Any]]) -> None:
-    base = results["Synapse B -> Synapse A"]
+    base = next(iter(results.values()))
     keys = list(base)
     names = list(results)
     print("\n" + "figure".ljust(24) + "".join(n.rjust(26) for n in names) + "  ratio to baseline")
@@ -250,8 +312,21 @@ async def run(args: argparse.Namespace) -> int:
             results["Causeway -> Synapse A"] = await pair(
                 "Causeway -> Synapse A", on_c, on_a, args, catch=True)
             results["Synapse A -> Causeway"] = await pair(
-                "Synapse A -> Causeway", on_a, on_c, args, catch=args.catch_up_into_causeway)
-    table(results)
+                "Synapse A -> Causeway", on_a, on_c, args, catch=True)
+            if args.members:
+                print(f"a room of {args.members} members on Synapse A", flush=True)
+                room = await big_room(session, on_a, args.members)
+                joins: dict[str, dict[str, Any]] = {}
+                # Each joiner adds one member: the first is waited for as the room had it.
+                total = args.members + 1
+                for label, joiner in (("Synapse B joins", on_b), ("Causeway joins", on_c)):
+                    total += 1
+                    joins[label] = await join_big_room(joiner, room, synapse_a.server_name, total)
+                    print(f"  {label}: {joins[label]}", flush=True)
+                print()
+                table(joins)
+                results.update(joins)
+    table({k: v for k, v in results.items() if "joins" not in k})
     out = Path(args.output)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nresults written to {out}")
@@ -265,15 +340,13 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=50, help="messages sent one at a time")
     parser.add_argument("--burst", type=int, default=100, help="messages of the burst")
     parser.add_argument("--catch-up", type=int, default=1000, help="messages missed while down")
-    parser.add_argument("--catch-up-into-causeway", action="store_true",
-                        help="also stop Causeway as the receiver (Synapse then sends the latest "
-                        "event of the room; Causeway takes the state at the gap and fetches the "
-                        "rest when /messages pages back into it)")
+    parser.add_argument("--members", type=int, default=5000,
+                        help="members of the big room joined across servers (0: no such room)")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--output", default=str(harness.HERE / ".work" / "bench_federation.json"))
     args = parser.parse_args()
     if args.quick:
-        args.one, args.burst, args.catch_up = 10, 20, 50
+        args.one, args.burst, args.catch_up, args.members = 10, 20, 50, 100
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     harness.run_async_test(lambda: run(args))
 

@@ -381,6 +381,8 @@ class Synapse(ServerProcess):
             "form_secret": secrets.token_hex(16),
             "enable_registration": True,
             "enable_registration_without_verification": True,
+            # (Tests register many users; the lowest cost bcrypt takes.)
+            "bcrypt_rounds": 4,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
             "enable_metrics": False,

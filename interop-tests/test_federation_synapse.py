@@ -21,7 +21,9 @@ the other is. Covered:
   them in order (backfill from Synapse);
 * profiles, presence, redactions and the public room directory across servers, both ways;
 * knocks both ways: a user of one server knocks on a room of the other, is shown knocking there,
-  and is let in with an invite.
+  and is let in with an invite;
+* restricted rooms both ways: a user of one server joins a room of the other that lets in the
+  members of a space, once in the space, the room's server vouching for the join.
 
 Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
 """
@@ -606,6 +608,38 @@ class FederationTest:
                 c.check(isinstance(joined, JoinResponse), f"the knocker joins ({label})",
                         repr(joined))
 
+        async def restricted_rooms_both_ways() -> None:
+            for owner, joiner, via, label in (
+                    (alice, bob, self.causeway.server_name, "Synapse user, Causeway room"),
+                    (carol, alice, self.synapse.server_name, "Causeway user, Synapse room")):
+                space = await owner.room_create(name=f"Space {label}", preset=RoomPreset.public_chat,
+                                                room_version="10")
+                c.require(isinstance(space, RoomCreateResponse), f"a space ({label})", repr(space))
+                allow = [{"type": "m.room.join_rules", "state_key": "",
+                          "content": {"join_rule": "restricted", "allow": [
+                              {"type": "m.room_membership", "room_id": space.room_id}]}}]
+                room = await owner.room_create(name=f"Members of {label}", room_version="10",
+                                               initial_state=allow)
+                c.require(isinstance(room, RoomCreateResponse), f"a restricted room ({label})",
+                          repr(room))
+                status, answer = await self.call(joiner, "POST", f"/join/{room.room_id}", {},
+                                                 params={"via": via})
+                c.check(status == 403, f"not in the space, the join is refused ({label})",
+                        f"{status} {answer}")
+                status, answer = await self.call(joiner, "POST", f"/join/{space.room_id}", {},
+                                                 params={"via": via})
+                c.require(status == 200, f"the joiner joins the space ({label})",
+                          f"{status} {answer}")
+                status, answer = await self.call(joiner, "POST", f"/join/{room.room_id}", {},
+                                                 params={"via": via})
+                c.check(status == 200, f"a member of the space joins the room ({label})",
+                        f"{status} {answer}")
+                member = await self.state_content(owner, room.room_id, "m.room.member",
+                                                  joiner.user_id)
+                c.check((member or {}).get("membership") == "join"
+                        and (member or {}).get("join_authorised_via_users_server") == owner.user_id,
+                        f"the owner's server vouched for the join ({label})", repr(member))
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -626,6 +660,7 @@ class FederationTest:
                      profiles_presence_redactions_and_directory,
                      needs=("a Synapse user joins a Causeway room",))
         await c.step("knocks both ways", knocks_both_ways)
+        await c.step("restricted rooms both ways", restricted_rooms_both_ways)
 
 
 async def main() -> int:

@@ -773,3 +773,41 @@ async fn a_directory_not_served_to_other_servers_is_refused() {
         .assert_ok();
     assert_eq!(own["chunk"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn other_servers_are_reached_at_public_addresses_only_unless_let_in() {
+    let (address, connections) = counting_listener();
+    // A server whose name is a loopback address: what an origin claiming that name would make
+    // this server connect to when fetching its key.
+    let name = format!("127.0.0.1:{}", address.port());
+    let now = causeway_matrix::store::now_ms();
+    let here = TestServer::new().await;
+    let refused = here
+        .services
+        .server_keys
+        .key(&here.services.federation, &server(&name), "ed25519:k", now)
+        .await;
+    assert!(
+        matches!(&refused, Err(KeyError::Fetch(FederationError::Unreachable(_, why)))
+            if why.contains("not a public address")),
+        "{refused:?}"
+    );
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A network the configuration lets in is connected to.
+    let trusting = TestServer::with_config(|config| {
+        config.federation.ip_range_whitelist = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let tried = trusting
+        .services
+        .server_keys
+        .key(
+            &trusting.services.federation,
+            &server(&name),
+            "ed25519:k",
+            now,
+        )
+        .await;
+    assert!(tried.is_err());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -212,3 +212,47 @@ async fn presence_reaches_the_servers_sharing_a_room() {
     let ago = causeway_matrix::store::now_ms() - bob_now.last_active_ts;
     assert!((60_000..120_000).contains(&ago), "{ago}");
 }
+
+#[tokio::test]
+async fn a_signing_key_update_makes_local_clients_ask_again() {
+    let Shared {
+        a,
+        b,
+        alice,
+        bob_id,
+        ..
+    } = shared_room("12").await;
+    let since = a.sync(&alice, "timeout=0").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What another server sends when its user's cross-signing keys change.
+    edus_from_b(
+        &b,
+        "signing-keys",
+        json!([{"edu_type": "m.signing_key_update", "content": {
+            "user_id": bob_id,
+            "master_key": {"user_id": bob_id, "usage": ["master"],
+                "keys": {"ed25519:base64master": "base64master"}}}}]),
+    )
+    .await;
+    let sync = a.sync(&alice, &format!("timeout=0&since={since}")).await;
+    let changed = sync["device_lists"]["changed"].as_array().cloned();
+    assert!(
+        changed
+            .unwrap_or_default()
+            .iter()
+            .any(|user| user == bob_id.as_str()),
+        "{sync}"
+    );
+    // Of a user not its own: not taken.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    edus_from_b(
+        &b,
+        "signing-keys-forged",
+        json!([{"edu_type": "m.signing_key_update", "content": {"user_id": "@alice:a.test"}}]),
+    )
+    .await;
+    let sync = a.sync(&alice, &format!("timeout=0&since={since}")).await;
+    assert!(sync["device_lists"]["changed"].is_null(), "{sync}");
+}

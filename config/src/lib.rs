@@ -445,6 +445,10 @@ pub struct FederationConfig {
     /// Whether other servers may read this server's public room directory (the rooms its
     /// users published); Synapse's `allow_public_rooms_over_federation`.
     pub serve_public_rooms: bool,
+    /// Networks other servers may be reached in though they are not public (loopback,
+    /// private, link-local, unique-local addresses are otherwise never connected to, unless
+    /// `destinations` names the server); Synapse's `ip_range_whitelist`.
+    pub ip_range_whitelist: Vec<AddressRange>,
 }
 
 /// A notary trusted for other servers' keys.
@@ -471,6 +475,7 @@ impl Default for FederationConfig {
             deny_servers: Vec::new(),
             trusted_key_servers: Vec::new(),
             serve_public_rooms: true,
+            ip_range_whitelist: Vec::new(),
         }
     }
 }
@@ -899,6 +904,16 @@ mod tests {
                 .server_name
                 .as_str(),
             "notary.test"
+        );
+        let config =
+            parse("[federation]\nip_range_whitelist = [\"10.0.0.0/8\", \"fd00::/8\"]\n").unwrap();
+        assert_eq!(config.federation.ip_range_whitelist.len(), 2);
+        let error = parse("[federation]\nip_range_whitelist = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            error
+                .key()
+                .is_some_and(|key| key.starts_with("federation.ip_range_whitelist")),
+            "{error}"
         );
         for bad in [
             "server_name = \"not a name\"\n",

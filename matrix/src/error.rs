@@ -76,6 +76,9 @@ pub enum Error {
     Uiaa(Box<Value>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A restricted room's join that this server cannot vouch for.
+    #[error("{0}")]
+    UnableToAuthoriseJoin(String),
     /// Another server this one asked on a client's behalf did not answer, or answered
     /// nonsense.
     #[error("{0}")]
@@ -126,6 +129,9 @@ impl Error {
             }
             Error::Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
             Error::BadGateway(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            Error::UnableToAuthoriseJoin(_) => {
+                (StatusCode::BAD_REQUEST, "M_UNABLE_TO_AUTHORISE_JOIN")
+            }
             Error::Store(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
             }

@@ -193,7 +193,27 @@ impl FederationClient {
             None => Bytes::new(),
         };
         let mut last = FederationError::Unreachable(server.to_owned(), "no address".into());
-        for address in self.addresses(&destination).await {
+        // Whoever signs a request to this server names its origin, and so what this server
+        // connects to: only public addresses, unless the configuration routes the server or
+        // lets a network in.
+        let routed = self.policy.destinations.contains_key(server.as_str());
+        let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = self
+            .addresses(&destination)
+            .await
+            .into_iter()
+            .partition(|address| {
+                routed || crate::permitted::permitted(&self.policy.ip_range_whitelist, address.ip())
+            });
+        if allowed.is_empty() && !refused.is_empty() {
+            return Err(FederationError::Unreachable(
+                server.to_owned(),
+                format!(
+                    "{} is not a public address (federation.ip_range_whitelist)",
+                    refused[0].ip()
+                ),
+            ));
+        }
+        for address in allowed {
             let stream = match tokio::time::timeout(
                 CONNECT_TIMEOUT,
                 tokio::net::TcpStream::connect(address),

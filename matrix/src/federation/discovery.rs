@@ -7,7 +7,7 @@
 //! default, two at most), the absence of one for an hour.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use causeway_net::dns::{Resolver, SrvRecord, order};
@@ -149,6 +149,12 @@ impl Discovery {
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(5))
             .user_agent(concat!("Causeway/", env!("CARGO_PKG_VERSION")))
+            // `.well-known` is fetched from the host of whatever server name a request
+            // claims: public addresses only, and the networks configured.
+            .dns_resolver(Arc::new(crate::permitted::PermittedResolver::new(
+                Arc::new(config.ip_range_whitelist.clone()),
+                "another server's .well-known",
+            )))
             .build()
             .map_err(|e| Error::Internal(format!("the federation HTTP client: {e}")))?;
         let overrides = config

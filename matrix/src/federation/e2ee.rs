@@ -324,8 +324,9 @@ pub async fn take_to_device(
     Ok(())
 }
 
-/// An `m.device_list_update` EDU: one of the origin's users changed their devices. Local
-/// users who share a room with them learn it through sync and ask again.
+/// An `m.device_list_update` or `m.signing_key_update` EDU: one of the origin's users changed
+/// their devices or cross-signing keys. Local users who share a room with them learn it through
+/// sync (`device_lists.changed`) and ask again.
 pub async fn take_device_list_update(
     services: &Services,
     origin: &ServerName,
@@ -334,7 +335,7 @@ pub async fn take_device_list_update(
     let user = content["user_id"]
         .as_str()
         .and_then(|user| UserId::parse(user).ok())
-        .ok_or("m.device_list_update without a user")?;
+        .ok_or("a device list or signing key update without a user")?;
     if user.server_name() != origin {
         return Err(format!("{origin} may not speak for {user}"));
     }

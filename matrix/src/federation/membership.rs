@@ -99,6 +99,14 @@ pub(super) async fn make_membership(
         "membership".into(),
         CanonicalJsonValue::String(membership.into()),
     );
+    if membership == "join"
+        && let Some(via) = crate::restricted::authorise_join(services, room_id, user_id).await?
+    {
+        content.insert(
+            "join_authorised_via_users_server".into(),
+            CanonicalJsonValue::String(via.to_string()),
+        );
+    }
     let (version, template) = services
         .rooms
         .membership_template(room_id, user_id, content)
@@ -171,7 +179,11 @@ pub(super) async fn receive_membership(
     }
     super::acl::check(services, room_id, &request.origin).await?;
     let rules = services.rooms.rules(room_id).await?;
-    let pdu = pdu::check(services, &rules, pdu::as_object(body)?).await?;
+    let mut object = pdu::as_object(body)?;
+    if membership == "join" {
+        vouch(services, room_id, &rules, &mut object).await?;
+    }
+    let pdu = pdu::check(services, &rules, object).await?;
     if pdu.event_id != event_id {
         return Err(Error::BadJson(format!(
             "the event's id is {}, not {event_id}",
@@ -205,6 +217,54 @@ pub(super) async fn receive_membership(
             format!("the {membership} is not allowed: {reason}"),
         )),
     }
+}
+
+/// A join into a restricted room that names a local user as vouching for it: checked again
+/// (the joining user is still let in, the named user still may invite) and signed by this
+/// server, as the authorization rules ask of the vouching user's server.
+async fn vouch(
+    services: &Services,
+    room_id: &RoomId,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    object: &mut CanonicalJsonObject,
+) -> Result<(), Error> {
+    let Some(via) = object
+        .get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|content| content.get("join_authorised_via_users_server"))
+        .and_then(CanonicalJsonValue::as_str)
+        .and_then(|via| UserId::parse(via).ok())
+    else {
+        return Ok(());
+    };
+    if !services.is_local(&via) {
+        return Ok(());
+    }
+    let sender = object
+        .get("sender")
+        .and_then(CanonicalJsonValue::as_str)
+        .and_then(|sender| UserId::parse(sender).ok())
+        .ok_or_else(|| Error::BadJson("the join has no valid sender".into()))?;
+    if crate::restricted::authorise_join(services, room_id, &sender)
+        .await?
+        .is_none()
+    {
+        // Nobody needs to vouch (the user is invited): the event stands as it is.
+        return Ok(());
+    }
+    let levels = services.rooms.power_levels(room_id).await?;
+    if services.rooms.membership(room_id, &via).await?.as_deref() != Some("join")
+        || levels.user(&via) < levels.invite
+    {
+        return Err(Error::Forbidden(format!("{via} may not let anyone in")));
+    }
+    ruma::signatures::sign_event(
+        services.server_name.as_str(),
+        &*services.key,
+        object,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::Internal(format!("signing a restricted join: {e}")))
 }
 
 async fn send_join(

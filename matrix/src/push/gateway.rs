@@ -6,12 +6,13 @@
 //! resolves to the loopback is refused as the loopback would be), and redirects are not
 //! followed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_config::AddressRange;
-use causeway_net::dns::is_public;
+
+use crate::permitted::{PermittedResolver, permitted};
 use serde_json::Value;
 
 /// The path every gateway URL has, as the specification requires.
@@ -48,11 +49,6 @@ pub struct Gateway {
     allowed: Arc<Vec<AddressRange>>,
 }
 
-/// Whether an address may be a gateway's.
-fn permitted(allowed: &[AddressRange], address: IpAddr) -> bool {
-    is_public(address) || allowed.iter().any(|range| range.contains(address))
-}
-
 /// An error with its causes, for the log (a connection error says why only in its sources).
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -65,30 +61,6 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Resolves gateway names to the permitted addresses only.
-struct PermittedResolver {
-    allowed: Arc<Vec<AddressRange>>,
-}
-
-impl reqwest::dns::Resolve for PermittedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allowed = self.allowed.clone();
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|address| permitted(&allowed, address.ip()))
-                .collect();
-            if addresses.is_empty() {
-                return Err(
-                    format!("{} has no address a push gateway may have", name.as_str()).into(),
-                );
-            }
-            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
-            Ok(addresses)
-        })
-    }
-}
-
 impl Gateway {
     pub fn new(allowed: Vec<AddressRange>) -> Result<Gateway, GatewayError> {
         let allowed = Arc::new(allowed);
@@ -97,9 +69,10 @@ impl Gateway {
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Causeway/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(PermittedResolver {
-                allowed: allowed.clone(),
-            }))
+            .dns_resolver(Arc::new(PermittedResolver::new(
+                allowed.clone(),
+                "a push gateway",
+            )))
             .build()
             .map_err(|error| GatewayError::Unavailable(error.to_string()))?;
         Ok(Gateway { client, allowed })

@@ -124,7 +124,13 @@ async fn join(
     {
         return Ok(());
     }
-    let custom = custom_member_content(body);
+    let mut custom = custom_member_content(body);
+    // A restricted room: a member with the power to invite vouches for the join.
+    if let Some(via) = crate::restricted::authorise_join(services, room_id, user_id).await? {
+        custom
+            .get_or_insert_with(serde_json::Map::new)
+            .insert("join_authorised_via_users_server".into(), json!(via));
+    }
     set_membership(services, room_id, user_id, user_id, "join", reason, custom).await?;
     // Joining the replacement of an upgraded room: what the user kept of the old room follows.
     if let Some(old) = crate::upgrade::predecessor(services, room_id).await? {
