@@ -23,7 +23,9 @@ the other is. Covered:
 * knocks both ways: a user of one server knocks on a room of the other, is shown knocking there,
   and is let in with an invite;
 * restricted rooms both ways: a user of one server joins a room of the other that lets in the
-  members of a space, once in the space, the room's server vouching for the join.
+  members of a space, once in the space, the room's server vouching for the join;
+* durability: Causeway killed (SIGKILL) during a burst from Synapse gets all of it once back,
+  in order; restarted while Synapse is down, it delivers what it had queued, in order.
 
 Run: python interop-tests/test_federation_synapse.py --causeway target/debug/causeway
 """
@@ -640,6 +642,46 @@ class FederationTest:
                         and (member or {}).get("join_authorised_via_users_server") == owner.user_id,
                         f"the owner's server vouched for the join ({label})", repr(member))
 
+        async def shown_in_order(client: AsyncClient, room: str, sent: list[str]) -> bool:
+            """Whether the client's /messages shows every one of `sent`, once, in order."""
+            prefix = sent[0].rsplit(" ", 1)[0]
+            seen = [text for text in await self.texts(client, room)
+                    if text.rsplit(" ", 1)[0] == prefix]
+            return seen == sent
+
+        async def durability() -> None:
+            room = rooms["causeway"]
+            # Causeway killed (SIGKILL) in the middle of a burst from Synapse: what Synapse sent
+            # arrives once Causeway is back, each once, in order.
+            burst = [f"while-killed {i}" for i in range(40)]
+
+            async def send_burst() -> None:
+                for text in burst:
+                    await self.send(bob, room, text)
+
+            sending = asyncio.create_task(send_burst())
+            await asyncio.sleep(0.5)
+            self.causeway.kill()
+            await sending
+            self.causeway.start()
+            c.check(await self.eventually(lambda: shown_in_order(alice, room, burst)),
+                    "killed during an inbound burst, Causeway gets all of it in order",
+                    repr(await self.texts(alice, room)))
+            # Causeway restarted while Synapse is down: what it acknowledged to alice reaches
+            # Synapse, in order, once Synapse is back.
+            self.synapse.stop()
+            queued = [f"queued {i}" for i in range(20)]
+            for text in queued:
+                await self.send(alice, room, text)
+            self.causeway.stop()
+            self.causeway.start()
+            self.synapse.start(timeout=60)
+            # (Synapse speaking again is how Causeway learns it is back before its backoff ends.)
+            await self.send(bob, room, "back again")
+            c.check(await self.eventually(lambda: shown_in_order(bob, room, queued)),
+                    "restarted while Synapse was down, Causeway delivers what it queued, in order",
+                    repr(await self.texts(bob, room)))
+
         await c.step("a Synapse user joins a Causeway room", synapse_user_joins_causeway_room)
         await c.step("messages both ways in the Causeway room", messages_both_ways_causeway_room,
                      needs=("a Synapse user joins a Causeway room",))
@@ -661,6 +703,9 @@ class FederationTest:
                      needs=("a Synapse user joins a Causeway room",))
         await c.step("knocks both ways", knocks_both_ways)
         await c.step("restricted rooms both ways", restricted_rooms_both_ways)
+        # Last: it stops and starts both servers.
+        await c.step("durability: Causeway killed during a burst, restarted while Synapse is down",
+                     durability, needs=("a Synapse user joins a Causeway room",))
 
 
 async def main() -> int:
