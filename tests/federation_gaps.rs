@@ -23,7 +23,23 @@ async fn a_server_that_missed_many_events_takes_the_state_at_the_gap() {
         ..
     } = shared_room("12").await;
     let room_id = RoomId::parse(&room).unwrap();
-    // B holds what it has for a.test for an hour...
+    // Once both servers have sent each other all they had (a transaction from a.test would
+    // end b.test's backoff: a.test is heard from), b.test holds what comes for an hour...
+    let quiet = |server: &common::TestServer, other: &'static str| {
+        let store = server.services.store.clone();
+        async move {
+            store
+                .stream_cursor(causeway_matrix::store::FEDERATION_QUEUED)
+                .await
+                .unwrap()
+                == Some(store.current_position())
+                && store.outgoing(other, 100, 100).await.unwrap().is_empty()
+        }
+    };
+    eventually("both servers sent all they had", || async {
+        quiet(&a, "b.test").await && quiet(&b, "a.test").await
+    })
+    .await;
     b.services
         .store
         .destination_failed("a.test", |_| 3_600_000)
