@@ -380,6 +380,19 @@ pub async fn reject_remote_invite(
     let server = inviting_server(services, room_id, user_id)
         .await?
         .ok_or_else(|| Error::NotFound("no invite to reject".into()))?;
+    let leave = leave_through(services, &server, room_id, user_id, reason).await?;
+    keep_membership(services, &leave, "leave", None).await
+}
+
+/// A local user's leave of a room this server has no copy of, made through `server`
+/// (`make_leave`, `send_leave`): the leave as sent, for the caller to keep.
+pub async fn leave_through(
+    services: &Services,
+    server: &ServerName,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+) -> Result<Pdu, Error> {
     let mut content = CanonicalJsonObject::new();
     content.insert(
         "membership".into(),
@@ -390,7 +403,7 @@ pub async fn reject_remote_invite(
     }
     let Signed {
         event, event_id, ..
-    } = sign_template(services, &server, room_id, user_id, "leave", "", content).await?;
+    } = sign_template(services, server, room_id, user_id, "leave", "", content).await?;
     let uri = format!(
         "/_matrix/federation/v2/send_leave/{}/{}",
         segment(room_id.as_str()),
@@ -399,9 +412,8 @@ pub async fn reject_remote_invite(
     let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.to_string()))?;
     services
         .federation
-        .request(&server, http::Method::PUT, &uri, Some(&body), true)
+        .request(server, http::Method::PUT, &uri, Some(&body), true)
         .await
         .map_err(remote_error)?;
-    let leave = Pdu::from_json(event_id, event).map_err(Error::Internal)?;
-    keep_membership(services, &leave, "leave", None).await
+    Pdu::from_json(event_id, event).map_err(Error::Internal)
 }

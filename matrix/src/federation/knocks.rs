@@ -12,14 +12,15 @@ use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::invites::{federation_stripped_state, keep_membership, strip_received};
+use super::invites::{federation_stripped_state, keep_membership, leave_through, strip_received};
 use super::membership::{
     Signed, make_membership, receive_membership, remote_error, segment, sign_template,
+    versions_asked, versions_offered,
 };
 use super::server::Federated;
 use crate::Services;
 use crate::error::Error;
-use crate::pdu::{Pdu, SUPPORTED_ROOM_VERSIONS};
+use crate::pdu::Pdu;
 
 /// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`: the template of a knock, for
 /// a room whose version knows knocks and whose join rule lets one knock.
@@ -29,10 +30,7 @@ pub async fn make_knock_route(
     RawQuery(query): RawQuery,
     request: Federated,
 ) -> Result<Json<Value>, Error> {
-    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "ver")
-        .map(|(_, value)| value.into_owned())
-        .collect();
+    let versions = versions_asked(query.as_deref());
     if services.rooms.exists(&room_id).await? {
         let rules = services.rooms.rules(&room_id).await?;
         if !rules.authorization.knocking {
@@ -97,11 +95,7 @@ pub async fn knock_remote(
     servers: &[OwnedServerName],
     reason: Option<&str>,
 ) -> Result<(), Error> {
-    let versions: String = SUPPORTED_ROOM_VERSIONS
-        .iter()
-        .map(|version| format!("ver={}", segment(version.as_str())))
-        .collect::<Vec<_>>()
-        .join("&");
+    let versions = versions_offered();
     let mut last = Error::NotFound(format!("no server to knock on {room_id} through"));
     for server in servers
         .iter()
@@ -199,33 +193,7 @@ pub async fn rescind_remote_knock(
     }
     let mut last = Error::NotFound(format!("no server to take back the knock on {room_id}"));
     for server in &servers {
-        let mut content = CanonicalJsonObject::new();
-        content.insert(
-            "membership".into(),
-            CanonicalJsonValue::String("leave".into()),
-        );
-        if let Some(reason) = reason {
-            content.insert("reason".into(), CanonicalJsonValue::String(reason.into()));
-        }
-        let result = async {
-            let Signed {
-                event, event_id, ..
-            } = sign_template(services, server, room_id, user_id, "leave", "", content).await?;
-            let uri = format!(
-                "/_matrix/federation/v2/send_leave/{}/{}",
-                segment(room_id.as_str()),
-                segment(event_id.as_str())
-            );
-            let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.to_string()))?;
-            services
-                .federation
-                .request(server, http::Method::PUT, &uri, Some(&body), true)
-                .await
-                .map_err(remote_error)?;
-            Pdu::from_json(event_id, event).map_err(Error::Internal)
-        }
-        .await;
-        match result {
+        match leave_through(services, server, room_id, user_id, reason).await {
             Ok(leave) => return keep_membership(services, &leave, "leave", None).await,
             Err(error) => last = error,
         }

@@ -32,6 +32,24 @@ pub fn federation_json(json: &str) -> Result<Value, Error> {
     serde_json::from_str(json).map_err(|e| Error::Internal(format!("stored event: {e}")))
 }
 
+/// The room versions a joining or knocking server names (`ver`, repeated); none named means
+/// version 1 only.
+pub(super) fn versions_asked(query: Option<&str>) -> Vec<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "ver")
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// The query naming the room versions this server supports, for `make_join`/`make_knock`.
+pub(super) fn versions_offered() -> String {
+    SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|version| format!("ver={}", segment(version.as_str())))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
 pub async fn make_join_route(
     State(services): State<Arc<Services>>,
@@ -39,11 +57,7 @@ pub async fn make_join_route(
     RawQuery(query): RawQuery,
     request: Federated,
 ) -> Result<Json<Value>, Error> {
-    // The joining server names the versions it supports; none named means version 1 only.
-    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "ver")
-        .map(|(_, value)| value.into_owned())
-        .collect();
+    let versions = versions_asked(query.as_deref());
     make_membership(
         &services,
         &request,
@@ -375,11 +389,7 @@ async fn join_through(
     server: &ServerName,
     content: serde_json::Map<String, Value>,
 ) -> Result<(), Error> {
-    let versions: String = SUPPORTED_ROOM_VERSIONS
-        .iter()
-        .map(|version| format!("ver={}", segment(version.as_str())))
-        .collect::<Vec<_>>()
-        .join("&");
+    let versions = versions_offered();
     let mut content = match CanonicalJsonValue::try_from(Value::Object(content)) {
         Ok(CanonicalJsonValue::Object(object)) => object,
         _ => return Err(Error::BadJson("member content".into())),
