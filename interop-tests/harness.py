@@ -554,6 +554,42 @@ def server_from_args(args: argparse.Namespace, **causeway_kwargs: Any) -> Server
     return Causeway(args.causeway, **causeway_kwargs)
 
 
+async def with_synapse_peer(
+    description: str,
+    run: Callable[[Causeway, Synapse, Path], Awaitable[int]],
+    workdir_prefix: str,
+    **synapse_kwargs: Any,
+) -> int:
+    """The entry point of a test of Causeway federating with one Synapse: parses the command
+    line, starts both servers federating over TLS on loopback, runs `run(causeway, synapse,
+    workdir)` and shows both logs' tails when it fails."""
+    parser = test_argparser(description)
+    parser.add_argument(
+        "--synapse-peer-venv",
+        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(REPO / ".venv" / "synapse")),
+        help="the Synapse virtualenv of the peer (default: .venv/synapse)",
+    )
+    args = parser.parse_args()
+    if args.synapse_venv:
+        print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
+        return 0
+    causeway = Causeway(args.causeway, log_filter="info,causeway_matrix=debug")
+    synapse = Synapse(args.synapse_peer_venv, **synapse_kwargs)
+    work = make_workdir(workdir_prefix)
+    federating([causeway, synapse], Path(work) / "tls")
+    with causeway, synapse:
+        synapse.start(timeout=60)
+        causeway.start()
+        print(f"causeway {causeway.server_name} (client {causeway.base_url}), "
+              f"synapse {synapse.server_name} (client {synapse.base_url})")
+        code = await run(causeway, synapse, Path(work))
+        if code != 0:
+            print(causeway.log_tail(60))
+            print(synapse.log_tail(60))
+            raise SystemExit(code)
+        return code
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------------

@@ -709,31 +709,11 @@ class FederationTest:
 
 
 async def main() -> int:
-    parser = harness.test_argparser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--synapse-peer-venv",
-        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(harness.REPO / ".venv" / "synapse")),
-        help="the Synapse virtualenv of the peer (default: .venv/synapse)",
-    )
-    args = parser.parse_args()
-    if args.synapse_venv:
-        print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
-        return 0
-    causeway = harness.Causeway(args.causeway, log_filter="info,causeway_matrix=debug")
-    synapse = harness.Synapse(args.synapse_peer_venv, presence=True)
-    work = harness.make_workdir("federation-")
-    harness.federating([causeway, synapse], Path(work) / "tls")
-    with causeway, synapse:
-        synapse.start(timeout=60)
-        causeway.start()
-        print(f"causeway {causeway.server_name} (client {causeway.base_url}), "
-              f"synapse {synapse.server_name} (client {synapse.base_url})")
-        code = await FederationTest(causeway, synapse).run()
-        if code != 0:
-            print(causeway.log_tail(60))
-            print(synapse.log_tail(60))
-            raise SystemExit(code)
-        return code
+    async def run(causeway: harness.Causeway, synapse: harness.Synapse, work: Path) -> int:
+        return await FederationTest(causeway, synapse).run()
+
+    return await harness.with_synapse_peer(__doc__.splitlines()[0], run, "federation-",
+                                           presence=True)
 
 
 if __name__ == "__main__":

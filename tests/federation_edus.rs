@@ -97,23 +97,6 @@ async fn typing_and_read_receipts_reach_the_other_server() {
     assert!(a.services.typing.users(&room_id).is_empty());
 }
 
-/// Sends `edus` from b.test to a.test in a transaction of their own.
-async fn edus_from_b(b: &common::TestServer, txn: &str, edus: serde_json::Value) {
-    let answer = b
-        .services
-        .federation
-        .request(
-            &server("a.test"),
-            http::Method::PUT,
-            &format!("/_matrix/federation/v1/send/{txn}"),
-            Some(&json!({"pdus": [], "edus": edus})),
-            true,
-        )
-        .await
-        .unwrap();
-    assert_eq!(answer["pdus"], json!({}));
-}
-
 #[tokio::test]
 async fn presence_reaches_the_servers_sharing_a_room() {
     let Shared {

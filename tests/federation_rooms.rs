@@ -828,29 +828,6 @@ async fn media_of_another_server_is_fetched_kept_and_thumbnailed() {
 }
 
 /// Identity keys of a device, as a client uploads them.
-fn device_keys(user_id: &str, device_id: &str) -> Value {
-    json!({
-        "user_id": user_id,
-        "device_id": device_id,
-        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-        "keys": {
-            format!("curve25519:{device_id}"): format!("curve-of-{device_id}"),
-            format!("ed25519:{device_id}"): format!("ed-of-{device_id}"),
-        },
-        "signatures": {user_id: {format!("ed25519:{device_id}"): "self-signature"}},
-    })
-}
-
-async fn device_of(server: &TestServer, token: &str) -> String {
-    server
-        .get("/_matrix/client/v3/account/whoami", token)
-        .await
-        .assert_ok()["device_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn keys_devices_and_to_device_messages_cross_servers() {
     let Shared {
@@ -966,15 +943,19 @@ async fn keys_devices_and_to_device_messages_cross_servers() {
             .is_some_and(|changed| changed.iter().any(|user| user == bob_id.as_str()))
     })
     .await;
-    let query = a
-        .post(
-            "/_matrix/client/v3/keys/query",
-            &alice,
-            json!({"device_keys": {&bob_id: []}}),
-        )
-        .await
-        .assert_ok();
-    assert!(query["device_keys"][&bob_id][&second_device].is_object());
+    // (The device's login and its keys are two changes: the keys may come a moment later.)
+    eventually("bob's second device's keys for alice", || async {
+        let query = a
+            .post(
+                "/_matrix/client/v3/keys/query",
+                &alice,
+                json!({"device_keys": {&bob_id: []}}),
+            )
+            .await
+            .assert_ok();
+        query["device_keys"][&bob_id][&second_device]["keys"].is_object()
+    })
+    .await;
     // b.test answers for its own users only, and may not speak for a.test's.
     let forged = b
         .services

@@ -279,12 +279,24 @@ pub async fn create_room(services: &Services, options: RoomOptions) -> Result<Ow
         .await?;
     }
     for invitee in &invite {
-        services.provision_user(invitee).await?;
         let mut content = member_content(services, invitee, "invite").await?;
         if is_direct {
             content["is_direct"] = json!(true);
         }
-        send("m.room.member", invitee.as_str(), content).await?;
+        if services.is_local(invitee) {
+            services.provision_user(invitee).await?;
+            send("m.room.member", invitee.as_str(), content).await?;
+        } else {
+            // Another server's user: their server signs the invite before it is stored.
+            crate::federation::invites::invite_remote(
+                services,
+                &room_id,
+                &creator,
+                invitee,
+                canonical_content(content)?,
+            )
+            .await?;
+        }
     }
     if let Some(alias) = &alias
         && !services

@@ -368,7 +368,12 @@ impl Services {
             .await?;
         // A new device is news to everyone who shares a room with the user (they are to
         // fetch its keys), and to the user's other devices.
-        self.store.device_list_changed(user_id.as_str()).await?;
+        self.store
+            .device_list_changed(
+                user_id.as_str(),
+                crate::store::DeviceChange::Device(device_id.as_str()),
+            )
+            .await?;
         Ok((token, device_id))
     }
 

@@ -246,3 +246,45 @@ pub async fn shared_room(version: &str) -> Shared {
 pub async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> {
     bodies(&server.messages(token, room).await["chunk"])
 }
+
+/// Sends `edus` from b.test to a.test in a transaction of their own.
+pub async fn edus_from_b(b: &TestServer, txn: &str, edus: serde_json::Value) {
+    let answer = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            &format!("/_matrix/federation/v1/send/{txn}"),
+            Some(&json!({"pdus": [], "edus": edus})),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["pdus"], json!({}));
+}
+
+/// Device keys as a client uploads them, with made-up keys named after the device.
+pub fn device_keys(user_id: &str, device_id: &str) -> serde_json::Value {
+    json!({
+        "user_id": user_id,
+        "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device_id}"): format!("curve-of-{device_id}"),
+            format!("ed25519:{device_id}"): format!("ed-of-{device_id}"),
+        },
+        "signatures": {user_id: {format!("ed25519:{device_id}"): "self-signature"}},
+    })
+}
+
+/// The device of an access token.
+pub async fn device_of(server: &TestServer, token: &str) -> String {
+    server
+        .get("/_matrix/client/v3/account/whoami", token)
+        .await
+        .assert_ok()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

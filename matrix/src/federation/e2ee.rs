@@ -2,9 +2,7 @@
 //! one-time keys and device lists (`user/keys/query`, `user/keys/claim`, `user/devices`);
 //! local clients' questions about other servers' users are asked of those servers; to-device
 //! messages and device-list changes travel as EDUs (`m.direct_to_device`,
-//! `m.device_list_update`). Other servers' device lists are not kept here: a change makes
-//! local clients ask again (their sync's `device_lists.changed`), and the asking goes to the
-//! user's server.
+//! `m.device_list_update`, kept and sent by `device_lists`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -185,7 +183,7 @@ pub async fn devices_route(
         .collect();
     let mut answer = json!({
         "user_id": user_id,
-        "stream_id": services.store.current_position(),
+        "stream_id": services.store.device_list_stream_id(user_id.as_str()).await?,
         "devices": devices,
     });
     if let Some(master) = keys.master {
@@ -219,18 +217,20 @@ pub async fn ask_servers(
         match answer {
             Ok(answer) => answers.push(answer),
             Err(error) => {
-                let status = match &error {
-                    super::client::FederationError::Status(_, status, _) => *status,
-                    _ => 503,
-                };
-                failures.insert(
-                    server.to_string(),
-                    json!({ "status": status, "message": remote_error(error).to_string() }),
-                );
+                failures.insert(server.to_string(), failure_entry(error));
             }
         }
     }
     (answers, failures)
+}
+
+/// How a server that could not answer is shown among a response's `failures`.
+pub fn failure_entry(error: super::client::FederationError) -> Value {
+    let status = match &error {
+        super::client::FederationError::Status(_, status, _) => *status,
+        _ => 503,
+    };
+    json!({ "status": status, "message": remote_error(error).to_string() })
 }
 
 /// Sends to-device messages for other servers' users, one EDU per server.
@@ -322,59 +322,4 @@ pub async fn take_to_device(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// An `m.device_list_update` or `m.signing_key_update` EDU: one of the origin's users changed
-/// their devices or cross-signing keys. Local users who share a room with them learn it through
-/// sync (`device_lists.changed`) and ask again.
-pub async fn take_device_list_update(
-    services: &Services,
-    origin: &ServerName,
-    content: &Value,
-) -> Result<(), String> {
-    let user = content["user_id"]
-        .as_str()
-        .and_then(|user| UserId::parse(user).ok())
-        .ok_or("a device list or signing key update without a user")?;
-    if user.server_name() != origin {
-        return Err(format!("{origin} may not speak for {user}"));
-    }
-    services
-        .store
-        .device_list_changed(user.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// The `m.device_list_update` EDUs that tell other servers a local user's devices changed:
-/// one per device the user has.
-pub async fn device_list_edus(services: &Services, user: &UserId, stream_id: i64) -> Vec<Value> {
-    let Ok(keys) = local_keys(services, user, &[]).await else {
-        return Vec::new();
-    };
-    let names = services
-        .store
-        .devices(user.as_str())
-        .await
-        .unwrap_or_default();
-    names
-        .iter()
-        .map(|device| {
-            let mut content = json!({
-                "user_id": user,
-                "device_id": device.device_id,
-                "stream_id": stream_id,
-                "prev_id": [],
-                "deleted": false,
-            });
-            if let Some(name) = &device.display_name {
-                content["device_display_name"] = json!(name);
-            }
-            if let Some(keys) = keys.devices.get(&device.device_id) {
-                content["keys"] = keys.clone();
-            }
-            json!({ "edu_type": "m.device_list_update", "content": content })
-        })
-        .collect()
 }

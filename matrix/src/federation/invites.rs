@@ -13,6 +13,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
 use serde_json::{Value, json};
 
+use super::client::FederationError;
 use super::membership::{Signed, remote_error, segment, sign_template};
 use super::pdu;
 use super::server::Federated;
@@ -280,7 +281,11 @@ pub async fn invite_remote(
             true,
         )
         .await
-        .map_err(remote_error)?;
+        .map_err(|error| match error {
+            FederationError::Status(..) => remote_error(error),
+            // Nobody answered: the invite is not made.
+            other => Error::BadGateway(format!("the invitee's server: {other}")),
+        })?;
     let signed = answer
         .get("event")
         .cloned()

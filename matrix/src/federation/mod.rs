@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod backfill;
 pub mod client;
+pub mod device_lists;
 pub mod directory;
 pub mod discovery;
 pub mod e2ee;

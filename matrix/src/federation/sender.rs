@@ -295,8 +295,8 @@ async fn enqueue_and_wake(
     Ok(())
 }
 
-/// Queues `m.device_list_update` EDUs for the local users whose devices changed in
-/// `(after, until]`, for every server with a user in a room they are in.
+/// Queues the EDUs of local users' device changes in `(after, until]` (`m.device_list_update`,
+/// `m.signing_key_update`), in order, for every server with a user in a room they are in.
 async fn queue_device_list_updates(
     services: &Services,
     after: i64,
@@ -306,19 +306,26 @@ async fn queue_device_list_updates(
         return Ok(());
     }
     let mut entries = Vec::new();
-    for user in services.store.device_list_changes(after, until).await? {
-        let Ok(user) = UserId::parse(user.as_str()) else {
+    let mut sharing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in services.store.device_list_entries(after, until).await? {
+        let Ok(user) = UserId::parse(entry.user_id.as_str()) else {
             continue;
         };
         if user.server_name() != services.server_name {
             continue;
         }
-        let servers = servers_sharing_with(services, &user).await?;
+        let servers = match sharing.get(user.as_str()) {
+            Some(servers) => servers,
+            None => {
+                let servers = servers_sharing_with(services, &user).await?;
+                sharing.entry(user.to_string()).or_insert(servers)
+            }
+        };
         if servers.is_empty() {
             continue;
         }
-        for edu in super::e2ee::device_list_edus(services, &user, until).await {
-            for server in &servers {
+        if let Some(edu) = super::device_lists::edu_for(services, &entry).await {
+            for server in servers {
                 entries.push((server.clone(), Outgoing::Edu(edu.to_string())));
             }
         }

@@ -388,10 +388,13 @@ async fn take_edu(
             Ok(())
         }
         "m.direct_to_device" => super::e2ee::take_to_device(services, origin, &content).await,
+        "m.device_list_update" => {
+            super::device_lists::take_device_list_update(services, origin, &content).await
+        }
         // A change of a user's cross-signing keys reaches local clients as a change of
         // their device list: they ask for the keys again.
-        "m.device_list_update" | "m.signing_key_update" => {
-            super::e2ee::take_device_list_update(services, origin, &content).await
+        "m.signing_key_update" => {
+            super::device_lists::take_signing_key_update(services, origin, &content).await
         }
         "m.presence" => {
             let pushes = content["push"]

@@ -276,6 +276,11 @@ impl Store {
             .bind(user_id)
             .execute(&mut *transaction)
             .await?;
+        let devices: Vec<String> =
+            sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&mut *transaction)
+                .await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *transaction)
@@ -283,6 +288,7 @@ impl Store {
         transaction.commit().await?;
         // A lookup racing the deletion may have cached a token again.
         self.tokens.forget_user(user_id);
+        self.devices_deleted(user_id, &devices).await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -392,12 +398,20 @@ impl Store {
             .bind(keep)
             .execute(&mut *transaction)
             .await?;
+        let devices: Vec<String> = sqlx::query_scalar(
+            "SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .fetch_all(&mut *transaction)
+        .await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
             .bind(user_id)
             .bind(keep)
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        self.devices_deleted(user_id, &devices).await?;
         // A lookup racing the deletion may have cached a token again.
         self.tokens.forget_user(user_id);
         Ok(())

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
+use super::device_lists::DeviceChange;
 use super::{Change, Store, StoreError, StreamWriter};
 
 /// A device's one-time key counts by algorithm and its unused fallback key algorithms.
@@ -68,6 +69,7 @@ impl Store {
         &self,
         writer: &mut StreamWriter<'_>,
         user_id: &str,
+        change: DeviceChange<'_>,
     ) -> Result<i64, StoreError> {
         let position = writer.next_position();
         sqlx::query(
@@ -78,14 +80,20 @@ impl Store {
         .bind(position)
         .execute(self.pool())
         .await?;
+        self.log_device_change(position, user_id, change).await?;
         self.changes.record(Change::DeviceLists, position);
         Ok(position)
     }
 
-    /// Records that a user's devices or keys changed (a device was added or deleted).
-    pub async fn device_list_changed(&self, user_id: &str) -> Result<i64, StoreError> {
+    /// Records that a user's devices or keys changed: a local user's device added or renamed,
+    /// or another server's user's list.
+    pub async fn device_list_changed(
+        &self,
+        user_id: &str,
+        change: DeviceChange<'_>,
+    ) -> Result<i64, StoreError> {
         let mut writer = self.stream_writer().await;
-        let position = self.bump_device_list(&mut writer, user_id).await?;
+        let position = self.bump_device_list(&mut writer, user_id, change).await?;
         writer.publish();
         Ok(position)
     }
@@ -117,7 +125,8 @@ impl Store {
         .bind(json)
         .execute(self.pool())
         .await?;
-        self.bump_device_list(&mut writer, user_id).await?;
+        self.bump_device_list(&mut writer, user_id, DeviceChange::Device(device_id))
+            .await?;
         writer.publish();
         Ok(true)
     }
@@ -330,7 +339,8 @@ impl Store {
         .bind(json)
         .execute(self.pool())
         .await?;
-        self.bump_device_list(&mut writer, user_id).await?;
+        self.bump_device_list(&mut writer, user_id, DeviceChange::CrossSigning)
+            .await?;
         writer.publish();
         Ok(())
     }
@@ -365,7 +375,8 @@ impl Store {
             .bind(device_id)
             .execute(self.pool())
             .await?;
-        self.bump_device_list(&mut writer, user_id).await?;
+        self.bump_device_list(&mut writer, user_id, DeviceChange::Device(device_id))
+            .await?;
         writer.publish();
         Ok(())
     }
@@ -376,8 +387,20 @@ impl Store {
         user_id: &str,
         device_id: &str,
     ) -> Result<(), StoreError> {
-        self.key_counts.forget(user_id, device_id);
         let mut writer = self.stream_writer().await;
+        self.forget_device_keys(&mut writer, user_id, device_id)
+            .await?;
+        writer.publish();
+        Ok(())
+    }
+
+    pub(super) async fn forget_device_keys(
+        &self,
+        writer: &mut StreamWriter<'_>,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<(), StoreError> {
+        self.key_counts.forget(user_id, device_id);
         for table in [
             "device_keys",
             "one_time_keys",
@@ -391,8 +414,8 @@ impl Store {
                 .execute(self.pool())
                 .await?;
         }
-        self.bump_device_list(&mut writer, user_id).await?;
-        writer.publish();
+        self.bump_device_list(writer, user_id, DeviceChange::Deleted(device_id))
+            .await?;
         Ok(())
     }
 

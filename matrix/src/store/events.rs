@@ -690,9 +690,9 @@ pub(super) async fn set_membership(
     .bind(membership)
     .bind(event_id)
     .bind(stream_ordering)
-    .execute(connection)
+    .execute(&mut *connection)
     .await?;
-    Ok(())
+    super::device_lists::membership_changed(connection, room_id, user_id, membership).await
 }
 
 /// Writes state group `group`: the state of `base` (0: empty) with `entries` replaced or

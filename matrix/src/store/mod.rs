@@ -12,6 +12,7 @@ mod account;
 mod backup;
 mod bridge;
 mod changes;
+mod device_lists;
 mod e2ee;
 mod erasure;
 mod events;
@@ -38,6 +39,7 @@ pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
 pub use backup::{BackedUpKey, BackupVersion, KeyScope};
 pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
+pub use device_lists::{DeviceChange, DeviceListEntry, RemoteDeviceList};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
 pub use events::{
     Direction, EventRow, NewEvent, Redacted, Relation, ResolvedState, Standing, StateChange,

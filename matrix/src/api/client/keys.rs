@@ -116,23 +116,19 @@ pub async fn get_keys_route(
 ) -> Result<get_keys::v3::Response, Error> {
     let sender = request.sender()?;
     let mut response = get_keys::v3::Response::new();
-    // Other servers' users: asked of their servers, all at once.
-    let mut remote: BTreeMap<ruma::OwnedServerName, Map<String, Value>> = BTreeMap::new();
-    for (user_id, wanted) in &request.body.device_keys {
-        if !services.is_local(user_id) {
-            remote
-                .entry(user_id.server_name().to_owned())
-                .or_default()
-                .insert(user_id.to_string(), json!(wanted));
-        }
-    }
-    let (answers, failures) = crate::federation::e2ee::ask_servers(
-        &services,
-        "/_matrix/federation/v1/user/keys/query",
-        "device_keys",
-        remote,
-    )
-    .await;
+    // Other servers' users: from their kept device lists, else asked of their servers.
+    let remote: BTreeMap<OwnedUserId, Vec<String>> = request
+        .body
+        .device_keys
+        .iter()
+        .filter(|(user_id, _)| !services.is_local(user_id))
+        .map(|(user_id, wanted)| {
+            let wanted = wanted.iter().map(|device| device.to_string()).collect();
+            (user_id.clone(), wanted)
+        })
+        .collect();
+    let (answers, failures) =
+        crate::federation::device_lists::remote_keys(&services, &remote).await;
     response.failures.extend(failures);
     for answer in answers {
         for (user, devices) in answer["device_keys"].as_object().into_iter().flatten() {
