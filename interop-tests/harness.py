@@ -287,18 +287,25 @@ class Causeway(ServerProcess):
         self.rate = rate
         self.log_filter = log_filter
         self.extra_toml = extra_toml
+        # Set to put something between this server and the others (a relay that can cut the
+        # network): the port its federation listener binds to (else the port its name names),
+        # and the port it reaches each peer at, by server name (else the peer's own).
+        self.federation_bind_port: int | None = None
+        self.peer_ports: dict[str, int] = {}
 
     def federation_toml(self) -> str:
         if self.tls is None or self.federation_port is None:
             return "\n[federation]\nenabled = false\n"
         destinations = "".join(
-            f"{_toml_str(peer.server_name)} = {_toml_str(f'127.0.0.1:{peer.federation_port}')}\n"
+            f"{_toml_str(peer.server_name)} = "
+            f"{_toml_str(f'127.0.0.1:{self.peer_ports.get(peer.server_name, peer.federation_port)}')}\n"
             for peer in self.peers
             if peer.federation_port is not None
         )
+        bind_port = self.federation_bind_port or self.federation_port
         return (
             "\n[federation]\nenabled = true\n"
-            f"bind = {_toml_str(f'127.0.0.1:{self.federation_port}')}\n"
+            f"bind = {_toml_str(f'127.0.0.1:{bind_port}')}\n"
             f"tls_certificate = {_toml_str(str(self.tls.cert))}\n"
             f"tls_private_key = {_toml_str(str(self.tls.key))}\n"
             f"ca_files = [{_toml_str(str(self.tls.ca))}]\n"
