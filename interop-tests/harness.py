@@ -561,6 +561,17 @@ def server_from_args(args: argparse.Namespace, **causeway_kwargs: Any) -> Server
     return Causeway(args.causeway, **causeway_kwargs)
 
 
+def synapse_peer_argparser(description: str) -> argparse.ArgumentParser:
+    """The command line of a test with Synapse as Causeway's peer: `--synapse-peer-venv`."""
+    parser = test_argparser(description)
+    parser.add_argument(
+        "--synapse-peer-venv",
+        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(REPO / ".venv" / "synapse")),
+        help="the Synapse virtualenv of the peer (default: .venv/synapse)",
+    )
+    return parser
+
+
 async def with_synapse_peer(
     description: str,
     run: Callable[[Causeway, Synapse, Path], Awaitable[int]],
@@ -570,13 +581,7 @@ async def with_synapse_peer(
     """The entry point of a test of Causeway federating with one Synapse: parses the command
     line, starts both servers federating over TLS on loopback, runs `run(causeway, synapse,
     workdir)` and shows both logs' tails when it fails."""
-    parser = test_argparser(description)
-    parser.add_argument(
-        "--synapse-peer-venv",
-        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(REPO / ".venv" / "synapse")),
-        help="the Synapse virtualenv of the peer (default: .venv/synapse)",
-    )
-    args = parser.parse_args()
+    args = synapse_peer_argparser(description).parse_args()
     if args.synapse_venv:
         print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
         return 0

@@ -21,7 +21,6 @@ Run: python interop-tests/test_federation_conflicts.py --causeway target/debug/c
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -301,13 +300,7 @@ class ConflictsTest:
 
 
 async def main() -> int:
-    parser = harness.test_argparser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--synapse-peer-venv",
-        default=os.environ.get("CAUSEWAY_SYNAPSE_VENV", str(harness.REPO / ".venv" / "synapse")),
-        help="the Synapse virtualenv of the peers (default: .venv/synapse)",
-    )
-    args = parser.parse_args()
+    args = harness.synapse_peer_argparser(__doc__.splitlines()[0]).parse_args()
     if args.synapse_venv:
         print("this test needs Causeway and Synapse together; --synapse-venv does not apply")
         return 0

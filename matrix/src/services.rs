@@ -77,6 +77,19 @@ pub trait UserProvisioner: Send + Sync + 'static {
         let _ = user_id;
         Box::pin(async { Ok(()) })
     }
+
+    /// Another server's user (`inviter`) invited `user_id`, a user this provisioner may stand
+    /// for, to a room this server has no copy of; `is_direct` as the invite says. Called once
+    /// the invite is kept; what follows is for the provisioner to do in the background.
+    fn invited_remotely(
+        &self,
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        inviter: OwnedUserId,
+        is_direct: bool,
+    ) {
+        let _ = (room_id, user_id, inviter, is_direct);
+    }
 }
 
 /// The progress of one user-interactive authentication: the stages done, and what the session
@@ -259,6 +272,20 @@ impl Services {
     /// The secret of the local administration, once set.
     pub fn admin_secret(&self) -> Option<&str> {
         self.admin_secret.get().map(String::as_str)
+    }
+
+    /// Tells the provisioner that another server's user invited a local user to a room of
+    /// theirs (see [`UserProvisioner::invited_remotely`]).
+    pub fn invited_remotely(
+        &self,
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        inviter: OwnedUserId,
+        is_direct: bool,
+    ) {
+        if let Some(provisioner) = self.provisioner.get() {
+            provisioner.invited_remotely(room_id, user_id, inviter, is_direct);
+        }
     }
 
     /// Tells the provisioner that an account was erased.

@@ -47,6 +47,12 @@ impl BridgeError {
                 DefinedCondition::Forbidden,
                 Some(text.clone()),
             ),
+            // Another Matrix server, to reach the recipient through, did not answer.
+            BridgeError::Matrix(MatrixError::BadGateway(text)) => (
+                ErrorType::Wait,
+                DefinedCondition::RemoteServerTimeout,
+                Some(text.clone()),
+            ),
             BridgeError::Matrix(MatrixError::LimitExceeded { .. }) => {
                 (ErrorType::Wait, DefinedCondition::ResourceConstraint, None)
             }

@@ -59,7 +59,7 @@ impl Bridge {
                 "a message needs from and to".into(),
             ));
         };
-        let local = self.local_account(&to.to_bare()).await?;
+        let local = self.matrix_user(&to.to_bare()).await?;
         let remote = from.to_bare();
         let ghost = self.ghost_id(&remote)?;
         // Each domain has its quota: a flood from one does not hold up the others.

@@ -2,8 +2,11 @@
 //!
 //! - An XMPP user appears in Matrix as a ghost, a local account without login
 //!   (`@_xmpp_bob=40prosody.test:gw.test`, see `docs/mapping.md`), made when first needed.
-//! - A chat between a local account and an XMPP user is a direct Matrix room of the two
+//! - A chat between a Matrix user and an XMPP user is a direct Matrix room of the two
 //!   (`xmpp_direct_rooms`), made once by whichever side speaks first and used from then on.
+//!   The Matrix user is a local account or another server's user (`federated.rs`): a room
+//!   made here invites them through their server; a room of their server is joined by the
+//!   ghost through it.
 //! - XMPP → Matrix: [`Bridge`] is the XMPP side's [`StanzaHandler`]; messages to local
 //!   accounts become events of the ghost (`from_xmpp.rs`), everything else goes to the default
 //!   router.
@@ -17,6 +20,7 @@
 mod cache;
 mod delivery;
 mod error;
+mod federated;
 mod from_xmpp;
 mod presence;
 mod profile;
@@ -200,8 +204,28 @@ impl Bridge {
         }
     }
 
-    /// The direct room of a local account and an XMPP user, made (by the ghost, inviting the
-    /// account) when there is none. The caller holds the pair's lock.
+    /// The Matrix user an address of our domain stands for, to chat with: a local account
+    /// that can receive or, when this server federates with theirs, another server's user
+    /// (`carol%matrix.org@example.org`).
+    async fn matrix_user(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
+        let user = self
+            .gateway
+            .jid_to_user(&Jid::from(jid.clone()))
+            .map_err(|_| BridgeError::NoSuchUser(jid.to_string()))?;
+        if self.services.is_local(&user) {
+            return self.local_account(jid).await;
+        }
+        let federation = &self.services.config.federation;
+        if !federation.enabled
+            || !causeway_matrix::federation::acl::configured(federation, user.server_name())
+        {
+            return Err(BridgeError::NoSuchUser(jid.to_string()));
+        }
+        Ok(user)
+    }
+
+    /// The direct room of a Matrix user and an XMPP user, made (by the ghost, inviting the
+    /// Matrix user) when there is none. The caller holds the pair's lock.
     async fn direct_room(
         &self,
         local: &UserId,
@@ -237,14 +261,18 @@ impl Bridge {
         let room = create_room(&self.services, options).await?;
         self.record_room_of_pair(local, remote, &room, false)
             .await?;
-        self.mark_direct(local, ghost, &room).await?;
+        if self.services.is_local(local) {
+            self.mark_direct(local, ghost, &room).await?;
+        }
         self.bring_back(&room, local, ghost).await?;
         tracing::info!(room_id = %room, local = %local, remote = %remote, "made a direct room for an XMPP contact");
         Ok(Some(room))
     }
 
-    /// Invites the local account when it is not in the direct room (not yet, or not since it
-    /// left), so that a new message reaches it.
+    /// Invites the Matrix user when they are not in the direct room (not yet, or not since
+    /// they left), so that a new message reaches them; another server's user through their
+    /// server, which signs the invite (an unreachable server fails the message, which the XMPP
+    /// user is told of).
     async fn bring_back(
         &self,
         room: &RoomId,
@@ -261,8 +289,19 @@ impl Bridge {
         }
         let mut content = member_content(&self.services, local, "invite").await?;
         content["is_direct"] = json!(true);
-        self.append(room, ghost, "m.room.member", Some(local.as_str()), content)
+        if self.services.is_local(local) {
+            self.append(room, ghost, "m.room.member", Some(local.as_str()), content)
+                .await?;
+        } else {
+            causeway_matrix::federation::invites::invite_remote(
+                &self.services,
+                room,
+                ghost,
+                local,
+                canonical_content(content)?,
+            )
             .await?;
+        }
         Ok(())
     }
 
@@ -449,6 +488,29 @@ impl UserProvisioner for Ghosts {
                 Err(_) => Ok(false),
             }
         })
+    }
+
+    fn invited_remotely(
+        &self,
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        inviter: OwnedUserId,
+        is_direct: bool,
+    ) {
+        let Some(bridge) = self.bridge.upgrade() else {
+            return;
+        };
+        if !bridge.gateway.is_ghost(&user_id) {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(error) = bridge
+                .ghost_invited_remotely(&room_id, &user_id, &inviter, is_direct)
+                .await
+            {
+                tracing::warn!(%error, room_id = %room_id, ghost = %user_id, %inviter, "an invite of an XMPP user to another server's room was not answered");
+            }
+        });
     }
 
     /// An XMPP user's ghost was erased: the messages still queued for them and the

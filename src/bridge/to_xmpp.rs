@@ -539,8 +539,11 @@ impl Bridge {
         let content = pdu.content_value();
         let membership = content.get("membership").and_then(Value::as_str);
         if membership == Some("join") {
-            // Taking part in a direct chat with an XMPP user asks for their presence.
-            if let Some(pair) = self.pair_of(&row.room_id, pdu.state_key.as_deref()).await? {
+            // A local account taking part in a direct chat with an XMPP user asks for their
+            // presence.
+            if let Some(pair) = self.pair_of(&row.room_id, pdu.state_key.as_deref()).await?
+                && self.services.is_local(&pair.local)
+            {
                 self.subscribe(&pair.local, &pair.remote).await?;
             }
             return Ok(());

@@ -180,3 +180,30 @@ async fn bad_messages_get_errors_and_bounces_are_shown() {
         "{notices:?}"
     );
 }
+
+#[tokio::test]
+async fn a_message_to_another_matrix_servers_user_needs_their_server() {
+    // Federating, the user's server is asked to sign the invite to the direct room: a server
+    // that cannot be reached is a `remote-server-timeout`, told to the XMPP user.
+    let mut world = world().await;
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='chat' id='far' from='bob@prosody.test/a' \
+         to='carol%unreachable.test@gw.test'><body>hello?</body></message>",
+    ));
+    let (id, condition, kind) = error_of(&world.next_message().await);
+    assert_eq!(
+        (id.as_str(), condition.as_str(), kind.as_str()),
+        ("far", "remote-server-timeout", "wait")
+    );
+    // Without federation, another server's user is nobody here.
+    let mut world = world_with(|config| config.federation.enabled = false).await;
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='chat' id='off' from='bob@prosody.test/a' \
+         to='carol%matrix.test@gw.test'><body>hello?</body></message>",
+    ));
+    let (id, condition, _) = error_of(&world.next_message().await);
+    assert_eq!(
+        (id.as_str(), condition.as_str()),
+        ("off", "service-unavailable")
+    );
+}

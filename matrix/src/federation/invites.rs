@@ -213,6 +213,13 @@ pub async fn invite_v2_route(
             .and_then(|state| serde_json::to_value(state).ok());
         let state = strip_received(given.as_ref());
         keep_membership(&services, &kept, "invite", Some(&Value::Array(state))).await?;
+        let is_direct = content.get("is_direct").and_then(Value::as_bool) == Some(true);
+        services.invited_remotely(
+            room_id.clone(),
+            invitee.clone(),
+            invite.sender.clone(),
+            is_direct,
+        );
     }
     Ok(Json(json!({ "event": CanonicalJsonValue::Object(signed) })))
 }

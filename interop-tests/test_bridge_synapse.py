@@ -1,0 +1,311 @@
+"""Interop test: the 1:1 bridge when the Matrix side is a user of a real Synapse.
+
+Three servers on loopback: Prosody serves prosody.test (127.0.0.2), Causeway serves gw.test
+(127.0.0.5; XMPP on 5269, Matrix federation on 8448 with the test CA's certificate for gw.test),
+and Synapse serves `localhost:<port>`. Synapse finds gw.test the way it finds any server
+(`.well-known`, SRV, then port 8448): it runs in a mount namespace whose /etc/hosts names
+127.0.0.5 gw.test, and trusts the test CA. XMPP users are slixmpp clients on Prosody; carol is
+a Synapse user, `carol%localhost\\3a<port>@gw.test` from XMPP (XEP-0106 escapes the `:`).
+
+* Bob (XMPP) writes to carol's address: Causeway makes a direct room of Bob's ghost and
+  invites carol through Synapse (Synapse signs the invite); carol joins through Causeway and
+  reads Bob's message; her answer reaches Bob from her address.
+* Carol starts a direct chat with Dave's ghost on Synapse: Synapse sends the invite to Causeway,
+  the ghost joins through Synapse by itself, carol's message reaches Dave on XMPP, and his
+  answer lands in her room.
+* An invite of a ghost to a room that is not a direct chat is declined, through Synapse.
+* A message to a Matrix user whose server cannot be reached is answered with an XMPP error
+  (`remote-server-timeout`).
+
+Run: python interop-tests/test_bridge_synapse.py --causeway target/debug/causeway
+Needs: prosody and lua-unbound (Debian), openssl, unshare and mount (util-linux, as root),
+slixmpp, Synapse in .venv/synapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+
+import bridge_scenario as bs
+import harness
+import test_xmpp_prosody as xp
+
+PASSWORD = "bridge synapse test password"
+WAIT = 60.0
+
+
+class FederatingGateway(bs.BridgeCauseway):
+    """Causeway as gw.test with Matrix federation on 127.0.0.5:8448 beside its XMPP side."""
+
+    def __init__(self, binary: str, certs: Path, synapse: harness.Synapse,
+                 federation_ca: Path) -> None:
+        super().__init__(binary, certs, direct_tls=False, peer_domain=xp.Prosody.domain,
+                         peer_ip=xp.PROSODY_IP)
+        self.synapse = synapse
+        self.federation_ca = federation_ca
+
+    def config_text(self) -> str:
+        federation = (
+            "\n[federation]\nenabled = true\n"
+            f'bind = "{xp.GATEWAY_IP}:8448"\n'
+            f"tls_certificate = {harness._toml_str(str(self.certs / 'gw.test.crt'))}\n"
+            f"tls_private_key = {harness._toml_str(str(self.certs / 'gw.test.key'))}\n"
+            f"ca_files = [{harness._toml_str(str(self.federation_ca))}]\n"
+            "\n[federation.destinations]\n"
+            f"{harness._toml_str(self.synapse.server_name)} = "
+            f"{harness._toml_str(f'127.0.0.1:{self.synapse.federation_port}')}\n"
+        )
+        text = super().config_text()
+        disabled = "\n[federation]\nenabled = false\n"
+        assert disabled in text
+        # (TOML tables: the federation tables go last, after every key of the other tables.)
+        return text.replace(disabled, "\n") + federation
+
+
+class HostsSynapse(harness.Synapse):
+    """Synapse in a mount namespace with its own /etc/hosts (gw.test on 127.0.0.5), trusting
+    the XMPP test CA (gw.test's certificate) beside the federation one."""
+
+    def __init__(self, venv: str, extra_ca: Path) -> None:
+        super().__init__(venv)
+        self.extra_ca = extra_ca
+        self.hosts = self.workdir / "hosts"
+
+    def federation_config(self) -> dict[str, Any]:
+        config = super().federation_config()
+        config["federation_custom_ca_list"] = config["federation_custom_ca_list"] + [
+            str(self.extra_ca)]
+        return config
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.hosts.write_text(f"127.0.0.1 localhost\n{xp.GATEWAY_IP} gw.test muc.gw.test\n")
+
+    def command(self) -> list[str]:
+        inner = " ".join(super().command())
+        return ["unshare", "--mount", "sh", "-c",
+                f"mount --bind {self.hosts} /etc/hosts && exec {inner}"]
+
+
+class SynapseUser:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str,
+                 registered: dict[str, Any]) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.user_id: str = registered["user_id"]
+        self.token: str = registered["access_token"]
+        self.since: str | None = None
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(
+            method, f"{self.base_url}/_matrix/client/v3{path}", json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def sync_until(self, found: Callable[[dict[str, Any]], Any],
+                         timeout: float = WAIT) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            query = "timeout=1000" + (f"&since={self.since}" if self.since else "")
+            status, data = await self.call("GET", f"/sync?{query}")
+            if status == 200:
+                self.since = data.get("next_batch", self.since)
+                result = found(data)
+                if result:
+                    return result
+            else:
+                await asyncio.sleep(0.5)
+        return None
+
+
+def timeline(sync: dict[str, Any], room: str) -> list[dict[str, Any]]:
+    return sync.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", [])
+
+
+class Test:
+    def __init__(self, gateway: FederatingGateway, synapse: HostsSynapse,
+                 prosody: xp.Prosody, work: Path) -> None:
+        self.gateway = gateway
+        self.synapse = synapse
+        self.prosody = prosody
+        self.ca = str(work / "ca.crt")
+        self.c = harness.Checks("test_bridge_synapse")
+
+    async def run(self) -> int:
+        async with aiohttp.ClientSession() as session:
+            await self.scenario(session)
+        return self.c.summary()
+
+    async def scenario(self, session: aiohttp.ClientSession) -> None:
+        c = self.c
+        registered = await harness.register_user(session, self.synapse.base_url, "carol", PASSWORD)
+        carol = SynapseUser(session, self.synapse.base_url, registered)
+        await carol.sync_until(lambda _data: True)
+        port = self.synapse.server_name.split(":")[1]
+        carol_jid = f"carol%localhost\\3a{port}@gw.test"
+        bob = bs.XmppUser("bob@prosody.test/interop", "bobpw")
+        dave = bs.XmppUser("dave@prosody.test/interop", "davepw")
+        bob_ghost = "@_xmpp_bob=40prosody.test:gw.test"
+        dave_ghost = "@_xmpp_dave=40prosody.test:gw.test"
+
+        async def xmpp_user_writes_first() -> None:
+            await bob.connect(self.ca, xp.PROSODY_IP)
+            bob.send(f"<message to='{carol_jid}' type='chat' id='bob-1'>"
+                     "<body>Hello Carol, it's Bob on XMPP</body></message>")
+
+            def invited(data: dict[str, Any]) -> Any:
+                for room, invite in data.get("rooms", {}).get("invite", {}).items():
+                    for event in invite.get("invite_state", {}).get("events", []):
+                        if (event.get("type") == "m.room.member"
+                                and event.get("state_key") == carol.user_id):
+                            return room, event
+                return None
+
+            found = await carol.sync_until(invited)
+            c.require(found is not None, "carol (Synapse) is invited when Bob writes to her address",
+                      self.gateway.log_tail(30))
+            room, invite = found
+            c.equal(invite.get("sender"), bob_ghost, "the invite comes from Bob's ghost")
+            c.equal(invite.get("content", {}).get("is_direct"), True, "to a direct chat")
+            status, joined = await carol.call("POST", f"/join/{room}", {})
+            c.require(status == 200, "carol joins through Causeway", f"{status} {joined}")
+            # Bob's message came before her join: her client pages back for it, and Synapse
+            # fetches it from Causeway (backfill).
+            bodies: list[str] = []
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                status, page = await carol.call("GET", f"/rooms/{room}/messages?dir=b&limit=20")
+                bodies = [e["content"].get("body", "") for e in page.get("chunk", [])
+                          if e.get("type") == "m.room.message" and e.get("sender") == bob_ghost]
+                if bodies:
+                    break
+                await asyncio.sleep(0.5)
+            c.equal(bodies, ["Hello Carol, it's Bob on XMPP"],
+                    "carol reads Bob's message (paging back)")
+            status, _ = await carol.call("PUT", f"/rooms/{room}/send/m.room.message/c1",
+                                         {"msgtype": "m.text", "body": "Hi Bob, carol here"})
+            c.require(status == 200, "carol answers")
+            answer = await bob.next(lambda s: bs.body_of(s) != "", timeout=WAIT)
+            c.equal((str(answer["from"].bare), bs.body_of(answer), answer["type"]),
+                    (carol_jid, "Hi Bob, carol here", "chat"),
+                    "Bob receives carol's answer from her address")
+
+        async def matrix_user_starts() -> None:
+            self.prosody.register("dave", "davepw")
+            await dave.connect(self.ca, xp.PROSODY_IP)
+            status, created = await carol.call("POST", "/createRoom", {
+                "preset": "trusted_private_chat", "is_direct": True, "invite": [dave_ghost]})
+            c.require(status == 200, "carol starts a direct chat with Dave's ghost on Synapse",
+                      f"{status} {created}\n{self.gateway.log_tail(20)}")
+            room = created["room_id"]
+            joined = await carol.sync_until(lambda data: any(
+                e.get("state_key") == dave_ghost
+                and e.get("content", {}).get("membership") == "join"
+                for e in timeline(data, room)))
+            c.require(bool(joined), "Dave's ghost joins her room through Synapse by itself",
+                      self.gateway.log_tail(30))
+            status, _ = await carol.call("PUT", f"/rooms/{room}/send/m.room.message/c2",
+                                         {"msgtype": "m.text", "body": "Hello Dave"})
+            c.require(status == 200, "carol writes to Dave")
+            message = await dave.next(lambda s: bs.body_of(s) != "", timeout=WAIT)
+            c.equal((str(message["from"].bare), bs.body_of(message)), (carol_jid, "Hello Dave"),
+                    "Dave receives carol's message from her address")
+            dave.send(f"<message to='{carol_jid}' type='chat' id='dave-1'>"
+                      "<body>Hi Carol</body></message>")
+            answer = await carol.sync_until(lambda data: next(
+                (e for e in timeline(data, room) if e.get("sender") == dave_ghost
+                 and e.get("type") == "m.room.message"), None))
+            c.check(answer is not None and answer["content"].get("body") == "Hi Carol",
+                    "Dave's answer lands in carol's room", repr(answer))
+
+        async def group_invite_declined() -> None:
+            status, created = await carol.call("POST", "/createRoom", {
+                "preset": "private_chat", "name": "Not direct", "invite": [bob_ghost]})
+            c.require(status == 200, "carol invites Bob's ghost to a room that is not direct",
+                      f"{status} {created}")
+            room = created["room_id"]
+
+            async def declined() -> bool:
+                status, member = await carol.call(
+                    "GET", f"/rooms/{room}/state/m.room.member/{bob_ghost}")
+                return status == 200 and member.get("membership") == "leave"
+
+            start = time.monotonic()
+            while time.monotonic() - start < WAIT and not await declined():
+                await asyncio.sleep(0.5)
+            c.check(await declined(), "the ghost declines it, through Synapse",
+                    self.gateway.log_tail(20))
+
+        async def unreachable_matrix_user() -> None:
+            bob.send("<message to='nobody%unreachable.test@gw.test' type='chat' id='bob-lost'>"
+                     "<body>Anyone?</body></message>")
+            error = await bob.next(lambda s: s["type"] == "error" and s["id"] == "bob-lost",
+                                   timeout=WAIT)
+            condition = error.xml.find("{jabber:client}error") if error is not None else None
+            names = [child.tag for child in condition] if condition is not None else []
+            c.check("{urn:ietf:params:xml:ns:xmpp-stanzas}remote-server-timeout" in names,
+                    "a message to a Matrix user whose server cannot be reached is answered "
+                    "with remote-server-timeout", str(error))
+
+        try:
+            await c.step("an XMPP user writes first to a Synapse user", xmpp_user_writes_first)
+            await c.step("a Synapse user starts a direct chat with an XMPP user",
+                         matrix_user_starts)
+            await c.step("an invite to a room that is not direct is declined",
+                         group_invite_declined)
+            await c.step("a Matrix user who cannot be reached", unreachable_matrix_user,
+                         needs=("an XMPP user writes first to a Synapse user",))
+        finally:
+            await bob.disconnect()
+            await dave.disconnect()
+
+
+async def main_async(args: Any) -> int:
+    work = harness.make_workdir("bridge-synapse-")
+    xp.make_certificates(work)
+    prosody = xp.Prosody(work, secure=True)
+    synapse = HostsSynapse(args.synapse_peer_venv, work / "ca.crt")
+    federation_tls = harness.federating([synapse], work / "federation-tls")
+    gateway = FederatingGateway(args.causeway, work, synapse, federation_tls.ca)
+    try:
+        prosody.start()
+        with synapse:
+            synapse.start(timeout=60)
+            gateway.start()
+            try:
+                code = await Test(gateway, synapse, prosody, work).run()
+            finally:
+                gateway.stop()
+            if code != 0:
+                print("--- Causeway log ---\n" + gateway.log_tail(80))
+                print("--- Synapse log ---\n" + synapse.log_tail(40))
+                print("--- Prosody log ---\n" + prosody.log_tail(20))
+            return code
+    finally:
+        prosody.stop()
+
+
+def main() -> int:
+    args = harness.synapse_peer_argparser(__doc__.splitlines()[0]).parse_args()
+    if args.synapse_venv:
+        print("this test needs Causeway on the XMPP side; nothing to do against Synapse")
+        return 0
+    for tool in ("prosody", "openssl", "unshare", "mount"):
+        if not shutil.which(tool):
+            print(f"FAIL: {tool} is needed (scripts/test-all installs what is missing)")
+            return 1
+    logging.basicConfig(level=logging.ERROR)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
