@@ -168,6 +168,7 @@ impl Pdu {
             origin_server_ts: i64::try_from(u64::from(self.origin_server_ts.get())).unwrap_or(0),
             json: self.to_stored(),
             rejected_reason,
+            redacted_by: None,
         }
     }
 

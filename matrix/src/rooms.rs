@@ -670,6 +670,8 @@ fn stored_event(room_id: &RoomId, pdu: &Pdu, before_group: i64) -> NewEvent {
         transaction: None,
         relation: None,
         redacts: None,
+        redacts_later: None,
+        redacted_by: None,
         standing: Standing::Accepted,
         resolved: None,
     }

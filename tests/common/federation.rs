@@ -10,8 +10,9 @@ use causeway_matrix::federation::client::FederationError;
 
 use std::time::Duration;
 
-use ruma::{RoomId, UserId};
-use serde_json::json;
+use causeway_matrix::pdu::{EventDraft, build_event, canonical_content};
+use ruma::{MilliSecondsSinceUnixEpoch, RoomId, RoomVersionId, UserId};
+use serde_json::{Value, json};
 
 use super::{TestServer, bodies};
 
@@ -247,21 +248,33 @@ pub async fn texts(server: &TestServer, token: &str, room: &str) -> Vec<String> 
     bodies(&server.messages(token, room).await["chunk"])
 }
 
-/// Sends `edus` from b.test to a.test in a transaction of their own.
-pub async fn edus_from_b(b: &TestServer, txn: &str, edus: serde_json::Value) {
-    let answer = b
-        .services
+/// Sends a transaction from b.test to a.test: its answer.
+pub async fn transaction_from_b(b: &TestServer, txn: &str, body: Value) -> Value {
+    b.services
         .federation
         .request(
             &server("a.test"),
             http::Method::PUT,
             &format!("/_matrix/federation/v1/send/{txn}"),
-            Some(&json!({"pdus": [], "edus": edus})),
+            Some(&body),
             true,
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Sends `edus` from b.test to a.test in a transaction of their own.
+pub async fn edus_from_b(b: &TestServer, txn: &str, edus: Value) {
+    let answer = transaction_from_b(b, txn, json!({"pdus": [], "edus": edus})).await;
     assert_eq!(answer["pdus"], json!({}));
+}
+
+/// The id of the event a client request made.
+pub fn event_id_of(response: super::Response) -> String {
+    response.assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Device keys as a client uploads them, with made-up keys named after the device.
@@ -287,4 +300,67 @@ pub async fn device_of(server: &TestServer, token: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// An event of `sender` as b.test would make and sign it, in a room of version `room.1`.
+pub fn event_of_b(
+    b: &TestServer,
+    room: (&str, &RoomVersionId),
+    sender: &str,
+    (event_type, content): (&str, Value),
+    prev_and_auth: (Vec<ruma::OwnedEventId>, Vec<ruma::OwnedEventId>),
+    depth: i64,
+) -> causeway_matrix::pdu::Pdu {
+    let room_id = RoomId::parse(room.0).unwrap();
+    let sender = UserId::parse(sender).unwrap();
+    build_event(
+        EventDraft {
+            room_id: Some(&room_id),
+            sender: &sender,
+            event_type,
+            state_key: None,
+            content: canonical_content(content).unwrap(),
+            prev_events: prev_and_auth.0,
+            auth_events: prev_and_auth.1,
+            depth,
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+        },
+        &causeway_matrix::pdu::rules(room.1).unwrap(),
+        "b.test",
+        &b.services.key,
+    )
+    .unwrap()
+}
+
+/// The forward extremities of a room on `server` and the auth events of `sender`'s next event
+/// there (create, power levels, their membership), with a depth beyond the room's.
+pub async fn next_event_edges(
+    server: &TestServer,
+    room: &str,
+    sender: &str,
+) -> ((Vec<ruma::OwnedEventId>, Vec<ruma::OwnedEventId>), i64) {
+    let room_id = RoomId::parse(room).unwrap();
+    let prev = server
+        .services
+        .store
+        .forward_extremities(room)
+        .await
+        .unwrap()
+        .iter()
+        .map(|id| ruma::EventId::parse(id).unwrap())
+        .collect();
+    let state = server.services.rooms.current_state(&room_id).await.unwrap();
+    let auth = state
+        .iter()
+        .filter(|pdu| {
+            let kind = pdu.event_type.to_string();
+            // From room version 12 the create event is the room id, not an auth event.
+            (kind == "m.room.create" && pdu.room_id.is_some())
+                || kind == "m.room.power_levels"
+                || (kind == "m.room.member" && pdu.state_key.as_deref() == Some(sender))
+        })
+        .map(|pdu| pdu.event_id.clone())
+        .collect();
+    let depth = state.iter().map(|pdu| pdu.depth).max().unwrap() + 5;
+    ((prev, auth), depth)
 }

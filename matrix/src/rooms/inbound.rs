@@ -271,16 +271,34 @@ impl Rooms {
             })
             .flatten();
         let redacted = self.remote_redaction(room_id, cache, &pdu).await?;
+        // A redaction of an event not here yet waits for it; an event a redaction taken
+        // earlier redacts is stored redacted.
+        let redacts_later = match (&redacted, &pdu.redacts) {
+            (None, Some(target))
+                if pdu.event_type.to_string() == "m.room.redaction"
+                    && self.store.event(target.as_str()).await?.is_none() =>
+            {
+                Some(target.to_string())
+            }
+            _ => None,
+        };
+        let late = self.late_redaction(room_id, cache, &pdu).await?;
+        let stored = match &late {
+            Some((_, redacted_form)) => redacted_form,
+            None => &pdu,
+        };
         let new_event = NewEvent {
             standing: Standing::Accepted,
             resolved,
             membership,
-            relation: Relation::of_content(&content),
+            relation: Relation::of_content(&stored.content_value()),
             redacts: redacted.as_ref().map(|redacted| Redacted {
                 event_id: redacted.event_id.to_string(),
                 json: redacted.to_stored(),
             }),
-            ..super::stored_event(room_id, &pdu, before_group)
+            redacts_later,
+            redacted_by: late.as_ref().map(|(redaction, _)| redaction.clone()),
+            ..super::stored_event(room_id, stored, before_group)
         };
         let mut writer = self.store.stream_writer().await;
         let persisted = self.store.persist_event(&mut writer, &new_event).await?;
@@ -347,6 +365,38 @@ impl Rooms {
             return Ok(None);
         }
         self.redacted(cache, target).await
+    }
+
+    /// The redaction, taken before `pdu` arrived, that takes effect on it (with `pdu`'s
+    /// redacted form): under the same rule as a redaction of an event already here.
+    async fn late_redaction(
+        &self,
+        room_id: &RoomId,
+        cache: &RoomCache,
+        pdu: &Pdu,
+    ) -> Result<Option<(String, Pdu)>, Error> {
+        let waiting = self
+            .store
+            .pending_redactions(room_id.as_str(), pdu.event_id.as_str())
+            .await?;
+        let levels = super::PowerLevels::from_state(cache);
+        for redaction_id in waiting {
+            let Some(row) = self.store.event(&redaction_id).await? else {
+                continue;
+            };
+            let Ok(sender) = ruma::UserId::parse(row.sender.as_str()) else {
+                continue;
+            };
+            if sender.server_name() == pdu.sender.server_name()
+                || levels.user(&sender) >= levels.redact
+            {
+                return Ok(Some((
+                    redaction_id,
+                    crate::pdu::redacted(pdu, &cache.rules)?,
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Stores an event that does not take its place in the room.

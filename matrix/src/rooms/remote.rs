@@ -313,14 +313,119 @@ impl Rooms {
                 )
             })
             .collect();
+        let originals: HashMap<String, Pdu> = fresh
+            .iter()
+            .map(|event| (event.event_id.to_string(), event.clone()))
+            .collect();
         for outlier in check_outliers(&rules, room_id, fresh, &mut known)? {
             let relation = relations.get(&outlier.event_id).cloned().flatten();
             prepared.push((outlier, relation));
         }
+        let redactions = self
+            .backfilled_redactions(room_id, &rules, &originals, &mut prepared)
+            .await?;
         Ok(self
             .store
-            .persist_backfilled(room_id.as_str(), &prepared)
+            .persist_backfilled(room_id.as_str(), &prepared, &redactions)
             .await?)
+    }
+
+    /// Redactions among backfilled events, and redactions taken earlier of them, under the
+    /// rule of every redaction from another server (the redactor's own server's events, or the
+    /// power to redact): the events of the batch they redact are stored redacted; events
+    /// stored before are redacted with the batch; targets not here yet wait for it.
+    async fn backfilled_redactions(
+        &self,
+        room_id: &RoomId,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        originals: &HashMap<String, Pdu>,
+        prepared: &mut [(crate::store::NewOutlier, Option<crate::store::Relation>)],
+    ) -> Result<crate::store::BackfilledRedactions, Error> {
+        let levels = self.power_levels(room_id).await?;
+        let may_redact = |redactor: &ruma::UserId, sender: &str| {
+            ruma::UserId::parse(sender)
+                .is_ok_and(|sender| sender.server_name() == redactor.server_name())
+                || levels.user(redactor) >= levels.redact
+        };
+        let redacted_form = |event_id: &str| -> Result<Option<String>, Error> {
+            originals
+                .get(event_id)
+                .map(|original| Ok(crate::pdu::redacted(original, rules)?.to_stored()))
+                .transpose()
+        };
+        let mut result = crate::store::BackfilledRedactions::default();
+        // The batch's redactions.
+        let taken: Vec<(String, ruma::OwnedUserId, String)> = prepared
+            .iter()
+            .filter(|(outlier, _)| outlier.rejected_reason.is_none())
+            .filter_map(|(outlier, _)| {
+                let event = originals.get(&outlier.event_id)?;
+                (event.event_type.to_string() == "m.room.redaction").then_some(())?;
+                Some((
+                    outlier.event_id.clone(),
+                    event.sender.clone(),
+                    event.redacts.as_ref()?.to_string(),
+                ))
+            })
+            .collect();
+        for (redaction, redactor, target) in taken {
+            if let Some((outlier, relation)) = prepared
+                .iter_mut()
+                .find(|(outlier, _)| outlier.event_id == target)
+            {
+                if outlier.rejected_reason.is_none()
+                    && outlier.redacted_by.is_none()
+                    && may_redact(&redactor, &outlier.sender)
+                    && let Some(json) = redacted_form(&target)?
+                {
+                    outlier.json = json;
+                    outlier.redacted_by = Some(redaction);
+                    *relation = None;
+                }
+                continue;
+            }
+            match self.store.event(&target).await? {
+                Some(row) => {
+                    if row.room_id == room_id.as_str()
+                        && row.redacted_by.is_none()
+                        && row.rejected_reason.is_none()
+                        && may_redact(&redactor, &row.sender)
+                    {
+                        let original = Pdu::from_stored(&row.event_id, &row.json)?;
+                        let json = crate::pdu::redacted(&original, rules)?.to_stored();
+                        result.of_stored.push((target, json, redaction));
+                    }
+                }
+                None => result.waiting.push((target, redaction)),
+            }
+        }
+        // Events of the batch that redactions taken earlier redact.
+        for (outlier, relation) in prepared.iter_mut() {
+            if outlier.rejected_reason.is_some() || outlier.redacted_by.is_some() {
+                continue;
+            }
+            for redaction in self
+                .store
+                .pending_redactions(room_id.as_str(), &outlier.event_id)
+                .await?
+            {
+                let Some(row) = self.store.event(&redaction).await? else {
+                    continue;
+                };
+                let Ok(redactor) = ruma::UserId::parse(row.sender.as_str()) else {
+                    continue;
+                };
+                if may_redact(&redactor, &outlier.sender)
+                    && let Some(json) = redacted_form(&outlier.event_id)?
+                {
+                    outlier.json = json;
+                    outlier.redacted_by = Some(redaction);
+                    *relation = None;
+                    break;
+                }
+            }
+        }
+        Ok(result)
     }
 }
 

@@ -40,6 +40,11 @@ pub struct NewEvent {
     /// For a redaction: the event it redacts, with its redacted JSON, replaced in the same
     /// transaction as the redaction is stored.
     pub redacts: Option<Redacted>,
+    /// For a redaction whose target is not here yet: the target, whose redaction waits for it.
+    pub redacts_later: Option<String>,
+    /// For an event a redaction taken earlier redacts: that redaction (`json` is then the
+    /// redacted form).
+    pub redacted_by: Option<String>,
     /// Whether the event takes its place in the room (see [`Standing`]).
     pub standing: Standing,
     /// The room's current state after this event when it is not simply the state after the
@@ -220,8 +225,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, \
              state_key, depth, origin_server_ts, state_group, json, state_group_before, \
-             soft_failed, rejected_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             soft_failed, rejected_reason, redacted_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(stream_ordering)
         .bind(&event.event_id)
@@ -236,6 +241,7 @@ impl Store {
         .bind(event.state_group_before)
         .bind(soft_failed)
         .bind(rejected_reason)
+        .bind(event.redacted_by.as_deref().filter(|_| accepted))
         .execute(&mut *transaction)
         .await?;
         if !accepted {
@@ -338,6 +344,23 @@ impl Store {
                 .bind(&redacted.json)
                 .bind(&event.event_id)
                 .bind(&redacted.event_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        if let Some(target) = &event.redacts_later {
+            sqlx::query(
+                "INSERT INTO pending_redactions (target_event_id, redaction_event_id, room_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT (target_event_id, redaction_event_id) DO NOTHING",
+            )
+            .bind(target)
+            .bind(&event.event_id)
+            .bind(&event.room_id)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        if event.redacted_by.is_some() {
+            sqlx::query("DELETE FROM pending_redactions WHERE target_event_id = $1")
+                .bind(&event.event_id)
                 .execute(&mut *transaction)
                 .await?;
         }
@@ -669,6 +692,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The redactions taken, in `room_id`, before their target `event_id` arrived.
+    pub async fn pending_redactions(
+        &self,
+        room_id: &str,
+        event_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT redaction_event_id FROM pending_redactions \
+             WHERE target_event_id = $1 AND room_id = $2 ORDER BY redaction_event_id",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
+
 /// Sets a user's current membership in a room.
 pub(super) async fn set_membership(
     connection: &mut sqlx::AnyConnection,
@@ -859,6 +900,8 @@ mod tests {
             transaction: None,
             relation: None,
             redacts: None,
+            redacts_later: None,
+            redacted_by: None,
             standing: Standing::Accepted,
             resolved: None,
         }

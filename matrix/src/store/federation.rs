@@ -20,6 +20,18 @@ pub struct NewOutlier {
     pub json: String,
     /// Why the authorization rules refused the event, if they did.
     pub rejected_reason: Option<String>,
+    /// The redaction that redacts this event (`json` is then its redacted form).
+    pub redacted_by: Option<String>,
+}
+
+/// What backfilled redactions do beside the events of their batch: events stored before that
+/// they redact, and targets not here yet that they wait for.
+#[derive(Debug, Default)]
+pub struct BackfilledRedactions {
+    /// `(target, its redacted JSON, redaction)`.
+    pub of_stored: Vec<(String, String, String)>,
+    /// `(target, redaction)`.
+    pub waiting: Vec<(String, String)>,
 }
 
 /// One entry of a destination's queue.
@@ -201,6 +213,7 @@ impl Store {
         &self,
         room_id: &str,
         events: &[(NewOutlier, Option<super::Relation>)],
+        redactions: &BackfilledRedactions,
     ) -> Result<u64, StoreError> {
         let mut ordered: Vec<&(NewOutlier, Option<super::Relation>)> = events.iter().collect();
         ordered.sort_by_key(|(event, _)| std::cmp::Reverse(event.depth));
@@ -216,7 +229,7 @@ impl Store {
             .await?
             .rows_affected();
             let inserted = sqlx::query(
-                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type,                  state_key, depth, origin_server_ts, state_group, json, state_group_before,                  outlier, soft_failed, rejected_reason)                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 0, 0, 0, $10)                  ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type,                  state_key, depth, origin_server_ts, state_group, json, state_group_before,                  outlier, soft_failed, rejected_reason, redacted_by)                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 0, 0, 0, $10, $11)                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(self.allocate_negative_position())
             .bind(&event.event_id)
@@ -228,9 +241,16 @@ impl Store {
             .bind(event.origin_server_ts)
             .bind(&event.json)
             .bind(event.rejected_reason.as_deref())
+            .bind(event.redacted_by.as_deref())
             .execute(&mut *transaction)
             .await?
             .rows_affected();
+            if inserted > 0 && event.redacted_by.is_some() {
+                sqlx::query("DELETE FROM pending_redactions WHERE target_event_id = $1")
+                    .bind(&event.event_id)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
             if inserted > 0
                 && event.rejected_reason.is_none()
                 && let Some(relation) = relation
@@ -249,6 +269,30 @@ impl Store {
             if event.rejected_reason.is_none() {
                 shown += promoted + inserted;
             }
+        }
+        for (target, json, redaction) in &redactions.of_stored {
+            super::search::unindex_event(&mut transaction, target).await?;
+            sqlx::query(
+                "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 \
+                 AND room_id = $4 AND redacted_by IS NULL",
+            )
+            .bind(json)
+            .bind(redaction)
+            .bind(target)
+            .bind(room_id)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        for (target, redaction) in &redactions.waiting {
+            sqlx::query(
+                "INSERT INTO pending_redactions (target_event_id, redaction_event_id, room_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT (target_event_id, redaction_event_id) DO NOTHING",
+            )
+            .bind(target)
+            .bind(redaction)
+            .bind(room_id)
+            .execute(&mut *transaction)
+            .await?;
         }
         transaction.commit().await?;
         Ok(shown)
@@ -611,6 +655,7 @@ mod tests {
                 origin_server_ts: 1,
                 json: "{}".into(),
                 rejected_reason: None,
+                redacted_by: None,
             };
             store
                 .persist_outliers("!r:b.test", &[outlier("$o1"), outlier("$o2")])

@@ -45,7 +45,7 @@ pub use events::{
     Direction, EventRow, NewEvent, Redacted, Relation, ResolvedState, Standing, StateChange,
     StateKey, StateMap,
 };
-pub use federation::{FEDERATION_QUEUED, NewOutlier, Outgoing};
+pub use federation::{BackfilledRedactions, FEDERATION_QUEUED, NewOutlier, Outgoing};
 pub use graph::TopologicalKey;
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
 pub use outbox::OutboxEntry;

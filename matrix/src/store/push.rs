@@ -424,6 +424,8 @@ mod tests {
                 transaction: None,
                 relation: None,
                 redacts: None,
+                redacts_later: None,
+                redacted_by: None,
                 standing: crate::store::Standing::Accepted,
                 resolved: None,
             };
