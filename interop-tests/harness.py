@@ -784,6 +784,84 @@ async def register_user(session: Any, base_url: str, username: str, password: st
         return data
 
 
+class MatrixUser:
+    """A registered Matrix user of a server, over plain HTTP (the client-server API)."""
+
+    def __init__(self, session: Any, server: ServerProcess, registered: dict[str, Any]) -> None:
+        self.session = session
+        self.server = server
+        self.user_id: str = registered["user_id"]
+        self.token: str = registered["access_token"]
+        self.since: str | None = None
+
+    @classmethod
+    async def register(cls, session: Any, server: ServerProcess, name: str,
+                       password: str) -> "MatrixUser":
+        return cls(session, server, await register_user(session, server.base_url, name, password))
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A request to `/_matrix/client/v3{path}`, or to `path` when it is a whole one."""
+        url = path if path.startswith("/_matrix/") else f"/_matrix/client/v3{path}"
+        async with self.session.request(
+            method, f"{self.server.base_url}{url}", json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def state(self, room: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The room's current state by (type, state key); empty when it cannot be read."""
+        status, events = await self.call("GET", f"/rooms/{room}/state")
+        if status != 200:
+            return {}
+        return {(e["type"], e["state_key"]): e for e in events}
+
+    async def membership(self, room: str, user_id: str) -> str | None:
+        event = (await self.state(room)).get(("m.room.member", user_id))
+        return event["content"].get("membership") if event else None
+
+    async def send(self, room: str, content: dict[str, Any] | str,
+                   event_type: str = "m.room.message") -> tuple[int, Any]:
+        if isinstance(content, str):
+            content = {"msgtype": "m.text", "body": content}
+        txn = f"t{time.monotonic_ns()}"
+        return await self.call("PUT", f"/rooms/{room}/send/{event_type}/{txn}", content)
+
+    async def events(self, room: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The room's latest events, oldest first (paging back from the present)."""
+        status, page = await self.call("GET", f"/rooms/{room}/messages?dir=b&limit={limit}")
+        return list(reversed(page.get("chunk", []))) if status == 200 else []
+
+    async def texts(self, room: str) -> list[str]:
+        return [e["content"].get("body", "") for e in await self.events(room)
+                if e.get("type") == "m.room.message"]
+
+    async def sync_until(self, found: Callable[[dict[str, Any]], Any],
+                         timeout: float = 60.0) -> Any:
+        """Syncs from where the last sync stopped until `found(response)` is truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            query = "timeout=1000" + (f"&since={self.since}" if self.since else "")
+            status, data = await self.call("GET", f"/sync?{query}")
+            if status == 200:
+                self.since = data.get("next_batch", self.since)
+                result = found(data)
+                if result:
+                    return result
+            else:
+                await asyncio.sleep(0.5)
+        return None
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> bool:
+    """Whether `check()` comes true within `timeout` seconds, asking every half second."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if await check():
+            return True
+        await asyncio.sleep(0.5)
+    return bool(await check())
+
+
 def run_async_test(main: Callable[[], Awaitable[int]]) -> None:
     """Runs an async test entry point and exits with its code (1 on an uncaught error)."""
     try:

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -95,38 +95,6 @@ class HostsSynapse(harness.Synapse):
                 f"mount --bind {self.hosts} /etc/hosts && exec {inner}"]
 
 
-class SynapseUser:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str,
-                 registered: dict[str, Any]) -> None:
-        self.session = session
-        self.base_url = base_url
-        self.user_id: str = registered["user_id"]
-        self.token: str = registered["access_token"]
-        self.since: str | None = None
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(
-            method, f"{self.base_url}/_matrix/client/v3{path}", json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-        ) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def sync_until(self, found: Callable[[dict[str, Any]], Any],
-                         timeout: float = WAIT) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            query = "timeout=1000" + (f"&since={self.since}" if self.since else "")
-            status, data = await self.call("GET", f"/sync?{query}")
-            if status == 200:
-                self.since = data.get("next_batch", self.since)
-                result = found(data)
-                if result:
-                    return result
-            else:
-                await asyncio.sleep(0.5)
-        return None
-
-
 def timeline(sync: dict[str, Any], room: str) -> list[dict[str, Any]]:
     return sync.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", [])
 
@@ -147,8 +115,7 @@ class Test:
 
     async def scenario(self, session: aiohttp.ClientSession) -> None:
         c = self.c
-        registered = await harness.register_user(session, self.synapse.base_url, "carol", PASSWORD)
-        carol = SynapseUser(session, self.synapse.base_url, registered)
+        carol = await harness.MatrixUser.register(session, self.synapse, "carol", PASSWORD)
         await carol.sync_until(lambda _data: True)
         port = self.synapse.server_name.split(":")[1]
         carol_jid = f"carol%localhost\\3a{port}@gw.test"

@@ -21,7 +21,6 @@ Run: python interop-tests/test_federation_conflicts.py --causeway target/debug/c
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -82,49 +81,6 @@ class Relays:
             server.close()
 
 
-class User:
-    def __init__(self, session: aiohttp.ClientSession, server: harness.ServerProcess,
-                 registered: dict[str, Any]) -> None:
-        self.session = session
-        self.server = server
-        self.user_id: str = registered["user_id"]
-        self.token: str = registered["access_token"]
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(
-            method, f"{self.server.base_url}/_matrix/client/v3{path}", json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-        ) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def state(self, room: str) -> dict[tuple[str, str], dict[str, Any]]:
-        status, events = await self.call("GET", f"/rooms/{room}/state")
-        if status != 200:
-            return {}
-        return {(e["type"], e["state_key"]): e for e in events}
-
-    async def send(self, room: str, text: str) -> tuple[int, Any]:
-        txn = f"t{time.monotonic_ns()}"
-        return await self.call("PUT", f"/rooms/{room}/send/m.room.message/{txn}",
-                               {"msgtype": "m.text", "body": text})
-
-    async def texts(self, room: str) -> list[str]:
-        status, page = await self.call("GET", f"/rooms/{room}/messages?dir=b&limit=100")
-        if status != 200:
-            return []
-        return [e["content"].get("body", "") for e in reversed(page.get("chunk", []))
-                if e.get("type") == "m.room.message"]
-
-
-async def eventually(check: Any, timeout: float = WAIT) -> bool:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if await check():
-            return True
-        await asyncio.sleep(0.5)
-    return bool(await check())
-
-
 class ConflictsTest:
     def __init__(self, causeway: harness.Causeway, a: harness.Synapse, b: harness.Synapse,
                  relays: Relays) -> None:
@@ -142,9 +98,8 @@ class ConflictsTest:
     async def scenario(self, session: aiohttp.ClientSession) -> None:
         c = self.c
 
-        async def user(server: harness.ServerProcess, name: str) -> User:
-            registered = await harness.register_user(session, server.base_url, name, PASSWORD)
-            return User(session, server, registered)
+        async def user(server: harness.ServerProcess, name: str) -> harness.MatrixUser:
+            return await harness.MatrixUser.register(session, server, name, PASSWORD)
 
         creator = await user(self.a, "creator")
         erin = await user(self.a, "erin")
@@ -154,9 +109,9 @@ class ConflictsTest:
         watchers = {"Causeway": carol, "Synapse A": creator, "Synapse B": dave}
         room = ""
 
-        async def membership(watcher: User, target: User) -> str | None:
-            event = (await watcher.state(room)).get(("m.room.member", target.user_id))
-            return event["content"].get("membership") if event else None
+        async def membership(watcher: harness.MatrixUser,
+                             target: harness.MatrixUser) -> str | None:
+            return await watcher.membership(room, target.user_id)
 
         async def setup() -> None:
             nonlocal room
@@ -180,7 +135,7 @@ class ConflictsTest:
                             return False
                 return True
 
-            c.require(await eventually(everyone_everywhere),
+            c.require(await harness.eventually(everyone_everywhere, WAIT),
                       "all three servers see the four members", self.causeway.log_tail(20))
 
         async def partition() -> None:
@@ -216,7 +171,8 @@ class ConflictsTest:
                 return (await membership(dave, erin) == "ban"
                         and await membership(creator, frank) == "ban")
 
-            c.require(await eventually(synapses_agree), "the two Synapses share their bans")
+            c.require(await harness.eventually(synapses_agree, WAIT),
+                      "the two Synapses share their bans")
             c.equal(await membership(carol, erin), "join",
                     "Causeway, cut off, has not seen erin's ban")
             self.relays.heal()
@@ -242,7 +198,7 @@ class ConflictsTest:
             # New events on either side merge the forks.
             await dave.send(room, "dave after the partition")
             await carol.send(room, "carol after the partition")
-            ok = await eventually(agreed)
+            ok = await harness.eventually(agreed, WAIT)
             details = []
             for label, watcher in watchers.items():
                 state = await watcher.state(room)
@@ -281,12 +237,12 @@ class ConflictsTest:
         async def messages_every_way() -> None:
             await creator.send(room, "the creator after it all")
             for label, watcher in watchers.items():
-                async def has_all(watcher: User = watcher) -> bool:
+                async def has_all(watcher: harness.MatrixUser = watcher) -> bool:
                     texts = await watcher.texts(room)
                     return all(t in texts for t in (
                         "dave after the partition", "carol after the partition",
                         "the creator after it all", "said while Causeway was cut off"))
-                c.check(await eventually(has_all), f"{label} has every message")
+                c.check(await harness.eventually(has_all, WAIT), f"{label} has every message")
 
         await c.step("three servers share a room", setup)
         await c.step("a partition with conflicting changes on both sides", partition,
