@@ -125,6 +125,10 @@ pub fn router(services: Arc<Services>) -> Router {
             put(federation::membership::send_leave_v2_route),
         )
         .route(
+            "/_matrix/federation/v1/invite/{room_id}/{event_id}",
+            put(federation::invites::invite_v1_route),
+        )
+        .route(
             "/_matrix/federation/v2/invite/{room_id}/{event_id}",
             put(federation::invites::invite_v2_route),
         )

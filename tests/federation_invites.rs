@@ -62,3 +62,53 @@ async fn a_room_created_with_another_servers_user_invited() {
     assert_eq!(unreachable.status, 502, "{}", unreachable.json());
     assert_eq!(unreachable.json()["errcode"], "M_UNKNOWN");
 }
+
+#[tokio::test]
+async fn a_first_version_invite_is_for_room_versions_not_taken_part_in() {
+    let (a, b, _, _, _dir) = two_servers().await;
+    let (alice_id, _) = a.register("alice").await;
+    let (bob_id, _) = b.register("bob").await;
+    let invite = json!({
+        "room_id": "!old:b.test", "type": "m.room.member", "state_key": alice_id,
+        "sender": bob_id, "content": {"membership": "invite"}, "event_id": "$old:b.test",
+        "origin_server_ts": 1, "depth": 3, "prev_events": [], "auth_events": [],
+    });
+    let refused = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            "/_matrix/federation/v1/invite/!old:b.test/$old:b.test",
+            Some(&invite),
+            true,
+        )
+        .await;
+    match refused {
+        Err(causeway_matrix::federation::client::FederationError::Status(_, status, body)) => {
+            assert_eq!(status, 400);
+            assert_eq!(body["errcode"], "M_INCOMPATIBLE_ROOM_VERSION");
+            assert_eq!(body["room_version"], "1");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Unsigned, it is refused as any request without the origin's signature.
+    let unsigned = b
+        .services
+        .federation
+        .request(
+            &server("a.test"),
+            http::Method::PUT,
+            "/_matrix/federation/v1/invite/!old:b.test/$old:b.test",
+            Some(&invite),
+            false,
+        )
+        .await;
+    assert!(
+        matches!(
+            unsigned,
+            Err(causeway_matrix::federation::client::FederationError::Status(_, 401, _))
+        ),
+        "{unsigned:?}"
+    );
+}

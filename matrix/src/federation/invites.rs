@@ -224,6 +224,19 @@ pub async fn invite_v2_route(
     Ok(Json(json!({ "event": CanonicalJsonValue::Object(signed) })))
 }
 
+/// # `PUT /_matrix/federation/v1/invite/{roomId}/{eventId}`: the first version of the invite
+/// endpoint. Its requests name no room version, and the specification has the receiver take
+/// the room to be of version 1 or 2, versions this server does not take part in (6 to 12):
+/// the invite is refused as `M_INCOMPATIBLE_ROOM_VERSION`, once the request is authenticated.
+pub async fn invite_v1_route(
+    Path((_room_id, _event_id)): Path<(OwnedRoomId, OwnedEventId)>,
+    _request: Federated,
+) -> Result<Json<Value>, Error> {
+    Err(Error::IncompatibleRoomVersion {
+        room_version: "1".into(),
+    })
+}
+
 /// Keeps a membership of a local user in a room this server has no copy of.
 pub(super) async fn keep_membership(
     services: &Services,
