@@ -1,5 +1,5 @@
-"""Interop test: a version 12 room of Causeway shared with a real Synapse; relations, kicks
-and bans both ways.
+"""Interop test: a version 12 room of Causeway shared with a real Synapse; relations, spaces,
+kicks and bans both ways.
 
 Both servers federate over TLS on loopback (as in test_federation_synapse.py). Alice (Causeway)
 makes a public version 12 room and gives bob (Synapse) power; carol (Causeway) and dave
@@ -9,6 +9,8 @@ makes a public version 12 room and gives bob (Synapse) power; carol (Causeway) a
   both servers;
 * edits, replies and reactions both ways: each server bundles the other server's edit with the
   message it edits, shows the reply's relation and lists the reactions;
+* spaces both ways: a space of either server holding rooms of both is walked by either
+  server's user (`/hierarchy`), each server asking the other for what it has no copy of;
 * kicks both ways: alice kicks dave, bob kicks carol; each is out on both servers and may join
   again;
 * bans both ways: alice bans dave, bob bans carol; each is banned on both servers, cannot join
@@ -40,9 +42,12 @@ async def scenario(causeway: harness.Causeway, synapse: harness.Synapse) -> int:
         servers = {"Causeway": alice, "Synapse": bob}
         room = ""
 
-        async def join(user: harness.MatrixUser) -> tuple[int, Any]:
+        async def join_room(user: harness.MatrixUser, target: str) -> tuple[int, Any]:
             return await user.call(
-                "POST", f"/join/{room}?server_name={causeway.server_name}", {})
+                "POST", f"/join/{target}?server_name={causeway.server_name}", {})
+
+        async def join(user: harness.MatrixUser) -> tuple[int, Any]:
+            return await join_room(user, room)
 
         async def everywhere(user: harness.MatrixUser, membership: str) -> bool:
             async def check() -> bool:
@@ -153,8 +158,62 @@ async def scenario(causeway: harness.Causeway, synapse: harness.Synapse) -> int:
                 status, answer = await join(target)
                 c.check(status == 200, f"{label}: they may join again", f"{status} {answer}")
 
+        async def spaces_both_ways() -> None:
+            async def made(user: harness.MatrixUser, body: dict[str, Any]) -> str:
+                status, created = await user.call("POST", "/createRoom", {
+                    "preset": "public_chat", "room_version": "10", **body})
+                c.require(status == 200, f"{user.user_id} makes {body.get('name')}",
+                          f"{status} {created}")
+                return created["room_id"]
+
+            async def holds(user: harness.MatrixUser, space: str, child: str,
+                            server: harness.ServerProcess) -> None:
+                status, answer = await user.call(
+                    "PUT", f"/rooms/{space}/state/m.space.child/{child}",
+                    {"via": [server.server_name]})
+                c.require(status == 200, f"{user.user_id} adds a room to a space",
+                          f"{status} {answer}")
+
+            async def walked(user: harness.MatrixUser, space: str, expected: list[str],
+                             label: str) -> None:
+                got: list[str] = []
+
+                async def complete() -> bool:
+                    nonlocal got
+                    status, page = await user.call(
+                        "GET", f"/_matrix/client/v1/rooms/{space}/hierarchy")
+                    got = [r.get("room_id") for r in page.get("rooms", [])] if status == 200 \
+                        else [f"HTTP {status}: {page}"]
+                    return got == expected
+
+                c.check(await harness.eventually(complete, WAIT), label,
+                        f"expected {expected}\n got      {got}")
+
+            space = await made(alice, {"name": "Space on Causeway",
+                                       "creation_content": {"type": "m.space"}})
+            on_synapse = await made(bob, {"name": "Room on Synapse"})
+            only_here = await made(alice, {"name": "Room only on Causeway"})
+            await holds(alice, space, room, causeway)
+            await holds(alice, space, on_synapse, synapse)
+            await holds(alice, space, only_here, causeway)
+            await walked(alice, space, [space, room, on_synapse, only_here],
+                         "alice (Causeway) walks her space, Synapse asked for its room")
+            # (Synapse shows a space's rooms to its members only: bob joins it first.)
+            status, answer = await join_room(bob, space)
+            c.require(status == 200, "bob joins the space", f"{status} {answer}")
+            await walked(bob, space, [space, room, on_synapse, only_here],
+                         "bob (Synapse) walks a space of Causeway, Causeway asked for the room "
+                         "Synapse is not in")
+            bobs_space = await made(bob, {"name": "Space on Synapse",
+                                          "creation_content": {"type": "m.space"}})
+            await holds(bob, bobs_space, on_synapse, synapse)
+            await holds(bob, bobs_space, room, causeway)
+            await walked(alice, bobs_space, [bobs_space, on_synapse, room],
+                         "alice (Causeway) walks a space of Synapse, Synapse asked for it")
+
         await c.step("a version 12 room of Causeway with members of both servers", setup)
         for name, step in (("edits, replies and reactions both ways", relations_both_ways),
+                           ("spaces both ways", spaces_both_ways),
                            ("kicks both ways", kicks_both_ways),
                            ("bans both ways", bans_both_ways)):
             await c.step(name, step,

@@ -176,6 +176,10 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/federation/v1/backfill/{room_id}",
             get(federation::reads::backfill_route),
         )
+        .route(
+            "/_matrix/federation/v1/hierarchy/{room_id}",
+            get(causeway_matrix::hierarchy::federation_route),
+        )
         .fallback(|| async { causeway_matrix::error::Error::Unrecognized })
         .with_state(services)
 }

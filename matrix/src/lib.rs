@@ -6,6 +6,7 @@ pub mod api;
 pub mod create_room;
 pub mod error;
 pub mod federation;
+pub mod hierarchy;
 pub mod indexer;
 pub mod keys;
 pub mod pdu;

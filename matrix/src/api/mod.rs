@@ -47,6 +47,10 @@ pub fn client_router(services: Arc<Services>) -> Router {
             get(discovery::get_turn_server_route),
         )
         .route(
+            "/_matrix/client/v1/rooms/{room_id}/hierarchy",
+            get(crate::hierarchy::client_route),
+        )
+        .route(
             "/_matrix/client/r0/rooms/{room_id}/send/{event_type}",
             axum::routing::post(message::post_message_event_route),
         )
