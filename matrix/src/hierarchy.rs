@@ -24,6 +24,10 @@ use crate::federation::server::Federated;
 const MAX_LIMIT: usize = 50;
 /// How deep a walk goes when the client names no depth.
 const MAX_DEPTH: usize = 20;
+/// The most rooms one walk asks other servers about (a space may name any number of rooms of
+/// any servers), and the most servers asked about one room.
+const MAX_REMOTE_ROOMS: usize = 50;
+const MAX_VIA: usize = 3;
 
 /// A room as a space's hierarchy shows it, with its children as its state names them.
 #[derive(Debug, Clone)]
@@ -249,7 +253,11 @@ async fn remote_level(
         "/_matrix/federation/v1/hierarchy/{}?suggested_only={suggested_only}",
         utf8_percent_encode(room_id.as_str(), NON_ALPHANUMERIC)
     );
-    for server in via.iter().filter(|server| **server != services.server_name) {
+    for server in via
+        .iter()
+        .filter(|server| **server != services.server_name)
+        .take(MAX_VIA)
+    {
         let Ok(answer) = services
             .federation
             .request(server, http::Method::GET, &path, None, true)
@@ -340,6 +348,7 @@ pub async fn client_route(
     ));
     let mut shown = 0usize;
     let mut more = false;
+    let mut remote_asks = 0usize;
     while let Some((room, via, depth)) = queue.pop_front() {
         if !seen.insert(room.clone()) {
             continue;
@@ -350,8 +359,11 @@ pub async fn client_route(
                 // What a parent's server said of it is enough for a leaf; a room whose children
                 // are wanted is asked for itself.
                 Some(summary) if depth >= max_depth => Some(summary),
-                _ => match remote_level(&services, &room, &via, query.suggested_only).await {
-                    Some((summary, children)) => {
+                _ if remote_asks >= MAX_REMOTE_ROOMS => None,
+                _ => {
+                    remote_asks += 1;
+                    let level = remote_level(&services, &room, &via, query.suggested_only).await;
+                    level.map(|(summary, children)| {
                         for child in children {
                             if let Some(id) = child.json["room_id"]
                                 .as_str()
@@ -360,10 +372,9 @@ pub async fn client_route(
                                 given.entry(id).or_insert(child);
                             }
                         }
-                        Some(summary)
-                    }
-                    None => None,
-                },
+                        summary
+                    })
+                }
             },
         };
         let Some(summary) = summary else {
