@@ -180,6 +180,10 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/federation/v1/hierarchy/{room_id}",
             get(causeway_matrix::hierarchy::federation_route),
         )
+        .route(
+            "/_matrix/federation/v1/openid/userinfo",
+            get(causeway_matrix::openid::userinfo_route),
+        )
         .fallback(|| async { causeway_matrix::error::Error::Unrecognized })
         .with_state(services)
 }

@@ -9,6 +9,7 @@ pub mod federation;
 pub mod hierarchy;
 pub mod indexer;
 pub mod keys;
+pub mod openid;
 pub mod pdu;
 pub mod permitted;
 pub mod push;

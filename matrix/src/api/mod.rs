@@ -51,6 +51,14 @@ pub fn client_router(services: Arc<Services>) -> Router {
             get(crate::hierarchy::client_route),
         )
         .route(
+            "/_matrix/client/v3/user/{user_id}/openid/request_token",
+            axum::routing::post(crate::openid::request_token_route),
+        )
+        .route(
+            "/_matrix/client/r0/user/{user_id}/openid/request_token",
+            axum::routing::post(crate::openid::request_token_route),
+        )
+        .route(
             "/_matrix/client/r0/rooms/{room_id}/send/{event_type}",
             axum::routing::post(message::post_message_event_route),
         )

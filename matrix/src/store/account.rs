@@ -53,7 +53,7 @@ impl TokenCache {
 
 /// What is stored of an access token: its SHA-256, in hex. Tokens are long random strings, so
 /// the hash cannot be reversed by guessing.
-fn token_hash(token: &str) -> String {
+pub(super) fn token_hash(token: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes())
         .iter()

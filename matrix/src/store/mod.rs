@@ -19,6 +19,7 @@ mod events;
 mod federation;
 mod graph;
 mod misc;
+mod openid;
 mod outbox;
 mod push;
 mod relations;
