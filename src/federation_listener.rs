@@ -184,6 +184,10 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/federation/v1/openid/userinfo",
             get(causeway_matrix::openid::userinfo_route),
         )
+        .route(
+            "/_matrix/federation/v1/timestamp_to_event/{room_id}",
+            get(causeway_matrix::timestamps::federation_route),
+        )
         .fallback(|| async { causeway_matrix::error::Error::Unrecognized })
         .with_state(services)
 }

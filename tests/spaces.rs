@@ -244,33 +244,14 @@ async fn a_space_holds_rooms_of_other_servers() {
         room_ids(&page),
         [space.clone(), local.clone(), bobs.clone()]
     );
-    let answer = b
-        .services
-        .federation
-        .request(
-            &server("a.test"),
-            http::Method::GET,
-            &format!("/_matrix/federation/v1/hierarchy/{space}"),
-            None,
-            true,
-        )
+    let answer = get_from_b(&b, &format!("/_matrix/federation/v1/hierarchy/{space}"))
         .await
         .unwrap();
     assert_eq!(answer["room"]["room_id"], space.as_str());
     assert_eq!(answer["inaccessible_children"], json!([hidden]));
     // A room b.test may not see is not found, as one a.test does not know.
     for room in [hidden.as_str(), "!unknown:a.test"] {
-        let refused = b
-            .services
-            .federation
-            .request(
-                &server("a.test"),
-                http::Method::GET,
-                &format!("/_matrix/federation/v1/hierarchy/{room}"),
-                None,
-                true,
-            )
-            .await;
+        let refused = get_from_b(&b, &format!("/_matrix/federation/v1/hierarchy/{room}")).await;
         assert!(
             matches!(
                 refused,

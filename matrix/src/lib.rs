@@ -19,6 +19,7 @@ pub mod rooms;
 pub mod services;
 pub mod store;
 pub mod thumbnails;
+pub mod timestamps;
 pub mod upgrade;
 pub mod visibility;
 

@@ -263,6 +263,14 @@ pub async fn transaction_from_b(b: &TestServer, txn: &str, body: Value) -> Value
         .unwrap()
 }
 
+/// A signed `GET` of b.test to a.test.
+pub async fn get_from_b(b: &TestServer, path: &str) -> Result<Value, FederationError> {
+    b.services
+        .federation
+        .request(&server("a.test"), http::Method::GET, path, None, true)
+        .await
+}
+
 /// Sends `edus` from b.test to a.test in a transaction of their own.
 pub async fn edus_from_b(b: &TestServer, txn: &str, edus: Value) {
     let answer = transaction_from_b(b, txn, json!({"pdus": [], "edus": edus})).await;

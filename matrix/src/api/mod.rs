@@ -51,6 +51,10 @@ pub fn client_router(services: Arc<Services>) -> Router {
             get(crate::hierarchy::client_route),
         )
         .route(
+            "/_matrix/client/v1/rooms/{room_id}/timestamp_to_event",
+            get(crate::timestamps::client_route),
+        )
+        .route(
             "/_matrix/client/v3/user/{user_id}/openid/request_token",
             axum::routing::post(crate::openid::request_token_route),
         )

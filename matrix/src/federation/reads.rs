@@ -22,7 +22,7 @@ use crate::visibility::ForServers;
 const MAX_EVENTS: usize = 100;
 
 /// Fails unless a user of `server` is joined to the room and its server ACL allows `server`.
-async fn require_in_room(
+pub(crate) async fn require_in_room(
     services: &Services,
     room_id: &RoomId,
     server: &ServerName,

@@ -693,6 +693,36 @@ impl Store {
 }
 
 impl Store {
+    /// The events of a room's timeline nearest `ts` (sent at or after it when `forward`, at or
+    /// before it otherwise), nearest first, at most `limit`.
+    pub async fn events_near_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forward: bool,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let statement = if forward {
+            "origin_server_ts >= $2 ORDER BY origin_server_ts ASC, stream_ordering ASC"
+        } else {
+            "origin_server_ts <= $2 ORDER BY origin_server_ts DESC, stream_ordering DESC"
+        };
+        let statement = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND outlier = 0 \
+             AND soft_failed = 0 AND rejected_reason IS NULL AND {statement} LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(room_id)
+            .bind(ts)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// The redactions taken, in `room_id`, before their target `event_id` arrived.
     pub async fn pending_redactions(
         &self,
@@ -952,6 +982,53 @@ mod tests {
             .unwrap();
         assert_eq!(backward.len(), 2);
         assert!(backward[0].stream_ordering > backward[1].stream_ordering);
+    });
+
+    both_backends!(events_near_a_time, |store: Store| async move {
+        let mut writer = store.stream_writer().await;
+        for (id, ts, standing) in [
+            ("$early", 100, Standing::Accepted),
+            ("$soft", 150, Standing::SoftFailed),
+            ("$middle", 200, Standing::Accepted),
+            ("$late", 300, Standing::Accepted),
+        ] {
+            let new = NewEvent {
+                origin_server_ts: ts,
+                standing,
+                ..event(id, None, 0, &[])
+            };
+            store.persist_event(&mut writer, &new).await.unwrap();
+        }
+        writer.publish();
+        let ids = |rows: Vec<EventRow>| -> Vec<String> {
+            rows.into_iter().map(|row| row.event_id).collect()
+        };
+        assert_eq!(
+            ids(store.events_near_ts("!r:x", 120, true, 5).await.unwrap()),
+            ["$middle", "$late"]
+        );
+        assert_eq!(
+            ids(store.events_near_ts("!r:x", 200, false, 1).await.unwrap()),
+            ["$middle"]
+        );
+        assert_eq!(
+            ids(store.events_near_ts("!r:x", 199, false, 5).await.unwrap()),
+            ["$early"]
+        );
+        assert!(
+            store
+                .events_near_ts("!r:x", 301, true, 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .events_near_ts("!other:x", 0, true, 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
 
     both_backends!(transactions_are_unique, |store: Store| async move {
