@@ -177,47 +177,40 @@ class E2eeTest:
             await create(bob, alice, "synapse")
             await exchange("synapse", bob, alice)
 
-        async def new_devices_get_the_keys() -> None:
+        def knows(watcher: Device, owner: Device, device_id: str) -> bool:
+            return any(d.id == device_id for d in
+                       watcher.client.device_store.active_user_devices(owner.client.user_id))
+
+        async def new_device_gets_the_keys(owner: Device, server: harness.ServerProcess,
+                                           other: Device, names: tuple[str, str, str]) -> Device:
+            """`owner` logs in on a new device on `server`; `other`'s client learns of it and
+            shares the key of its next message with it. `names`: the owner's, the owner's
+            server's and the other's server's."""
+            name, here, there = names
             room = rooms["causeway"]
-            # Bob's new device on Synapse: alice's client learns of it and shares with it.
-            bob2 = await self.new_device(self.synapse, bob, 2)
-            await self.until([bob2], lambda: room in bob2.client.rooms)
-            bob2_id = bob2.client.device_id
-            seen = await self.until(
-                [alice, bob2],
-                lambda: any(d.id == bob2_id for d in
-                            alice.client.device_store.active_user_devices(bob.client.user_id)))
-            c.check(seen, "alice's client (Causeway) learns of bob's new device (Synapse)",
-                    self.causeway.log_tail(20))
-            text = "after bob's new device"
-            await self.send(alice, room, text)
-            got = await self.until([bob2, bob, alice], lambda: text in bob2.texts.get(room, [])
-                                   and text in bob.texts.get(room, []))
-            c.check(got, "bob's new and old devices decrypt alice's next message",
-                    f"new: {bob2.undecrypted} old: {bob.undecrypted}")
-            # Alice's new device on Causeway: bob's client learns of it through Synapse.
-            alice2 = await self.new_device(self.causeway, alice, 2)
-            await self.until([alice2], lambda: room in alice2.client.rooms)
-            alice2_id = alice2.client.device_id
-            seen = await self.until(
-                [bob, alice2],
-                lambda: any(d.id == alice2_id for d in
-                            bob.client.device_store.active_user_devices(alice.client.user_id)))
-            c.check(seen, "bob's client (Synapse) learns of alice's new device (Causeway)",
-                    self.causeway.log_tail(20))
-            text = "after alice's new device"
-            await self.send(bob, room, text)
-            got = await self.until([alice2, alice, bob],
-                                   lambda: text in alice2.texts.get(room, [])
-                                   and text in alice.texts.get(room, []))
-            c.check(got, "alice's new and old devices decrypt bob's next message",
-                    f"new: {alice2.undecrypted} old: {alice.undecrypted}")
+            new = await self.new_device(server, owner, 2)
+            await self.until([new], lambda: room in new.client.rooms)
+            new_id = new.client.device_id
+            seen = await self.until([other, new], lambda: knows(other, owner, new_id))
+            c.check(seen, f"{other.label}'s client ({there}) learns of {name}'s new device "
+                    f"({here})", self.causeway.log_tail(20))
+            text = f"after {name}'s new device"
+            await self.send(other, room, text)
+            got = await self.until([new, owner, other], lambda: text in new.texts.get(room, [])
+                                   and text in owner.texts.get(room, []))
+            c.check(got, f"{name}'s new and old devices decrypt the next message of "
+                    f"{other.label}", f"new: {new.undecrypted} old: {owner.undecrypted}")
+            return new
+
+        async def new_devices_get_the_keys() -> None:
+            bob2 = await new_device_gets_the_keys(bob, self.synapse, alice,
+                                                  ("bob", "Synapse", "Causeway"))
+            await new_device_gets_the_keys(alice, self.causeway, bob,
+                                           ("alice", "Causeway", "Synapse"))
             # Bob's second device goes: alice's client learns that too.
+            bob2_id = bob2.client.device_id
             await bob2.client.logout()
-            gone = await self.until(
-                [alice],
-                lambda: not any(d.id == bob2_id for d in
-                                alice.client.device_store.active_user_devices(bob.client.user_id)))
+            gone = await self.until([alice], lambda: not knows(alice, bob, bob2_id))
             c.check(gone, "alice's client (Causeway) learns that bob's device is gone")
 
         async def nothing_left_undecrypted() -> None:

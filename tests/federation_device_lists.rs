@@ -79,8 +79,6 @@ async fn a_kept_device_list_follows_the_other_servers_changes() {
         b,
         alice,
         bob_id,
-        bob,
-        room,
         ..
     } = shared_room("12").await;
     let (_, first) = new_device(&b, &bob_id).await;
@@ -179,7 +177,6 @@ async fn a_kept_device_list_follows_the_other_servers_changes() {
     .await;
     let answer = query(&a, &alice, &bob_id).await;
     assert_eq!(answer["device_keys"][&bob_id], json!({}), "{answer}");
-    let _ = (bob, room);
 }
 
 #[tokio::test]

@@ -41,19 +41,25 @@ pub async fn edu_for(services: &Services, entry: &DeviceListEntry) -> Option<Val
         let keys = local_keys(services, &user, std::slice::from_ref(device_id))
             .await
             .ok()?;
-        let name = services
-            .store
-            .devices(user.as_str())
-            .await
-            .ok()?
-            .into_iter()
-            .find(|device| &device.device_id == device_id)
-            .and_then(|device| device.display_name);
+        // The keys carry the device's name; a device without keys yet is asked for it.
+        let name = match keys.devices.get(device_id) {
+            Some(keys) => {
+                content["keys"] = keys.clone();
+                keys["unsigned"]["device_display_name"]
+                    .as_str()
+                    .map(str::to_owned)
+            }
+            None => services
+                .store
+                .devices(user.as_str())
+                .await
+                .ok()?
+                .into_iter()
+                .find(|device| &device.device_id == device_id)
+                .and_then(|device| device.display_name),
+        };
         if let Some(name) = name {
             content["device_display_name"] = json!(name);
-        }
-        if let Some(keys) = keys.devices.get(device_id) {
-            content["keys"] = keys.clone();
         }
     }
     Some(json!({ "edu_type": "m.device_list_update", "content": content }))
@@ -128,9 +134,9 @@ pub async fn take_device_list_update(
             return Ok(());
         }
         let follows = !prev.is_empty() && prev.iter().all(|id| *id == list.stream_id);
-        let mut devices: Map<String, Value> =
-            serde_json::from_str(&list.devices).unwrap_or_default();
         if follows {
+            let mut devices: Map<String, Value> =
+                serde_json::from_str(&list.devices).unwrap_or_default();
             let name = content["device_display_name"].as_str();
             if content["deleted"].as_bool() == Some(true) {
                 devices.remove(device_id);
@@ -158,7 +164,14 @@ pub async fn take_device_list_update(
                 .map_err(|e| e.to_string())?;
         }
     }
-    store
+    tell_local_clients(services, &user).await
+}
+
+/// Local clients sharing a room with `user` learn of the change through sync
+/// (`device_lists.changed`) and ask for the keys again.
+async fn tell_local_clients(services: &Services, user: &UserId) -> Result<(), String> {
+    services
+        .store
         .device_list_changed(user.as_str(), crate::store::DeviceChange::Remote)
         .await
         .map_err(|e| e.to_string())?;
@@ -191,11 +204,7 @@ pub async fn take_signing_key_update(
             .await
             .map_err(|e| e.to_string())?;
     }
-    store
-        .device_list_changed(user.as_str(), crate::store::DeviceChange::Remote)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    tell_local_clients(services, &user).await
 }
 
 /// A `user/devices` answer about `user`, as kept.
