@@ -69,11 +69,7 @@ impl Admin {
         let via = match Services::serve(config.clone()).await {
             Ok(services) => {
                 let bridge = if config.xmpp.enabled {
-                    Some(Bridge::new(
-                        services.clone(),
-                        domains,
-                        env!("CARGO_PKG_VERSION"),
-                    )?)
+                    Some(Bridge::new(services.clone(), domains, env!("CARGO_PKG_VERSION")).await?)
                 } else {
                     None
                 };

@@ -115,6 +115,7 @@ pub async fn start(config: &Config, services: Arc<Services>) -> anyhow::Result<X
         nameservers: config.xmpp.nameservers.clone(),
     };
     let bridge = Bridge::new(services, domains.clone(), env!("CARGO_PKG_VERSION"))
+        .await
         .context("setting up the bridge")?;
     let s2s = S2s::start(s2s_config, Arc::new(tls), bridge.clone())
         .await

@@ -20,6 +20,11 @@ pub enum BridgeError {
     Matrix(#[from] MatrixError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    BridgeStore(#[from] crate::bridge::store::BridgeStoreError),
+    /// The MUC service refuses, with the condition XEP-0045 names for the case.
+    #[error("{}", .0.text)]
+    Refused(crate::bridge::Refusal),
 }
 
 impl BridgeError {
@@ -56,7 +61,17 @@ impl BridgeError {
             BridgeError::Matrix(MatrixError::LimitExceeded { .. }) => {
                 (ErrorType::Wait, DefinedCondition::ResourceConstraint, None)
             }
-            BridgeError::Matrix(_) | BridgeError::Store(_) => {
+            BridgeError::Refused(refusal) => (
+                refusal.kind.clone(),
+                refusal.condition.clone(),
+                Some(refusal.text.clone()),
+            ),
+            BridgeError::Matrix(MatrixError::NotFound(text)) => (
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                Some(text.clone()),
+            ),
+            BridgeError::Matrix(_) | BridgeError::Store(_) | BridgeError::BridgeStore(_) => {
                 (ErrorType::Wait, DefinedCondition::InternalServerError, None)
             }
         };

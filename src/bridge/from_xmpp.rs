@@ -53,7 +53,7 @@ impl Bridge {
         }
     }
 
-    async fn deliver(&self, message: &Message) -> Result<(), BridgeError> {
+    pub(super) async fn deliver(&self, message: &Message) -> Result<(), BridgeError> {
         let (Some(from), Some(to)) = (&message.from, &message.to) else {
             return Err(BridgeError::NotAcceptable(
                 "a message needs from and to".into(),
@@ -91,8 +91,9 @@ impl Bridge {
         self.apply(&room, &ghost, &remote, id, read).await
     }
 
-    /// Applies what an XMPP message says to the direct room, as the ghost.
-    async fn apply(
+    /// Applies what an XMPP message says to a room (a direct chat, or a room the XMPP user is
+    /// an occupant of), as the ghost.
+    pub(super) async fn apply(
         &self,
         room: &RoomId,
         ghost: &UserId,
@@ -246,7 +247,20 @@ impl Bridge {
             .find(|(sender, _)| sender == remote.as_str())
             .or_else(|| if own { None } else { found.first() })
             .and_then(|(_, event)| EventId::parse(event).ok());
-        Ok(event)
+        if event.is_some() {
+            return Ok(event);
+        }
+        // In rooms, messages are referred to by the stanza id the room gave them: their event.
+        let Ok(event) = EventId::parse(id) else {
+            return Ok(None);
+        };
+        let Some(row) = self.services.store.event(event.as_str()).await? else {
+            return Ok(None);
+        };
+        let sender_is_remote = self
+            .ghost_id(remote)
+            .is_ok_and(|ghost| ghost.as_str() == row.sender);
+        Ok((row.room_id == room.as_str() && (!own || sender_is_remote)).then_some(event))
     }
 
     /// The message a correction corrects: the sender's message with that id, or, when the id

@@ -22,8 +22,10 @@ mod delivery;
 mod error;
 mod federated;
 mod from_xmpp;
+mod muc;
 mod presence;
 mod profile;
+pub mod store;
 mod to_xmpp;
 
 use std::collections::HashMap;
@@ -48,6 +50,7 @@ use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 
 pub use error::BridgeError;
+pub use muc::Refusal;
 
 /// The device name under which ghosts' events are recorded with their XMPP ids.
 const XMPP_DEVICE: &str = "xmpp";
@@ -78,15 +81,26 @@ pub struct Bridge {
     subscriptions: tokio::sync::Mutex<()>,
     /// Messages handed to the XMPP side whose outcome is not recorded yet.
     in_flight: delivery::InFlight,
+    /// The bridge's own tables.
+    store: store::BridgeStore,
+    /// The rooms with XMPP occupants.
+    muc: muc::MucState,
+}
+
+/// A random id for stanzas that are no message of their own.
+fn random_id() -> String {
+    causeway_matrix::services::random_string(12)
 }
 
 impl Bridge {
-    pub fn new(
+    /// The bridge, its tables brought up to date.
+    pub async fn new(
         services: Arc<Services>,
         domains: Domains,
         version: &str,
     ) -> Result<Arc<Bridge>, BridgeError> {
         let gateway = Gateway::new(services.server_name.clone(), &domains.muc)?;
+        let store = store::BridgeStore::open(services.store.pool().clone()).await?;
         let bridge = Arc::new_cyclic(|me| Bridge {
             gateway,
             router: DefaultRouter::new(domains, version),
@@ -99,6 +113,8 @@ impl Bridge {
             cache: std::sync::Mutex::default(),
             subscriptions: tokio::sync::Mutex::default(),
             in_flight: delivery::InFlight::default(),
+            store,
+            muc: muc::MucState::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -112,6 +128,9 @@ impl Bridge {
         let _ = self.s2s.set(Arc::downgrade(s2s));
         let bridge = self.clone();
         tokio::spawn(async move {
+            if let Err(error) = bridge.muc_load().await {
+                tracing::error!(%error, "the occupants of rooms could not be read");
+            }
             bridge.outbox_restart().await;
             tokio::spawn(bridge.clone().send_loop());
             bridge.outbox_loop().await;
@@ -366,6 +385,7 @@ impl StanzaHandler for Bridge {
     fn handle(&self, stanza: Stanza) -> Pin<Box<dyn Future<Output = Vec<Stanza>> + Send + '_>> {
         Box::pin(async move {
             match stanza {
+                stanza if self.is_for_muc(stanza.to()) => self.muc_stanza(stanza).await,
                 Stanza::Message(message) if self.is_for_an_account(&message) => {
                     self.message_from_xmpp(message).await.into_iter().collect()
                 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Id, Message, MessageType};
 
-use super::{Bridge, BridgeError};
+use super::{Bridge, BridgeError, random_id};
 
 /// The name of the sender's cursor in the store.
 const CURSOR: &str = "xmpp-sender";
@@ -54,11 +54,6 @@ impl Cursor {
         }
         self.saved_at = tokio::time::Instant::now();
     }
-}
-
-/// A random id for stanzas that are no message of their own.
-fn random_id() -> String {
-    causeway_matrix::services::random_string(12)
 }
 
 /// A direct room as the sender sees it.
@@ -117,8 +112,13 @@ impl Bridge {
                 Some(last) if rows.len() as i64 >= BATCH => last.stream_ordering,
                 _ => until,
             };
-            let mut went_out = rows.iter().any(|row| self.may_go_out(&row.sender));
+            let mut went_out = rows.iter().any(|row| {
+                self.may_go_out(&row.sender) || self.muc_room_if_any(&row.room_id).is_some()
+            });
             for row in &rows {
+                if let Err(error) = self.muc_event(row).await {
+                    tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to a room's occupants");
+                }
                 if let Err(error) = self.event_to_xmpp(row, false).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
                 }

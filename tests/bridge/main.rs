@@ -11,6 +11,7 @@ mod common;
 mod chat;
 mod delivery;
 mod erasure;
+mod muc;
 mod presence;
 mod profiles;
 mod quotas;

@@ -346,7 +346,9 @@ impl Store {
         }
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
+    /// The connections to the database, for the parts of the server that keep tables of their
+    /// own in it (the bridge), with their own migrations and SQL.
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 

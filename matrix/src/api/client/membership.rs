@@ -67,18 +67,70 @@ fn custom_member_content(body: Option<&Value>) -> Option<serde_json::Map<String,
     (!content.is_empty()).then_some(content)
 }
 
+/// Joins `user_id` to a room as the server's own part (the bridge joins XMPP users' ghosts
+/// this way): the same rules as a client's join; `content` is added to the member event
+/// (a display name for the room, say).
+pub async fn join_as(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    content: Option<&Value>,
+    via: &[OwnedServerName],
+) -> Result<(), Error> {
+    join(services, room_id, user_id, false, None, content, via).await
+}
+
+/// Leaves a room as the server's own part: what a client's `leave` does for a joined member.
+pub async fn leave_as(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+) -> Result<(), Error> {
+    let current = services
+        .store
+        .membership(room_id.as_str(), user_id.as_str())
+        .await?;
+    if matches!(current.as_deref(), Some("join" | "invite" | "knock"))
+        && services.rooms.exists(room_id).await?
+    {
+        set_membership(services, room_id, user_id, user_id, "leave", reason, None).await?;
+    }
+    Ok(())
+}
+
+/// Sets the member event of a joined member again with `content` added (a new display name
+/// for the room, say).
+pub async fn update_member(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    content: serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    set_membership(
+        services,
+        room_id,
+        user_id,
+        user_id,
+        "join",
+        None,
+        Some(content),
+    )
+    .await
+}
+
 async fn join(
     services: &Services,
     room_id: &RoomId,
-    sender: &crate::api::ruma_wrapper::Sender,
+    user_id: &UserId,
+    is_guest: bool,
     reason: Option<&str>,
     body: Option<&Value>,
     via: &[OwnedServerName],
 ) -> Result<(), Error> {
-    let user_id: &UserId = &sender.user_id;
     if !services.rooms.exists(room_id).await? {
         // A room of other servers: joined through one of them.
-        if sender.is_guest {
+        if is_guest {
             return Err(Error::GuestAccessForbidden);
         }
         let mut servers: Vec<OwnedServerName> = via.to_vec();
@@ -111,7 +163,7 @@ async fn join(
         .await;
     }
     // Guests join only the rooms that let them.
-    if sender.is_guest && !guests_may_join(services, room_id).await? {
+    if is_guest && !guests_may_join(services, room_id).await? {
         return Err(Error::GuestAccessForbidden);
     }
     // Joining again keeps the membership as it is.
@@ -176,7 +228,8 @@ pub async fn join_room_by_id_route(
     join(
         &services,
         &request.body.room_id,
-        sender,
+        &sender.user_id,
+        sender.is_guest,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
         &[],
@@ -198,7 +251,8 @@ pub async fn join_room_by_id_or_alias_route(
     join(
         &services,
         &room_id,
-        sender,
+        &sender.user_id,
+        sender.is_guest,
         request.body.reason.as_deref(),
         request.json_body.as_ref(),
         &via,
@@ -209,7 +263,7 @@ pub async fn join_room_by_id_or_alias_route(
 
 /// The room a room id or alias names; the servers a remote alias's server names for it are
 /// added to `via`.
-async fn room_of(
+pub async fn room_of(
     services: &Services,
     room_id_or_alias: &ruma::RoomOrAliasId,
     via: &mut Vec<OwnedServerName>,

@@ -1,0 +1,275 @@
+//! Service discovery of the MUC service (its identity, the public rooms with XEP-0059 paging)
+//! and of each room (XEP-0045 §6.4: its kind, name, description, occupant count).
+
+use std::collections::BTreeSet;
+
+use causeway_mapping::address::RoomRef;
+use minidom::Element;
+use ruma::{RoomAliasId, RoomId};
+use serde_json::Value;
+use xmpp_parsers::data_forms::{DataForm, DataFormType, Field};
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::rsm::{SetQuery, SetResult};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use super::{MUC, OCCUPANT_ID, SID, refused};
+use crate::bridge::{Bridge, BridgeError};
+
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const PING: &str = "urn:xmpp:ping";
+const RSM: &str = "http://jabber.org/protocol/rsm";
+const ROOM_INFO: &str = "http://jabber.org/protocol/muc#roominfo";
+
+/// The most rooms listed at once.
+const MAX_ITEMS: usize = 100;
+
+/// Nodes are not served: a query for one is `item-not-found`.
+pub fn query_node(query: &Element) -> Result<(), BridgeError> {
+    match query.attr("node") {
+        Some(_) => Err(refused(
+            ErrorType::Cancel,
+            DefinedCondition::ItemNotFound,
+            "no such node",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn features(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|f| (*f).to_owned()).collect()
+}
+
+impl Bridge {
+    /// The MUC service's identity and features.
+    pub(super) fn service_info(&self) -> DiscoInfoResult {
+        DiscoInfoResult {
+            node: None,
+            identities: vec![Identity {
+                category: "conference".to_owned(),
+                type_: "text".to_owned(),
+                lang: None,
+                name: Some("Matrix rooms".to_owned()),
+            }],
+            features: features(&[DISCO_INFO, DISCO_ITEMS, MUC, PING, RSM, OCCUPANT_ID, SID]),
+            extensions: vec![],
+        }
+    }
+
+    /// The public rooms, by address, a page at a time (XEP-0059).
+    pub(super) async fn service_items(&self, query: &Element) -> Result<Element, BridgeError> {
+        let paging = match query.get_child("set", RSM) {
+            Some(set) => Some(SetQuery::try_from(set.clone()).map_err(|error| {
+                refused(
+                    ErrorType::Modify,
+                    DefinedCondition::BadRequest,
+                    format!("the paging request is malformed: {error}"),
+                )
+            })?),
+            None => None,
+        };
+        let mut rooms: Vec<(String, Option<String>)> = Vec::new();
+        for room in self.services.store.public_rooms().await? {
+            let Ok(room) = RoomId::parse(&room) else {
+                continue;
+            };
+            let Some(address) = self.room_jid_of(&room).await? else {
+                continue;
+            };
+            rooms.push((address.to_string(), self.room_name(&room).await?));
+        }
+        rooms.sort();
+        let count = rooms.len();
+        let max = paging
+            .as_ref()
+            .and_then(|paging| paging.max)
+            .unwrap_or(MAX_ITEMS)
+            .min(MAX_ITEMS);
+        let start = match paging.as_ref().and_then(|paging| paging.after.as_deref()) {
+            Some(after) => rooms.partition_point(|(address, _)| address.as_str() <= after),
+            None => 0,
+        };
+        let end = match paging.as_ref().and_then(|paging| paging.before.as_deref()) {
+            Some("") => count,
+            Some(before) => rooms.partition_point(|(address, _)| address.as_str() < before),
+            None => count,
+        };
+        let (start, end) = match paging.as_ref().and_then(|paging| paging.before.as_deref()) {
+            // A page before a point: the last `max` items before it.
+            Some(_) => (end.saturating_sub(max), end),
+            None => (start, (start + max).min(end)),
+        };
+        let page = rooms.get(start..end).unwrap_or(&[]);
+        let mut items = Vec::new();
+        for (address, name) in page {
+            let Ok(jid) = Jid::new(address) else {
+                continue;
+            };
+            items.push(Item {
+                jid,
+                node: None,
+                name: name.clone(),
+            });
+        }
+        let rsm = paging.map(|_| SetResult {
+            first: page.first().map(|(address, _)| xmpp_parsers::rsm::First {
+                index: Some(start),
+                item: address.clone(),
+            }),
+            last: page.last().map(|(address, _)| address.clone()),
+            count: Some(count),
+        });
+        Ok(DiscoItemsResult {
+            node: None,
+            items,
+            rsm,
+        }
+        .into())
+    }
+
+    /// A room's address: its canonical alias's when it has a local one, else its id's.
+    pub(super) async fn room_jid_of(&self, room: &RoomId) -> Result<Option<BareJid>, BridgeError> {
+        let alias = self
+            .services
+            .rooms
+            .state_event(room, "m.room.canonical_alias", "")
+            .await?
+            .and_then(|pdu| {
+                pdu.content_value()
+                    .get("alias")
+                    .and_then(Value::as_str)
+                    .and_then(|alias| RoomAliasId::parse(alias).ok())
+            })
+            .filter(|alias| alias.server_name() == self.services.server_name);
+        if let Some(alias) = alias
+            && let Ok(jid) = self.gateway.room_to_muc(RoomRef::Alias(&alias))
+        {
+            return Ok(Some(jid));
+        }
+        Ok(self.gateway.room_to_muc(RoomRef::Id(room)).ok())
+    }
+
+    async fn room_name(&self, room: &RoomId) -> Result<Option<String>, BridgeError> {
+        Ok(self
+            .services
+            .rooms
+            .state_event(room, "m.room.name", "")
+            .await?
+            .and_then(|pdu| {
+                pdu.content_value()
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .filter(|name| !name.is_empty()))
+    }
+
+    /// A room's identity, features and information form.
+    pub(super) async fn room_info(
+        &self,
+        room_jid: &BareJid,
+    ) -> Result<DiscoInfoResult, BridgeError> {
+        let (room, _) = self.room_of_address(room_jid).await?;
+        if !self.services.rooms.exists(&room).await? {
+            return Err(refused(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                format!("this server is not in {room_jid}: join it to see it"),
+            ));
+        }
+        let rooms = &self.services.rooms;
+        let content = |event: &str, key: &str| {
+            let room = room.clone();
+            let key = key.to_owned();
+            let event = event.to_owned();
+            async move {
+                Ok::<_, BridgeError>(rooms.state_event(&room, &event, "").await?.and_then(|pdu| {
+                    pdu.content_value()
+                        .get(&key)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }))
+            }
+        };
+        let name = self.room_name(&room).await?;
+        let topic = content("m.room.topic", "topic").await?.unwrap_or_default();
+        let join_rule = content("m.room.join_rules", "join_rule")
+            .await?
+            .unwrap_or_else(|| "invite".to_owned());
+        let public = self
+            .services
+            .store
+            .room(room.as_str())
+            .await?
+            .is_some_and(|record| record.is_public);
+        let levels = rooms.power_levels(&room).await?;
+        let roster = self.roster(&room).await?;
+        let mut list = vec![
+            DISCO_INFO,
+            MUC,
+            OCCUPANT_ID,
+            SID,
+            "muc_persistent",
+            "muc_nonanonymous",
+            "muc_unsecured",
+        ];
+        list.push(if public { "muc_public" } else { "muc_hidden" });
+        list.push(if join_rule == "public" {
+            "muc_open"
+        } else {
+            "muc_membersonly"
+        });
+        list.push(if levels.events_default > levels.users_default() {
+            "muc_moderated"
+        } else {
+            "muc_unmoderated"
+        });
+        let form = DataForm::new(
+            DataFormType::Result_,
+            ROOM_INFO,
+            vec![
+                Field::text_single("muc#roomconfig_roomname", name.as_deref().unwrap_or("")),
+                Field::text_single("muc#roominfo_description", &topic),
+                Field::text_single(
+                    "muc#roominfo_occupants",
+                    &roster.members().len().to_string(),
+                ),
+                Field::text_single("muc#roominfo_subject", &topic),
+            ],
+        );
+        Ok(DiscoInfoResult {
+            node: None,
+            identities: vec![Identity {
+                category: "conference".to_owned(),
+                type_: "text".to_owned(),
+                lang: None,
+                name: Some(
+                    name.unwrap_or_else(|| {
+                        room_jid.node().map(|n| n.to_string()).unwrap_or_default()
+                    }),
+                ),
+            }],
+            features: features(&list),
+            extensions: vec![form],
+        })
+    }
+
+    /// A room's items: none are listed (its occupants are in its presence).
+    pub(super) async fn room_items(&self, room_jid: &BareJid) -> Result<Element, BridgeError> {
+        let (room, _) = self.room_of_address(room_jid).await?;
+        if !self.services.rooms.exists(&room).await? {
+            return Err(refused(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                format!("this server is not in {room_jid}"),
+            ));
+        }
+        Ok(DiscoItemsResult {
+            node: None,
+            items: vec![],
+            rsm: None,
+        }
+        .into())
+    }
+}
