@@ -12,8 +12,9 @@ dialback = false), over STARTTLS and over XEP-0368 direct TLS from Causeway's si
 client logged in on ejabberd as bob@ejabberd.test:
 - pings gw.test (ejabberd opens a stream to Causeway: STARTTLS, SASL EXTERNAL; Causeway answers
   over its own stream to ejabberd, again STARTTLS and SASL EXTERNAL);
-- reads disco#info and disco#items of gw.test, gets service-unavailable for disco#info of
-  muc.gw.test and for a MUC join (at once), and for a query Causeway does not handle;
+- reads disco#info and disco#items of gw.test (the MUC service muc.gw.test) and disco#info of
+  muc.gw.test, gets item-not-found for a join of a room that does not exist (at once), and
+  service-unavailable for a query Causeway does not handle;
 - receives a message that a local account of Causeway sends him through the bridge.
 ejabberd's log must show the inbound EXTERNAL authentication of gw.test, and Causeway's the
 inbound stream of ejabberd.test authenticated by SASL EXTERNAL.

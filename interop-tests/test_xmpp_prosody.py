@@ -11,7 +11,9 @@ s2s_secure_auth, Causeway dialback = false).
 A slixmpp client logged in on Prosody as bob@prosody.test then:
 - pings gw.test (Prosody opens a stream to Causeway with STARTTLS and SASL EXTERNAL; Causeway
   answers over its own stream to Prosody, again STARTTLS and SASL EXTERNAL);
-- reads disco#info of gw.test (server/im) and of muc.gw.test (conference/text);
+- reads disco#info of gw.test (server/im), its items (the MUC service muc.gw.test) and the
+  MUC service's disco#info (conference/text); a join of a room that does not exist gets
+  item-not-found at once;
 - gets service-unavailable for a query Causeway does not handle;
 - receives a message that a local account of Causeway sends him through the bridge (Causeway's
   own stream to Prosody);
@@ -272,17 +274,16 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str,
                      f"{label}: disco#info of gw.test lists ping and version", repr(features))
 
         items = await client.plugin["xep_0030"].get_items(jid="gw.test", timeout=20)
-        checks.check(not items["disco_items"]["items"],
-                     f"{label}: disco#items of gw.test lists no MUC service (there is none yet)",
-                     repr(items["disco_items"]["items"]))
-        try:
-            await client.plugin["xep_0030"].get_info(jid="muc.gw.test", timeout=20)
-            checks.check(False, f"{label}: disco#info of muc.gw.test announces a service")
-        except IqError as error:
-            condition = error.iq["error"]["condition"]
-            checks.check(condition == "service-unavailable",
-                         f"{label}: disco#info of muc.gw.test is service-unavailable", repr(condition))
-        # A MUC join gets its error at once instead of waiting for a timeout.
+        listed = [item[0] for item in items["disco_items"]["items"]]
+        checks.check(listed == ["muc.gw.test"],
+                     f"{label}: disco#items of gw.test lists the MUC service", repr(listed))
+        info = await client.plugin["xep_0030"].get_info(jid="muc.gw.test", timeout=20)
+        identities = info["disco_info"]["identities"]
+        checks.check(any(i[0] == "conference" and i[1] == "text" for i in identities)
+                     and "http://jabber.org/protocol/muc" in info["disco_info"]["features"],
+                     f"{label}: disco#info of muc.gw.test names a conference/text MUC service",
+                     repr(identities))
+        # A join of a room that does not exist gets its error at once.
         client.send_presence(pto="room@muc.gw.test/Bob")
         while True:
             # Errors about other presence (to contacts of earlier runs) are not this one.
@@ -290,9 +291,8 @@ async def client_checks(ca: Path, checks: harness.Checks, label: str,
             if str(error["from"]) == "room@muc.gw.test/Bob":
                 break
         checks.check(str(error["from"]) == "room@muc.gw.test/Bob"
-                     and error["error"]["condition"] == "service-unavailable"
-                     and "not available" in error["error"]["text"],
-                     f"{label}: a MUC join gets service-unavailable with a reason", str(error))
+                     and error["error"]["condition"] == "item-not-found",
+                     f"{label}: a join of a room that does not exist gets item-not-found", str(error))
 
         try:
             await client.plugin["xep_0030"].get_items(jid="alice@gw.test", timeout=20)

@@ -102,26 +102,6 @@ impl BridgeStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Forgets every occupant of a room whose real JID is of `bare` (any resource); returns
-    /// the JIDs forgotten.
-    pub async fn remove_occupants_of(
-        &self,
-        room_id: &str,
-        bare: &str,
-    ) -> Result<Vec<String>, BridgeStoreError> {
-        let gone: Vec<String> = self
-            .occupants(room_id)
-            .await?
-            .into_iter()
-            .filter(|occupant| bare_of(&occupant.jid) == bare)
-            .map(|occupant| occupant.jid)
-            .collect();
-        for jid in &gone {
-            self.remove_occupant(room_id, jid).await?;
-        }
-        Ok(gone)
-    }
-
     /// The occupants of a room, in the order they joined.
     pub async fn occupants(&self, room_id: &str) -> Result<Vec<Occupant>, BridgeStoreError> {
         let rows = sqlx::query(
@@ -174,4 +154,154 @@ fn occupant_from_row(row: &sqlx::any::AnyRow) -> Result<Occupant, BridgeStoreErr
 /// The bare part of a JID as text.
 pub fn bare_of(jid: &str) -> &str {
     jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use causeway_matrix::store::Store;
+
+    /// The homeserver's store on SQLite and, when `CAUSEWAY_TEST_POSTGRES_URL` names a server,
+    /// on PostgreSQL in a schema of its own.
+    async fn stores(dir: &std::path::Path) -> Vec<Store> {
+        let mut stores = vec![
+            Store::connect(
+                &format!("sqlite://{}/test.sqlite3?mode=rwc", dir.display()),
+                4,
+            )
+            .await
+            .unwrap(),
+        ];
+        if let Ok(base) = std::env::var("CAUSEWAY_TEST_POSTGRES_URL") {
+            use sqlx::Executor;
+            sqlx::any::install_default_drivers();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let schema = format!("causeway_bridge_test_{}_{nanos}", std::process::id());
+            let admin = AnyPool::connect(&base).await.unwrap();
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .await
+                .unwrap();
+            admin.close().await;
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+            stores.push(Store::connect(&url, 4).await.unwrap());
+        } else {
+            eprintln!("CAUSEWAY_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+        }
+        stores
+    }
+
+    fn occupant(room: &str, jid: &str, nick: &str, since: i64) -> Occupant {
+        Occupant {
+            room_id: room.into(),
+            jid: jid.into(),
+            room_jid: "lobby@muc.gw.test".into(),
+            nick: nick.into(),
+            since_position: since,
+        }
+    }
+
+    #[tokio::test]
+    async fn occupants_on_both_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(dir.path()).await {
+            let bridge = BridgeStore::open(store.pool().clone()).await.unwrap();
+            // Opening again applies nothing twice.
+            let bridge_again = BridgeStore::open(store.pool().clone()).await.unwrap();
+            let bob = occupant("!a:gw.test", "bob@prosody.test/phone", "Bob", 5);
+            bridge.set_occupant(&bob).await.unwrap();
+            bridge
+                .set_occupant(&occupant("!a:gw.test", "bob@prosody.test/laptop", "Bob", 6))
+                .await
+                .unwrap();
+            bridge
+                .set_occupant(&occupant("!a:gw.test", "carol@prosody.test/pc", "Carol", 7))
+                .await
+                .unwrap();
+            bridge
+                .set_occupant(&occupant(
+                    "!b:gw.test",
+                    "bob@prosody.test/phone",
+                    "Bobby",
+                    8,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(
+                bridge_again
+                    .occupant("!a:gw.test", "bob@prosody.test/phone")
+                    .await
+                    .unwrap(),
+                Some(bob.clone())
+            );
+            assert_eq!(
+                bridge
+                    .occupant("!a:gw.test", "bob@prosody.test/tv")
+                    .await
+                    .unwrap(),
+                None
+            );
+            let mut rooms = bridge.rooms_with_occupants().await.unwrap();
+            rooms.sort();
+            assert_eq!(rooms, ["!a:gw.test", "!b:gw.test"]);
+            // A new nickname for every resource of Bob in one room, not in the other.
+            bridge
+                .rename_occupants_of("!a:gw.test", "bob@prosody.test", "Robert")
+                .await
+                .unwrap();
+            let nicks: Vec<(String, String)> = bridge
+                .occupants("!a:gw.test")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.jid, o.nick))
+                .collect();
+            assert_eq!(nicks.len(), 3);
+            assert!(nicks.contains(&("bob@prosody.test/phone".into(), "Robert".into())));
+            assert!(nicks.contains(&("bob@prosody.test/laptop".into(), "Robert".into())));
+            assert!(nicks.contains(&("carol@prosody.test/pc".into(), "Carol".into())));
+            assert_eq!(
+                bridge.occupants("!b:gw.test").await.unwrap()[0].nick,
+                "Bobby"
+            );
+            // Joining again updates the row.
+            bridge
+                .set_occupant(&occupant("!a:gw.test", "carol@prosody.test/pc", "C", 9))
+                .await
+                .unwrap();
+            let carol = bridge
+                .occupant("!a:gw.test", "carol@prosody.test/pc")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((carol.nick.as_str(), carol.since_position), ("C", 9));
+            for resource in ["phone", "laptop"] {
+                assert!(
+                    bridge
+                        .remove_occupant("!a:gw.test", &format!("bob@prosody.test/{resource}"))
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(
+                bridge
+                    .remove_occupant("!a:gw.test", "carol@prosody.test/pc")
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !bridge
+                    .remove_occupant("!a:gw.test", "carol@prosody.test/pc")
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(bridge.rooms_with_occupants().await.unwrap(), ["!b:gw.test"]);
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! The answers Causeway gives for its own domains (the server and its MUC service) when no
 //! other part of the server handles a stanza: XEP-0030 service discovery, XEP-0199 ping,
 //! XEP-0092 software version, XEP-0202 entity time, and `service-unavailable` otherwise. The
-//! MUC domain answers every stanza with `service-unavailable` until group chats exist.
+//! server's items are its MUC service, which the handler in front of the router serves (the
+//! bridge); what reaches the router for the MUC domain is answered at once with
+//! `service-unavailable`, as no MUC service runs behind it.
 
 use std::collections::BTreeSet;
 
@@ -96,12 +98,20 @@ impl DefaultRouter {
                 Iq::from_result(id.clone(), Some(self.disco_info()))
             }
         } else if payload.is("query", DISCO_ITEMS) && to_server {
-            // The MUC service is not listed until it exists.
+            // The MUC service.
+            let items = match Jid::new(&self.domains.muc) {
+                Ok(jid) => vec![xmpp_parsers::disco::Item {
+                    jid,
+                    node: None,
+                    name: Some("Matrix rooms".to_owned()),
+                }],
+                Err(_) => vec![],
+            };
             Iq::from_result(
                 id.clone(),
                 Some(DiscoItemsResult {
                     node: None,
-                    items: vec![],
+                    items,
                     rsm: None,
                 }),
             )
@@ -145,9 +155,10 @@ impl DefaultRouter {
     }
 }
 
-/// The answer of the MUC domain while Causeway has no group chats: every request, message and
-/// join gets `service-unavailable` at once (a join would otherwise wait for its timeout), with
-/// a text that says why. Errors, results, and presence that asks for nothing get no answer.
+/// The answer of the MUC domain when no MUC service runs in front of the router: every
+/// request, message and join gets `service-unavailable` at once (a join would otherwise wait
+/// for its timeout), with a text that says why. Errors, results, and presence that asks for
+/// nothing get no answer.
 fn muc_unavailable(stanza: &Stanza) -> Option<Stanza> {
     use xmpp_parsers::presence::Type as PresenceType;
     let (kind, id) = match stanza {
@@ -167,7 +178,7 @@ fn muc_unavailable(stanza: &Stanza) -> Option<Stanza> {
         is_error,
         stanza,
         id,
-        "Group chats are not available on this server yet",
+        "No group chat service runs on this server",
     )
 }
 
@@ -279,16 +290,18 @@ mod tests {
              to='gw.test'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
         )));
         let items = DiscoItemsResult::try_from(items).unwrap();
-        assert!(
-            items.items.is_empty(),
-            "no MUC service is announced: {items:?}"
-        );
+        let listed: Vec<String> = items
+            .items
+            .iter()
+            .map(|item| item.jid.to_string())
+            .collect();
+        assert_eq!(listed, ["muc.gw.test"], "the MUC service is announced");
     }
 
-    /// Until group chats exist, the MUC domain answers everything at once with
-    /// service-unavailable, and announces nothing.
+    /// Without a MUC service in front of it, the router answers everything for the MUC
+    /// domain at once with service-unavailable.
     #[test]
-    fn the_muc_domain_refuses_at_once() {
+    fn the_muc_domain_without_a_service_refuses_at_once() {
         let router = router();
         let unavailable = |answer: Option<Stanza>| -> (String, String, StanzaError) {
             let (from, to, error) = match answer {
@@ -321,7 +334,10 @@ mod tests {
             );
             assert_eq!(error.type_, ErrorType::Cancel);
             assert!(
-                error.texts.values().any(|t| t.contains("not available")),
+                error
+                    .texts
+                    .values()
+                    .any(|t| t.contains("No group chat service")),
                 "{error:?}"
             );
             (from.unwrap().to_string(), to.unwrap().to_string(), error)
