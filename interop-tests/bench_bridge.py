@@ -85,6 +85,8 @@ class ProsodyNode:
         self.users = users
         self.config = self.dir / "prosody.cfg.lua"
         self.proc: subprocess.Popen | None = None
+        # Lua appended to the configuration (components, for one).
+        self.extra = ""
 
     def start(self) -> None:
         certs = self.dir / "certs"
@@ -93,7 +95,8 @@ class ProsodyNode:
             shutil.copy(self.work / f"{self.domain}.{suffix}", certs / f"{self.domain}.{suffix}")
         (self.dir / "data").mkdir(exist_ok=True)
         hosts = self.work / "hosts.test"
-        hosts.write_text(f"127.0.0.1 localhost\n{xp.PROSODY_IP} prosody.test\n{OTHER_IP} other.test\n"
+        hosts.write_text(f"127.0.0.1 localhost\n{xp.PROSODY_IP} prosody.test conference.prosody.test\n"
+                         f"{OTHER_IP} other.test\n"
                          f"{xp.GATEWAY_IP} gw.test muc.gw.test\n")
         self.config.write_text(f"""
 run_as_root = true
@@ -116,7 +119,7 @@ modules_disabled = {{ "offline" }}
 authentication = "internal_hashed"
 limits = {{ c2s = {{ rate = "10mb/s" }}; s2sin = {{ rate = "10mb/s" }} }}
 VirtualHost "{self.domain}"
-""")
+{self.extra}""")
         for user in self.users:
             xp.run("prosodyctl", "--config", str(self.config), "register", user, self.domain, "pw")
         self.proc = subprocess.Popen(["prosody", "--config", str(self.config), "-F"],

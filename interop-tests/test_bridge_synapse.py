@@ -14,6 +14,9 @@ a Synapse user, `carol%localhost\\3a<port>@gw.test` from XMPP (XEP-0106 escapes 
   the ghost joins through Synapse by itself, carol's message reaches Dave on XMPP, and his
   answer lands in her room.
 * An invite of a ghost to a room that is not a direct chat is declined, through Synapse.
+* Bob joins carol's public room on Synapse as a MUC (`#lobby%localhost\\3a<port>@muc.gw.test`):
+  Causeway resolves the alias and joins his ghost through Synapse; he gets the history and the
+  topic, and messages go both ways.
 * A message to a Matrix user whose server cannot be reached is answered with an XMPP error
   (`remote-server-timeout`).
 
@@ -223,8 +226,59 @@ class Test:
                     "a message to a Matrix user whose server cannot be reached is answered "
                     "with remote-server-timeout", str(error))
 
+        async def xmpp_user_joins_synapse_room() -> None:
+            status, created = await carol.call("POST", "/createRoom", {
+                "preset": "public_chat", "room_alias_name": "lobby", "topic": "Synapse's lobby"})
+            c.require(status == 200, "carol makes a public room on Synapse", f"{status} {created}")
+            room = created["room_id"]
+            await carol.call("PUT", f"/rooms/{room}/send/m.room.message/l1",
+                             {"msgtype": "m.text", "body": "Before Bob came"})
+            address = f"#lobby%localhost\\3a{port}@muc.gw.test"
+            bob.send(f"<presence to='{address}/Bob'><x xmlns='http://jabber.org/protocol/muc'>"
+                     "<history maxstanzas='5'/></x></presence>")
+            deadline = time.monotonic() + WAIT
+            own = None
+            while own is None and time.monotonic() < deadline:
+                presence = await asyncio.wait_for(bob.presences.get(), WAIT)
+                x = presence.xml.find("{http://jabber.org/protocol/muc#user}x")
+                codes = {s.get("code") for s in x.findall("{http://jabber.org/protocol/muc#user}status")} \
+                    if x is not None else set()
+                if str(presence["from"]) == f"{address}/Bob" and "110" in codes:
+                    own = presence
+                elif presence["type"] == "error":
+                    c.require(False, "Bob joins carol's room", str(presence))
+            c.require(own is not None, "Bob joins carol's Synapse room as a MUC, through Causeway",
+                      self.gateway.log_tail(30))
+            history = await bob.next(lambda s: bs.body_of(s) == "Before Bob came", timeout=WAIT)
+            c.equal(str(history["from"]), f"{address}/carol", "with its history, from carol's nickname")
+            subject = await bob.next(lambda s: s.xml.find("{jabber:client}subject") is not None,
+                                     timeout=WAIT)
+            c.equal(subject.xml.find("{jabber:client}subject").text, "Synapse's lobby",
+                    "and its topic as subject")
+            joined = await carol.sync_until(lambda data: any(
+                e.get("state_key") == bob_ghost and e.get("content", {}).get("membership") == "join"
+                for e in timeline(data, room)))
+            c.check(bool(joined), "carol sees Bob's ghost join her room")
+            bob.send(f"<message to='{address}' type='groupchat' id='bob-muc-1'>"
+                     "<body>Hello Synapse room</body></message>")
+            said = await carol.sync_until(lambda data: next(
+                (e for e in timeline(data, room) if e.get("sender") == bob_ghost
+                 and e.get("type") == "m.room.message"), None))
+            c.check(said is not None and said["content"].get("body") == "Hello Synapse room",
+                    "Bob's message reaches carol on Synapse", repr(said))
+            reflection = await bob.next(lambda s: s["id"] == "bob-muc-1", timeout=WAIT)
+            c.equal(str(reflection["from"]), f"{address}/Bob", "and comes back to Bob from the room")
+            await carol.call("PUT", f"/rooms/{room}/send/m.room.message/l2",
+                             {"msgtype": "m.text", "body": "Welcome, Bob"})
+            answer = await bob.next(lambda s: bs.body_of(s) == "Welcome, Bob", timeout=WAIT)
+            c.equal((str(answer["from"]), answer["type"]), (f"{address}/carol", "groupchat"),
+                    "carol's answer reaches Bob in the room")
+
         try:
             await c.step("an XMPP user writes first to a Synapse user", xmpp_user_writes_first)
+            await c.step("an XMPP user joins a room of Synapse as a MUC",
+                         xmpp_user_joins_synapse_room,
+                         needs=("an XMPP user writes first to a Synapse user",))
             await c.step("a Synapse user starts a direct chat with an XMPP user",
                          matrix_user_starts)
             await c.step("an invite to a room that is not direct is declined",

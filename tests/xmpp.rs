@@ -88,25 +88,26 @@ async fn the_configured_server_answers_an_authenticated_peer() {
     assert_eq!(from.unwrap().to_string(), "gw.test");
     let info = xmpp_parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
     assert_eq!(info.identities[0].category, "server");
-    // The configured MUC domain is ours too: it answers, at once, that there is no group chat
-    // service yet.
+    // The configured MUC domain is ours too: its MUC service answers.
     peer.send(disco("chat.gw.test", "disco-muc"));
     let answer = tokio::time::timeout(Duration::from_secs(10), seen.recv())
         .await
         .expect("an answer in time")
         .unwrap();
-    let Stanza::Iq(Iq::Error {
-        id, from, error, ..
+    let Stanza::Iq(Iq::Result {
+        id,
+        from,
+        payload: Some(payload),
+        ..
     }) = answer
     else {
         panic!("{answer:?}");
     };
     assert_eq!(id, "disco-muc");
     assert_eq!(from.unwrap().to_string(), "chat.gw.test");
-    assert_eq!(
-        error.defined_condition,
-        xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable
-    );
+    let info = xmpp_parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
+    assert_eq!(info.identities[0].category, "conference");
+    assert!(info.features.contains("http://jabber.org/protocol/muc"));
     drop(gateway);
 }
 

@@ -665,6 +665,8 @@ pub struct XmppRoute {
 pub struct XmppConfig {
     pub enabled: bool,
     pub muc_domain: Option<String>,
+    /// XMPP domains whose users may make rooms by joining an address no room has (`*`: any).
+    pub muc_create_domains: Vec<String>,
     pub listen_starttls: Vec<SocketAddr>,
     pub listen_direct_tls: Vec<SocketAddr>,
     pub tls_certificate: Option<PathBuf>,
@@ -689,6 +691,7 @@ impl Default for XmppConfig {
         XmppConfig {
             enabled: true,
             muc_domain: None,
+            muc_create_domains: Vec::new(),
             listen_starttls: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
             listen_direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5270))],
             tls_certificate: None,

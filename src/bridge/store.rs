@@ -131,6 +131,23 @@ impl BridgeStore {
         row.as_ref().map(occupant_from_row).transpose()
     }
 
+    /// An occupant by the room's address it joined at and its real JID.
+    pub async fn occupant_at(
+        &self,
+        room_jid: &str,
+        jid: &str,
+    ) -> Result<Option<Occupant>, BridgeStoreError> {
+        let row = sqlx::query(
+            "SELECT room_id, occupant_jid, room_jid, nick, since_position FROM muc_occupants \
+             WHERE occupant_jid = $1 AND room_jid = $2",
+        )
+        .bind(jid)
+        .bind(room_jid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(occupant_from_row).transpose()
+    }
+
     /// The rooms that have occupants (read once at start-up: the sender to XMPP keeps them).
     pub async fn rooms_with_occupants(&self) -> Result<Vec<String>, BridgeStoreError> {
         Ok(
@@ -201,7 +218,7 @@ mod tests {
         Occupant {
             room_id: room.into(),
             jid: jid.into(),
-            room_jid: "lobby@muc.gw.test".into(),
+            room_jid: format!("{}@muc.gw.test", &room[1..2]),
             nick: nick.into(),
             since_position: since,
         }

@@ -176,12 +176,20 @@ impl Bridge {
         let mut seen = typing.current();
         // What the XMPP user was last told, by room.
         let mut told: std::collections::HashMap<ruma::OwnedRoomId, bool> = Default::default();
+        // Who occupants of rooms were last told is typing, by room.
+        let mut told_rooms = super::muc::TypingTold::default();
         loop {
             if changes.changed().await.is_err() {
                 return;
             }
             let now = *changes.borrow_and_update();
             for room in typing.changed_since(seen) {
+                if let Err(error) = self
+                    .muc_typing(&room, &typing.users(&room), &mut told_rooms)
+                    .await
+                {
+                    tracing::warn!(%error, "typing not sent to a room's occupants");
+                }
                 let pair = match self.pair_of(room.as_str(), None).await {
                     Ok(Some(pair)) => pair,
                     Ok(None) => continue,
@@ -214,6 +222,7 @@ impl Bridge {
         if receipt.receipt_type != "m.read" {
             return Ok(());
         }
+        self.muc_receipt(receipt).await?;
         let Some(pair) = self
             .pair_of(&receipt.room_id, Some(&receipt.user_id))
             .await?

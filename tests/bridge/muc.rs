@@ -89,6 +89,19 @@ fn condition(payloads: &[Element]) -> String {
         .unwrap_or_default()
 }
 
+/// Bob joins `#lobby:gw.test` without history: he gets Alice, himself and the subject.
+async fn bob_joins_lobby(world: &mut World) {
+    world.peer.send(join(
+        "bob@prosody.test/phone",
+        "lobby@muc.gw.test/Bob",
+        "<history maxstanzas='0'/>",
+    ));
+    for _ in 0..2 {
+        next_room_presence(world).await;
+    }
+    next_room_message(world).await;
+}
+
 /// Alice's public room `#lobby:gw.test`, with a topic.
 async fn lobby(world: &World, token: &str) -> String {
     world
@@ -451,16 +464,7 @@ async fn kicks_bans_and_nicknames_reach_the_occupants() {
     let mut world = world().await;
     let token = world.token().await;
     let room = lobby(&world, &token).await;
-    world.peer.send(join(
-        "bob@prosody.test/phone",
-        "lobby@muc.gw.test/Bob",
-        "<history maxstanzas='0'/>",
-    ));
-    // alice, Bob, subject.
-    for _ in 0..2 {
-        next_room_presence(&mut world).await;
-    }
-    next_room_message(&mut world).await;
+    bob_joins_lobby(&mut world).await;
     world.peer.send(join(
         "carol@prosody.test/pc",
         "lobby@muc.gw.test/Carol",
@@ -717,6 +721,8 @@ async fn the_service_and_its_rooms_are_discoverable() {
         "muc_nonanonymous",
         "muc_persistent",
         "urn:xmpp:occupant-id:0",
+        "urn:xmpp:mam:2",
+        "urn:xmpp:message-moderate:1",
     ] {
         assert!(
             features.contains(&feature),
@@ -739,6 +745,78 @@ async fn the_service_and_its_rooms_are_discoverable() {
         Some("Welcome")
     );
     assert_eq!(field("muc#roominfo_occupants").as_deref(), Some("1"));
+    assert_eq!(field("muc#roominfo_avatarhash"), None, "no avatar yet");
+    // With an avatar: its SHA-1 in disco, the picture in the room's vCard (XEP-0486).
+    let picture = b"the lobby's picture".to_vec();
+    let upload = world
+        .server
+        .raw(
+            http::Method::POST,
+            "/_matrix/media/v3/upload?filename=lobby.png",
+            Some(&token),
+            Some("image/png"),
+            picture.clone(),
+        )
+        .await
+        .assert_ok();
+    let lobby_id = world
+        .server
+        .get("/_matrix/client/v3/directory/room/%23lobby:gw.test", &token)
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{lobby_id}/state/m.room.avatar/"),
+            &token,
+            json!({"url": upload["content_uri"]}),
+        )
+        .await
+        .assert_ok();
+    world.peer.send(ask(
+        "d4b",
+        "lobby@muc.gw.test",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    ));
+    let Ok(Some(info)) = iq_outcome(&mut world).await else {
+        panic!("no disco#info of the room");
+    };
+    let hash = info
+        .get_child("x", "jabber:x:data")
+        .unwrap()
+        .children()
+        .find(|f| f.attr("var") == Some("muc#roominfo_avatarhash"))
+        .and_then(|f| f.children().next())
+        .map(|v| v.text());
+    let expected: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &picture)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hash, Some(expected));
+    world.peer.send(ask(
+        "v1",
+        "lobby@muc.gw.test",
+        "<vCard xmlns='vcard-temp'/>",
+    ));
+    let Ok(Some(vcard)) = iq_outcome(&mut world).await else {
+        panic!("no vCard of the room");
+    };
+    let binval = vcard
+        .get_child("PHOTO", "vcard-temp")
+        .and_then(|photo| photo.get_child("BINVAL", "vcard-temp"))
+        .map(|b| b.text())
+        .unwrap();
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(binval.split_whitespace().collect::<String>())
+            .unwrap(),
+        picture
+    );
     // An unknown room, and a malformed page request.
     world.peer.send(ask(
         "d5",
@@ -765,4 +843,801 @@ async fn the_service_and_its_rooms_are_discoverable() {
         error.defined_condition,
         xmpp_parsers::stanza_error::DefinedCondition::BadRequest
     );
+}
+
+/// A MAM query of `lobby@muc.gw.test` from `from`: the results it got (body, id) and its `fin`
+/// (or the error condition).
+async fn archive(
+    world: &mut World,
+    from: &str,
+    id: &str,
+    inner: &str,
+) -> Result<(Vec<(String, String)>, Element), String> {
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='set' id='{id}' from='{from}' to='lobby@muc.gw.test'>\
+         <query xmlns='urn:xmpp:mam:2' queryid='q-{id}'>{inner}</query></iq>"
+    )));
+    let mut results = Vec::new();
+    loop {
+        match from_rooms(world).await {
+            Stanza::Message(message) => {
+                // What happens in the room meanwhile is not a result.
+                if !message
+                    .payloads
+                    .iter()
+                    .any(|p| p.is("result", "urn:xmpp:mam:2"))
+                {
+                    continue;
+                }
+                let result = payload(&message, "result", "urn:xmpp:mam:2");
+                assert_eq!(result.attr("queryid"), Some(format!("q-{id}").as_str()));
+                let forwarded = result.get_child("forwarded", "urn:xmpp:forward:0").unwrap();
+                assert!(forwarded.get_child("delay", "urn:xmpp:delay").is_some());
+                let inner = forwarded.get_child("message", "jabber:client").unwrap();
+                assert_eq!(inner.attr("type"), Some("groupchat"));
+                let text = inner.get_child("body", "jabber:client").unwrap().text();
+                results.push((text, result.attr("id").unwrap().to_owned()));
+            }
+            Stanza::Iq(xmpp_parsers::iq::Iq::Result {
+                payload: Some(fin), ..
+            }) => {
+                return Ok((results, fin));
+            }
+            Stanza::Iq(xmpp_parsers::iq::Iq::Error { error, .. }) => {
+                return Err(format!("{:?}", error.defined_condition));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn rsm_text(fin: &Element, name: &str) -> Option<String> {
+    fin.get_child("set", "http://jabber.org/protocol/rsm")
+        .and_then(|set| set.get_child(name, "http://jabber.org/protocol/rsm"))
+        .map(Element::text)
+}
+
+#[tokio::test]
+async fn the_archive_of_a_room_pages_by_id_and_time() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = lobby(&world, &token).await;
+    let mut events = Vec::new();
+    for (n, text) in ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
+        .iter()
+        .enumerate()
+    {
+        let sent = world
+            .server
+            .send_text(&token, &room, &format!("t{n}"), text)
+            .await
+            .assert_ok();
+        events.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+    // Carol has never been in the room: its shared history is not hers to read.
+    let (none, fin) = archive(&mut world, "carol@prosody.test/pc", "c1", "")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(fin.attr("complete"), Some("true"));
+    bob_joins_lobby(&mut world).await;
+    let page = "<set xmlns='http://jabber.org/protocol/rsm'><max>3</max></set>";
+    let (first, fin) = archive(&mut world, "bob@prosody.test/phone", "a1", page)
+        .await
+        .unwrap();
+    let texts =
+        |results: &[(String, String)]| results.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&first), ["m1", "m2", "m3"]);
+    assert_eq!(
+        first[0].1, events[0],
+        "the result id is the event (the stanza id)"
+    );
+    assert_ne!(fin.attr("complete"), Some("true"), "more to come: {fin:?}");
+    assert_eq!(rsm_text(&fin, "last"), Some(events[2].clone()));
+    let next = format!(
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>3</max><after>{}</after></set>",
+        events[2]
+    );
+    let (second, _) = archive(&mut world, "bob@prosody.test/phone", "a2", &next)
+        .await
+        .unwrap();
+    assert_eq!(texts(&second), ["m4", "m5", "m6"]);
+    let last = format!(
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>3</max><after>{}</after></set>",
+        events[5]
+    );
+    let (third, fin) = archive(&mut world, "bob@prosody.test/phone", "a3", &last)
+        .await
+        .unwrap();
+    assert_eq!(texts(&third), ["m7"]);
+    assert_eq!(fin.attr("complete"), Some("true"));
+    // The last page, and the page before a message.
+    let (newest, _) = archive(
+        &mut world,
+        "bob@prosody.test/phone",
+        "a4",
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set>",
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&newest), ["m6", "m7"]);
+    let before = format!(
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before>{}</before></set>",
+        events[5]
+    );
+    let (earlier, _) = archive(&mut world, "bob@prosody.test/phone", "a5", &before)
+        .await
+        .unwrap();
+    assert_eq!(texts(&earlier), ["m4", "m5"]);
+    // By ids, and from a time on.
+    let form = |fields: &str| {
+        format!(
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+             <value>urn:xmpp:mam:2</value></field>{fields}</x>"
+        )
+    };
+    let (picked, _) = archive(
+        &mut world,
+        "bob@prosody.test/phone",
+        "a6",
+        &form(&format!(
+            "<field var='ids'><value>{}</value><value>{}</value></field>",
+            events[1], events[4]
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&picked), ["m2", "m5"]);
+    let future = form("<field var='start'><value>2999-01-01T00:00:00Z</value></field>");
+    let (nothing, fin) = archive(&mut world, "bob@prosody.test/phone", "a7", &future)
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(fin.attr("complete"), Some("true"));
+    let past = form("<field var='start'><value>2000-01-01T00:00:00Z</value></field>");
+    let (all, _) = archive(&mut world, "bob@prosody.test/phone", "a8", &past)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 7);
+    // What cannot be answered gets its error.
+    for (inner, condition) in [
+        (
+            "<set xmlns='http://jabber.org/protocol/rsm'><after>$nothing</after></set>".to_owned(),
+            "ItemNotFound",
+        ),
+        (
+            form("<field var='start'><value>yesterday</value></field>"),
+            "BadRequest",
+        ),
+        (
+            form("<field var='with'><value>bob@prosody.test</value></field>"),
+            "FeatureNotImplemented",
+        ),
+        (
+            form("<field var='colour'><value>red</value></field>"),
+            "BadRequest",
+        ),
+    ] {
+        let error = archive(&mut world, "bob@prosody.test/phone", "bad", &inner)
+            .await
+            .unwrap_err();
+        assert_eq!(error, condition, "{inner}");
+    }
+    // A redacted message is not in the archive.
+    world.redact(&token, &room, &events[0], "r1").await;
+    let (after_redaction, _) = archive(&mut world, "bob@prosody.test/phone", "a9", page)
+        .await
+        .unwrap();
+    assert_eq!(texts(&after_redaction), ["m2", "m3", "m4"]);
+}
+
+/// A `muc#admin` request from `from`; its answer (the payload of a result, or the condition).
+async fn admin(
+    world: &mut World,
+    from: &str,
+    kind: &str,
+    items: &str,
+) -> Result<Option<Element>, String> {
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='{kind}' id='adm' from='{from}' to='lobby@muc.gw.test'>\
+         <query xmlns='http://jabber.org/protocol/muc#admin'>{items}</query></iq>"
+    )));
+    iq_outcome(world).await
+}
+
+/// The next answer to a request from the MUC service: its payload, or its error's condition.
+async fn iq_outcome(world: &mut World) -> Result<Option<Element>, String> {
+    loop {
+        match from_rooms(world).await {
+            Stanza::Iq(xmpp_parsers::iq::Iq::Result { payload, .. }) => return Ok(payload),
+            Stanza::Iq(xmpp_parsers::iq::Iq::Error { error, .. }) => {
+                return Err(format!("{:?}", error.defined_condition));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn occupants_with_power_administer_the_room() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = lobby(&world, &token).await;
+    for (from, nick) in [
+        ("bob@prosody.test/phone", "Bob"),
+        ("carol@prosody.test/pc", "Carol"),
+    ] {
+        world.peer.send(join(
+            from,
+            &format!("lobby@muc.gw.test/{nick}"),
+            "<history maxstanzas='0'/>",
+        ));
+        world
+            .wait_member(
+                &token,
+                &room,
+                if nick == "Bob" { BOB } else { CAROL },
+                "join",
+            )
+            .await;
+    }
+    // Carol has no power: she may not kick Bob, nor ban Alice.
+    assert_eq!(
+        admin(
+            &mut world,
+            "carol@prosody.test/pc",
+            "set",
+            "<item nick='Bob' role='none'/>"
+        )
+        .await,
+        Err("Forbidden".into())
+    );
+    assert_eq!(
+        admin(
+            &mut world,
+            "carol@prosody.test/pc",
+            "set",
+            "<item jid='alice@gw.test' affiliation='outcast'/>"
+        )
+        .await,
+        Err("Forbidden".into())
+    );
+    // Someone who is not in the room, nor an occupant at all, gets nothing done.
+    assert_eq!(
+        admin(
+            &mut world,
+            "dave@prosody.test/x",
+            "set",
+            "<item nick='Bob' role='none'/>"
+        )
+        .await,
+        Err("Forbidden".into())
+    );
+    assert_eq!(
+        admin(
+            &mut world,
+            "bob@prosody.test/phone",
+            "set",
+            "<item nick='Nobody' role='none'/>"
+        )
+        .await,
+        Err("ItemNotFound".into())
+    );
+    assert_eq!(
+        admin(
+            &mut world,
+            "bob@prosody.test/phone",
+            "set",
+            "<item nick='Carol' role='king'/>"
+        )
+        .await,
+        Err("BadRequest".into())
+    );
+    // Alice makes Bob a moderator in Matrix: the occupants see his new role.
+    let mut levels = world
+        .server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    levels["users"][BOB] = json!(50);
+    levels["events"]["m.room.power_levels"] = json!(50);
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &token,
+            levels,
+        )
+        .await
+        .assert_ok();
+    let promoted = loop {
+        let presence = next_room_presence(&mut world).await;
+        if presence.from.as_ref().unwrap().to_string() == "lobby@muc.gw.test/Bob"
+            && presence.to.as_ref().unwrap().to_string() == "carol@prosody.test/pc"
+        {
+            break presence;
+        }
+    };
+    assert_eq!(item(&promoted).attr("role"), Some("moderator"));
+    assert_eq!(item(&promoted).attr("affiliation"), Some("admin"));
+    // A moderator may not ban the owner.
+    assert_eq!(
+        admin(
+            &mut world,
+            "bob@prosody.test/phone",
+            "set",
+            "<item jid='alice@gw.test' affiliation='outcast'/>"
+        )
+        .await,
+        Err("NotAllowed".into())
+    );
+    // Bob lists the owners, makes Carol a visitor, then kicks her.
+    let owners = admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "get",
+        "<item affiliation='owner'/>",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let jids: Vec<&str> = owners.children().filter_map(|i| i.attr("jid")).collect();
+    assert_eq!(jids, ["alice@gw.test"]);
+    admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "set",
+        "<item nick='Carol' role='visitor'/>",
+    )
+    .await
+    .unwrap();
+    world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .any(|e| e["type"] == "m.room.power_levels" && e["content"]["users"][CAROL] == -1)
+                .then_some(())
+        })
+        .await;
+    admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "set",
+        "<item nick='Carol' role='none'><reason>too loud</reason></item>",
+    )
+    .await
+    .unwrap();
+    let kicked = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["state_key"] == CAROL && e["content"]["membership"] == "leave")
+                .cloned()
+        })
+        .await;
+    assert_eq!(kicked["sender"], BOB);
+    assert_eq!(kicked["content"]["reason"], "too loud");
+    // Then bans her by her JID, and she is on the outcast list.
+    admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "set",
+        "<item jid='carol@prosody.test' affiliation='outcast'/>",
+    )
+    .await
+    .unwrap();
+    world.wait_member(&token, &room, CAROL, "ban").await;
+    let outcasts = admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "get",
+        "<item affiliation='outcast'/>",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let jids: Vec<&str> = outcasts.children().filter_map(|i| i.attr("jid")).collect();
+    assert_eq!(jids, ["carol@prosody.test"]);
+    // And lets her back: no longer banned.
+    admin(
+        &mut world,
+        "bob@prosody.test/phone",
+        "set",
+        "<item jid='carol@prosody.test' affiliation='none'/>",
+    )
+    .await
+    .unwrap();
+    world.wait_member(&token, &room, CAROL, "leave").await;
+}
+
+#[tokio::test]
+async fn users_of_allowed_domains_make_rooms_by_joining() {
+    let mut world = world_with(|config| {
+        config.xmpp.muc_create_domains = vec!["prosody.test".into()];
+    })
+    .await;
+    let token = world.token().await;
+    // other.test may not.
+    world
+        .peer
+        .send(join("dave@other.test/x", "theirs@muc.gw.test/Dave", ""));
+    let refused = next_room_presence(&mut world).await;
+    assert_eq!(condition(&refused.payloads), "item-not-found");
+    // Bob's join makes the room: he is told with 201, and owns it.
+    world
+        .peer
+        .send(join("bob@prosody.test/phone", "made@muc.gw.test/Bob", ""));
+    let me = next_room_presence(&mut world).await;
+    let mut codes = statuses(&me);
+    codes.sort();
+    assert_eq!(codes, ["100", "110", "170", "201"]);
+    assert_eq!(item(&me).attr("affiliation"), Some("owner"));
+    let subject = next_room_message(&mut world).await;
+    assert!(!subject.subjects.is_empty());
+    let found = world
+        .server
+        .get("/_matrix/client/v3/directory/room/%23made:gw.test", &token)
+        .await
+        .assert_ok();
+    let room = found["room_id"].as_str().unwrap().to_owned();
+    // He reads the configuration form and names the room; a malformed form is refused.
+    let owner = |id: &str, kind: &str, inner: &str| {
+        stanza(&format!(
+            "<iq xmlns='jabber:server' type='{kind}' id='{id}' from='bob@prosody.test/phone' \
+             to='made@muc.gw.test'><query xmlns='http://jabber.org/protocol/muc#owner'>{inner}</query></iq>"
+        ))
+    };
+    world.peer.send(owner("o1", "get", ""));
+    let Stanza::Iq(xmpp_parsers::iq::Iq::Result {
+        payload: Some(form),
+        ..
+    }) = from_rooms(&mut world).await
+    else {
+        panic!("no configuration form");
+    };
+    let vars: Vec<&str> = form
+        .get_child("x", "jabber:x:data")
+        .unwrap()
+        .children()
+        .filter_map(|f| f.attr("var"))
+        .collect();
+    assert!(vars.contains(&"muc#roomconfig_roomname"), "{vars:?}");
+    world.peer.send(owner(
+        "o2",
+        "set",
+        "<x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+         <field var='muc#roomconfig_roomname'><value>Made on XMPP</value></field>\
+         <field var='muc#roomconfig_publicroom'><value>1</value></field></x>",
+    ));
+    let answer = loop {
+        if let Stanza::Iq(iq) = from_rooms(&mut world).await {
+            break iq;
+        }
+    };
+    assert!(
+        matches!(answer, xmpp_parsers::iq::Iq::Result { .. }),
+        "{answer:?}"
+    );
+    world.peer.send(owner(
+        "o3",
+        "set",
+        "<x xmlns='jabber:x:data' type='nonsense'/>",
+    ));
+    let answer = loop {
+        if let Stanza::Iq(iq) = from_rooms(&mut world).await {
+            break iq;
+        }
+    };
+    assert!(
+        matches!(answer, xmpp_parsers::iq::Iq::Error { .. }),
+        "{answer:?}"
+    );
+    // Listed in the directory now, under its new name.
+    let directory = world
+        .server
+        .get("/_matrix/client/v3/publicRooms", &token)
+        .await
+        .assert_ok();
+    let listed = directory["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_id"] == room.as_str())
+        .cloned()
+        .expect("the room in the directory");
+    assert_eq!(listed["name"], "Made on XMPP");
+}
+
+#[tokio::test]
+async fn typing_and_read_markers_go_both_ways_in_rooms() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = lobby(&world, &token).await;
+    bob_joins_lobby(&mut world).await;
+    // Alice types: Bob sees her composing, then active.
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", world.alice),
+            &token,
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await
+        .assert_ok();
+    let composing = next_room_message(&mut world).await;
+    assert_eq!(
+        composing.from.as_ref().unwrap().to_string(),
+        "lobby@muc.gw.test/alice"
+    );
+    assert_eq!(composing.type_, MessageType::Groupchat);
+    assert!(
+        composing
+            .payloads
+            .iter()
+            .any(|p| p.is("composing", "http://jabber.org/protocol/chatstates"))
+    );
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", world.alice),
+            &token,
+            json!({"typing": false}),
+        )
+        .await
+        .assert_ok();
+    let active = next_room_message(&mut world).await;
+    assert!(
+        active
+            .payloads
+            .iter()
+            .any(|p| p.is("active", "http://jabber.org/protocol/chatstates"))
+    );
+    // Bob writes; Alice reads it: Bob gets a displayed marker of its stanza id.
+    world.peer.send(groupchat(
+        "bob@prosody.test/phone",
+        "lobby@muc.gw.test",
+        "b1",
+        "<body>read me</body>",
+    ));
+    let event = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB).first().map(|e| (*e).clone())
+        })
+        .await;
+    next_room_message(&mut world).await; // the reflection
+    world
+        .server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                crate::common::encode(event["event_id"].as_str().unwrap())
+            ),
+            &token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let marker = next_room_message(&mut world).await;
+    assert_eq!(
+        marker.from.as_ref().unwrap().to_string(),
+        "lobby@muc.gw.test/alice"
+    );
+    assert_eq!(
+        payload(&marker, "displayed", "urn:xmpp:chat-markers:0").attr("id"),
+        event["event_id"].as_str()
+    );
+    // Bob types and marks Alice's message as displayed: Alice sees both.
+    let sent = world
+        .server
+        .send_text(&token, &room, "a1", "and you read mine")
+        .await
+        .assert_ok();
+    next_room_message(&mut world).await;
+    world.peer.send(groupchat(
+        "bob@prosody.test/phone",
+        "lobby@muc.gw.test",
+        "b2",
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+    ));
+    let mut typing_seen = false;
+    for _ in 0..100 {
+        let sync = world.server.sync(&token, "timeout=0").await;
+        typing_seen = sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["type"] == "m.typing"
+                    && e["content"]["user_ids"]
+                        .as_array()
+                        .is_some_and(|u| u.contains(&json!(BOB)))
+            });
+        if typing_seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(typing_seen, "Bob's typing never showed");
+    world.peer.send(groupchat(
+        "bob@prosody.test/phone",
+        "lobby@muc.gw.test",
+        "b3",
+        &format!(
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='{}'/>",
+            sent["event_id"].as_str().unwrap()
+        ),
+    ));
+    let mut read = false;
+    for _ in 0..100 {
+        let sync = world.server.sync(&token, "timeout=0").await;
+        read = sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["type"] == "m.receipt"
+                    && e["content"][sent["event_id"].as_str().unwrap()]["m.read"][BOB].is_object()
+            });
+        if read {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(read, "Bob's marker never became a receipt");
+}
+
+#[tokio::test]
+async fn private_messages_and_strangers() {
+    let mut world = world().await;
+    let token = world.token().await;
+    lobby(&world, &token).await;
+    bob_joins_lobby(&mut world).await;
+    // Another resource of Bob's, which did not join, is no occupant.
+    world.peer.send(groupchat(
+        "bob@prosody.test/laptop",
+        "lobby@muc.gw.test",
+        "x1",
+        "<body>from elsewhere</body>",
+    ));
+    let refused = next_room_message(&mut world).await;
+    assert_eq!(condition(&refused.payloads), "not-acceptable");
+    // A private message to Alice's nickname is a direct chat with her.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='chat' id='pm1' from='bob@prosody.test/phone' \
+         to='lobby@muc.gw.test/alice'><body>just between us</body></message>",
+    ));
+    let direct = world.invited_room(&token).await;
+    world.server.join(&token, &direct).await;
+    let first = world
+        .wait_for(&token, &direct, |events| {
+            messages(events, BOB).first().map(|e| (*e).clone())
+        })
+        .await;
+    assert_eq!(first["content"]["body"], "just between us");
+    // To a nickname nobody has: item-not-found.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='chat' id='pm2' from='bob@prosody.test/phone' \
+         to='lobby@muc.gw.test/Nobody'><body>hello?</body></message>",
+    ));
+    let refused = next_room_message(&mut world).await;
+    assert_eq!(condition(&refused.payloads), "item-not-found");
+}
+
+#[tokio::test]
+async fn moderators_retract_messages() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = lobby(&world, &token).await;
+    for (from, nick, user) in [
+        ("bob@prosody.test/phone", "Bob", BOB),
+        ("carol@prosody.test/pc", "Carol", CAROL),
+    ] {
+        world.peer.send(join(
+            from,
+            &format!("lobby@muc.gw.test/{nick}"),
+            "<history maxstanzas='0'/>",
+        ));
+        world.wait_member(&token, &room, user, "join").await;
+    }
+    let sent = world
+        .server
+        .send_text(&token, &room, "a1", "a message of Alice")
+        .await
+        .assert_ok();
+    let alices = sent["event_id"].as_str().unwrap().to_owned();
+    world.peer.send(groupchat(
+        "carol@prosody.test/pc",
+        "lobby@muc.gw.test",
+        "c1",
+        "<body>spam</body>",
+    ));
+    let carols = world
+        .wait_for(&token, &room, |events| {
+            messages(events, CAROL)
+                .first()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        })
+        .await;
+    let moderate = |id: &str, from: &str, target: &str| {
+        stanza(&format!(
+            "<iq xmlns='jabber:server' type='set' id='{id}' from='{from}' to='lobby@muc.gw.test'>\
+             <moderate xmlns='urn:xmpp:message-moderate:1' id='{target}'>\
+             <retract xmlns='urn:xmpp:message-retract:1'/><reason>off topic</reason></moderate></iq>"
+        ))
+    };
+    // Bob has no power to moderate Alice's (nor Carol's) message.
+    world
+        .peer
+        .send(moderate("m1", "bob@prosody.test/phone", &alices));
+    assert_eq!(iq_outcome(&mut world).await, Err("Forbidden".into()));
+    world
+        .peer
+        .send(moderate("m2", "bob@prosody.test/phone", "$nothing"));
+    assert_eq!(iq_outcome(&mut world).await, Err("ItemNotFound".into()));
+    // Made a moderator, he retracts Carol's: a redaction of his ghost, and the occupants get
+    // the room's moderation notice.
+    let mut levels = world
+        .server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    levels["users"][BOB] = json!(50);
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &token,
+            levels,
+        )
+        .await
+        .assert_ok();
+    world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .any(|e| e["type"] == "m.room.power_levels" && e["content"]["users"][BOB] == 50)
+                .then_some(())
+        })
+        .await;
+    world
+        .peer
+        .send(moderate("m3", "bob@prosody.test/phone", &carols));
+    assert_eq!(iq_outcome(&mut world).await, Ok(None));
+    let redaction = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["type"] == "m.room.redaction")
+                .cloned()
+        })
+        .await;
+    assert_eq!(redaction["sender"], BOB);
+    assert_eq!(redaction["content"]["reason"], "off topic");
+    let notice = loop {
+        let message = next_room_message(&mut world).await;
+        if message
+            .payloads
+            .iter()
+            .any(|p| p.is("retract", "urn:xmpp:message-retract:1"))
+        {
+            break message;
+        }
+    };
+    assert_eq!(
+        notice.from.as_ref().unwrap().to_string(),
+        "lobby@muc.gw.test"
+    );
+    let retract = payload(&notice, "retract", "urn:xmpp:message-retract:1");
+    assert_eq!(retract.attr("id"), Some(carols.as_str()));
+    let moderated = retract
+        .get_child("moderated", "urn:xmpp:message-moderate:1")
+        .unwrap();
+    assert_eq!(moderated.attr("by"), Some("lobby@muc.gw.test/Bob"));
 }

@@ -104,3 +104,64 @@ async fn rooms_and_accounts_of_a_domain_past_their_quotas_are_refused() {
         assert_eq!(invites(&world, &token, 2).await, 2, "accounts: {accounts}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_joins_from_one_domain_is_refused_and_other_domains_go_on() {
+    let mut world = world_with(|config| config.rate_limits.remote_events = quota(3)).await;
+    let token = world.token().await;
+    world
+        .server
+        .create_room(
+            &token,
+            serde_json::json!({"preset": "public_chat", "room_alias_name": "lobby"}),
+        )
+        .await;
+    // Joins (and nickname changes) of one domain's users count against its quota.
+    for i in 0..5 {
+        world.peer.send(stanza(&format!(
+            "<presence xmlns='jabber:server' id='j{i}' from='user{i}@prosody.test/x' \
+             to='lobby@muc.gw.test/User{i}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        )));
+    }
+    let mut refusals = Vec::new();
+    while refusals.len() < 2 {
+        if let causeway_xmpp::stanza::Stanza::Presence(presence) = world.next().await
+            && presence.type_ == xmpp_parsers::presence::Type::Error
+        {
+            let error = presence
+                .payloads
+                .iter()
+                .find(|p| p.name() == "error")
+                .unwrap();
+            assert!(error.has_child("resource-constraint", "urn:ietf:params:xml:ns:xmpp-stanzas"));
+            assert_eq!(error.attr("type"), Some("wait"));
+            refusals.push(presence.id.clone().unwrap());
+        }
+    }
+    refusals.sort();
+    assert_eq!(refusals, ["j3", "j4"]);
+    // other.test is not held up.
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' id='d1' from='dave@other.test/x' \
+         to='lobby@muc.gw.test/Dave'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+    ));
+    world
+        .wait_member(
+            &token,
+            &room_of(&world, &token).await,
+            "@_xmpp_dave=40other.test:gw.test",
+            "join",
+        )
+        .await;
+}
+
+async fn room_of(world: &World, token: &str) -> String {
+    world
+        .server
+        .get("/_matrix/client/v3/directory/room/%23lobby:gw.test", token)
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}

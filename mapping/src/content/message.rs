@@ -197,6 +197,17 @@ pub fn text_to_matrix(text: &str, xhtml: Option<&Element>, unstyled: bool) -> Me
 
 /// Reads an XMPP message; `gateway` maps the addresses of mentioned users.
 pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
+    from_xmpp_in_room(message, gateway, &[])
+}
+
+/// Reads a message to a room whose `occupants` (nicknames and the users they stand for) may be
+/// mentioned by name: when the message has no mention references, names in its text are
+/// mentions (`name_mentions`).
+pub fn from_xmpp_in_room(
+    message: &Message,
+    gateway: &Gateway,
+    occupants: &[(&str, &ruma::UserId)],
+) -> FromXmpp {
     let mut read = FromXmpp::default();
     let reply = payload(message, "reply", ns::REPLY);
     read.reply_to = reply.and_then(|reply| reply.attr("id")).map(str::to_owned);
@@ -254,9 +265,9 @@ pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
     // XHTML-IM of a reply would repeat the quoted fallback: only plain replies use it.
     let xhtml = payload(message, "html", ns::XHTML_IM).filter(|_| read.reply_to.is_none());
     let mut msgtype = text_to_matrix(&text, xhtml, unstyled);
-    let mentioned = mentions(message, gateway);
+    let mut mentioned = mentions(message, gateway);
     // Where the text has no formatting of its own, mentions become pills.
-    let ranges: Vec<Mention> = mentioned
+    let mut ranges: Vec<Mention> = mentioned
         .iter()
         .filter_map(|(user, range)| {
             let (begin, end) = (*range)?;
@@ -269,6 +280,15 @@ pub fn from_xmpp(message: &Message, gateway: &Gateway) -> FromXmpp {
             })
         })
         .collect();
+    if mentioned.is_empty() && !occupants.is_empty() {
+        // Offsets in the text as kept.
+        ranges = name_mentions(&text, occupants);
+        for mention in &ranges {
+            if !mentioned.iter().any(|(user, _)| *user == mention.user) {
+                mentioned.push((mention.user.clone(), None));
+            }
+        }
+    }
     if matches!(&msgtype, MessageType::Text(t) if t.formatted.is_none()) && !ranges.is_empty() {
         msgtype = MessageType::Text(ruma::events::room::message::TextMessageEventContent::html(
             text.clone(),

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use causeway_mapping::address::RoomRef;
 use minidom::Element;
 use ruma::{RoomAliasId, RoomId};
-use serde_json::Value;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field};
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -24,6 +23,8 @@ const ROOM_INFO: &str = "http://jabber.org/protocol/muc#roominfo";
 
 /// The most rooms listed at once.
 const MAX_ITEMS: usize = 100;
+/// The largest room avatar sent in a vCard (the XMPP servers' stanza limits are near).
+const MAX_AVATAR_BYTES: usize = 128 * 1024;
 
 /// Nodes are not served: a query for one is `item-not-found`.
 pub fn query_node(query: &Element) -> Result<(), BridgeError> {
@@ -131,16 +132,9 @@ impl Bridge {
     /// A room's address: its canonical alias's when it has a local one, else its id's.
     pub(super) async fn room_jid_of(&self, room: &RoomId) -> Result<Option<BareJid>, BridgeError> {
         let alias = self
-            .services
-            .rooms
-            .state_event(room, "m.room.canonical_alias", "")
+            .state_text(room, "m.room.canonical_alias", "alias")
             .await?
-            .and_then(|pdu| {
-                pdu.content_value()
-                    .get("alias")
-                    .and_then(Value::as_str)
-                    .and_then(|alias| RoomAliasId::parse(alias).ok())
-            })
+            .and_then(|alias| RoomAliasId::parse(alias).ok())
             .filter(|alias| alias.server_name() == self.services.server_name);
         if let Some(alias) = alias
             && let Ok(jid) = self.gateway.room_to_muc(RoomRef::Alias(&alias))
@@ -152,16 +146,8 @@ impl Bridge {
 
     async fn room_name(&self, room: &RoomId) -> Result<Option<String>, BridgeError> {
         Ok(self
-            .services
-            .rooms
-            .state_event(room, "m.room.name", "")
+            .state_text(room, "m.room.name", "name")
             .await?
-            .and_then(|pdu| {
-                pdu.content_value()
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
             .filter(|name| !name.is_empty()))
     }
 
@@ -179,22 +165,13 @@ impl Bridge {
             ));
         }
         let rooms = &self.services.rooms;
-        let content = |event: &str, key: &str| {
-            let room = room.clone();
-            let key = key.to_owned();
-            let event = event.to_owned();
-            async move {
-                Ok::<_, BridgeError>(rooms.state_event(&room, &event, "").await?.and_then(|pdu| {
-                    pdu.content_value()
-                        .get(&key)
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                }))
-            }
-        };
         let name = self.room_name(&room).await?;
-        let topic = content("m.room.topic", "topic").await?.unwrap_or_default();
-        let join_rule = content("m.room.join_rules", "join_rule")
+        let topic = self
+            .state_text(&room, "m.room.topic", "topic")
+            .await?
+            .unwrap_or_default();
+        let join_rule = self
+            .state_text(&room, "m.room.join_rules", "join_rule")
             .await?
             .unwrap_or_else(|| "invite".to_owned());
         let public = self
@@ -210,6 +187,10 @@ impl Bridge {
             MUC,
             OCCUPANT_ID,
             SID,
+            super::archive::MAM,
+            super::archive::MAM_EXTENDED,
+            super::admin::MODERATE,
+            "vcard-temp",
             "muc_persistent",
             "muc_nonanonymous",
             "muc_unsecured",
@@ -236,6 +217,19 @@ impl Bridge {
                     &roster.members().len().to_string(),
                 ),
                 Field::text_single("muc#roominfo_subject", &topic),
+                // XEP-0486: the SHA-1 of the avatar; no value for none.
+                {
+                    let field = Field::new(
+                        "muc#roominfo_avatarhash",
+                        xmpp_parsers::data_forms::FieldType::TextMulti,
+                    );
+                    match self.room_avatar(&room).await? {
+                        Some(avatar) => {
+                            field.with_value(&causeway_mapping::content::room::avatar_hash(&avatar))
+                        }
+                        None => field,
+                    }
+                },
             ],
         );
         Ok(DiscoInfoResult {
@@ -252,6 +246,44 @@ impl Bridge {
             }],
             features: features(&list),
             extensions: vec![form],
+        })
+    }
+
+    /// A room's avatar (XEP-0486), when it is a file of this server's small enough to send.
+    pub(super) async fn room_avatar(
+        &self,
+        room: &RoomId,
+    ) -> Result<Option<causeway_mapping::content::room::Avatar>, BridgeError> {
+        let Some(url) = self.state_text(room, "m.room.avatar", "url").await? else {
+            return Ok(None);
+        };
+        let uri = ruma::OwnedMxcUri::from(url);
+        Ok(self
+            .services
+            .read_media(&uri)
+            .await?
+            .filter(|(bytes, _)| bytes.len() <= MAX_AVATAR_BYTES)
+            .map(
+                |(bytes, media_type)| causeway_mapping::content::room::Avatar {
+                    media_type: media_type.unwrap_or_else(|| "image/png".to_owned()),
+                    bytes,
+                },
+            ))
+    }
+
+    /// A room's vCard: its avatar as the photo (XEP-0486).
+    pub(super) async fn room_vcard(&self, room_jid: &BareJid) -> Result<Element, BridgeError> {
+        let (room, _) = self.room_of_address(room_jid).await?;
+        if !self.services.rooms.exists(&room).await? {
+            return Err(refused(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                format!("this server is not in {room_jid}"),
+            ));
+        }
+        Ok(match self.room_avatar(&room).await? {
+            Some(avatar) => causeway_mapping::content::room::vcard_with_avatar(&avatar),
+            None => Element::bare("vCard", "vcard-temp"),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use causeway_mapping::content::room::topic_to_subject;
 use causeway_matrix::pdu::Pdu;
-use causeway_matrix::store::Direction;
+use causeway_matrix::store::{Direction, TopologicalKey};
 use causeway_matrix::visibility;
 use ruma::{RoomId, UserId};
 use serde_json::Value;
@@ -27,6 +27,33 @@ const MAX_SCANNED: usize = 2_000;
 const PAGE: i64 = 200;
 
 impl Bridge {
+    /// Fetches the history of a room just joined through another server (its events before
+    /// the join are not here yet), before the occupant is given it: no network under the
+    /// room's lock.
+    pub(super) async fn fetch_history(&self, room: &RoomId, request: Option<&History>) {
+        let wanted = request
+            .and_then(|history| history.maxstanzas)
+            .unwrap_or(DEFAULT_HISTORY)
+            .min(MAX_HISTORY) as usize;
+        if wanted == 0 {
+            return;
+        }
+        // Events other than messages come between them: ask for a few times as many.
+        match causeway_matrix::federation::backfill::backfill(
+            &self.services,
+            room,
+            &[],
+            (wanted * 3).max(20),
+        )
+        .await
+        {
+            Ok(count) => tracing::debug!(room_id = %room, count, "fetched a room's history"),
+            Err(error) => {
+                tracing::info!(room_id = %room, %error, "the history of a room was not fetched")
+            }
+        }
+    }
+
     /// The history for an occupant that joined at stream position `until`, oldest first.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn history(
@@ -66,21 +93,27 @@ impl Bridge {
         };
         let mut found = Vec::new();
         let mut scanned = 0;
-        let mut upper = until;
+        // The room's order (events fetched from other servers included), newest first; what
+        // came after the occupant's position reaches it live.
+        let mut from = TopologicalKey {
+            depth: i64::MAX,
+            stream: i64::MAX,
+        };
         'pages: while found.len() < wanted && scanned < MAX_SCANNED {
             let rows = self
                 .services
                 .store
-                .room_events(room.as_str(), 0, upper, Direction::Backward, PAGE)
+                .room_events_topological(room.as_str(), from, None, Direction::Backward, PAGE)
                 .await?;
             let Some(last) = rows.last() else {
                 break;
             };
-            upper = last.stream_ordering - 1;
+            from = last.topological().before();
             let complete = rows.len() < PAGE as usize;
             for row in rows {
                 scanned += 1;
-                if row.event_type != "m.room.message"
+                if row.stream_ordering > until
+                    || row.event_type != "m.room.message"
                     || row.redacted_by.is_some()
                     || !visible.contains(row.stream_ordering)
                 {

@@ -21,6 +21,8 @@ use crate::bridge::{Bridge, BridgeError};
 /// The status codes of an occupant's own presence in a room: its own (110), the room shows
 /// real JIDs (100), and keeps its history (170).
 const SELF_STATUSES: &[u16] = &[110, 100, 170];
+/// The same for the occupant whose join made the room (201).
+const CREATOR_STATUSES: &[u16] = &[110, 100, 170, 201];
 
 impl Bridge {
     /// Presence to a room: a join, a nickname change, a leave.
@@ -86,10 +88,17 @@ impl Bridge {
                     ),
                     error => BridgeError::Matrix(error),
                 })?;
-        let ours = room
-            .server_name()
-            .is_none_or(|server| server == self.services.server_name);
-        if ours && !self.services.rooms.exists(&room).await? {
+        // A room this server has no copy of is joined through other servers: those an alias
+        // named, or the room id's own. With neither, or named as this server's, it is not.
+        let named: &ruma::RoomOrAliasId = &named;
+        let ours = match <&ruma::RoomAliasId>::try_from(named) {
+            Ok(alias) => alias.server_name() == self.services.server_name,
+            Err(_) => room
+                .server_name()
+                .is_none_or(|server| server == self.services.server_name),
+        };
+        let reachable = !via.is_empty() || room.server_name().is_some();
+        if (ours || !reachable) && !self.services.rooms.exists(&room).await? {
             return Err(not_found(format!("there is no room {room_jid}")));
         }
         Ok((room, via))
@@ -124,8 +133,24 @@ impl Bridge {
             }
             None => None,
         };
-        let (room, via) = self.room_of_address(&room_jid).await?;
         let bare = from.to_bare();
+        let (room, via, created) = match self.room_of_address(&room_jid).await {
+            Ok((room, via)) => (room, via, false),
+            // A room nobody has made yet: made now, if the user may.
+            Err(BridgeError::Refused(refusal))
+                if refusal.condition == DefinedCondition::ItemNotFound
+                    && self
+                        .ghost_id(&bare)
+                        .is_ok_and(|ghost| self.may_create_for(&ghost)) =>
+            {
+                let ghost = self.ghost(&bare).await?;
+                match self.create_for_join(&room_jid, &ghost).await? {
+                    Some(room) => (room, vec![], true),
+                    None => return Err(BridgeError::Refused(refusal)),
+                }
+            }
+            Err(error) => return Err(error),
+        };
         // Each domain's users join at a bounded pace.
         self.services
             .limits
@@ -163,9 +188,10 @@ impl Bridge {
                 let _ = leave_as(&self.services, &room, &ghost, None).await;
                 return Err(error);
             }
+            self.fetch_history(&room, history.as_ref()).await;
         }
         self.set_room_name(&room, &ghost, &nick).await?;
-        self.enter(&room, &room_jid, from, &nick, history.as_ref())
+        self.enter(&room, &room_jid, from, &nick, history.as_ref(), created)
             .await
     }
 
@@ -193,15 +219,9 @@ impl Bridge {
                 "you are banned from this room",
             ));
         }
-        let join_rule = rooms
-            .state_event(room, "m.room.join_rules", "")
+        let join_rule = self
+            .state_text(room, "m.room.join_rules", "join_rule")
             .await?
-            .and_then(|pdu| {
-                pdu.content_value()
-                    .get("join_rule")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
             .unwrap_or_else(|| "invite".to_owned());
         if matches!(join_rule.as_str(), "invite" | "knock" | "private")
             && !matches!(membership.as_deref(), Some("join" | "invite"))
@@ -293,6 +313,7 @@ impl Bridge {
         from: &FullJid,
         nick: &str,
         history: Option<&History>,
+        created: bool,
     ) -> Result<(), BridgeError> {
         let lock = self.muc_room(room);
         let mut view = lock.lock().await;
@@ -334,7 +355,11 @@ impl Bridge {
                 me,
                 &to,
                 MemberPresence {
-                    statuses: SELF_STATUSES,
+                    statuses: if created {
+                        CREATOR_STATUSES
+                    } else {
+                        SELF_STATUSES
+                    },
                     ..MemberPresence::default()
                 },
             );
@@ -361,12 +386,15 @@ impl Bridge {
         room_jid: &BareJid,
         told: bool,
     ) -> Result<(), BridgeError> {
-        let Ok((room, _)) = self.room_of_address(room_jid).await else {
+        let Some(occupant) = self
+            .store
+            .occupant_at(room_jid.as_str(), from.as_str())
+            .await?
+        else {
             return Ok(());
         };
-        let Some(occupant) = self.store.occupant(room.as_str(), from.as_str()).await? else {
-            return Ok(());
-        };
+        let room = RoomId::parse(&occupant.room_id)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
         let bare = from.to_bare();
         let ghost = self.ghost_id(&bare)?;
         {
@@ -426,8 +454,10 @@ impl Bridge {
                 "you are not an occupant of this room",
             )
         };
-        let (room, _) = self.room_of_address(&to.to_bare()).await?;
-        let occupant = self.store.occupant(room.as_str(), from.as_str()).await?;
+        let occupant = self
+            .store
+            .occupant_at(to.to_bare().as_str(), from.as_str())
+            .await?;
         match (occupant, to.resource()) {
             (Some(occupant), Some(nick)) if occupant.nick == nick.as_str() => Ok(()),
             _ => Err(not_in()),

@@ -2,7 +2,7 @@
 //! the path of direct chats (`from_xmpp.rs`); a subject sets the topic; a private message to
 //! another occupant goes to the direct chat with that member.
 
-use causeway_mapping::content::message::from_xmpp;
+use causeway_mapping::content::message::from_xmpp_in_room;
 use causeway_mapping::content::room::subject_to_topic;
 use serde_json::json;
 use xmpp_parsers::jid::Jid;
@@ -32,8 +32,11 @@ impl Bridge {
                 "the room service takes messages for its rooms only",
             ));
         }
-        let (room, _) = self.room_of_address(&to.to_bare()).await?;
-        let occupant = self.store.occupant(room.as_str(), from.as_str()).await?;
+        // The occupant is found by the address it joined at: no alias is resolved again.
+        let occupant = self
+            .store
+            .occupant_at(to.to_bare().as_str(), from.as_str())
+            .await?;
         let Some(occupant) = occupant else {
             // XEP-0045 §7.4: only occupants may send to the room.
             return Err(refused(
@@ -42,6 +45,8 @@ impl Bridge {
                 "only occupants may send messages to this room: join it first",
             ));
         };
+        let room = ruma::RoomId::parse(&occupant.room_id)
+            .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
         if let Some(nick) = to.resource() {
             return self.private_message(message, &room, nick.as_str()).await;
         }
@@ -77,7 +82,15 @@ impl Bridge {
             })?;
             return Ok(());
         }
-        let mut read = from_xmpp(message, &self.gateway);
+        // Clients without mention references address occupants by name.
+        let roster = self.room_roster(&room).await?;
+        let names: Vec<(&str, &ruma::UserId)> = roster
+            .members()
+            .iter()
+            .filter(|member| member.user != ghost)
+            .map(|member| (member.nick.as_str(), member.user.as_ref()))
+            .collect();
+        let mut read = from_xmpp_in_room(message, &self.gateway, &names);
         // Receipts are not asked of rooms (XEP-0184 §5.3).
         read.wants_receipt = false;
         if let Some((_, keys)) = &read.reactions

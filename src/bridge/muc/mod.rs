@@ -16,11 +16,15 @@
 //! has a lock, held while its occupants are told something, so that a joining occupant gets
 //! the room before anything live.
 
+mod admin;
+mod archive;
 mod disco;
+mod ephemeral;
 mod history;
 mod join;
 mod messages;
 mod outbound;
+mod owner;
 mod roster;
 
 use std::collections::HashMap;
@@ -37,6 +41,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::{Bridge, BridgeError};
+pub(in crate::bridge) use ephemeral::TypingTold;
 pub(super) use roster::Roster;
 
 /// XEP-0045 namespaces.
@@ -142,6 +147,26 @@ impl Bridge {
         Ok(())
     }
 
+    /// A text field of a room's state event (its `name`, `topic`, `join_rule`...).
+    pub(super) async fn state_text(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        key: &str,
+    ) -> Result<Option<String>, BridgeError> {
+        Ok(self
+            .services
+            .rooms
+            .state_event(room, event_type, "")
+            .await?
+            .and_then(|pdu| {
+                pdu.content_value()
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            }))
+    }
+
     /// XEP-0421: the occupant id of a member in a room, the same whenever and however they
     /// join (the room is not anonymous: it hides nothing, it only has to be stable and
     /// opaque).
@@ -242,6 +267,21 @@ impl Bridge {
             (true, false, true) if is("query", disco::DISCO_ITEMS) => {
                 disco::query_node(payload)?;
                 self.room_items(&to.to_bare()).await.map(Some)
+            }
+            (true, false, true) if is("vCard", "vcard-temp") => {
+                self.room_vcard(&to.to_bare()).await.map(Some)
+            }
+            (true, false, false) if is("moderate", admin::MODERATE) => {
+                self.moderate(from, to, payload).await
+            }
+            (true, false, _) if is("query", admin::MUC_ADMIN) => {
+                self.admin_request(from, to, payload, get).await
+            }
+            (true, false, _) if is("query", owner::MUC_OWNER) => {
+                self.owner_request(from, to, payload, get).await
+            }
+            (true, false, false) if is("query", archive::MAM) => {
+                self.archive_query(from, to, payload).await.map(Some)
             }
             // XEP-0410: an occupant asks whether it is still in the room.
             (true, true, true) if is("ping", disco::PING) => {

@@ -290,10 +290,7 @@ impl Bridge {
                 .build(),
         );
         if delayed && let Some(room_jid) = &room_jid {
-            let stamp = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(
-                i64::try_from(message.ts_ms).unwrap_or(0),
-            )
-            .unwrap_or_default();
+            let stamp = stamp(message.ts_ms);
             stanza.payloads.push(
                 Element::builder("delay", DELAY)
                     .attr(rxml::xml_ncname!("from").to_owned(), room_jid.to_string())
@@ -565,6 +562,12 @@ pub(super) fn nick_of(roster: &Roster, user: &UserId) -> String {
         None => occupant_nick(None, user, |nick| roster.by_nick(nick).is_some())
             .unwrap_or_else(|_| user.localpart().to_owned()),
     }
+}
+
+/// A time of an event (milliseconds since the epoch) as a date.
+pub(super) fn stamp(ts_ms: u64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(ts_ms).unwrap_or(0))
+        .unwrap_or_default()
 }
 
 /// The room's address as the occupant joined it.

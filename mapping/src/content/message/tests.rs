@@ -388,6 +388,54 @@ fn mentions_by_name() {
 }
 
 #[test]
+fn room_messages_mention_occupants_by_name() {
+    let alice = ruma::owned_user_id!("@alice:gw.test");
+    let carol = ruma::owned_user_id!("@_xmpp_carol=40prosody.test:gw.test");
+    let occupants = [("alice", alice.as_ref()), ("Carol", carol.as_ref())];
+    let read = from_xmpp_in_room(
+        &message("<body>alice: ask Carol &amp; alice</body>"),
+        &gateway(),
+        &occupants,
+    );
+    let (body, html) = text(&read);
+    assert_eq!(body, "alice: ask Carol & alice");
+    assert_eq!(
+        html.as_deref(),
+        Some(
+            "<a href=\"https://matrix.to/#/@alice:gw.test\">alice</a>: ask \
+             <a href=\"https://matrix.to/#/@_xmpp_carol=40prosody.test:gw.test\">Carol</a> \
+             &amp; <a href=\"https://matrix.to/#/@alice:gw.test\">alice</a>"
+        )
+    );
+    let mentions = read.content.unwrap().mentions.unwrap();
+    assert_eq!(
+        mentions.user_ids.into_iter().collect::<Vec<_>>(),
+        vec![carol.clone(), alice.clone()]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    // References, when the message has them, are the mentions; names are not looked for.
+    let read = from_xmpp_in_room(
+        &message(
+            "<body>Carol, alice</body><reference xmlns='urn:xmpp:reference:0' type='mention' \
+             uri='xmpp:alice@gw.test' begin='7' end='12'/>",
+        ),
+        &gateway(),
+        &occupants,
+    );
+    let mentions = read.content.unwrap().mentions.unwrap();
+    assert_eq!(
+        mentions.user_ids.into_iter().collect::<Vec<_>>(),
+        vec![alice]
+    );
+    // Outside rooms, nothing is read as a name.
+    let read = from_xmpp_of(message("<body>alice: hi</body>"));
+    assert!(read.content.unwrap().mentions.is_none());
+}
+
+#[test]
 fn fallback_offsets_count_characters() {
     let read = from_xmpp_of(message(
         "<body>&gt; 🐢 wrote\nok</body><reply xmlns='urn:xmpp:reply:0' id='r'/>\
