@@ -110,6 +110,17 @@ class XmppUser:
             if accept(stanza):
                 return stanza
 
+    async def presence(self, accept: Callable[[Any], bool], timeout: float = 30) -> Any:
+        """The next received presence that `accept` takes; others are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no such presence arrived")
+            stanza = await asyncio.wait_for(self.presences.get(), left)
+            if accept(stanza):
+                return stanza
+
     async def disconnect(self) -> None:
         self.client.disconnect()
         await asyncio.sleep(0.3)

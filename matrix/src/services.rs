@@ -78,6 +78,27 @@ pub trait UserProvisioner: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// A local alias no room has: the provisioner makes its room if it stands for it (the
+    /// portal of an XMPP MUC), and says which; `None` when it does not.
+    fn room_for_alias<'a>(
+        &'a self,
+        alias: &'a ruma::RoomAliasId,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<OwnedRoomId>, Error>> + Send + 'a>> {
+        let _ = alias;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// A local user is about to join a local room: the provisioner may refuse (the MUC of a
+    /// portal refused them) with the error the join fails with.
+    fn joining<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
+        let _ = (room_id, user_id);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Another server's user (`inviter`) invited `user_id`, a user this provisioner may stand
     /// for, to a room this server has no copy of; `is_direct` as the invite says. Called once
     /// the invite is kept; what follows is for the provisioner to do in the background.
@@ -285,6 +306,28 @@ impl Services {
     ) {
         if let Some(provisioner) = self.provisioner.get() {
             provisioner.invited_remotely(room_id, user_id, inviter, is_direct);
+        }
+    }
+
+    /// The room of a local alias: the one stored, or the one the provisioner makes for it.
+    pub async fn local_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<Option<OwnedRoomId>, Error> {
+        if let Some((room_id, _)) = self.store.alias(alias.as_str()).await? {
+            return Ok(Some(crate::api::client::events::stored_room_id(&room_id)?));
+        }
+        match self.provisioner.get() {
+            Some(provisioner) => provisioner.room_for_alias(alias).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Asks the provisioner whether a local user may join a local room now.
+    pub async fn joining(&self, room_id: &RoomId, user_id: &UserId) -> Result<(), Error> {
+        match self.provisioner.get() {
+            Some(provisioner) => provisioner.joining(room_id, user_id).await,
+            None => Ok(()),
         }
     }
 

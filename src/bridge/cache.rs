@@ -70,7 +70,6 @@ impl Bridge {
             cache.generation
         };
         let Some(room) = self
-            .services
             .store
             .xmpp_direct_room(local.as_str(), remote.as_str())
             .await?
@@ -99,7 +98,7 @@ impl Bridge {
             }
             cache.generation
         };
-        let pair = self.services.store.xmpp_direct_pair(room).await?;
+        let pair = self.store.xmpp_direct_pair(room).await?;
         let mut cache = self.cache();
         if cache.generation == generation {
             bounded(&mut cache.pairs);
@@ -117,14 +116,13 @@ impl Bridge {
         room: &RoomId,
         replace: bool,
     ) -> Result<(), BridgeError> {
-        let (store, local_user, remote_jid) =
-            (&self.services.store, local.as_str(), remote.as_str());
+        let (local_user, remote_jid) = (local.as_str(), remote.as_str());
         if replace {
-            store
+            self.store
                 .replace_xmpp_direct_room(local_user, remote_jid, room.as_str())
                 .await?;
         } else {
-            store
+            self.store
                 .set_xmpp_direct_room(local_user, remote_jid, room.as_str())
                 .await?;
         }

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_matrix::store::{OutboxEntry, now_ms};
+use causeway_matrix::store::now_ms;
+
+use super::store::OutboxEntry;
 use causeway_xmpp::server::Delivery;
 use causeway_xmpp::stanza::Stanza;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
@@ -145,12 +147,13 @@ impl Bridge {
 
     /// A message went through: if it had failed before, the notice says so now.
     async fn delivered(&self, event: &EventId, remote: &BareJid) -> Result<(), BridgeError> {
-        let store = &self.services.store;
-        let Some(entry) = store.outbox_remove(event.as_str()).await? else {
+        let Some(entry) = self.store.outbox_remove(event.as_str()).await? else {
             return Ok(());
         };
         // The contact's server takes messages again: what waits in the room goes now.
-        store.outbox_release_room(&entry.room_id, now_ms()).await?;
+        self.store
+            .outbox_release_room(&entry.room_id, now_ms())
+            .await?;
         if entry.attempts == 0 {
             // Through at the first attempt.
             return Ok(());
@@ -168,9 +171,8 @@ impl Bridge {
         condition: &DefinedCondition,
     ) -> Result<(), BridgeError> {
         let reason = reason(condition, remote);
-        let store = &self.services.store;
         if !worth_retrying(condition) {
-            store.outbox_remove(event.as_str()).await?;
+            self.store.outbox_remove(event.as_str()).await?;
             self.notice(
                 room,
                 event,
@@ -180,9 +182,10 @@ impl Bridge {
             .await?;
             return Ok(());
         }
-        let previous = store.outbox_entry(event.as_str()).await?;
+        let previous = self.store.outbox_entry(event.as_str()).await?;
         let attempts = previous.as_ref().map_or(0, |entry| entry.attempts) + 1;
-        let entry = store
+        let entry = self
+            .store
             .outbox_failed(
                 event.as_str(),
                 room.as_str(),
@@ -191,7 +194,7 @@ impl Bridge {
             )
             .await?;
         if now_ms() - entry.first_failure_ts > millis(GIVE_UP_AFTER) {
-            store.outbox_remove(event.as_str()).await?;
+            self.store.outbox_remove(event.as_str()).await?;
             return self
                 .correct_notice(
                     &entry,
@@ -212,7 +215,7 @@ impl Bridge {
                     format!("⚠ Not delivered to {remote} yet: {reason}. Causeway keeps trying."),
                 )
                 .await?;
-            store
+            self.store
                 .outbox_set_notice(event.as_str(), notice.as_str())
                 .await?;
         }
@@ -260,7 +263,7 @@ impl Bridge {
     /// At start-up, before anything is sent: what was in flight when the server stopped goes
     /// again now, with what waited, and new messages of its room wait behind it.
     pub(super) async fn outbox_restart(&self) {
-        match self.services.store.outbox_restart(now_ms()).await {
+        match self.store.outbox_restart(now_ms()).await {
             Ok(0) => {}
             Ok(entries) => {
                 tracing::info!(
@@ -279,7 +282,7 @@ impl Bridge {
             let now = now_ms();
             // Taken entries wait this long unless the attempt reports back sooner.
             let later = now + millis(MAX_PAUSE);
-            let due = match self.services.store.outbox_take_due(now, later, 50).await {
+            let due = match self.store.outbox_take_due(now, later, 50).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "the XMPP outbox cannot be read");
@@ -294,12 +297,7 @@ impl Bridge {
                 }
             }
             for room in rooms {
-                let entries = match self
-                    .services
-                    .store
-                    .outbox_take_room(&room, now, later)
-                    .await
-                {
+                let entries = match self.store.outbox_take_room(&room, now, later).await {
                     Ok(entries) => entries,
                     Err(error) => {
                         tracing::warn!(%error, "the XMPP outbox cannot be read");
@@ -322,15 +320,15 @@ impl Bridge {
         let (Some((_, remote)), Some(row)) = (pair, row.filter(|row| row.redacted_by.is_none()))
         else {
             // Redacted, gone, or no longer in a direct chat: nothing to deliver.
-            store.outbox_remove(&entry.event_id).await?;
+            self.store.outbox_remove(&entry.event_id).await?;
             return Ok(());
         };
         let Ok(remote) = BareJid::new(&remote) else {
-            store.outbox_remove(&entry.event_id).await?;
+            self.store.outbox_remove(&entry.event_id).await?;
             return Ok(());
         };
         if now_ms() - entry.first_failure_ts > millis(GIVE_UP_AFTER) {
-            store.outbox_remove(&entry.event_id).await?;
+            self.store.outbox_remove(&entry.event_id).await?;
             let reason = &entry.reason;
             return self
                 .correct_notice(
@@ -353,11 +351,11 @@ impl Bridge {
         event: &EventId,
         remote: &BareJid,
     ) -> Result<bool, BridgeError> {
-        let store = &self.services.store;
-        let Some(next) = store.outbox_room_next(room.as_str()).await? else {
+        let Some(next) = self.store.outbox_room_next(room.as_str()).await? else {
             return Ok(false);
         };
-        let entry = store
+        let entry = self
+            .store
             .outbox_failed(
                 event.as_str(),
                 room.as_str(),
@@ -377,7 +375,7 @@ impl Bridge {
                     ),
                 )
                 .await?;
-            store
+            self.store
                 .outbox_set_notice(event.as_str(), notice.as_str())
                 .await?;
         }

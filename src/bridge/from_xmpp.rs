@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use causeway_mapping::content::message::{FromXmpp, from_xmpp, matrix_content, reaction_changes};
 use causeway_matrix::rooms::NewLocalEvent;
-use causeway_matrix::store::{BridgedMessage, ReceiptRecord};
+use causeway_matrix::store::ReceiptRecord;
+
+use super::store::BridgedMessage;
 use causeway_xmpp::stanza::Stanza;
 use ruma::events::relation::Annotation;
 use ruma::events::room::message::RoomMessageEventContent;
@@ -88,16 +90,17 @@ impl Bridge {
             return Ok(());
         };
         let id = message.id.as_ref().map(|id| id.0.as_str());
-        self.apply(&room, &ghost, &remote, id, read).await
+        self.apply(&room, &ghost, remote.as_str(), id, read).await
     }
 
     /// Applies what an XMPP message says to a room (a direct chat, or a room the XMPP user is
-    /// an occupant of), as the ghost.
+    /// an occupant of), as the ghost. `remote` is the key the sender's message ids are kept
+    /// under: their bare JID, or an occupant's full JID in a portal.
     pub(super) async fn apply(
         &self,
         room: &RoomId,
         ghost: &UserId,
-        remote: &BareJid,
+        remote: &str,
         id: Option<&str>,
         read: FromXmpp,
     ) -> Result<(), BridgeError> {
@@ -106,7 +109,9 @@ impl Bridge {
             self.services.typing.set(room, ghost, timeout);
         }
         if let Some(displayed) = &read.displayed
-            && let Some(event) = self.event_of(room, remote, displayed, false).await?
+            && let Some(event) = self
+                .event_of_sender(room, remote, ghost, displayed, false)
+                .await?
         {
             self.services
                 .store
@@ -122,7 +127,10 @@ impl Bridge {
         }
         if let Some(retracted) = &read.retracts {
             // Only the sender's own messages.
-            if let Some(event) = self.event_of(room, remote, retracted, true).await? {
+            if let Some(event) = self
+                .event_of_sender(room, remote, ghost, retracted, true)
+                .await?
+            {
                 self.append(
                     room,
                     ghost,
@@ -135,7 +143,10 @@ impl Bridge {
             return Ok(());
         }
         if let Some((target, keys)) = &read.reactions {
-            if let Some(event) = self.event_of(room, remote, target, false).await? {
+            if let Some(event) = self
+                .event_of_sender(room, remote, ghost, target, false)
+                .await?
+            {
                 self.react(room, ghost, &event, keys).await?;
             }
             return Ok(());
@@ -162,11 +173,14 @@ impl Bridge {
             return Ok(());
         }
         let reply_to = match &read.reply_to {
-            Some(target) => self.event_of(room, remote, target, false).await?,
+            Some(target) => {
+                self.event_of_sender(room, remote, ghost, target, false)
+                    .await?
+            }
             None => None,
         };
         let replaces = match &read.replaces {
-            Some(target) => self.original_of(room, remote, target).await?,
+            Some(target) => self.original_of(room, remote, ghost, target).await?,
             None => None,
         };
         let content: RoomMessageEventContent = matrix_content(content, reply_to, replaces);
@@ -191,13 +205,16 @@ impl Bridge {
     }
 
     /// XEP-0184: tells the sender that their message was received.
-    async fn receipt(&self, room: &RoomId, remote: &BareJid, id: &str) -> Result<(), BridgeError> {
+    async fn receipt(&self, room: &RoomId, remote: &str, id: &str) -> Result<(), BridgeError> {
+        let Ok(remote) = BareJid::new(remote) else {
+            return Ok(());
+        };
         let Some((local, _)) = self.pair_of_room(room.as_str()).await? else {
             return Ok(());
         };
         let local = UserId::parse(&local)
             .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
-        let mut message = Message::new(Some(xmpp_parsers::jid::Jid::from(remote.clone())));
+        let mut message = Message::new(Some(xmpp_parsers::jid::Jid::from(remote)));
         message.from = Some(self.gateway.user_to_jid(&local)?.to_bare().into());
         message.type_ = MessageType::Chat;
         message
@@ -210,13 +227,12 @@ impl Bridge {
     async fn record(
         &self,
         room: &RoomId,
-        remote: &BareJid,
+        remote: &str,
         id: Option<&str>,
         event: &EventId,
     ) -> Result<(), BridgeError> {
         if let Some(id) = id {
-            self.services
-                .store
+            self.store
                 .record_xmpp_message(&BridgedMessage {
                     room_id: room.to_string(),
                     sender_jid: remote.to_string(),
@@ -230,21 +246,18 @@ impl Bridge {
 
     /// The event of an XMPP id in a room: of `remote`'s own messages only, or of anyone's
     /// (the remote user's first, then the local account's).
-    async fn event_of(
+    async fn event_of_sender(
         &self,
         room: &RoomId,
-        remote: &BareJid,
+        remote: &str,
+        ghost: &UserId,
         id: &str,
         own: bool,
     ) -> Result<Option<OwnedEventId>, BridgeError> {
-        let found = self
-            .services
-            .store
-            .xmpp_messages_with_id(room.as_str(), id)
-            .await?;
+        let found = self.store.xmpp_messages_with_id(room.as_str(), id).await?;
         let event = found
             .iter()
-            .find(|(sender, _)| sender == remote.as_str())
+            .find(|(sender, _)| sender == remote)
             .or_else(|| if own { None } else { found.first() })
             .and_then(|(_, event)| EventId::parse(event).ok());
         if event.is_some() {
@@ -257,9 +270,7 @@ impl Bridge {
         let Some(row) = self.services.store.event(event.as_str()).await? else {
             return Ok(None);
         };
-        let sender_is_remote = self
-            .ghost_id(remote)
-            .is_ok_and(|ghost| ghost.as_str() == row.sender);
+        let sender_is_remote = ghost.as_str() == row.sender;
         Ok((row.room_id == room.as_str() && (!own || sender_is_remote)).then_some(event))
     }
 
@@ -269,10 +280,11 @@ impl Bridge {
     async fn original_of(
         &self,
         room: &RoomId,
-        remote: &BareJid,
+        remote: &str,
+        ghost: &UserId,
         id: &str,
     ) -> Result<Option<OwnedEventId>, BridgeError> {
-        let Some(event) = self.event_of(room, remote, id, true).await? else {
+        let Some(event) = self.event_of_sender(room, remote, ghost, id, true).await? else {
             return Ok(None);
         };
         match self.services.store.relation(event.as_str()).await? {
@@ -371,7 +383,7 @@ impl Bridge {
             .map(|error| describe(&error, &remote))
             .unwrap_or_else(|| "the XMPP server gave no reason".to_owned());
         // A message that failed on the way before and now got an answer leaves the outbox.
-        self.services.store.outbox_remove(event_id.as_str()).await?;
+        self.store.outbox_remove(event_id.as_str()).await?;
         self.notice(
             &room,
             &event_id,

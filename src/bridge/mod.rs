@@ -23,6 +23,7 @@ mod error;
 mod federated;
 mod from_xmpp;
 mod muc;
+mod portal;
 mod presence;
 mod profile;
 pub mod store;
@@ -85,6 +86,8 @@ pub struct Bridge {
     store: store::BridgeStore,
     /// The rooms with XMPP occupants.
     muc: muc::MucState,
+    /// The portals of XMPP MUCs.
+    portals: portal::Portals,
 }
 
 /// A random id for stanzas that are no message of their own.
@@ -100,7 +103,7 @@ impl Bridge {
         version: &str,
     ) -> Result<Arc<Bridge>, BridgeError> {
         let gateway = Gateway::new(services.server_name.clone(), &domains.muc)?;
-        let store = store::BridgeStore::open(services.store.pool().clone()).await?;
+        let store = store::BridgeStore::open(services.store.clone()).await?;
         let bridge = Arc::new_cyclic(|me| Bridge {
             gateway,
             router: DefaultRouter::new(domains, version),
@@ -115,6 +118,7 @@ impl Bridge {
             in_flight: delivery::InFlight::default(),
             store,
             muc: muc::MucState::default(),
+            portals: portal::Portals::default(),
             services: services.clone(),
         });
         services.set_provisioner(Arc::new(Ghosts {
@@ -130,6 +134,9 @@ impl Bridge {
         tokio::spawn(async move {
             if let Err(error) = bridge.muc_load().await {
                 tracing::error!(%error, "the occupants of rooms could not be read");
+            }
+            if let Err(error) = bridge.portals_load().await {
+                tracing::error!(%error, "the portals could not be read");
             }
             bridge.outbox_restart().await;
             tokio::spawn(bridge.clone().send_loop());
@@ -147,6 +154,11 @@ impl Bridge {
 
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// The bridge's own tables.
+    pub fn store(&self) -> &store::BridgeStore {
+        &self.store
     }
 
     /// Sends a stanza over the XMPP side, if it still runs.
@@ -386,6 +398,18 @@ impl StanzaHandler for Bridge {
         Box::pin(async move {
             match stanza {
                 stanza if self.is_for_muc(stanza.to()) => self.muc_stanza(stanza).await,
+                Stanza::Presence(presence)
+                    if self.is_from_portal(presence.from.as_ref(), presence.to.as_ref()) =>
+                {
+                    self.portal_presence(presence).await;
+                    vec![]
+                }
+                Stanza::Message(message)
+                    if self.is_from_portal(message.from.as_ref(), message.to.as_ref()) =>
+                {
+                    self.portal_message(message).await;
+                    vec![]
+                }
                 Stanza::Message(message) if self.is_for_an_account(&message) => {
                     self.message_from_xmpp(message).await.into_iter().collect()
                 }
@@ -510,6 +534,37 @@ impl UserProvisioner for Ghosts {
         })
     }
 
+    fn room_for_alias<'a>(
+        &'a self,
+        alias: &'a ruma::RoomAliasId,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<Option<OwnedRoomId>, causeway_matrix::error::Error>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            match self.bridge.upgrade() {
+                Some(bridge) => bridge.portal_for_alias(alias).await,
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn joining<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+    ) -> Pin<Box<dyn Future<Output = Result<(), causeway_matrix::error::Error>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.bridge.upgrade() {
+                Some(bridge) => bridge.portal_joining(room_id, user_id).await,
+                None => Ok(()),
+            }
+        })
+    }
+
     fn invited_remotely(
         &self,
         room_id: OwnedRoomId,
@@ -533,8 +588,8 @@ impl UserProvisioner for Ghosts {
         });
     }
 
-    /// An XMPP user's ghost was erased: the messages still queued for them and the
-    /// subscriptions with them go too.
+    /// An account was erased: a local account's messages still queued for XMPP go; of an XMPP
+    /// user's ghost, the messages still queued for them and the subscriptions with them.
     fn erased<'a>(
         &'a self,
         user_id: &'a UserId,
@@ -543,7 +598,16 @@ impl UserProvisioner for Ghosts {
             let Some(bridge) = self.bridge.upgrade() else {
                 return Ok(());
             };
+            let internal = |error: store::BridgeStoreError| {
+                causeway_matrix::error::Error::Internal(error.to_string())
+            };
             if !bridge.gateway.is_ghost(user_id) {
+                let dropped = bridge
+                    .store
+                    .forget_local_user(user_id.as_str())
+                    .await
+                    .map_err(internal)?;
+                tracing::debug!(%user_id, dropped, "messages of an erased account to XMPP dropped");
                 return Ok(());
             }
             let Ok(jid) = bridge.gateway.user_to_jid(user_id) else {
@@ -551,10 +615,10 @@ impl UserProvisioner for Ghosts {
             };
             let jid = jid.to_bare();
             let dropped = bridge
-                .services
                 .store
                 .forget_remote_user(jid.as_str())
-                .await?;
+                .await
+                .map_err(internal)?;
             bridge.forget_ghost(user_id);
             tracing::info!(%jid, dropped, "the traces of an erased XMPP user are gone");
             Ok(())

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use causeway_mapping::content::presence::{MatrixPresence, presence_to_matrix, presence_to_xmpp};
-use causeway_matrix::store::{PresenceRecord, Subscription};
+use causeway_matrix::store::PresenceRecord;
+
+use super::store::Subscription;
 use causeway_xmpp::stanza::Stanza;
 use ruma::presence::PresenceState;
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
@@ -198,14 +200,14 @@ impl Bridge {
         change: impl FnOnce(&mut Subscription) -> R,
     ) -> Result<(Subscription, R), BridgeError> {
         let _lock = self.subscriptions.lock().await;
-        let store = &self.services.store;
-        let before = store
+        let before = self
+            .store
             .xmpp_subscription(local.as_str(), remote.as_str())
             .await?;
         let mut after = before.clone();
         let result = change(&mut after);
         if after != before {
-            store
+            self.store
                 .set_xmpp_subscription(local.as_str(), remote.as_str(), &after)
                 .await?;
         }
@@ -314,7 +316,7 @@ impl Bridge {
     /// At start: what was known of contacts' presence is stale, so their ghosts are offline
     /// until their servers answer a probe (RFC 6121 §4.3.1).
     pub(super) async fn probe_contacts(&self) -> Result<(), BridgeError> {
-        for (local, remote) in self.services.store.xmpp_subscriptions_to_remote().await? {
+        for (local, remote) in self.store.xmpp_subscriptions_to_remote().await? {
             let (Ok(local), Ok(remote)) = (UserId::parse(&local), BareJid::new(&remote)) else {
                 continue;
             };
@@ -357,7 +359,7 @@ impl Bridge {
             told.insert(local.clone(), now);
         }
         let local_jid = self.gateway.user_to_jid(&local)?.to_bare();
-        for remote in self.services.store.xmpp_subscribers(local.as_str()).await? {
+        for remote in self.store.xmpp_subscribers(local.as_str()).await? {
             let Ok(remote) = BareJid::new(&remote) else {
                 continue;
             };
@@ -375,7 +377,11 @@ impl Bridge {
         key: &str,
     ) -> Result<bool, BridgeError> {
         let store = &self.services.store;
-        let Some((asked, remote)) = store.xmpp_subscription_request(target.as_str()).await? else {
+        let Some((asked, remote)) = self
+            .store
+            .xmpp_subscription_request(target.as_str())
+            .await?
+        else {
             return Ok(false);
         };
         if asked != local.as_str() {

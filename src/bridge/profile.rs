@@ -113,7 +113,7 @@ impl Bridge {
     }
 
     /// Sends a request and waits for its answer.
-    async fn request(&self, iq: Iq) -> Option<Iq> {
+    pub(super) async fn request(&self, iq: Iq) -> Option<Iq> {
         let id = iq.id().to_owned();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         self.pending

@@ -8,7 +8,9 @@ use causeway_mapping::content::message::{
 };
 use causeway_matrix::create_room::member_content;
 use causeway_matrix::pdu::Pdu;
-use causeway_matrix::store::{BridgedMessage, EventRow, ReceiptRecord};
+use causeway_matrix::store::{EventRow, ReceiptRecord};
+
+use super::store::BridgedMessage;
 use causeway_matrix::visibility;
 use causeway_xmpp::stanza::Stanza;
 use minidom::Element;
@@ -118,6 +120,9 @@ impl Bridge {
             for row in &rows {
                 if let Err(error) = self.muc_event(row).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to a room's occupants");
+                }
+                if let Err(error) = self.portal_event(row).await {
+                    tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to a MUC");
                 }
                 if let Err(error) = self.event_to_xmpp(row, false).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to XMPP");
@@ -229,12 +234,7 @@ impl Bridge {
         else {
             return Ok(());
         };
-        let Some((sender, id)) = self
-            .services
-            .store
-            .xmpp_message_of_event(&receipt.event_id)
-            .await?
-        else {
+        let Some((sender, id)) = self.store.xmpp_message_of_event(&receipt.event_id).await? else {
             return Ok(());
         };
         if sender != pair.remote.as_str() {
@@ -367,7 +367,6 @@ impl Bridge {
             }
             Some(Relation::Replacement(replacement)) => {
                 refs.replaces = self
-                    .services
                     .store
                     .xmpp_message_of_event(replacement.event_id.as_str())
                     .await?
@@ -405,10 +404,10 @@ impl Bridge {
             xmpp_id: id.to_owned(),
             event_id: id.to_owned(),
         };
-        let store = &self.services.store;
         if again {
-            store.record_xmpp_message(&record).await?;
-        } else if !store
+            self.store.record_xmpp_message(&record).await?;
+        } else if !self
+            .store
             .record_outgoing(&record, self.in_flight_check_at())
             .await?
         {
@@ -426,7 +425,8 @@ impl Bridge {
         target: &EventId,
     ) -> Result<Option<ReplyRef>, BridgeError> {
         let store = &self.services.store;
-        let Some((sender_jid, id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+        let Some((sender_jid, id)) = self.store.xmpp_message_of_event(target.as_str()).await?
+        else {
             return Ok(None);
         };
         let Some(row) = store.event(target.as_str()).await? else {
@@ -479,7 +479,7 @@ impl Bridge {
         redacted: Option<&EventId>,
     ) -> Result<(), BridgeError> {
         let store = &self.services.store;
-        let Some((_, target_id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+        let Some((_, target_id)) = self.store.xmpp_message_of_event(target.as_str()).await? else {
             return Ok(());
         };
         let mut current = store
@@ -528,7 +528,8 @@ impl Bridge {
                 self.reactions_to_xmpp(pair, &original, Some(target)).await
             }
             "m.room.message" => {
-                let Some((sender, id)) = store.xmpp_message_of_event(target.as_str()).await? else {
+                let Some((sender, id)) = self.store.xmpp_message_of_event(target.as_str()).await?
+                else {
                     return Ok(());
                 };
                 if sender != pair.local_jid.as_str() {

@@ -12,6 +12,7 @@ mod chat;
 mod delivery;
 mod erasure;
 mod muc;
+mod portals;
 mod presence;
 mod profiles;
 mod quotas;

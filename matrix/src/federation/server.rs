@@ -240,11 +240,11 @@ pub async fn query_directory_route(
             "{alias} is not an alias of this server"
         )));
     }
-    let (room_id, _) = services
-        .store
-        .alias(alias.as_str())
+    let room_id = services
+        .local_alias(&alias)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no room has the alias {alias}")))?;
+        .ok_or_else(|| Error::NotFound(format!("no room has the alias {alias}")))?
+        .to_string();
     let mut servers = vec![services.server_name.to_string()];
     for member in services.store.room_members(&room_id, "join").await? {
         if let Ok(member) = UserId::parse(member.as_str()) {

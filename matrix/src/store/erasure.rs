@@ -6,10 +6,10 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Erases what an account leaves behind, in one transaction: its profile, account data,
-    /// filters, push rules, presence, receipts, keys and key backups, pending to-device messages, its messages
-    /// still queued for the other network, and the records of its media (whose ids are returned,
-    /// for the files to be deleted). The account is marked erased. Its devices and tokens are
-    /// deleted by deactivation.
+    /// filters, push rules, presence, receipts, keys and key backups, pending to-device messages,
+    /// and the records of its media (whose ids are returned, for the files to be deleted). The
+    /// account is marked erased. Its devices and tokens are deleted by deactivation; what the
+    /// bridge keeps of it, by the bridge (`UserProvisioner::erased`).
     pub async fn erase_user(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let media: Vec<String> =
@@ -35,8 +35,6 @@ impl Store {
              (SELECT event_id FROM events WHERE sender = $1)",
             "DELETE FROM notifications WHERE user_id = $1",
             "DELETE FROM key_backup_versions WHERE user_id = $1",
-            "DELETE FROM xmpp_outbox WHERE event_id IN \
-             (SELECT event_id FROM events WHERE sender = $1)",
             "UPDATE users SET displayname = NULL, avatar_url = NULL, erased = 1 \
              WHERE user_id = $1",
         ] {
@@ -77,27 +75,6 @@ impl Store {
             .collect())
     }
 
-    /// Forgets what is kept of an XMPP user whose ghost was erased, in one transaction: the
-    /// messages still queued for them (in their direct rooms) and the presence subscriptions
-    /// with them. Returns how many queued messages were dropped.
-    pub async fn forget_remote_user(&self, jid: &str) -> Result<u64, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let dropped = sqlx::query(
-            "DELETE FROM xmpp_outbox WHERE room_id IN \
-             (SELECT room_id FROM xmpp_direct_rooms WHERE remote_jid = $1)",
-        )
-        .bind(jid)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM xmpp_subscriptions WHERE remote_jid = $1")
-            .bind(jid)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(dropped)
-    }
-
     /// Makes an account a server administrator, or not; false when there is no such account.
     pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> Result<bool, StoreError> {
         Ok(
@@ -115,7 +92,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::store::testing::both_backends;
-    use crate::store::{BridgedMessage, MediaRecord, Store};
+    use crate::store::{MediaRecord, Store};
 
     both_backends!(erasure, |store: Store| async move {
         store
@@ -143,18 +120,6 @@ mod tests {
                 .await
                 .unwrap();
         }
-        store
-            .record_outgoing(
-                &BridgedMessage {
-                    room_id: "!r:x".into(),
-                    sender_jid: "e@x".into(),
-                    xmpp_id: "$gone".into(),
-                    event_id: "$gone".into(),
-                },
-                0,
-            )
-            .await
-            .unwrap();
         assert!(
             store
                 .erased_among(&["@e:x", "@k:x"])
@@ -162,8 +127,6 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // The outbox entry is the erased user's only through its event; none is stored here,
-        // so it stays, and goes with its room.
         assert_eq!(store.erase_user("@e:x").await.unwrap(), ["m-e"]);
         let erased = store.user("@e:x").await.unwrap().unwrap();
         assert!(erased.erased);
@@ -187,15 +150,6 @@ mod tests {
             store.erased_among(&["@e:x", "@k:x", "@n:x"]).await.unwrap(),
             ["@e:x".to_owned()].into()
         );
-        assert!(store.outbox_entry("$gone").await.unwrap().is_some());
-        // The XMPP user of that room is erased: what was queued for them goes.
-        store
-            .set_xmpp_direct_room("@k:x", "bob@y", "!r:x")
-            .await
-            .unwrap();
-        assert_eq!(store.forget_remote_user("carol@y").await.unwrap(), 0);
-        assert_eq!(store.forget_remote_user("bob@y").await.unwrap(), 1);
-        assert!(store.outbox_entry("$gone").await.unwrap().is_none());
         assert!(store.set_admin("@k:x", true).await.unwrap());
         assert!(store.user("@k:x").await.unwrap().unwrap().is_admin);
         assert!(!store.set_admin("@n:x", true).await.unwrap());

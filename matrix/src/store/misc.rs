@@ -462,10 +462,44 @@ fn presence_from_row(row: &sqlx::any::AnyRow) -> Result<PresenceRecord, StoreErr
     })
 }
 
+impl Store {
+    /// How far the stream reader `name` got, if it ever ran.
+    pub async fn stream_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT position FROM stream_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records how far the stream reader `name` got.
+    pub async fn set_stream_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stream_cursors (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::testing::both_backends;
+
+    both_backends!(stream_cursors, |store: Store| async move {
+        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), None);
+        store.set_stream_cursor("xmpp", 7).await.unwrap();
+        store.set_stream_cursor("xmpp", 12).await.unwrap();
+        store.set_stream_cursor("other", 1).await.unwrap();
+        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), Some(12));
+        assert_eq!(store.stream_cursor("other").await.unwrap(), Some(1));
+    });
 
     both_backends!(media_stored_before_the_freeze, |store: Store| async move {
         // A row as it was stored before the unauthenticated endpoints were frozen.

@@ -10,7 +10,6 @@
 
 mod account;
 mod backup;
-mod bridge;
 mod changes;
 mod device_lists;
 mod e2ee;
@@ -20,7 +19,6 @@ mod federation;
 mod graph;
 mod misc;
 mod openid;
-mod outbox;
 mod push;
 mod relations;
 mod rooms;
@@ -38,7 +36,6 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 
 pub use account::{AccessTokenInfo, DeviceRecord, UserRecord};
 pub use backup::{BackedUpKey, BackupVersion, KeyScope};
-pub use bridge::{BridgedMessage, Subscription};
 pub use changes::{Change, ChangeTracker};
 pub use device_lists::{DeviceChange, DeviceListEntry, RemoteDeviceList};
 pub use e2ee::{OutgoingToDevice, ToDeviceMessage};
@@ -49,7 +46,6 @@ pub use events::{
 pub use federation::{BackfilledRedactions, FEDERATION_QUEUED, NewOutlier, Outgoing};
 pub use graph::TopologicalKey;
 pub use misc::{MediaRecord, PresenceRecord, ReceiptRecord};
-pub use outbox::OutboxEntry;
 pub use push::{NotificationRow, Pusher};
 pub use relations::{RELATION_RECURSION_DEPTH, RelationQuery};
 pub use rooms::{MembershipRow, RoomRecord};
@@ -356,9 +352,7 @@ impl Store {
     /// IMMEDIATE`): a transaction that read first and wrote later would fail with
     /// `SQLITE_BUSY_SNAPSHOT` whenever another connection wrote in between, which waiting
     /// cannot cure.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,

@@ -102,7 +102,7 @@ impl Bridge {
         }
         let id = message.id.as_ref().map(|id| id.0.as_str());
         tracing::trace!(room_id = %room, occupant = %occupant.jid, "a message to a room");
-        self.apply(&room, &ghost, &remote, id, read)
+        self.apply(&room, &ghost, remote.as_str(), id, read)
             .await
             .map_err(|error| match error {
                 BridgeError::Matrix(causeway_matrix::error::Error::Forbidden(text)) => {

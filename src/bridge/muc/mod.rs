@@ -296,6 +296,13 @@ impl Bridge {
     }
 }
 
+/// A time (milliseconds since the epoch) as XEP-0082 writes it.
+pub(super) fn stamp_text(ts_ms: u64) -> String {
+    outbound::stamp(ts_ms)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
 /// A refusal as a bridge error.
 fn refused(kind: ErrorType, condition: DefinedCondition, text: impl Into<String>) -> BridgeError {
     BridgeError::Refused(Refusal::new(kind, condition, text))

@@ -211,7 +211,7 @@ impl Bridge {
             Some(Relation::Replacement(replacement)) => {
                 let original = replacement.event_id.as_str();
                 refs.replaces = Some(
-                    store
+                    self.store
                         .xmpp_message_of_event(original)
                         .await?
                         .map(|(_, id)| id)
@@ -290,13 +290,12 @@ impl Bridge {
                 .build(),
         );
         if delayed && let Some(room_jid) = &room_jid {
-            let stamp = stamp(message.ts_ms);
             stanza.payloads.push(
                 Element::builder("delay", DELAY)
                     .attr(rxml::xml_ncname!("from").to_owned(), room_jid.to_string())
                     .attr(
                         rxml::xml_ncname!("stamp").to_owned(),
-                        stamp.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                        super::stamp_text(message.ts_ms),
                     )
                     .build(),
             );

@@ -176,6 +176,8 @@ async fn join(
     {
         return Ok(());
     }
+    // The server's own part may hold the join up, or refuse it (a portal's MUC).
+    services.joining(room_id, user_id).await?;
     let mut custom = custom_member_content(body);
     // A restricted room: a member with the power to invite vouches for the join.
     if let Some(via) = crate::restricted::authorise_join(services, room_id, user_id).await? {
@@ -270,14 +272,10 @@ pub async fn room_of(
 ) -> Result<OwnedRoomId, Error> {
     Ok(match <&RoomId>::try_from(room_id_or_alias) {
         Ok(room_id) => room_id.to_owned(),
-        Err(alias) if alias.server_name() == services.server_name => {
-            let (room_id, _) = services
-                .store
-                .alias(alias.as_str())
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("room alias {alias} not found")))?;
-            crate::api::client::events::stored_room_id(&room_id)?
-        }
+        Err(alias) if alias.server_name() == services.server_name => services
+            .local_alias(alias)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("room alias {alias} not found")))?,
         Err(alias) => {
             let (room_id, servers) =
                 crate::federation::membership::resolve_remote_alias(services, alias).await?;

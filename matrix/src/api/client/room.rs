@@ -111,12 +111,10 @@ pub async fn get_alias_route(
     services: Arc<Services>,
     request: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response, Error> {
-    let (room_id, _) = services
-        .store
-        .alias(request.body.room_alias.as_str())
+    let room_id = services
+        .local_alias(&request.body.room_alias)
         .await?
         .ok_or_else(|| Error::NotFound("room alias not found".into()))?;
-    let room_id = crate::api::client::events::stored_room_id(&room_id)?;
     Ok(get_alias::v3::Response::new(
         room_id,
         vec![services.server_name.clone()],

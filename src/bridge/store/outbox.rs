@@ -2,9 +2,10 @@
 //! before it is sent; a failure keeps it for another attempt, with its notice; what waits in a
 //! room goes together and in order.
 
+use causeway_matrix::store::now_ms;
 use sqlx::Row;
 
-use super::{BridgedMessage, Store, StoreError, now_ms};
+use super::{BridgeStore, BridgeStoreError as StoreError, BridgedMessage};
 
 /// A message waiting in the outbox for another attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,7 @@ fn outbox_from_row(row: &sqlx::any::AnyRow) -> Result<OutboxEntry, StoreError> {
 const OUTBOX_COLUMNS: &str = "SELECT event_id, room_id, reason, attempts, first_failure_ts, \
                               next_attempt_ts, notice_event_id FROM xmpp_outbox";
 
-impl Store {
+impl BridgeStore {
     /// Records a local account's message as bridged and as in flight (an outbox entry with no
     /// attempt yet, looked at again at `check_at` unless its delivery reports back first), in
     /// one transaction, before it is sent. False when it was recorded before: it was read
@@ -45,9 +46,9 @@ impl Store {
         message: &BridgedMessage,
         check_at: i64,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.begin_write().await?;
+        let mut transaction = self.store.begin_write().await?;
         let now = now_ms();
-        let inserted = sqlx::query(super::bridge::INSERT_XMPP_MESSAGE)
+        let inserted = sqlx::query(super::chats::INSERT_XMPP_MESSAGE)
             .bind(&message.room_id)
             .bind(&message.sender_jid)
             .bind(&message.xmpp_id)
@@ -189,7 +190,7 @@ impl Store {
         now: i64,
         later: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut transaction = self.begin_write().await?;
+        let mut transaction = self.store.begin_write().await?;
         let rows = sqlx::query(
             "SELECT o.event_id, o.room_id, o.reason, o.attempts, o.first_failure_ts, \
              o.next_attempt_ts, o.notice_event_id FROM xmpp_outbox o \
@@ -246,10 +247,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::both_backends;
-    use crate::store::{BridgedMessage, Store};
+    #![allow(clippy::unwrap_used)]
 
-    both_backends!(outbox, |store: Store| async move {
+    use crate::bridge::store::testing::both_backends;
+    use crate::bridge::store::{BridgeStore, BridgedMessage};
+
+    both_backends!(outbox, |store: BridgeStore| async move {
         assert_eq!(store.outbox_entry("$m").await.unwrap(), None);
         let first = store
             .outbox_failed("$m", "!r:gw.test", "unreachable", 1_000)
@@ -290,7 +293,7 @@ mod tests {
         assert_eq!(store.outbox_remove("$m").await.unwrap(), None);
     });
 
-    both_backends!(outbox_in_flight, |store: Store| async move {
+    both_backends!(outbox_in_flight, |store: BridgeStore| async move {
         let message = |event: &str| BridgedMessage {
             room_id: "!r:gw.test".into(),
             sender_jid: "alice@gw.test".into(),

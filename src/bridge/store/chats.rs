@@ -1,9 +1,10 @@
-//! What the bridge between XMPP and Matrix keeps: the direct room of each pair of a local
-//! account and an XMPP user, and which Matrix event each XMPP message is.
+//! Direct chats: the direct room of each pair of a Matrix user and an XMPP user, which Matrix
+//! event each XMPP message is, and the presence subscriptions of each pair.
 
+use causeway_matrix::store::now_ms;
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{BridgeStore, BridgeStoreError as StoreError};
 
 /// A message known on both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,7 @@ fn two(row: &sqlx::any::AnyRow, first: &str, second: &str) -> Result<(String, St
     Ok((row.try_get(first)?, row.try_get(second)?))
 }
 
-impl Store {
+impl BridgeStore {
     /// The direct room of a local account and an XMPP user (a bare JID).
     pub async fn xmpp_direct_room(
         &self,
@@ -284,37 +285,16 @@ impl Store {
         row.map(|row| two(&row, "local_user", "remote_jid"))
             .transpose()
     }
-
-    /// How far the stream reader `name` got, if it ever ran.
-    pub async fn stream_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT position FROM stream_cursors WHERE name = $1")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?,
-        )
-    }
-
-    /// Records how far the stream reader `name` got.
-    pub async fn set_stream_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO stream_cursors (name, position) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(name)
-        .bind(position)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::testing::both_backends;
+    #![allow(clippy::unwrap_used)]
 
-    both_backends!(direct_rooms_and_messages, |store: Store| async move {
+    use super::*;
+    use crate::bridge::store::testing::both_backends;
+
+    both_backends!(direct_rooms_and_messages, |store: BridgeStore| async move {
         let alice = "@alice:gw.test";
         let bob = "bob@prosody.test";
         assert_eq!(store.xmpp_direct_room(alice, bob).await.unwrap(), None);
@@ -429,7 +409,7 @@ mod tests {
         );
     });
 
-    both_backends!(subscriptions, |store: Store| async move {
+    both_backends!(subscriptions, |store: BridgeStore| async move {
         let alice = "@alice:gw.test";
         assert_eq!(
             store.xmpp_subscription(alice, "bob@x").await.unwrap(),
@@ -491,14 +471,5 @@ mod tests {
             store.xmpp_subscribers(alice).await.unwrap(),
             ["bob@x", "carol@x"]
         );
-    });
-
-    both_backends!(stream_cursors, |store: Store| async move {
-        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), None);
-        store.set_stream_cursor("xmpp", 7).await.unwrap();
-        store.set_stream_cursor("xmpp", 12).await.unwrap();
-        store.set_stream_cursor("other", 1).await.unwrap();
-        assert_eq!(store.stream_cursor("xmpp").await.unwrap(), Some(12));
-        assert_eq!(store.stream_cursor("other").await.unwrap(), Some(1));
     });
 }

@@ -1,10 +1,25 @@
 //! The bridge's own storage: its tables live in the homeserver's database (one process writes
-//! it), created by the bridge's migrations (`src/bridge/migrations`, their own migration
-//! table), read and written only here. The homeserver's store knows nothing of them.
+//! it), read and written only here; the homeserver's store knows nothing of them. Tables made
+//! since the bridge has migrations of its own (`src/bridge/migrations`, their own migration
+//! table) are created by them; the first ones (direct rooms, messages, subscriptions, the
+//! outbox) were created by the homeserver's early migrations, which stay as they were.
+//!
+//! - `chats.rs`: direct rooms, which event each XMPP message is, subscriptions.
+//! - `outbox.rs`: messages to XMPP under way or waiting for another attempt.
+//! - `portals.rs`: the portal room of each XMPP MUC, and the Matrix members in the MUC.
+//! - here: the occupants of rooms (`muc_occupants`).
+
+mod chats;
+mod outbox;
+mod portals;
 
 use sqlx::{AnyPool, Row};
 
-use causeway_matrix::store::now_ms;
+use causeway_matrix::store::{Store, now_ms};
+
+pub use chats::{BridgedMessage, Subscription};
+pub use outbox::OutboxEntry;
+pub use portals::Session;
 
 /// The table where the bridge's applied migrations are recorded.
 const MIGRATIONS_TABLE: &str = "_causeway_bridge_migrations";
@@ -16,6 +31,10 @@ pub enum BridgeStoreError {
     Database(#[from] sqlx::Error),
     #[error("bridge database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Store(#[from] causeway_matrix::store::StoreError),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
 }
 
 /// An XMPP resource in a Matrix room through the MUC service.
@@ -34,16 +53,54 @@ pub struct Occupant {
 /// The handle to the bridge's tables.
 #[derive(Clone)]
 pub struct BridgeStore {
-    pool: AnyPool,
+    /// The homeserver's store, for its connections and its write transactions.
+    store: Store,
 }
 
 impl BridgeStore {
     /// Applies the bridge's pending migrations.
-    pub async fn open(pool: AnyPool) -> Result<BridgeStore, BridgeStoreError> {
+    pub async fn open(store: Store) -> Result<BridgeStore, BridgeStoreError> {
         let mut migrator = sqlx::migrate!("src/bridge/migrations");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator.run(&pool).await?;
-        Ok(BridgeStore { pool })
+        migrator.run(store.pool()).await?;
+        Ok(BridgeStore { store })
+    }
+
+    fn pool(&self) -> &AnyPool {
+        self.store.pool()
+    }
+
+    /// Forgets what is kept of an XMPP user whose ghost was erased, in one transaction: the
+    /// messages still queued for them (in their direct rooms) and the presence subscriptions
+    /// with them. Returns how many queued messages were dropped.
+    pub async fn forget_remote_user(&self, jid: &str) -> Result<u64, BridgeStoreError> {
+        let mut transaction = self.store.begin_write().await?;
+        let dropped = sqlx::query(
+            "DELETE FROM xmpp_outbox WHERE room_id IN \
+             (SELECT room_id FROM xmpp_direct_rooms WHERE remote_jid = $1)",
+        )
+        .bind(jid)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM xmpp_subscriptions WHERE remote_jid = $1")
+            .bind(jid)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(dropped)
+    }
+
+    /// Forgets the messages of an erased local account still queued for XMPP.
+    pub async fn forget_local_user(&self, user_id: &str) -> Result<u64, BridgeStoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM xmpp_outbox WHERE event_id IN \
+             (SELECT event_id FROM events WHERE sender = $1)",
+        )
+        .bind(user_id)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
     }
 
     /// Records (or updates) an occupant.
@@ -60,7 +117,7 @@ impl BridgeStore {
         .bind(&occupant.nick)
         .bind(occupant.since_position)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
@@ -80,7 +137,7 @@ impl BridgeStore {
                 .bind(nick)
                 .bind(room_id)
                 .bind(&occupant.jid)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
             }
         }
@@ -97,7 +154,7 @@ impl BridgeStore {
             sqlx::query("DELETE FROM muc_occupants WHERE room_id = $1 AND occupant_jid = $2")
                 .bind(room_id)
                 .bind(jid)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -109,7 +166,7 @@ impl BridgeStore {
              WHERE room_id = $1 ORDER BY joined_ts, occupant_jid",
         )
         .bind(room_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(occupant_from_row).collect()
     }
@@ -126,7 +183,7 @@ impl BridgeStore {
         )
         .bind(room_id)
         .bind(jid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(occupant_from_row).transpose()
     }
@@ -143,7 +200,7 @@ impl BridgeStore {
         )
         .bind(jid)
         .bind(room_jid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(occupant_from_row).transpose()
     }
@@ -152,7 +209,7 @@ impl BridgeStore {
     pub async fn rooms_with_occupants(&self) -> Result<Vec<String>, BridgeStoreError> {
         Ok(
             sqlx::query_scalar("SELECT DISTINCT room_id FROM muc_occupants")
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await?,
         )
     }
@@ -174,15 +231,14 @@ pub fn bare_of(jid: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use causeway_matrix::store::Store;
 
     /// The homeserver's store on SQLite and, when `CAUSEWAY_TEST_POSTGRES_URL` names a server,
     /// on PostgreSQL in a schema of its own.
-    async fn stores(dir: &std::path::Path) -> Vec<Store> {
+    pub async fn stores(dir: &std::path::Path) -> Vec<Store> {
         let mut stores = vec![
             Store::connect(
                 &format!("sqlite://{}/test.sqlite3?mode=rwc", dir.display()),
@@ -214,6 +270,32 @@ mod tests {
         stores
     }
 
+    /// Runs a storage test of the bridge's tables against SQLite and, when configured,
+    /// PostgreSQL.
+    macro_rules! both_backends {
+        ($name:ident, $body:expr) => {
+            #[tokio::test]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                for store in $crate::bridge::store::testing::stores(dir.path()).await {
+                    let bridge = $crate::bridge::store::BridgeStore::open(store)
+                        .await
+                        .unwrap();
+                    ($body)(bridge).await;
+                }
+            }
+        };
+    }
+    pub(crate) use both_backends;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::testing::stores;
+    use super::*;
+
     fn occupant(room: &str, jid: &str, nick: &str, since: i64) -> Occupant {
         Occupant {
             room_id: room.into(),
@@ -228,9 +310,9 @@ mod tests {
     async fn occupants_on_both_backends() {
         let dir = tempfile::tempdir().unwrap();
         for store in stores(dir.path()).await {
-            let bridge = BridgeStore::open(store.pool().clone()).await.unwrap();
+            let bridge = BridgeStore::open(store.clone()).await.unwrap();
             // Opening again applies nothing twice.
-            let bridge_again = BridgeStore::open(store.pool().clone()).await.unwrap();
+            let bridge_again = BridgeStore::open(store.clone()).await.unwrap();
             let bob = occupant("!a:gw.test", "bob@prosody.test/phone", "Bob", 5);
             bridge.set_occupant(&bob).await.unwrap();
             bridge
@@ -321,4 +403,41 @@ mod tests {
             assert_eq!(bridge.rooms_with_occupants().await.unwrap(), ["!b:gw.test"]);
         }
     }
+}
+
+#[cfg(test)]
+mod erasure_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::testing::both_backends;
+    use super::*;
+
+    both_backends!(
+        what_erased_users_leave_goes,
+        |store: BridgeStore| async move {
+            store
+                .record_outgoing(
+                    &BridgedMessage {
+                        room_id: "!r:x".into(),
+                        sender_jid: "k@x".into(),
+                        xmpp_id: "$queued".into(),
+                        event_id: "$queued".into(),
+                    },
+                    0,
+                )
+                .await
+                .unwrap();
+            // An erased local account with no events here: nothing of another's goes.
+            assert_eq!(store.forget_local_user("@e:x").await.unwrap(), 0);
+            assert!(store.outbox_entry("$queued").await.unwrap().is_some());
+            // The XMPP user of that room is erased: what was queued for them goes.
+            store
+                .set_xmpp_direct_room("@k:x", "bob@y", "!r:x")
+                .await
+                .unwrap();
+            assert_eq!(store.forget_remote_user("carol@y").await.unwrap(), 0);
+            assert_eq!(store.forget_remote_user("bob@y").await.unwrap(), 1);
+            assert!(store.outbox_entry("$queued").await.unwrap().is_none());
+        }
+    );
 }

@@ -1,0 +1,822 @@
+//! XMPP MUCs as Matrix rooms: portals.
+//!
+//! - The alias `#_xmpp_room=40conference.jabber.de:example.org` names the portal of
+//!   `room@conference.jabber.de`. The first time it is asked for (a join, a directory lookup,
+//!   another server's directory query), the MUC is asked what it is (disco#info): a MUC gets a
+//!   public Matrix room with that alias, made by the MUC's own ghost; anything else is
+//!   `M_NOT_FOUND`, never a room made up.
+//! - A local user joining the portal joins the MUC first, as themselves
+//!   (`alice@example.org/causeway`), under their display name: the Matrix join waits for the
+//!   MUC's answer and fails with its refusal (no such room `M_NOT_FOUND`, members only or banned
+//!   `M_FORBIDDEN`); a nickname taken is tried again by the rules of `docs/mapping.md`.
+//! - The MUC's occupants are ghosts in the portal (`@_xmpp_room=40…/=4eick:example.org`),
+//!   joining and leaving with their presence; their messages (the history sent on joining
+//!   too) are their ghosts' events, by the path of direct chats, once however many local
+//!   members receive them; the subject is the topic.
+//! - What a local member does in the portal goes to the MUC from their own JID; the MUC's
+//!   reflection of it is recognised by its id (the event id) and only its stanza id kept.
+//!   Leaving the portal leaves the MUC.
+//! - At start-up, every member joins their MUCs again, asking for the history since the last
+//!   message seen.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use causeway_mapping::address::{RoomRef, occupant_nick};
+use causeway_mapping::content::message::{ToXmppRefs, from_xmpp, to_xmpp};
+use causeway_mapping::content::room::{room_name, subject_to_topic, topic_to_subject};
+use causeway_matrix::api::client::membership::join_as;
+use causeway_matrix::create_room::{RoomOptions, create_room};
+use causeway_matrix::error::Error as MatrixError;
+use causeway_matrix::pdu::Pdu;
+use causeway_matrix::store::EventRow;
+use causeway_xmpp::stanza::Stanza;
+use minidom::Element;
+use ruma::api::client::room::create_room::v3::RoomPreset;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use serde_json::{Value, json};
+use xmpp_parsers::disco::DiscoInfoQuery;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::message::{Id, Message, MessageType};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
+
+use super::store::Session;
+use super::{Bridge, BridgeError};
+
+/// The resource of local users' JIDs in MUCs.
+const RESOURCE: &str = "causeway";
+/// How long a MUC has to answer a join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// The messages of history asked for on a first join.
+const FIRST_HISTORY: u32 = 20;
+/// Nicknames tried when the MUC says one is taken.
+const NICK_ATTEMPTS: usize = 3;
+const MUC: &str = "http://jabber.org/protocol/muc";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const SID: &str = "urn:xmpp:sid:0";
+
+/// Joins waiting for the MUC's answer, by (our full JID, MUC): the nickname asked for, and
+/// where the answer goes (the nickname the MUC gave, or its refusal).
+type PendingJoins = HashMap<
+    (String, String),
+    (
+        String,
+        tokio::sync::oneshot::Sender<Result<String, StanzaError>>,
+    ),
+>;
+
+/// The portals, both ways, and the joins under way.
+#[derive(Default)]
+pub(super) struct Portals {
+    by_muc: std::sync::RwLock<HashMap<BareJid, OwnedRoomId>>,
+    by_room: std::sync::RwLock<HashMap<OwnedRoomId, BareJid>>,
+    joins: std::sync::Mutex<PendingJoins>,
+    /// Held while a portal is made (one at a time).
+    making: tokio::sync::Mutex<()>,
+}
+
+impl Portals {
+    fn insert(&self, muc: BareJid, room: OwnedRoomId) {
+        self.by_room
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(room.clone(), muc.clone());
+        self.by_muc
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(muc, room);
+    }
+
+    fn room(&self, muc: &BareJid) -> Option<OwnedRoomId> {
+        self.by_muc
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(muc)
+            .cloned()
+    }
+
+    fn muc(&self, room: &str) -> Option<BareJid> {
+        let room = RoomId::parse(room).ok()?;
+        self.by_room
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&room)
+            .cloned()
+    }
+
+    /// The nicknames of joins under way in a MUC.
+    fn joining_nicks(&self, muc: &BareJid) -> Vec<String> {
+        self.joins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|((_, joined), _)| joined == muc.as_str())
+            .map(|(_, (nick, _))| nick.clone())
+            .collect()
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> MatrixError {
+    MatrixError::Internal(error.to_string())
+}
+
+impl Bridge {
+    /// Reads the portals (at start-up) and joins their MUCs again for every member.
+    pub(super) async fn portals_load(self: &std::sync::Arc<Self>) -> Result<(), BridgeError> {
+        for (muc, room) in self.store.portals().await? {
+            if let (Ok(muc), Ok(room)) = (BareJid::new(&muc), RoomId::parse(&room)) {
+                self.portals.insert(muc, room);
+            }
+        }
+        let bridge = self.clone();
+        tokio::spawn(async move {
+            let sessions = match bridge.store.all_sessions().await {
+                Ok(sessions) => sessions,
+                Err(error) => {
+                    tracing::warn!(%error, "the members of portals were not read");
+                    return;
+                }
+            };
+            for session in sessions {
+                if let Err(error) = bridge.rejoin(&session).await {
+                    tracing::info!(%error, muc = %session.muc_jid, user = %session.user_id, "a member of a portal did not join its MUC again");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether a stanza comes from a MUC with a portal (to one of our users).
+    pub(super) fn is_from_portal(&self, from: Option<&Jid>, to: Option<&Jid>) -> bool {
+        from.is_some_and(|from| self.portals.room(&from.to_bare()).is_some())
+            && self.is_an_account(to)
+    }
+
+    /// The portal of a local alias `#_xmpp_…`, made when the MUC exists and has none.
+    pub(super) async fn portal_for_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<Option<OwnedRoomId>, MatrixError> {
+        if !alias.alias().starts_with("_xmpp_") {
+            return Ok(None);
+        }
+        let Ok(muc) = self.gateway.room_to_muc(RoomRef::Alias(alias)) else {
+            return Ok(None);
+        };
+        if let Some(room) = self.portals.room(&muc) {
+            return Ok(Some(room));
+        }
+        let _making = self.portals.making.lock().await;
+        if let Some(room) = self
+            .store
+            .portal_of_muc(muc.as_str())
+            .await
+            .map_err(internal)?
+        {
+            let room = RoomId::parse(&room).map_err(internal)?;
+            self.portals.insert(muc, room.clone());
+            return Ok(Some(room));
+        }
+        // What is there? Only a MUC gets a portal.
+        let from = Jid::from(BareJid::new(self.gateway.domain()).map_err(internal)?);
+        let id = format!("portal-{}", super::random_id());
+        let request = Iq::from_get(id, DiscoInfoQuery { node: None })
+            .with_from(from)
+            .with_to(Jid::from(muc.clone()));
+        let info = match self.request(request).await {
+            Some(Iq::Result {
+                payload: Some(info),
+                ..
+            }) => info,
+            Some(Iq::Error { error, .. }) => {
+                return Err(match error.defined_condition {
+                    DefinedCondition::RemoteServerNotFound
+                    | DefinedCondition::RemoteServerTimeout => {
+                        MatrixError::BadGateway(format!("the server of {muc} cannot be reached"))
+                    }
+                    _ => MatrixError::NotFound(format!("there is no group chat {muc}")),
+                });
+            }
+            _ => {
+                return Err(MatrixError::BadGateway(format!("{muc} did not answer")));
+            }
+        };
+        let is_muc = info.children().any(|child| {
+            child.name() == "identity"
+                && child.attr("category") == Some("conference")
+                && child.attr("type") == Some("text")
+        });
+        if !is_muc {
+            return Err(MatrixError::NotFound(format!("{muc} is not a group chat")));
+        }
+        // The MUC's own ghost makes the room (it is the room's voice: the subject, notices).
+        let creator = self.muc_ghost(&muc).await?;
+        let mut options = RoomOptions::private(creator, self.services.default_room_version());
+        options.preset = RoomPreset::PublicChat;
+        options.alias_name = Some(alias.alias().to_owned());
+        options.name = room_name(&info);
+        let room = create_room(&self.services, options).await?;
+        let room = RoomId::parse(
+            self.store
+                .set_portal(muc.as_str(), room.as_str())
+                .await
+                .map_err(internal)?,
+        )
+        .map_err(internal)?;
+        self.portals.insert(muc.clone(), room.clone());
+        tracing::info!(room_id = %room, %muc, "made the portal of a MUC");
+        Ok(Some(room))
+    }
+
+    /// The ghost of a MUC itself, its account made if needed.
+    async fn muc_ghost(&self, muc: &BareJid) -> Result<OwnedUserId, MatrixError> {
+        let ghost = self
+            .gateway
+            .jid_to_user(&Jid::from(muc.clone()))
+            .map_err(internal)?;
+        if self.services.store.user(ghost.as_str()).await?.is_none() {
+            self.services
+                .store
+                .create_user(ghost.as_str(), None, Some(muc.as_str()), false)
+                .await?;
+        }
+        Ok(ghost)
+    }
+
+    /// A local user joins a portal: they join its MUC first, and the Matrix join fails with
+    /// the MUC's refusal.
+    pub(super) async fn portal_joining(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<(), MatrixError> {
+        let Some(muc) = self.portals.muc(room.as_str()) else {
+            return Ok(());
+        };
+        if self.gateway.is_ghost(user) || !self.services.is_local(user) {
+            return Ok(());
+        }
+        if self
+            .store
+            .session(room.as_str(), user.as_str())
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let own = self.gateway.user_to_jid(user).map_err(internal)?.to_bare();
+        let full = own.with_resource_str(RESOURCE).map_err(internal)?;
+        let name = self
+            .services
+            .store
+            .user(user.as_str())
+            .await?
+            .and_then(|record| record.displayname);
+        let mut tried: Vec<String> = Vec::new();
+        for _ in 0..NICK_ATTEMPTS {
+            let nick = occupant_nick(name.as_deref(), user, |nick| {
+                tried.contains(&nick.to_owned())
+            })
+            .map_err(internal)?;
+            let history = format!("<history maxstanzas='{FIRST_HISTORY}'/>");
+            match self.join_muc(&muc, &full, &nick, &history).await {
+                Ok(given) => {
+                    self.store
+                        .set_session(&Session {
+                            room_id: room.to_string(),
+                            user_id: user.to_string(),
+                            muc_jid: muc.to_string(),
+                            resource: RESOURCE.to_owned(),
+                            nick: given.clone(),
+                            last_seen: None,
+                        })
+                        .await
+                        .map_err(internal)?;
+                    tracing::info!(room_id = %room, %muc, %user, nick = %given, "a Matrix user joined a MUC");
+                    return Ok(());
+                }
+                Err(error) if error.defined_condition == DefinedCondition::Conflict => {
+                    tried.push(nick);
+                }
+                Err(error) => return Err(refusal(&muc, &error)),
+            }
+        }
+        Err(MatrixError::Forbidden(format!(
+            "{muc}: every nickname tried is taken ({})",
+            tried.join(", ")
+        )))
+    }
+
+    /// Sends a join to a MUC and waits for its answer: the nickname given, or the refusal.
+    async fn join_muc(
+        &self,
+        muc: &BareJid,
+        full: &FullJid,
+        nick: &str,
+        history: &str,
+    ) -> Result<String, StanzaError> {
+        let timeout = || {
+            StanzaError::new(
+                xmpp_parsers::stanza_error::ErrorType::Wait,
+                DefinedCondition::RemoteServerTimeout,
+                "en",
+                format!("{muc} did not answer"),
+            )
+        };
+        let Ok(occupant) = muc.with_resource_str(nick) else {
+            return Err(StanzaError::new(
+                xmpp_parsers::stanza_error::ErrorType::Modify,
+                DefinedCondition::JidMalformed,
+                "en",
+                format!("{nick} cannot be a nickname"),
+            ));
+        };
+        let key = (full.to_string(), muc.to_string());
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.portals
+            .joins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone(), (nick.to_owned(), sender));
+        let mut presence = Presence::new(PresenceType::None);
+        presence.from = Some(Jid::from(full.clone()));
+        presence.to = Some(Jid::from(occupant));
+        let x: Element = format!("<x xmlns='{MUC}'>{history}</x>")
+            .parse()
+            .unwrap_or_else(|_| Element::bare("x", MUC));
+        presence.payloads.push(x);
+        self.send(Stanza::Presence(presence));
+        let answer = tokio::time::timeout(JOIN_TIMEOUT, receiver).await;
+        self.portals
+            .joins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        match answer {
+            Ok(Ok(outcome)) => outcome,
+            _ => Err(timeout()),
+        }
+    }
+
+    /// Joins a member's MUC again (after a restart), asking for what was missed.
+    async fn rejoin(&self, session: &Session) -> Result<(), BridgeError> {
+        let (Ok(muc), Ok(user)) = (
+            BareJid::new(&session.muc_jid),
+            UserId::parse(&session.user_id),
+        ) else {
+            return Ok(());
+        };
+        let full = self
+            .gateway
+            .user_to_jid(&user)?
+            .to_bare()
+            .with_resource_str(&session.resource)
+            .map_err(|e| MatrixError::Internal(e.to_string()))?;
+        let history = match session.last_seen {
+            Some(ms) => format!(
+                "<history since='{}'/>",
+                super::muc::stamp_text(u64::try_from(ms + 1).unwrap_or(0))
+            ),
+            None => format!("<history maxstanzas='{FIRST_HISTORY}'/>"),
+        };
+        match self.join_muc(&muc, &full, &session.nick, &history).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                // The MUC no longer takes them: they are out of the portal too.
+                self.removed_from_muc(&session.room_id, &user, &describe(&error))
+                    .await
+            }
+        }
+    }
+
+    /// Presence from a MUC with a portal to one of our users.
+    pub(super) async fn portal_presence(&self, presence: Presence) {
+        if let Err(error) = self.portal_presence_inner(&presence).await {
+            tracing::warn!(%error, from = ?presence.from, "presence of a MUC was not applied");
+        }
+    }
+
+    async fn portal_presence_inner(&self, presence: &Presence) -> Result<(), BridgeError> {
+        let (Some(from), Some(to)) = (&presence.from, &presence.to) else {
+            return Ok(());
+        };
+        let muc = from.to_bare();
+        let Some(room) = self.portals.room(&muc) else {
+            return Ok(());
+        };
+        let key = (to.to_string(), muc.to_string());
+        let statuses: Vec<String> = presence
+            .payloads
+            .iter()
+            .filter(|p| p.is("x", MUC_USER))
+            .flat_map(|x| x.children().filter(|c| c.name() == "status"))
+            .filter_map(|status| status.attr("code").map(str::to_owned))
+            .collect();
+        let is_self = statuses.iter().any(|code| code == "110");
+        if presence.type_ == PresenceType::Error {
+            let error = presence
+                .payloads
+                .iter()
+                .find_map(|p| StanzaError::try_from(p.clone()).ok())
+                .unwrap_or_else(|| {
+                    StanzaError::new(
+                        xmpp_parsers::stanza_error::ErrorType::Cancel,
+                        DefinedCondition::UndefinedCondition,
+                        "en",
+                        "the group chat refused without saying why",
+                    )
+                });
+            self.answer_join(&key, Err(error));
+            return Ok(());
+        }
+        let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
+            return Ok(());
+        };
+        if is_self && presence.type_ != PresenceType::Unavailable {
+            self.answer_join(&key, Ok(nick));
+            return Ok(());
+        }
+        if is_self {
+            // The MUC removed one of ours (kicked, banned, shut down), unless it is a
+            // nickname change.
+            if statuses.iter().any(|code| code == "303") {
+                return Ok(());
+            }
+            let user = self
+                .gateway
+                .jid_to_user(&Jid::from(to.to_bare()))
+                .map_err(BridgeError::from)?;
+            let reason = presence
+                .payloads
+                .iter()
+                .filter(|p| p.is("x", MUC_USER))
+                .filter_map(|x| x.get_child("item", MUC_USER))
+                .filter_map(|item| item.get_child("reason", MUC_USER))
+                .map(Element::text)
+                .next()
+                .unwrap_or_else(|| format!("{muc} removed you"));
+            return self.removed_from_muc(room.as_str(), &user, &reason).await;
+        }
+        if self.is_ours(&room, &muc, &nick).await? {
+            return Ok(());
+        }
+        match presence.type_ {
+            PresenceType::None => {
+                self.occupant_ghost(&room, from, &nick).await?;
+            }
+            PresenceType::Unavailable => {
+                let ghost = self.gateway.jid_to_user(from)?;
+                if self
+                    .services
+                    .rooms
+                    .membership(&room, &ghost)
+                    .await?
+                    .as_deref()
+                    == Some("join")
+                {
+                    causeway_matrix::api::client::membership::leave_as(
+                        &self.services,
+                        &room,
+                        &ghost,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn answer_join(&self, key: &(String, String), outcome: Result<String, StanzaError>) {
+        let waiting = self
+            .portals
+            .joins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+        if let Some((_, sender)) = waiting {
+            let _ = sender.send(outcome);
+        }
+    }
+
+    /// Whether a nickname of a MUC is one of our members' (or one joining now).
+    async fn is_ours(&self, room: &RoomId, muc: &BareJid, nick: &str) -> Result<bool, BridgeError> {
+        if self.portals.joining_nicks(muc).iter().any(|n| n == nick) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .sessions(room.as_str())
+            .await?
+            .iter()
+            .any(|session| session.nick == nick))
+    }
+
+    /// The ghost of a MUC occupant, made and joined to the portal when it is not.
+    async fn occupant_ghost(
+        &self,
+        room: &RoomId,
+        occupant: &Jid,
+        nick: &str,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(occupant)?;
+        if self.services.store.user(ghost.as_str()).await?.is_none() {
+            self.services
+                .limits
+                .remote_accounts
+                .check(&occupant.domain().as_str().to_ascii_lowercase())?;
+            self.services
+                .store
+                .create_user(ghost.as_str(), None, Some(nick), false)
+                .await?;
+        }
+        if self
+            .services
+            .rooms
+            .membership(room, &ghost)
+            .await?
+            .as_deref()
+            != Some("join")
+        {
+            join_as(
+                &self.services,
+                room,
+                &ghost,
+                Some(&json!({ "displayname": nick })),
+                &[],
+            )
+            .await?;
+        }
+        Ok(ghost)
+    }
+
+    /// One of our members is no longer in the MUC: out of the portal too, by the MUC's ghost.
+    async fn removed_from_muc(
+        &self,
+        room: &str,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), BridgeError> {
+        self.store.remove_session(room, user.as_str()).await?;
+        let room = RoomId::parse(room).map_err(|e| MatrixError::Internal(e.to_string()))?;
+        let Some(muc) = self.portals.muc(room.as_str()) else {
+            return Ok(());
+        };
+        if self
+            .services
+            .rooms
+            .membership(&room, user)
+            .await?
+            .as_deref()
+            == Some("join")
+        {
+            let ghost = self.muc_ghost(&muc).await?;
+            self.append(
+                &room,
+                &ghost,
+                "m.room.member",
+                Some(user.as_str()),
+                json!({ "membership": "leave", "reason": reason }),
+            )
+            .await?;
+        }
+        tracing::info!(room_id = %room, %muc, %user, %reason, "a Matrix user is out of a MUC");
+        Ok(())
+    }
+
+    /// A message from a MUC with a portal to one of our users.
+    pub(super) async fn portal_message(&self, message: Message) {
+        if let Err(error) = self.portal_message_inner(&message).await {
+            tracing::warn!(%error, from = ?message.from, "a message of a MUC was not applied");
+        }
+    }
+
+    async fn portal_message_inner(&self, message: &Message) -> Result<(), BridgeError> {
+        let Some(from) = &message.from else {
+            return Ok(());
+        };
+        let muc = from.to_bare();
+        let Some(room) = self.portals.room(&muc) else {
+            return Ok(());
+        };
+        if message.type_ == MessageType::Error {
+            return self.portal_refused(&room, &muc, message).await;
+        }
+        if message.type_ != MessageType::Groupchat {
+            // Private messages from occupants and invitations are not carried yet.
+            return Ok(());
+        }
+        let muc_ghost = self.muc_ghost(&muc).await?;
+        if let Some(topic) = subject_to_topic(message) {
+            let current = self
+                .state_text(&room, "m.room.topic", "topic")
+                .await?
+                .unwrap_or_default();
+            if current != topic {
+                self.append(
+                    &room,
+                    &muc_ghost,
+                    "m.room.topic",
+                    Some(""),
+                    json!({ "topic": topic }),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        let stanza_id = message
+            .payloads
+            .iter()
+            .filter(|p| p.is("stanza-id", SID))
+            .find(|p| p.attr("by") == Some(muc.as_str()))
+            .and_then(|p| p.attr("id"))
+            .map(str::to_owned);
+        let id = stanza_id
+            .clone()
+            .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
+        let seen = causeway_matrix::store::now_ms();
+        let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
+            // The room itself speaks: a notice of its ghost.
+            let read = from_xmpp(message, &self.gateway);
+            if let Some(content) = read.content {
+                let text = content.msgtype.body().to_owned();
+                self.notice_in(&room, &muc_ghost, text).await?;
+            }
+            return Ok(());
+        };
+        if self.is_ours(&room, &muc, &nick).await? {
+            // The reflection of what one of ours sent: its event is known by the id it was
+            // sent with; the room's id of it is kept, for replies and reactions from XMPP.
+            let sent = message
+                .payloads
+                .iter()
+                .find(|p| p.is("origin-id", SID))
+                .and_then(|p| p.attr("id"))
+                .map(str::to_owned)
+                .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
+            if let (Some(sent), Some(stanza_id)) = (sent, stanza_id)
+                && let Ok(event) = ruma::EventId::parse(&sent)
+            {
+                self.store
+                    .record_xmpp_message(&super::store::BridgedMessage {
+                        room_id: room.to_string(),
+                        sender_jid: from.to_string(),
+                        xmpp_id: stanza_id,
+                        event_id: event.to_string(),
+                    })
+                    .await?;
+            }
+            return Ok(());
+        }
+        let ghost = self.occupant_ghost(&room, from, &nick).await?;
+        let mut read = from_xmpp(message, &self.gateway);
+        read.wants_receipt = false;
+        self.apply(&room, &ghost, from.as_str(), id.as_deref(), read)
+            .await?;
+        self.store.session_seen(room.as_str(), seen).await?;
+        Ok(())
+    }
+
+    /// The MUC refused something one of ours sent: a notice in reply to it.
+    async fn portal_refused(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        message: &Message,
+    ) -> Result<(), BridgeError> {
+        let Some(event) = message
+            .id
+            .as_ref()
+            .and_then(|id| ruma::EventId::parse(&id.0).ok())
+        else {
+            return Ok(());
+        };
+        let Some(row) = self.services.store.event(event.as_str()).await? else {
+            return Ok(());
+        };
+        if row.room_id != room.as_str() {
+            return Ok(());
+        }
+        let reason = message
+            .payloads
+            .iter()
+            .find_map(|p| StanzaError::try_from(p.clone()).ok())
+            .map(|error| describe(&error))
+            .unwrap_or_else(|| "no reason given".to_owned());
+        let ghost = self.muc_ghost(muc).await?;
+        let mut content =
+            RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not take this: {reason}"));
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event),
+        ));
+        self.append_content(room, &ghost, &content).await?;
+        Ok(())
+    }
+
+    /// What a local member does in a portal goes to its MUC, from their own JID.
+    pub(super) async fn portal_event(&self, row: &EventRow) -> Result<(), BridgeError> {
+        let Some(muc) = self.portals.muc(&row.room_id) else {
+            return Ok(());
+        };
+        let Ok(sender) = UserId::parse(&row.sender) else {
+            return Ok(());
+        };
+        if self.gateway.is_ghost(&sender) || !self.services.is_local(&sender) {
+            return Ok(());
+        }
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        let Some(session) = self.store.session(&row.room_id, sender.as_str()).await? else {
+            return Ok(());
+        };
+        let own = Jid::from(
+            self.gateway
+                .user_to_jid(&sender)?
+                .to_bare()
+                .with_resource_str(&session.resource)
+                .map_err(|e| MatrixError::Internal(e.to_string()))?,
+        );
+        match row.event_type.as_str() {
+            "m.room.message" if row.redacted_by.is_none() => {
+                let Ok(content) =
+                    serde_json::from_value::<RoomMessageEventContent>(pdu.content_value())
+                else {
+                    return Ok(());
+                };
+                let mut refs = ToXmppRefs::default();
+                if let Some(Relation::Replacement(replacement)) = &content.relates_to {
+                    refs.replaces = Some(replacement.event_id.to_string());
+                }
+                let Some(translated) = to_xmpp(&content, &refs, &self.gateway) else {
+                    return Ok(());
+                };
+                let mut message = translated.value;
+                message.type_ = MessageType::Groupchat;
+                message.from = Some(own);
+                message.to = Some(Jid::from(muc));
+                message.id = Some(Id(row.event_id.clone()));
+                message.payloads.push(
+                    Element::builder("origin-id", SID)
+                        .attr(rxml::xml_ncname!("id").to_owned(), row.event_id.as_str())
+                        .build(),
+                );
+                self.send(Stanza::Message(message));
+            }
+            "m.room.topic" => {
+                let topic = pdu
+                    .content_value()
+                    .get("topic")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut message = topic_to_subject(&topic);
+                message.from = Some(own);
+                message.to = Some(Jid::from(muc));
+                message.id = Some(Id(row.event_id.clone()));
+                self.send(Stanza::Message(message));
+            }
+            "m.room.member" if pdu.state_key.as_deref() == Some(sender.as_str()) => {
+                let membership = pdu.content_value();
+                if membership.get("membership").and_then(Value::as_str) == Some("join") {
+                    return Ok(());
+                }
+                // Leaving the portal leaves the MUC.
+                self.store
+                    .remove_session(&row.room_id, sender.as_str())
+                    .await?;
+                let mut presence = Presence::new(PresenceType::Unavailable);
+                presence.from = Some(own);
+                presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
+                self.send(Stanza::Presence(presence));
+                tracing::info!(room_id = %row.room_id, %muc, user = %sender, "a Matrix user left a MUC");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The Matrix error of a MUC's refusal of a join.
+fn refusal(muc: &BareJid, error: &StanzaError) -> MatrixError {
+    let text = format!("{muc}: {}", describe(error));
+    match error.defined_condition {
+        DefinedCondition::ItemNotFound => MatrixError::NotFound(text),
+        DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout => {
+            MatrixError::BadGateway(text)
+        }
+        _ => MatrixError::Forbidden(text),
+    }
+}
+
+/// A refusal in words: its condition, and the MUC's text when it gave one.
+fn describe(error: &StanzaError) -> String {
+    let condition = format!("{:?}", error.defined_condition);
+    match error.texts.values().next() {
+        Some(text) => format!("{text} ({condition})"),
+        None => condition,
+    }
+}

@@ -1,0 +1,240 @@
+//! Portals: the Matrix room of each XMPP MUC, and the Matrix members who are occupants of the
+//! MUC through it.
+
+use causeway_matrix::store::now_ms;
+use sqlx::Row;
+
+use super::{BridgeStore, BridgeStoreError};
+
+/// A Matrix member of a portal as an occupant of its MUC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub room_id: String,
+    pub user_id: String,
+    pub muc_jid: String,
+    pub resource: String,
+    pub nick: String,
+    pub last_seen: Option<i64>,
+}
+
+fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session, BridgeStoreError> {
+    Ok(Session {
+        room_id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        muc_jid: row.try_get(2)?,
+        resource: row.try_get(3)?,
+        nick: row.try_get(4)?,
+        last_seen: row.try_get(5)?,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "SELECT room_id, user_id, muc_jid, resource, nick, last_seen FROM muc_sessions";
+
+impl BridgeStore {
+    /// Records the portal of a MUC, unless one is recorded; returns the portal from then on.
+    pub async fn set_portal(
+        &self,
+        muc_jid: &str,
+        room_id: &str,
+    ) -> Result<String, BridgeStoreError> {
+        sqlx::query(
+            "INSERT INTO muc_portals (muc_jid, room_id, created_ts) VALUES ($1, $2, $3) \
+             ON CONFLICT (muc_jid) DO NOTHING",
+        )
+        .bind(muc_jid)
+        .bind(room_id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        self.portal_of_muc(muc_jid)
+            .await?
+            .ok_or_else(|| BridgeStoreError::Corrupt("a portal vanished as it was recorded".into()))
+    }
+
+    /// The portal room of a MUC.
+    pub async fn portal_of_muc(&self, muc_jid: &str) -> Result<Option<String>, BridgeStoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT room_id FROM muc_portals WHERE muc_jid = $1")
+                .bind(muc_jid)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Every portal: `(MUC, room)`.
+    pub async fn portals(&self) -> Result<Vec<(String, String)>, BridgeStoreError> {
+        let rows = sqlx::query("SELECT muc_jid, room_id FROM muc_portals")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Records (or updates) a session.
+    pub async fn set_session(&self, session: &Session) -> Result<(), BridgeStoreError> {
+        sqlx::query(
+            "INSERT INTO muc_sessions (room_id, user_id, muc_jid, resource, nick, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+             muc_jid = excluded.muc_jid, resource = excluded.resource, nick = excluded.nick, \
+             last_seen = COALESCE(excluded.last_seen, muc_sessions.last_seen)",
+        )
+        .bind(&session.room_id)
+        .bind(&session.user_id)
+        .bind(&session.muc_jid)
+        .bind(&session.resource)
+        .bind(&session.nick)
+        .bind(session.last_seen)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// A member's session in a portal.
+    pub async fn session(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<Session>, BridgeStoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SESSION_COLUMNS} WHERE room_id = $1 AND user_id = $2"
+        )))
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// The sessions of a portal.
+    pub async fn sessions(&self, room_id: &str) -> Result<Vec<Session>, BridgeStoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SESSION_COLUMNS} WHERE room_id = $1 ORDER BY user_id"
+        )))
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Every session (to join again at start-up).
+    pub async fn all_sessions(&self) -> Result<Vec<Session>, BridgeStoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SESSION_COLUMNS} ORDER BY room_id"
+        )))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Notes that a message of the MUC reached the sessions of a portal at `ts`.
+    pub async fn session_seen(&self, room_id: &str, ts: i64) -> Result<(), BridgeStoreError> {
+        sqlx::query(
+            "UPDATE muc_sessions SET last_seen = $1 WHERE room_id = $2 \
+             AND (last_seen IS NULL OR last_seen < $1)",
+        )
+        .bind(ts)
+        .bind(room_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a session; says whether there was one.
+    pub async fn remove_session(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<bool, BridgeStoreError> {
+        let done = sqlx::query("DELETE FROM muc_sessions WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::bridge::store::testing::both_backends;
+
+    both_backends!(portals_and_sessions, |store: BridgeStore| async move {
+        let muc = "room@conference.prosody.test";
+        assert_eq!(store.portal_of_muc(muc).await.unwrap(), None);
+        assert_eq!(
+            store.set_portal(muc, "!p:gw.test").await.unwrap(),
+            "!p:gw.test"
+        );
+        // The first portal recorded stays.
+        assert_eq!(
+            store.set_portal(muc, "!q:gw.test").await.unwrap(),
+            "!p:gw.test"
+        );
+        assert_eq!(
+            store.portals().await.unwrap(),
+            [(muc.to_owned(), "!p:gw.test".to_owned())]
+        );
+        let alice = Session {
+            room_id: "!p:gw.test".into(),
+            user_id: "@alice:gw.test".into(),
+            muc_jid: muc.into(),
+            resource: "causeway".into(),
+            nick: "Alice".into(),
+            last_seen: None,
+        };
+        store.set_session(&alice).await.unwrap();
+        store
+            .set_session(&Session {
+                user_id: "@dan:gw.test".into(),
+                nick: "Dan".into(),
+                ..alice.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session("!p:gw.test", "@alice:gw.test").await.unwrap(),
+            Some(alice.clone())
+        );
+        store.session_seen("!p:gw.test", 50).await.unwrap();
+        store.session_seen("!p:gw.test", 40).await.unwrap();
+        let sessions = store.sessions("!p:gw.test").await.unwrap();
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.iter().all(|s| s.last_seen == Some(50)));
+        // Joining again under another nickname keeps what was seen.
+        store
+            .set_session(&Session {
+                nick: "Alice L".into(),
+                ..alice.clone()
+            })
+            .await
+            .unwrap();
+        let again = store
+            .session("!p:gw.test", "@alice:gw.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (again.nick.as_str(), again.last_seen),
+            ("Alice L", Some(50))
+        );
+        assert_eq!(store.all_sessions().await.unwrap().len(), 2);
+        assert!(
+            store
+                .remove_session("!p:gw.test", "@alice:gw.test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_session("!p:gw.test", "@alice:gw.test")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.sessions("!p:gw.test").await.unwrap().len(), 1);
+    });
+}

@@ -1,0 +1,376 @@
+//! XMPP MUCs as Matrix rooms: the peer plays a MUC at `lobby@prosody.test` (and others), and
+//! Alice joins its portal `#_xmpp_lobby=40prosody.test:gw.test`.
+
+use std::time::Duration;
+
+use causeway_xmpp::stanza::Stanza;
+use serde_json::json;
+use tokio::sync::mpsc;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::message::MessageType;
+
+use crate::common::{self, Response};
+use crate::world::*;
+
+const BOB_HERE: &str = "@_xmpp_lobby=40prosody.test/=42ob:gw.test";
+
+/// The next stanza the peer receives that `accept` takes (others are skipped).
+async fn next_that(
+    seen: &mut mpsc::UnboundedReceiver<Stanza>,
+    accept: impl Fn(&Stanza) -> bool,
+) -> Stanza {
+    loop {
+        let stanza = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("a stanza in time")
+            .unwrap();
+        if accept(&stanza) {
+            return stanza;
+        }
+    }
+}
+
+fn to_room(room: &'static str) -> impl Fn(&Stanza) -> bool {
+    move |stanza: &Stanza| stanza.to().is_some_and(|to| to.to_bare().as_str() == room)
+}
+
+/// Answers the disco#info request about a MUC: a MUC named `name`, or `item-not-found`.
+async fn answer_disco(
+    world_peer: &std::sync::Arc<causeway_xmpp::server::S2s>,
+    seen: &mut mpsc::UnboundedReceiver<Stanza>,
+    room: &'static str,
+    exists: bool,
+) {
+    let Stanza::Iq(Iq::Get { id, from, .. }) = next_that(seen, to_room(room)).await else {
+        panic!("no disco#info request");
+    };
+    assert_eq!(from.unwrap().to_string(), "gw.test");
+    let answer = if exists {
+        format!(
+            "<iq xmlns='jabber:server' type='result' id='{id}' from='{room}' to='gw.test'>\
+             <query xmlns='http://jabber.org/protocol/disco#info'>\
+             <identity category='conference' type='text' name='The Lobby'/>\
+             <feature var='http://jabber.org/protocol/muc'/></query></iq>"
+        )
+    } else {
+        format!(
+            "<iq xmlns='jabber:server' type='error' id='{id}' from='{room}' to='gw.test'>\
+             <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             </error></iq>"
+        )
+    };
+    world_peer.send(stanza(&answer));
+}
+
+/// The nickname a join asks for.
+async fn join_request(seen: &mut mpsc::UnboundedReceiver<Stanza>, room: &'static str) -> String {
+    let Stanza::Presence(presence) = next_that(seen, |s| {
+        matches!(s, Stanza::Presence(_)) && to_room(room)(s)
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        presence.from.as_ref().unwrap().to_string(),
+        "alice@gw.test/causeway"
+    );
+    assert!(
+        presence
+            .payloads
+            .iter()
+            .any(|p| p.is("x", "http://jabber.org/protocol/muc"))
+    );
+    presence.to.unwrap().resource().unwrap().to_string()
+}
+
+fn occupant_presence(room: &str, nick: &str, jid: &str, own: bool) -> Stanza {
+    let status = if own { "<status code='110'/>" } else { "" };
+    stanza(&format!(
+        "<presence xmlns='jabber:server' from='{room}/{nick}' to='alice@gw.test/causeway'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='participant' jid='{jid}'/>{status}</x></presence>"
+    ))
+}
+
+fn join_path(alias: &str) -> String {
+    format!("/_matrix/client/v3/join/{}", common::encode(alias))
+}
+
+#[tokio::test]
+async fn a_portal_is_made_joined_and_talked_in() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let World {
+        server, peer, seen, ..
+    } = &mut world;
+    let peer = peer.clone();
+    let paths: std::collections::HashMap<&str, String> = [
+        "#_xmpp_lobby=40prosody.test:gw.test",
+        "#_xmpp_nothere=40prosody.test:gw.test",
+        "#_xmpp_closed=40prosody.test:gw.test",
+        "#_xmpp_busy=40prosody.test:gw.test",
+    ]
+    .into_iter()
+    .map(|alias| (alias, join_path(alias)))
+    .collect();
+    let play = async {
+        answer_disco(&peer, seen, "lobby@prosody.test", true).await;
+        let nick = join_request(seen, "lobby@prosody.test").await;
+        assert_eq!(nick, "alice");
+        peer.send(occupant_presence(
+            "lobby@prosody.test",
+            "Bob",
+            "bob@prosody.test/phone",
+            false,
+        ));
+        peer.send(stanza(
+            "<message xmlns='jabber:server' type='groupchat' id='h1' from='lobby@prosody.test/Bob' \
+             to='alice@gw.test/causeway'><body>said before</body>\
+             <delay xmlns='urn:xmpp:delay' stamp='2026-01-01T10:00:00Z'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-h1'/></message>",
+        ));
+        peer.send(occupant_presence(
+            "lobby@prosody.test",
+            "alice",
+            "alice@gw.test/causeway",
+            true,
+        ));
+    };
+    let (joined, ()): (Response, ()) = tokio::join!(
+        server.post(
+            &paths["#_xmpp_lobby=40prosody.test:gw.test"],
+            &token,
+            json!({})
+        ),
+        play
+    );
+    let room = joined.assert_ok()["room_id"].as_str().unwrap().to_owned();
+    // The portal is named after the MUC, and Bob is in it, with what he said before.
+    let name = world
+        .server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(name["name"], "The Lobby");
+    let before = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB_HERE).first().map(|e| (*e).clone())
+        })
+        .await;
+    assert_eq!(before["content"]["body"], "said before");
+    // A message from the MUC, received twice (as by two members), is one event.
+    for _ in 0..2 {
+        world.peer.send(stanza(
+            "<message xmlns='jabber:server' type='groupchat' id='m1' from='lobby@prosody.test/Bob' \
+             to='alice@gw.test/causeway'><body>hello portal</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-m1'/></message>",
+        ));
+    }
+    let said = world
+        .wait_for(&token, &room, |events| {
+            let found: Vec<_> = messages(events, BOB_HERE)
+                .into_iter()
+                .filter(|e| e["content"]["body"] == "hello portal")
+                .cloned()
+                .collect();
+            (!found.is_empty()).then_some(found)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = world
+        .wait_for(&token, &room, |events| {
+            Some(
+                messages(events, BOB_HERE)
+                    .into_iter()
+                    .filter(|e| e["content"]["body"] == "hello portal")
+                    .count(),
+            )
+        })
+        .await;
+    assert_eq!((said.len(), again), (1, 1));
+    // Alice writes: the MUC gets it from her JID, with the event as id; its reflection is not
+    // shown again.
+    let sent = world
+        .server
+        .send_text(&token, &room, "a1", "hi Bob")
+        .await
+        .assert_ok();
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    let out = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Message(m) if m.type_ == MessageType::Groupchat)
+            && to_room("lobby@prosody.test")(s)
+    })
+    .await;
+    let Stanza::Message(out) = out else {
+        unreachable!()
+    };
+    assert_eq!(
+        out.from.as_ref().unwrap().to_string(),
+        "alice@gw.test/causeway"
+    );
+    assert_eq!(out.id.as_ref().unwrap().0, event);
+    assert_eq!(body(&out), "hi Bob");
+    world.peer.send(stanza(&format!(
+        "<message xmlns='jabber:server' type='groupchat' id='{event}' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'><body>hi Bob</body>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='{event}'/>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-a1'/></message>"
+    )));
+    // Bob replies to it by the room's id: the reply is related to Alice's event.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='m2' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><body>hi Alice</body>\
+         <reply xmlns='urn:xmpp:reply:0' id='s-a1'/></message>",
+    ));
+    let reply = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB_HERE)
+                .into_iter()
+                .find(|e| e["content"]["body"] == "hi Alice")
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        event.as_str()
+    );
+    let alices = world
+        .wait_for(&token, &room, |events| {
+            Some(messages(events, &world.alice).len())
+        })
+        .await;
+    assert_eq!(alices, 1, "the reflection is not a second message");
+    // The subject is the topic, set by the MUC's ghost.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='t1' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><subject>Lobby talk</subject></message>",
+    ));
+    let topic = world
+        .wait_for(&token, &room, |events| {
+            events.iter().find(|e| e["type"] == "m.room.topic").cloned()
+        })
+        .await;
+    assert_eq!(topic["content"]["topic"], "Lobby talk");
+    assert_eq!(topic["sender"], "@_xmpp_lobby=40prosody.test:gw.test");
+    // Bob leaves: his ghost leaves the portal.
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='unavailable' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='none'/></x></presence>",
+    ));
+    world.wait_member(&token, &room, BOB_HERE, "leave").await;
+    // The MUC kicks Alice: she is out of the portal, told why.
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='unavailable' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='none'><reason>flooding</reason></item>\
+         <status code='307'/><status code='110'/></x></presence>",
+    ));
+    let kicked = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| {
+                    e["state_key"] == world.alice.as_str() && e["content"]["membership"] == "leave"
+                })
+                .cloned()
+        })
+        .await;
+    assert_eq!(kicked["content"]["reason"], "flooding");
+}
+
+#[tokio::test]
+async fn joins_of_portals_fail_as_their_mucs_say() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let World {
+        server, peer, seen, ..
+    } = &mut world;
+    let peer = peer.clone();
+    let paths: std::collections::HashMap<&str, String> = [
+        "#_xmpp_lobby=40prosody.test:gw.test",
+        "#_xmpp_nothere=40prosody.test:gw.test",
+        "#_xmpp_closed=40prosody.test:gw.test",
+        "#_xmpp_busy=40prosody.test:gw.test",
+    ]
+    .into_iter()
+    .map(|alias| (alias, join_path(alias)))
+    .collect();
+    // A MUC that does not exist: M_NOT_FOUND, and no room is made.
+    let (missing, ()) = tokio::join!(
+        server.post(
+            &paths["#_xmpp_nothere=40prosody.test:gw.test"],
+            &token,
+            json!({})
+        ),
+        answer_disco(&peer, seen, "nothere@prosody.test", false)
+    );
+    missing.assert_error(404, "M_NOT_FOUND");
+    // A members-only MUC: M_FORBIDDEN with its text; Alice is not in the portal.
+    let play = async {
+        answer_disco(&peer, seen, "closed@prosody.test", true).await;
+        join_request(seen, "closed@prosody.test").await;
+        peer.send(stanza(
+            "<presence xmlns='jabber:server' type='error' from='closed@prosody.test/alice' \
+             to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc'/>\
+             <error type='auth'><registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Members only</text></error></presence>",
+        ));
+    };
+    let (closed, ()) = tokio::join!(
+        server.post(
+            &paths["#_xmpp_closed=40prosody.test:gw.test"],
+            &token,
+            json!({})
+        ),
+        play
+    );
+    closed.assert_error(403, "M_FORBIDDEN");
+    assert!(
+        closed.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Members only")
+    );
+    // A nickname taken: the next one the mapping gives is tried.
+    let play = async {
+        answer_disco(&peer, seen, "busy@prosody.test", true).await;
+        let first = join_request(seen, "busy@prosody.test").await;
+        assert_eq!(first, "alice");
+        peer.send(stanza(
+            "<presence xmlns='jabber:server' type='error' from='busy@prosody.test/alice' \
+             to='alice@gw.test/causeway'><error type='cancel'>\
+             <conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+        ));
+        let second = join_request(seen, "busy@prosody.test").await;
+        assert_eq!(second, "alice (@alice:gw.test)");
+        peer.send(occupant_presence(
+            "busy@prosody.test",
+            "alice (@alice:gw.test)",
+            "alice@gw.test/causeway",
+            true,
+        ));
+    };
+    let (busy, ()) = tokio::join!(
+        server.post(
+            &paths["#_xmpp_busy=40prosody.test:gw.test"],
+            &token,
+            json!({})
+        ),
+        play
+    );
+    busy.assert_ok();
+    // A portal alias that is no MUC address at all names nothing.
+    world
+        .server
+        .get(
+            "/_matrix/client/v3/directory/room/%23_xmpp_not-escaped:gw.test",
+            &token,
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
