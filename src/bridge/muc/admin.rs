@@ -234,7 +234,7 @@ impl Bridge {
             if wanted == Affiliation::Outcast {
                 for pdu in self.services.rooms.current_state(room).await? {
                     let content = pdu.content_value();
-                    if pdu.event_type.to_string() != "m.room.member"
+                    if pdu.event_type != ruma::events::TimelineEventType::RoomMember
                         || content.get("membership").and_then(Value::as_str) != Some("ban")
                     {
                         continue;

@@ -69,14 +69,7 @@ impl Bridge {
         }
         let asked = asked(&query)?;
         let room_jid = to.to_bare();
-        let (room, _) = self.room_of_address(&room_jid).await?;
-        if !self.services.rooms.exists(&room).await? {
-            return Err(refused(
-                ErrorType::Cancel,
-                DefinedCondition::ItemNotFound,
-                format!("this server is not in {room_jid}"),
-            ));
-        }
+        let room = self.known_room(&room_jid).await?;
         // Who may read what is decided in one place: by the asker's ghost's membership and the
         // room's history visibility, as for a Matrix client.
         let ghost = self.ghost_id(&from.to_bare())?;

@@ -156,14 +156,7 @@ impl Bridge {
         &self,
         room_jid: &BareJid,
     ) -> Result<DiscoInfoResult, BridgeError> {
-        let (room, _) = self.room_of_address(room_jid).await?;
-        if !self.services.rooms.exists(&room).await? {
-            return Err(refused(
-                ErrorType::Cancel,
-                DefinedCondition::ItemNotFound,
-                format!("this server is not in {room_jid}: join it to see it"),
-            ));
-        }
+        let room = self.known_room(room_jid).await?;
         let rooms = &self.services.rooms;
         let name = self.room_name(&room).await?;
         let topic = self
@@ -273,14 +266,7 @@ impl Bridge {
 
     /// A room's vCard: its avatar as the photo (XEP-0486).
     pub(super) async fn room_vcard(&self, room_jid: &BareJid) -> Result<Element, BridgeError> {
-        let (room, _) = self.room_of_address(room_jid).await?;
-        if !self.services.rooms.exists(&room).await? {
-            return Err(refused(
-                ErrorType::Cancel,
-                DefinedCondition::ItemNotFound,
-                format!("this server is not in {room_jid}"),
-            ));
-        }
+        let room = self.known_room(room_jid).await?;
         Ok(match self.room_avatar(&room).await? {
             Some(avatar) => causeway_mapping::content::room::vcard_with_avatar(&avatar),
             None => Element::bare("vCard", "vcard-temp"),
@@ -289,14 +275,7 @@ impl Bridge {
 
     /// A room's items: none are listed (its occupants are in its presence).
     pub(super) async fn room_items(&self, room_jid: &BareJid) -> Result<Element, BridgeError> {
-        let (room, _) = self.room_of_address(room_jid).await?;
-        if !self.services.rooms.exists(&room).await? {
-            return Err(refused(
-                ErrorType::Cancel,
-                DefinedCondition::ItemNotFound,
-                format!("this server is not in {room_jid}"),
-            ));
-        }
+        self.known_room(room_jid).await?;
         Ok(DiscoItemsResult {
             node: None,
             items: vec![],

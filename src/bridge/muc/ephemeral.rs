@@ -104,19 +104,24 @@ impl Bridge {
     /// The roster the occupants of a room know (read from the room when none is kept).
     pub(super) async fn room_roster(&self, room: &RoomId) -> Result<Arc<Roster>, BridgeError> {
         match self.muc_room_if_any(room.as_str()) {
-            Some(lock) => {
-                let mut view = lock.lock().await;
-                match &view.roster {
-                    Some(roster) => Ok(roster.clone()),
-                    None => {
-                        let roster = Arc::new(self.roster(room).await?);
-                        view.roster = Some(roster.clone());
-                        Ok(roster)
-                    }
-                }
-            }
+            Some(lock) => self.known_roster(room, &mut *lock.lock().await).await,
             None => Ok(Arc::new(self.roster(room).await?)),
         }
+    }
+
+    /// The roster a room's view keeps, read from the room when it has none (the caller holds
+    /// the room's lock).
+    pub(super) async fn known_roster(
+        &self,
+        room: &RoomId,
+        view: &mut super::RoomView,
+    ) -> Result<Arc<Roster>, BridgeError> {
+        if let Some(roster) = &view.roster {
+            return Ok(roster.clone());
+        }
+        let roster = Arc::new(self.roster(room).await?);
+        view.roster = Some(roster.clone());
+        Ok(roster)
     }
 
     /// An empty groupchat message from a member's nickname to an occupant.

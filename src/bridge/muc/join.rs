@@ -104,6 +104,20 @@ impl Bridge {
         Ok((room, via))
     }
 
+    /// The Matrix room of a MUC address, when this server has a copy of it (to read it);
+    /// `item-not-found` otherwise.
+    pub(super) async fn known_room(&self, room_jid: &BareJid) -> Result<OwnedRoomId, BridgeError> {
+        let (room, _) = self.room_of_address(room_jid).await?;
+        if !self.services.rooms.exists(&room).await? {
+            return Err(refused(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                format!("this server is not in {room_jid}: join it to see it"),
+            ));
+        }
+        Ok(room)
+    }
+
     /// A resource joins a room (or, already in it, changes its nickname).
     async fn occupant_joins(
         &self,

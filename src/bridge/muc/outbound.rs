@@ -59,14 +59,7 @@ impl Bridge {
             }
             return self.tell_changes(&room, &mut view, roster, None).await;
         }
-        let roster = match &view.roster {
-            Some(roster) => roster.clone(),
-            None => {
-                let roster = Arc::new(self.roster(&room).await?);
-                view.roster = Some(roster.clone());
-                roster
-            }
-        };
+        let roster = self.known_roster(&room, &mut view).await?;
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
         let occupants: Vec<Occupant> = self
             .store

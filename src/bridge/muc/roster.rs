@@ -75,7 +75,7 @@ impl Bridge {
         let occupants = self.store.occupants(room.as_str()).await?;
         let mut joined: Vec<(u64, OwnedUserId, Option<String>)> = state
             .iter()
-            .filter(|pdu| pdu.event_type.to_string() == "m.room.member")
+            .filter(|pdu| pdu.event_type == ruma::events::TimelineEventType::RoomMember)
             .filter_map(|pdu| {
                 let content = pdu.content_value();
                 if content.get("membership").and_then(Value::as_str) != Some("join") {

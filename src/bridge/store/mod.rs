@@ -13,13 +13,16 @@ mod chats;
 mod outbox;
 mod portals;
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use causeway_matrix::store::{Store, now_ms};
 
 pub use chats::{BridgedMessage, Subscription};
 pub use outbox::OutboxEntry;
 pub use portals::Session;
+
+const OCCUPANT_COLUMNS: &str =
+    "SELECT room_id, occupant_jid, room_jid, nick, since_position FROM muc_occupants";
 
 /// The table where the bridge's applied migrations are recorded.
 const MIGRATIONS_TABLE: &str = "_causeway_bridge_migrations";
@@ -161,10 +164,9 @@ impl BridgeStore {
 
     /// The occupants of a room, in the order they joined.
     pub async fn occupants(&self, room_id: &str) -> Result<Vec<Occupant>, BridgeStoreError> {
-        let rows = sqlx::query(
-            "SELECT room_id, occupant_jid, room_jid, nick, since_position FROM muc_occupants \
-             WHERE room_id = $1 ORDER BY joined_ts, occupant_jid",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{OCCUPANT_COLUMNS} WHERE room_id = $1 ORDER BY joined_ts, occupant_jid"
+        )))
         .bind(room_id)
         .fetch_all(self.pool())
         .await?;
@@ -177,10 +179,9 @@ impl BridgeStore {
         room_id: &str,
         jid: &str,
     ) -> Result<Option<Occupant>, BridgeStoreError> {
-        let row = sqlx::query(
-            "SELECT room_id, occupant_jid, room_jid, nick, since_position FROM muc_occupants \
-             WHERE room_id = $1 AND occupant_jid = $2",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "{OCCUPANT_COLUMNS} WHERE room_id = $1 AND occupant_jid = $2"
+        )))
         .bind(room_id)
         .bind(jid)
         .fetch_optional(self.pool())
@@ -194,10 +195,9 @@ impl BridgeStore {
         room_jid: &str,
         jid: &str,
     ) -> Result<Option<Occupant>, BridgeStoreError> {
-        let row = sqlx::query(
-            "SELECT room_id, occupant_jid, room_jid, nick, since_position FROM muc_occupants \
-             WHERE occupant_jid = $1 AND room_jid = $2",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "{OCCUPANT_COLUMNS} WHERE occupant_jid = $1 AND room_jid = $2"
+        )))
         .bind(jid)
         .bind(room_jid)
         .fetch_optional(self.pool())

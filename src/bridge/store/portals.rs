@@ -2,7 +2,7 @@
 //! MUC through it.
 
 use causeway_matrix::store::now_ms;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{BridgeStore, BridgeStoreError};
 
@@ -97,7 +97,7 @@ impl BridgeStore {
         room_id: &str,
         user_id: &str,
     ) -> Result<Option<Session>, BridgeStoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query(AssertSqlSafe(format!(
             "{SESSION_COLUMNS} WHERE room_id = $1 AND user_id = $2"
         )))
         .bind(room_id)
@@ -109,7 +109,7 @@ impl BridgeStore {
 
     /// The sessions of a portal.
     pub async fn sessions(&self, room_id: &str) -> Result<Vec<Session>, BridgeStoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "{SESSION_COLUMNS} WHERE room_id = $1 ORDER BY user_id"
         )))
         .bind(room_id)
@@ -120,11 +120,9 @@ impl BridgeStore {
 
     /// Every session (to join again at start-up).
     pub async fn all_sessions(&self) -> Result<Vec<Session>, BridgeStoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SESSION_COLUMNS} ORDER BY room_id"
-        )))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!("{SESSION_COLUMNS} ORDER BY room_id")))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(session_from_row).collect()
     }
 

@@ -1,0 +1,352 @@
+//! What a MUC with a portal sends to our members: the answers to their joins, occupants
+//! coming and going (as ghosts in the portal), messages and the subject, refusals, and the
+//! removal of one of ours.
+
+use causeway_mapping::content::message::from_xmpp;
+use causeway_mapping::content::room::subject_to_topic;
+use causeway_matrix::api::client::membership::join_as;
+use causeway_matrix::error::Error as MatrixError;
+use minidom::Element;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+use ruma::{OwnedUserId, RoomId, UserId};
+use serde_json::json;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
+
+use super::{MUC_USER, SID, describe};
+use crate::bridge::{Bridge, BridgeError};
+
+impl Bridge {
+    /// Presence from a MUC with a portal to one of our users.
+    pub(in crate::bridge) async fn portal_presence(&self, presence: Presence) {
+        if let Err(error) = self.portal_presence_inner(&presence).await {
+            tracing::warn!(%error, from = ?presence.from, "presence of a MUC was not applied");
+        }
+    }
+
+    async fn portal_presence_inner(&self, presence: &Presence) -> Result<(), BridgeError> {
+        let (Some(from), Some(to)) = (&presence.from, &presence.to) else {
+            return Ok(());
+        };
+        let muc = from.to_bare();
+        let Some(room) = self.portals.room(&muc) else {
+            return Ok(());
+        };
+        let key = (to.to_string(), muc.to_string());
+        let statuses: Vec<String> = presence
+            .payloads
+            .iter()
+            .filter(|p| p.is("x", MUC_USER))
+            .flat_map(|x| x.children().filter(|c| c.name() == "status"))
+            .filter_map(|status| status.attr("code").map(str::to_owned))
+            .collect();
+        let is_self = statuses.iter().any(|code| code == "110");
+        if presence.type_ == PresenceType::Error {
+            let error = presence
+                .payloads
+                .iter()
+                .find_map(|p| StanzaError::try_from(p.clone()).ok())
+                .unwrap_or_else(|| {
+                    StanzaError::new(
+                        xmpp_parsers::stanza_error::ErrorType::Cancel,
+                        DefinedCondition::UndefinedCondition,
+                        "en",
+                        "the group chat refused without saying why",
+                    )
+                });
+            self.answer_join(&key, Err(error));
+            return Ok(());
+        }
+        let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
+            return Ok(());
+        };
+        if is_self && presence.type_ != PresenceType::Unavailable {
+            self.answer_join(&key, Ok(nick));
+            return Ok(());
+        }
+        if is_self {
+            // The MUC removed one of ours (kicked, banned, shut down), unless it is a
+            // nickname change.
+            if statuses.iter().any(|code| code == "303") {
+                return Ok(());
+            }
+            let user = self
+                .gateway
+                .jid_to_user(&Jid::from(to.to_bare()))
+                .map_err(BridgeError::from)?;
+            let reason = presence
+                .payloads
+                .iter()
+                .filter(|p| p.is("x", MUC_USER))
+                .filter_map(|x| x.get_child("item", MUC_USER))
+                .filter_map(|item| item.get_child("reason", MUC_USER))
+                .map(Element::text)
+                .next()
+                .unwrap_or_else(|| format!("{muc} removed you"));
+            return self.removed_from_muc(room.as_str(), &user, &reason).await;
+        }
+        if self.is_ours(&room, &muc, &nick).await? {
+            return Ok(());
+        }
+        match presence.type_ {
+            PresenceType::None => {
+                self.occupant_ghost(&room, from, &nick).await?;
+            }
+            PresenceType::Unavailable => {
+                let ghost = self.gateway.jid_to_user(from)?;
+                if self
+                    .services
+                    .rooms
+                    .membership(&room, &ghost)
+                    .await?
+                    .as_deref()
+                    == Some("join")
+                {
+                    causeway_matrix::api::client::membership::leave_as(
+                        &self.services,
+                        &room,
+                        &ghost,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn answer_join(&self, key: &(String, String), outcome: Result<String, StanzaError>) {
+        let waiting = self
+            .portals
+            .joins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+        if let Some((_, sender)) = waiting {
+            let _ = sender.send(outcome);
+        }
+    }
+
+    /// Whether a nickname of a MUC is one of our members' (or one joining now).
+    pub(super) async fn is_ours(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        nick: &str,
+    ) -> Result<bool, BridgeError> {
+        if self.portals.joining_nicks(muc).iter().any(|n| n == nick) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .sessions(room.as_str())
+            .await?
+            .iter()
+            .any(|session| session.nick == nick))
+    }
+
+    /// The ghost of a MUC occupant, made and joined to the portal when it is not.
+    async fn occupant_ghost(
+        &self,
+        room: &RoomId,
+        occupant: &Jid,
+        nick: &str,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(occupant)?;
+        if self.services.store.user(ghost.as_str()).await?.is_none() {
+            self.services
+                .limits
+                .remote_accounts
+                .check(&occupant.domain().as_str().to_ascii_lowercase())?;
+            self.services
+                .store
+                .create_user(ghost.as_str(), None, Some(nick), false)
+                .await?;
+        }
+        if self
+            .services
+            .rooms
+            .membership(room, &ghost)
+            .await?
+            .as_deref()
+            != Some("join")
+        {
+            join_as(
+                &self.services,
+                room,
+                &ghost,
+                Some(&json!({ "displayname": nick })),
+                &[],
+            )
+            .await?;
+        }
+        Ok(ghost)
+    }
+
+    /// One of our members is no longer in the MUC: out of the portal too, by the MUC's ghost.
+    pub(super) async fn removed_from_muc(
+        &self,
+        room: &str,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), BridgeError> {
+        self.store.remove_session(room, user.as_str()).await?;
+        let room = RoomId::parse(room).map_err(|e| MatrixError::Internal(e.to_string()))?;
+        let Some(muc) = self.portals.muc(room.as_str()) else {
+            return Ok(());
+        };
+        if self
+            .services
+            .rooms
+            .membership(&room, user)
+            .await?
+            .as_deref()
+            == Some("join")
+        {
+            let ghost = self.muc_ghost(&muc).await?;
+            self.append(
+                &room,
+                &ghost,
+                "m.room.member",
+                Some(user.as_str()),
+                json!({ "membership": "leave", "reason": reason }),
+            )
+            .await?;
+        }
+        tracing::info!(room_id = %room, %muc, %user, %reason, "a Matrix user is out of a MUC");
+        Ok(())
+    }
+
+    /// A message from a MUC with a portal to one of our users.
+    pub(in crate::bridge) async fn portal_message(&self, message: Message) {
+        if let Err(error) = self.portal_message_inner(&message).await {
+            tracing::warn!(%error, from = ?message.from, "a message of a MUC was not applied");
+        }
+    }
+
+    async fn portal_message_inner(&self, message: &Message) -> Result<(), BridgeError> {
+        let Some(from) = &message.from else {
+            return Ok(());
+        };
+        let muc = from.to_bare();
+        let Some(room) = self.portals.room(&muc) else {
+            return Ok(());
+        };
+        if message.type_ == MessageType::Error {
+            return self.portal_refused(&room, &muc, message).await;
+        }
+        if message.type_ != MessageType::Groupchat {
+            // Private messages from occupants and invitations are not carried yet.
+            return Ok(());
+        }
+        if let Some(topic) = subject_to_topic(message) {
+            let current = self
+                .state_text(&room, "m.room.topic", "topic")
+                .await?
+                .unwrap_or_default();
+            if current != topic {
+                let muc_ghost = self.muc_ghost(&muc).await?;
+                self.append(
+                    &room,
+                    &muc_ghost,
+                    "m.room.topic",
+                    Some(""),
+                    json!({ "topic": topic }),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        let stanza_id = message
+            .payloads
+            .iter()
+            .filter(|p| p.is("stanza-id", SID))
+            .find(|p| p.attr("by") == Some(muc.as_str()))
+            .and_then(|p| p.attr("id"))
+            .map(str::to_owned);
+        let id = stanza_id
+            .clone()
+            .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
+        let seen = causeway_matrix::store::now_ms();
+        let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
+            // The room itself speaks: a notice of its ghost.
+            let read = from_xmpp(message, &self.gateway);
+            if let Some(content) = read.content {
+                let text = content.msgtype.body().to_owned();
+                let muc_ghost = self.muc_ghost(&muc).await?;
+                self.notice_in(&room, &muc_ghost, text).await?;
+            }
+            return Ok(());
+        };
+        if self.is_ours(&room, &muc, &nick).await? {
+            // The reflection of what one of ours sent: its event is known by the id it was
+            // sent with; the room's id of it is kept, for replies and reactions from XMPP.
+            let sent = message
+                .payloads
+                .iter()
+                .find(|p| p.is("origin-id", SID))
+                .and_then(|p| p.attr("id"))
+                .map(str::to_owned)
+                .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
+            if let (Some(sent), Some(stanza_id)) = (sent, stanza_id)
+                && let Ok(event) = ruma::EventId::parse(&sent)
+            {
+                self.store
+                    .record_xmpp_message(&crate::bridge::store::BridgedMessage {
+                        room_id: room.to_string(),
+                        sender_jid: from.to_string(),
+                        xmpp_id: stanza_id,
+                        event_id: event.to_string(),
+                    })
+                    .await?;
+            }
+            return Ok(());
+        }
+        let ghost = self.occupant_ghost(&room, from, &nick).await?;
+        let mut read = from_xmpp(message, &self.gateway);
+        read.wants_receipt = false;
+        self.apply(&room, &ghost, from.as_str(), id.as_deref(), read)
+            .await?;
+        self.store.session_seen(room.as_str(), seen).await?;
+        Ok(())
+    }
+
+    /// The MUC refused something one of ours sent: a notice in reply to it.
+    async fn portal_refused(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        message: &Message,
+    ) -> Result<(), BridgeError> {
+        let Some(event) = message
+            .id
+            .as_ref()
+            .and_then(|id| ruma::EventId::parse(&id.0).ok())
+        else {
+            return Ok(());
+        };
+        let Some(row) = self.services.store.event(event.as_str()).await? else {
+            return Ok(());
+        };
+        if row.room_id != room.as_str() {
+            return Ok(());
+        }
+        let reason = message
+            .payloads
+            .iter()
+            .find_map(|p| StanzaError::try_from(p.clone()).ok())
+            .map(|error| describe(&error))
+            .unwrap_or_else(|| "no reason given".to_owned());
+        let ghost = self.muc_ghost(muc).await?;
+        let mut content =
+            RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not take this: {reason}"));
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event),
+        ));
+        self.append_content(room, &ghost, &content).await?;
+        Ok(())
+    }
+}
