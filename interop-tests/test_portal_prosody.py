@@ -12,7 +12,18 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   MUC's reflection is recognised); his reach her from his ghost; his subject is the topic;
 - a MUC that does not exist is `M_NOT_FOUND` (and no room is made), a members-only MUC
   `M_FORBIDDEN` with the MUC's refusal;
+- history keeps when it was said; Bob, who made the MUC, owns it: power level 100 in the portal;
+- what Alice does to messages reaches the MUC named by its stanza ids (MAM is on): a reply to
+  Bob's message, a reaction to it, the retraction of her own message;
+- Bob makes Alice a moderator (power level 50); she kicks Dave in the portal and the MUC kicks
+  him; she bans Dave, which a moderator may not in the MUC, and the MUC refuses: Dave is back in
+  the portal and she is told why; Bob kicks Dave in the MUC: the MUC's ghost removes Dave's
+  ghost, with Bob's reason;
+- Bob invites Alice to other MUCs, directly (XEP-0249) and through the MUC: each is a Matrix
+  invitation to its portal, with Bob's reason, and accepting it joins the MUC;
 - Causeway restarts: Alice is in the MUC again and gets what Bob wrote meanwhile;
+- Prosody restarts and forgets its occupants: Alice's self-ping (XEP-0410) finds out, she joins
+  again, and Bob's messages reach her;
 - she leaves the portal: Bob sees her leave the MUC.
 
 Run: python interop-tests/test_portal_prosody.py --causeway target/debug/causeway
@@ -38,6 +49,9 @@ CONFERENCE = "conference.prosody.test"
 LOBBY = f"lobby@{CONFERENCE}"
 PORTAL = f"#_xmpp_lobby=40{CONFERENCE}:gw.test"
 BOB_OCCUPANT = f"@_xmpp_lobby=40{CONFERENCE}/=42ob:gw.test"
+DAVE_OCCUPANT = f"@_xmpp_lobby=40{CONFERENCE}/=44ave:gw.test"
+LOBBY_GHOST = f"@_xmpp_lobby=40{CONFERENCE}:gw.test"
+SID = "urn:xmpp:sid:0"
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 
@@ -52,15 +66,26 @@ class MucProsody(xp.Prosody):
             shutil.copy(self.dir / f"{CONFERENCE}.{suffix}", certs / f"{CONFERENCE}.{suffix}")
         self.config.write_text(self.config.read_text() + (
             f'Component "{CONFERENCE}" "muc"\n'
+            '    modules_enabled = { "muc_mam" }\n'
             "    muc_room_locking = false\n"
             "    muc_room_default_history_length = 20\n"))
 
 
+    def start(self) -> None:
+        self.write_config()
+        self.register("bob", "bobpw")
+        self.register("dave", "davepw")
+        self.start_again()
+
+
 class PortalCauseway(bs.BridgeCauseway):
-    """Causeway as gw.test, reaching the MUC service on Prosody's address too."""
+    """Causeway as gw.test, reaching the MUC service on Prosody's address too; its members of
+    MUCs self-ping every 2 seconds."""
 
     def config_text(self) -> str:
-        return super().config_text() + (
+        text = super().config_text()
+        assert "\n[xmpp]\n" in text
+        return text.replace("\n[xmpp]\n", "\n[xmpp]\nmuc_self_ping_secs = 2\n", 1) + (
             f'\n[[xmpp.routes]]\ndomain = "{CONFERENCE}"\naddress = "{xp.PROSODY_IP}:5269"\n')
 
 
@@ -74,15 +99,22 @@ class PortalTest:
         self.gateway = PortalCauseway(args.causeway, work, direct_tls=False, dialback=False)
         self.alice: bs.Matrix | None = None
         self.bob: bs.XmppUser | None = None
+        self.dave: bs.XmppUser | None = None
         self.room = ""
+        # The MUC's stanza id of Alice's first message, as Bob got it.
+        self.alice_first = ("", "")
 
     async def run(self) -> None:
         try:
             await self.start()
             await self.alice_joins()
             await self.messages()
+            await self.relations()
+            await self.moderation()
+            await self.invitations()
             await self.refusals()
             await self.restart()
+            await self.prosody_restart()
             await self.leave()
         except harness.StepFailed:
             pass
@@ -91,8 +123,9 @@ class PortalTest:
                          "Causeway:\n" + self.gateway.log_tail(60) + "\nProsody:\n"
                          + self.prosody.log_tail(30))
         finally:
-            if self.bob:
-                await self.bob.disconnect()
+            for user in (self.bob, self.dave):
+                if user:
+                    await user.disconnect()
             if self.alice:
                 await self.alice.client.close()
             self.gateway.stop()
@@ -116,6 +149,7 @@ class PortalTest:
 
     async def alice_joins(self) -> None:
         assert self.alice and self.bob
+        joining_at = time.time() * 1000
         status, joined = await self.alice.raw("POST", f"/_matrix/client/v3/join/{quote(PORTAL)}", {})
         self.c.require(status == 200, "Alice joins the portal #_xmpp_lobby=40conference.prosody.test:gw.test",
                        f"{status} {joined}\n{self.gateway.log_tail(30)}")
@@ -139,6 +173,12 @@ class PortalTest:
         history = await self.wait_event(lambda e: e["sender"] == BOB_OCCUPANT
                                         and e["content"].get("body") == "Before Alice came")
         self.c.check(history is not None, "the MUC's history is in the portal")
+        self.c.check(history is not None and history["origin_server_ts"] < joining_at,
+                     "the history keeps when it was said (before Alice joined)", repr(history))
+        status, levels = await self.alice.raw(
+            "GET", f"/_matrix/client/v3/rooms/{self.room}/state/m.room.power_levels/")
+        self.c.equal(levels.get("users", {}).get(BOB_OCCUPANT), 100,
+                     "Bob owns the MUC: power level 100 in the portal", repr(levels))
 
     async def wait_event(self, match: Any, timeout: float = 30) -> dict[str, Any] | None:
         assert self.alice
@@ -154,9 +194,10 @@ class PortalTest:
 
     async def messages(self) -> None:
         assert self.alice and self.bob
-        await self.alice.client.room_send(self.room, "m.room.message",
-                                          {"msgtype": "m.text", "body": "Hello from Matrix"})
+        sent = await self.alice.client.room_send(self.room, "m.room.message",
+                                                 {"msgtype": "m.text", "body": "Hello from Matrix"})
         message = await self.bob.next(lambda s: bs.body_of(s) == "Hello from Matrix")
+        self.alice_first = (getattr(sent, "event_id", ""), stanza_id(message))
         self.c.equal((str(message["from"]), message["type"]), (f"{LOBBY}/{self.alice_nick}", "groupchat"),
                      "Alice's message reaches Bob in the MUC from her nickname")
         self.bob.send(f"<message to='{LOBBY}' type='groupchat' id='b1'><body>Hello *Alice*</body></message>")
@@ -176,6 +217,151 @@ class PortalTest:
             return status == 200 and content.get("topic") == "Portal talk"
 
         self.c.check(await harness.eventually(topic, 30), "Bob's subject is the portal's topic")
+
+    async def relations(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send(f"<message to='{LOBBY}' type='groupchat' id='b5'><body>React to this</body></message>")
+        reflected = await self.bob.next(lambda s: bs.body_of(s) == "React to this")
+        bobs_id = stanza_id(reflected)
+        self.c.check(bobs_id != "", "Prosody's MUC gives messages stanza ids (MAM)", str(reflected))
+        event = await self.wait_event(lambda e: e["content"].get("body") == "React to this")
+        self.c.require(event is not None, "Bob's message is in the portal")
+        await self.alice.client.room_send(self.room, "m.room.message", {
+            "msgtype": "m.text", "body": "Reacting now",
+            "m.relates_to": {"m.in_reply_to": {"event_id": event["event_id"]}}})
+        reply = await self.bob.next(lambda s: "Reacting now" in bs.body_of(s))
+        reply_to = reply.xml.find("{urn:xmpp:reply:0}reply")
+        self.c.equal((reply_to.get("id"), reply_to.get("to")) if reply_to is not None else None,
+                     (bobs_id, f"{LOBBY}/Bob"),
+                     "Alice's reply names Bob's message by the MUC's stanza id (XEP-0461)", str(reply))
+        await self.alice.client.room_send(self.room, "m.reaction", {"m.relates_to": {
+            "rel_type": "m.annotation", "event_id": event["event_id"], "key": "👍"}})
+        reacted = await self.bob.next(lambda s: s.xml.find("{urn:xmpp:reactions:0}reactions") is not None)
+        reactions = reacted.xml.find("{urn:xmpp:reactions:0}reactions")
+        self.c.equal((reactions.get("id"), [r.text for r in reactions]), (bobs_id, ["👍"]),
+                     "Alice's reaction reaches the MUC on Bob's message (XEP-0444)", str(reacted))
+        event_id, first_id = self.alice_first
+        await self.alice.client.room_redact(self.room, event_id, "typo")
+        retracted = await self.bob.next(
+            lambda s: s.xml.find("{urn:xmpp:message-retract:1}retract") is not None)
+        retract = retracted.xml.find("{urn:xmpp:message-retract:1}retract")
+        self.c.equal(retract.get("id"), first_id,
+                     "Alice's redaction retracts her message in the MUC by its stanza id (XEP-0424)",
+                     str(retracted))
+
+    async def member_is(self, user: str, membership: str, sender: str | None = None) -> dict[str, Any] | None:
+        """The membership event of `user` once it is `membership` (and by `sender`)."""
+        assert self.alice
+
+        async def found() -> dict[str, Any] | None:
+            status, member = await self.alice.raw(
+                "GET", f"/_matrix/client/v3/rooms/{self.room}/state/m.room.member/{quote(user, safe='')}")
+            if status == 200 and member.get("membership") == membership:
+                return member
+            return None
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            member = await found()
+            if member is not None:
+                if sender is None:
+                    return member
+                event = await self.wait_event(
+                    lambda e: e.get("state_key") == user and e["content"].get("membership") == membership
+                    and e["sender"] == sender, 2)
+                if event is not None:
+                    return event["content"]
+            await asyncio.sleep(0.3)
+        return None
+
+    async def moderation(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send(f"<iq type='set' id='mod1' to='{LOBBY}'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                      f"<item nick='{self.alice_nick}' role='moderator'/></query></iq>")
+
+        async def alice_moderates() -> bool:
+            status, levels = await self.alice.raw(
+                "GET", f"/_matrix/client/v3/rooms/{self.room}/state/m.room.power_levels/")
+            return levels.get("users", {}).get(bs.ALICE) == 50
+
+        self.c.check(await harness.eventually(alice_moderates, 30),
+                     "Bob makes Alice a moderator: power level 50 in the portal")
+        self.dave = bs.XmppUser("dave@prosody.test/interop", "davepw")
+        await self.dave.connect(self.ca, self.prosody.ip)
+        self.dave.send(f"<presence to='{LOBBY}/Dave'><x xmlns='{MUC}'/></presence>")
+        await self.dave.presence(lambda s: str(s["from"]) == f"{LOBBY}/Dave")
+        self.c.check(await self.member_is(DAVE_OCCUPANT, "join") is not None, "Dave is a ghost in the portal")
+        status, _ = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{self.room}/kick",
+                                         {"user_id": DAVE_OCCUPANT, "reason": "off topic"})
+        kicked = await self.dave.presence(lambda s: str(s["from"]) == f"{LOBBY}/Dave" and s["type"] == "unavailable")
+        codes = [status.get("code") for status in kicked.xml.iter(f"{{{MUC_USER}}}status")]
+        reason = kicked.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item/{{{MUC_USER}}}reason")
+        self.c.check(status == 200 and "307" in codes and reason is not None and reason.text == "off topic",
+                     "Alice kicks Dave in the portal: the MUC kicks him, with her reason", str(kicked))
+        # A moderator may kick but not ban (only admins change affiliations): Alice's ban of
+        # Dave, which Matrix allows her, is refused by the MUC.
+        self.dave.send(f"<presence to='{LOBBY}/Dave'><x xmlns='{MUC}'/></presence>")
+        await self.dave.presence(lambda s: str(s["from"]) == f"{LOBBY}/Dave" and s["type"] != "unavailable")
+        await self.member_is(DAVE_OCCUPANT, "join")
+        status, _ = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{self.room}/ban",
+                                         {"user_id": DAVE_OCCUPANT, "reason": "go away"})
+        told = await self.wait_event(lambda e: e["sender"] == LOBBY_GHOST
+                                     and "did not do this" in e["content"].get("body", ""))
+        self.c.check(status == 200 and told is not None and told["content"].get("msgtype") == "m.notice",
+                     "Alice bans Dave in the portal: the MUC refuses, and she is told why", repr(told))
+        back = await self.member_is(DAVE_OCCUPANT, "join", DAVE_OCCUPANT)
+        self.c.check(back is not None, "Dave is back in the portal, as he still is in the MUC")
+        self.bob.send(f"<iq type='set' id='kick1' to='{LOBBY}'><query xmlns='http://jabber.org/protocol/muc#admin'>"
+                      "<item nick='Dave' role='none'><reason>enough</reason></item></query></iq>")
+        gone = await self.member_is(DAVE_OCCUPANT, "leave", LOBBY_GHOST)
+        self.c.check(gone is not None and "enough" in gone.get("reason", ""),
+                     "Bob kicks Dave in the MUC: the MUC's ghost removes Dave's ghost, with Bob's reason",
+                     repr(gone))
+
+    async def invited_to(self, alias: str) -> tuple[str, str] | None:
+        """The portal Alice is invited to by its alias, and the invitation's reason."""
+        assert self.alice
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, resolved = await self.alice.raw("GET", f"/_matrix/client/v3/directory/room/{quote(alias)}")
+            if status == 200:
+                room = resolved["room_id"]
+                status, member = await self.alice.raw(
+                    "GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.member/{quote(bs.ALICE, safe='')}")
+                if status == 200 and member.get("membership") == "invite":
+                    return room, member.get("reason", "")
+                response = await self.alice.client.sync(timeout=0, since=self.alice.since)
+                invite = getattr(response, "rooms", None) and response.rooms.invite.get(room)
+                if invite:
+                    for event in invite.invite_state:
+                        if getattr(event, "membership", None) == "invite":
+                            return room, (event.content or {}).get("reason", "")
+            await asyncio.sleep(0.3)
+        return None
+
+    async def invitations(self) -> None:
+        assert self.alice and self.bob
+        for room in ("direct", "mediated"):
+            self.bob.send(f"<presence to='{room}@{CONFERENCE}/Bob'><x xmlns='{MUC}'/></presence>")
+            await self.bob.presence(lambda s, room=room: str(s["from"]) == f"{room}@{CONFERENCE}/Bob")
+        self.bob.send(f"<message to='alice@gw.test'><x xmlns='jabber:x:conference' "
+                      f"jid='direct@{CONFERENCE}' reason='come over'/></message>")
+        invited = await self.invited_to(f"#_xmpp_direct=40{CONFERENCE}:gw.test")
+        self.c.equal(invited[1] if invited else None, "bob@prosody.test invites you: come over",
+                     "Bob's direct invitation (XEP-0249) is an invitation to the portal, with his reason")
+        self.bob.send(f"<message to='mediated@{CONFERENCE}'><x xmlns='{MUC_USER}'>"
+                      "<invite to='alice@gw.test'><reason>join us</reason></invite></x></message>")
+        mediated = await self.invited_to(f"#_xmpp_mediated=40{CONFERENCE}:gw.test")
+        # Prosody's mediated invitation does not say who invites (its `from` is empty): the
+        # room is named as the inviter.
+        self.c.check(mediated is not None and mediated[1].endswith("invites you: join us"),
+                     "an invitation through the MUC is an invitation to the portal", repr(mediated))
+        if mediated:
+            status, _ = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{mediated[0]}/join", {})
+            came = await self.bob.presence(lambda s: str(s["from"]).startswith(f"mediated@{CONFERENCE}/")
+                                           and str(s["from"]) != f"mediated@{CONFERENCE}/Bob")
+            self.c.check(status == 200 and came is not None,
+                         "Alice accepts: she joins the portal and Bob sees her in the MUC")
 
     async def refusals(self) -> None:
         assert self.alice and self.bob
@@ -207,12 +393,49 @@ class PortalTest:
         self.c.check(event is not None and event["sender"] == BOB_OCCUPANT,
                      "after a restart, Alice is in the MUC again and gets what she missed")
 
+    async def prosody_restart(self) -> None:
+        assert self.alice and self.bob
+        await self.bob.disconnect()
+        self.prosody.stop()
+        # Prosody keeps its rooms and occupants across a restart; this one loses them.
+        for data in (self.prosody.dir / "data").iterdir():
+            if data.name.startswith("conference"):
+                shutil.rmtree(data)
+        self.prosody.start_again()
+        self.bob = bs.XmppUser("bob@prosody.test/interop", "bobpw")
+        await self.bob.connect(self.ca, self.prosody.ip)
+        self.bob.send(f"<presence to='{LOBBY}/Bob'><x xmlns='{MUC}'/></presence>")
+        alice = f"{LOBBY}/{self.alice_nick}"
+        seen = []
+
+        def bob_in(s: Any) -> bool:
+            if str(s["from"]) == alice and s["type"] != "unavailable":
+                seen.append(s)
+            return str(s["from"]) == f"{LOBBY}/Bob"
+
+        await self.bob.presence(bob_in)
+        if not seen:
+            seen.append(await self.bob.presence(
+                lambda s: str(s["from"]) == alice and s["type"] != "unavailable", 45))
+        self.c.check(bool(seen), "Prosody restarts and forgets Alice: her self-ping finds out and she joins again")
+        self.bob.send(f"<message to='{LOBBY}' type='groupchat' id='b6'><body>After the restart</body></message>")
+        event = await self.wait_event(lambda e: e["content"].get("body") == "After the restart")
+        self.c.check(event is not None, "Bob's messages reach Alice again")
+
     async def leave(self) -> None:
         assert self.alice and self.bob
         await self.alice.client.room_leave(self.room)
         gone = await self.bob.presence(lambda s: str(s["from"]) == f"{LOBBY}/{self.alice_nick}"
                                        and s["type"] == "unavailable")
         self.c.check(gone is not None, "Alice leaves the portal: Bob sees her leave the MUC")
+
+
+def stanza_id(message: Any) -> str:
+    """The MUC's stanza id of a message Bob got."""
+    for element in message.xml.findall(f"{{{SID}}}stanza-id"):
+        if element.get("by") == LOBBY:
+            return element.get("id", "")
+    return ""
 
 
 def main() -> int:

@@ -148,6 +148,12 @@ impl Config {
                 ),
             ));
         }
+        if self.xmpp.muc_self_ping_secs == 0 {
+            return Err((
+                "xmpp.muc_self_ping_secs",
+                "the interval of self-pings must be at least one second".to_owned(),
+            ));
+        }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
         {
             return Err((
@@ -667,6 +673,9 @@ pub struct XmppConfig {
     pub muc_domain: Option<String>,
     /// XMPP domains whose users may make rooms by joining an address no room has (`*`: any).
     pub muc_create_domains: Vec<String>,
+    /// How often (seconds) each local member of a portal checks, by an XEP-0410 self-ping,
+    /// that the MUC still has them; one it no longer has joins again.
+    pub muc_self_ping_secs: u64,
     pub listen_starttls: Vec<SocketAddr>,
     pub listen_direct_tls: Vec<SocketAddr>,
     pub tls_certificate: Option<PathBuf>,
@@ -692,6 +701,7 @@ impl Default for XmppConfig {
             enabled: true,
             muc_domain: None,
             muc_create_domains: Vec::new(),
+            muc_self_ping_secs: 300,
             listen_starttls: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
             listen_direct_tls: vec![SocketAddr::from(([127, 0, 0, 1], 5270))],
             tls_certificate: None,
@@ -880,6 +890,8 @@ mod tests {
         assert_eq!(error.key(), Some("registration.tokens"));
         let error = parse("[server]\ndefault_room_version = \"5\"\n").unwrap_err();
         assert_eq!(error.key(), Some("server.default_room_version"));
+        let error = parse("[xmpp]\nmuc_self_ping_secs = 0\n").unwrap_err();
+        assert_eq!(error.key(), Some("xmpp.muc_self_ping_secs"));
         assert_eq!(
             parse("[server]\ndefault_room_version = \"10\"\n")
                 .unwrap()

@@ -152,6 +152,14 @@ impl Bridge {
             return Ok(());
         }
         let wants_receipt = read.wants_receipt;
+        // A message delivered late (history, offline storage) keeps when it was sent; never
+        // a time to come.
+        let now = causeway_matrix::store::now_ms();
+        let sent_at = read
+            .sent_at
+            .filter(|&ts| ts > 0 && ts < now)
+            .and_then(|ts| ruma::UInt::try_from(ts).ok())
+            .map(ruma::MilliSecondsSinceUnixEpoch);
         let Some(content) = read.content else {
             return Ok(());
         };
@@ -193,6 +201,7 @@ impl Bridge {
             causeway_matrix::pdu::canonical_content(content)?,
         );
         event.transaction = transaction.as_deref().map(|txn| (XMPP_DEVICE, txn));
+        event.origin_server_ts = sent_at;
         let appended = self.services.rooms.append(room, event).await?;
         self.record(room, remote, id, &appended.event_id).await?;
         if let (true, Some(id)) = (wants_receipt, id) {

@@ -398,6 +398,10 @@ impl StanzaHandler for Bridge {
         Box::pin(async move {
             match stanza {
                 stanza if self.is_for_muc(stanza.to()) => self.muc_stanza(stanza).await,
+                Stanza::Message(message) if self.is_invitation(&message) => {
+                    self.portal_invitation(message);
+                    vec![]
+                }
                 Stanza::Presence(presence)
                     if self.is_from_portal(presence.from.as_ref(), presence.to.as_ref()) =>
                 {

@@ -58,12 +58,21 @@ impl Cursor {
     }
 }
 
-/// A direct room as the sender sees it.
+/// Where a local account's events in a room go on XMPP: the direct chat with a contact, or
+/// the MUC of a portal the account is an occupant of. Both go by the same path; in a MUC,
+/// messages are `groupchat` and what they refer to is named by the MUC's stanza ids.
 struct Pair {
     local: OwnedUserId,
     local_jid: BareJid,
+    /// The account as it speaks here: its bare JID to a contact, its session's full JID to a
+    /// MUC.
+    own: Jid,
+    /// The contact, or the MUC.
     remote: BareJid,
+    /// The contact's ghost, or the MUC's: what it may see of the room is what goes out.
     ghost: OwnedUserId,
+    /// A MUC's portal.
+    group: bool,
 }
 
 impl Bridge {
@@ -183,6 +192,8 @@ impl Bridge {
         let mut told: std::collections::HashMap<ruma::OwnedRoomId, bool> = Default::default();
         // Who occupants of rooms were last told is typing, by room.
         let mut told_rooms = super::muc::TypingTold::default();
+        // Which members portals' MUCs were last told are typing, by room.
+        let mut told_portals = super::muc::TypingTold::default();
         loop {
             if changes.changed().await.is_err() {
                 return;
@@ -194,6 +205,12 @@ impl Bridge {
                     .await
                 {
                     tracing::warn!(%error, "typing not sent to a room's occupants");
+                }
+                if let Err(error) = self
+                    .portal_typing(&room, &typing.users(&room), &mut told_portals)
+                    .await
+                {
+                    tracing::warn!(%error, "typing not sent to a MUC");
                 }
                 let pair = match self.pair_of(room.as_str(), None).await {
                     Ok(Some(pair)) => pair,
@@ -237,7 +254,21 @@ impl Bridge {
         let Some((sender, id)) = self.store.xmpp_message_of_event(&receipt.event_id).await? else {
             return Ok(());
         };
-        if sender != pair.remote.as_str() {
+        // Only the other side's messages are marked: the contact's, or an occupant's other
+        // than the account itself.
+        let theirs = match pair.group {
+            true => {
+                Jid::new(&sender).is_ok_and(|jid| jid.to_bare() == pair.remote)
+                    && self
+                        .services
+                        .store
+                        .event(&receipt.event_id)
+                        .await?
+                        .is_some_and(|row| row.sender != pair.local.as_str())
+            }
+            false => sender == pair.remote.as_str(),
+        };
+        if !theirs {
             return Ok(());
         }
         let mut message = self.chat(
@@ -251,10 +282,24 @@ impl Bridge {
         Ok(())
     }
 
-    /// The direct room `room`, if it is one; with `sender`, only if that is the local account.
+    /// The direct room `room`, if it is one; with `sender`, only if that is the local account,
+    /// or the portal `room` if `sender` is one of its MUC's occupants.
     async fn pair_of(&self, room: &str, sender: Option<&str>) -> Result<Option<Pair>, BridgeError> {
         let Some((local, remote)) = self.pair_of_room(room).await? else {
-            return Ok(None);
+            let Some(sender) = sender.and_then(|sender| UserId::parse(sender).ok()) else {
+                return Ok(None);
+            };
+            let Some((muc, own)) = self.portal_session_of(room, &sender).await? else {
+                return Ok(None);
+            };
+            return Ok(Some(Pair {
+                local_jid: own.to_bare(),
+                own: Jid::from(own),
+                ghost: self.muc_ghost(&muc).await?,
+                remote: muc,
+                local: sender,
+                group: true,
+            }));
         };
         if sender.is_some_and(|sender| sender != local) {
             return Ok(None);
@@ -266,9 +311,11 @@ impl Bridge {
         let ghost = self.ghost_id(&remote)?;
         Ok(Some(Pair {
             local,
+            own: Jid::from(local_jid.clone()),
             local_jid,
             remote,
             ghost,
+            group: false,
         }))
     }
 
@@ -336,11 +383,14 @@ impl Bridge {
         }
     }
 
-    /// The message of the local account to the XMPP user, with an id for both ends.
+    /// The message of the local account to the XMPP user or the MUC, with an id for both ends.
     fn chat(&self, pair: &Pair, id: &str, mut message: Message) -> Message {
-        message.from = Some(Jid::from(pair.local_jid.clone()));
+        message.from = Some(pair.own.clone());
         message.to = Some(Jid::from(pair.remote.clone()));
-        message.type_ = MessageType::Chat;
+        message.type_ = match pair.group {
+            true => MessageType::Groupchat,
+            false => MessageType::Chat,
+        };
         message.id = Some(Id(id.to_owned()));
         message
     }
@@ -357,21 +407,28 @@ impl Bridge {
             return Ok(());
         };
         // Messages reach the contact in the order they were written.
-        if !again && self.wait_behind(room, &pdu.event_id, &pair.remote).await? {
+        if !again && !pair.group && self.wait_behind(room, &pdu.event_id, &pair.remote).await? {
             return Ok(());
         }
         let mut refs = ToXmppRefs::default();
         match &content.relates_to {
             Some(Relation::Reply(reply)) => {
-                refs.reply = self.reply_ref(pair, &reply.in_reply_to.event_id).await?;
+                refs.reply = self.reply_ref(&reply.in_reply_to.event_id).await?;
             }
             Some(Relation::Replacement(replacement)) => {
-                refs.replaces = self
-                    .store
-                    .xmpp_message_of_event(replacement.event_id.as_str())
-                    .await?
-                    .filter(|(sender, _)| sender == pair.local_jid.as_str())
-                    .map(|(_, id)| id);
+                let target = replacement.event_id.as_str();
+                refs.replaces = match self.store.xmpp_message_of_event(target).await? {
+                    // A MUC knows the message by the id it was sent with: its event id.
+                    Some(_) if pair.group => self
+                        .services
+                        .store
+                        .event(target)
+                        .await?
+                        .filter(|row| row.sender == pair.local.as_str())
+                        .map(|row| row.event_id),
+                    Some((sender, id)) if sender == pair.local_jid.as_str() => Some(id),
+                    _ => None,
+                };
                 if refs.replaces.is_none() {
                     // A correction of a message XMPP never saw.
                     return Ok(());
@@ -398,6 +455,12 @@ impl Bridge {
             "active",
             causeway_mapping::content::message::ns::CHAT_STATES,
         ));
+        if pair.group {
+            // The MUC's reflection records it, under the MUC's stanza id; a refusal comes
+            // back as an error naming the event.
+            self.send(Stanza::Message(message));
+            return Ok(());
+        }
         let record = BridgedMessage {
             room_id: room.to_string(),
             sender_jid: pair.local_jid.to_string(),
@@ -419,11 +482,7 @@ impl Bridge {
     }
 
     /// What a reply needs to know of the message it answers.
-    async fn reply_ref(
-        &self,
-        pair: &Pair,
-        target: &EventId,
-    ) -> Result<Option<ReplyRef>, BridgeError> {
+    async fn reply_ref(&self, target: &EventId) -> Result<Option<ReplyRef>, BridgeError> {
         let store = &self.services.store;
         let Some((sender_jid, id)) = self.store.xmpp_message_of_event(target.as_str()).await?
         else {
@@ -432,13 +491,8 @@ impl Bridge {
         let Some(row) = store.event(target.as_str()).await? else {
             return Ok(None);
         };
-        let author_user = if sender_jid == pair.remote.as_str() {
-            &pair.ghost
-        } else {
-            &pair.local
-        };
         let author = store
-            .user(author_user.as_str())
+            .user(&row.sender)
             .await?
             .and_then(|user| user.displayname)
             .unwrap_or_else(|| sender_jid.clone());
@@ -532,7 +586,8 @@ impl Bridge {
                 else {
                     return Ok(());
                 };
-                if sender != pair.local_jid.as_str() {
+                // In a MUC, the occupant's reflection was recorded under its nickname.
+                if !pair.group && sender != pair.local_jid.as_str() {
                     return Ok(());
                 }
                 let message = self.chat(pair, &format!("retract-{target}"), retraction(&id));
@@ -552,6 +607,7 @@ impl Bridge {
             // A local account taking part in a direct chat with an XMPP user asks for their
             // presence.
             if let Some(pair) = self.pair_of(&row.room_id, pdu.state_key.as_deref()).await?
+                && !pair.group
                 && self.services.is_local(&pair.local)
             {
                 self.subscribe(&pair.local, &pair.remote).await?;

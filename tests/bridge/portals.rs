@@ -12,6 +12,9 @@ use xmpp_parsers::message::MessageType;
 use crate::common::{self, Response};
 use crate::world::*;
 
+mod moderation;
+mod relations;
+
 const BOB_HERE: &str = "@_xmpp_lobby=40prosody.test/=42ob:gw.test";
 
 /// The next stanza the peer receives that `accept` takes (others are skipped).
@@ -95,6 +98,30 @@ fn occupant_presence(room: &str, nick: &str, jid: &str, own: bool) -> Stanza {
 
 fn join_path(alias: &str) -> String {
     format!("/_matrix/client/v3/join/{}", common::encode(alias))
+}
+
+/// Alice joins the portal of `lobby@prosody.test`, where the MUC shows `others` (occupants'
+/// presence, history) before her own presence, whose item is `own_item`. The portal's id.
+async fn join_lobby(world: &mut World, token: &str, others: Vec<Stanza>, own_item: &str) -> String {
+    let World {
+        server, peer, seen, ..
+    } = world;
+    let peer = peer.clone();
+    let play = async {
+        answer_disco(&peer, seen, "lobby@prosody.test", true).await;
+        assert_eq!(join_request(seen, "lobby@prosody.test").await, "alice");
+        for stanza in others {
+            peer.send(stanza);
+        }
+        peer.send(stanza(&format!(
+            "<presence xmlns='jabber:server' from='lobby@prosody.test/alice' \
+             to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             {own_item}<status code='110'/></x></presence>"
+        )));
+    };
+    let path = join_path("#_xmpp_lobby=40prosody.test:gw.test");
+    let (joined, ()): (Response, ()) = tokio::join!(server.post(&path, token, json!({})), play);
+    joined.assert_ok()["room_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -373,4 +400,67 @@ async fn joins_of_portals_fail_as_their_mucs_say() {
         )
         .await
         .assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
+    let mut world = world_with(|config| config.xmpp.muc_self_ping_secs = 1).await;
+    let token = world.token().await;
+    let room = join_lobby(
+        &mut world,
+        &token,
+        vec![stanza(
+            "<message xmlns='jabber:server' type='groupchat' id='m1' from='lobby@prosody.test/Bob' \
+             to='alice@gw.test/causeway'><body>before</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-m1'/></message>",
+        )],
+        "<item affiliation='none' role='participant'/>",
+    )
+    .await;
+    world
+        .wait_for(&token, &room, |events| {
+            (!messages(events, BOB_HERE).is_empty()).then_some(())
+        })
+        .await;
+    let ping = |s: &Stanza| matches!(s, Stanza::Iq(Iq::Get { payload, .. }) if payload.is("ping", "urn:xmpp:ping"));
+    // The MUC still has her: nothing more happens.
+    let Stanza::Iq(Iq::Get { id, from, to, .. }) = next_that(&mut world.seen, ping).await else {
+        unreachable!()
+    };
+    assert_eq!(
+        (from.unwrap().to_string(), to.unwrap().to_string()),
+        (
+            "alice@gw.test/causeway".to_owned(),
+            "lobby@prosody.test/alice".to_owned()
+        )
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'/>"
+    )));
+    // The MUC restarted and lost her: she joins again, asking for what she missed since the
+    // last message she got.
+    let Stanza::Iq(Iq::Get { id, .. }) = next_that(&mut world.seen, ping).await else {
+        unreachable!()
+    };
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='error' id='{id}' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'><error type='cancel'>\
+         <not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )));
+    let Stanza::Presence(join) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Presence(_)) && to_room("lobby@prosody.test")(s)
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(join.to.unwrap().to_string(), "lobby@prosody.test/alice");
+    let history = join
+        .payloads
+        .iter()
+        .find(|p| p.is("x", "http://jabber.org/protocol/muc"))
+        .and_then(|x| x.get_child("history", "http://jabber.org/protocol/muc"))
+        .expect("history asked for");
+    assert!(history.attr("since").is_some(), "{history:?}");
 }

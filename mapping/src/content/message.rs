@@ -22,6 +22,7 @@ use crate::address::Gateway;
 /// Namespaces of the extensions read and written here that xmpp-parsers does not know.
 pub mod ns {
     pub const REPLY: &str = "urn:xmpp:reply:0";
+    pub const DELAY: &str = "urn:xmpp:delay";
     pub const FALLBACK: &str = "urn:xmpp:fallback:0";
     pub const RETRACT: &str = "urn:xmpp:message-retract:1";
     pub const RETRACT_0: &str = "urn:xmpp:message-retract:0";
@@ -57,6 +58,9 @@ pub struct FromXmpp {
     pub received: Option<String>,
     /// XEP-0184: the sender asks for a receipt.
     pub wants_receipt: bool,
+    /// XEP-0203: when the message was first sent (milliseconds since the epoch), for one
+    /// delivered late (history, offline storage).
+    pub sent_at: Option<i64>,
     /// What could not be carried over.
     pub dropped: Vec<Dropped>,
 }
@@ -208,7 +212,16 @@ pub fn from_xmpp_in_room(
     gateway: &Gateway,
     occupants: &[(&str, &ruma::UserId)],
 ) -> FromXmpp {
-    let mut read = FromXmpp::default();
+    let mut read = FromXmpp {
+        sent_at: message
+            .payloads
+            .iter()
+            .filter(|p| p.is("delay", ns::DELAY))
+            .filter_map(|delay| xmpp_parsers::delay::Delay::try_from(delay.clone()).ok())
+            .map(|delay| delay.stamp.0.timestamp_millis())
+            .min(),
+        ..FromXmpp::default()
+    };
     let reply = payload(message, "reply", ns::REPLY);
     read.reply_to = reply.and_then(|reply| reply.attr("id")).map(str::to_owned);
     read.replaces = payload(message, "replace", ns::CORRECT)

@@ -2,6 +2,7 @@
 //! avatar (XEP-0486: the MUC's vCard photo, announced by its hash in disco#info).
 
 use minidom::Element;
+use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
 use xmpp_parsers::vcard::{Binval, Photo, Type, VCard};
 
@@ -122,6 +123,71 @@ pub fn announced_avatar_hash(disco_info: &Element) -> Option<String> {
         .map(|hash| hash.trim().to_ascii_lowercase())
 }
 
+/// An invitation to a MUC: XEP-0249 (`jabber:x:conference`, from the inviter) or mediated by
+/// the MUC (XEP-0045 §7.8.2, `<invite/>` in `muc#user`, from the room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub room: BareJid,
+    /// Who invites: the sender of a direct invitation, the `from` of a mediated one.
+    pub inviter: Option<Jid>,
+    pub reason: Option<String>,
+    pub password: Option<String>,
+}
+
+const CONFERENCE: &str = "jabber:x:conference";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// The invitation a message carries, if any. A mediated one counts only from the room's bare
+/// JID; a direct one names the room in `jid`.
+pub fn invitation(message: &Message) -> Option<Invitation> {
+    if matches!(message.type_, MessageType::Groupchat | MessageType::Error) {
+        return None;
+    }
+    let text = |value: Option<&str>| {
+        value
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_owned)
+    };
+    // A mediated invitation first: a MUC may add a direct one to it (naming itself as the
+    // inviter), which says less.
+    let from_room = message
+        .from
+        .as_ref()
+        .filter(|from| from.resource().is_none() && from.node().is_some());
+    let mediated = message
+        .payloads
+        .iter()
+        .filter(|p| p.is("x", MUC_USER))
+        .find_map(|x| Some((x, x.get_child("invite", MUC_USER)?)));
+    if let (Some(from), Some((x, invite))) = (from_room, mediated) {
+        return Some(Invitation {
+            room: from.to_bare(),
+            inviter: invite.attr("from").and_then(|from| Jid::new(from).ok()),
+            reason: text(
+                invite
+                    .get_child("reason", MUC_USER)
+                    .map(Element::text)
+                    .as_deref(),
+            ),
+            password: text(
+                x.get_child("password", MUC_USER)
+                    .map(Element::text)
+                    .as_deref(),
+            ),
+        });
+    }
+    let x = message.payloads.iter().find(|p| p.is("x", CONFERENCE))?;
+    let room = BareJid::new(x.attr("jid")?).ok()?;
+    room.node()?;
+    Some(Invitation {
+        room,
+        inviter: message.from.clone(),
+        reason: text(x.attr("reason")),
+        password: text(x.attr("password")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +279,77 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(room_name(&info), None);
+    }
+
+    #[test]
+    fn direct_invitations_name_the_room_and_the_inviter() {
+        let invitation = invitation(&message(
+            "<message xmlns='jabber:client' from='crone@shakespeare.lit/desktop' \
+             to='hecate@example.org'><x xmlns='jabber:x:conference' \
+             jid='darkcave@macbeth.shakespeare.lit' password='cauldronburn' \
+             reason='Hey Hecate, this is the place for all good witches!'/></message>",
+        ))
+        .expect("an invitation");
+        assert_eq!(invitation.room.as_str(), "darkcave@macbeth.shakespeare.lit");
+        assert_eq!(
+            invitation.inviter.as_ref().map(Jid::as_str),
+            Some("crone@shakespeare.lit/desktop")
+        );
+        assert_eq!(
+            invitation.reason.as_deref(),
+            Some("Hey Hecate, this is the place for all good witches!")
+        );
+        assert_eq!(invitation.password.as_deref(), Some("cauldronburn"));
+    }
+
+    #[test]
+    fn mediated_invitations_count_only_from_the_room() {
+        let mediated = "<message xmlns='jabber:client' from='coven@chat.shakespeare.lit' \
+             to='hecate@example.org'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <invite from='crone@shakespeare.lit/desktop'><reason>Hey Hecate, \
+             this is the place for all good witches!</reason></invite>\
+             <password>cauldronburn</password></x></message>";
+        let invitation = invitation(&message(mediated)).expect("an invitation");
+        assert_eq!(invitation.room.as_str(), "coven@chat.shakespeare.lit");
+        assert_eq!(
+            invitation.inviter.as_ref().map(Jid::as_str),
+            Some("crone@shakespeare.lit/desktop")
+        );
+        assert_eq!(
+            invitation.reason.as_deref(),
+            Some("Hey Hecate, this is the place for all good witches!")
+        );
+        assert_eq!(invitation.password.as_deref(), Some("cauldronburn"));
+        // With a direct invitation added by the room (as Prosody does): the mediated one.
+        let both = mediated.replace(
+            "</x></message>",
+            "</x><x xmlns='jabber:x:conference' jid='coven@chat.shakespeare.lit'/></message>",
+        );
+        assert_eq!(super::invitation(&message(&both)), Some(invitation));
+        // From an occupant, or a server: not the room's invitation.
+        let occupant = mediated.replace(
+            "from='coven@chat.shakespeare.lit'",
+            "from='coven@chat.shakespeare.lit/thirdwitch'",
+        );
+        assert_eq!(super::invitation(&message(&occupant)), None);
+        let server = mediated.replace(
+            "from='coven@chat.shakespeare.lit'",
+            "from='chat.shakespeare.lit'",
+        );
+        assert_eq!(super::invitation(&message(&server)), None);
+    }
+
+    #[test]
+    fn what_is_not_an_invitation_is_none() {
+        // No room, a room without a node, a groupchat message, a decline.
+        for xml in [
+            "<message xmlns='jabber:client' from='a@b/c'><x xmlns='jabber:x:conference'/></message>",
+            "<message xmlns='jabber:client' from='a@b/c'><x xmlns='jabber:x:conference' jid='muc.b'/></message>",
+            "<message xmlns='jabber:client' from='a@b/c' type='groupchat'><x xmlns='jabber:x:conference' jid='r@muc.b'/></message>",
+            "<message xmlns='jabber:client' from='r@muc.b'><x xmlns='http://jabber.org/protocol/muc#user'><decline from='a@b'/></x></message>",
+            "<message xmlns='jabber:client' from='a@b/c'><body>hi</body></message>",
+        ] {
+            assert_eq!(invitation(&message(xml)), None, "{xml}");
+        }
     }
 }

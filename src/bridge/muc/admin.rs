@@ -181,7 +181,7 @@ impl Bridge {
     }
 
     /// Sets a member's power level in the room (the default level is written as no entry).
-    async fn set_power(
+    pub(in crate::bridge) async fn set_power(
         &self,
         room: &RoomId,
         ghost: &UserId,

@@ -6,7 +6,6 @@ use causeway_mapping::content::message::from_xmpp;
 use causeway_mapping::content::room::subject_to_topic;
 use causeway_matrix::api::client::membership::join_as;
 use causeway_matrix::error::Error as MatrixError;
-use minidom::Element;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::json;
@@ -15,7 +14,8 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
-use super::{MUC_USER, SID, describe};
+use super::moderation::OccupantInfo;
+use super::{SID, describe};
 use crate::bridge::{Bridge, BridgeError};
 
 impl Bridge {
@@ -35,14 +35,8 @@ impl Bridge {
             return Ok(());
         };
         let key = (to.to_string(), muc.to_string());
-        let statuses: Vec<String> = presence
-            .payloads
-            .iter()
-            .filter(|p| p.is("x", MUC_USER))
-            .flat_map(|x| x.children().filter(|c| c.name() == "status"))
-            .filter_map(|status| status.attr("code").map(str::to_owned))
-            .collect();
-        let is_self = statuses.iter().any(|code| code == "110");
+        let info = OccupantInfo::of(&presence.payloads);
+        let is_self = info.has(110);
         if presence.type_ == PresenceType::Error {
             let error = presence
                 .payloads
@@ -62,28 +56,25 @@ impl Bridge {
         let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
             return Ok(());
         };
-        if is_self && presence.type_ != PresenceType::Unavailable {
-            self.answer_join(&key, Ok(nick));
-            return Ok(());
-        }
         if is_self {
-            // The MUC removed one of ours (kicked, banned, shut down), unless it is a
-            // nickname change.
-            if statuses.iter().any(|code| code == "303") {
-                return Ok(());
-            }
             let user = self
                 .gateway
                 .jid_to_user(&Jid::from(to.to_bare()))
                 .map_err(BridgeError::from)?;
-            let reason = presence
-                .payloads
-                .iter()
-                .filter(|p| p.is("x", MUC_USER))
-                .filter_map(|x| x.get_child("item", MUC_USER))
-                .filter_map(|item| item.get_child("reason", MUC_USER))
-                .map(Element::text)
-                .next()
+            if presence.type_ != PresenceType::Unavailable {
+                // Our member's affiliation and role, on joining and whenever they change.
+                self.portal_power(&room, &muc, &user, &info).await?;
+                self.answer_join(&key, Ok(nick));
+                return Ok(());
+            }
+            // The MUC removed one of ours (kicked, banned, shut down), unless it is a
+            // nickname change.
+            if info.has(303) {
+                return Ok(());
+            }
+            let reason = info
+                .reason
+                .clone()
                 .unwrap_or_else(|| format!("{muc} removed you"));
             return self.removed_from_muc(room.as_str(), &user, &reason).await;
         }
@@ -92,26 +83,14 @@ impl Bridge {
         }
         match presence.type_ {
             PresenceType::None => {
-                self.occupant_ghost(&room, from, &nick).await?;
+                let ghost = self.occupant_ghost(&room, from, &nick).await?;
+                if let Some(real) = info.item.as_ref().and_then(|item| item.jid.as_ref()) {
+                    self.portals.remember_real_jid(from, real.to_bare());
+                }
+                self.portal_power(&room, &muc, &ghost, &info).await?;
             }
             PresenceType::Unavailable => {
-                let ghost = self.gateway.jid_to_user(from)?;
-                if self
-                    .services
-                    .rooms
-                    .membership(&room, &ghost)
-                    .await?
-                    .as_deref()
-                    == Some("join")
-                {
-                    causeway_matrix::api::client::membership::leave_as(
-                        &self.services,
-                        &room,
-                        &ghost,
-                        None,
-                    )
-                    .await?;
-                }
+                self.occupant_gone(&room, &muc, from, &info).await?;
             }
             _ => {}
         }
@@ -149,7 +128,7 @@ impl Bridge {
     }
 
     /// The ghost of a MUC occupant, made and joined to the portal when it is not.
-    async fn occupant_ghost(
+    pub(super) async fn occupant_ghost(
         &self,
         room: &RoomId,
         occupant: &Jid,
@@ -206,15 +185,8 @@ impl Bridge {
             .as_deref()
             == Some("join")
         {
-            let ghost = self.muc_ghost(&muc).await?;
-            self.append(
-                &room,
-                &ghost,
-                "m.room.member",
-                Some(user.as_str()),
-                json!({ "membership": "leave", "reason": reason }),
-            )
-            .await?;
+            self.muc_sets_membership(&room, &muc, user, "leave", reason)
+                .await?;
         }
         tracing::info!(room_id = %room, %muc, %user, %reason, "a Matrix user is out of a MUC");
         Ok(())

@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use causeway_mapping::address::{RoomRef, occupant_nick};
-use causeway_mapping::content::message::{ToXmppRefs, to_xmpp};
 use causeway_mapping::content::room::{room_name, topic_to_subject};
 use causeway_matrix::create_room::{RoomOptions, create_room};
 use causeway_matrix::error::Error as MatrixError;
@@ -33,13 +32,12 @@ use causeway_matrix::store::EventRow;
 use causeway_xmpp::stanza::Stanza;
 use minidom::Element;
 use ruma::api::client::room::create_room::v3::RoomPreset;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::Value;
 use xmpp_parsers::disco::DiscoInfoQuery;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::message::{Id, MessageType};
+use xmpp_parsers::message::Id;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
@@ -47,6 +45,10 @@ use super::store::Session;
 use super::{Bridge, BridgeError};
 
 mod inbound;
+mod invite;
+mod moderation;
+mod ping;
+mod typing;
 
 /// The resource of local users' JIDs in MUCs.
 const RESOURCE: &str = "causeway";
@@ -78,6 +80,10 @@ pub(super) struct Portals {
     joins: std::sync::Mutex<PendingJoins>,
     /// Held while a portal is made (one at a time).
     making: tokio::sync::Mutex<()>,
+    /// Held while the power levels of a portal are changed.
+    power: tokio::sync::Mutex<()>,
+    /// The real JIDs of occupants, by occupant JID, where their MUC shows them.
+    real: std::sync::RwLock<HashMap<String, BareJid>>,
 }
 
 impl Portals {
@@ -109,6 +115,28 @@ impl Portals {
             .cloned()
     }
 
+    fn real_jid(&self, occupant: &Jid) -> Option<BareJid> {
+        self.real
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(occupant.as_str())
+            .cloned()
+    }
+
+    fn remember_real_jid(&self, occupant: &Jid, real: BareJid) {
+        self.real
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(occupant.to_string(), real);
+    }
+
+    fn forget_real_jid(&self, occupant: &Jid) {
+        self.real
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(occupant.as_str());
+    }
+
     /// The nicknames of joins under way in a MUC.
     fn joining_nicks(&self, muc: &BareJid) -> Vec<String> {
         self.joins
@@ -133,6 +161,7 @@ impl Bridge {
                 self.portals.insert(muc, room);
             }
         }
+        tokio::spawn(self.clone().self_ping_loop());
         let bridge = self.clone();
         tokio::spawn(async move {
             let sessions = match bridge.store.all_sessions().await {
@@ -294,7 +323,9 @@ impl Bridge {
                             muc_jid: muc.to_string(),
                             resource: RESOURCE.to_owned(),
                             nick: given.clone(),
-                            last_seen: None,
+                            // The MUC's history came with the join: what is missed from now on
+                            // is asked for on joining again.
+                            last_seen: Some(causeway_matrix::store::now_ms()),
                         })
                         .await
                         .map_err(internal)?;
@@ -365,7 +396,7 @@ impl Bridge {
     }
 
     /// Joins a member's MUC again (after a restart), asking for what was missed.
-    async fn rejoin(&self, session: &Session) -> Result<(), BridgeError> {
+    pub(super) async fn rejoin(&self, session: &Session) -> Result<(), BridgeError> {
         let (Ok(muc), Ok(user)) = (
             BareJid::new(&session.muc_jid),
             UserId::parse(&session.user_id),
@@ -395,81 +426,100 @@ impl Bridge {
         }
     }
 
-    /// What a local member does in a portal goes to its MUC, from their own JID.
+    /// The MUC of a portal and the full JID a local member is its occupant as, if they are.
+    pub(super) async fn portal_session_of(
+        &self,
+        room: &str,
+        user: &UserId,
+    ) -> Result<Option<(BareJid, FullJid)>, BridgeError> {
+        let Some(muc) = self.portals.muc(room) else {
+            return Ok(None);
+        };
+        if self.gateway.is_ghost(user) || !self.services.is_local(user) {
+            return Ok(None);
+        }
+        let Some(session) = self.store.session(room, user.as_str()).await? else {
+            return Ok(None);
+        };
+        let own = self
+            .gateway
+            .user_to_jid(user)?
+            .to_bare()
+            .with_resource_str(&session.resource)
+            .map_err(internal)?;
+        Ok(Some((muc, own)))
+    }
+
+    /// What a local member does to the MUC itself (the topic, kicks and bans of occupants,
+    /// leaving) goes to it from their own JID; their messages, reactions and retractions go
+    /// by the path of direct chats (`to_xmpp.rs`).
     pub(super) async fn portal_event(&self, row: &EventRow) -> Result<(), BridgeError> {
         let Some(muc) = self.portals.muc(&row.room_id) else {
             return Ok(());
         };
+        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
+        let content = pdu.content_value();
+        let membership = content.get("membership").and_then(Value::as_str);
+        let target = pdu
+            .state_key
+            .as_deref()
+            .and_then(|key| UserId::parse(key).ok());
+        if row.event_type == "m.room.member"
+            && membership != Some("join")
+            && let Some(target) = &target
+            && let Some(session) = self.store.session(&row.room_id, target.as_str()).await?
+        {
+            // A member out of the portal, however they went, leaves the MUC.
+            self.store
+                .remove_session(&row.room_id, target.as_str())
+                .await?;
+            let mut presence = Presence::new(PresenceType::Unavailable);
+            presence.from = self
+                .gateway
+                .user_to_jid(target)?
+                .to_bare()
+                .with_resource_str(&session.resource)
+                .ok()
+                .map(Jid::from);
+            presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
+            self.send(Stanza::Presence(presence));
+            tracing::info!(room_id = %row.room_id, %muc, user = %target, "a Matrix user left a MUC");
+            return Ok(());
+        }
         let Ok(sender) = UserId::parse(&row.sender) else {
             return Ok(());
         };
-        if self.gateway.is_ghost(&sender) || !self.services.is_local(&sender) {
-            return Ok(());
-        }
-        let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
-        let Some(session) = self.store.session(&row.room_id, sender.as_str()).await? else {
+        let Some((_, own)) = self.portal_session_of(&row.room_id, &sender).await? else {
             return Ok(());
         };
-        let own = Jid::from(
-            self.gateway
-                .user_to_jid(&sender)?
-                .to_bare()
-                .with_resource_str(&session.resource)
-                .map_err(|e| MatrixError::Internal(e.to_string()))?,
-        );
         match row.event_type.as_str() {
-            "m.room.message" if row.redacted_by.is_none() => {
-                let Ok(content) =
-                    serde_json::from_value::<RoomMessageEventContent>(pdu.content_value())
-                else {
-                    return Ok(());
-                };
-                let mut refs = ToXmppRefs::default();
-                if let Some(Relation::Replacement(replacement)) = &content.relates_to {
-                    refs.replaces = Some(replacement.event_id.to_string());
-                }
-                let Some(translated) = to_xmpp(&content, &refs, &self.gateway) else {
-                    return Ok(());
-                };
-                let mut message = translated.value;
-                message.type_ = MessageType::Groupchat;
-                message.from = Some(own);
-                message.to = Some(Jid::from(muc));
-                message.id = Some(Id(row.event_id.clone()));
-                message.payloads.push(
-                    Element::builder("origin-id", SID)
-                        .attr(rxml::xml_ncname!("id").to_owned(), row.event_id.as_str())
-                        .build(),
-                );
-                self.send(Stanza::Message(message));
-            }
             "m.room.topic" => {
-                let topic = pdu
-                    .content_value()
+                let topic = content
                     .get("topic")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
                 let mut message = topic_to_subject(&topic);
-                message.from = Some(own);
+                message.from = Some(Jid::from(own));
                 message.to = Some(Jid::from(muc));
                 message.id = Some(Id(row.event_id.clone()));
                 self.send(Stanza::Message(message));
             }
-            "m.room.member" if pdu.state_key.as_deref() == Some(sender.as_str()) => {
-                let membership = pdu.content_value();
-                if membership.get("membership").and_then(Value::as_str) == Some("join") {
+            "m.room.member" => {
+                let (Some(target), Some(membership)) = (target, membership) else {
                     return Ok(());
-                }
-                // Leaving the portal leaves the MUC.
-                self.store
-                    .remove_session(&row.room_id, sender.as_str())
+                };
+                let ban = match membership {
+                    "ban" => true,
+                    "leave" => false,
+                    _ => return Ok(()),
+                };
+                let reason = content
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.portal_removal(row, muc, own, &target, ban, reason)
                     .await?;
-                let mut presence = Presence::new(PresenceType::Unavailable);
-                presence.from = Some(own);
-                presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
-                self.send(Stanza::Presence(presence));
-                tracing::info!(room_id = %row.room_id, %muc, user = %sender, "a Matrix user left a MUC");
             }
             _ => {}
         }

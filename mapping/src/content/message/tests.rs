@@ -486,3 +486,27 @@ proptest! {
         prop_assert_eq!(content.msgtype.body(), reply.as_str());
     }
 }
+
+#[test]
+fn delayed_messages_keep_when_they_were_sent() {
+    let read = from_xmpp_of(message(
+        "<body>old news</body>\
+         <delay xmlns='urn:xmpp:delay' from='coven@chat.shakespeare.lit' \
+         stamp='2002-10-13T23:58:37Z'/>",
+    ));
+    assert_eq!(read.sent_at, Some(1_034_553_517_000));
+    assert_eq!(text(&read).0, "old news");
+    // Two delays (a MUC's and a server's on the way): the earliest is when it was sent.
+    let read = from_xmpp_of(message(
+        "<body>x</body>\
+         <delay xmlns='urn:xmpp:delay' stamp='2002-10-13T23:58:40+00:00'/>\
+         <delay xmlns='urn:xmpp:delay' stamp='2002-10-13T23:58:37.250Z'/>",
+    ));
+    assert_eq!(read.sent_at, Some(1_034_553_517_250));
+    // Without a delay, or with one that is not a date: now.
+    assert_eq!(from_xmpp_of(message("<body>x</body>")).sent_at, None);
+    let read = from_xmpp_of(message(
+        "<body>x</body><delay xmlns='urn:xmpp:delay' stamp='yesterday'/>",
+    ));
+    assert_eq!(read.sent_at, None);
+}

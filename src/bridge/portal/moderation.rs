@@ -1,0 +1,267 @@
+//! Power in portals, both ways:
+//! - the MUC's affiliations and roles are power levels in the portal (`docs/mapping.md`: owner
+//!   100, admin or moderator 50, member and participant 0, visitor -1), set by the MUC's ghost
+//!   for occupants' ghosts and for our own members alike;
+//! - the MUC's kicks (307) and bans (301) of an occupant are its ghost's kick and ban, by the
+//!   MUC's ghost, with the MUC's reason;
+//! - a member kicking or banning an occupant's ghost in the portal asks the MUC (`muc#admin`)
+//!   as their own occupant; when the MUC says no, the portal is put back as the MUC has it
+//!   (the ghost joins again) and the member is told why, in reply to their event.
+
+use causeway_mapping::content::presence::power_level;
+use causeway_matrix::api::client::membership::leave_as;
+use causeway_matrix::store::EventRow;
+use minidom::Element;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use serde_json::json;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::muc::user::{Item, MucUser};
+
+use super::{MUC_USER, describe};
+use crate::bridge::{Bridge, BridgeError};
+
+const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+
+/// What a MUC presence says of an occupant: their item (affiliation, role, real JID when the
+/// room shows it), its reason, and the status codes.
+pub(super) struct OccupantInfo {
+    pub item: Option<Item>,
+    pub reason: Option<String>,
+    pub actor: Option<String>,
+    pub statuses: Vec<u16>,
+}
+
+impl OccupantInfo {
+    pub(super) fn of(payloads: &[Element]) -> OccupantInfo {
+        let x = payloads.iter().find(|p| p.is("x", MUC_USER));
+        let item_element = x.and_then(|x| x.get_child("item", MUC_USER));
+        let statuses = x
+            .into_iter()
+            .flat_map(|x| x.children().filter(|c| c.is("status", MUC_USER)))
+            .filter_map(|status| status.attr("code")?.parse().ok())
+            .collect();
+        OccupantInfo {
+            item: x
+                .and_then(|x| MucUser::try_from(x.clone()).ok())
+                .and_then(|user| user.items.into_iter().next()),
+            reason: item_element
+                .and_then(|item| item.get_child("reason", MUC_USER))
+                .map(Element::text)
+                .filter(|text| !text.trim().is_empty()),
+            actor: item_element
+                .and_then(|item| item.get_child("actor", MUC_USER))
+                .and_then(|actor| actor.attr("nick"))
+                .map(str::to_owned),
+            statuses,
+        }
+    }
+
+    pub(super) fn has(&self, code: u16) -> bool {
+        self.statuses.contains(&code)
+    }
+
+    /// The reason as the portal shows it: the MUC's words, and who acted.
+    fn reason_text(&self, muc: &BareJid) -> String {
+        let by = self
+            .actor
+            .as_deref()
+            .map(|nick| format!(" by {nick}"))
+            .unwrap_or_default();
+        match &self.reason {
+            Some(reason) => format!("{reason} ({muc}{by})"),
+            None => format!("{muc}{by}"),
+        }
+    }
+}
+
+impl Bridge {
+    /// An occupant's affiliation and role as their power level in the portal.
+    pub(super) async fn portal_power(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        user: &UserId,
+        info: &OccupantInfo,
+    ) -> Result<(), BridgeError> {
+        let Some(item) = &info.item else {
+            return Ok(());
+        };
+        let Some(level) = power_level(&item.affiliation, &item.role) else {
+            return Ok(());
+        };
+        // One change of the power levels at a time: each is read, changed and written whole.
+        let _one = self.portals.power.lock().await;
+        let levels = self.services.rooms.power_levels(room).await?;
+        if levels.user(user) == level {
+            return Ok(());
+        }
+        let ghost = self.muc_ghost(muc).await?;
+        self.set_power(room, &ghost, user, level).await?;
+        Ok(())
+    }
+
+    /// An occupant other than ours left the MUC: kicked (307, or removed by a change of
+    /// affiliation or of the room's rules: 321, 322) or banned (301) by the MUC's ghost, or
+    /// their ghost leaves.
+    pub(super) async fn occupant_gone(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        occupant: &Jid,
+        info: &OccupantInfo,
+    ) -> Result<(), BridgeError> {
+        let ghost = self.gateway.jid_to_user(occupant)?;
+        self.portals.forget_real_jid(occupant);
+        let membership = self.services.rooms.membership(room, &ghost).await?;
+        let banned = info.has(301);
+        let kicked = info.has(307) || info.has(321) || info.has(322);
+        if banned && membership.as_deref() != Some("ban") {
+            self.muc_sets_membership(room, muc, &ghost, "ban", &info.reason_text(muc))
+                .await?;
+        } else if membership.as_deref() != Some("join") {
+        } else if kicked {
+            self.muc_sets_membership(room, muc, &ghost, "leave", &info.reason_text(muc))
+                .await?;
+        } else {
+            leave_as(&self.services, room, &ghost, None).await?;
+        }
+        Ok(())
+    }
+
+    /// The MUC's ghost sets someone's membership in the portal, saying why.
+    pub(super) async fn muc_sets_membership(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        user: &UserId,
+        membership: &str,
+        reason: &str,
+    ) -> Result<(), BridgeError> {
+        let muc_ghost = self.muc_ghost(muc).await?;
+        self.append(
+            room,
+            &muc_ghost,
+            "m.room.member",
+            Some(user.as_str()),
+            json!({ "membership": membership, "reason": reason }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A member kicked or banned an occupant's ghost in the portal: the MUC is asked to do
+    /// the same, as the member's occupant. The answer is waited for apart from the event
+    /// stream.
+    pub(super) async fn portal_removal(
+        &self,
+        row: &EventRow,
+        muc: BareJid,
+        own: FullJid,
+        target: &UserId,
+        ban: bool,
+        reason: Option<String>,
+    ) -> Result<(), BridgeError> {
+        if !self.gateway.is_ghost(target) {
+            return Ok(());
+        }
+        let Ok(occupant) = self.gateway.user_to_jid(target) else {
+            return Ok(());
+        };
+        let Some(nick) = occupant.resource().map(|nick| nick.as_str().to_owned()) else {
+            return Ok(());
+        };
+        if occupant.to_bare() != muc {
+            return Ok(());
+        }
+        let room = RoomId::parse(&row.room_id).map_err(super::internal)?;
+        let event = EventId::parse(&row.event_id).map_err(super::internal)?;
+        let mut item = Element::builder("item", MUC_ADMIN);
+        if ban {
+            // A MUC bans JIDs, not nicknames: only a room that shows who its occupants are
+            // can be asked.
+            let Some(real) = self.portals.real_jid(&occupant) else {
+                let why = format!("{muc} does not show who {nick} is, so they cannot be banned");
+                self.removal_refused(&room, &muc, &occupant, &event, &why)
+                    .await?;
+                return Ok(());
+            };
+            item = item
+                .attr(rxml::xml_ncname!("affiliation").to_owned(), "outcast")
+                .attr(rxml::xml_ncname!("jid").to_owned(), real.as_str());
+        } else {
+            item = item
+                .attr(rxml::xml_ncname!("nick").to_owned(), nick.as_str())
+                .attr(rxml::xml_ncname!("role").to_owned(), "none");
+        }
+        if let Some(reason) = reason.filter(|reason| !reason.is_empty()) {
+            item = item.append(Element::builder("reason", MUC_ADMIN).append(reason));
+        }
+        let iq = Iq::Set {
+            from: Some(Jid::from(own)),
+            to: Some(Jid::from(muc.clone())),
+            id: format!("portal-admin-{}", crate::bridge::random_id()),
+            payload: Element::builder("query", MUC_ADMIN).append(item).build(),
+        };
+        let Some(bridge) = self.me.upgrade() else {
+            return Ok(());
+        };
+        tokio::spawn(async move {
+            let refusal = match bridge.request(iq).await {
+                Some(Iq::Result { .. }) => return,
+                Some(Iq::Error { error, .. }) => describe(&error),
+                _ => format!("{muc} did not answer"),
+            };
+            if let Err(error) = bridge
+                .removal_refused(&room, &muc, &occupant, &event, &refusal)
+                .await
+            {
+                tracing::warn!(%error, room_id = %room, "a refused kick was not undone");
+            }
+        });
+        Ok(())
+    }
+
+    /// The MUC did not remove an occupant a member removed in the portal: the occupant's
+    /// ghost is back as the MUC has it, and the member is told why.
+    async fn removal_refused(
+        &self,
+        room: &OwnedRoomId,
+        muc: &BareJid,
+        occupant: &Jid,
+        event: &EventId,
+        why: &str,
+    ) -> Result<(), BridgeError> {
+        let muc_ghost = self.muc_ghost(muc).await?;
+        let ghost = self.gateway.jid_to_user(occupant)?;
+        if self
+            .services
+            .rooms
+            .membership(room, &ghost)
+            .await?
+            .as_deref()
+            == Some("ban")
+        {
+            self.append(
+                room,
+                &muc_ghost,
+                "m.room.member",
+                Some(ghost.as_str()),
+                json!({ "membership": "leave", "reason": format!("{muc} did not ban them") }),
+            )
+            .await?;
+        }
+        if let Some(nick) = occupant.resource() {
+            self.occupant_ghost(room, occupant, nick.as_str()).await?;
+        }
+        let mut content =
+            RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not do this: {why}"));
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event.to_owned()),
+        ));
+        self.append_content(room, &muc_ghost, &content).await?;
+        tracing::info!(room_id = %room, %muc, %occupant, %why, "a MUC refused a member's removal of an occupant");
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! Power in portals both ways: affiliations and roles as power levels, the MUC's kicks and
+//! bans as the MUC ghost's, a member's kicks and bans as their requests to the MUC (undone
+//! when it says no); and MUC invitations as invitations to portals.
+
+use serde_json::Value;
+
+use super::*;
+
+const CAROL_HERE: &str = "@_xmpp_lobby=40prosody.test/=43arol:gw.test";
+const DAVE_HERE: &str = "@_xmpp_lobby=40prosody.test/=44ave:gw.test";
+const MUC_GHOST: &str = "@_xmpp_lobby=40prosody.test:gw.test";
+
+fn presence_of(nick: &str, item: &str, statuses: &str, unavailable: bool) -> Stanza {
+    let kind = if unavailable {
+        " type='unavailable'"
+    } else {
+        ""
+    };
+    stanza(&format!(
+        "<presence xmlns='jabber:server'{kind} from='lobby@prosody.test/{nick}' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         {item}{statuses}</x></presence>"
+    ))
+}
+
+/// The portal's power levels once `check` accepts them.
+async fn power_levels(
+    world: &World,
+    token: &str,
+    room: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..100 {
+        let levels = world
+            .server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+                token,
+            )
+            .await
+            .assert_ok();
+        if check(&levels) {
+            return levels;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the power levels never became what was expected");
+}
+
+/// The next muc#admin request the peer gets: its id, sender and item.
+async fn admin_request(world: &mut World) -> (String, String, minidom::Element) {
+    let Stanza::Iq(Iq::Set {
+        id, from, payload, ..
+    }) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Iq(Iq::Set { payload, .. })
+            if payload.is("query", "http://jabber.org/protocol/muc#admin"))
+            && to_room("lobby@prosody.test")(s)
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    let item = payload.children().next().expect("an item").clone();
+    (id, from.unwrap().to_string(), item)
+}
+
+/// The membership event of `user` that `check` accepts.
+async fn member_event(
+    world: &World,
+    token: &str,
+    room: &str,
+    user: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    world
+        .wait_for(token, room, |events| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e["state_key"] == user && check(e))
+                .cloned()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn power_kicks_and_bans_go_both_ways() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let others = vec![
+        presence_of(
+            "Bob",
+            "<item affiliation='admin' role='moderator' jid='bob@prosody.test/phone'/>",
+            "",
+            false,
+        ),
+        presence_of(
+            "Carol",
+            "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
+            "",
+            false,
+        ),
+        // A room may not show who an occupant is.
+        presence_of(
+            "Dave",
+            "<item affiliation='none' role='participant'/>",
+            "",
+            false,
+        ),
+    ];
+    let room = join_lobby(
+        &mut world,
+        &token,
+        others,
+        "<item affiliation='owner' role='moderator'/>",
+    )
+    .await;
+    let alice = world.alice.clone();
+    // Affiliations and roles are power levels: Alice owns the MUC, Bob administers it.
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"][alice.as_str()] == 100 && levels["users"][BOB_HERE] == 50
+    })
+    .await;
+    // Carol is made a moderator, and then no longer: her level follows.
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='none' role='moderator' jid='carol@prosody.test/pc'/>",
+        "",
+        false,
+    ));
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"][CAROL_HERE] == 50
+    })
+    .await;
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
+        "",
+        false,
+    ));
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"].get(CAROL_HERE).is_none()
+    })
+    .await;
+    // Alice kicks Carol in the portal: the MUC is asked, by nickname, as Alice's occupant.
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            &token,
+            json!({ "user_id": CAROL_HERE, "reason": "off topic" }),
+        )
+        .await
+        .assert_ok();
+    let (id, from, item) = admin_request(&mut world).await;
+    assert_eq!(from, "alice@gw.test/causeway");
+    assert_eq!(
+        (item.attr("nick"), item.attr("role")),
+        (Some("Carol"), Some("none"))
+    );
+    assert_eq!(
+        item.get_child("reason", "http://jabber.org/protocol/muc#admin")
+            .map(|r| r.text()),
+        Some("off topic".to_owned())
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'/>"
+    )));
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='none' role='none'><reason>off topic</reason></item>",
+        "<status code='307'/>",
+        true,
+    ));
+    let kicked = member_event(&world, &token, &room, CAROL_HERE, |e| {
+        e["content"]["membership"] == "leave"
+    })
+    .await;
+    assert_eq!(kicked["sender"], alice.as_str());
+    // Alice bans Bob: the MUC is asked to ban his JID, and says no. Bob is back in the
+    // portal as he still is in the MUC, and Alice is told why.
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            &token,
+            json!({ "user_id": BOB_HERE }),
+        )
+        .await
+        .assert_ok();
+    let (id, _, item) = admin_request(&mut world).await;
+    assert_eq!(
+        (item.attr("affiliation"), item.attr("jid")),
+        (Some("outcast"), Some("bob@prosody.test"))
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='error' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'><error type='cancel'>\
+         <not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+         <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Bob is an admin</text></error></iq>"
+    )));
+    let back = member_event(&world, &token, &room, BOB_HERE, |e| {
+        e["content"]["membership"] == "join" && e["sender"] == BOB_HERE
+    })
+    .await;
+    assert_eq!(back["content"]["displayname"], "Bob");
+    let told = world
+        .wait_for(&token, &room, |events| {
+            messages(events, MUC_GHOST)
+                .into_iter()
+                .find(|e| {
+                    e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains("Bob is an admin"))
+                })
+                .cloned()
+        })
+        .await;
+    assert_eq!(told["content"]["msgtype"], "m.notice");
+    // Dave cannot be banned: the MUC does not show his JID. Nothing is asked; he is back.
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            &token,
+            json!({ "user_id": DAVE_HERE }),
+        )
+        .await
+        .assert_ok();
+    world
+        .wait_for(&token, &room, |events| {
+            messages(events, MUC_GHOST)
+                .into_iter()
+                .any(|e| {
+                    e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains("does not show who Dave is"))
+                })
+                .then_some(())
+        })
+        .await;
+    member_event(&world, &token, &room, DAVE_HERE, |e| {
+        e["content"]["membership"] == "join" && e["sender"] == DAVE_HERE
+    })
+    .await;
+    // The MUC kicks Bob and bans Dave: the MUC's ghost does it in the portal, with why.
+    world.peer.send(presence_of(
+        "Bob",
+        "<item affiliation='admin' role='none'><actor nick='alice'/><reason>spam</reason></item>",
+        "<status code='307'/>",
+        true,
+    ));
+    let kicked = member_event(&world, &token, &room, BOB_HERE, |e| {
+        e["content"]["membership"] == "leave"
+            && e["sender"] != alice.as_str()
+            && e["content"]["reason"] != "lobby@prosody.test did not ban them"
+    })
+    .await;
+    assert_eq!(kicked["sender"], MUC_GHOST);
+    assert_eq!(
+        kicked["content"]["reason"],
+        "spam (lobby@prosody.test by alice)"
+    );
+    world.peer.send(presence_of(
+        "Dave",
+        "<item affiliation='outcast' role='none'/>",
+        "<status code='301'/>",
+        true,
+    ));
+    member_event(&world, &token, &room, DAVE_HERE, |e| {
+        e["content"]["membership"] == "ban" && e["sender"] == MUC_GHOST
+    })
+    .await;
+}
+
+/// The invitation of Alice to a room, with its reason, once there is one for `room`.
+async fn invitation_reason(world: &World, token: &str, alias: &str) -> String {
+    for _ in 0..100 {
+        let resolved = world
+            .server
+            .get(
+                &format!(
+                    "/_matrix/client/v3/directory/room/{}",
+                    common::encode(alias)
+                ),
+                token,
+            )
+            .await;
+        if resolved.status.as_u16() == 200 {
+            let room = resolved.json()["room_id"].as_str().unwrap().to_owned();
+            let sync = world.server.sync(token, "timeout=0").await;
+            if let Some(events) =
+                sync["rooms"]["invite"][room.as_str()]["invite_state"]["events"].as_array()
+                && let Some(invite) = events.iter().find(|e| {
+                    e["type"] == "m.room.member" && e["content"]["membership"] == "invite"
+                })
+            {
+                return invite["content"]["reason"].as_str().unwrap().to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no invitation to {alias}");
+}
+
+#[tokio::test]
+async fn invitations_to_mucs_are_invitations_to_their_portals() {
+    let mut world = world().await;
+    let token = world.token().await;
+    // A direct invitation (XEP-0249) to something that is no MUC: nothing comes of it.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' from='bob@prosody.test/phone' to='alice@gw.test'>\
+         <x xmlns='jabber:x:conference' jid='nothere@prosody.test'/></message>",
+    ));
+    answer_disco(
+        &world.peer.clone(),
+        &mut world.seen,
+        "nothere@prosody.test",
+        false,
+    )
+    .await;
+    // One to the lobby: the portal is made and Alice invited to it by the MUC's ghost.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' from='bob@prosody.test/phone' to='alice@gw.test'>\
+         <x xmlns='jabber:x:conference' jid='lobby@prosody.test' reason='come in'/></message>",
+    ));
+    answer_disco(
+        &world.peer.clone(),
+        &mut world.seen,
+        "lobby@prosody.test",
+        true,
+    )
+    .await;
+    let reason = invitation_reason(&world, &token, "#_xmpp_lobby=40prosody.test:gw.test").await;
+    assert_eq!(reason, "bob@prosody.test invites you: come in");
+    // A mediated invitation, sent by the MUC for Carol.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' from='den@prosody.test' to='alice@gw.test'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'>\
+         <invite from='carol@prosody.test/pc'><reason>tea?</reason></invite></x></message>",
+    ));
+    answer_disco(
+        &world.peer.clone(),
+        &mut world.seen,
+        "den@prosody.test",
+        true,
+    )
+    .await;
+    let reason = invitation_reason(&world, &token, "#_xmpp_den=40prosody.test:gw.test").await;
+    assert_eq!(reason, "carol@prosody.test invites you: tea?");
+    // Accepting is joining the portal, which joins the MUC.
+    let portal = world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                common::encode("#_xmpp_den=40prosody.test:gw.test")
+            ),
+            &token,
+        )
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let World {
+        server, peer, seen, ..
+    } = &mut world;
+    let play = async {
+        assert_eq!(join_request(seen, "den@prosody.test").await, "alice");
+        peer.send(stanza(
+            "<presence xmlns='jabber:server' from='den@prosody.test/alice' \
+             to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='member' role='participant'/><status code='110'/></x></presence>",
+        ));
+    };
+    let path = format!("/_matrix/client/v3/rooms/{portal}/join");
+    let (joined, ()) = tokio::join!(server.post(&path, &token, json!({})), play);
+    joined.assert_ok();
+}
