@@ -15,6 +15,8 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
 - history keeps when it was said; Bob, who made the MUC, owns it: power level 100 in the portal;
 - what Alice does to messages reaches the MUC named by its stanza ids (MAM is on): a reply to
   Bob's message, a reaction to it, the retraction of her own message;
+- Bob writes to Alice privately in the MUC: his occupant's ghost invites her to a direct chat,
+  and her answer reaches him from her occupant;
 - Bob makes Alice a moderator (power level 50); she kicks Dave in the portal and the MUC kicks
   him; she bans Dave, which a moderator may not in the MUC, and the MUC refuses: Dave is back in
   the portal and she is told why; Bob kicks Dave in the MUC: the MUC's ghost removes Dave's
@@ -110,6 +112,7 @@ class PortalTest:
             await self.alice_joins()
             await self.messages()
             await self.relations()
+            await self.private()
             await self.moderation()
             await self.invitations()
             await self.refusals()
@@ -248,6 +251,26 @@ class PortalTest:
         self.c.equal(retract.get("id"), first_id,
                      "Alice's redaction retracts her message in the MUC by its stanza id (XEP-0424)",
                      str(retracted))
+
+    async def private(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send(f"<message to='{LOBBY}/{self.alice_nick}' type='chat' id='pm1'>"
+                      f"<body>Just between us</body><x xmlns='{MUC_USER}'/></message>")
+        room = await self.alice.sync_until(lambda r: next(iter(r.rooms.invite), None))
+        self.c.require(room is not None, "Bob's private message in the MUC: Alice is invited to a direct chat")
+        status, _ = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{room}/join", {})
+        deadline = time.monotonic() + 30
+        said = None
+        while said is None and time.monotonic() < deadline:
+            status, page = await self.alice.raw("GET", f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=20")
+            said = next((e for e in page.get("chunk", []) if e["content"].get("body") == "Just between us"), None)
+            await asyncio.sleep(0.3)
+        self.c.equal(said["sender"] if said else None, BOB_OCCUPANT,
+                     "the private message is in it, from Bob's occupant's ghost")
+        await self.alice.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "Only you"})
+        answer = await self.bob.next(lambda s: bs.body_of(s) == "Only you")
+        self.c.equal((str(answer["from"]), answer["type"]), (f"{LOBBY}/{self.alice_nick}", "chat"),
+                     "Alice's answer reaches Bob privately, from her occupant")
 
     async def member_is(self, user: str, membership: str, sender: str | None = None) -> dict[str, Any] | None:
         """The membership event of `user` once it is `membership` (and by `sender`)."""

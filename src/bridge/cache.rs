@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::Jid;
 
 use super::{Bridge, BridgeError};
 
@@ -59,7 +59,7 @@ impl Bridge {
     pub(super) async fn room_of_pair(
         &self,
         local: &UserId,
-        remote: &BareJid,
+        remote: &Jid,
     ) -> Result<Option<OwnedRoomId>, BridgeError> {
         let key = (local.to_string(), remote.to_string());
         let generation = {
@@ -112,7 +112,7 @@ impl Bridge {
     pub(super) async fn record_room_of_pair(
         &self,
         local: &UserId,
-        remote: &BareJid,
+        remote: &Jid,
         room: &RoomId,
         replace: bool,
     ) -> Result<(), BridgeError> {
@@ -131,7 +131,7 @@ impl Bridge {
     }
 
     /// Drops what is known of a pair and a room after a change, so that it is read anew.
-    fn forget_pair(&self, local: &UserId, remote: &BareJid, room: &RoomId) {
+    fn forget_pair(&self, local: &UserId, remote: &Jid, room: &RoomId) {
         let mut cache = self.cache();
         cache.generation += 1;
         let key = (local.to_string(), remote.to_string());

@@ -13,7 +13,7 @@ use ruma::events::relation::Annotation;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::json;
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::StanzaError;
 
@@ -62,8 +62,13 @@ impl Bridge {
             ));
         };
         let local = self.matrix_user(&to.to_bare()).await?;
-        let remote = from.to_bare();
-        let ghost = self.ghost_id(&remote)?;
+        // A user is a contact by their bare JID; a MUC occupant writing privately by their
+        // occupant JID.
+        let remote = match self.is_private_in_muc(message) {
+            true => from.clone(),
+            false => Jid::from(from.to_bare()),
+        };
+        let ghost = self.ghost_id_of(&remote)?;
         // Each domain has its quota: a flood from one does not hold up the others.
         self.services
             .limits

@@ -57,7 +57,7 @@ pub use muc::Refusal;
 const XMPP_DEVICE: &str = "xmpp";
 
 /// A lock per (local account, XMPP user).
-type PairLocks = HashMap<(OwnedUserId, BareJid), Arc<tokio::sync::Mutex<()>>>;
+type PairLocks = HashMap<(OwnedUserId, Jid), Arc<tokio::sync::Mutex<()>>>;
 
 /// The bridge between the XMPP side and the homeserver.
 pub struct Bridge {
@@ -169,7 +169,7 @@ impl Bridge {
         }
     }
 
-    fn pair_lock(&self, local: &UserId, remote: &BareJid) -> Arc<tokio::sync::Mutex<()>> {
+    fn pair_lock(&self, local: &UserId, remote: &Jid) -> Arc<tokio::sync::Mutex<()>> {
         let mut pairs = self
             .pairs
             .lock()
@@ -211,7 +211,12 @@ impl Bridge {
 
     /// The id of an XMPP user's ghost, whether or not its account exists yet.
     fn ghost_id(&self, jid: &BareJid) -> Result<OwnedUserId, BridgeError> {
-        let ghost = self.gateway.jid_to_user(&Jid::from(jid.clone()))?;
+        self.ghost_id_of(&Jid::from(jid.clone()))
+    }
+
+    /// The id of the ghost of an XMPP user or of a MUC occupant.
+    fn ghost_id_of(&self, jid: &Jid) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(jid)?;
         if !self.gateway.is_ghost(&ghost) {
             return Err(BridgeError::NotAcceptable(format!(
                 "{jid} is an address of this server"
@@ -255,13 +260,14 @@ impl Bridge {
         Ok(user)
     }
 
-    /// The direct room of a Matrix user and an XMPP user, made (by the ghost, inviting the
-    /// Matrix user) when there is none. The caller holds the pair's lock.
+    /// The direct room of a Matrix user and an XMPP user (a bare JID, or a MUC occupant's
+    /// full JID for private messages in a MUC), made (by the ghost, inviting the Matrix user)
+    /// when there is none. The caller holds the pair's lock.
     async fn direct_room(
         &self,
         local: &UserId,
         ghost: &UserId,
-        remote: &BareJid,
+        remote: &Jid,
         create: bool,
     ) -> Result<Option<OwnedRoomId>, BridgeError> {
         if let Some(room) = self.room_of_pair(local, remote).await? {
@@ -279,7 +285,12 @@ impl Bridge {
             .limits
             .remote_rooms
             .check(&remote.domain().as_str().to_ascii_lowercase())?;
-        self.ghost(remote).await?;
+        match remote.resource() {
+            None => {
+                self.ghost(&remote.to_bare()).await?;
+            }
+            Some(nick) => self.occupant_account(ghost, remote, nick.as_str()).await?,
+        }
         // The room is in the account's `m.direct` before the invite reaches it, so that its
         // client shows the invite as a direct chat at once. The invitee has the creator's power,
         // as in a trusted private chat.
@@ -409,7 +420,8 @@ impl StanzaHandler for Bridge {
                     vec![]
                 }
                 Stanza::Message(message)
-                    if self.is_from_portal(message.from.as_ref(), message.to.as_ref()) =>
+                    if self.is_from_portal(message.from.as_ref(), message.to.as_ref())
+                        && !self.is_private_in_muc(&message) =>
                 {
                     self.portal_message(message).await;
                     vec![]

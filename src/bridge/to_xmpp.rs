@@ -67,12 +67,23 @@ struct Pair {
     /// The account as it speaks here: its bare JID to a contact, its session's full JID to a
     /// MUC.
     own: Jid,
-    /// The contact, or the MUC.
-    remote: BareJid,
+    /// The contact, the MUC, or the MUC occupant of a private chat.
+    remote: Jid,
     /// The contact's ghost, or the MUC's: what it may see of the room is what goes out.
     ghost: OwnedUserId,
     /// A MUC's portal.
     group: bool,
+}
+
+impl Pair {
+    /// The contact of a direct chat with an XMPP user (not an occupant of a MUC): its messages
+    /// go through the outbox, and its presence is subscribed to.
+    fn contact(&self) -> Option<BareJid> {
+        match (self.group, self.remote.resource()) {
+            (false, None) => Some(self.remote.to_bare()),
+            _ => None,
+        }
+    }
 }
 
 impl Bridge {
@@ -258,7 +269,7 @@ impl Bridge {
         // than the account itself.
         let theirs = match pair.group {
             true => {
-                Jid::new(&sender).is_ok_and(|jid| jid.to_bare() == pair.remote)
+                Jid::new(&sender).is_ok_and(|jid| jid.to_bare() == pair.remote.to_bare())
                     && self
                         .services
                         .store
@@ -296,7 +307,7 @@ impl Bridge {
                 local_jid: own.to_bare(),
                 own: Jid::from(own),
                 ghost: self.muc_ghost(&muc).await?,
-                remote: muc,
+                remote: Jid::from(muc),
                 local: sender,
                 group: true,
             }));
@@ -304,14 +315,23 @@ impl Bridge {
         if sender.is_some_and(|sender| sender != local) {
             return Ok(None);
         }
-        let (Ok(local), Ok(remote)) = (UserId::parse(&local), BareJid::new(&remote)) else {
+        let (Ok(local), Ok(remote)) = (UserId::parse(&local), Jid::new(&remote)) else {
             return Ok(None);
         };
         let local_jid = self.gateway.user_to_jid(&local)?.to_bare();
-        let ghost = self.ghost_id(&remote)?;
+        let ghost = self.ghost_id_of(&remote)?;
+        // A private chat with a MUC's occupant goes from the account's own occupant (a MUC
+        // passes on only those); if it has none, the MUC says no, and the account is told.
+        let own = match remote.resource() {
+            Some(_) => self
+                .occupant_session(&remote.to_bare(), &local)
+                .await?
+                .map(Jid::from),
+            None => None,
+        };
         Ok(Some(Pair {
             local,
-            own: Jid::from(local_jid.clone()),
+            own: own.unwrap_or_else(|| Jid::from(local_jid.clone())),
             local_jid,
             remote,
             ghost,
@@ -386,7 +406,7 @@ impl Bridge {
     /// The message of the local account to the XMPP user or the MUC, with an id for both ends.
     fn chat(&self, pair: &Pair, id: &str, mut message: Message) -> Message {
         message.from = Some(pair.own.clone());
-        message.to = Some(Jid::from(pair.remote.clone()));
+        message.to = Some(pair.remote.clone());
         message.type_ = match pair.group {
             true => MessageType::Groupchat,
             false => MessageType::Chat,
@@ -407,7 +427,11 @@ impl Bridge {
             return Ok(());
         };
         // Messages reach the contact in the order they were written.
-        if !again && !pair.group && self.wait_behind(room, &pdu.event_id, &pair.remote).await? {
+        let contact = pair.contact();
+        if !again
+            && let Some(contact) = &contact
+            && self.wait_behind(room, &pdu.event_id, contact).await?
+        {
             return Ok(());
         }
         let mut refs = ToXmppRefs::default();
@@ -455,12 +479,23 @@ impl Bridge {
             "active",
             causeway_mapping::content::message::ns::CHAT_STATES,
         ));
-        if pair.group {
-            // The MUC's reflection records it, under the MUC's stanza id; a refusal comes
-            // back as an error naming the event.
+        let Some(contact) = contact else {
+            // To a MUC or one of its occupants: an error naming the event comes back if it
+            // refuses. The MUC's reflection records a groupchat message, under the MUC's
+            // stanza id; a private one is recorded now.
+            if !pair.group {
+                self.store
+                    .record_xmpp_message(&BridgedMessage {
+                        room_id: room.to_string(),
+                        sender_jid: pair.local_jid.to_string(),
+                        xmpp_id: id.to_owned(),
+                        event_id: id.to_owned(),
+                    })
+                    .await?;
+            }
             self.send(Stanza::Message(message));
             return Ok(());
-        }
+        };
         let record = BridgedMessage {
             room_id: room.to_string(),
             sender_jid: pair.local_jid.to_string(),
@@ -477,7 +512,7 @@ impl Bridge {
             // Read again after a restart: it is in the outbox, which sends it once more.
             return Ok(());
         }
-        self.send_message(room, &pdu.event_id, &pair.remote, Stanza::Message(message));
+        self.send_message(room, &pdu.event_id, &contact, Stanza::Message(message));
         Ok(())
     }
 
@@ -607,10 +642,10 @@ impl Bridge {
             // A local account taking part in a direct chat with an XMPP user asks for their
             // presence.
             if let Some(pair) = self.pair_of(&row.room_id, pdu.state_key.as_deref()).await?
-                && !pair.group
+                && let Some(contact) = pair.contact()
                 && self.services.is_local(&pair.local)
             {
-                self.subscribe(&pair.local, &pair.remote).await?;
+                self.subscribe(&pair.local, &contact).await?;
             }
             return Ok(());
         }
@@ -643,7 +678,8 @@ impl Bridge {
             // Answered already (an event read again after a restart).
             return Ok(());
         }
-        let remote = self.gateway.user_to_jid(&ghost)?.to_bare();
+        // A user's bare JID, or a MUC occupant's full JID (a private chat in the MUC).
+        let remote = self.gateway.user_to_jid(&ghost)?;
         let local = pdu.sender.clone();
         let store = &self.services.store;
         let mut members = store.room_members(row.room_id.as_str(), "join").await?;
@@ -704,7 +740,9 @@ impl Bridge {
             self.record_room_of_pair(&local, &remote, &room, true)
                 .await?;
             tracing::info!(room_id = %room, local = %local, %remote, "a direct chat with an XMPP contact");
-            self.subscribe(&local, &remote).await?;
+            if remote.resource().is_none() {
+                self.subscribe(&local, &remote.to_bare()).await?;
+            }
         }
         Ok(())
     }

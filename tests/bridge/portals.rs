@@ -13,6 +13,7 @@ use crate::common::{self, Response};
 use crate::world::*;
 
 mod moderation;
+mod private;
 mod relations;
 
 const BOB_HERE: &str = "@_xmpp_lobby=40prosody.test/=42ob:gw.test";
@@ -94,6 +95,28 @@ fn occupant_presence(room: &str, nick: &str, jid: &str, own: bool) -> Stanza {
          <x xmlns='http://jabber.org/protocol/muc#user'>\
          <item affiliation='none' role='participant' jid='{jid}'/>{status}</x></presence>"
     ))
+}
+
+/// The next message of `kind` the peer gets from Alice's occupant for `to` (the lobby, or one
+/// of its occupants).
+async fn next_from_alice(
+    world: &mut World,
+    kind: MessageType,
+    to: &str,
+) -> xmpp_parsers::message::Message {
+    let Stanza::Message(message) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Message(m) if m.type_ == kind
+            && m.to.as_ref().is_some_and(|jid| jid.as_str() == to))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        message.from.as_ref().unwrap().to_string(),
+        "alice@gw.test/causeway"
+    );
+    message
 }
 
 fn join_path(alias: &str) -> String {

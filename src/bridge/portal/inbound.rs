@@ -127,14 +127,13 @@ impl Bridge {
             .any(|session| session.nick == nick))
     }
 
-    /// The ghost of a MUC occupant, made and joined to the portal when it is not.
-    pub(super) async fn occupant_ghost(
+    /// The account of an occupant's ghost, made (named by the nickname) if needed.
+    pub(in crate::bridge) async fn occupant_account(
         &self,
-        room: &RoomId,
+        ghost: &UserId,
         occupant: &Jid,
         nick: &str,
-    ) -> Result<OwnedUserId, BridgeError> {
-        let ghost = self.gateway.jid_to_user(occupant)?;
+    ) -> Result<(), BridgeError> {
         if self.services.store.user(ghost.as_str()).await?.is_none() {
             self.services
                 .limits
@@ -145,6 +144,18 @@ impl Bridge {
                 .create_user(ghost.as_str(), None, Some(nick), false)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// The ghost of a MUC occupant, made and joined to the portal when it is not.
+    pub(super) async fn occupant_ghost(
+        &self,
+        room: &RoomId,
+        occupant: &Jid,
+        nick: &str,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self.gateway.jid_to_user(occupant)?;
+        self.occupant_account(&ghost, occupant, nick).await?;
         if self
             .services
             .rooms
@@ -286,7 +297,8 @@ impl Bridge {
         Ok(())
     }
 
-    /// The MUC refused something one of ours sent: a notice in reply to it.
+    /// The MUC refused something one of ours sent, in the portal or privately to one of its
+    /// occupants: a notice in reply to it (of the MUC's ghost, or of the occupant's).
     async fn portal_refused(
         &self,
         room: &RoomId,
@@ -303,22 +315,31 @@ impl Bridge {
         let Some(row) = self.services.store.event(event.as_str()).await? else {
             return Ok(());
         };
-        if row.room_id != room.as_str() {
-            return Ok(());
-        }
+        let (room, ghost) = if row.room_id == room.as_str() {
+            (room.to_owned(), self.muc_ghost(muc).await?)
+        } else {
+            let occupant = self
+                .pair_of_room(&row.room_id)
+                .await?
+                .and_then(|(_, remote)| Jid::new(&remote).ok())
+                .filter(|remote| remote.resource().is_some() && remote.to_bare() == *muc);
+            let (Some(occupant), Ok(room)) = (occupant, RoomId::parse(&row.room_id)) else {
+                return Ok(());
+            };
+            (room, self.ghost_id_of(&occupant)?)
+        };
         let reason = message
             .payloads
             .iter()
             .find_map(|p| StanzaError::try_from(p.clone()).ok())
             .map(|error| describe(&error))
             .unwrap_or_else(|| "no reason given".to_owned());
-        let ghost = self.muc_ghost(muc).await?;
         let mut content =
             RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not take this: {reason}"));
         content.relates_to = Some(Relation::Reply(
             ruma::events::relation::Reply::with_event_id(event),
         ));
-        self.append_content(room, &ghost, &content).await?;
+        self.append_content(&room, &ghost, &content).await?;
         Ok(())
     }
 }

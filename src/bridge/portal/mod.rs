@@ -37,7 +37,7 @@ use serde_json::Value;
 use xmpp_parsers::disco::DiscoInfoQuery;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::message::Id;
+use xmpp_parsers::message::{Id, Message, MessageType};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
@@ -448,6 +448,30 @@ impl Bridge {
             .with_resource_str(&session.resource)
             .map_err(internal)?;
         Ok(Some((muc, own)))
+    }
+
+    /// The full JID a local user is an occupant of a MUC as, if they are.
+    pub(super) async fn occupant_session(
+        &self,
+        muc: &BareJid,
+        user: &UserId,
+    ) -> Result<Option<FullJid>, BridgeError> {
+        let Some(room) = self.portals.room(muc) else {
+            return Ok(None);
+        };
+        Ok(self
+            .portal_session_of(room.as_str(), user)
+            .await?
+            .map(|(_, own)| own))
+    }
+
+    /// Whether a message is a private message from an occupant of a MUC with a portal: it
+    /// takes the path of direct chats, with the occupant as the contact.
+    pub(super) fn is_private_in_muc(&self, message: &Message) -> bool {
+        matches!(message.type_, MessageType::Chat | MessageType::Normal)
+            && message.from.as_ref().is_some_and(|from| {
+                from.resource().is_some() && self.portals.room(&from.to_bare()).is_some()
+            })
     }
 
     /// What a local member does to the MUC itself (the topic, kicks and bans of occupants,

@@ -4,21 +4,9 @@
 
 use super::*;
 
-/// The next groupchat message the peer gets for the lobby.
+/// The next groupchat message from Alice to the lobby.
 async fn next_groupchat(world: &mut World) -> xmpp_parsers::message::Message {
-    let Stanza::Message(message) = next_that(&mut world.seen, |s| {
-        matches!(s, Stanza::Message(m) if m.type_ == MessageType::Groupchat)
-            && to_room("lobby@prosody.test")(s)
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(
-        message.from.as_ref().unwrap().to_string(),
-        "alice@gw.test/causeway"
-    );
-    message
+    next_from_alice(world, MessageType::Groupchat, "lobby@prosody.test").await
 }
 
 #[tokio::test]
