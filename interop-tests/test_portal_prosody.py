@@ -17,6 +17,7 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   Bob's message, a reaction to it, the retraction of her own message;
 - Bob writes to Alice privately in the MUC: his occupant's ghost invites her to a direct chat,
   and her answer reaches him from her occupant;
+- Bob renames the MUC: the portal's name follows (status 104, disco#info read again);
 - Bob makes Alice a moderator (power level 50); she kicks Dave in the portal and the MUC kicks
   him; she bans Dave, which a moderator may not in the MUC, and the MUC refuses: Dave is back in
   the portal and she is told why; Bob kicks Dave in the MUC: the MUC's ghost removes Dave's
@@ -113,6 +114,7 @@ class PortalTest:
             await self.messages()
             await self.relations()
             await self.private()
+            await self.renamed()
             await self.moderation()
             await self.invitations()
             await self.refusals()
@@ -271,6 +273,21 @@ class PortalTest:
         answer = await self.bob.next(lambda s: bs.body_of(s) == "Only you")
         self.c.equal((str(answer["from"]), answer["type"]), (f"{LOBBY}/{self.alice_nick}", "chat"),
                      "Alice's answer reaches Bob privately, from her occupant")
+
+    async def renamed(self) -> None:
+        assert self.alice and self.bob
+        self.bob.send(
+            f"<iq type='set' id='cfg-name' to='{LOBBY}'>"
+            "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+            "<field var='muc#roomconfig_roomname'><value>Portal Lobby</value></field></x></query></iq>")
+
+        async def named() -> bool:
+            status, content = await self.alice.raw(
+                "GET", f"/_matrix/client/v3/rooms/{self.room}/state/m.room.name/")
+            return status == 200 and content.get("name") == "Portal Lobby"
+
+        self.c.check(await harness.eventually(named, 30), "Bob renames the MUC: the portal is renamed")
 
     async def member_is(self, user: str, membership: str, sender: str | None = None) -> dict[str, Any] | None:
         """The membership event of `user` once it is `membership` (and by `sender`)."""

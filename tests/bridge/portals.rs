@@ -487,3 +487,90 @@ async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
         .expect("history asked for");
     assert!(history.attr("since").is_some(), "{history:?}");
 }
+
+#[tokio::test]
+async fn the_mucs_name_and_avatar_are_the_portals() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = join_lobby(
+        &mut world,
+        &token,
+        vec![],
+        "<item affiliation='none' role='participant'/>",
+    )
+    .await;
+    // The MUC says its configuration changed: it is asked what it is now, and for the avatar
+    // its disco#info announces.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <status code='104'/></x></message>",
+    ));
+    let image = b"\x89PNG\r\n\x1a\nthe lobby's picture".to_vec();
+    let hash: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &image)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let Stanza::Iq(Iq::Get { id, .. }) =
+        next_that(&mut world.seen, to_room("lobby@prosody.test")).await
+    else {
+        panic!("no disco#info request");
+    };
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test' to='gw.test'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='conference' type='text' name='The New Lobby'/>\
+         <feature var='http://jabber.org/protocol/muc'/>\
+         <x xmlns='jabber:x:data' type='result'>\
+         <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field>\
+         <field var='muc#roominfo_avatarhash' type='text-multi'><value>{hash}</value></field>\
+         </x></query></iq>"
+    )));
+    let Stanza::Iq(Iq::Get { id, payload, .. }) =
+        next_that(&mut world.seen, to_room("lobby@prosody.test")).await
+    else {
+        panic!("no vCard request");
+    };
+    assert!(payload.is("vCard", "vcard-temp"));
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&image)
+    };
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test' to='gw.test'>\
+         <vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{encoded}</BINVAL></PHOTO>\
+         </vCard></iq>"
+    )));
+    let avatar = world
+        .wait_for(&token, &room, |events| {
+            events
+                .iter()
+                .find(|e| e["type"] == "m.room.avatar")
+                .cloned()
+        })
+        .await;
+    assert_eq!(avatar["sender"], "@_xmpp_lobby=40prosody.test:gw.test");
+    assert_eq!(avatar["content"]["info"]["mimetype"], "image/png");
+    let name = world
+        .server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(name["name"], "The New Lobby");
+    let url = avatar["content"]["url"].as_str().unwrap();
+    let media = world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v1/media/download/{}",
+                url.trim_start_matches("mxc://")
+            ),
+            &token,
+        )
+        .await;
+    assert_eq!(media.body, image);
+}

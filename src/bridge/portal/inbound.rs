@@ -255,7 +255,11 @@ impl Bridge {
             .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
         let seen = causeway_matrix::store::now_ms();
         let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
-            // The room itself speaks: a notice of its ghost.
+            // The room itself speaks: its configuration changed (104), or a notice of its
+            // ghost.
+            if OccupantInfo::of(&message.payloads).has(104) {
+                self.refresh_portal_info(&room, &muc);
+            }
             let read = from_xmpp(message, &self.gateway);
             if let Some(content) = read.content {
                 let text = content.msgtype.body().to_owned();

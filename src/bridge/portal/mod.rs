@@ -34,7 +34,6 @@ use minidom::Element;
 use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::Value;
-use xmpp_parsers::disco::DiscoInfoQuery;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::{Id, Message, MessageType};
@@ -45,6 +44,7 @@ use super::store::Session;
 use super::{Bridge, BridgeError};
 
 mod inbound;
+mod info;
 mod invite;
 mod moderation;
 mod ping;
@@ -212,12 +212,7 @@ impl Bridge {
             return Ok(Some(room));
         }
         // What is there? Only a MUC gets a portal.
-        let from = Jid::from(BareJid::new(self.gateway.domain()).map_err(internal)?);
-        let id = format!("portal-{}", super::random_id());
-        let request = Iq::from_get(id, DiscoInfoQuery { node: None })
-            .with_from(from)
-            .with_to(Jid::from(muc.clone()));
-        let info = match self.request(request).await {
+        let info = match self.ask_disco_info(&muc).await.map_err(internal)? {
             Some(Iq::Result {
                 payload: Some(info),
                 ..
@@ -259,6 +254,9 @@ impl Bridge {
         .map_err(internal)?;
         self.portals.insert(muc.clone(), room.clone());
         tracing::info!(room_id = %room, %muc, "made the portal of a MUC");
+        if let Err(error) = self.portal_info(&room, &muc, &info).await {
+            tracing::info!(%error, %muc, "the avatar of a MUC was not read");
+        }
         Ok(Some(room))
     }
 
