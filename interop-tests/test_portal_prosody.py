@@ -24,7 +24,8 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   ghost, with Bob's reason;
 - Bob invites Alice to other MUCs, directly (XEP-0249) and through the MUC: each is a Matrix
   invitation to its portal, with Bob's reason, and accepting it joins the MUC;
-- Causeway restarts: Alice is in the MUC again and gets what Bob wrote meanwhile;
+- Causeway restarts: Alice is in the MUC again and gets all Bob wrote meanwhile (more than the
+  MUC's history on joining: from its archive, XEP-0313);
 - Prosody restarts and forgets its occupants: Alice's self-ping (XEP-0410) finds out, she joins
   again, and Bob's messages reach her;
 - she leaves the portal: Bob sees her leave the MUC.
@@ -426,12 +427,21 @@ class PortalTest:
     async def restart(self) -> None:
         assert self.alice and self.bob
         self.gateway.stop()
-        self.bob.send(f"<message to='{LOBBY}' type='groupchat' id='b3'><body>While you were away</body></message>")
-        await self.bob.next(lambda s: bs.body_of(s) == "While you were away")
+        # More than the MUC's history on joining (20): the rest comes from its archive.
+        for n in range(25):
+            self.bob.send(f"<message to='{LOBBY}' type='groupchat' id='away{n}'>"
+                          f"<body>While you were away {n}</body></message>")
+        await self.bob.next(lambda s: bs.body_of(s) == "While you were away 24")
         self.gateway.start()
-        event = await self.wait_event(lambda e: e["content"].get("body") == "While you were away", 45)
+        event = await self.wait_event(lambda e: e["content"].get("body") == "While you were away 24", 45)
         self.c.check(event is not None and event["sender"] == BOB_OCCUPANT,
                      "after a restart, Alice is in the MUC again and gets what she missed")
+        status, page = await self.alice.raw(
+            "GET", f"/_matrix/client/v3/rooms/{self.room}/messages?dir=b&limit=60")
+        missed = [e["content"].get("body") for e in reversed(page.get("chunk", []))
+                  if e["content"].get("body", "").startswith("While you were away")]
+        self.c.equal(missed, [f"While you were away {n}" for n in range(25)],
+                     "all 25 missed messages, once each and in order (from the MUC's archive)")
 
     async def prosody_restart(self) -> None:
         assert self.alice and self.bob

@@ -12,6 +12,7 @@ use xmpp_parsers::message::MessageType;
 use crate::common::{self, Response};
 use crate::world::*;
 
+mod archive;
 mod moderation;
 mod private;
 mod relations;

@@ -221,10 +221,27 @@ impl Bridge {
         if message.type_ == MessageType::Error {
             return self.portal_refused(&room, &muc, message).await;
         }
+        if let Some(archived) = self.archived(message, &muc) {
+            return self.portal_groupchat(&room, &muc, &archived).await;
+        }
         if message.type_ != MessageType::Groupchat {
-            // Private messages from occupants and invitations are not carried yet.
+            // Private messages take the path of direct chats, invitations theirs.
             return Ok(());
         }
+        self.portal_groupchat(&room, &muc, message).await
+    }
+
+    /// A groupchat message of a MUC with a portal, live or from its archive.
+    async fn portal_groupchat(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        message: &Message,
+    ) -> Result<(), BridgeError> {
+        let (room, muc) = (room.to_owned(), muc.clone());
+        let Some(from) = &message.from else {
+            return Ok(());
+        };
         if let Some(topic) = subject_to_topic(message) {
             let current = self
                 .state_text(&room, "m.room.topic", "topic")
@@ -253,7 +270,6 @@ impl Bridge {
         let id = stanza_id
             .clone()
             .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
-        let seen = causeway_matrix::store::now_ms();
         let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
             // The room itself speaks: its configuration changed (104), or a notice of its
             // ghost.
@@ -295,6 +311,8 @@ impl Bridge {
         let ghost = self.occupant_ghost(&room, from, &nick).await?;
         let mut read = from_xmpp(message, &self.gateway);
         read.wants_receipt = false;
+        // Seen up to when it was said (a live message: now).
+        let seen = read.sent_at.unwrap_or_else(causeway_matrix::store::now_ms);
         self.apply(&room, &ghost, from.as_str(), id.as_deref(), read)
             .await?;
         self.store.session_seen(room.as_str(), seen).await?;

@@ -58,6 +58,8 @@ impl Bridge {
         muc: &BareJid,
         info: &Element,
     ) -> Result<(), BridgeError> {
+        self.portals
+            .note_archive(muc, super::archive::keeps_archive(info));
         let ghost = self.muc_ghost(muc).await?;
         if let Some(name) = room_name(info)
             && self

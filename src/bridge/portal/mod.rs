@@ -43,6 +43,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 use super::store::Session;
 use super::{Bridge, BridgeError};
 
+mod archive;
 mod inbound;
 mod info;
 mod invite;
@@ -84,6 +85,10 @@ pub(super) struct Portals {
     power: tokio::sync::Mutex<()>,
     /// The real JIDs of occupants, by occupant JID, where their MUC shows them.
     real: std::sync::RwLock<HashMap<String, BareJid>>,
+    /// Whether each MUC keeps an archive, as its disco#info last said.
+    archives: std::sync::RwLock<HashMap<BareJid, bool>>,
+    /// Queries of MUCs' archives under way: by query id, the MUC and the member's full JID.
+    queries: std::sync::Mutex<HashMap<String, (BareJid, String)>>,
 }
 
 impl Portals {
@@ -135,6 +140,44 @@ impl Portals {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(occupant.as_str());
+    }
+
+    fn note_archive(&self, muc: &BareJid, kept: bool) {
+        self.archives
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(muc.clone(), kept);
+    }
+
+    fn archive_known(&self, muc: &BareJid) -> Option<bool> {
+        self.archives
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(muc)
+            .copied()
+    }
+
+    fn start_query(&self, query: &str, muc: &BareJid, own: &FullJid) {
+        self.queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(query.to_owned(), (muc.clone(), own.to_string()));
+    }
+
+    fn end_query(&self, query: &str) {
+        self.queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(query);
+    }
+
+    /// Whether a query id is one of ours, of that MUC, for that member.
+    fn is_query(&self, query: &str, muc: &BareJid, to: &Jid) -> bool {
+        self.queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(query)
+            .is_some_and(|(asked, own)| asked == muc && own == to.as_str())
     }
 
     /// The nicknames of joins under way in a MUC.
@@ -230,6 +273,8 @@ impl Bridge {
                 return Err(MatrixError::BadGateway(format!("{muc} did not answer")));
             }
         };
+        self.portals
+            .note_archive(&muc, archive::keeps_archive(&info));
         let is_muc = info.children().any(|child| {
             child.name() == "identity"
                 && child.attr("category") == Some("conference")
@@ -305,13 +350,18 @@ impl Bridge {
             .user(user.as_str())
             .await?
             .and_then(|record| record.displayname);
+        // A MUC with an archive gives the history from it; another, with the join.
+        let archive = self.muc_has_archive(&muc).await;
+        let history = match archive {
+            true => "<history maxstanzas='0'/>".to_owned(),
+            false => format!("<history maxstanzas='{FIRST_HISTORY}'/>"),
+        };
         let mut tried: Vec<String> = Vec::new();
         for _ in 0..NICK_ATTEMPTS {
             let nick = occupant_nick(name.as_deref(), user, |nick| {
                 tried.contains(&nick.to_owned())
             })
             .map_err(internal)?;
-            let history = format!("<history maxstanzas='{FIRST_HISTORY}'/>");
             match self.join_muc(&muc, &full, &nick, &history).await {
                 Ok(given) => {
                     self.store
@@ -328,6 +378,9 @@ impl Bridge {
                         .await
                         .map_err(internal)?;
                     tracing::info!(room_id = %room, %muc, %user, nick = %given, "a Matrix user joined a MUC");
+                    if archive {
+                        self.catch_up(muc, full, None);
+                    }
                     return Ok(());
                 }
                 Err(error) if error.defined_condition == DefinedCondition::Conflict => {
@@ -407,15 +460,22 @@ impl Bridge {
             .to_bare()
             .with_resource_str(&session.resource)
             .map_err(|e| MatrixError::Internal(e.to_string()))?;
-        let history = match session.last_seen {
-            Some(ms) => format!(
+        let archive = self.muc_has_archive(&muc).await;
+        let history = match (archive, session.last_seen) {
+            (true, _) => "<history maxstanzas='0'/>".to_owned(),
+            (false, Some(ms)) => format!(
                 "<history since='{}'/>",
                 super::muc::stamp_text(u64::try_from(ms + 1).unwrap_or(0))
             ),
-            None => format!("<history maxstanzas='{FIRST_HISTORY}'/>"),
+            (false, None) => format!("<history maxstanzas='{FIRST_HISTORY}'/>"),
         };
         match self.join_muc(&muc, &full, &session.nick, &history).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if archive {
+                    self.catch_up(muc, full, session.last_seen);
+                }
+                Ok(())
+            }
             Err(error) => {
                 // The MUC no longer takes them: they are out of the portal too.
                 self.removed_from_muc(&session.room_id, &user, &describe(&error))
