@@ -395,7 +395,7 @@ impl Bridge {
                         .and_then(|id| EventId::parse(id).ok())
                 });
                 match target {
-                    Some(target) => self.redaction_to_xmpp(&room, &pair, &target).await,
+                    Some(target) => self.redaction_to_xmpp(&room, &pair, &target, &pdu).await,
                     None => Ok(()),
                 }
             }
@@ -591,18 +591,43 @@ impl Bridge {
     }
 
     /// A redaction of the local account's message retracts it; of a reaction, the set of
-    /// reactions changes.
+    /// reactions changes; of an occupant's message in a portal, the MUC is asked to retract
+    /// it.
     async fn redaction_to_xmpp(
         &self,
         room: &RoomId,
         pair: &Pair,
         target: &EventId,
+        redaction: &Pdu,
     ) -> Result<(), BridgeError> {
         let store = &self.services.store;
         let Some(row) = store.event(target.as_str()).await? else {
             return Ok(());
         };
-        if row.room_id != room.as_str() || row.sender != pair.local.as_str() {
+        if row.room_id != room.as_str() {
+            return Ok(());
+        }
+        if row.sender != pair.local.as_str() {
+            // A moderator's redaction of an occupant's message in a portal asks the MUC to
+            // retract it (XEP-0425).
+            if pair.group
+                && row.event_type == "m.room.message"
+                && let Some((_, id)) = self.store.xmpp_message_of_event(target.as_str()).await?
+            {
+                let reason = redaction
+                    .content_value()
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.portal_moderate(
+                    room,
+                    &pair.remote.to_bare(),
+                    &pair.own,
+                    redaction,
+                    &id,
+                    reason,
+                );
+            }
             return Ok(());
         }
         match row.event_type.as_str() {

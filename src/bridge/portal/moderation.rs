@@ -23,6 +23,9 @@ use super::{MUC_USER, describe};
 use crate::bridge::{Bridge, BridgeError};
 
 const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0425 and the retraction it asks for (XEP-0424).
+const MODERATE: &str = "urn:xmpp:message-moderate:1";
+const RETRACT: &str = "urn:xmpp:message-retract:1";
 
 /// What a MUC presence says of an occupant: their item (affiliation, role, real JID when the
 /// room shows it), its reason, and the status codes.
@@ -223,6 +226,64 @@ impl Bridge {
         Ok(())
     }
 
+    /// A member redacted an occupant's message in the portal: the MUC is asked to retract it
+    /// (XEP-0425), as the member's occupant; when it says no, the member is told, in reply to
+    /// the redaction.
+    pub(in crate::bridge) fn portal_moderate(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        own: &Jid,
+        redaction: &causeway_matrix::pdu::Pdu,
+        stanza_id: &str,
+        reason: Option<String>,
+    ) {
+        let Some(bridge) = self.me.upgrade() else {
+            return;
+        };
+        let mut moderate = Element::builder("moderate", MODERATE)
+            .attr(rxml::xml_ncname!("id").to_owned(), stanza_id)
+            .append(Element::bare("retract", RETRACT));
+        if let Some(reason) = reason.filter(|reason| !reason.is_empty()) {
+            moderate = moderate.append(Element::builder("reason", MODERATE).append(reason));
+        }
+        let iq = Iq::Set {
+            from: Some(own.clone()),
+            to: Some(Jid::from(muc.clone())),
+            id: format!("portal-moderate-{}", crate::bridge::random_id()),
+            payload: moderate.build(),
+        };
+        let (room, muc, event) = (room.to_owned(), muc.clone(), redaction.event_id.clone());
+        tokio::spawn(async move {
+            let why = match bridge.request(iq).await {
+                Some(Iq::Result { .. }) => return,
+                Some(Iq::Error { error, .. }) => describe(&error),
+                _ => format!("{muc} did not answer"),
+            };
+            let text = format!("⚠ {muc} did not retract the message: {why}; it stays there");
+            if let Err(error) = bridge.muc_notice(&room, &muc, &event, text).await {
+                tracing::warn!(%error, room_id = %room, "a refused moderation was not told");
+            }
+        });
+    }
+
+    /// A notice of the MUC's ghost in the portal, in reply to an event.
+    async fn muc_notice(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        event: &EventId,
+        text: String,
+    ) -> Result<(), BridgeError> {
+        let muc_ghost = self.muc_ghost(muc).await?;
+        let mut content = RoomMessageEventContent::notice_plain(text);
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event.to_owned()),
+        ));
+        self.append_content(room, &muc_ghost, &content).await?;
+        Ok(())
+    }
+
     /// The MUC did not remove an occupant a member removed in the portal: the occupant's
     /// ghost is back as the MUC has it, and the member is told why.
     async fn removal_refused(
@@ -233,7 +294,6 @@ impl Bridge {
         event: &EventId,
         why: &str,
     ) -> Result<(), BridgeError> {
-        let muc_ghost = self.muc_ghost(muc).await?;
         let ghost = self.gateway.jid_to_user(occupant)?;
         if self
             .services
@@ -243,24 +303,15 @@ impl Bridge {
             .as_deref()
             == Some("ban")
         {
-            self.append(
-                room,
-                &muc_ghost,
-                "m.room.member",
-                Some(ghost.as_str()),
-                json!({ "membership": "leave", "reason": format!("{muc} did not ban them") }),
-            )
-            .await?;
+            let reason = format!("{muc} did not ban them");
+            self.muc_sets_membership(room, muc, &ghost, "leave", &reason)
+                .await?;
         }
         if let Some(nick) = occupant.resource() {
             self.occupant_ghost(room, occupant, nick.as_str()).await?;
         }
-        let mut content =
-            RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not do this: {why}"));
-        content.relates_to = Some(Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event.to_owned()),
-        ));
-        self.append_content(room, &muc_ghost, &content).await?;
+        self.muc_notice(room, muc, event, format!("⚠ {muc} did not do this: {why}"))
+            .await?;
         tracing::info!(room_id = %room, %muc, %occupant, %why, "a MUC refused a member's removal of an occupant");
         Ok(())
     }

@@ -121,6 +121,65 @@ async fn power_kicks_and_bans_go_both_ways() {
         levels["users"][alice.as_str()] == 100 && levels["users"][BOB_HERE] == 50
     })
     .await;
+    // Alice redacts a message of Bob's: the MUC is asked to retract it (XEP-0425), by its
+    // stanza id; it says no, and she is told the message stays there.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='b1' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><body>rude words</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-b1'/></message>",
+    ));
+    let rude = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB_HERE)
+                .first()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        })
+        .await;
+    world
+        .server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{rude}/m1"),
+            &token,
+            json!({ "reason": "rude" }),
+        )
+        .await
+        .assert_ok();
+    let Stanza::Iq(Iq::Set {
+        id, from, payload, ..
+    }) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Iq(Iq::Set { payload, .. })
+            if payload.is("moderate", "urn:xmpp:message-moderate:1"))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(from.unwrap().to_string(), "alice@gw.test/causeway");
+    assert_eq!(payload.attr("id"), Some("s-b1"));
+    assert!(payload.has_child("retract", "urn:xmpp:message-retract:1"));
+    assert_eq!(
+        payload
+            .get_child("reason", "urn:xmpp:message-moderate:1")
+            .map(|r| r.text()),
+        Some("rude".to_owned())
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='error' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'><error type='cancel'>\
+         <feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )));
+    world
+        .wait_for(&token, &room, |events| {
+            messages(events, MUC_GHOST)
+                .into_iter()
+                .any(|e| {
+                    e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|b| b.contains("did not retract the message"))
+                })
+                .then_some(())
+        })
+        .await;
     // Carol is made a moderator, and then no longer: her level follows.
     world.peer.send(presence_of(
         "Carol",
