@@ -64,6 +64,22 @@ async fn admin_request(world: &mut World) -> (String, String, minidom::Element) 
     (id, from.unwrap().to_string(), item)
 }
 
+/// The notice of the MUC's ghost that says `text`.
+async fn muc_notice(world: &World, token: &str, room: &str, text: &str) -> Value {
+    world
+        .wait_for(token, room, |events| {
+            messages(events, MUC_GHOST)
+                .into_iter()
+                .find(|e| {
+                    e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|body| body.contains(text))
+                })
+                .cloned()
+        })
+        .await
+}
+
 /// The membership event of `user` that `check` accepts.
 async fn member_event(
     world: &World,
@@ -168,18 +184,7 @@ async fn power_kicks_and_bans_go_both_ways() {
          to='alice@gw.test/causeway'><error type='cancel'>\
          <feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
     )));
-    world
-        .wait_for(&token, &room, |events| {
-            messages(events, MUC_GHOST)
-                .into_iter()
-                .any(|e| {
-                    e["content"]["body"]
-                        .as_str()
-                        .is_some_and(|b| b.contains("did not retract the message"))
-                })
-                .then_some(())
-        })
-        .await;
+    muc_notice(&world, &token, &room, "did not retract the message").await;
     // Carol is made a moderator, and then no longer: her level follows.
     world.peer.send(presence_of(
         "Carol",
@@ -264,18 +269,7 @@ async fn power_kicks_and_bans_go_both_ways() {
     })
     .await;
     assert_eq!(back["content"]["displayname"], "Bob");
-    let told = world
-        .wait_for(&token, &room, |events| {
-            messages(events, MUC_GHOST)
-                .into_iter()
-                .find(|e| {
-                    e["content"]["body"]
-                        .as_str()
-                        .is_some_and(|b| b.contains("Bob is an admin"))
-                })
-                .cloned()
-        })
-        .await;
+    let told = muc_notice(&world, &token, &room, "Bob is an admin").await;
     assert_eq!(told["content"]["msgtype"], "m.notice");
     // Dave cannot be banned: the MUC does not show his JID. Nothing is asked; he is back.
     world
@@ -287,18 +281,7 @@ async fn power_kicks_and_bans_go_both_ways() {
         )
         .await
         .assert_ok();
-    world
-        .wait_for(&token, &room, |events| {
-            messages(events, MUC_GHOST)
-                .into_iter()
-                .any(|e| {
-                    e["content"]["body"]
-                        .as_str()
-                        .is_some_and(|b| b.contains("does not show who Dave is"))
-                })
-                .then_some(())
-        })
-        .await;
+    muc_notice(&world, &token, &room, "does not show who Dave is").await;
     member_event(&world, &token, &room, DAVE_HERE, |e| {
         e["content"]["membership"] == "join" && e["sender"] == DAVE_HERE
     })
