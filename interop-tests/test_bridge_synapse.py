@@ -17,6 +17,10 @@ a Synapse user, `carol%localhost\\3a<port>@gw.test` from XMPP (XEP-0106 escapes 
 * Bob joins carol's public room on Synapse as a MUC (`#lobby%localhost\\3a<port>@muc.gw.test`):
   Causeway resolves the alias and joins his ghost through Synapse; he gets the history and the
   topic, and messages go both ways.
+* carol joins an XMPP MUC on Prosody through its portal on Causeway
+  (`#_xmpp_lobby=40conference.prosody.test:gw.test`): Synapse asks Causeway to join, and
+  Causeway first joins the MUC as carol's own address; messages go both ways; her leaving the
+  portal is her leaving the MUC.
 * A message to a Matrix user whose server cannot be reached is answered with an XMPP error
   (`remote-server-timeout`).
 
@@ -36,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from urllib.parse import quote
 
 import bridge_scenario as bs
+import test_portal_prosody as tp
+from bench_bridge import leaf
 import harness
 import test_xmpp_prosody as xp
 
@@ -70,7 +77,15 @@ class FederatingGateway(bs.BridgeCauseway):
         disabled = "\n[federation]\nenabled = false\n"
         assert disabled in text
         # (TOML tables: the federation tables go last, after every key of the other tables.)
-        return text.replace(disabled, "\n") + federation
+        route = (f'\n[[xmpp.routes]]\ndomain = "{tp.CONFERENCE}"\n'
+                 f'address = "{xp.PROSODY_IP}:5269"\n')
+        return text.replace(disabled, "\n") + federation + route
+
+
+class SynapseMucProsody(tp.MucProsody):
+    """Prosody with its MUC service; the users are registered as the steps need them."""
+
+    start = xp.Prosody.start
 
 
 class HostsSynapse(harness.Synapse):
@@ -274,8 +289,41 @@ class Test:
             c.equal((str(answer["from"]), answer["type"]), (f"{address}/carol", "groupchat"),
                     "carol's answer reaches Bob in the room")
 
+        async def synapse_user_joins_xmpp_muc() -> None:
+            bob.send(f"<presence to='{tp.LOBBY}/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+            await bob.presence(lambda s: str(s["from"]) == f"{tp.LOBBY}/Bob")
+            status, joined = await carol.call("POST", f"/join/{quote(tp.PORTAL)}", {})
+            c.require(status == 200, "carol (Synapse) joins the portal of an XMPP MUC, through Causeway",
+                      f"{status} {joined}\n{self.gateway.log_tail(30)}")
+            room = joined["room_id"]
+            came = await bob.presence(lambda s: str(s["from"]).startswith(f"{tp.LOBBY}/")
+                                      and str(s["from"]) != f"{tp.LOBBY}/Bob", timeout=WAIT)
+            item = came.xml.find(f"{{{tp.MUC_USER}}}x/{{{tp.MUC_USER}}}item")
+            c.equal(item.get("jid", "").split("/")[0] if item is not None else None, carol_jid,
+                    "Bob sees carol come into the MUC as her own address")
+            nick = str(came["from"].resource)
+            await carol.call("PUT", f"/rooms/{room}/send/m.room.message/p1",
+                             {"msgtype": "m.text", "body": "Hello MUC, carol from Synapse"})
+            said = await bob.next(lambda s: bs.body_of(s) == "Hello MUC, carol from Synapse",
+                                  timeout=WAIT)
+            c.equal((str(said["from"]), said["type"]), (f"{tp.LOBBY}/{nick}", "groupchat"),
+                    "carol's message reaches Bob in the MUC from her nickname")
+            bob.send(f"<message to='{tp.LOBBY}' type='groupchat' id='bob-p1'>"
+                     "<body>Hello carol, from the MUC</body></message>")
+            heard = await carol.sync_until(lambda data: next(
+                (e for e in timeline(data, room) if e.get("sender") == tp.BOB_OCCUPANT
+                 and e.get("content", {}).get("body") == "Hello carol, from the MUC"), None))
+            c.check(heard is not None, "Bob's message reaches carol on Synapse from his occupant's ghost")
+            await carol.call("POST", f"/rooms/{room}/leave", {})
+            gone = await bob.presence(lambda s: str(s["from"]) == f"{tp.LOBBY}/{nick}"
+                                      and s["type"] == "unavailable", timeout=WAIT)
+            c.check(gone is not None, "carol leaves the portal: Bob sees her leave the MUC")
+
         try:
             await c.step("an XMPP user writes first to a Synapse user", xmpp_user_writes_first)
+            await c.step("a Synapse user joins an XMPP MUC through its portal",
+                         synapse_user_joins_xmpp_muc,
+                         needs=("an XMPP user writes first to a Synapse user",))
             await c.step("an XMPP user joins a room of Synapse as a MUC",
                          xmpp_user_joins_synapse_room,
                          needs=("an XMPP user writes first to a Synapse user",))
@@ -293,7 +341,8 @@ class Test:
 async def main_async(args: Any) -> int:
     work = harness.make_workdir("bridge-synapse-")
     xp.make_certificates(work)
-    prosody = xp.Prosody(work, secure=True)
+    leaf(work, tp.CONFERENCE)
+    prosody = SynapseMucProsody(work, secure=True)
     synapse = HostsSynapse(args.synapse_peer_venv, work / "ca.crt")
     federation_tls = harness.federating([synapse], work / "federation-tls")
     gateway = FederatingGateway(args.causeway, work, synapse, federation_tls.ca)

@@ -108,6 +108,11 @@ pub(super) async fn make_membership(
             room_version: version.to_string(),
         });
     }
+    if membership == "join" {
+        // What this server provides may have to agree first (a portal's MUC takes the user
+        // in as an occupant, or refuses): the refusal is the answer.
+        services.joining(room_id, user_id).await?;
+    }
     let mut content = CanonicalJsonObject::new();
     content.insert(
         "membership".into(),

@@ -330,7 +330,7 @@ impl Bridge {
         let Some(muc) = self.portals.muc(room.as_str()) else {
             return Ok(());
         };
-        if self.gateway.is_ghost(user) || !self.services.is_local(user) {
+        if self.gateway.is_ghost(user) {
             return Ok(());
         }
         if self
@@ -344,12 +344,7 @@ impl Bridge {
         }
         let own = self.gateway.user_to_jid(user).map_err(internal)?.to_bare();
         let full = own.with_resource_str(RESOURCE).map_err(internal)?;
-        let name = self
-            .services
-            .store
-            .user(user.as_str())
-            .await?
-            .and_then(|record| record.displayname);
+        let name = self.display_name_of(user).await;
         // A MUC with an archive gives the history from it; another, with the join.
         let archive = self.muc_has_archive(&muc).await;
         let history = match archive {
@@ -393,6 +388,29 @@ impl Bridge {
             "{muc}: every nickname tried is taken ({})",
             tried.join(", ")
         )))
+    }
+
+    /// A user's display name: a local account's, or what another server says of its user
+    /// (nothing if it does not answer).
+    async fn display_name_of(&self, user: &UserId) -> Option<String> {
+        if self.services.is_local(user) {
+            return self
+                .services
+                .store
+                .user(user.as_str())
+                .await
+                .ok()
+                .flatten()
+                .and_then(|record| record.displayname);
+        }
+        causeway_matrix::federation::directory::remote_profile(
+            &self.services,
+            user,
+            Some("displayname"),
+        )
+        .await
+        .ok()
+        .and_then(|profile| profile.get("displayname")?.as_str().map(str::to_owned))
     }
 
     /// Sends a join to a MUC and waits for its answer: the nickname given, or the refusal.
@@ -493,7 +511,7 @@ impl Bridge {
         let Some(muc) = self.portals.muc(room) else {
             return Ok(None);
         };
-        if self.gateway.is_ghost(user) || !self.services.is_local(user) {
+        if self.gateway.is_ghost(user) {
             return Ok(None);
         }
         let Some(session) = self.store.session(room, user.as_str()).await? else {
@@ -506,6 +524,31 @@ impl Bridge {
             .with_resource_str(&session.resource)
             .map_err(internal)?;
         Ok(Some((muc, own)))
+    }
+
+    /// A member leaves the MUC (and their session ends).
+    pub(super) async fn leave_muc(&self, session: &Session) -> Result<(), BridgeError> {
+        self.store
+            .remove_session(&session.room_id, &session.user_id)
+            .await?;
+        let (Ok(user), Ok(muc)) = (
+            UserId::parse(&session.user_id),
+            BareJid::new(&session.muc_jid),
+        ) else {
+            return Ok(());
+        };
+        let mut presence = Presence::new(PresenceType::Unavailable);
+        presence.from = self
+            .gateway
+            .user_to_jid(&user)?
+            .to_bare()
+            .with_resource_str(&session.resource)
+            .ok()
+            .map(Jid::from);
+        presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
+        self.send(Stanza::Presence(presence));
+        tracing::info!(room_id = %session.room_id, %muc, %user, "a Matrix user left a MUC");
+        Ok(())
     }
 
     /// The full JID a local user is an occupant of a MUC as, if they are.
@@ -552,21 +595,7 @@ impl Bridge {
             && let Some(session) = self.store.session(&row.room_id, target.as_str()).await?
         {
             // A member out of the portal, however they went, leaves the MUC.
-            self.store
-                .remove_session(&row.room_id, target.as_str())
-                .await?;
-            let mut presence = Presence::new(PresenceType::Unavailable);
-            presence.from = self
-                .gateway
-                .user_to_jid(target)?
-                .to_bare()
-                .with_resource_str(&session.resource)
-                .ok()
-                .map(Jid::from);
-            presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
-            self.send(Stanza::Presence(presence));
-            tracing::info!(room_id = %row.room_id, %muc, user = %target, "a Matrix user left a MUC");
-            return Ok(());
+            return self.leave_muc(&session).await;
         }
         let Ok(sender) = UserId::parse(&row.sender) else {
             return Ok(());

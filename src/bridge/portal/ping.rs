@@ -84,6 +84,19 @@ impl Bridge {
         let occupant = muc
             .with_resource_str(&session.nick)
             .map_err(super::internal)?;
+        // Not (or no longer) in the portal: a join that never completed (another server asked
+        // to join and did not), or a leave missed. Out of the MUC too.
+        let room = ruma::RoomId::parse(&session.room_id).map_err(super::internal)?;
+        if self
+            .services
+            .rooms
+            .membership(&room, &user)
+            .await?
+            .as_deref()
+            != Some("join")
+        {
+            return self.leave_muc(session).await;
+        }
         let iq = Iq::Get {
             from: Some(Jid::from(own)),
             to: Some(Jid::from(occupant)),
