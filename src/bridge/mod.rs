@@ -383,6 +383,16 @@ impl Bridge {
         Ok(())
     }
 
+    /// Whether a user's membership of a room is `membership`.
+    async fn membership_is(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        membership: &str,
+    ) -> Result<bool, BridgeError> {
+        Ok(self.services.rooms.membership(room, user).await?.as_deref() == Some(membership))
+    }
+
     /// Appends an event of `sender`.
     async fn append(
         &self,

@@ -138,6 +138,7 @@ impl Bridge {
                 self.may_go_out(&row.sender) || self.muc_room_if_any(&row.room_id).is_some()
             });
             for row in &rows {
+                self.plumbing_event(row);
                 if let Err(error) = self.muc_event(row).await {
                     tracing::warn!(%error, event_id = %row.event_id, "an event was not sent to a room's occupants");
                 }
@@ -688,6 +689,10 @@ impl Bridge {
             return Ok(());
         }
         if !self.services.is_local(&pdu.sender) {
+            return Ok(());
+        }
+        // The invitation of a MUC's ghost into a room being linked to the MUC.
+        if content.get(super::portal::LINK_EVENT).is_some() {
             return Ok(());
         }
         let room = RoomId::parse(&row.room_id)

@@ -14,6 +14,7 @@ use crate::world::*;
 
 mod archive;
 mod moderation;
+mod plumbing;
 mod private;
 mod relations;
 

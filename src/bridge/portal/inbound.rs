@@ -156,14 +156,26 @@ impl Bridge {
     ) -> Result<OwnedUserId, BridgeError> {
         let ghost = self.gateway.jid_to_user(occupant)?;
         self.occupant_account(&ghost, occupant, nick).await?;
-        if self
-            .services
-            .rooms
-            .membership(room, &ghost)
-            .await?
-            .as_deref()
-            != Some("join")
-        {
+        let membership = self.services.rooms.membership(room, &ghost).await?;
+        if membership.as_deref() != Some("join") {
+            // A room linked to the MUC may not let anyone join: the MUC's ghost invites.
+            let public = self
+                .state_text(room, "m.room.join_rules", "join_rule")
+                .await?
+                .as_deref()
+                == Some("public");
+            if !public && membership.as_deref() != Some("invite") {
+                let muc = occupant.to_bare();
+                let muc_ghost = self.muc_ghost(&muc).await?;
+                self.append(
+                    room,
+                    &muc_ghost,
+                    "m.room.member",
+                    Some(ghost.as_str()),
+                    json!({ "membership": "invite" }),
+                )
+                .await?;
+            }
             join_as(
                 &self.services,
                 room,

@@ -48,6 +48,8 @@ mod inbound;
 mod info;
 mod invite;
 mod moderation;
+mod plumbing;
+pub(super) use plumbing::LINK_EVENT;
 mod ping;
 mod typing;
 
@@ -101,6 +103,17 @@ impl Portals {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(muc, room);
+    }
+
+    fn remove(&self, muc: &BareJid, room: &RoomId) {
+        self.by_room
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(room);
+        self.by_muc
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(muc);
     }
 
     fn room(&self, muc: &BareJid) -> Option<OwnedRoomId> {

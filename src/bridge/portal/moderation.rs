@@ -101,6 +101,10 @@ impl Bridge {
             return Ok(());
         }
         let ghost = self.muc_ghost(muc).await?;
+        // In a room linked to the MUC, its ghost may not have the power to.
+        if levels.user(&ghost) < levels.event("m.room.power_levels", true) {
+            return Ok(());
+        }
         self.set_power(room, &ghost, user, level).await?;
         Ok(())
     }
@@ -295,14 +299,7 @@ impl Bridge {
         why: &str,
     ) -> Result<(), BridgeError> {
         let ghost = self.gateway.jid_to_user(occupant)?;
-        if self
-            .services
-            .rooms
-            .membership(room, &ghost)
-            .await?
-            .as_deref()
-            == Some("ban")
-        {
+        if self.membership_is(room, &ghost, "ban").await? {
             let reason = format!("{muc} did not ban them");
             self.muc_sets_membership(room, muc, &ghost, "leave", &reason)
                 .await?;

@@ -62,6 +62,38 @@ impl BridgeStore {
         )
     }
 
+    /// The MUC a room is the portal of (made, or linked to it).
+    pub async fn muc_of_portal(&self, room_id: &str) -> Result<Option<String>, BridgeStoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT muc_jid FROM muc_portals WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Ends a portal (a room unlinked from its MUC) and the sessions through it.
+    pub async fn remove_portal(&self, muc_jid: &str) -> Result<(), BridgeStoreError> {
+        let mut transaction = self.store.begin_write().await?;
+        if let Some(room_id) =
+            sqlx::query_scalar::<_, String>("SELECT room_id FROM muc_portals WHERE muc_jid = $1")
+                .bind(muc_jid)
+                .fetch_optional(&mut *transaction)
+                .await?
+        {
+            sqlx::query("DELETE FROM muc_sessions WHERE room_id = $1")
+                .bind(room_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        sqlx::query("DELETE FROM muc_portals WHERE muc_jid = $1")
+            .bind(muc_jid)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
     /// Every portal: `(MUC, room)`.
     pub async fn portals(&self) -> Result<Vec<(String, String)>, BridgeStoreError> {
         let rows = sqlx::query("SELECT muc_jid, room_id FROM muc_portals")
@@ -234,5 +266,18 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.sessions("!p:gw.test").await.unwrap().len(), 1);
+        assert_eq!(
+            store.muc_of_portal("!p:gw.test").await.unwrap().as_deref(),
+            Some(muc)
+        );
+        // Unlinked: no portal, no sessions; the MUC may be linked anew.
+        store.remove_portal(muc).await.unwrap();
+        assert_eq!(store.portal_of_muc(muc).await.unwrap(), None);
+        assert_eq!(store.muc_of_portal("!p:gw.test").await.unwrap(), None);
+        assert!(store.sessions("!p:gw.test").await.unwrap().is_empty());
+        assert_eq!(
+            store.set_portal(muc, "!q:gw.test").await.unwrap(),
+            "!q:gw.test"
+        );
     });
 }
