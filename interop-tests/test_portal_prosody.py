@@ -24,6 +24,8 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   ghost, with Bob's reason;
 - Bob invites Alice to other MUCs, directly (XEP-0249) and through the MUC: each is a Matrix
   invitation to its portal, with Bob's reason, and accepting it joins the MUC;
+- Alice links her own (private) room to a MUC of Bob's with `org.causeway.portal`: she is in
+  the MUC, messages go both ways; unlinked, she leaves it;
 - Causeway restarts: Alice is in the MUC again and gets all Bob wrote meanwhile (more than the
   MUC's history on joining: from its archive, XEP-0313);
 - Prosody restarts and forgets its occupants: Alice's self-ping (XEP-0410) finds out, she joins
@@ -118,6 +120,7 @@ class PortalTest:
             await self.renamed()
             await self.moderation()
             await self.invitations()
+            await self.plumbing()
             await self.refusals()
             await self.restart()
             await self.prosody_restart()
@@ -403,6 +406,39 @@ class PortalTest:
                                            and str(s["from"]) != f"mediated@{CONFERENCE}/Bob")
             self.c.check(status == 200 and came is not None,
                          "Alice accepts: she joins the portal and Bob sees her in the MUC")
+
+    async def plumbing(self) -> None:
+        assert self.alice and self.bob
+        muc = f"plumbed@{CONFERENCE}"
+        self.bob.send(f"<presence to='{muc}/Bob'><x xmlns='{MUC}'/></presence>")
+        await self.bob.presence(lambda s: str(s["from"]) == f"{muc}/Bob")
+        status, created = await self.alice.raw("POST", "/_matrix/client/v3/createRoom",
+                                               {"preset": "private_chat", "name": "Alice's room"})
+        self.c.require(status == 200, "Alice makes a private room", repr(created))
+        room = created["room_id"]
+        status, _ = await self.alice.raw(
+            "PUT", f"/_matrix/client/v3/rooms/{room}/state/org.causeway.portal/", {"muc": muc})
+        came = await self.bob.presence(lambda s: str(s["from"]).startswith(f"{muc}/")
+                                       and str(s["from"]) != f"{muc}/Bob")
+        item = came.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item")
+        self.c.equal(item.get("jid", "").split("/")[0] if item is not None else None, "alice@gw.test",
+                     "Alice links her room to Bob's MUC: she is in the MUC as alice@gw.test")
+        nick = str(came["from"].resource)
+        self.bob.send(f"<message to='{muc}' type='groupchat' id='pl1'><body>Linked at last</body></message>")
+        deadline = time.monotonic() + 30
+        heard = None
+        while heard is None and time.monotonic() < deadline:
+            status, page = await self.alice.raw("GET", f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=30")
+            heard = next((e for e in page.get("chunk", []) if e["content"].get("body") == "Linked at last"), None)
+            await asyncio.sleep(0.3)
+        self.c.check(heard is not None and heard["sender"] == f"@_xmpp_plumbed=40{CONFERENCE}/=42ob:gw.test",
+                     "Bob's message is in her room, from his occupant's ghost", repr(heard))
+        await self.alice.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "From my room"})
+        said = await self.bob.next(lambda s: bs.body_of(s) == "From my room")
+        self.c.equal(str(said["from"]), f"{muc}/{nick}", "her message reaches Bob in the MUC")
+        await self.alice.raw("PUT", f"/_matrix/client/v3/rooms/{room}/state/org.causeway.portal/", {})
+        gone = await self.bob.presence(lambda s: str(s["from"]) == f"{muc}/{nick}" and s["type"] == "unavailable")
+        self.c.check(gone is not None, "she unlinks it: she leaves the MUC")
 
     async def refusals(self) -> None:
         assert self.alice and self.bob
