@@ -18,6 +18,7 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
 - Bob writes to Alice privately in the MUC: his occupant's ghost invites her to a direct chat,
   and her answer reaches him from her occupant;
 - Bob renames the MUC: the portal's name follows (status 104, disco#info read again);
+- Alice takes another display name in the portal: she has that nickname in the MUC (303);
 - Bob makes Alice a moderator (power level 50); she kicks Dave in the portal and the MUC kicks
   him; she bans Dave, which a moderator may not in the MUC, and the MUC refuses: Dave is back in
   the portal and she is told why; Bob kicks Dave in the MUC: the MUC's ghost removes Dave's
@@ -118,6 +119,7 @@ class PortalTest:
             await self.relations()
             await self.private()
             await self.renamed()
+            await self.new_nick()
             await self.moderation()
             await self.invitations()
             await self.plumbing()
@@ -292,6 +294,28 @@ class PortalTest:
             return status == 200 and content.get("name") == "Portal Lobby"
 
         self.c.check(await harness.eventually(named, 30), "Bob renames the MUC: the portal is renamed")
+
+    async def new_nick(self) -> None:
+        assert self.alice and self.bob
+        status, _ = await self.alice.raw(
+            "PUT", f"/_matrix/client/v3/rooms/{self.room}/state/m.room.member/{quote(bs.ALICE, safe='')}",
+            {"membership": "join", "displayname": "Alice Liddell"})
+        changed = await self.bob.presence(lambda s: str(s["from"]) == f"{LOBBY}/{self.alice_nick}"
+                                          and s["type"] == "unavailable")
+        codes = [status.get("code") for status in changed.xml.iter(f"{{{MUC_USER}}}status")]
+        item = changed.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item")
+        self.c.check("303" in codes and item is not None and item.get("nick") == "Alice Liddell",
+                     "Alice's new display name is her new nickname in the MUC (303)", str(changed))
+        self.alice_nick = "Alice Liddell"
+        await self.bob.presence(lambda s: str(s["from"]) == f"{LOBBY}/{self.alice_nick}")
+        await self.alice.client.room_send(self.room, "m.room.message", {"msgtype": "m.text", "body": "Renamed"})
+        said = await self.bob.next(lambda s: bs.body_of(s) == "Renamed")
+        self.c.equal(str(said["from"]), f"{LOBBY}/Alice Liddell", "and she writes under it")
+        await asyncio.sleep(1)
+        status, page = await self.alice.raw(
+            "GET", f"/_matrix/client/v3/rooms/{self.room}/messages?dir=b&limit=20")
+        copies = [e["sender"] for e in page.get("chunk", []) if e["content"].get("body") == "Renamed"]
+        self.c.equal(copies, [bs.ALICE], "her message is not shown again from the new nickname")
 
     async def member_is(self, user: str, membership: str, sender: str | None = None) -> dict[str, Any] | None:
         """The membership event of `user` once it is `membership` (and by `sender`)."""

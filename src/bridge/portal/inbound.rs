@@ -64,7 +64,9 @@ impl Bridge {
             if presence.type_ != PresenceType::Unavailable {
                 // Our member's affiliation and role, on joining and whenever they change.
                 self.portal_power(&room, &muc, &user, &info).await?;
-                self.answer_join(&key, Ok(nick));
+                if !self.answer_join(&key, Ok(nick.clone())) {
+                    self.own_nick_is(&room, &user, &nick).await?;
+                }
                 return Ok(());
             }
             // The MUC removed one of ours (kicked, banned, shut down), unless it is a
@@ -97,16 +99,38 @@ impl Bridge {
         Ok(())
     }
 
-    fn answer_join(&self, key: &(String, String), outcome: Result<String, StanzaError>) {
+    /// Gives a join waiting for it the MUC's answer; says whether one was waiting.
+    fn answer_join(&self, key: &(String, String), outcome: Result<String, StanzaError>) -> bool {
         let waiting = self
             .portals
             .joins
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key);
-        if let Some((_, sender)) = waiting {
-            let _ = sender.send(outcome);
+        match waiting {
+            Some((_, sender)) => {
+                let _ = sender.send(outcome);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// The MUC gave one of ours a nickname other than their session's (a change they asked
+    /// for, or the MUC's own): the session follows.
+    async fn own_nick_is(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        nick: &str,
+    ) -> Result<(), BridgeError> {
+        if let Some(mut session) = self.store.session(room.as_str(), user.as_str()).await?
+            && session.nick != nick
+        {
+            session.nick = nick.to_owned();
+            self.store.set_session(&session).await?;
+        }
+        Ok(())
     }
 
     /// Whether a nickname of a MUC is one of our members' (or one joining now).

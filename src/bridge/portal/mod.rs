@@ -636,6 +636,9 @@ impl Bridge {
                 let ban = match membership {
                     "ban" => true,
                     "leave" => false,
+                    "join" if target == sender => {
+                        return self.nick_change(row, &muc, own, &content).await;
+                    }
                     _ => return Ok(()),
                 };
                 let reason = content
@@ -647,6 +650,54 @@ impl Bridge {
             }
             _ => {}
         }
+        Ok(())
+    }
+}
+
+impl Bridge {
+    /// A member's new display name in the portal is a new nickname in the MUC (XEP-0045
+    /// §7.6); the MUC's answer (its presence from the new nickname) updates the session.
+    async fn nick_change(
+        &self,
+        row: &EventRow,
+        muc: &BareJid,
+        own: FullJid,
+        content: &Value,
+    ) -> Result<(), BridgeError> {
+        let Some(name) = content.get("displayname").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let before = self
+            .services
+            .store
+            .replaced_state(
+                &row.room_id,
+                "m.room.member",
+                &row.sender,
+                row.stream_ordering,
+            )
+            .await?
+            .and_then(|(_, _, previous)| {
+                previous
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        if before.as_deref() == Some(name) {
+            return Ok(());
+        }
+        let user = UserId::parse(&row.sender).map_err(internal)?;
+        let nick = occupant_nick(Some(name), &user, |_| false).map_err(internal)?;
+        let Some(session) = self.store.session(&row.room_id, user.as_str()).await? else {
+            return Ok(());
+        };
+        if session.nick == nick {
+            return Ok(());
+        }
+        let mut presence = Presence::new(PresenceType::None);
+        presence.from = Some(Jid::from(own));
+        presence.to = muc.with_resource_str(&nick).ok().map(Jid::from);
+        self.send(Stanza::Presence(presence));
         Ok(())
     }
 }

@@ -165,4 +165,74 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
             "{state}: {told:?}"
         );
     }
+    // A new display name in the portal is a new nickname in the MUC; once the MUC says so,
+    // what comes from the new nickname is hers.
+    world
+        .server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::encode(&world.alice)
+            ),
+            &token,
+            json!({ "membership": "join", "displayname": "Alicia" }),
+        )
+        .await
+        .assert_ok();
+    let Stanza::Presence(change) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Presence(_)) && to_room("lobby@prosody.test")(s)
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(change.to.unwrap().to_string(), "lobby@prosody.test/Alicia");
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='unavailable' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='participant' nick='Alicia'/>\
+         <status code='303'/><status code='110'/></x></presence>",
+    ));
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' from='lobby@prosody.test/Alicia' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+    ));
+    let sent = world
+        .server
+        .send_text(&token, &room, "a9", "as Alicia")
+        .await
+        .assert_ok();
+    let mine = sent["event_id"].as_str().unwrap().to_owned();
+    next_groupchat(&mut world).await;
+    world.peer.send(stanza(&format!(
+        "<message xmlns='jabber:server' type='groupchat' id='{mine}' \
+         from='lobby@prosody.test/Alicia' to='alice@gw.test/causeway'><body>as Alicia</body>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='{mine}'/>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-a9'/></message>"
+    )));
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='m9' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><body>after</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-m9'/></message>",
+    ));
+    let ghosts = world
+        .wait_for(&token, &room, |events| {
+            messages(events, BOB_HERE)
+                .iter()
+                .any(|e| e["content"]["body"] == "after")
+                .then(|| {
+                    events
+                        .iter()
+                        .filter(|e| e["content"]["body"] == "as Alicia")
+                        .map(|e| e["sender"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                })
+        })
+        .await;
+    assert_eq!(
+        ghosts,
+        [world.alice.clone()],
+        "the reflection is hers, not a ghost's"
+    );
 }
