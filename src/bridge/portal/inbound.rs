@@ -151,6 +151,15 @@ impl Bridge {
             .any(|session| session.nick == nick))
     }
 
+    /// Whether anyone may join a room (its join rule is `public`).
+    pub(super) async fn is_public(&self, room: &RoomId) -> Result<bool, BridgeError> {
+        Ok(self
+            .state_text(room, "m.room.join_rules", "join_rule")
+            .await?
+            .as_deref()
+            == Some("public"))
+    }
+
     /// The account of an occupant's ghost, made (named by the nickname) if needed.
     pub(in crate::bridge) async fn occupant_account(
         &self,
@@ -183,12 +192,7 @@ impl Bridge {
         let membership = self.services.rooms.membership(room, &ghost).await?;
         if membership.as_deref() != Some("join") {
             // A room linked to the MUC may not let anyone join: the MUC's ghost invites.
-            let public = self
-                .state_text(room, "m.room.join_rules", "join_rule")
-                .await?
-                .as_deref()
-                == Some("public");
-            if !public && membership.as_deref() != Some("invite") {
+            if !self.is_public(room).await? && membership.as_deref() != Some("invite") {
                 let muc = occupant.to_bare();
                 let muc_ghost = self.muc_ghost(&muc).await?;
                 self.append(

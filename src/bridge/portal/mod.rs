@@ -288,12 +288,7 @@ impl Bridge {
         };
         self.portals
             .note_archive(&muc, archive::keeps_archive(&info));
-        let is_muc = info.children().any(|child| {
-            child.name() == "identity"
-                && child.attr("category") == Some("conference")
-                && child.attr("type") == Some("text")
-        });
-        if !is_muc {
+        if !is_muc(&info) {
             return Err(MatrixError::NotFound(format!("{muc} is not a group chat")));
         }
         // The MUC's own ghost makes the room (it is the room's voice: the subject, notices).
@@ -485,12 +480,7 @@ impl Bridge {
         ) else {
             return Ok(());
         };
-        let full = self
-            .gateway
-            .user_to_jid(&user)?
-            .to_bare()
-            .with_resource_str(&session.resource)
-            .map_err(|e| MatrixError::Internal(e.to_string()))?;
+        let full = self.session_jid(&user, session)?;
         let archive = self.muc_has_archive(&muc).await;
         let history = match (archive, session.last_seen) {
             (true, _) => "<history maxstanzas='0'/>".to_owned(),
@@ -530,13 +520,21 @@ impl Bridge {
         let Some(session) = self.store.session(room, user.as_str()).await? else {
             return Ok(None);
         };
-        let own = self
+        Ok(Some((muc, self.session_jid(user, &session)?)))
+    }
+
+    /// The full JID a member is an occupant as: their own JID, with their session's resource.
+    pub(super) fn session_jid(
+        &self,
+        user: &UserId,
+        session: &Session,
+    ) -> Result<FullJid, BridgeError> {
+        Ok(self
             .gateway
             .user_to_jid(user)?
             .to_bare()
             .with_resource_str(&session.resource)
-            .map_err(internal)?;
-        Ok(Some((muc, own)))
+            .map_err(internal)?)
     }
 
     /// A member leaves the MUC (and their session ends).
@@ -551,13 +549,7 @@ impl Bridge {
             return Ok(());
         };
         let mut presence = Presence::new(PresenceType::Unavailable);
-        presence.from = self
-            .gateway
-            .user_to_jid(&user)?
-            .to_bare()
-            .with_resource_str(&session.resource)
-            .ok()
-            .map(Jid::from);
+        presence.from = Some(Jid::from(self.session_jid(&user, session)?));
         presence.to = muc.with_resource_str(&session.nick).ok().map(Jid::from);
         self.send(Stanza::Presence(presence));
         tracing::info!(room_id = %session.room_id, %muc, %user, "a Matrix user left a MUC");
@@ -700,6 +692,15 @@ impl Bridge {
         self.send(Stanza::Presence(presence));
         Ok(())
     }
+}
+
+/// Whether a disco#info is a MUC's (identity `conference`/`text`).
+fn is_muc(info: &Element) -> bool {
+    info.children().any(|child| {
+        child.name() == "identity"
+            && child.attr("category") == Some("conference")
+            && child.attr("type") == Some("text")
+    })
 }
 
 /// The Matrix error of a MUC's refusal of a join.

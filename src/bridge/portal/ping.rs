@@ -75,12 +75,7 @@ impl Bridge {
         ) else {
             return Ok(());
         };
-        let own = self
-            .gateway
-            .user_to_jid(&user)?
-            .to_bare()
-            .with_resource_str(&session.resource)
-            .map_err(super::internal)?;
+        let own = self.session_jid(&user, session)?;
         let occupant = muc
             .with_resource_str(&session.nick)
             .map_err(super::internal)?;

@@ -121,14 +121,7 @@ impl Bridge {
             Some(Iq::Result {
                 payload: Some(info),
                 ..
-            }) if info.children().any(|child| {
-                child.name() == "identity"
-                    && child.attr("category") == Some("conference")
-                    && child.attr("type") == Some("text")
-            }) =>
-            {
-                info
-            }
+            }) if super::is_muc(&info) => info,
             _ => {
                 let text = format!("{muc} is not a group chat that answers");
                 return self.link_refused(room, muc, sender, event, text).await;
@@ -222,12 +215,10 @@ impl Bridge {
         if membership.as_deref() == Some("join") {
             return Ok(ghost);
         }
-        let public = self
-            .state_text(room, "m.room.join_rules", "join_rule")
-            .await?
-            .as_deref()
-            == Some("public");
-        if !public && membership.as_deref() != Some("invite") && self.services.is_local(sender) {
+        if !self.is_public(room).await?
+            && membership.as_deref() != Some("invite")
+            && self.services.is_local(sender)
+        {
             self.append(
                 room,
                 sender,

@@ -41,14 +41,7 @@ impl Bridge {
             if was.contains(&user) == is_typing {
                 continue;
             }
-            let Ok(own) = self
-                .gateway
-                .user_to_jid(&user)?
-                .to_bare()
-                .with_resource_str(&session.resource)
-            else {
-                continue;
-            };
+            let own = self.session_jid(&user, &session)?;
             let mut message = Message::new(Some(Jid::from(muc.clone())));
             message.from = Some(Jid::from(own));
             message.type_ = MessageType::Groupchat;

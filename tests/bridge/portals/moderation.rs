@@ -420,4 +420,11 @@ async fn invitations_to_mucs_are_invitations_to_their_portals() {
     let path = format!("/_matrix/client/v3/rooms/{portal}/join");
     let (joined, ()) = tokio::join!(server.post(&path, &token, json!({})), play);
     joined.assert_ok();
+    // What was no MUC gave no invitation: the only one left is the lobby's.
+    let sync = world.server.sync(&token, "timeout=0").await;
+    let invited: Vec<&String> = sync["rooms"]["invite"]
+        .as_object()
+        .map(|rooms| rooms.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(invited.len(), 1, "{invited:?}");
 }
