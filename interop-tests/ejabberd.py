@@ -46,10 +46,14 @@ class Ejabberd:
     def __init__(self, dir: Path, certificate: str | None = None, secure: bool = True,
                  gateway_ip: str = "127.0.0.5", domain: str = DOMAIN, ip: str = IP,
                  dist_port: int = 5210, loglevel: str = "info",
-                 hosts: dict[str, str] | None = None) -> None:
+                 hosts: dict[str, str] | None = None, muc: bool = False) -> None:
         """`hosts`: further names ejabberd resolves (name → address), such as another
-        server of the test; `dist_port` must differ between ejabberds running at once."""
+        server of the test; `dist_port` must differ between ejabberds running at once.
+        `muc`: a MUC service on `conference.<domain>` (mod_muc with mod_mam: rooms not
+        persistent, archived, 20 messages of history), with the certificate that names it."""
         self.domain = domain
+        self.muc = muc
+        self.conference = f"conference.{domain}"
         self.ip = ip
         self.dir = dir / f"ejabberd-{domain}"
         self.certs = dir
@@ -80,11 +84,14 @@ class Ejabberd:
             mode = parent.stat().st_mode
             if mode & 0o005 != 0o005:
                 os.chmod(parent, mode | 0o005)
-        pem = self.dir / "ejabberd.pem"
-        pem.write_text((self.certs / f"{self.certificate}.crt").read_text()
-                       + (self.certs / f"{self.certificate}.key").read_text())
+        pems = [(self.dir / "ejabberd.pem", self.certificate)]
+        if self.muc:
+            pems.append((self.dir / "conference.pem", self.conference))
+        for pem, name in pems:
+            pem.write_text((self.certs / f"{name}.crt").read_text()
+                           + (self.certs / f"{name}.key").read_text())
         shutil.copy(self.certs / "ca.crt", self.dir / "ca.crt")
-        for path in (pem, self.dir / "ca.crt"):
+        for path in [pem for pem, _ in pems] + [self.dir / "ca.crt"]:
             shutil.chown(path, "ejabberd", "ejabberd")
             os.chmod(path, 0o640)
         self.hosts = self.dir / "hosts"
@@ -99,6 +106,16 @@ class Ejabberd:
             '-env ERL_CRASH_DUMP_BYTES 0"\n'
             f"EJABBERD_PID_PATH={self.dir}/logs/ejabberd.pid\n"
         )
+        certfiles = "".join(f"  - {pem}\n" for pem, _ in pems)
+        muc = ""
+        if self.muc:
+            muc = ("  mod_mam: {}\n"
+                   "  mod_muc:\n"
+                   "    access_create: all\n"
+                   "    history_size: 20\n"
+                   "    default_room_options:\n"
+                   "      persistent: false\n"
+                   "      mam: true\n")
         if self.secure:
             # Certificates both ways: STARTTLS required, the test CA trusted, no dialback.
             security = f"s2s_use_starttls: required\nca_file: {self.dir}/ca.crt\n"
@@ -113,8 +130,7 @@ hosts:
 loglevel: {self.loglevel}
 log_rotate_count: 0
 certfiles:
-  - {pem}
-{security}s2s_access: s2s
+{certfiles}{security}s2s_access: s2s
 outgoing_s2s_timeout: 10 s
 s2s_dns_timeout: 2 s
 s2s_max_retry_delay: 1
@@ -148,7 +164,7 @@ modules:
   mod_vcard: {{}}
   mod_version: {{}}
   mod_caps: {{}}
-{dialback}""")
+{dialback}{muc}""")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +176,11 @@ modules:
         result = self.ctl("register", user, self.domain, password, check=False)
         if result.returncode != 0 and "already registered" not in result.stdout:
             raise RuntimeError(f"ejabberdctl register {user}: {result.stdout}")
+
+    def restart_forgetting_rooms(self) -> None:
+        """A restart: its rooms are not persistent, so they and their occupants are gone."""
+        self.stop()
+        self.start_again()
 
     def start_again(self) -> None:
         """Starts ejabberd on the configuration and data it has (after `stop`)."""

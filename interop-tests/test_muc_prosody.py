@@ -37,8 +37,6 @@ import test_xmpp_prosody as xp
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 ROOM = "lobby@muc.gw.test"
-BOB_GHOST = "@_xmpp_bob=40prosody.test:gw.test"
-CAROL_GHOST = "@_xmpp_carol=40prosody.test:gw.test"
 
 
 class Occupant(bs.XmppUser):
@@ -88,13 +86,18 @@ def item(stanza: Any) -> dict[str, str]:
 
 
 class MucTest:
-    def __init__(self, args: Any, work: Any) -> None:
+    """The scenario with Bob and Carol on `server`, an XMPP server (Prosody or ejabberd)."""
+
+    def __init__(self, args: Any, work: Any, server: Any) -> None:
         self.args = args
         self.work = work
         self.ca = str(work / "ca.crt")
-        self.c = harness.Checks("muc-prosody")
-        self.prosody = xp.Prosody(work, secure=True)
-        self.gateway = bs.BridgeCauseway(args.causeway, work, direct_tls=False, dialback=False)
+        self.server = server
+        self.c = harness.Checks(f"muc-{server.name.lower()}")
+        self.bob_ghost = f"@_xmpp_bob=40{server.domain}:gw.test"
+        self.carol_ghost = f"@_xmpp_carol=40{server.domain}:gw.test"
+        self.gateway = bs.BridgeCauseway(args.causeway, work, direct_tls=False, dialback=False,
+                                         peer_domain=server.domain, peer_ip=server.ip)
         self.alice: bs.Matrix | None = None
         self.bob: Occupant | None = None
         self.carol: Occupant | None = None
@@ -113,8 +116,8 @@ class MucTest:
             pass
         except Exception as error:  # noqa: BLE001 - any failure is reported with the logs
             self.c.check(False, f"the scenario ran to its end ({type(error).__name__}: {error})",
-                         "Causeway:\n" + self.gateway.log_tail(60) + "\nProsody:\n"
-                         + self.prosody.log_tail(30))
+                         "Causeway:\n" + self.gateway.log_tail(60) + f"\n{self.server.name}:\n"
+                         + self.server.log_tail(30))
         finally:
             for user in (self.bob, self.carol):
                 if user:
@@ -122,11 +125,11 @@ class MucTest:
             if self.alice:
                 await self.alice.client.close()
             self.gateway.stop()
-            self.prosody.stop()
+            self.server.stop()
 
     async def start(self) -> None:
-        self.prosody.start()
-        self.prosody.register("carol", "carolpw")
+        self.server.start()
+        self.server.register("carol", "carolpw")
         self.gateway.start()
         self.alice = bs.Matrix(self.gateway.base_url)
         response = await self.alice.client.register("alice", bs.PASSWORD, device_name="interop")
@@ -144,10 +147,10 @@ class MucTest:
         for n, text in enumerate(["one", "two", "three"]):
             await self.alice.client.room_send(self.room, "m.room.message",
                                               {"msgtype": "m.text", "body": text})
-        self.bob = Occupant("bob@prosody.test/interop", "bobpw")
-        await self.bob.connect(self.ca, self.prosody.ip)
-        self.carol = Occupant("carol@prosody.test/interop", "carolpw")
-        await self.carol.connect(self.ca, self.prosody.ip)
+        self.bob = Occupant(f"bob@{self.server.domain}/interop", "bobpw")
+        await self.bob.connect(self.ca, self.server.ip)
+        self.carol = Occupant(f"carol@{self.server.domain}/interop", "carolpw")
+        await self.carol.connect(self.ca, self.server.ip)
 
     async def bob_joins(self) -> None:
         assert self.bob and self.alice
@@ -171,7 +174,7 @@ class MucTest:
         subject = await self.bob.next(lambda s: s.xml.find("{jabber:client}subject") is not None)
         self.c.equal(subject.xml.find("{jabber:client}subject").text, "Welcome",
                      "then the subject, the room's topic")
-        member = await self.member_state(BOB_GHOST)
+        member = await self.member_state(self.bob_ghost)
         self.c.equal((member.get("membership"), member.get("displayname")), ("join", "Bob"),
                      "Alice sees Bob's ghost join under his nickname")
 
@@ -193,7 +196,7 @@ class MucTest:
         assert self.bob and self.carol
         self.carol.join(ROOM, "Carol", "<history maxstanzas='0'/>")
         seen = await self.bob.presence(lambda s: str(s["from"]) == f"{ROOM}/Carol")
-        self.c.equal(item(seen).get("jid"), "carol@prosody.test/interop",
+        self.c.equal(item(seen).get("jid"), f"carol@{self.server.domain}/interop",
                      "Bob sees Carol come in, with her real JID")
         got = set()
         while f"{ROOM}/Carol" not in got:
@@ -205,7 +208,7 @@ class MucTest:
         assert self.bob and self.carol and self.alice
         self.bob.send(f"<message to='{ROOM}' type='groupchat' id='bob-1'><body>Hello *all*</body>"
                       "<origin-id xmlns='urn:xmpp:sid:0' id='bob-1'/></message>")
-        event = await self.wait_event(lambda e: e["sender"] == BOB_GHOST and e["type"] == "m.room.message")
+        event = await self.wait_event(lambda e: e["sender"] == self.bob_ghost and e["type"] == "m.room.message")
         self.c.equal((event["content"].get("body"), event["content"].get("formatted_body")),
                      ("Hello *all*", "Hello <strong>all</strong>"),
                      "Bob's message reaches Alice from his ghost, styled")
@@ -275,11 +278,11 @@ class MucTest:
                      "Bob takes the nickname Robert: Carol sees 303")
         own = await self.bob.presence(lambda s: "303" in statuses(s))
         self.c.check("110" in statuses(own), "and Bob with 110")
-        member = await self.member_state(BOB_GHOST)
-        await harness.eventually(lambda: self.displayname_is(BOB_GHOST, "Robert"), 20)
+        member = await self.member_state(self.bob_ghost)
+        await harness.eventually(lambda: self.displayname_is(self.bob_ghost, "Robert"), 20)
         self.c.check(member.get("membership") == "join", "his ghost's name in the room follows")
         status, _ = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{self.room}/kick",
-                                         {"user_id": CAROL_GHOST, "reason": "testing"})
+                                         {"user_id": self.carol_ghost, "reason": "testing"})
         self.c.equal(status, 200, "Alice kicks Carol")
         kicked = await self.carol.presence(lambda s: s["type"] == "unavailable")
         self.c.check({"307", "110"} <= statuses(kicked), "Carol is told she was kicked (307, 110)",
@@ -304,7 +307,7 @@ class MucTest:
         self.bob.send(f"<presence to='{ROOM}/Robert' type='unavailable'/>")
         gone = await self.bob.presence(lambda s: s["type"] == "unavailable" and "110" in statuses(s))
         self.c.check(gone is not None, "Bob leaves and is told so")
-        member = await self.member_state(BOB_GHOST, "leave")
+        member = await self.member_state(self.bob_ghost, "leave")
         self.c.equal(member.get("membership"), "leave", "and his ghost leaves the room")
 
 
@@ -320,7 +323,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     work = harness.make_workdir("muc-prosody-")
     xp.make_certificates(work)
-    test = MucTest(args, work)
+    test = MucTest(args, work, xp.Prosody(work, secure=True))
     asyncio.run(test.run())
     return test.c.summary()
 

@@ -708,6 +708,13 @@ impl Bridge {
             // Answered already (an event read again after a restart).
             return Ok(());
         }
+        let reason = content.get("reason").and_then(Value::as_str);
+        if self
+            .invite_into_portal(&room, &pdu.event_id, &pdu.sender, &ghost, reason)
+            .await?
+        {
+            return Ok(());
+        }
         // A user's bare JID, or a MUC occupant's full JID (a private chat in the MUC).
         let remote = self.gateway.user_to_jid(&ghost)?;
         let local = pdu.sender.clone();

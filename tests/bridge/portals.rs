@@ -463,6 +463,14 @@ async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
         "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test/alice' \
          to='alice@gw.test/causeway'/>"
     )));
+    // The MUC's service shuts down (332): she stays in the portal, to join again once it is
+    // back.
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='unavailable' from='lobby@prosody.test/alice' \
+         to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item affiliation='none' role='none'><reason>system shutdown</reason></item>\
+         <status code='110'/><status code='332'/></x></presence>",
+    ));
     // The MUC restarted and lost her: she joins again, asking for what she missed since the
     // last message she got. (Until then, the next thing the MUC gets is the next ping, not
     // a join.)
@@ -491,6 +499,18 @@ async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
         .and_then(|x| x.get_child("history", "http://jabber.org/protocol/muc"))
         .expect("history asked for");
     assert!(history.attr("since").is_some(), "{history:?}");
+    let member = world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::encode(&world.alice)
+            ),
+            &token,
+        )
+        .await
+        .assert_ok();
+    assert_eq!(member["membership"], "join", "{member}");
 }
 
 #[tokio::test]

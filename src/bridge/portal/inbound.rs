@@ -50,7 +50,9 @@ impl Bridge {
                         "the group chat refused without saying why",
                     )
                 });
-            self.answer_join(&key, Err(error));
+            if !self.answer_join(&key, Err(error.clone())) {
+                self.nick_refused(&room, &muc, from, to, &error).await?;
+            }
             return Ok(());
         }
         let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
@@ -72,6 +74,12 @@ impl Bridge {
             // The MUC removed one of ours (kicked, banned, shut down), unless it is a
             // nickname change.
             if info.has(303) {
+                return Ok(());
+            }
+            // The MUC's service shuts down (332): the member stays in the portal, and their
+            // self-ping joins them again once it is back.
+            if info.has(332) {
+                tracing::info!(room_id = %room, %muc, %user, "a MUC service shuts down; its members will join again");
                 return Ok(());
             }
             let reason = info
@@ -97,6 +105,38 @@ impl Bridge {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The MUC refused one of ours a nickname they asked for (with a new display name): the
+    /// portal is told, and the session keeps the nickname the MUC knows.
+    async fn nick_refused(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        from: &Jid,
+        to: &Jid,
+        error: &StanzaError,
+    ) -> Result<(), BridgeError> {
+        let Some(nick) = from.resource() else {
+            return Ok(());
+        };
+        let user = self
+            .gateway
+            .jid_to_user(&Jid::from(to.to_bare()))
+            .map_err(BridgeError::from)?;
+        let Some(session) = self.store.session(room.as_str(), user.as_str()).await? else {
+            return Ok(());
+        };
+        if session.nick == nick.as_str() {
+            return Ok(());
+        }
+        let text = format!(
+            "⚠ {muc} did not give {user} the nickname {nick}: {}; they are still {} there",
+            describe(error),
+            session.nick
+        );
+        tracing::info!(room_id = %room, %muc, %user, %nick, "a MUC refused a nickname");
+        self.muc_notice(room, muc, None, text).await
     }
 
     /// Gives a join waiting for it the MUC's answer; says whether one was waiting.

@@ -571,12 +571,15 @@ impl Bridge {
             .map(|(_, own)| own))
     }
 
-    /// Whether a message is a private message from an occupant of a MUC with a portal: it
-    /// takes the path of direct chats, with the occupant as the contact.
+    /// Whether a message is a private message from an occupant of a MUC: one from a MUC with
+    /// a portal, or one that says it is (XEP-0045 §7.5, `<x xmlns='…muc#user'/>`) from a MUC
+    /// without one. It takes the path of direct chats, with the occupant as the contact.
     pub(super) fn is_private_in_muc(&self, message: &Message) -> bool {
         matches!(message.type_, MessageType::Chat | MessageType::Normal)
             && message.from.as_ref().is_some_and(|from| {
-                from.resource().is_some() && self.portals.room(&from.to_bare()).is_some()
+                from.resource().is_some()
+                    && (self.portals.room(&from.to_bare()).is_some()
+                        || message.payloads.iter().any(|p| p.is("x", MUC_USER)))
             })
     }
 
@@ -620,6 +623,9 @@ impl Bridge {
                 message.to = Some(Jid::from(muc));
                 message.id = Some(Id(row.event_id.clone()));
                 self.send(Stanza::Message(message));
+            }
+            "m.room.power_levels" => {
+                self.portal_power_change(row, muc, own, &content).await?;
             }
             "m.room.member" => {
                 let (Some(target), Some(membership)) = (target, membership) else {

@@ -6,7 +6,10 @@
 //!   MUC's ghost, with the MUC's reason;
 //! - a member kicking or banning an occupant's ghost in the portal asks the MUC (`muc#admin`)
 //!   as their own occupant; when the MUC says no, the portal is put back as the MUC has it
-//!   (the ghost joins again) and the member is told why, in reply to their event.
+//!   (the ghost joins again) and the member is told why, in reply to their event;
+//! - a member changing power levels in the portal asks the MUC for the matching role or
+//!   affiliation of each occupant whose level changed; when the MUC says no, the level is put
+//!   back as the MUC has it and the member is told why.
 
 use causeway_mapping::content::presence::power_level;
 use causeway_matrix::api::client::membership::leave_as;
@@ -14,7 +17,7 @@ use causeway_matrix::store::EventRow;
 use minidom::Element;
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{EventId, OwnedRoomId, RoomId, UserId};
-use serde_json::json;
+use serde_json::{Value, json};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::muc::user::{Item, MucUser};
@@ -77,6 +80,76 @@ impl OccupantInfo {
             None => format!("{muc}{by}"),
         }
     }
+}
+
+/// The notice of a MUC's refusal of what a member did in its portal.
+fn did_not(muc: &BareJid, why: &str) -> String {
+    format!("⚠ {muc} did not do this: {why}")
+}
+
+/// What the MUC is asked for when a member sets an occupant's power level from `old` to `new`
+/// (the inverse of `power_level`): owner at 100, moderator at 50 (an owner stepping down
+/// becomes an admin), participant at 0 (a former owner a member), visitor below 0.
+#[derive(Debug, PartialEq)]
+enum PowerRequest {
+    Role(&'static str),
+    Affiliation(&'static str),
+}
+
+impl PowerRequest {
+    fn of(old: i64, new: i64) -> Option<PowerRequest> {
+        let request = match new {
+            new if new >= 100 => PowerRequest::Affiliation("owner"),
+            new if new >= 50 && old >= 100 => PowerRequest::Affiliation("admin"),
+            new if new >= 50 => PowerRequest::Role("moderator"),
+            new if new >= 0 && old >= 100 => PowerRequest::Affiliation("member"),
+            new if new >= 0 => PowerRequest::Role("participant"),
+            _ => PowerRequest::Role("visitor"),
+        };
+        // Levels that mean the same to the MUC ask for nothing.
+        (Self::rank(old) != Self::rank(new)).then_some(request)
+    }
+
+    fn rank(level: i64) -> i8 {
+        match level {
+            level if level >= 100 => 3,
+            level if level >= 50 => 2,
+            level if level >= 0 => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The users whose level differs between two `m.room.power_levels` contents: (user, old, new).
+fn changed_levels(before: &Value, after: &Value) -> Vec<(ruma::OwnedUserId, i64, i64)> {
+    let default = |content: &Value| {
+        content
+            .get("users_default")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let level = |content: &Value, user: &str| {
+        content
+            .get("users")
+            .and_then(|users| users.get(user))
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| default(content))
+    };
+    let mut users: Vec<&String> = [before, after]
+        .iter()
+        .filter_map(|content| content.get("users").and_then(Value::as_object))
+        .flat_map(|users| users.keys())
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+        .into_iter()
+        .filter_map(|user| {
+            let (old, new) = (level(before, user), level(after, user));
+            let user = UserId::parse(user.as_str()).ok()?;
+            (old != new).then_some((user, old, new))
+        })
+        .collect()
 }
 
 impl Bridge {
@@ -211,22 +284,159 @@ impl Bridge {
             id: format!("portal-admin-{}", crate::bridge::random_id()),
             payload: Element::builder("query", MUC_ADMIN).append(item).build(),
         };
+        self.ask_muc(iq, muc.clone(), move |bridge, why| async move {
+            bridge
+                .removal_refused(&room, &muc, &occupant, &event, &why)
+                .await
+        });
+        Ok(())
+    }
+
+    /// Sends a request to a MUC and waits for its answer apart from the event stream; when
+    /// the MUC says no (or does not answer), `refused` gets the reason in words.
+    fn ask_muc<Refused>(
+        &self,
+        iq: Iq,
+        muc: BareJid,
+        refused: impl FnOnce(std::sync::Arc<Bridge>, String) -> Refused + Send + 'static,
+    ) where
+        Refused: std::future::Future<Output = Result<(), BridgeError>> + Send,
+    {
         let Some(bridge) = self.me.upgrade() else {
-            return Ok(());
+            return;
         };
         tokio::spawn(async move {
-            let refusal = match bridge.request(iq).await {
+            let why = match bridge.request(iq).await {
                 Some(Iq::Result { .. }) => return,
                 Some(Iq::Error { error, .. }) => describe(&error),
                 _ => format!("{muc} did not answer"),
             };
-            if let Err(error) = bridge
-                .removal_refused(&room, &muc, &occupant, &event, &refusal)
-                .await
-            {
-                tracing::warn!(%error, room_id = %room, "a refused kick was not undone");
+            if let Err(error) = refused(bridge, why).await {
+                tracing::warn!(%error, %muc, "a MUC's refusal was not taken back or told");
             }
         });
+    }
+
+    /// A member changed the portal's power levels: for each occupant whose level changed (an
+    /// occupant's ghost, or a member's own occupant), the MUC is asked for the role or
+    /// affiliation of the new level, as the member's occupant. Its answers are waited for
+    /// apart from the event stream.
+    pub(super) async fn portal_power_change(
+        &self,
+        row: &EventRow,
+        muc: BareJid,
+        own: FullJid,
+        content: &Value,
+    ) -> Result<(), BridgeError> {
+        let before = self
+            .services
+            .store
+            .replaced_state(&row.room_id, "m.room.power_levels", "", row.stream_ordering)
+            .await?
+            .map(|(_, _, previous)| previous)
+            .unwrap_or_default();
+        let room = RoomId::parse(&row.room_id).map_err(super::internal)?;
+        let event = EventId::parse(&row.event_id).map_err(super::internal)?;
+        for (user, old, new) in changed_levels(&before, content) {
+            let Some((occupant, real)) = self.occupant_of_user(&room, &muc, &user).await? else {
+                continue;
+            };
+            let Some(nick) = occupant.resource().map(|nick| nick.as_str().to_owned()) else {
+                continue;
+            };
+            let Some(request) = PowerRequest::of(old, new) else {
+                continue;
+            };
+            let mut item = Element::builder("item", MUC_ADMIN);
+            item = match request {
+                PowerRequest::Role(role) => item
+                    .attr(rxml::xml_ncname!("nick").to_owned(), nick.as_str())
+                    .attr(rxml::xml_ncname!("role").to_owned(), role),
+                PowerRequest::Affiliation(affiliation) => {
+                    // Affiliations are a JID's: only a room that shows who its occupants
+                    // are can be asked.
+                    let Some(real) = real else {
+                        let why = format!("{muc} does not show who {nick} is");
+                        self.power_refused(&room, &muc, &user, old, &event, &why)
+                            .await?;
+                        continue;
+                    };
+                    item.attr(rxml::xml_ncname!("affiliation").to_owned(), affiliation)
+                        .attr(rxml::xml_ncname!("jid").to_owned(), real.as_str())
+                }
+            };
+            let iq = Iq::Set {
+                from: Some(Jid::from(own.clone())),
+                to: Some(Jid::from(muc.clone())),
+                id: format!("portal-admin-{}", crate::bridge::random_id()),
+                payload: Element::builder("query", MUC_ADMIN).append(item).build(),
+            };
+            let (room, muc, event) = (room.clone(), muc.clone(), event.clone());
+            self.ask_muc(iq, muc.clone(), move |bridge, why| async move {
+                bridge
+                    .power_refused(&room, &muc, &user, old, &event, &why)
+                    .await
+            });
+        }
+        Ok(())
+    }
+
+    /// The occupant a user of the portal stands for in its MUC, and their real JID when
+    /// known: an occupant's ghost, or a member (their own occupant).
+    async fn occupant_of_user(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        user: &UserId,
+    ) -> Result<Option<(Jid, Option<BareJid>)>, BridgeError> {
+        if self.gateway.is_ghost(user) {
+            let Ok(occupant) = self.gateway.user_to_jid(user) else {
+                return Ok(None);
+            };
+            if occupant.resource().is_none() || occupant.to_bare() != *muc {
+                return Ok(None);
+            }
+            let real = self.portals.real_jid(&occupant);
+            return Ok(Some((occupant, real)));
+        }
+        let Some(session) = self.store.session(room.as_str(), user.as_str()).await? else {
+            return Ok(None);
+        };
+        let occupant = muc
+            .with_resource_str(&session.nick)
+            .map_err(super::internal)?;
+        let real = self.gateway.user_to_jid(user)?.to_bare();
+        Ok(Some((Jid::from(occupant), Some(real))))
+    }
+
+    /// The MUC did not give an occupant the role or affiliation of the level a member set:
+    /// the level is put back (if the MUC's ghost may), and the member is told why.
+    async fn power_refused(
+        &self,
+        room: &RoomId,
+        muc: &BareJid,
+        user: &UserId,
+        old: i64,
+        event: &EventId,
+        why: &str,
+    ) -> Result<(), BridgeError> {
+        {
+            let _one = self.portals.power.lock().await;
+            let levels = self.services.rooms.power_levels(room).await?;
+            let ghost = self.muc_ghost(muc).await?;
+            let (mine, theirs) = (levels.user(&ghost), levels.user(user));
+            // The rules of power levels: above their level now, and not above its own.
+            if theirs != old
+                && mine >= levels.event("m.room.power_levels", true)
+                && mine > theirs
+                && mine >= old
+            {
+                self.set_power(room, &ghost, user, old).await?;
+            }
+        }
+        self.muc_notice(room, muc, Some(event), did_not(muc, why))
+            .await?;
+        tracing::info!(room_id = %room, %muc, %user, %why, "a MUC refused a member's power change");
         Ok(())
     }
 
@@ -242,9 +452,6 @@ impl Bridge {
         stanza_id: &str,
         reason: Option<String>,
     ) {
-        let Some(bridge) = self.me.upgrade() else {
-            return;
-        };
         let mut moderate = Element::builder("moderate", MODERATE)
             .attr(rxml::xml_ncname!("id").to_owned(), stanza_id)
             .append(Element::bare("retract", RETRACT));
@@ -258,32 +465,27 @@ impl Bridge {
             payload: moderate.build(),
         };
         let (room, muc, event) = (room.to_owned(), muc.clone(), redaction.event_id.clone());
-        tokio::spawn(async move {
-            let why = match bridge.request(iq).await {
-                Some(Iq::Result { .. }) => return,
-                Some(Iq::Error { error, .. }) => describe(&error),
-                _ => format!("{muc} did not answer"),
-            };
+        self.ask_muc(iq, muc.clone(), move |bridge, why| async move {
             let text = format!("⚠ {muc} did not retract the message: {why}; it stays there");
-            if let Err(error) = bridge.muc_notice(&room, &muc, &event, text).await {
-                tracing::warn!(%error, room_id = %room, "a refused moderation was not told");
-            }
+            bridge.muc_notice(&room, &muc, Some(&event), text).await
         });
     }
 
-    /// A notice of the MUC's ghost in the portal, in reply to an event.
-    async fn muc_notice(
+    /// A notice of the MUC's ghost in the portal, in reply to an event if there is one.
+    pub(super) async fn muc_notice(
         &self,
         room: &RoomId,
         muc: &BareJid,
-        event: &EventId,
+        event: Option<&EventId>,
         text: String,
     ) -> Result<(), BridgeError> {
         let muc_ghost = self.muc_ghost(muc).await?;
         let mut content = RoomMessageEventContent::notice_plain(text);
-        content.relates_to = Some(Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event.to_owned()),
-        ));
+        content.relates_to = event.map(|event| {
+            Relation::Reply(ruma::events::relation::Reply::with_event_id(
+                event.to_owned(),
+            ))
+        });
         self.append_content(room, &muc_ghost, &content).await?;
         Ok(())
     }
@@ -307,9 +509,51 @@ impl Bridge {
         if let Some(nick) = occupant.resource() {
             self.occupant_ghost(room, occupant, nick.as_str()).await?;
         }
-        self.muc_notice(room, muc, event, format!("⚠ {muc} did not do this: {why}"))
+        self.muc_notice(room, muc, Some(event), did_not(muc, why))
             .await?;
         tracing::info!(room_id = %room, %muc, %occupant, %why, "a MUC refused a member's removal of an occupant");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_ask_for_roles_and_affiliations() {
+        use PowerRequest::{Affiliation, Role};
+        let cases = [
+            ((0, 100), Some(Affiliation("owner"))),
+            ((0, 50), Some(Role("moderator"))),
+            ((100, 50), Some(Affiliation("admin"))),
+            ((50, 0), Some(Role("participant"))),
+            ((100, 0), Some(Affiliation("member"))),
+            ((0, -1), Some(Role("visitor"))),
+            ((-1, 10), Some(Role("participant"))),
+            // The same to the MUC: nothing to ask.
+            ((0, 10), None),
+            ((50, 75), None),
+        ];
+        for ((old, new), expected) in cases {
+            assert_eq!(PowerRequest::of(old, new), expected, "{old} → {new}");
+        }
+    }
+
+    #[test]
+    fn changed_levels_count_defaults() {
+        let before = json!({ "users": { "@a:x": 100, "@b:x": 50 }, "users_default": 0 });
+        let after = json!({ "users": { "@a:x": 100, "@c:x": -1 }, "users_default": 0 });
+        let changed: Vec<(String, i64, i64)> = changed_levels(&before, &after)
+            .into_iter()
+            .map(|(user, old, new)| (user.to_string(), old, new))
+            .collect();
+        assert_eq!(
+            changed,
+            vec![("@b:x".to_owned(), 50, 0), ("@c:x".to_owned(), 0, -1)]
+        );
+        // Without earlier power levels, everyone stood at the default.
+        let changed = changed_levels(&Value::Null, &json!({ "users": { "@a:x": 50 } }));
+        assert_eq!(changed.len(), 1);
     }
 }

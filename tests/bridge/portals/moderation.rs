@@ -316,6 +316,120 @@ async fn power_kicks_and_bans_go_both_ways() {
     .await;
 }
 
+/// Alice sets `user`'s power level in the portal.
+async fn set_level(world: &World, token: &str, room: &str, user: &str, level: i64) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/");
+    let mut levels = world.server.get(&path, token).await.assert_ok();
+    levels["users"][user] = json!(level);
+    world.server.put(&path, token, levels).await.assert_ok();
+}
+
+#[tokio::test]
+async fn power_changes_in_the_portal_are_asked_of_the_muc() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let others = vec![
+        presence_of(
+            "Carol",
+            "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
+            "",
+            false,
+        ),
+        presence_of(
+            "Dave",
+            "<item affiliation='none' role='participant'/>",
+            "",
+            false,
+        ),
+    ];
+    let room = join_lobby(
+        &mut world,
+        &token,
+        others,
+        "<item affiliation='owner' role='moderator'/>",
+    )
+    .await;
+    let alice = world.alice.clone();
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"][alice.as_str()] == 100
+    })
+    .await;
+    // Alice makes Carol a moderator: the MUC is asked for the role, by nickname, as Alice's
+    // occupant; it agrees, and its presence keeps the level.
+    set_level(&world, &token, &room, CAROL_HERE, 50).await;
+    let (id, from, item) = admin_request(&mut world).await;
+    assert_eq!(from, "alice@gw.test/causeway");
+    assert_eq!(
+        (
+            item.attr("nick"),
+            item.attr("role"),
+            item.attr("affiliation")
+        ),
+        (Some("Carol"), Some("moderator"), None)
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'/>"
+    )));
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='none' role='moderator' jid='carol@prosody.test/pc'/>",
+        "",
+        false,
+    ));
+    // She makes Carol an owner: an affiliation, asked for Carol's JID. The MUC says no:
+    // Carol's level is back to the moderator's, and Alice is told why.
+    set_level(&world, &token, &room, CAROL_HERE, 100).await;
+    let (id, _, item) = admin_request(&mut world).await;
+    assert_eq!(
+        (
+            item.attr("affiliation"),
+            item.attr("jid"),
+            item.attr("nick")
+        ),
+        (Some("owner"), Some("carol@prosody.test"), None)
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='error' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'><error type='auth'>\
+         <forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+         <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Owners only</text></error></iq>"
+    )));
+    let told = muc_notice(&world, &token, &room, "Owners only").await;
+    assert_eq!(told["content"]["msgtype"], "m.notice");
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"][CAROL_HERE] == 50
+    })
+    .await;
+    // Dave, whom the MUC does not show, cannot be given an affiliation: nothing is asked,
+    // his level is back, and Alice is told. Silencing him is a role: that is asked.
+    set_level(&world, &token, &room, DAVE_HERE, 100).await;
+    muc_notice(&world, &token, &room, "does not show who Dave is").await;
+    power_levels(&world, &token, &room, |levels| {
+        levels["users"].get(DAVE_HERE).is_none()
+    })
+    .await;
+    set_level(&world, &token, &room, DAVE_HERE, -1).await;
+    let (id, _, item) = admin_request(&mut world).await;
+    assert_eq!(
+        (item.attr("nick"), item.attr("role")),
+        (Some("Dave"), Some("visitor"))
+    );
+    world.peer.send(stanza(&format!(
+        "<iq xmlns='jabber:server' type='result' id='{id}' from='lobby@prosody.test' \
+         to='alice@gw.test/causeway'/>"
+    )));
+    // A level that means the same to the MUC asks nothing: the next request is the next
+    // change that matters.
+    set_level(&world, &token, &room, CAROL_HERE, 60).await;
+    set_level(&world, &token, &room, CAROL_HERE, 0).await;
+    let (_, _, item) = admin_request(&mut world).await;
+    assert_eq!(
+        (item.attr("nick"), item.attr("role")),
+        (Some("Carol"), Some("participant"))
+    );
+}
+
 /// The invitation of Alice to a room, with its reason, once there is one for `room`.
 async fn invitation_reason(world: &World, token: &str, alias: &str) -> String {
     for _ in 0..100 {
@@ -427,4 +541,97 @@ async fn invitations_to_mucs_are_invitations_to_their_portals() {
         .map(|rooms| rooms.keys().collect())
         .unwrap_or_default();
     assert_eq!(invited.len(), 1, "{invited:?}");
+}
+
+#[tokio::test]
+async fn inviting_xmpp_users_into_a_portal_asks_the_muc() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = join_lobby(
+        &mut world,
+        &token,
+        vec![],
+        "<item affiliation='owner' role='moderator'/>",
+    )
+    .await;
+    // Alice invites Bob's ghost: the MUC is asked to invite Bob, from her occupant, with her
+    // reason; his ghost leaves the invitation, saying so.
+    const BOB: &str = "@_xmpp_bob=40prosody.test:gw.test";
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &token,
+            json!({ "user_id": BOB, "reason": "we talk here" }),
+        )
+        .await
+        .assert_ok();
+    let Stanza::Message(invitation) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Message(m) if m.payloads.iter().any(|p| p.is("x", "http://jabber.org/protocol/muc#user")))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        invitation.from.as_ref().map(|jid| jid.to_string()),
+        Some("alice@gw.test/causeway".to_owned())
+    );
+    assert_eq!(
+        invitation.to.as_ref().map(|jid| jid.to_string()),
+        Some("lobby@prosody.test".to_owned())
+    );
+    // A mediated invitation is a normal message (XEP-0045 §7.8.2).
+    assert_eq!(invitation.type_, xmpp_parsers::message::MessageType::Normal);
+    let invite = invitation.payloads[0]
+        .get_child("invite", "http://jabber.org/protocol/muc#user")
+        .expect("an invite");
+    assert_eq!(invite.attr("to"), Some("bob@prosody.test"));
+    assert_eq!(
+        invite
+            .get_child("reason", "http://jabber.org/protocol/muc#user")
+            .map(|r| r.text()),
+        Some("we talk here".to_owned())
+    );
+    let declined = member_event(&world, &token, &room, BOB, |e| {
+        e["content"]["membership"] == "leave"
+    })
+    .await;
+    assert_eq!(declined["sender"], BOB);
+    assert!(
+        declined["content"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("invites bob@prosody.test")),
+        "{declined}"
+    );
+    // An occupant the MUC does not show cannot be invited: nothing is asked.
+    const EVE_HERE: &str = "@_xmpp_lobby=40prosody.test/=45ve:gw.test";
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            &token,
+            json!({ "user_id": EVE_HERE }),
+        )
+        .await
+        .assert_ok();
+    let declined = member_event(&world, &token, &room, EVE_HERE, |e| {
+        e["content"]["membership"] == "leave"
+    })
+    .await;
+    assert!(
+        declined["content"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("does not show who")),
+        "{declined}"
+    );
+    // Nothing more went to the MUC: no invitation without a JID to invite.
+    while let Ok(Some(stanza)) =
+        tokio::time::timeout(Duration::from_millis(300), world.seen.recv()).await
+    {
+        assert!(
+            !matches!(&stanza, Stanza::Message(m) if m.payloads.iter().any(|p| p.is("x", "http://jabber.org/protocol/muc#user"))),
+            "{stanza:?}"
+        );
+    }
 }

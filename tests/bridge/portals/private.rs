@@ -121,3 +121,34 @@ async fn private_messages_in_mucs_are_direct_chats_with_occupants() {
         .await;
     assert_eq!(answer["content"]["body"], "hi Alice");
 }
+
+#[tokio::test]
+async fn a_private_message_from_a_muc_without_a_portal_is_the_occupants() {
+    let world = world().await;
+    let token = world.token().await;
+    // Carol writes to Alice from a MUC Alice has no portal of: the message says it is a
+    // private message in a MUC (XEP-0045 §7.5), so it is Carol's occupant's, not the MUC's.
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='chat' id='q1' from='den@prosody.test/Carol' \
+         to='alice@gw.test'><body>you there?</body>\
+         <x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+    ));
+    let room = world.invited_room(&token).await;
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            &token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let said = world
+        .wait_for(&token, &room, |events| {
+            messages(events, "@_xmpp_den=40prosody.test/=43arol:gw.test")
+                .first()
+                .map(|e| (*e).clone())
+        })
+        .await;
+    assert_eq!(said["content"]["body"], "you there?");
+}

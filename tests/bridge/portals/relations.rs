@@ -167,26 +167,10 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
     }
     // A new display name in the portal is a new nickname in the MUC; once the MUC says so,
     // what comes from the new nickname is hers.
-    world
-        .server
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
-                common::encode(&world.alice)
-            ),
-            &token,
-            json!({ "membership": "join", "displayname": "Alicia" }),
-        )
-        .await
-        .assert_ok();
-    let Stanza::Presence(change) = next_that(&mut world.seen, |s| {
-        matches!(s, Stanza::Presence(_)) && to_room("lobby@prosody.test")(s)
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(change.to.unwrap().to_string(), "lobby@prosody.test/Alicia");
+    assert_eq!(
+        new_nick(&mut world, &token, &room, "Alicia").await,
+        "lobby@prosody.test/Alicia"
+    );
     world.peer.send(stanza(
         "<presence xmlns='jabber:server' type='unavailable' from='lobby@prosody.test/alice' \
          to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
@@ -235,4 +219,55 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
         [world.alice.clone()],
         "the reflection is hers, not a ghost's"
     );
+    // A nickname the MUC refuses: the portal is told, and she stays Alicia there.
+    assert_eq!(
+        new_nick(&mut world, &token, &room, "Bob").await,
+        "lobby@prosody.test/Bob"
+    );
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='error' from='lobby@prosody.test/Bob' \
+         to='alice@gw.test/causeway'><error type='cancel'>\
+         <conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+    ));
+    let told = world
+        .wait_for(&token, &room, |events| {
+            messages(events, "@_xmpp_lobby=40prosody.test:gw.test")
+                .into_iter()
+                .find(|e| {
+                    e["content"]["body"]
+                        .as_str()
+                        .is_some_and(|body| body.contains("the nickname Bob"))
+                })
+                .cloned()
+        })
+        .await;
+    let body = told["content"]["body"].as_str().unwrap();
+    assert!(
+        body.contains("Conflict") && body.contains("still Alicia"),
+        "{body}"
+    );
+}
+
+/// Alice takes the display name `name` in the portal: where the presence it makes goes.
+async fn new_nick(world: &mut World, token: &str, room: &str, name: &str) -> String {
+    world
+        .server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::encode(&world.alice)
+            ),
+            token,
+            json!({ "membership": "join", "displayname": name }),
+        )
+        .await
+        .assert_ok();
+    let Stanza::Presence(change) = next_that(&mut world.seen, |s| {
+        matches!(s, Stanza::Presence(_)) && to_room("lobby@prosody.test")(s)
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    change.to.unwrap().to_string()
 }
