@@ -12,6 +12,8 @@ muc.gw.test. @alice:gw.test (matrix-nio) has the public room #lobby:gw.test. The
   him as the room's reflection (his id, the event as stanza-id) and to Carol; Alice's reaches
   both. Alice's topic is the subject. A reply by stanza-id, a correction and a retraction of
   Bob's reach Matrix.
+- Presence: Bob's show and status reach Carol and are his ghost's Matrix presence; Alice's
+  Matrix presence is her occupant's show and status for both.
 - Errors: a room that does not exist (item-not-found), a taken nickname (conflict), an
   invite-only room (registration-required), writing to a room one is not in (not-acceptable).
 - Bob changes his nickname (303); Alice kicks Carol (307) and both occupants see it; Bob
@@ -109,6 +111,7 @@ class MucTest:
             await self.bob_joins()
             await self.carol_joins()
             await self.messages()
+            await self.presence()
             await self.errors()
             await self.nick_kick_leave()
             await self.restart()
@@ -249,6 +252,30 @@ class MucTest:
         subject = await self.carol.next(lambda s: s.xml.find("{jabber:client}subject") is not None)
         self.c.equal(subject.xml.find("{jabber:client}subject").text, "Lunch at noon",
                      "Alice's new topic is the subject")
+
+    async def presence(self) -> None:
+        """Show and status both ways: Bob's are his ghost's presence and Carol sees them;
+        Alice's Matrix presence is her occupant's show and status."""
+        assert self.bob and self.carol and self.alice
+        self.bob.send(f"<presence to='{ROOM}/Bob'><show>away</show><status>brb</status></presence>")
+        seen = await self.carol.presence(lambda s: str(s["from"]) == f"{ROOM}/Bob" and s["show"] == "away")
+        self.c.equal(seen["status"], "brb", "Bob is away: Carol sees his show and status in the room")
+
+        async def ghost_away() -> bool:
+            status, body = await self.alice.raw(
+                "GET", f"/_matrix/client/v3/presence/{self.bob_ghost}/status")
+            return body.get("presence") == "unavailable" and body.get("status_msg") == "brb"
+
+        self.c.check(await harness.eventually(ghost_away, 20),
+                     "and Alice sees his ghost's presence: unavailable, brb")
+        status, _ = await self.alice.raw("PUT", f"/_matrix/client/v3/presence/{bs.ALICE}/status",
+                                         {"presence": "unavailable", "status_msg": "lunch"})
+        for user, name in ((self.bob, "Bob"), (self.carol, "Carol")):
+            told = await user.presence(lambda s: str(s["from"]) == f"{ROOM}/alice" and s["show"] == "away")
+            self.c.equal(told["status"], "lunch",
+                         f"Alice is away in Matrix: {name} sees it on her occupant")
+        self.bob.send(f"<presence to='{ROOM}/Bob'/>")
+        await self.carol.presence(lambda s: str(s["from"]) == f"{ROOM}/Bob" and s["show"] == "")
 
     async def wait_event(self, match: Any) -> dict[str, Any]:
         assert self.alice

@@ -261,7 +261,7 @@ impl Bridge {
     }
 
     /// Stores a ghost's presence when it changed.
-    async fn set_ghost_presence(
+    pub(in crate::bridge) async fn set_ghost_presence(
         &self,
         ghost: &UserId,
         presence: &MatrixPresence,

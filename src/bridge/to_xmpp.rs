@@ -163,6 +163,9 @@ impl Bridge {
                             if let Err(error) = self.local_presence_changed(record).await {
                                 tracing::warn!(%error, user = %record.user_id, "a presence was not sent to XMPP");
                             }
+                            if let Err(error) = self.muc_member_presence(record).await {
+                                tracing::warn!(%error, user = %record.user_id, "a presence was not sent to rooms' occupants");
+                            }
                         }
                     }
                     Err(error) => tracing::warn!(%error, "the XMPP sender cannot read presence"),

@@ -48,6 +48,23 @@ pub fn presence_to_xmpp(presence: &MatrixPresence) -> Presence {
     out
 }
 
+/// A Matrix member's presence as shown on their occupant in a MUC, where being there is being
+/// available: `online` shows nothing, `unavailable` away, `offline` extended away (they are
+/// still a member); the status message is the status text.
+pub fn occupant_availability(presence: &MatrixPresence) -> (Option<Show>, Option<String>) {
+    let show = match presence.state {
+        PresenceState::Offline => Some(Show::Xa),
+        PresenceState::Unavailable => Some(Show::Away),
+        _ => None,
+    };
+    let status = presence
+        .status
+        .as_ref()
+        .filter(|status| !status.trim().is_empty())
+        .cloned();
+    (show, status)
+}
+
 /// The power level of an affiliation and role (owner 100, admin or moderator 50, member and
 /// participant 0, visitor -1: below the default level of sending messages). Outcasts are
 /// banned, which power levels do not say: `None`.
@@ -80,6 +97,25 @@ mod tests {
 
     fn presence(xml: &str) -> Presence {
         Presence::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn members_presence_on_their_occupants() {
+        let of = |state, status: Option<&str>| {
+            occupant_availability(&MatrixPresence {
+                state,
+                status: status.map(str::to_owned),
+            })
+        };
+        assert_eq!(of(PresenceState::Online, None), (None, None));
+        assert_eq!(
+            of(PresenceState::Unavailable, Some("lunch")),
+            (Some(Show::Away), Some("lunch".to_owned()))
+        );
+        assert_eq!(
+            of(PresenceState::Offline, Some(" ")),
+            (Some(Show::Xa), None)
+        );
     }
 
     #[test]

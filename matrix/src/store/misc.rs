@@ -1,6 +1,6 @@
 //! Account data, receipts, filters, push rules, presence, media and the signing key.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Change, Store, StoreError, now_ms};
 
@@ -344,6 +344,27 @@ impl Store {
         row.map(|row| presence_from_row(&row)).transpose()
     }
 
+    /// The presence of several users; those who never had one are left out.
+    pub async fn presences(&self, user_ids: &[String]) -> Result<Vec<PresenceRecord>, StoreError> {
+        let mut records = Vec::with_capacity(user_ids.len());
+        for chunk in user_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let query = format!(
+                "SELECT user_id, state, status_msg, last_active_ts, stream_ordering FROM presence \
+                 WHERE user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut statement = sqlx::query(AssertSqlSafe(query));
+            for user in chunk {
+                statement = statement.bind(user);
+            }
+            for row in statement.fetch_all(self.pool()).await? {
+                records.push(presence_from_row(&row)?);
+            }
+        }
+        Ok(records)
+    }
+
     /// Presence changes in `(after, until]` of any user.
     pub async fn presence_since(
         &self,
@@ -491,6 +512,38 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testing::both_backends;
+
+    both_backends!(presences_of_many_users, |store: Store| async move {
+        store
+            .set_presence("@a:x", "online", Some("here"))
+            .await
+            .unwrap();
+        store.set_presence("@b:x", "offline", None).await.unwrap();
+        // More users than one query takes: the chunks add up, the unknown are left out.
+        let mut users: Vec<String> = (0..450).map(|n| format!("@nobody{n}:x")).collect();
+        users.push("@b:x".to_owned());
+        users.insert(0, "@a:x".to_owned());
+        let mut found: Vec<(String, String, Option<String>)> = store
+            .presences(&users)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| (record.user_id, record.state, record.status_msg))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    "@a:x".to_owned(),
+                    "online".to_owned(),
+                    Some("here".to_owned())
+                ),
+                ("@b:x".to_owned(), "offline".to_owned(), None),
+            ]
+        );
+        assert!(store.presences(&[]).await.unwrap().is_empty());
+    });
 
     both_backends!(stream_cursors, |store: Store| async move {
         assert_eq!(store.stream_cursor("xmpp").await.unwrap(), None);

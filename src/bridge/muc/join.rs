@@ -2,6 +2,7 @@
 //! the room), nickname changes, leaving.
 
 use causeway_mapping::address::MatrixRoom;
+use causeway_mapping::content::presence::presence_to_matrix;
 use causeway_matrix::api::client::membership::{join_as, leave_as, room_of, update_member};
 use causeway_matrix::error::Error as MatrixError;
 use causeway_xmpp::stanza::Stanza;
@@ -174,8 +175,8 @@ impl Bridge {
         let occupants = self.store.occupants(room.as_str()).await?;
         if let Some(current) = occupants.iter().find(|o| o.jid == from.as_str()) {
             if current.nick == nick {
-                // Presence of an occupant in the room: its availability is not mapped yet.
-                return Ok(());
+                // Presence of an occupant in the room: their availability.
+                return self.occupant_available(&ghost, presence).await;
             }
             return self.change_nick(&room, &ghost, &bare, &nick).await;
         }
@@ -206,7 +207,21 @@ impl Bridge {
         }
         self.set_room_name(&room, &ghost, &nick).await?;
         self.enter(&room, &room_jid, from, &nick, history.as_ref(), created)
-            .await
+            .await?;
+        self.occupant_available(&ghost, presence).await
+    }
+
+    /// An occupant's show and status are their ghost's Matrix presence, which the room's
+    /// members see and its other occupants are told (`muc_member_presence`).
+    async fn occupant_available(
+        &self,
+        ghost: &UserId,
+        presence: &Presence,
+    ) -> Result<(), BridgeError> {
+        if let Some(matrix) = presence_to_matrix(presence) {
+            self.set_ghost_presence(ghost, &matrix).await?;
+        }
+        Ok(())
     }
 
     /// What keeps a ghost out of a room, or from a nickname in it: an encrypted room (the

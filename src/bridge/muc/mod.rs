@@ -127,6 +127,19 @@ impl Bridge {
         rooms.get(&room).cloned()
     }
 
+    /// Every room with occupants, with its lock and view.
+    fn muc_rooms(&self) -> Vec<(OwnedRoomId, Arc<tokio::sync::Mutex<RoomView>>)> {
+        let rooms = self
+            .muc
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rooms
+            .iter()
+            .map(|(room, lock)| (room.clone(), lock.clone()))
+            .collect()
+    }
+
     /// Forgets the lock and view of a room whose occupants have all gone.
     fn muc_room_emptied(&self, room: &RoomId) {
         let mut rooms = self

@@ -1,17 +1,21 @@
 //! The occupants of a Matrix room as a MUC: every joined member, with a nickname
 //! (`docs/mapping.md`, "Occupants"), an affiliation and a role from power levels, and a real
-//! JID (the room is not anonymous).
+//! JID (the room is not anonymous), and their Matrix presence as show and status
+//! (`occupant_availability`), told again whenever it changes.
 
 use std::collections::{HashMap, HashSet};
 
 use causeway_mapping::address::occupant_nick;
-use causeway_mapping::content::presence::affiliation_and_role;
+use causeway_mapping::content::presence::{
+    MatrixPresence, affiliation_and_role, occupant_availability,
+};
+use causeway_matrix::store::PresenceRecord;
 use minidom::Element;
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::muc::user::{Affiliation, Role};
-use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
 
 use super::{MUC_USER, OCCUPANT_ID};
 use crate::bridge::store::bare_of;
@@ -26,6 +30,8 @@ pub struct Member {
     pub role: Role,
     /// The JID shown as the occupant's real one: an XMPP user's own, a Matrix user's address.
     pub real_jid: Option<String>,
+    /// Their presence as shown on the occupant: show and status.
+    pub availability: (Option<Show>, Option<String>),
 }
 
 /// The occupants of a room at one moment.
@@ -47,6 +53,26 @@ impl Roster {
 
     pub fn by_nick(&self, nick: &str) -> Option<&Member> {
         self.by_nick.get(nick).map(|&index| &self.members[index])
+    }
+
+    /// The same occupants with one member's availability changed; `None` if they are not
+    /// among them or it is the same.
+    pub fn with_availability(
+        &self,
+        user: &UserId,
+        availability: (Option<Show>, Option<String>),
+    ) -> Option<Roster> {
+        let index = *self.by_user.get(user)?;
+        if self.members[index].availability == availability {
+            return None;
+        }
+        let mut members = self.members.clone();
+        members[index].availability = availability;
+        Some(Roster {
+            members,
+            by_user: self.by_user.clone(),
+            by_nick: self.by_nick.clone(),
+        })
     }
 
     /// The same occupants without one member.
@@ -108,6 +134,15 @@ impl Bridge {
                 real.insert(user.clone(), occupant.jid.clone());
             }
         }
+        let users: Vec<String> = joined.iter().map(|(_, user, _)| user.to_string()).collect();
+        let mut presences: HashMap<String, MatrixPresence> = self
+            .services
+            .store
+            .presences(&users)
+            .await?
+            .into_iter()
+            .map(|record| (record.user_id.clone(), matrix_presence(&record)))
+            .collect();
         let mut roster = Roster::default();
         for (_, user, name) in joined {
             let nick = match nicks.remove(&user) {
@@ -132,12 +167,17 @@ impl Bridge {
             let index = roster.members.len();
             roster.by_user.insert(user.clone(), index);
             roster.by_nick.insert(nick.clone(), index);
+            let availability = presences
+                .remove(user.as_str())
+                .map(|presence| occupant_availability(&presence))
+                .unwrap_or_default();
             roster.members.push(Member {
                 user,
                 nick,
                 affiliation,
                 role,
                 real_jid,
+                availability,
             });
         }
         Ok(roster)
@@ -160,6 +200,13 @@ impl Bridge {
         });
         stanza.from = room_jid.with_resource_str(&member.nick).ok().map(Jid::from);
         stanza.to = Some(to.clone());
+        if !presence.unavailable {
+            let (show, status) = &member.availability;
+            stanza.show = show.clone();
+            if let Some(status) = status {
+                stanza.set_status(String::new(), status.clone());
+            }
+        }
         let (affiliation, role) = if presence.unavailable && presence.new_nick.is_none() {
             match presence.statuses.contains(&301) {
                 true => (Affiliation::Outcast, Role::None),
@@ -233,5 +280,40 @@ fn role_text(role: &Role) -> &'static str {
         Role::Participant => "participant",
         Role::Visitor => "visitor",
         Role::None => "none",
+    }
+}
+
+/// A stored presence as Matrix says it.
+pub(in crate::bridge) fn matrix_presence(record: &PresenceRecord) -> MatrixPresence {
+    MatrixPresence {
+        state: ruma::presence::PresenceState::from(record.state.as_str()),
+        status: record.status_msg.clone(),
+    }
+}
+
+impl Bridge {
+    /// A user's presence changed: every room with occupants where they are a member tells its
+    /// occupants their new show and status.
+    pub(in crate::bridge) async fn muc_member_presence(
+        &self,
+        record: &PresenceRecord,
+    ) -> Result<(), BridgeError> {
+        let Ok(user) = UserId::parse(&record.user_id) else {
+            return Ok(());
+        };
+        let availability = occupant_availability(&matrix_presence(record));
+        for (room, lock) in self.muc_rooms() {
+            let mut view = lock.lock().await;
+            let Some(roster) = view
+                .roster
+                .as_ref()
+                .and_then(|roster| roster.with_availability(&user, availability.clone()))
+            else {
+                continue;
+            };
+            self.tell_changes(&room, &mut view, std::sync::Arc::new(roster), None)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use crate::world::*;
 
 mod admin;
 mod joining;
+mod presence;
 mod service;
 
 const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
