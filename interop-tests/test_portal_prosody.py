@@ -29,6 +29,8 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   ghost leaves the Matrix invitation saying so, and Dave joins;
 - Bob invites Alice to other MUCs, directly (XEP-0249) and through the MUC: each is a Matrix
   invitation to its portal, with Bob's reason, and accepting it joins the MUC;
+- a MUC with a password refuses Alice (`M_FORBIDDEN`) until Bob invites her through it: the
+  invitation's password lets her in;
 - Alice links her own (private) room to a MUC of Bob's with `org.causeway.portal`: she is in
   the MUC, messages go both ways; unlinked, she leaves it;
 - Causeway restarts: Alice is in the MUC again and gets all Bob wrote meanwhile (more than the
@@ -528,6 +530,35 @@ class PortalTest:
                                            and str(s["from"]) != f"mediated@{self.conference}/Bob")
             self.c.check(status == 200 and came is not None,
                          "Alice accepts: she joins the portal and Bob sees her in the MUC")
+        await self.password_protected()
+
+    async def password_protected(self) -> None:
+        """A MUC with a password: the MUC's invitation gives it, and Alice's join uses it."""
+        assert self.alice and self.bob
+        muc = f"secret@{self.conference}"
+        self.bob.send(f"<presence to='{muc}/Bob'><x xmlns='{MUC}'/></presence>")
+        await self.bob.presence(lambda s: str(s["from"]) == f"{muc}/Bob")
+        self.bob.send(
+            f"<iq type='set' id='cfg-pw' to='{muc}'>"
+            "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+            "<field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>"
+            "<field var='muc#roomconfig_roomsecret'><value>open sesame</value></field>"
+            "</x></query></iq>")
+        await asyncio.sleep(1)
+        status, body = await self.alice.raw(
+            "POST", f"/_matrix/client/v3/join/{quote(f'#_xmpp_secret=40{self.conference}:gw.test')}", {})
+        self.c.equal((status, body.get("errcode")), (403, "M_FORBIDDEN"),
+                     "a MUC with a password, without it: M_FORBIDDEN", repr(body))
+        self.bob.send(f"<message to='{muc}'><x xmlns='{MUC_USER}'>"
+                      "<invite to='alice@gw.test'><reason>psst</reason></invite></x></message>")
+        invited = await self.invited_to(f"#_xmpp_secret=40{self.conference}:gw.test")
+        self.c.require(invited is not None, "Bob invites Alice to it through the MUC")
+        status, body = await self.alice.raw("POST", f"/_matrix/client/v3/rooms/{invited[0]}/join", {})
+        came = await self.bob.presence(lambda s: str(s["from"]).startswith(f"{muc}/")
+                                       and str(s["from"]) != f"{muc}/Bob" and s["type"] != "unavailable")
+        self.c.check(status == 200 and came is not None,
+                     "the invitation's password lets her in: she joins the portal and the MUC", repr(body))
 
     async def plumbing(self) -> None:
         assert self.alice and self.bob

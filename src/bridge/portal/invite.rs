@@ -58,6 +58,19 @@ impl Bridge {
         let Some(room) = self.portal_for_alias(&alias).await? else {
             return Ok(());
         };
+        // The password of a protected MUC is for every join of it through the portal: the
+        // MUC's own (a mediated invitation) replaces the one known, a user's is taken only
+        // when none is.
+        if let Some(password) = &invitation.password {
+            let from_muc = message
+                .from
+                .as_ref()
+                .is_some_and(|from| from.to_bare() == invitation.room);
+            let muc = invitation.room.as_str();
+            if from_muc || self.store.portal_password(muc).await?.is_none() {
+                self.store.set_portal_password(muc, Some(password)).await?;
+            }
+        }
         if matches!(
             self.services
                 .rooms

@@ -455,9 +455,17 @@ impl Bridge {
         let mut presence = Presence::new(PresenceType::None);
         presence.from = Some(Jid::from(full.clone()));
         presence.to = Some(Jid::from(occupant));
-        let x: Element = format!("<x xmlns='{MUC}'>{history}</x>")
+        let mut x: Element = format!("<x xmlns='{MUC}'>{history}</x>")
             .parse()
             .unwrap_or_else(|_| Element::bare("x", MUC));
+        // A password-protected MUC gets the password an invitation or a link gave.
+        match self.store.portal_password(muc.as_str()).await {
+            Ok(Some(password)) => {
+                x.append_child(Element::builder("password", MUC).append(password).build());
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, %muc, "the password of a MUC could not be read"),
+        }
         presence.payloads.push(x);
         self.send(Stanza::Presence(presence));
         let answer = tokio::time::timeout(JOIN_TIMEOUT, receiver).await;

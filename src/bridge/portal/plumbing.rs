@@ -97,19 +97,28 @@ impl Bridge {
                 return Ok(());
             }
         };
+        // The password of a protected MUC, for every join of it through the room.
+        let password = content
+            .get("password")
+            .and_then(Value::as_str)
+            .filter(|password| !password.is_empty());
         if linked.as_ref() == Some(&muc) {
+            self.store
+                .set_portal_password(muc.as_str(), password)
+                .await?;
             return Ok(());
         }
         if let Some(old) = linked {
             self.unlink(room, &old, event).await?;
         }
-        self.link(room, &muc, sender, event).await
+        self.link(room, &muc, password, sender, event).await
     }
 
     async fn link(
         &self,
         room: &OwnedRoomId,
         muc: &BareJid,
+        password: Option<&str>,
         sender: &UserId,
         event: &EventId,
     ) -> Result<(), BridgeError> {
@@ -134,6 +143,9 @@ impl Bridge {
             let text = format!("{muc} is linked to {recorded} already");
             return self.link_refused(room, muc, sender, event, text).await;
         }
+        self.store
+            .set_portal_password(muc.as_str(), password)
+            .await?;
         self.portals.insert(muc.clone(), room.clone());
         self.portals.note_archive(muc, keeps_archive(&info));
         tracing::info!(room_id = %room, %muc, "linked a room to a MUC");

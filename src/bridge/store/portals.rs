@@ -62,6 +62,31 @@ impl BridgeStore {
         )
     }
 
+    /// Keeps (or, with `None`, forgets) the password a MUC with a portal asks for.
+    pub async fn set_portal_password(
+        &self,
+        muc_jid: &str,
+        password: Option<&str>,
+    ) -> Result<(), BridgeStoreError> {
+        sqlx::query("UPDATE muc_portals SET password = $1 WHERE muc_jid = $2")
+            .bind(password)
+            .bind(muc_jid)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The password a MUC with a portal asks for, if one is known.
+    pub async fn portal_password(&self, muc_jid: &str) -> Result<Option<String>, BridgeStoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT password FROM muc_portals WHERE muc_jid = $1",
+        )
+        .bind(muc_jid)
+        .fetch_optional(self.pool())
+        .await?
+        .flatten())
+    }
+
     /// The MUC a room is the portal of (made, or linked to it).
     pub async fn muc_of_portal(&self, room_id: &str) -> Result<Option<String>, BridgeStoreError> {
         Ok(
@@ -209,6 +234,24 @@ mod tests {
             store.portals().await.unwrap(),
             [(muc.to_owned(), "!p:gw.test".to_owned())]
         );
+        // A password, kept, changed and forgotten.
+        assert_eq!(store.portal_password(muc).await.unwrap(), None);
+        store.set_portal_password(muc, Some("old")).await.unwrap();
+        store
+            .set_portal_password(muc, Some("s3cret"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.portal_password(muc).await.unwrap().as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(store.portal_password("other@x").await.unwrap(), None);
+        store.set_portal_password(muc, None).await.unwrap();
+        assert_eq!(store.portal_password(muc).await.unwrap(), None);
+        store
+            .set_portal_password(muc, Some("s3cret"))
+            .await
+            .unwrap();
         let alice = Session {
             room_id: "!p:gw.test".into(),
             user_id: "@alice:gw.test".into(),

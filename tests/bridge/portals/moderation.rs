@@ -494,7 +494,8 @@ async fn invitations_to_mucs_are_invitations_to_their_portals() {
     world.peer.send(stanza(
         "<message xmlns='jabber:server' from='den@prosody.test' to='alice@gw.test'>\
          <x xmlns='http://jabber.org/protocol/muc#user'>\
-         <invite from='carol@prosody.test/pc'><reason>tea?</reason></invite></x></message>",
+         <invite from='carol@prosody.test/pc'><reason>tea?</reason></invite>\
+         <password>tea-time</password></x></message>",
     ));
     answer_disco(
         &world.peer.clone(),
@@ -524,7 +525,22 @@ async fn invitations_to_mucs_are_invitations_to_their_portals() {
         server, peer, seen, ..
     } = &mut world;
     let play = async {
-        assert_eq!(join_request(seen, "den@prosody.test").await, "alice");
+        // The MUC is password-protected: the join gives the invitation's password.
+        let Stanza::Presence(join) = next_that(seen, |s| {
+            matches!(s, Stanza::Presence(_)) && to_room("den@prosody.test")(s)
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(join.to.unwrap().to_string(), "den@prosody.test/alice");
+        let password = join
+            .payloads
+            .iter()
+            .find(|p| p.is("x", "http://jabber.org/protocol/muc"))
+            .and_then(|x| x.get_child("password", "http://jabber.org/protocol/muc"))
+            .map(|password| password.text());
+        assert_eq!(password.as_deref(), Some("tea-time"));
         peer.send(stanza(
             "<presence xmlns='jabber:server' from='den@prosody.test/alice' \
              to='alice@gw.test/causeway'><x xmlns='http://jabber.org/protocol/muc#user'>\
