@@ -368,6 +368,7 @@ impl Bridge {
         // The others learn of what changed since they were last told (this join among it).
         self.tell_changes(room, &mut view, roster.clone(), Some(from.as_str()))
             .await?;
+        view.roster_position = position;
         let to = Jid::from(from.clone());
         for member in roster.members() {
             if member.user == ghost {

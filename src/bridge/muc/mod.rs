@@ -58,6 +58,12 @@ const DELAY: &str = "urn:xmpp:delay";
 #[derive(Default)]
 pub(super) struct RoomView {
     roster: Option<Arc<Roster>>,
+    /// The stream position the occupants were told the roster as of: member and power
+    /// events up to it are in it already.
+    roster_position: i64,
+    /// What each occupant's ghost may see of the room, as `visibility::for_user` said it after
+    /// the last membership or history visibility change (forgotten at the next one).
+    visible: HashMap<ruma::OwnedUserId, causeway_matrix::visibility::Visible>,
 }
 
 /// The rooms that have occupants, each with its lock.

@@ -2,7 +2,6 @@
 //! own included), corrections, replies, reactions, retractions and moderation, the topic as
 //! the subject, members coming, going, renamed or given power as occupants' presence.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use causeway_mapping::address::occupant_nick;
@@ -50,14 +49,27 @@ impl Bridge {
         let mut view = lock.lock().await;
         if matches!(
             row.event_type.as_str(),
+            "m.room.member" | "m.room.history_visibility"
+        ) {
+            view.visible.clear();
+        }
+        if matches!(
+            row.event_type.as_str(),
             "m.room.member" | "m.room.power_levels"
         ) {
+            // A join through the MUC service told the occupants a roster with this in it.
+            if view.roster.is_some() && row.stream_ordering <= view.roster_position {
+                return Ok(());
+            }
+            let position = self.services.store.current_position();
             let roster = Arc::new(self.roster(&room).await?);
             if view.roster.is_none() {
                 view.roster = Some(roster);
                 return Ok(());
             }
-            return self.tell_changes(&room, &mut view, roster, None).await;
+            self.tell_changes(&room, &mut view, roster, None).await?;
+            view.roster_position = position;
+            return Ok(());
         }
         let roster = self.known_roster(&room, &mut view).await?;
         let pdu = Pdu::from_stored(&row.event_id, &row.json)?;
@@ -71,22 +83,19 @@ impl Bridge {
         if occupants.is_empty() {
             return Ok(());
         }
-        // Who may see the event is decided for each occupant's ghost, in the one place.
-        let mut sees: HashMap<String, bool> = HashMap::new();
+        // Who may see the event is decided for each occupant's ghost, in the one place; what
+        // it said is kept until the room's memberships or history visibility change.
         let mut recipients = Vec::new();
         for occupant in occupants {
-            let bare = bare_of(&occupant.jid).to_owned();
-            let allowed = match sees.get(&bare) {
-                Some(allowed) => *allowed,
+            let bare = BareJid::new(bare_of(&occupant.jid))
+                .map_err(|e| causeway_matrix::error::Error::Internal(e.to_string()))?;
+            let ghost = self.ghost_id(&bare)?;
+            let allowed = match view.visible.get(&ghost) {
+                Some(visible) => visible.contains(row.stream_ordering),
                 None => {
-                    let ghost = self
-                        .ghost_id(&BareJid::new(&bare).map_err(|e| {
-                            causeway_matrix::error::Error::Internal(e.to_string())
-                        })?)?;
-                    let allowed = visibility::for_user(&self.services.store, &room, &ghost)
-                        .await?
-                        .contains(row.stream_ordering);
-                    sees.insert(bare, allowed);
+                    let visible = visibility::for_user(&self.services.store, &room, &ghost).await?;
+                    let allowed = visible.contains(row.stream_ordering);
+                    view.visible.insert(ghost, visible);
                     allowed
                 }
             };
