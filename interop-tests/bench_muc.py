@@ -16,6 +16,11 @@ accounts of Causeway, each with a long-polling /sync. Logging is at warning leve
              B clients would have to be connected to it).
   memory:    resident memory of Causeway and of Prosody before and after the X occupants join
              (per occupant), and after one occupant joins R new rooms (per room).
+  portal:    the M Matrix members join Prosody's room through its portal on Causeway
+             (`#_xmpp_bench=40conference.prosody.test:gw.test`), each an occupant of their
+             own: the time of the first join (the portal made) and of the others; then N
+             messages one at a time from the same occupant to the X occupants and the M
+             members, against Prosody's delivery to the X occupants alone (above).
 
 Run: scripts/bench-muc [--quick]
 """
@@ -53,7 +58,8 @@ class MucCauseway(BenchCauseway):
         return super().config_text() + "".join(
             f"\n[rate_limits.{name}]\nper_second = 100000.0\nburst = 100000\n"
             for name in ("remote_events", "remote_accounts", "remote_rooms")) + (
-            f'\n[[xmpp.routes]]\ndomain = "other.test"\naddress = "{OTHER_IP}:5269"\n')
+            f'\n[[xmpp.routes]]\ndomain = "other.test"\naddress = "{OTHER_IP}:5269"\n'
+            f'\n[[xmpp.routes]]\ndomain = "conference.prosody.test"\naddress = "{xp.PROSODY_IP}:5269"\n')
 
 
 class Occupant(Arrivals):
@@ -256,6 +262,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       occupants + members, args.n)
         results["delivery_prosody"] = await delivery("prosody", bob, PROSODY_ROOM, occupants, args.n)
 
+        # The same members in Prosody's room, through its portal.
+        portal = quote("#_xmpp_bench=40conference.prosody.test:gw.test")
+        start = time.perf_counter()
+        await members[0].post(f"/_matrix/client/v3/join/{portal}", {})
+        first = time.perf_counter() - start
+        joins: list[float] = []
+
+        async def portal_join(member: Member) -> None:
+            began = time.perf_counter()
+            await member.post(f"/_matrix/client/v3/join/{portal}", {})
+            joins.append(time.perf_counter() - began)
+
+        await in_batches([portal_join(m) for m in members[1:]], 8)
+        results["portal_join_first"] = first
+        results["portal_joins"] = joins
+        await delivery("warm-up", bob, PROSODY_ROOM, occupants + members, 2)
+        results["delivery_portal"] = await delivery("portal", bob, PROSODY_ROOM,
+                                                    occupants + members, args.n)
+
         carol = Occupant("carol@prosody.test/bench", xp.PROSODY_IP)
         await carol.connect(ca)
         results["join_causeway"] = await carol.join(CAUSEWAY_ROOM, "carol", 20)
@@ -326,6 +351,13 @@ def main() -> int:
     row("delivery to a recipient, p99", pct(dc["each"], 99), pct(dp["each"], 99), "ms", ms)
     row("delivery to the last recipient, p50", pct(dc["last"], 50), pct(dp["last"], 50), "ms", ms)
     row("delivery to the last recipient, p99", pct(dc["last"], 99), pct(dp["last"], 99), "ms", ms)
+    dt = results["delivery_portal"]
+    row("portal: delivery to a recipient, p50", pct(dt["each"], 50), pct(dp["each"], 50), "ms", ms)
+    row("portal: delivery to a recipient, p99", pct(dt["each"], 99), pct(dp["each"], 99), "ms", ms)
+    row("portal: delivery to the last recipient, p50", pct(dt["last"], 50), pct(dp["last"], 50), "ms", ms)
+    row("portal: delivery to the last recipient, p99", pct(dt["last"], 99), pct(dp["last"], 99), "ms", ms)
+    row("portal: first join (the portal made)", results["portal_join_first"], None, "ms", ms)
+    row("portal: join, p50", pct(results["portal_joins"], 50), None, "ms", ms)
     row("join: own presence", results["join_causeway"][0], results["join_prosody"][0], "ms", ms)
     row("join: occupants, history and subject", results["join_causeway"][1],
         results["join_prosody"][1], "ms", ms)
@@ -339,7 +371,8 @@ def main() -> int:
         results["memory_per_room_kb"]["prosody"], "KiB", kb)
     row("resident memory at the end", results["rss_kb"]["causeway"], results["rss_kb"]["prosody"], "KiB", kb)
     print("(ratios are Causeway / Prosody: below 1 is better for Causeway; Causeway's recipients "
-          "include the Matrix members, Prosody's only the occupants)")
+          "include the Matrix members, Prosody's only the occupants; in the portal rows the "
+          "Matrix members are occupants of Prosody's room too, each through Causeway)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

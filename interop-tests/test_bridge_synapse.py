@@ -16,7 +16,8 @@ a Synapse user, `carol%localhost\\3a<port>@gw.test` from XMPP (XEP-0106 escapes 
 * An invite of a ghost to a room that is not a direct chat is declined, through Synapse.
 * Bob joins carol's public room on Synapse as a MUC (`#lobby%localhost\\3a<port>@muc.gw.test`):
   Causeway resolves the alias and joins his ghost through Synapse; he gets the history and the
-  topic, and messages go both ways.
+  topic, and messages go both ways; the avatar carol gives it on Synapse is announced in its
+  disco#info (the hash of the image Causeway fetched over federation).
 * carol joins an XMPP MUC on Prosody through its portal on Causeway
   (`#_xmpp_lobby=40conference.prosody.test:gw.test`): Synapse asks Causeway to join, and
   Causeway first joins the MUC as carol's own address; messages go both ways; her leaving the
@@ -32,10 +33,13 @@ slixmpp, Synapse in .venv/synapse.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
+import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +292,30 @@ class Test:
             answer = await bob.next(lambda s: bs.body_of(s) == "Welcome, Bob", timeout=WAIT)
             c.equal((str(answer["from"]), answer["type"]), (f"{address}/carol", "groupchat"),
                     "carol's answer reaches Bob in the room")
+            # carol gives her room an avatar on Synapse: the room's disco#info announces its
+            # hash (XEP-0486) once Causeway has fetched it over federation.
+            image = tiny_png()
+            async with carol.session.post(
+                    f"{carol.server.base_url}/_matrix/media/v3/upload?filename=lobby.png", data=image,
+                    headers={"Authorization": f"Bearer {carol.token}",
+                             "Content-Type": "image/png"}) as response:
+                uploaded = await response.json(content_type=None)
+            c.require("content_uri" in uploaded, "carol uploads an image to Synapse", repr(uploaded))
+            status, _ = await carol.call("PUT", f"/rooms/{room}/state/m.room.avatar/",
+                                         {"url": uploaded["content_uri"]})
+            wanted = hashlib.sha1(image).hexdigest()
+            announced = None
+            deadline = time.monotonic() + WAIT
+            while announced != wanted and time.monotonic() < deadline:
+                info = await bob.client["xep_0030"].get_info(jid=address, timeout=WAIT)
+                for field in info.xml.iter("{jabber:x:data}field"):
+                    if field.get("var") == "muc#roominfo_avatarhash":
+                        value = field.find("{jabber:x:data}value")
+                        announced = value.text if value is not None else None
+                if announced != wanted:
+                    await asyncio.sleep(0.5)
+            c.equal(announced, wanted,
+                    "the avatar of carol's room on Synapse is announced in its disco#info (SHA-1)")
 
         async def synapse_user_joins_xmpp_muc() -> None:
             bob.send(f"<presence to='{tp.LOBBY}/Bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
@@ -362,6 +390,15 @@ async def main_async(args: Any) -> int:
             return code
     finally:
         prosody.stop()
+
+
+def tiny_png() -> bytes:
+    """A 1x1 PNG image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00")) + chunk(b"IEND", b""))
 
 
 def main() -> int:

@@ -263,3 +263,57 @@ async fn media_upload_download_and_thumbnails() {
         .await
         .assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn files_of_any_server_are_read_by_their_address() {
+    let server = TestServer::new().await;
+    let services = &server.services;
+    // Another server's file, copied here as federation fetches it.
+    std::fs::create_dir_all(&services.media_dir).unwrap();
+    std::fs::write(services.media_dir.join("remote-copy"), b"their bytes").unwrap();
+    services
+        .store
+        .create_remote_media(
+            "other.example",
+            "abc",
+            &causeway_matrix::store::MediaRecord {
+                media_id: "remote-copy".into(),
+                content_type: Some("image/png".into()),
+                filename: None,
+                size: 11,
+                uploader: String::new(),
+                unauthenticated: false,
+            },
+        )
+        .await
+        .unwrap();
+    let read = |uri: &str| {
+        let uri = ruma::OwnedMxcUri::from(uri);
+        async move { services.read_any_media(&uri).await.unwrap() }
+    };
+    assert_eq!(
+        read("mxc://other.example/abc").await,
+        Some((b"their bytes".to_vec(), Some("image/png".to_owned())))
+    );
+    // Not fetched yet, or nothing at all: none.
+    assert_eq!(read("mxc://other.example/missing").await, None);
+    assert_eq!(read("not an address").await, None);
+    // This server's own files are read as ever; another server's copy is not one of them.
+    let (alice, _) = server.register("alice").await;
+    let alice = ruma::UserId::parse(alice.as_str()).unwrap();
+    let own = services
+        .store_media(b"ours", Some("text/plain"), None, &alice)
+        .await
+        .unwrap();
+    assert_eq!(
+        read(own.as_str()).await,
+        Some((b"ours".to_vec(), Some("text/plain".to_owned())))
+    );
+    assert_eq!(
+        services
+            .read_media(&ruma::OwnedMxcUri::from("mxc://other.example/abc"))
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -409,6 +409,27 @@ impl Services {
         Ok(Some((bytes, record.content_type)))
     }
 
+    /// A file of any server by its `mxc://` address: this server's, or the local copy of
+    /// another server's; `None` for an unknown file or one not fetched yet.
+    pub async fn read_any_media(
+        &self,
+        uri: &ruma::MxcUri,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, Error> {
+        let Ok((server, media_id)) = uri.parts() else {
+            return Ok(None);
+        };
+        if server == self.server_name {
+            return self.read_media(uri).await;
+        }
+        let Some(record) = self.store.remote_media(server.as_str(), media_id).await? else {
+            return Ok(None);
+        };
+        let bytes = tokio::fs::read(self.media_dir.join(&record.media_id))
+            .await
+            .map_err(|e| Error::Internal(format!("reading media {}: {e}", record.media_id)))?;
+        Ok(Some((bytes, record.content_type)))
+    }
+
     /// Whether a user id belongs to this server.
     pub fn is_local(&self, user_id: &UserId) -> bool {
         user_id.server_name() == self.server_name

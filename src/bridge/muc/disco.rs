@@ -242,7 +242,9 @@ impl Bridge {
         })
     }
 
-    /// A room's avatar (XEP-0486), when it is a file of this server's small enough to send.
+    /// A room's avatar (XEP-0486), when it is a file small enough to send: this server's, or
+    /// the copy of another server's. One not copied yet is fetched apart from the request, for
+    /// the requests after it.
     pub(super) async fn room_avatar(
         &self,
         room: &RoomId,
@@ -251,10 +253,25 @@ impl Bridge {
             return Ok(None);
         };
         let uri = ruma::OwnedMxcUri::from(url);
-        Ok(self
-            .services
-            .read_media(&uri)
-            .await?
+        let read = self.services.read_any_media(&uri).await?;
+        if read.is_none()
+            && let Ok((server, media_id)) = uri.parts()
+            && server != self.services.server_name
+        {
+            let (services, server, media_id) = (
+                self.services.clone(),
+                server.to_owned(),
+                media_id.to_owned(),
+            );
+            tokio::spawn(async move {
+                if let Err(error) =
+                    causeway_matrix::federation::media::remote(&services, &server, &media_id).await
+                {
+                    tracing::info!(%error, %server, %media_id, "a room's avatar could not be fetched");
+                }
+            });
+        }
+        Ok(read
             .filter(|(bytes, _)| bytes.len() <= MAX_AVATAR_BYTES)
             .map(
                 |(bytes, media_type)| causeway_mapping::content::room::Avatar {

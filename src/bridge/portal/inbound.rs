@@ -183,12 +183,7 @@ impl Bridge {
         if self.portals.joining_nicks(muc).iter().any(|n| n == nick) {
             return Ok(true);
         }
-        Ok(self
-            .store
-            .sessions(room.as_str())
-            .await?
-            .iter()
-            .any(|session| session.nick == nick))
+        Ok(self.store.has_session_nick(room.as_str(), nick).await?)
     }
 
     /// Whether anyone may join a room (its join rule is `public`).
@@ -350,6 +345,22 @@ impl Bridge {
         let id = stanza_id
             .clone()
             .or_else(|| message.id.as_ref().map(|id| id.0.clone()));
+        // Every member gets a copy: the first is the message, the others are left at once.
+        let key = match (&stanza_id, &message.id) {
+            (Some(stanza_id), _) => Some(stanza_id.clone()),
+            (None, Some(id)) => Some(format!("{from}\u{0}{}", id.0)),
+            (None, None) => None,
+        };
+        if let Some(key) = key
+            && !self
+                .portals
+                .copies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .first(&muc, &key)
+        {
+            return Ok(());
+        }
         let Some(nick) = from.resource().map(|nick| nick.as_str().to_owned()) else {
             // The room itself speaks: its configuration changed (104), or a notice of its
             // ghost.

@@ -44,6 +44,7 @@ use super::store::Session;
 use super::{Bridge, BridgeError};
 
 mod archive;
+mod copies;
 mod inbound;
 mod info;
 mod invite;
@@ -91,6 +92,8 @@ pub(super) struct Portals {
     archives: std::sync::RwLock<HashMap<BareJid, bool>>,
     /// Queries of MUCs' archives under way: by query id, the MUC and the member's full JID.
     queries: std::sync::Mutex<HashMap<String, (BareJid, String)>>,
+    /// The groupchat messages taken, whose other copies (one per member) are left.
+    copies: std::sync::Mutex<copies::Copies>,
 }
 
 impl Portals {

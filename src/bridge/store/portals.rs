@@ -164,6 +164,22 @@ impl BridgeStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
+    /// Whether one of a portal's members is in its MUC under `nick`.
+    pub async fn has_session_nick(
+        &self,
+        room_id: &str,
+        nick: &str,
+    ) -> Result<bool, BridgeStoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM muc_sessions WHERE room_id = $1 AND nick = $2",
+        )
+        .bind(room_id)
+        .bind(nick)
+        .fetch_one(self.pool())
+        .await?
+            > 0)
+    }
+
     /// The sessions of a portal.
     pub async fn sessions(&self, room_id: &str) -> Result<Vec<Session>, BridgeStoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
@@ -277,6 +293,9 @@ mod tests {
         store.session_seen("!p:gw.test", 40).await.unwrap();
         let sessions = store.sessions("!p:gw.test").await.unwrap();
         assert_eq!(sessions.len(), 2);
+        assert!(store.has_session_nick("!p:gw.test", "Dan").await.unwrap());
+        assert!(!store.has_session_nick("!p:gw.test", "Eve").await.unwrap());
+        assert!(!store.has_session_nick("!q:gw.test", "Dan").await.unwrap());
         assert!(sessions.iter().all(|s| s.last_seen == Some(50)));
         // Joining again under another nickname keeps what was seen.
         store

@@ -651,3 +651,80 @@ async fn inviting_xmpp_users_into_a_portal_asks_the_muc() {
         );
     }
 }
+
+#[tokio::test]
+async fn malformed_muc_payloads_change_nothing_else() {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = join_lobby(
+        &mut world,
+        &token,
+        vec![],
+        "<item affiliation='owner' role='moderator'/>",
+    )
+    .await;
+    // Carol comes in with an affiliation no MUC has and status codes that are no numbers; a
+    // nobody leaves; a message has a stanza id without an id, a reply without a target.
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='emperor' role='overlord' jid='not a jid'/>",
+        "<status code='abc'/><status/>",
+        false,
+    ));
+    world.peer.send(presence_of(
+        "Nobody",
+        "<item affiliation='none' role='none'/>",
+        "<status code='307'/>",
+        true,
+    ));
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='x1' from='lobby@prosody.test/Carol' \
+         to='alice@gw.test/causeway'><body>odd one</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test'/>\
+         <reply xmlns='urn:xmpp:reply:0'/></message>",
+    ));
+    // Then Carol as she should be, and a message: the portal goes on.
+    world.peer.send(presence_of(
+        "Carol",
+        "<item affiliation='none' role='moderator' jid='carol@prosody.test/pc'/>",
+        "",
+        false,
+    ));
+    world.peer.send(stanza(
+        "<message xmlns='jabber:server' type='groupchat' id='x2' from='lobby@prosody.test/Carol' \
+         to='alice@gw.test/causeway'><body>all well</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@prosody.test' id='s-x2'/></message>",
+    ));
+    let bodies = world
+        .wait_for(&token, &room, |events| {
+            let said: Vec<String> = messages(events, CAROL_HERE)
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect();
+            said.iter().any(|body| body == "all well").then_some(said)
+        })
+        .await;
+    assert_eq!(bodies, ["odd one", "all well"]);
+    // The malformed item set no power; the good one did.
+    let levels = power_levels(&world, &token, &room, |levels| {
+        levels["users"][CAROL_HERE] == 50
+    })
+    .await;
+    assert!(
+        levels["users"]
+            .get("@_xmpp_lobby=40prosody.test/=4eobody:gw.test")
+            .is_none()
+    );
+    // The one who left without having come is no member.
+    let nobody = world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::encode("@_xmpp_lobby=40prosody.test/=4eobody:gw.test")
+            ),
+            &token,
+        )
+        .await;
+    assert_eq!(nobody.status.as_u16(), 404);
+}
