@@ -185,6 +185,20 @@ def rss_kb(pid: int | None) -> int:
     return (harness.read_proc_status(pid, "VmRSS") or 0) if pid else 0
 
 
+async def settled_rss_kb(pid: int | None, wait: float = 30) -> int:
+    """Resident memory once it stops moving: what the allocator gives back after a burst (the
+    password hashing of many registrations, for one) is not counted against what follows."""
+    last = rss_kb(pid)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        now = rss_kb(pid)
+        if abs(now - last) <= max(last // 200, 64):
+            return now
+        last = now
+    return last
+
+
 async def delivery(label: str, sender: Occupant, room: str, recipients: list[Any], n: int) -> dict[str, Any]:
     """`n` messages one at a time; every recipient's latency, and the last one's per message."""
     each: list[float] = []
@@ -246,11 +260,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             + [Occupant(f"{u}@other.test/bench", OTHER_IP) for u in second_users]
         await in_batches([o.connect(ca) for o in occupants])
         # Occupants on both servers, in both rooms; memory before and after.
-        causeway_before, prosody_before = rss_kb(gateway.pid), rss_kb(prosody.proc.pid if prosody.proc else None)
+        causeway_before = await settled_rss_kb(gateway.pid)
+        prosody_before = await settled_rss_kb(prosody.proc.pid if prosody.proc else None)
         await in_batches([o.join(CAUSEWAY_ROOM, f"o{i}") for i, o in enumerate(occupants)], 8)
-        causeway_after = rss_kb(gateway.pid)
+        causeway_after = await settled_rss_kb(gateway.pid)
         await in_batches([o.join(PROSODY_ROOM, f"o{i}") for i, o in enumerate(occupants)], 8)
-        prosody_after = rss_kb(prosody.proc.pid if prosody.proc else None)
+        prosody_after = await settled_rss_kb(prosody.proc.pid if prosody.proc else None)
         results["memory_per_occupant_kb"] = {
             "causeway": (causeway_after - causeway_before) / len(occupants),
             "prosody": (prosody_after - prosody_before) / len(occupants),
@@ -299,13 +314,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rooms = [await owner.post("/_matrix/client/v3/createRoom", {
             "preset": "public_chat", "room_alias_name": f"r{i}"}) for i in range(args.rooms)]
         del rooms
-        causeway_before, prosody_before = rss_kb(gateway.pid), rss_kb(prosody.proc.pid if prosody.proc else None)
+        causeway_before = await settled_rss_kb(gateway.pid)
+        prosody_before = await settled_rss_kb(prosody.proc.pid if prosody.proc else None)
         for i in range(args.rooms):
             await carol.join(f"r{i}@muc.gw.test", "carol", 0)
-        causeway_after = rss_kb(gateway.pid)
+        causeway_after = await settled_rss_kb(gateway.pid)
         for i in range(args.rooms):
             await carol.join(f"r{i}@conference.prosody.test", "carol", 0)
-        prosody_after = rss_kb(prosody.proc.pid if prosody.proc else None)
+        prosody_after = await settled_rss_kb(prosody.proc.pid if prosody.proc else None)
         results["memory_per_room_kb"] = {
             "causeway": (causeway_after - causeway_before) / args.rooms,
             "prosody": (prosody_after - prosody_before) / args.rooms,
