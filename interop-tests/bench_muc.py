@@ -367,6 +367,17 @@ def main() -> int:
     row("delivery to a recipient, p99", pct(dc["each"], 99), pct(dp["each"], 99), "ms", ms)
     row("delivery to the last recipient, p50", pct(dc["last"], 50), pct(dp["last"], 50), "ms", ms)
     row("delivery to the last recipient, p99", pct(dc["last"], 99), pct(dp["last"], 99), "ms", ms)
+    def part(d: dict[str, Any], occupants: bool) -> list[float]:
+        """The latencies of the XMPP occupants (the first of each message's recipients) or of
+        the Matrix members."""
+        step = args.occupants + args.members
+        return [t for i in range(0, len(d["each"]), step)
+                for t in (d["each"][i:i + args.occupants] if occupants
+                          else d["each"][i + args.occupants:i + step])]
+
+    for name, d in (("room", dc), ("portal", results["delivery_portal"])):
+        row(f"{name}: to the XMPP occupants, p50", pct(part(d, True), 50), pct(dp["each"], 50), "ms", ms)
+        row(f"{name}: to the Matrix members, p50", pct(part(d, False), 50), None, "ms", ms)
     dt = results["delivery_portal"]
     row("portal: delivery to a recipient, p50", pct(dt["each"], 50), pct(dp["each"], 50), "ms", ms)
     row("portal: delivery to a recipient, p99", pct(dt["each"], 99), pct(dp["each"], 99), "ms", ms)
