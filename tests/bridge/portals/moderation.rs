@@ -23,6 +23,24 @@ fn presence_of(nick: &str, item: &str, statuses: &str, unavailable: bool) -> Sta
     ))
 }
 
+/// Carol, a participant whose JID the room shows, and Dave, one whose JID it does not.
+fn carol_and_dave() -> Vec<Stanza> {
+    vec![
+        presence_of(
+            "Carol",
+            "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
+            "",
+            false,
+        ),
+        presence_of(
+            "Dave",
+            "<item affiliation='none' role='participant'/>",
+            "",
+            false,
+        ),
+    ]
+}
+
 /// The portal's power levels once `check` accepts them.
 async fn power_levels(
     world: &World,
@@ -103,27 +121,13 @@ async fn member_event(
 async fn power_kicks_and_bans_go_both_ways() {
     let mut world = world().await;
     let token = world.token().await;
-    let others = vec![
-        presence_of(
-            "Bob",
-            "<item affiliation='admin' role='moderator' jid='bob@prosody.test/phone'/>",
-            "",
-            false,
-        ),
-        presence_of(
-            "Carol",
-            "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
-            "",
-            false,
-        ),
-        // A room may not show who an occupant is.
-        presence_of(
-            "Dave",
-            "<item affiliation='none' role='participant'/>",
-            "",
-            false,
-        ),
-    ];
+    let mut others = vec![presence_of(
+        "Bob",
+        "<item affiliation='admin' role='moderator' jid='bob@prosody.test/phone'/>",
+        "",
+        false,
+    )];
+    others.extend(carol_and_dave());
     let room = join_lobby(
         &mut world,
         &token,
@@ -328,24 +332,10 @@ async fn set_level(world: &World, token: &str, room: &str, user: &str, level: i6
 async fn power_changes_in_the_portal_are_asked_of_the_muc() {
     let mut world = world().await;
     let token = world.token().await;
-    let others = vec![
-        presence_of(
-            "Carol",
-            "<item affiliation='none' role='participant' jid='carol@prosody.test/pc'/>",
-            "",
-            false,
-        ),
-        presence_of(
-            "Dave",
-            "<item affiliation='none' role='participant'/>",
-            "",
-            false,
-        ),
-    ];
     let room = join_lobby(
         &mut world,
         &token,
-        others,
+        carol_and_dave(),
         "<item affiliation='owner' role='moderator'/>",
     )
     .await;

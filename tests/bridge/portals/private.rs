@@ -16,6 +16,26 @@ async fn next_private(world: &mut World, nick: &str) -> xmpp_parsers::message::M
     .await
 }
 
+/// Alice joins the direct chat a ghost invited her to: the room, and the ghost's first message.
+async fn first_private(world: &World, token: &str, ghost: &str) -> (String, serde_json::Value) {
+    let room = world.invited_room(token).await;
+    world
+        .server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            token,
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let first = world
+        .wait_for(token, &room, |events| {
+            messages(events, ghost).first().map(|e| (*e).clone())
+        })
+        .await;
+    (room, first)
+}
+
 #[tokio::test]
 async fn private_messages_in_mucs_are_direct_chats_with_occupants() {
     let mut world = world().await;
@@ -42,21 +62,7 @@ async fn private_messages_in_mucs_are_direct_chats_with_occupants() {
          to='alice@gw.test/causeway'><body>psst</body>\
          <x xmlns='http://jabber.org/protocol/muc#user'/></message>",
     ));
-    let room = world.invited_room(&token).await;
-    world
-        .server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &token,
-            json!({}),
-        )
-        .await
-        .assert_ok();
-    let psst = world
-        .wait_for(&token, &room, |events| {
-            messages(events, BOB_HERE).first().map(|e| (*e).clone())
-        })
-        .await;
+    let (room, psst) = first_private(&world, &token, BOB_HERE).await;
     assert_eq!(psst["content"]["body"], "psst");
     // Her answer goes to Bob's occupant, from hers.
     let sent = world
@@ -133,22 +139,7 @@ async fn a_private_message_from_a_muc_without_a_portal_is_the_occupants() {
          to='alice@gw.test'><body>you there?</body>\
          <x xmlns='http://jabber.org/protocol/muc#user'/></message>",
     ));
-    let room = world.invited_room(&token).await;
-    world
-        .server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            &token,
-            json!({}),
-        )
-        .await
-        .assert_ok();
-    let said = world
-        .wait_for(&token, &room, |events| {
-            messages(events, "@_xmpp_den=40prosody.test/=43arol:gw.test")
-                .first()
-                .map(|e| (*e).clone())
-        })
-        .await;
+    let (_, said) =
+        first_private(&world, &token, "@_xmpp_den=40prosody.test/=43arol:gw.test").await;
     assert_eq!(said["content"]["body"], "you there?");
 }
