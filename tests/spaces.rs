@@ -222,10 +222,26 @@ async fn a_space_holds_rooms_of_other_servers() {
             json!({"preset": "public_chat", "name": "Bob's", "room_version": "10"}),
         )
         .await;
-    for child in [&local, &hidden] {
-        space_child(&a, &alice, &space, child, json!({"via": ["a.test"]})).await;
+    // Ordered by `order`: children added within one millisecond would otherwise be ordered
+    // by room id.
+    for (child, order) in [(&local, "a"), (&hidden, "b")] {
+        space_child(
+            &a,
+            &alice,
+            &space,
+            child,
+            json!({"via": ["a.test"], "order": order}),
+        )
+        .await;
     }
-    space_child(&a, &alice, &space, &bobs, json!({"via": ["b.test"]})).await;
+    space_child(
+        &a,
+        &alice,
+        &space,
+        &bobs,
+        json!({"via": ["b.test"], "order": "c"}),
+    )
+    .await;
 
     // Alice's server asks b.test about bob's room, which it has no copy of.
     let page = hierarchy(&a, &alice, &space, "").await.assert_ok();
