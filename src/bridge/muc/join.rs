@@ -2,7 +2,7 @@
 //! the room), nickname changes, leaving.
 
 use causeway_mapping::address::MatrixRoom;
-use causeway_mapping::content::presence::presence_to_matrix;
+use causeway_mapping::content::presence::{MatrixPresence, presence_to_matrix};
 use causeway_matrix::api::client::membership::{join_as, leave_as, room_of, update_member};
 use causeway_matrix::error::Error as MatrixError;
 use causeway_xmpp::stanza::Stanza;
@@ -454,6 +454,17 @@ impl Bridge {
         let remaining = self.store.occupants(room.as_str()).await?;
         if !remaining.iter().any(|o| bare_of(&o.jid) == bare.as_str()) {
             leave_as(&self.services, &room, &ghost, None).await?;
+            // Out of every room, and nobody here receives their presence: what their
+            // occupant said of it no longer holds.
+            if !self.store.is_occupant_anywhere(bare.as_str()).await?
+                && !self.store.presence_followed(bare.as_str()).await?
+            {
+                let offline = MatrixPresence {
+                    state: ruma::presence::PresenceState::Offline,
+                    status: None,
+                };
+                self.set_ghost_presence(&ghost, &offline).await?;
+            }
         }
         if remaining.is_empty() {
             self.muc_room_emptied(&room);

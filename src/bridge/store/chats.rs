@@ -257,6 +257,18 @@ impl BridgeStore {
         .await?)
     }
 
+    /// Whether any local account receives an XMPP user's presence (their subscription keeps
+    /// the ghost's presence).
+    pub async fn presence_followed(&self, remote_jid: &str) -> Result<bool, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM xmpp_subscriptions WHERE remote_jid = $1 AND to_remote = 1",
+        )
+        .bind(remote_jid)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count > 0)
+    }
+
     /// Every pair in which the local account receives the XMPP user's presence:
     /// `(local user, remote JID)`.
     pub async fn xmpp_subscriptions_to_remote(&self) -> Result<Vec<(String, String)>, StoreError> {

@@ -125,6 +125,18 @@ impl BridgeStore {
         Ok(())
     }
 
+    /// Whether a user (by bare JID) is an occupant of any room, from any resource.
+    pub async fn is_occupant_anywhere(&self, bare: &str) -> Result<bool, BridgeStoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM muc_occupants \
+             WHERE substr(occupant_jid, 1, length($1)) = $1",
+        )
+        .bind(format!("{bare}/"))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count > 0)
+    }
+
     /// Changes the nickname of every occupant of a room whose real JID is of `bare`.
     pub async fn rename_occupants_of(
         &self,
@@ -403,6 +415,45 @@ mod tests {
             assert_eq!(bridge.rooms_with_occupants().await.unwrap(), ["!b:gw.test"]);
         }
     }
+}
+
+#[cfg(test)]
+mod occupant_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::testing::both_backends;
+    use super::*;
+
+    both_backends!(occupants_anywhere, |store: BridgeStore| async move {
+        let occupant = |room: &str, jid: &str| Occupant {
+            room_id: room.into(),
+            jid: jid.into(),
+            room_jid: "lobby@muc.x".into(),
+            nick: "Bob".into(),
+            since_position: 1,
+        };
+        assert!(!store.is_occupant_anywhere("bob@y").await.unwrap());
+        store
+            .set_occupant(&occupant("!a:x", "bob@y/phone"))
+            .await
+            .unwrap();
+        store
+            .set_occupant(&occupant("!b:x", "bob@y/pc"))
+            .await
+            .unwrap();
+        // Another user whose JID begins the same is someone else.
+        store
+            .set_occupant(&occupant("!a:x", "bob@y.z/pc"))
+            .await
+            .unwrap();
+        assert!(store.is_occupant_anywhere("bob@y").await.unwrap());
+        assert!(!store.is_occupant_anywhere("bo@y").await.unwrap());
+        store.remove_occupant("!a:x", "bob@y/phone").await.unwrap();
+        assert!(store.is_occupant_anywhere("bob@y").await.unwrap());
+        store.remove_occupant("!b:x", "bob@y/pc").await.unwrap();
+        assert!(!store.is_occupant_anywhere("bob@y").await.unwrap());
+        assert!(store.is_occupant_anywhere("bob@y.z").await.unwrap());
+    });
 }
 
 #[cfg(test)]

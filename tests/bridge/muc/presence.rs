@@ -89,4 +89,19 @@ async fn presence_of_members_and_occupants_goes_both_ways() {
         world.ghost_presence(&token, BOB_GHOST).await["presence"],
         "online"
     );
+    // Bob leaves, and is in no other room: his ghost is offline (as stored: Alice shares no
+    // room with it any more, so she may not ask).
+    world.peer.send(stanza(
+        "<presence xmlns='jabber:server' type='unavailable' from='bob@prosody.test/phone' \
+         to='lobby@muc.gw.test/Bob'/>",
+    ));
+    let store = &world.server.services.store;
+    for _ in 0..100 {
+        let stored = store.presence(BOB_GHOST).await.unwrap();
+        if stored.as_ref().is_some_and(|p| p.state == "offline") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("Bob's ghost stayed {:?}", store.presence(BOB_GHOST).await);
 }
