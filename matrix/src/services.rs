@@ -403,10 +403,18 @@ impl Services {
         let Some(record) = self.store.media(media_id).await? else {
             return Ok(None);
         };
-        let bytes = tokio::fs::read(self.media_dir.join(media_id))
+        self.read_media_file(record).await.map(Some)
+    }
+
+    /// The bytes and content type of a file of the media directory.
+    async fn read_media_file(
+        &self,
+        record: crate::store::MediaRecord,
+    ) -> Result<(Vec<u8>, Option<String>), Error> {
+        let bytes = tokio::fs::read(self.media_dir.join(&record.media_id))
             .await
-            .map_err(|e| Error::Internal(format!("reading media {media_id}: {e}")))?;
-        Ok(Some((bytes, record.content_type)))
+            .map_err(|e| Error::Internal(format!("reading media {}: {e}", record.media_id)))?;
+        Ok((bytes, record.content_type))
     }
 
     /// A file of any server by its `mxc://` address: this server's, or the local copy of
@@ -424,10 +432,7 @@ impl Services {
         let Some(record) = self.store.remote_media(server.as_str(), media_id).await? else {
             return Ok(None);
         };
-        let bytes = tokio::fs::read(self.media_dir.join(&record.media_id))
-            .await
-            .map_err(|e| Error::Internal(format!("reading media {}: {e}", record.media_id)))?;
-        Ok(Some((bytes, record.content_type)))
+        self.read_media_file(record).await.map(Some)
     }
 
     /// Whether a user id belongs to this server.

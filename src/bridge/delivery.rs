@@ -12,7 +12,6 @@ use causeway_matrix::store::now_ms;
 use super::store::OutboxEntry;
 use causeway_xmpp::server::Delivery;
 use causeway_xmpp::stanza::Stanza;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{EventId, RoomId};
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::stanza_error::DefinedCondition;
@@ -231,11 +230,7 @@ impl Bridge {
         text: String,
     ) -> Result<ruma::OwnedEventId, BridgeError> {
         let ghost = self.ghost(remote).await?;
-        let mut content = RoomMessageEventContent::notice_plain(text);
-        content.relates_to = Some(Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event.to_owned()),
-        ));
-        self.append_content(room, &ghost, &content).await
+        self.notice_replying(room, &ghost, event, text).await
     }
 
     /// Replaces the text of an entry's notice.

@@ -475,6 +475,21 @@ impl Bridge {
         self.append_content(room, sender, &content).await
     }
 
+    /// A notice of `sender` in reply to an event.
+    async fn notice_replying(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        event: &ruma::EventId,
+        text: String,
+    ) -> Result<ruma::OwnedEventId, BridgeError> {
+        let mut content = RoomMessageEventContent::notice_plain(text);
+        content.relates_to = Some(Relation::Reply(
+            ruma::events::relation::Reply::with_event_id(event.to_owned()),
+        ));
+        self.append_content(room, sender, &content).await
+    }
+
     /// Replaces the text of a notice of `sender` (an edit, `m.replace`).
     async fn correct(
         &self,

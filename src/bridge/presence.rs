@@ -301,12 +301,12 @@ impl Bridge {
         local_jid: &BareJid,
         remote: &BareJid,
     ) -> Stanza {
-        let matrix = MatrixPresence {
-            state: record
-                .map(|r| PresenceState::from(r.state.as_str()))
-                .unwrap_or(PresenceState::Offline),
-            status: record.and_then(|r| r.status_msg.clone()),
-        };
+        let matrix = record
+            .map(super::muc::matrix_presence)
+            .unwrap_or(MatrixPresence {
+                state: PresenceState::Offline,
+                status: None,
+            });
         let mut presence = presence_to_xmpp(&matrix);
         presence.from = Some(Jid::from(local_jid.clone()));
         presence.to = Some(Jid::from(remote.clone()));

@@ -121,6 +121,20 @@ async fn next_from_alice(
     message
 }
 
+/// The answer to a request for `user`'s member event in `room`.
+async fn member_state(world: &World, token: &str, room: &str, user: &str) -> Response {
+    world
+        .server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::encode(user)
+            ),
+            token,
+        )
+        .await
+}
+
 fn join_path(alias: &str) -> String {
     format!("/_matrix/client/v3/join/{}", common::encode(alias))
 }
@@ -499,15 +513,7 @@ async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
         .and_then(|x| x.get_child("history", "http://jabber.org/protocol/muc"))
         .expect("history asked for");
     assert!(history.attr("since").is_some(), "{history:?}");
-    let member = world
-        .server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
-                common::encode(&world.alice)
-            ),
-            &token,
-        )
+    let member = member_state(&world, &token, &room, &world.alice)
         .await
         .assert_ok();
     assert_eq!(member["membership"], "join", "{member}");

@@ -43,6 +43,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use super::{Bridge, BridgeError};
 pub(in crate::bridge) use ephemeral::TypingTold;
 pub(super) use roster::Roster;
+pub(in crate::bridge) use roster::matrix_presence;
 
 /// XEP-0045 namespaces.
 const MUC: &str = "http://jabber.org/protocol/muc";

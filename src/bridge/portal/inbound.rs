@@ -6,7 +6,6 @@ use causeway_mapping::content::message::from_xmpp;
 use causeway_mapping::content::room::subject_to_topic;
 use causeway_matrix::api::client::membership::join_as;
 use causeway_matrix::error::Error as MatrixError;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::json;
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -447,12 +446,13 @@ impl Bridge {
             .find_map(|p| StanzaError::try_from(p.clone()).ok())
             .map(|error| describe(&error))
             .unwrap_or_else(|| "no reason given".to_owned());
-        let mut content =
-            RoomMessageEventContent::notice_plain(format!("⚠ {muc} did not take this: {reason}"));
-        content.relates_to = Some(Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event),
-        ));
-        self.append_content(&room, &ghost, &content).await?;
+        self.notice_replying(
+            &room,
+            &ghost,
+            &event,
+            format!("⚠ {muc} did not take this: {reason}"),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -15,7 +15,6 @@ use causeway_mapping::content::presence::power_level;
 use causeway_matrix::api::client::membership::leave_as;
 use causeway_matrix::store::EventRow;
 use minidom::Element;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 use xmpp_parsers::iq::Iq;
@@ -85,6 +84,16 @@ impl OccupantInfo {
 /// The notice of a MUC's refusal of what a member did in its portal.
 fn did_not(muc: &BareJid, why: &str) -> String {
     format!("⚠ {muc} did not do this: {why}")
+}
+
+/// A `muc#admin` request of `item` to a MUC, from a member's occupant.
+fn admin_request(own: Jid, muc: &BareJid, item: minidom::ElementBuilder) -> Iq {
+    Iq::Set {
+        from: Some(own),
+        to: Some(Jid::from(muc.clone())),
+        id: format!("portal-admin-{}", crate::bridge::random_id()),
+        payload: Element::builder("query", MUC_ADMIN).append(item).build(),
+    }
 }
 
 /// What the MUC is asked for when a member sets an occupant's power level from `old` to `new`
@@ -243,18 +252,12 @@ impl Bridge {
         ban: bool,
         reason: Option<String>,
     ) -> Result<(), BridgeError> {
-        if !self.gateway.is_ghost(target) {
-            return Ok(());
-        }
-        let Ok(occupant) = self.gateway.user_to_jid(target) else {
+        let Some(occupant) = self.occupant_of_ghost(target, &muc) else {
             return Ok(());
         };
         let Some(nick) = occupant.resource().map(|nick| nick.as_str().to_owned()) else {
             return Ok(());
         };
-        if occupant.to_bare() != muc {
-            return Ok(());
-        }
         let room = RoomId::parse(&row.room_id).map_err(super::internal)?;
         let event = EventId::parse(&row.event_id).map_err(super::internal)?;
         let mut item = Element::builder("item", MUC_ADMIN);
@@ -278,12 +281,7 @@ impl Bridge {
         if let Some(reason) = reason.filter(|reason| !reason.is_empty()) {
             item = item.append(Element::builder("reason", MUC_ADMIN).append(reason));
         }
-        let iq = Iq::Set {
-            from: Some(Jid::from(own)),
-            to: Some(Jid::from(muc.clone())),
-            id: format!("portal-admin-{}", crate::bridge::random_id()),
-            payload: Element::builder("query", MUC_ADMIN).append(item).build(),
-        };
+        let iq = admin_request(Jid::from(own), &muc, item);
         self.ask_muc(iq, muc.clone(), move |bridge, why| async move {
             bridge
                 .removal_refused(&room, &muc, &occupant, &event, &why)
@@ -365,12 +363,7 @@ impl Bridge {
                         .attr(rxml::xml_ncname!("jid").to_owned(), real.as_str())
                 }
             };
-            let iq = Iq::Set {
-                from: Some(Jid::from(own.clone())),
-                to: Some(Jid::from(muc.clone())),
-                id: format!("portal-admin-{}", crate::bridge::random_id()),
-                payload: Element::builder("query", MUC_ADMIN).append(item).build(),
-            };
+            let iq = admin_request(Jid::from(own.clone()), &muc, item);
             let (room, muc, event) = (room.clone(), muc.clone(), event.clone());
             self.ask_muc(iq, muc.clone(), move |bridge, why| async move {
                 bridge
@@ -379,6 +372,15 @@ impl Bridge {
             });
         }
         Ok(())
+    }
+
+    /// The occupant of `muc` whose ghost `user` is, if it is one.
+    pub(super) fn occupant_of_ghost(&self, user: &UserId, muc: &BareJid) -> Option<Jid> {
+        if !self.gateway.is_ghost(user) {
+            return None;
+        }
+        let occupant = self.gateway.user_to_jid(user).ok()?;
+        (occupant.resource().is_some() && occupant.to_bare() == *muc).then_some(occupant)
     }
 
     /// The occupant a user of the portal stands for in its MUC, and their real JID when
@@ -390,14 +392,10 @@ impl Bridge {
         user: &UserId,
     ) -> Result<Option<(Jid, Option<BareJid>)>, BridgeError> {
         if self.gateway.is_ghost(user) {
-            let Ok(occupant) = self.gateway.user_to_jid(user) else {
-                return Ok(None);
-            };
-            if occupant.resource().is_none() || occupant.to_bare() != *muc {
-                return Ok(None);
-            }
-            let real = self.portals.real_jid(&occupant);
-            return Ok(Some((occupant, real)));
+            return Ok(self.occupant_of_ghost(user, muc).map(|occupant| {
+                let real = self.portals.real_jid(&occupant);
+                (occupant, real)
+            }));
         }
         let Some(session) = self.store.session(room.as_str(), user.as_str()).await? else {
             return Ok(None);
@@ -480,13 +478,10 @@ impl Bridge {
         text: String,
     ) -> Result<(), BridgeError> {
         let muc_ghost = self.muc_ghost(muc).await?;
-        let mut content = RoomMessageEventContent::notice_plain(text);
-        content.relates_to = event.map(|event| {
-            Relation::Reply(ruma::events::relation::Reply::with_event_id(
-                event.to_owned(),
-            ))
-        });
-        self.append_content(room, &muc_ghost, &content).await?;
+        match event {
+            Some(event) => self.notice_replying(room, &muc_ghost, event, text).await?,
+            None => self.notice_in(room, &muc_ghost, text).await?,
+        };
         Ok(())
     }
 

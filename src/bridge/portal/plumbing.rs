@@ -11,7 +11,6 @@
 use causeway_matrix::api::client::membership::{join_as, leave_as};
 use causeway_matrix::pdu::Pdu;
 use causeway_matrix::store::EventRow;
-use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use xmpp_parsers::iq::Iq;
@@ -195,11 +194,7 @@ impl Bridge {
             let Ok(member) = UserId::parse(&member) else {
                 continue;
             };
-            let is_occupant = self
-                .gateway
-                .user_to_jid(&member)
-                .is_ok_and(|jid| jid.resource().is_some() && jid.to_bare() == *muc);
-            if is_occupant {
+            if self.occupant_of_ghost(&member, muc).is_some() {
                 leave_as(&self.services, room, &member, None).await?;
             }
         }
@@ -257,11 +252,7 @@ impl Bridge {
         event: &EventId,
         text: String,
     ) -> Result<(), BridgeError> {
-        let mut content = RoomMessageEventContent::notice_plain(text);
-        content.relates_to = Some(Relation::Reply(
-            ruma::events::relation::Reply::with_event_id(event.to_owned()),
-        ));
-        self.append_content(room, ghost, &content).await?;
+        self.notice_replying(room, ghost, event, text).await?;
         Ok(())
     }
 

@@ -706,15 +706,12 @@ async fn malformed_muc_payloads_change_nothing_else() {
             .is_none()
     );
     // The one who left without having come is no member.
-    let nobody = world
-        .server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
-                common::encode("@_xmpp_lobby=40prosody.test/=4eobody:gw.test")
-            ),
-            &token,
-        )
-        .await;
+    let nobody = member_state(
+        &world,
+        &token,
+        &room,
+        "@_xmpp_lobby=40prosody.test/=4eobody:gw.test",
+    )
+    .await;
     assert_eq!(nobody.status.as_u16(), 404);
 }
