@@ -15,7 +15,7 @@ accounts of Causeway, each with a long-polling /sync. Logging is at warning leve
              it); then the same in a Causeway room of B members (Prosody has no counterpart:
              B clients would have to be connected to it).
   memory:    resident memory of Causeway and of Prosody before and after the X occupants join
-             (per occupant), and after one occupant joins R new rooms (per room).
+             (per occupant), and after R new rooms are made, one occupant in each (per room).
   portal:    the M Matrix members join Prosody's room through its portal on Causeway
              (`#_xmpp_bench=40conference.prosody.test:gw.test`), each an occupant of their
              own: the time of the first join (the portal made) and of the others; then N
@@ -310,12 +310,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                           for m in members + more])
         results["big_members"] = len(members) + len(more) + 1
         results["join_big"] = await carol.join("big@muc.gw.test", "carol", 20)
-        # Memory per room: one occupant in R new rooms.
-        rooms = [await owner.post("/_matrix/client/v3/createRoom", {
-            "preset": "public_chat", "room_alias_name": f"r{i}"}) for i in range(args.rooms)]
-        del rooms
+        # Memory per room: R new rooms, one occupant in each. A room of Prosody is made by
+        # its first occupant; a room of Causeway is a Matrix room (made by its owner), which
+        # the occupant then joins: both are counted.
         causeway_before = await settled_rss_kb(gateway.pid)
         prosody_before = await settled_rss_kb(prosody.proc.pid if prosody.proc else None)
+        for i in range(args.rooms):
+            await owner.post("/_matrix/client/v3/createRoom", {
+                "preset": "public_chat", "room_alias_name": f"r{i}"})
         for i in range(args.rooms):
             await carol.join(f"r{i}@muc.gw.test", "carol", 0)
         causeway_after = await settled_rss_kb(gateway.pid)
@@ -348,9 +350,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.quick:
-        args.members, args.occupants, args.n, args.big, args.rooms = 20, 6, 10, 100, 5
+        args.members, args.occupants, args.n, args.big, args.rooms = 20, 6, 10, 100, 20
     else:
-        args.members, args.occupants, args.n, args.big, args.rooms = 200, 50, 50, 1000, 50
+        args.members, args.occupants, args.n, args.big, args.rooms = 200, 50, 50, 1000, 300
     logging.basicConfig(level=logging.ERROR)
     results = asyncio.run(run(args))
     ms = (lambda v: "-" if v is None else f"{v * 1000:,.1f}")

@@ -20,8 +20,9 @@ a Synapse user, `carol%localhost\\3a<port>@gw.test` from XMPP (XEP-0106 escapes 
   disco#info (the hash of the image Causeway fetched over federation).
 * carol joins an XMPP MUC on Prosody through its portal on Causeway
   (`#_xmpp_lobby=40conference.prosody.test:gw.test`): Synapse asks Causeway to join, and
-  Causeway first joins the MUC as carol's own address; messages go both ways; her leaving the
-  portal is her leaving the MUC.
+  Causeway first joins the MUC as carol's own address; messages go both ways; her presence on
+  Synapse (away, with a status) is her occupant's in the MUC; her leaving the portal is her
+  leaving the MUC.
 * A message to a Matrix user whose server cannot be reached is answered with an XMPP error
   (`remote-server-timeout`).
 
@@ -97,7 +98,8 @@ class HostsSynapse(harness.Synapse):
     the XMPP test CA (gw.test's certificate) beside the federation one."""
 
     def __init__(self, venv: str, extra_ca: Path) -> None:
-        super().__init__(venv)
+        # Presence is on: carol's reaches the MUC she is an occupant of through Causeway.
+        super().__init__(venv, presence=True)
         self.extra_ca = extra_ca
         self.hosts = self.workdir / "hosts"
 
@@ -342,6 +344,12 @@ class Test:
                 (e for e in timeline(data, room) if e.get("sender") == tp.BOB_OCCUPANT
                  and e.get("content", {}).get("body") == "Hello carol, from the MUC"), None))
             c.check(heard is not None, "Bob's message reaches carol on Synapse from his occupant's ghost")
+            status, _ = await carol.call("PUT", f"/presence/{quote(carol.user_id)}/status",
+                                         {"presence": "unavailable", "status_msg": "in a meeting"})
+            away = await bob.presence(lambda s: str(s["from"]) == f"{tp.LOBBY}/{nick}"
+                                      and s["show"] == "away", timeout=WAIT)
+            c.equal(str(away["status"]), "in a meeting",
+                    "carol away on Synapse is away in the MUC, with her status (through Causeway)")
             await carol.call("POST", f"/rooms/{room}/leave", {})
             gone = await bob.presence(lambda s: str(s["from"]) == f"{tp.LOBBY}/{nick}"
                                       and s["type"] == "unavailable", timeout=WAIT)

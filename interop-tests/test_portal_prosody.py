@@ -12,6 +12,8 @@ Then @alice:gw.test (matrix-nio) joins `#_xmpp_lobby=40conference.prosody.test:g
   MUC's reflection is recognised); his reach her from his ghost; his subject is the topic;
 - a MUC that does not exist is `M_NOT_FOUND` (and no room is made), a members-only MUC
   `M_FORBIDDEN` with the MUC's refusal;
+- Alice away on Matrix (with a status) is away in the MUC, with that status, and back online
+  available; Bob busy in the MUC is unavailable on Matrix, with his status;
 - history keeps when it was said; Bob, who made the MUC, owns it: power level 100 in the portal;
 - what Alice does to messages reaches the MUC named by its stanza ids (MAM is on): a reply to
   Bob's message, a reaction to it, the retraction of her own message;
@@ -145,6 +147,7 @@ class PortalTest:
             await self.start()
             await self.alice_joins()
             await self.messages()
+            await self.presence()
             await self.relations()
             await self.private()
             await self.renamed()
@@ -259,6 +262,34 @@ class PortalTest:
             return status == 200 and content.get("topic") == "Portal talk"
 
         self.c.check(await harness.eventually(topic, 30), "Bob's subject is the portal's topic")
+
+    async def presence(self) -> None:
+        """Alice's Matrix presence is her occupant's show and status; Bob's are his ghost's."""
+        assert self.alice and self.bob
+        presence_path = f"/_matrix/client/v3/presence/{quote(bs.ALICE, safe='')}/status"
+        status, answer = await self.alice.raw("PUT", presence_path,
+                                              {"presence": "unavailable", "status_msg": "lunch"})
+        self.c.require(status == 200, "Alice says she is away", f"{status} {answer}")
+        seen = await self.bob.presence(lambda s: str(s["from"]) == f"{self.lobby}/{self.alice_nick}"
+                                       and s["show"] == "away")
+        self.c.equal((seen["show"], seen["status"]), ("away", "lunch"),
+                     "Alice away on Matrix is away in the MUC, with her status", str(seen))
+        self.bob.send(f"<presence to='{self.lobby}/Bob'><show>dnd</show><status>busy</status></presence>")
+        bob_path = f"/_matrix/client/v3/presence/{quote(self.bob_occupant, safe='')}/status"
+
+        async def bob_busy() -> bool:
+            status, presence = await self.alice.raw("GET", bob_path)
+            return status == 200 and (presence.get("presence"), presence.get("status_msg")) == (
+                "unavailable", "busy")
+
+        self.c.check(await harness.eventually(bob_busy, 30),
+                     "Bob busy in the MUC is unavailable on Matrix, with his status")
+        self.bob.send(f"<presence to='{self.lobby}/Bob'/>")
+        await self.alice.raw("PUT", presence_path, {"presence": "online", "status_msg": ""})
+        back = await self.bob.presence(lambda s: str(s["from"]) == f"{self.lobby}/{self.alice_nick}"
+                                       and s["show"] in ("", "chat"))
+        self.c.equal((back["show"], back["status"]), ("", ""), "back online, Alice is available in the MUC",
+                     str(back))
 
     async def relations(self) -> None:
         assert self.alice and self.bob

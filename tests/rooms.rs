@@ -792,3 +792,73 @@ async fn depth_is_capped_and_follows_the_edge() {
         );
     }
 }
+
+/// A room's state as of a stream position is what it was then: members who came later are
+/// not in it, and its power levels are those of then.
+#[tokio::test]
+async fn the_state_as_of_a_position_is_then() {
+    let server = TestServer::new().await;
+    let (alice_id, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let store = &server.services.store;
+    let before_room = store.current_position();
+    let room = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let room_id = ruma::RoomId::parse(&room).unwrap();
+    let rules = server.services.rooms.rules(&room_id).await.unwrap();
+    let before_bob = store.current_position();
+    server.join(&bob, &room).await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            &alice,
+            // Alice made the room (version 12): she outranks everyone without being listed.
+            json!({"users": {bob_id.clone(): 50}}),
+        )
+        .await
+        .assert_ok();
+    server.send_text(&bob, &room, "t1", "hi").await.assert_ok();
+    let state_at = |position: i64| {
+        let services = server.services.clone();
+        let room = room.clone();
+        async move {
+            let group = services
+                .store
+                .state_group_at_position(&room, position)
+                .await
+                .unwrap();
+            causeway_matrix::api::client::events::state_at_group(&services, group)
+                .await
+                .unwrap()
+        }
+    };
+    let member = |state: &[std::sync::Arc<causeway_matrix::pdu::Pdu>], user: &str| {
+        state
+            .iter()
+            .find(|pdu| {
+                pdu.event_type.to_string() == "m.room.member"
+                    && pdu.state_key.as_deref() == Some(user)
+            })
+            .and_then(|pdu| {
+                pdu.content_value()["membership"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+    };
+    assert!(state_at(before_room).await.is_empty());
+    let then = state_at(before_bob).await;
+    assert_eq!(member(&then, &alice_id).as_deref(), Some("join"));
+    assert_eq!(member(&then, &bob_id), None);
+    let levels = causeway_matrix::rooms::PowerLevels::from_events(&rules, &then);
+    let bob_user = ruma::UserId::parse(&bob_id).unwrap();
+    assert_eq!(levels.user(&bob_user), 0);
+    let now = state_at(store.current_position()).await;
+    assert_eq!(member(&now, &bob_id).as_deref(), Some("join"));
+    let levels = causeway_matrix::rooms::PowerLevels::from_events(&rules, &now);
+    assert_eq!(levels.user(&bob_user), 50);
+    // What the events give is what the room's current power levels say.
+    let current = server.services.rooms.power_levels(&room_id).await.unwrap();
+    assert_eq!(current.user(&bob_user), levels.user(&bob_user));
+    assert_eq!(current.events_default, levels.events_default);
+}

@@ -714,23 +714,40 @@ pub struct PowerLevels {
 
 impl PowerLevels {
     fn from_state(cache: &RoomCache) -> PowerLevels {
-        let content = |kind: &str| {
+        PowerLevels::of_state(&cache.rules, |kind| {
             cache
                 .state
                 .get(&(kind.to_owned(), String::new()))
                 .and_then(|id| EventId::parse(id).ok())
                 .and_then(|id| cache.state_events.get(&id))
-                .map(|pdu| pdu.content_value())
-        };
+                .map(|pdu| &**pdu)
+        })
+    }
+
+    /// The power levels of a room's state given as its events (of any moment, not only the
+    /// current one).
+    pub fn from_events(rules: &RoomVersionRules, state: &[Arc<Pdu>]) -> PowerLevels {
+        PowerLevels::of_state(rules, |kind| {
+            state
+                .iter()
+                .find(|pdu| {
+                    pdu.event_type.to_string() == kind && pdu.state_key.as_deref() == Some("")
+                })
+                .map(|pdu| &**pdu)
+        })
+    }
+
+    /// The power levels of a state whose event of each type (with the empty state key)
+    /// `event` finds.
+    fn of_state<'a>(
+        rules: &RoomVersionRules,
+        event: impl Fn(&str) -> Option<&'a Pdu>,
+    ) -> PowerLevels {
+        let content = |kind: &str| event(kind).map(|pdu| pdu.content_value());
         let create = content("m.room.create").unwrap_or(Value::Null);
-        let create_sender = cache
-            .state
-            .get(&("m.room.create".to_owned(), String::new()))
-            .and_then(|id| EventId::parse(id).ok())
-            .and_then(|id| cache.state_events.get(&id))
-            .map(|pdu| pdu.sender.to_string());
+        let create_sender = event("m.room.create").map(|pdu| pdu.sender.to_string());
         let mut creators = Vec::new();
-        if cache.rules.authorization.explicitly_privilege_room_creators {
+        if rules.authorization.explicitly_privilege_room_creators {
             creators.extend(create_sender.clone());
             if let Some(additional) = create.get("additional_creators").and_then(Value::as_array) {
                 creators.extend(
@@ -744,7 +761,7 @@ impl PowerLevels {
         let Some(levels) = content("m.room.power_levels") else {
             // Without power levels the creator has 100 and everyone else 0.
             let mut users = HashMap::new();
-            let creator = if cache.rules.authorization.use_room_create_sender {
+            let creator = if rules.authorization.use_room_create_sender {
                 create_sender
             } else {
                 create

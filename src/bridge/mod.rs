@@ -132,7 +132,7 @@ impl Bridge {
         let _ = self.s2s.set(Arc::downgrade(s2s));
         let bridge = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = bridge.muc_load().await {
+            if let Err(error) = bridge.muc_load(bridge.sent_up_to().await).await {
                 tracing::error!(%error, "the occupants of rooms could not be read");
             }
             if let Err(error) = bridge.portals_load().await {

@@ -166,6 +166,9 @@ impl Bridge {
                             if let Err(error) = self.muc_member_presence(record).await {
                                 tracing::warn!(%error, user = %record.user_id, "a presence was not sent to rooms' occupants");
                             }
+                            if let Err(error) = self.portal_member_presence(record).await {
+                                tracing::warn!(%error, user = %record.user_id, "a presence was not sent to MUCs");
+                            }
                         }
                     }
                     Err(error) => tracing::warn!(%error, "the XMPP sender cannot read presence"),
@@ -187,6 +190,17 @@ impl Bridge {
             cursor.position = upper;
             if went_out || cursor.saved_at.elapsed() >= SAVE_EVERY {
                 cursor.save(store).await;
+            }
+        }
+    }
+
+    /// Where the event sender stopped (`None` before its first start).
+    pub(super) async fn sent_up_to(&self) -> Option<i64> {
+        match self.services.store.stream_cursor(CURSOR).await {
+            Ok(position) => position,
+            Err(error) => {
+                tracing::warn!(%error, "the XMPP sender's position could not be read");
+                None
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::world::*;
 mod archive;
 mod moderation;
 mod plumbing;
+mod presence;
 mod private;
 mod relations;
 
@@ -68,8 +69,11 @@ async fn answer_disco(
     world_peer.send(stanza(&answer));
 }
 
-/// The nickname a join asks for.
-async fn join_request(seen: &mut mpsc::UnboundedReceiver<Stanza>, room: &'static str) -> String {
+/// The next presence the peer receives for `room` (or one of its occupants).
+async fn presence_to(
+    seen: &mut mpsc::UnboundedReceiver<Stanza>,
+    room: &'static str,
+) -> xmpp_parsers::presence::Presence {
     let Stanza::Presence(presence) = next_that(seen, |s| {
         matches!(s, Stanza::Presence(_)) && to_room(room)(s)
     })
@@ -77,6 +81,15 @@ async fn join_request(seen: &mut mpsc::UnboundedReceiver<Stanza>, room: &'static
     else {
         unreachable!()
     };
+    presence
+}
+
+/// The presence of a join of Alice's (it has the MUC's `<x>`).
+async fn join_presence(
+    seen: &mut mpsc::UnboundedReceiver<Stanza>,
+    room: &'static str,
+) -> xmpp_parsers::presence::Presence {
+    let presence = presence_to(seen, room).await;
     assert_eq!(
         presence.from.as_ref().unwrap().to_string(),
         "alice@gw.test/causeway"
@@ -87,6 +100,12 @@ async fn join_request(seen: &mut mpsc::UnboundedReceiver<Stanza>, room: &'static
             .iter()
             .any(|p| p.is("x", "http://jabber.org/protocol/muc"))
     );
+    presence
+}
+
+/// The nickname a join asks for.
+async fn join_request(seen: &mut mpsc::UnboundedReceiver<Stanza>, room: &'static str) -> String {
+    let presence = join_presence(seen, room).await;
     presence.to.unwrap().resource().unwrap().to_string()
 }
 

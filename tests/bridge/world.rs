@@ -316,13 +316,41 @@ impl World {
         found
     }
 
+    /// Alice sets her presence.
+    pub async fn alice_is(&self, token: &str, presence: &str, status: &str) {
+        self.server
+            .put(
+                &format!("/_matrix/client/v3/presence/{}/status", self.alice),
+                token,
+                json!({ "presence": presence, "status_msg": status }),
+            )
+            .await
+            .assert_ok();
+    }
+
     pub async fn ghost_presence(&self, token: &str, ghost: &str) -> Value {
         self.server
             .get(
-                &format!("/_matrix/client/v3/presence/{ghost}/status"),
+                &format!(
+                    "/_matrix/client/v3/presence/{}/status",
+                    ghost.replace('/', "%2F")
+                ),
                 token,
             )
             .await
             .assert_ok()
     }
+}
+
+/// The show (in lower case) and status of a presence.
+pub fn show_and_status(
+    presence: &xmpp_parsers::presence::Presence,
+) -> (Option<String>, Option<String>) {
+    (
+        presence
+            .show
+            .as_ref()
+            .map(|show| format!("{show:?}").to_lowercase()),
+        presence.statuses.values().next().cloned(),
+    )
 }

@@ -242,6 +242,25 @@ impl Store {
         )
     }
 
+    /// A room's state group as of a stream position: after its last accepted event at or
+    /// before it (0, the empty state, when it has none).
+    pub async fn state_group_at_position(
+        &self,
+        room_id: &str,
+        position: i64,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT state_group FROM events WHERE room_id = $1 AND stream_ordering <= $2 \
+             AND outlier = 0 AND soft_failed = 0 AND rejected_reason IS NULL \
+             ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(position)
+        .fetch_optional(self.pool())
+        .await?
+        .unwrap_or(0))
+    }
+
     /// Gives the events stored before the graph was kept the state before them, once (an
     /// upgraded server). Rooms were lines then: the state before an event is the state after
     /// the room's previous one.

@@ -157,11 +157,27 @@ impl Bridge {
         rooms.remove(room);
     }
 
-    /// Reads which rooms have occupants (at start-up).
-    pub(super) async fn muc_load(&self) -> Result<(), BridgeError> {
+    /// Reads which rooms have occupants (at start-up), and what they were told of each: its
+    /// members as of where the event sender stopped, so that those who came, went or were
+    /// given power after that are told when it reads their events again.
+    pub(super) async fn muc_load(&self, sent_up_to: Option<i64>) -> Result<(), BridgeError> {
         for room in self.store.rooms_with_occupants().await? {
-            if let Ok(room) = RoomId::parse(&room) {
-                self.muc_room(&room);
+            let Ok(room) = RoomId::parse(&room) else {
+                continue;
+            };
+            let lock = self.muc_room(&room);
+            let Some(position) = sent_up_to else {
+                continue;
+            };
+            match self.roster_at(&room, position).await {
+                Ok(roster) => {
+                    let mut view = lock.lock().await;
+                    view.roster = Some(Arc::new(roster));
+                    view.roster_position = position;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, room_id = %room, "the members of a room as its occupants knew them could not be read");
+                }
             }
         }
         Ok(())

@@ -4,11 +4,14 @@
 //! (`occupant_availability`), told again whenever it changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use causeway_mapping::address::occupant_nick;
 use causeway_mapping::content::presence::{
     MatrixPresence, affiliation_and_role, occupant_availability,
 };
+use causeway_matrix::pdu::Pdu;
+use causeway_matrix::rooms::PowerLevels;
 use causeway_matrix::store::PresenceRecord;
 use minidom::Element;
 use ruma::{OwnedUserId, RoomId, UserId};
@@ -98,6 +101,35 @@ impl Bridge {
     pub(super) async fn roster(&self, room: &RoomId) -> Result<Roster, BridgeError> {
         let state = self.services.rooms.current_state(room).await?;
         let levels = self.services.rooms.power_levels(room).await?;
+        self.roster_of(room, &state, &levels).await
+    }
+
+    /// The occupants of a room as its state was at a stream position (what its occupants
+    /// were told by then).
+    pub(super) async fn roster_at(
+        &self,
+        room: &RoomId,
+        position: i64,
+    ) -> Result<Roster, BridgeError> {
+        let group = self
+            .services
+            .store
+            .state_group_at_position(room.as_str(), position)
+            .await?;
+        let state =
+            causeway_matrix::api::client::events::state_at_group(&self.services, group).await?;
+        let rules = self.services.rooms.rules(room).await?;
+        let levels = PowerLevels::from_events(&rules, &state);
+        self.roster_of(room, &state, &levels).await
+    }
+
+    /// The occupants of a room in a state given as its events, with its power levels.
+    async fn roster_of(
+        &self,
+        room: &RoomId,
+        state: &[Arc<Pdu>],
+        levels: &PowerLevels,
+    ) -> Result<Roster, BridgeError> {
         let occupants = self.store.occupants(room.as_str()).await?;
         let mut joined: Vec<(u64, OwnedUserId, Option<String>)> = state
             .iter()
@@ -311,7 +343,7 @@ impl Bridge {
             else {
                 continue;
             };
-            self.tell_changes(&room, &mut view, std::sync::Arc::new(roster), None)
+            self.tell_changes(&room, &mut view, Arc::new(roster), None)
                 .await?;
         }
         Ok(())

@@ -97,9 +97,12 @@ impl Bridge {
                     self.portals.remember_real_jid(from, real.to_bare());
                 }
                 self.portal_power(&room, &muc, &ghost, &info).await?;
+                self.occupant_presence_to_ghost(&ghost, presence).await?;
             }
             PresenceType::Unavailable => {
                 self.occupant_gone(&room, &muc, from, &info).await?;
+                let ghost = self.gateway.jid_to_user(from)?;
+                self.occupant_presence_to_ghost(&ghost, presence).await?;
             }
             _ => {}
         }

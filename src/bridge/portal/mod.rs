@@ -52,6 +52,7 @@ mod moderation;
 mod plumbing;
 pub(super) use plumbing::LINK_EVENT;
 mod ping;
+mod presence;
 mod typing;
 
 /// The resource of local users' JIDs in MUCs.
@@ -88,6 +89,8 @@ pub(super) struct Portals {
     power: tokio::sync::Mutex<()>,
     /// The real JIDs of occupants, by occupant JID, where their MUC shows them.
     real: std::sync::RwLock<HashMap<String, BareJid>>,
+    /// The show and status last told to MUCs of each member's presence.
+    told: std::sync::Mutex<HashMap<OwnedUserId, presence::Availability>>,
     /// Whether each MUC keeps an archive, as its disco#info last said.
     archives: std::sync::RwLock<HashMap<BareJid, bool>>,
     /// Queries of MUCs' archives under way: by query id, the MUC and the member's full JID.
@@ -368,7 +371,7 @@ impl Bridge {
                 tried.contains(&nick.to_owned())
             })
             .map_err(internal)?;
-            match self.join_muc(&muc, &full, &nick, &history).await {
+            match self.join_muc(user, &muc, &full, &nick, &history).await {
                 Ok(given) => {
                     self.store
                         .set_session(&Session {
@@ -427,6 +430,7 @@ impl Bridge {
     /// Sends a join to a MUC and waits for its answer: the nickname given, or the refusal.
     async fn join_muc(
         &self,
+        user: &UserId,
         muc: &BareJid,
         full: &FullJid,
         nick: &str,
@@ -455,9 +459,9 @@ impl Bridge {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.clone(), (nick.to_owned(), sender));
-        let mut presence = Presence::new(PresenceType::None);
-        presence.from = Some(Jid::from(full.clone()));
-        presence.to = Some(Jid::from(occupant));
+        let mut presence = self
+            .member_occupant_presence(user, full.clone(), Some(Jid::from(occupant)))
+            .await;
         let mut x: Element = format!("<x xmlns='{MUC}'>{history}</x>")
             .parse()
             .unwrap_or_else(|_| Element::bare("x", MUC));
@@ -501,7 +505,10 @@ impl Bridge {
             ),
             (false, None) => format!("<history maxstanzas='{FIRST_HISTORY}'/>"),
         };
-        match self.join_muc(&muc, &full, &session.nick, &history).await {
+        match self
+            .join_muc(&user, &muc, &full, &session.nick, &history)
+            .await
+        {
             Ok(_) => {
                 if archive {
                     self.catch_up(muc, full, session.last_seen);
@@ -703,9 +710,10 @@ impl Bridge {
         if session.nick == nick {
             return Ok(());
         }
-        let mut presence = Presence::new(PresenceType::None);
-        presence.from = Some(Jid::from(own));
-        presence.to = muc.with_resource_str(&nick).ok().map(Jid::from);
+        // A nickname change is a whole presence: it keeps the member's show and status.
+        let presence = self
+            .member_occupant_presence(&user, own, muc.with_resource_str(&nick).ok().map(Jid::from))
+            .await;
         self.send(Stanza::Presence(presence));
         Ok(())
     }

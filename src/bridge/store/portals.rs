@@ -191,6 +191,17 @@ impl BridgeStore {
         rows.iter().map(session_from_row).collect()
     }
 
+    /// The sessions of one member, in every portal.
+    pub async fn sessions_of_user(&self, user_id: &str) -> Result<Vec<Session>, BridgeStoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SESSION_COLUMNS} WHERE user_id = $1 ORDER BY room_id"
+        )))
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     /// Every session (to join again at start-up).
     pub async fn all_sessions(&self) -> Result<Vec<Session>, BridgeStoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!("{SESSION_COLUMNS} ORDER BY room_id")))
@@ -314,6 +325,33 @@ mod tests {
             (again.nick.as_str(), again.last_seen),
             ("Alice L", Some(50))
         );
+        // Alice's sessions in every portal, and nobody else's.
+        store
+            .set_session(&Session {
+                room_id: "!other:gw.test".into(),
+                muc_jid: "other@conference.prosody.test".into(),
+                ..alice.clone()
+            })
+            .await
+            .unwrap();
+        let hers = store.sessions_of_user("@alice:gw.test").await.unwrap();
+        assert_eq!(
+            hers.iter()
+                .map(|s| (s.room_id.as_str(), s.nick.as_str()))
+                .collect::<Vec<_>>(),
+            [("!other:gw.test", "Alice"), ("!p:gw.test", "Alice L")]
+        );
+        assert!(
+            store
+                .sessions_of_user("@eve:gw.test")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .remove_session("!other:gw.test", "@alice:gw.test")
+            .await
+            .unwrap();
         assert_eq!(store.all_sessions().await.unwrap().len(), 2);
         assert!(
             store

@@ -5,35 +5,12 @@ use super::*;
 
 const BOB_GHOST: &str = "@_xmpp_bob=40prosody.test:gw.test";
 
-/// Alice sets her presence.
-async fn alice_is(world: &World, token: &str, presence: &str, status: &str) {
-    world
-        .server
-        .put(
-            &format!("/_matrix/client/v3/presence/{}/status", world.alice),
-            token,
-            json!({ "presence": presence, "status_msg": status }),
-        )
-        .await
-        .assert_ok();
-}
-
-fn show_and_status(presence: &Presence) -> (Option<String>, Option<String>) {
-    (
-        presence
-            .show
-            .as_ref()
-            .map(|show| format!("{show:?}").to_lowercase()),
-        presence.statuses.values().next().cloned(),
-    )
-}
-
 #[tokio::test]
 async fn presence_of_members_and_occupants_goes_both_ways() {
     let mut world = world().await;
     let token = world.token().await;
     lobby(&world, &token).await;
-    alice_is(&world, &token, "unavailable", "lunch").await;
+    world.alice_is(&token, "unavailable", "lunch").await;
     // Bob joins busy: he gets Alice away at lunch, then himself.
     world.peer.send(stanza(
         "<presence xmlns='jabber:server' from='bob@prosody.test/phone' \
@@ -63,7 +40,7 @@ async fn presence_of_members_and_occupants_goes_both_ways() {
         (&json!("unavailable"), &json!("busy"))
     );
     // Alice is back: Bob is told, on her occupant.
-    alice_is(&world, &token, "online", "back").await;
+    world.alice_is(&token, "online", "back").await;
     let back = loop {
         let presence = next_room_presence(&mut world).await;
         if presence.from.as_ref().unwrap().to_string() == "lobby@muc.gw.test/alice" {

@@ -168,7 +168,11 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
     // A new display name in the portal is a new nickname in the MUC; once the MUC says so,
     // what comes from the new nickname is hers.
     assert_eq!(
-        new_nick(&mut world, &token, &room, "Alicia").await,
+        new_nick(&mut world, &token, &room, "Alicia")
+            .await
+            .to
+            .unwrap()
+            .to_string(),
         "lobby@prosody.test/Alicia"
     );
     world.peer.send(stanza(
@@ -221,7 +225,11 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
     );
     // A nickname the MUC refuses: the portal is told, and she stays Alicia there.
     assert_eq!(
-        new_nick(&mut world, &token, &room, "Bob").await,
+        new_nick(&mut world, &token, &room, "Bob")
+            .await
+            .to
+            .unwrap()
+            .to_string(),
         "lobby@prosody.test/Bob"
     );
     world.peer.send(stanza(
@@ -248,8 +256,13 @@ async fn members_reply_react_correct_retract_and_mark_in_mucs() {
     );
 }
 
-/// Alice takes the display name `name` in the portal: where the presence it makes goes.
-async fn new_nick(world: &mut World, token: &str, room: &str, name: &str) -> String {
+/// Alice takes the display name `name` in the portal: the presence it makes.
+pub(super) async fn new_nick(
+    world: &mut World,
+    token: &str,
+    room: &str,
+    name: &str,
+) -> xmpp_parsers::presence::Presence {
     world
         .server
         .put(
@@ -262,12 +275,5 @@ async fn new_nick(world: &mut World, token: &str, room: &str, name: &str) -> Str
         )
         .await
         .assert_ok();
-    let Stanza::Presence(change) = next_that(&mut world.seen, |s| {
-        matches!(s, Stanza::Presence(_)) && to_room("lobby@prosody.test")(s)
-    })
-    .await
-    else {
-        unreachable!()
-    };
-    change.to.unwrap().to_string()
+    presence_to(&mut world.seen, "lobby@prosody.test").await
 }
