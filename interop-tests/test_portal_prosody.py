@@ -342,13 +342,20 @@ class PortalTest:
         self.c.equal((str(answer["from"]), answer["type"]), (f"{self.lobby}/{self.alice_nick}", "chat"),
                      "Alice's answer reaches Bob privately, from her occupant")
 
-    async def renamed(self) -> None:
-        assert self.alice and self.bob
+    def configure(self, muc: str, fields: dict[str, str]) -> None:
+        """Bob, an owner of `muc`, submits its configuration form (`muc#roomconfig_` fields)."""
+        assert self.bob
+        values = "".join(f"<field var='muc#roomconfig_{name}'><value>{value}</value></field>"
+                         for name, value in fields.items())
         self.bob.send(
-            f"<iq type='set' id='cfg-name' to='{self.lobby}'>"
+            f"<iq type='set' id='cfg-{time.monotonic_ns()}' to='{muc}'>"
             "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
             "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
-            "<field var='muc#roomconfig_roomname'><value>Portal Lobby</value></field></x></query></iq>")
+            f"{values}</x></query></iq>")
+
+    async def renamed(self) -> None:
+        assert self.alice and self.bob
+        self.configure(self.lobby, {"roomname": "Portal Lobby"})
 
         async def named() -> bool:
             status, content = await self.alice.raw(
@@ -569,13 +576,7 @@ class PortalTest:
         muc = f"secret@{self.conference}"
         self.bob.send(f"<presence to='{muc}/Bob'><x xmlns='{MUC}'/></presence>")
         await self.bob.presence(lambda s: str(s["from"]) == f"{muc}/Bob")
-        self.bob.send(
-            f"<iq type='set' id='cfg-pw' to='{muc}'>"
-            "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
-            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
-            "<field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>"
-            "<field var='muc#roomconfig_roomsecret'><value>open sesame</value></field>"
-            "</x></query></iq>")
+        self.configure(muc, {"passwordprotectedroom": "1", "roomsecret": "open sesame"})
         await asyncio.sleep(1)
         status, body = await self.alice.raw(
             "POST", f"/_matrix/client/v3/join/{quote(f'#_xmpp_secret=40{self.conference}:gw.test')}", {})
@@ -633,11 +634,7 @@ class PortalTest:
         # Bob makes a members-only room.
         self.bob.send(f"<presence to='private@{self.conference}/Bob'><x xmlns='{MUC}'/></presence>")
         await self.bob.presence(lambda s: str(s["from"]) == f"private@{self.conference}/Bob")
-        self.bob.send(
-            f"<iq type='set' id='cfg1' to='private@{self.conference}'>"
-            "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
-            "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
-            "<field var='muc#roomconfig_membersonly'><value>1</value></field></x></query></iq>")
+        self.configure(f"private@{self.conference}", {"membersonly": "1"})
         await asyncio.sleep(1)
         status, body = await self.alice.raw(
             "POST", f"/_matrix/client/v3/join/{quote(f'#_xmpp_private=40{self.conference}:gw.test')}", {})

@@ -182,6 +182,15 @@ async fn join_lobby(world: &mut World, token: &str, others: Vec<Stanza>, own_ite
     joined.assert_ok()["room_id"].as_str().unwrap().to_owned()
 }
 
+/// A new world where Alice has joined the lobby's portal as `join_lobby` does it: the world,
+/// Alice's token, the portal.
+async fn in_lobby(others: Vec<Stanza>, own_item: &str) -> (World, String, String) {
+    let mut world = world().await;
+    let token = world.token().await;
+    let room = join_lobby(&mut world, &token, others, own_item).await;
+    (world, token, room)
+}
+
 #[tokio::test]
 async fn a_portal_is_made_joined_and_talked_in() {
     let mut world = world().await;
@@ -540,15 +549,8 @@ async fn self_pings_find_a_member_the_muc_lost_and_join_again() {
 
 #[tokio::test]
 async fn the_mucs_name_and_avatar_are_the_portals() {
-    let mut world = world().await;
-    let token = world.token().await;
-    let room = join_lobby(
-        &mut world,
-        &token,
-        vec![],
-        "<item affiliation='none' role='participant'/>",
-    )
-    .await;
+    let (mut world, token, room) =
+        in_lobby(vec![], "<item affiliation='none' role='participant'/>").await;
     // The MUC says its configuration changed: it is asked what it is now, and for the avatar
     // its disco#info announces.
     world.peer.send(stanza(

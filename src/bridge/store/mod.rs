@@ -58,6 +58,7 @@ pub struct Occupant {
 pub struct BridgeStore {
     /// The homeserver's store, for its connections and its write transactions.
     store: Store,
+    session_nicks: std::sync::Arc<portals::SessionNicks>,
 }
 
 impl BridgeStore {
@@ -66,7 +67,10 @@ impl BridgeStore {
         let mut migrator = sqlx::migrate!("src/bridge/migrations");
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         migrator.run(store.pool()).await?;
-        Ok(BridgeStore { store })
+        Ok(BridgeStore {
+            store,
+            session_nicks: std::sync::Arc::default(),
+        })
     }
 
     fn pool(&self) -> &AnyPool {

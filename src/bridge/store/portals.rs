@@ -1,6 +1,9 @@
 //! Portals: the Matrix room of each XMPP MUC, and the Matrix members who are occupants of the
 //! MUC through it.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use causeway_matrix::store::now_ms;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -26,6 +29,31 @@ fn session_from_row(row: &sqlx::any::AnyRow) -> Result<Session, BridgeStoreError
         nick: row.try_get(4)?,
         last_seen: row.try_get(5)?,
     })
+}
+
+/// The nicknames of each portal's sessions, as last read: asked for every presence and
+/// message a MUC sends (is it one of ours?), so kept in memory. A write of sessions forgets
+/// the portal's; a read that a write overtook is not kept (`written` counts the writes).
+#[derive(Default)]
+pub(super) struct SessionNicks {
+    rooms: std::sync::Mutex<HashMap<String, HashSet<String>>>,
+    written: AtomicU64,
+}
+
+impl SessionNicks {
+    fn forget(&self, room_id: Option<&str>) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match room_id {
+            Some(room_id) => {
+                rooms.remove(room_id);
+            }
+            None => rooms.clear(),
+        }
+    }
 }
 
 const SESSION_COLUMNS: &str =
@@ -116,6 +144,7 @@ impl BridgeStore {
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        self.session_nicks.forget(None);
         Ok(())
     }
 
@@ -145,6 +174,7 @@ impl BridgeStore {
         .bind(session.last_seen)
         .execute(self.pool())
         .await?;
+        self.session_nicks.forget(Some(&session.room_id));
         Ok(())
     }
 
@@ -170,14 +200,32 @@ impl BridgeStore {
         room_id: &str,
         nick: &str,
     ) -> Result<bool, BridgeStoreError> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM muc_sessions WHERE room_id = $1 AND nick = $2",
-        )
-        .bind(room_id)
-        .bind(nick)
-        .fetch_one(self.pool())
-        .await?
-            > 0)
+        let cache = &self.session_nicks;
+        if let Some(nicks) = cache
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(room_id)
+        {
+            return Ok(nicks.contains(nick));
+        }
+        let written = cache.written.load(Ordering::SeqCst);
+        let nicks: HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT nick FROM muc_sessions WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_all(self.pool())
+                .await?
+                .into_iter()
+                .collect();
+        let found = nicks.contains(nick);
+        let mut rooms = cache
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.written.load(Ordering::SeqCst) == written {
+            rooms.insert(room_id.to_owned(), nicks);
+        }
+        Ok(found)
     }
 
     /// The sessions of a portal.
@@ -234,6 +282,7 @@ impl BridgeStore {
             .bind(user_id)
             .execute(self.pool())
             .await?;
+        self.session_nicks.forget(Some(room_id));
         Ok(done.rows_affected() > 0)
     }
 }
@@ -325,6 +374,14 @@ mod tests {
             (again.nick.as_str(), again.last_seen),
             ("Alice L", Some(50))
         );
+        // The nicknames read before are not kept past a change.
+        assert!(
+            store
+                .has_session_nick("!p:gw.test", "Alice L")
+                .await
+                .unwrap()
+        );
+        assert!(!store.has_session_nick("!p:gw.test", "Alice").await.unwrap());
         // Alice's sessions in every portal, and nobody else's.
         store
             .set_session(&Session {
@@ -366,6 +423,13 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.sessions("!p:gw.test").await.unwrap().len(), 1);
+        assert!(
+            !store
+                .has_session_nick("!p:gw.test", "Alice L")
+                .await
+                .unwrap()
+        );
+        assert!(store.has_session_nick("!p:gw.test", "Dan").await.unwrap());
         assert_eq!(
             store.muc_of_portal("!p:gw.test").await.unwrap().as_deref(),
             Some(muc)
@@ -375,6 +439,7 @@ mod tests {
         assert_eq!(store.portal_of_muc(muc).await.unwrap(), None);
         assert_eq!(store.muc_of_portal("!p:gw.test").await.unwrap(), None);
         assert!(store.sessions("!p:gw.test").await.unwrap().is_empty());
+        assert!(!store.has_session_nick("!p:gw.test", "Dan").await.unwrap());
         assert_eq!(
             store.set_portal(muc, "!q:gw.test").await.unwrap(),
             "!q:gw.test"

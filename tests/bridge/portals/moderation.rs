@@ -330,11 +330,7 @@ async fn set_level(world: &World, token: &str, room: &str, user: &str, level: i6
 
 #[tokio::test]
 async fn power_changes_in_the_portal_are_asked_of_the_muc() {
-    let mut world = world().await;
-    let token = world.token().await;
-    let room = join_lobby(
-        &mut world,
-        &token,
+    let (mut world, token, room) = in_lobby(
         carol_and_dave(),
         "<item affiliation='owner' role='moderator'/>",
     )
@@ -551,15 +547,8 @@ async fn invitations_to_mucs_are_invitations_to_their_portals() {
 
 #[tokio::test]
 async fn inviting_xmpp_users_into_a_portal_asks_the_muc() {
-    let mut world = world().await;
-    let token = world.token().await;
-    let room = join_lobby(
-        &mut world,
-        &token,
-        vec![],
-        "<item affiliation='owner' role='moderator'/>",
-    )
-    .await;
+    let (mut world, token, room) =
+        in_lobby(vec![], "<item affiliation='owner' role='moderator'/>").await;
     // Alice invites Bob's ghost: the MUC is asked to invite Bob, from her occupant, with her
     // reason; his ghost leaves the invitation, saying so.
     const BOB: &str = "@_xmpp_bob=40prosody.test:gw.test";
@@ -644,15 +633,8 @@ async fn inviting_xmpp_users_into_a_portal_asks_the_muc() {
 
 #[tokio::test]
 async fn malformed_muc_payloads_change_nothing_else() {
-    let mut world = world().await;
-    let token = world.token().await;
-    let room = join_lobby(
-        &mut world,
-        &token,
-        vec![],
-        "<item affiliation='owner' role='moderator'/>",
-    )
-    .await;
+    let (world, token, room) =
+        in_lobby(vec![], "<item affiliation='owner' role='moderator'/>").await;
     // Carol comes in with an affiliation no MUC has and status codes that are no numbers; a
     // nobody leaves; a message has a stanza id without an id, a reply without a target.
     world.peer.send(presence_of(
