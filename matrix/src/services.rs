@@ -1,11 +1,11 @@
 //! The homeserver's services, shared by every request handler through `Arc<Services>`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -14,12 +14,15 @@ use rand::Rng;
 use rand::distributions::Alphanumeric;
 use ruma::signatures::Ed25519KeyPair;
 use ruma::{DeviceId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
-use tokio::sync::watch;
 
 use crate::api::ruma_wrapper::Sender;
 use crate::error::Error;
 use crate::rooms::Rooms;
 use crate::store::Store;
+
+mod media;
+mod typing;
+pub use typing::Typing;
 
 /// Everything a request handler may use.
 pub struct Services {
@@ -354,87 +357,6 @@ impl Services {
         }
     }
 
-    /// Stores a file in the content repository; returns its `mxc://` address.
-    pub async fn store_media(
-        &self,
-        bytes: &[u8],
-        content_type: Option<&str>,
-        filename: Option<&str>,
-        uploader: &UserId,
-    ) -> Result<ruma::OwnedMxcUri, Error> {
-        let media_id = random_string(24);
-        let path = self.media_dir.join(&media_id);
-        let partial = self.media_dir.join(format!("{media_id}.partial"));
-        tokio::fs::write(&partial, bytes)
-            .await
-            .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
-        tokio::fs::rename(&partial, &path)
-            .await
-            .map_err(|e| Error::Internal(format!("writing media: {e}")))?;
-        self.store
-            .create_media(&crate::store::MediaRecord {
-                media_id: media_id.clone(),
-                content_type: content_type.map(str::to_owned),
-                filename: filename.map(str::to_owned),
-                size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-                uploader: uploader.to_string(),
-                // Uploads are served on the authenticated endpoints only (Matrix 1.11).
-                unauthenticated: false,
-            })
-            .await?;
-        Ok(ruma::OwnedMxcUri::from(format!(
-            "mxc://{}/{media_id}",
-            self.server_name
-        )))
-    }
-
-    /// A file of this server's content repository by its `mxc://` address: its bytes and
-    /// content type; `None` for another server's or an unknown file.
-    pub async fn read_media(
-        &self,
-        uri: &ruma::MxcUri,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, Error> {
-        let Ok((server, media_id)) = uri.parts() else {
-            return Ok(None);
-        };
-        if server != self.server_name || !crate::api::client::media::is_valid_media_id(media_id) {
-            return Ok(None);
-        }
-        let Some(record) = self.store.media(media_id).await? else {
-            return Ok(None);
-        };
-        self.read_media_file(record).await.map(Some)
-    }
-
-    /// The bytes and content type of a file of the media directory.
-    async fn read_media_file(
-        &self,
-        record: crate::store::MediaRecord,
-    ) -> Result<(Vec<u8>, Option<String>), Error> {
-        let bytes = tokio::fs::read(self.media_dir.join(&record.media_id))
-            .await
-            .map_err(|e| Error::Internal(format!("reading media {}: {e}", record.media_id)))?;
-        Ok((bytes, record.content_type))
-    }
-
-    /// A file of any server by its `mxc://` address: this server's, or the local copy of
-    /// another server's; `None` for an unknown file or one not fetched yet.
-    pub async fn read_any_media(
-        &self,
-        uri: &ruma::MxcUri,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>, Error> {
-        let Ok((server, media_id)) = uri.parts() else {
-            return Ok(None);
-        };
-        if server == self.server_name {
-            return self.read_media(uri).await;
-        }
-        let Some(record) = self.store.remote_media(server.as_str(), media_id).await? else {
-            return Ok(None);
-        };
-        self.read_media_file(record).await.map(Some)
-    }
-
     /// Whether a user id belongs to this server.
     pub fn is_local(&self, user_id: &UserId) -> bool {
         user_id.server_name() == self.server_name
@@ -577,129 +499,6 @@ pub async fn verify_password(password: &str, hash: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// Typing notifications: in memory only, as the specification intends.
-pub struct Typing {
-    rooms: std::sync::Mutex<HashMap<OwnedRoomId, BTreeMap<OwnedUserId, Instant>>>,
-    /// Changes whenever someone starts or stops typing; the value is a serial number.
-    serial: watch::Sender<u64>,
-    last_change: std::sync::Mutex<HashMap<OwnedRoomId, u64>>,
-}
-
-impl Typing {
-    fn new() -> Typing {
-        // Serials start at the clock so that tokens given out before a restart stay behind.
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Typing {
-            rooms: std::sync::Mutex::new(HashMap::new()),
-            serial: watch::channel(start).0,
-            last_change: std::sync::Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn bump(&self, room_id: &RoomId) {
-        let mut serial = 0;
-        self.serial.send_modify(|value| {
-            *value += 1;
-            serial = *value;
-        });
-        self.last_change
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(room_id.to_owned(), serial);
-    }
-
-    /// Marks a user typing for `timeout`, or not typing.
-    pub fn set(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) {
-        let changed = {
-            let mut rooms = self
-                .rooms
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let room = rooms.entry(room_id.to_owned()).or_default();
-            match timeout {
-                Some(timeout) => room
-                    .insert(user_id.to_owned(), Instant::now() + timeout)
-                    .is_none(),
-                None => room.remove(user_id).is_some(),
-            }
-        };
-        if changed || timeout.is_some() {
-            self.bump(room_id);
-        }
-    }
-
-    /// Drops expired typing notifications, announcing the change.
-    pub fn expire(&self) {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        {
-            let mut rooms = self
-                .rooms
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (room_id, users) in rooms.iter_mut() {
-                let before = users.len();
-                users.retain(|_, until| *until > now);
-                if users.len() != before {
-                    expired.push(room_id.clone());
-                }
-            }
-        }
-        for room_id in expired {
-            self.bump(&room_id);
-        }
-    }
-
-    /// The users typing in a room.
-    pub fn users(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
-        let now = Instant::now();
-        self.rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(room_id)
-            .map(|users| {
-                users
-                    .iter()
-                    .filter(|(_, until)| **until > now)
-                    .map(|(user, _)| user.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The serial of the last change in a room.
-    pub fn last_change(&self, room_id: &RoomId) -> u64 {
-        self.last_change
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(room_id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// The rooms whose typing changed after the serial `since`.
-    pub fn changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
-        self.last_change
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter(|(_, serial)| **serial > since)
-            .map(|(room, _)| room.clone())
-            .collect()
-    }
-
-    pub fn current(&self) -> u64 {
-        *self.serial.borrow()
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.serial.subscribe()
-    }
-}
-
 /// The token-bucket rate limiters of the client API.
 pub struct RateLimiters {
     pub login: Limiter,
@@ -759,6 +558,8 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -784,26 +585,5 @@ mod tests {
         assert!(verify_password("correct horse", &hash).await);
         assert!(!verify_password("wrong", &hash).await);
         assert!(!verify_password("x", "not a hash").await);
-    }
-
-    #[test]
-    fn typing_changes_bump_the_serial() {
-        let typing = Typing::new();
-        let room = RoomId::parse("!r:x").unwrap();
-        let user = UserId::parse("@a:x").unwrap();
-        let start = typing.current();
-        typing.set(&room, &user, Some(Duration::from_secs(30)));
-        assert_eq!(typing.users(&room), vec![user.clone()]);
-        assert!(typing.last_change(&room) > start);
-        assert_eq!(typing.changed_since(start), vec![room.clone()]);
-        assert!(typing.changed_since(typing.current()).is_empty());
-        typing.set(&room, &user, None);
-        assert!(typing.users(&room).is_empty());
-        typing.set(&room, &user, Some(Duration::from_millis(1)));
-        std::thread::sleep(Duration::from_millis(5));
-        let before = typing.current();
-        typing.expire();
-        assert!(typing.current() > before);
-        assert!(typing.users(&room).is_empty());
     }
 }

@@ -142,19 +142,27 @@ impl Bridge {
         });
     }
 
-    async fn fetch_profile(&self, ghost: &UserId, remote: &BareJid) -> Result<(), BridgeError> {
+    /// Asks an XMPP user or a MUC for its vCard (XEP-0054), from our domain: the vCard, if it
+    /// answered with one.
+    pub(super) async fn request_vcard(&self, to: &BareJid) -> Result<Option<Element>, BridgeError> {
         let from = Jid::from(BareJid::new(self.gateway.domain()).map_err(|e| {
             causeway_matrix::error::Error::Internal(format!("our domain as a JID: {e}"))
         })?);
-        let id = format!("vcard-{}", causeway_matrix::services::random_string(12));
+        let id = format!("vcard-{}", super::random_id());
         let request = Iq::from_get(id, VCardQuery)
             .with_from(from)
-            .with_to(Jid::from(remote.clone()));
-        let Some(Iq::Result {
-            payload: Some(payload),
-            ..
-        }) = self.request(request).await
-        else {
+            .with_to(Jid::from(to.clone()));
+        Ok(match self.request(request).await {
+            Some(Iq::Result {
+                payload: Some(payload),
+                ..
+            }) => Some(payload),
+            _ => None,
+        })
+    }
+
+    async fn fetch_profile(&self, ghost: &UserId, remote: &BareJid) -> Result<(), BridgeError> {
+        let Some(payload) = self.request_vcard(remote).await? else {
             return Ok(());
         };
         let Ok(vcard) = VCard::try_from(payload) else {

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use xmpp_parsers::disco::DiscoInfoQuery;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
-use xmpp_parsers::vcard::VCardQuery;
 
 use crate::bridge::{Bridge, BridgeError};
 
@@ -104,16 +103,7 @@ impl Bridge {
                 return Ok(());
             }
         }
-        let from = Jid::from(BareJid::new(self.gateway.domain()).map_err(super::internal)?);
-        let id = format!("portal-vcard-{}", crate::bridge::random_id());
-        let request = Iq::from_get(id, VCardQuery)
-            .with_from(from)
-            .with_to(Jid::from(muc.clone()));
-        let Some(Iq::Result {
-            payload: Some(vcard),
-            ..
-        }) = self.request(request).await
-        else {
+        let Some(vcard) = self.request_vcard(muc).await? else {
             return Ok(());
         };
         let Some(avatar) = avatar_from_vcard(&vcard)
