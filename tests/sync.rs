@@ -769,3 +769,112 @@ async fn a_room_joined_since_the_last_sync_shows_what_was_said_before() {
     assert_eq!(events.len(), 1, "{renamed}");
     assert_eq!(events[0]["type"], "m.room.member");
 }
+
+/// A waiting sync sleeps through what happens in rooms that are not its user's, and wakes for
+/// what is theirs: an invitation to a new room, a to-device message, their account data, a
+/// message in their room.
+#[tokio::test]
+async fn a_waiting_sync_wakes_for_what_is_its_users() {
+    let server = std::sync::Arc::new(TestServer::new().await);
+    let (_, alice) = server.register("alice").await;
+    let (bob_id, bob) = server.register("bob").await;
+    let (_, carol) = server.register("carol").await;
+    let elsewhere = server
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    server.join(&carol, &elsewhere).await;
+    // Bob waits; each step makes something of his happen and reads what woke his sync.
+    let wait = |since: String| {
+        let server = server.clone();
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            server
+                .sync(&bob, &format!("since={since}&timeout=10000"))
+                .await
+        })
+    };
+    let woken = |waiting: tokio::task::JoinHandle<Value>| async move {
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("a waiting sync never answered")
+            .unwrap()
+    };
+    let mut since = server.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiting = wait(since.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..3 {
+        server
+            .send_text(&carol, &elsewhere, &format!("c{i}"), "not for Bob")
+            .await
+            .assert_ok();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the sync answered for a room that is not Bob's"
+    );
+    // Invited to a new room: his sync wakes with the invitation.
+    let room = server
+        .create_room(&alice, json!({"invite": [bob_id.clone()]}))
+        .await;
+    let answer = woken(waiting).await;
+    assert!(
+        answer["rooms"]["invite"][&room].is_object(),
+        "the invitation is not in the answer: {answer}"
+    );
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+    // A to-device message for his devices.
+    let waiting = wait(since.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.test/t1",
+            &alice,
+            json!({"messages": {bob_id.clone(): {"*": {"hello": "bob"}}}}),
+        )
+        .await
+        .assert_ok();
+    let answer = woken(waiting).await;
+    assert_eq!(
+        answer["to_device"]["events"][0]["content"]["hello"], "bob",
+        "{answer}"
+    );
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+    // His account data, set from another device.
+    let waiting = wait(since.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .put(
+            &format!("/_matrix/client/v3/user/{bob_id}/account_data/org.example.note"),
+            &bob,
+            json!({"n": 1}),
+        )
+        .await
+        .assert_ok();
+    let answer = woken(waiting).await;
+    let types: Vec<&str> = answer["account_data"]["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(types.contains(&"org.example.note"), "{answer}");
+    since = answer["next_batch"].as_str().unwrap().to_owned();
+    // Joined, a message in his room wakes it (and only that room is in the answer).
+    server.join(&bob, &room).await;
+    let since_join = server.sync(&bob, &format!("since={since}&timeout=0")).await;
+    let waiting = wait(since_join["next_batch"].as_str().unwrap().to_owned());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .send_text(&carol, &elsewhere, "c9", "still not for Bob")
+        .await
+        .assert_ok();
+    server
+        .send_text(&alice, &room, "a1", "for Bob")
+        .await
+        .assert_ok();
+    let answer = woken(waiting).await;
+    assert_eq!(bodies(timeline(&answer, &room)), vec!["for Bob"]);
+    assert!(answer["rooms"]["join"][&elsewhere].is_null(), "{answer}");
+}

@@ -27,6 +27,10 @@ pub enum Change {
     ReadPosition(String, String),
     /// A room's current state, changed by state resolution beyond the events of the stream.
     ResolvedState(String),
+    /// A new event in a room (of its stream, not its past).
+    Room(String),
+    /// A user's membership of any room.
+    Membership(String),
 }
 
 /// The last position at which each key changed.

@@ -274,7 +274,8 @@ impl Store {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let mut members_changed = false;
+        // Whose membership changed.
+        let mut members: Vec<&str> = Vec::new();
         match &event.resolved {
             None => {
                 if let (Some(membership), Some(target)) = (&event.membership, &event.state_key) {
@@ -287,7 +288,7 @@ impl Store {
                         stream_ordering,
                     )
                     .await?;
-                    members_changed = true;
+                    members.push(target);
                 }
             }
             Some(resolved) => {
@@ -304,7 +305,7 @@ impl Store {
                             stream_ordering,
                         )
                         .await?;
-                        members_changed = true;
+                        members.push(target);
                     }
                     if change.event_id != event.event_id {
                         sqlx::query(
@@ -381,9 +382,15 @@ impl Store {
             Change::ReadPosition(event.room_id.clone(), event.sender.clone()),
             stream_ordering,
         );
-        if members_changed {
+        self.changes
+            .record(Change::Room(event.room_id.clone()), stream_ordering);
+        if !members.is_empty() {
             self.changes
                 .record(Change::Members(event.room_id.clone()), stream_ordering);
+        }
+        for member in members {
+            self.changes
+                .record(Change::Membership(member.to_owned()), stream_ordering);
         }
         if event.resolved.is_some() {
             self.changes.record(

@@ -182,8 +182,13 @@ impl Store {
             }
         }
         transaction.commit().await?;
-        self.changes
-            .record(super::Change::Members(room_id.to_owned()), position);
+        for change in [
+            super::Change::Members(room_id.to_owned()),
+            super::Change::Room(room_id.to_owned()),
+            super::Change::Membership(user_id.to_owned()),
+        ] {
+            self.changes.record(change, position);
+        }
         Ok(position)
     }
 

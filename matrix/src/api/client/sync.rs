@@ -130,6 +130,8 @@ pub async fn sync_events_route(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut positions = services.store.subscribe();
     let mut typing = services.typing.subscribe();
+    // The last response, with where it was computed and the rooms it looked at.
+    let mut last: Option<(sync::Response, SyncToken, Vec<String>)> = None;
     loop {
         positions.borrow_and_update();
         typing.borrow_and_update();
@@ -137,10 +139,18 @@ pub async fn sync_events_route(
             position: services.store.current_position(),
             typing: services.typing.current(),
         };
-        let (response, has_content) =
-            compute(&services, &sender, &filter, since, body.full_state, now).await?;
-        if has_content || since.is_none() || body.full_state {
-            return Ok(response);
+        // Woken by what concerns none of the user's rooms nor the user: the response stays
+        // as it was, and the sync waits on.
+        let unchanged = last
+            .as_ref()
+            .is_some_and(|(_, at, rooms)| !may_have_changed(&services, &sender, rooms, *at));
+        if !unchanged {
+            let (response, has_content, rooms) =
+                compute(&services, &sender, &filter, since, body.full_state, now).await?;
+            if has_content || since.is_none() || body.full_state {
+                return Ok(response);
+            }
+            last = Some((response, now, rooms));
         }
         let woke = tokio::time::timeout_at(deadline, async {
             tokio::select! {
@@ -153,9 +163,50 @@ pub async fn sync_events_route(
         match woke {
             Ok(true) => continue,
             // Timed out (or the server is shutting down): answer with nothing new.
-            _ => return Ok(response),
+            _ => {
+                return match last {
+                    Some((response, _, _)) => Ok(response),
+                    None => Err(Error::Internal("a sync answered before computing".into())),
+                };
+            }
         }
     }
+}
+
+/// Whether anything a sync shows `sender` may have changed after `at` (the stream position
+/// and typing serial of the last response), in the user's `rooms` or of the user: their
+/// memberships, account data, to-device messages, anyone's device lists or presence. What
+/// the stream records is never missed (every position comes with a recorded change); a
+/// false "maybe" only costs a response computed again.
+fn may_have_changed(services: &Services, sender: &Sender, rooms: &[String], at: SyncToken) -> bool {
+    let changes = services.store.changes();
+    let user = sender.user_id.as_str();
+    let changed = |change: Change| changes.changed_since(&change, at.position);
+    if changed(Change::Membership(user.to_owned()))
+        || changed(Change::AccountData(user.to_owned()))
+        || changed(Change::ToDevice(
+            user.to_owned(),
+            sender.device_id.as_str().to_owned(),
+        ))
+        || changed(Change::DeviceLists)
+        || changed(Change::Presence)
+    {
+        return true;
+    }
+    let typing: HashSet<String> = services
+        .typing
+        .changed_since(at.typing)
+        .into_iter()
+        .map(|room| room.to_string())
+        .collect();
+    rooms.iter().any(|room| {
+        typing.contains(room)
+            || changed(Change::Room(room.clone()))
+            || changed(Change::Receipts(room.clone()))
+            || changed(Change::Members(room.clone()))
+            || changed(Change::ResolvedState(room.clone()))
+            || changed(Change::ReadPosition(room.clone(), user.to_owned()))
+    })
 }
 
 fn timeline_limit(filter: &RoomEventFilter) -> i64 {
@@ -183,7 +234,8 @@ fn without_room_id(mut event: Map<String, Value>) -> Map<String, Value> {
     event
 }
 
-/// Builds one sync response for the positions in `now`; says whether it holds anything new.
+/// Builds one sync response for the positions in `now`; says whether it holds anything new,
+/// and gives the rooms it looked at (every room the user has a membership of).
 async fn compute(
     services: &Services,
     sender: &Sender,
@@ -191,7 +243,7 @@ async fn compute(
     since: Option<SyncToken>,
     full_state: bool,
     now: SyncToken,
-) -> Result<(sync::Response, bool), Error> {
+) -> Result<(sync::Response, bool, Vec<String>), Error> {
     let mut response = sync::Response::new(now.encode());
     let mut has_content = false;
     let since_position = since.map(|s| s.position).unwrap_or(0);
@@ -372,7 +424,8 @@ async fn compute(
             has_content = true;
         }
     }
-    Ok((response, has_content))
+    let rooms = memberships.into_iter().map(|row| row.room_id).collect();
+    Ok((response, has_content, rooms))
 }
 
 fn json_object(value: Value) -> Map<String, Value> {
