@@ -20,28 +20,24 @@ use crate::bridge::{Bridge, BridgeError};
 pub(super) type Availability = (Option<Show>, Option<String>);
 
 impl Bridge {
-    /// A member's presence as their occupant shows it; available when nothing is known.
-    pub(super) async fn member_availability(&self, user: &UserId) -> Availability {
-        match self.services.store.presence(user.as_str()).await {
-            Ok(Some(record)) => occupant_availability(&matrix_presence(&record)),
-            Ok(None) => Availability::default(),
-            Err(error) => {
-                tracing::warn!(%error, %user, "a presence could not be read");
-                Availability::default()
-            }
-        }
-    }
-
     /// An available presence of a member's occupant (`from`) to `to` in a MUC, with the
-    /// member's show and status.
+    /// member's show and status (available when nothing is known of their presence).
     pub(super) async fn member_occupant_presence(
         &self,
         user: &UserId,
         from: FullJid,
         to: Option<Jid>,
     ) -> Presence {
-        let (show, status) = self.member_availability(user).await;
-        with_availability(from, to, show, status)
+        let availability = match self.services.store.presence(user.as_str()).await {
+            Ok(record) => record
+                .map(|record| occupant_availability(&matrix_presence(&record)))
+                .unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%error, %user, "a presence could not be read");
+                Availability::default()
+            }
+        };
+        with_availability(from, to, availability)
     }
 
     /// A user's presence changed: each MUC where they are an occupant through a portal is
@@ -57,7 +53,7 @@ impl Bridge {
             return Ok(());
         }
         let sessions = self.store.sessions_of_user(user.as_str()).await?;
-        let (show, status) = occupant_availability(&matrix_presence(record));
+        let availability = occupant_availability(&matrix_presence(record));
         {
             let mut told = self
                 .portals
@@ -68,11 +64,10 @@ impl Bridge {
                 told.remove(&user);
                 return Ok(());
             }
-            let now = (show.clone(), status.clone());
-            if told.get(&user) == Some(&now) {
+            if told.get(&user) == Some(&availability) {
                 return Ok(());
             }
-            told.insert(user.clone(), now);
+            told.insert(user.clone(), availability.clone());
         }
         for session in sessions {
             let Ok(muc) = BareJid::new(&session.muc_jid) else {
@@ -83,8 +78,7 @@ impl Bridge {
             self.send(Stanza::Presence(with_availability(
                 from,
                 to,
-                show.clone(),
-                status.clone(),
+                availability.clone(),
             )));
         }
         Ok(())
@@ -112,12 +106,7 @@ impl Bridge {
 }
 
 /// An available presence with a show and a status.
-fn with_availability(
-    from: FullJid,
-    to: Option<Jid>,
-    show: Option<Show>,
-    status: Option<String>,
-) -> Presence {
+fn with_availability(from: FullJid, to: Option<Jid>, (show, status): Availability) -> Presence {
     let mut presence = Presence::new(PresenceType::None);
     presence.from = Some(Jid::from(from));
     presence.to = to;

@@ -130,28 +130,13 @@ pub async fn sync_events_route(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut positions = services.store.subscribe();
     let mut typing = services.typing.subscribe();
-    // The last response, with where it was computed and the rooms it looked at.
-    let mut last: Option<(sync::Response, SyncToken, Vec<String>)> = None;
+    let mut at = observe(&services, &mut positions, &mut typing);
+    let (mut response, has_content, mut rooms) =
+        compute(&services, &sender, &filter, since, body.full_state, at).await?;
+    if has_content || since.is_none() || body.full_state {
+        return Ok(response);
+    }
     loop {
-        positions.borrow_and_update();
-        typing.borrow_and_update();
-        let now = SyncToken {
-            position: services.store.current_position(),
-            typing: services.typing.current(),
-        };
-        // Woken by what concerns none of the user's rooms nor the user: the response stays
-        // as it was, and the sync waits on.
-        let unchanged = last
-            .as_ref()
-            .is_some_and(|(_, at, rooms)| !may_have_changed(&services, &sender, rooms, *at));
-        if !unchanged {
-            let (response, has_content, rooms) =
-                compute(&services, &sender, &filter, since, body.full_state, now).await?;
-            if has_content || since.is_none() || body.full_state {
-                return Ok(response);
-            }
-            last = Some((response, now, rooms));
-        }
         let woke = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 changed = positions.changed() => changed.is_ok(),
@@ -160,16 +145,38 @@ pub async fn sync_events_route(
             }
         })
         .await;
-        match woke {
-            Ok(true) => continue,
+        if !matches!(woke, Ok(true)) {
             // Timed out (or the server is shutting down): answer with nothing new.
-            _ => {
-                return match last {
-                    Some((response, _, _)) => Ok(response),
-                    None => Err(Error::Internal("a sync answered before computing".into())),
-                };
-            }
+            return Ok(response);
         }
+        let now = observe(&services, &mut positions, &mut typing);
+        // Woken by what concerns neither the user nor their rooms: the response stays as it
+        // was, and the sync waits on.
+        if !may_have_changed(&services, &sender, &rooms, at) {
+            continue;
+        }
+        let has_content;
+        (response, has_content, rooms) =
+            compute(&services, &sender, &filter, since, body.full_state, now).await?;
+        at = now;
+        if has_content {
+            return Ok(response);
+        }
+    }
+}
+
+/// The positions now, the channels that announce them marked seen first (a change after
+/// this wakes the waiting sync).
+fn observe(
+    services: &Services,
+    positions: &mut tokio::sync::watch::Receiver<i64>,
+    typing: &mut tokio::sync::watch::Receiver<u64>,
+) -> SyncToken {
+    positions.borrow_and_update();
+    typing.borrow_and_update();
+    SyncToken {
+        position: services.store.current_position(),
+        typing: services.typing.current(),
     }
 }
 
@@ -199,13 +206,12 @@ fn may_have_changed(services: &Services, sender: &Sender, rooms: &[String], at: 
         .into_iter()
         .map(|room| room.to_string())
         .collect();
+    // Member changes, resolved state and read positions come with an event or a receipt of
+    // their room: `Room` and `Receipts` say them too.
     rooms.iter().any(|room| {
         typing.contains(room)
             || changed(Change::Room(room.clone()))
             || changed(Change::Receipts(room.clone()))
-            || changed(Change::Members(room.clone()))
-            || changed(Change::ResolvedState(room.clone()))
-            || changed(Change::ReadPosition(room.clone(), user.to_owned()))
     })
 }
 
